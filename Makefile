@@ -1,0 +1,95 @@
+# Plain make: `make` builds the engine library and the tools into bin/, `make test` runs
+# the whole suite (plain build, then again under ASan+UBSan), `make sample` runs the main
+# job on the bundled sample. See README.md.
+
+CC      ?= cc
+OPT     ?= -O2
+# x86-64-v3 = AVX2 + FMA + F16C: every machine we build or run on has it (CI, the lent GPU
+# machine). Override with `make ARCH=` for an older CPU.
+ARCH    ?= -march=x86-64-v3
+CFLAGS  ?=
+CFLAGS  += -std=c17 $(OPT) $(ARCH) -g -Wall -Wextra -D_GNU_SOURCE -pthread -Iengine -Ibuild
+LDLIBS  := -llmdb -lzstd -lutf8proc -ljansson -lopenblas -lvulkan -lm -pthread
+
+# B is the build directory: build/ normally, build/asan/ for the sanitizer pass.
+B       ?= build
+BIN     ?= bin
+
+ENGINE_SRC := $(sort $(wildcard engine/*.c))
+SHADERS    := $(sort $(wildcard shaders/*.comp))
+TOOLS      := $(foreach t,embed indexer search,$(if $(wildcard $(t)/*.c),$(BIN)/$(t)))
+TEST_SRC   := $(sort $(wildcard tests/test_*.c))
+FUZZ_SRC   := $(sort $(wildcard tests/fuzz_*.c))
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/%.o)
+ifneq ($(SHADERS),)
+ENGINE_OBJ += $(B)/shaders_spv.o
+endif
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+# tests/tool_*.c: helper programs that Python tests drive (e.g. dump token ids).
+TESTTOOL_BIN := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/tool_*.c))
+
+.PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz
+.DEFAULT_GOAL := all
+
+all: tools
+
+tools: $(TOOLS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/libengine.a: $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Each tool is the objects of its folder linked with the engine.
+define tool_rule
+$(BIN)/$(1): $(patsubst %.c,$(B)/%.o,$(wildcard $(1)/*.c)) $(B)/libengine.a
+	@mkdir -p $(BIN)
+	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(B)/libengine.a $$(LDLIBS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
+
+# --- shaders: GLSL -> SPIR-V (glslc) -> one C file of byte arrays, linked into the engine
+$(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
+	@mkdir -p $(dir $@)
+	glslc --target-env=vulkan1.2 $(GLSLC_FLAGS_$*) -Ishaders -o $@ $<
+
+$(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.sh
+	sh scripts/spv-embed.sh $(filter %.spv,$^) > $@
+
+$(B)/shaders_spv.o: $(B)/shaders_spv.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# --- tests
+$(B)/tests/%: tests/%.c $(B)/libengine.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(B)/libengine.a $(LDLIBS)
+
+tests: $(TEST_BIN) $(TESTTOOL_BIN) $(TOOLS)
+
+test-plain: tests fetch-model
+	sh tests/run.sh $(B) $(BIN)
+
+test-asan:
+	$(MAKE) B=build/asan BIN=build/asan/bin OPT=-O1 \
+		CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		LDFLAGS="-fsanitize=address,undefined" test-plain ASAN=1
+
+test: setup
+	$(MAKE) test-plain
+	$(MAKE) test-asan
+
+# --- set-up: Debian packages, the Python venv for reference tests, the default model
+setup:
+	sh scripts/setup
+
+fetch-model:
+	sh scripts/fetch-model
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

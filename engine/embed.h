@@ -1,0 +1,115 @@
+/* embed.h — the engine's public API: open a sentence-embedding model, turn texts into
+ * vectors identical to sentence-transformers', close it.
+ *
+ * A model is opened straight from a Hugging Face / sentence-transformers directory (no
+ * conversion step): config.json, model.safetensors, tokenizer.json (or vocab.txt),
+ * modules.json, 1_Pooling/config.json, sentence_bert_config.json.
+ *
+ * Threads: an embed_model may be used by several threads at once for the const functions
+ * (tokenizing, querying sizes). embed_encode* calls on one model are serialised by an
+ * internal lock; open one model per thread for concurrent encoding.
+ *
+ * Errors: every fallible call returns EMB_OK or an EMB_E* code (err.h) and fills the
+ * optional emb_err with a one-line message.
+ */
+#ifndef EMB_EMBED_H
+#define EMB_EMBED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct embed_model embed_model;
+
+typedef enum {
+	EMBED_DEVICE_CPU = 0,
+	EMBED_DEVICE_GPU = 1,  /* Vulkan; fails with EMB_EDEVICE when no usable device */
+	EMBED_DEVICE_AUTO = 2, /* GPU for batches at or above the crossover, else CPU */
+} embed_device;
+
+typedef enum {
+	EMBED_PRECISION_DEFAULT = 0, /* fastest path that meets the accuracy bar */
+	EMBED_PRECISION_FP32 = 1,
+	EMBED_PRECISION_FP16 = 2,    /* GPU only: fp16 inputs, fp32 accumulation */
+} embed_precision;
+
+/* How texts are prefixed before tokenizing. E5 models need "query: " / "passage: ". */
+typedef enum {
+	EMBED_PREFIX_NONE = 0,
+	EMBED_PREFIX_QUERY = 1,
+	EMBED_PREFIX_PASSAGE = 2,
+} embed_prefix;
+
+typedef struct embed_options {
+	int threads;               /* CPU threads; 0 = all online CPUs */
+	embed_device device;
+	embed_precision precision;
+	int gpu_index;             /* -1 = pick (discrete first, or env EMBED_GPU) */
+	int max_tokens;            /* 0 = the model's limit (min of positions, max_seq_length) */
+	int quiet;                 /* nonzero: no warning lines on stderr (e.g. GPU fallback) */
+} embed_options;
+
+/* Fills *opt with defaults: all CPUs, CPU device, default precision, model's max length. */
+void embed_options_default(embed_options *opt);
+
+/* Opens the model in directory `dir` (see above for the files read). Weights are
+ * memory-mapped; f32, f16 and bf16 safetensors are accepted. On success *out owns the model
+ * (free with embed_close). Errors: EMB_EIO (missing dir or file), EMB_EFORMAT (corrupt
+ * config, safetensors or tokenizer; wrong tensor shape), EMB_EUNSUPPORTED (e.g.
+ * "unsupported model_type 'gpt2'"), EMB_EDEVICE (explicit GPU device unusable). */
+int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb_err *err);
+
+/* Releases everything the model holds. NULL is allowed. */
+void embed_close(embed_model *m);
+
+/* Output vector dimension (hidden size), e.g. 384. */
+int embed_dim(const embed_model *m);
+
+/* Maximum sequence length in tokens, [CLS] and [SEP] included (256 for all-MiniLM-L6-v2). */
+int embed_max_tokens(const embed_model *m);
+
+/* Short identity of the model for stores: directory basename, e.g. "all-MiniLM-L6-v2". */
+const char *embed_model_name(const embed_model *m);
+
+/* Hex sha256 of model.safetensors (64 chars + NUL). Computed on first call; may take
+ * ~0.1 s for a 90 MB file. Returns NULL on I/O error. */
+const char *embed_model_sha256(embed_model *m);
+
+/* Pooling as text ("mean", "cls", "max") and whether vectors are L2-normalised. */
+const char *embed_pooling_name(const embed_model *m);
+int embed_normalized(const embed_model *m);
+
+/* Whether the model wants "query: "/"passage: " prefixes (E5 family, by model name or a
+ * prompts entry in config_sentence_transformers.json). */
+int embed_needs_prefix(const embed_model *m);
+
+/* The device that encodes batches of n texts under the current policy (auto resolves). */
+embed_device embed_device_for_batch(const embed_model *m, int n);
+
+/* Human-readable description of the device in use, e.g. "cpu (2 threads)" or "NVIDIA H200". */
+const char *embed_device_name(const embed_model *m);
+
+/* Tokenizes one text exactly as sentence-transformers would for this model: optional prefix,
+ * [CLS] ... [SEP], truncated to `cap` (pass embed_max_tokens for the model's truncation, or
+ * a larger number to get the whole text for windowing; the result then still begins with
+ * [CLS] and ends with [SEP]). Writes at most cap ids; returns how many (>= 2), or -1 on
+ * invalid UTF-8 (EMB_EINVAL, message gives the byte offset). cap must be >= 2. */
+long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
+		    int32_t *ids, size_t cap, emb_err *err);
+
+/* Encodes n texts (lens[i] bytes each; lens may be NULL for NUL-terminated texts) into
+ * out[n * dim], row i for texts[i]. Texts past the maximum length are truncated. A text's
+ * vector does not depend on its batch-mates or n. Errors: EMB_EINVAL (invalid UTF-8, message
+ * names the text index), EMB_ENOMEM, EMB_EDEVICE. */
+int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, int n,
+		 embed_prefix prefix, float *out, emb_err *err);
+
+/* Encodes n already-tokenized sequences (each starting with [CLS] and ending with [SEP], at
+ * most embed_max_tokens ids, ids < vocab size) into out[n * dim]. This is what windowing
+ * indexers call after embed_tokenize. Errors: EMB_EINVAL (bad length or id), EMB_ENOMEM,
+ * EMB_EDEVICE. */
+int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			float *out, emb_err *err);
+
+#endif

@@ -1,0 +1,33 @@
+/* forward.h — one BERT forward pass over a packed batch, pooled and normalised.
+ *
+ * A batch is packed, not padded: the tokens of all sequences lie end to end and each
+ * sequence attends only to itself, so no work is spent on padding and a text's vector can
+ * not depend on its batch-mates. The CPU path (forward_cpu.c) is the reference; the Vulkan
+ * path (forward_vk.c) mirrors it step by step under the same step names:
+ *   embed_layernorm -> per layer { matmul_bias(qkv) -> attention -> matmul_bias(out)
+ *   -> add_layernorm -> matmul_bias_gelu(up) -> matmul_bias(down) -> add_layernorm }
+ *   -> pool_normalize
+ */
+#ifndef EMB_FORWARD_H
+#define EMB_FORWARD_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+#include "threadpool.h"
+
+typedef struct fwd_batch {
+	int n;              /* number of sequences */
+	const int32_t *ids; /* all tokens: sequence i is ids[offs[i] .. offs[i+1]) */
+	const int *offs;    /* [n + 1], offs[0] = 0; each length in 1..cfg->max_tokens */
+} fwd_batch;
+
+/* Runs the model on the CPU over batch b and writes n pooled (and, if the model says so,
+ * L2-normalised) vectors of cfg->hidden floats to out. Uses the threads of pool (NULL = the
+ * calling thread alone). Scratch memory is allocated per call and sized by the batch's
+ * token count. Errors: EMB_ENOMEM. */
+int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+		const fwd_batch *b, float *out, emb_err *err);
+
+#endif

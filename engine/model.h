@@ -1,0 +1,75 @@
+/* model.h — a loaded BERT-family model: its configuration and its weights, the one thing
+ * the CPU forward pass (forward_cpu.c) and the Vulkan backend (vk_*.c) both read.
+ *
+ * Weights are held as f32 in one arena whatever the file's dtype (f32, f16, bf16), laid out
+ * as Hugging Face stores them ([out][in] for Linear layers), with the query, key and value
+ * projections stacked into one [3H][H] matrix so each layer does one QKV product.
+ */
+#ifndef EMB_MODEL_H
+#define EMB_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef enum { POOL_MEAN = 0, POOL_CLS = 1, POOL_MAX = 2 } pool_kind;
+typedef enum { ACT_GELU_ERF = 0, ACT_GELU_TANH = 1, ACT_RELU = 2 } act_kind;
+
+typedef struct bert_config {
+	int vocab_size;
+	int hidden;            /* H */
+	int layers;
+	int heads;             /* H / heads = head dim */
+	int intermediate;      /* I, feed-forward width */
+	int max_positions;     /* max_position_embeddings */
+	int type_vocab_size;
+	float layer_norm_eps;
+	act_kind act;          /* hidden_act: "gelu" = exact erf GELU */
+	int max_tokens;        /* truncation: min(max_positions, sentence-transformers max_seq_length) */
+	pool_kind pooling;     /* 1_Pooling/config.json */
+	int normalize;         /* a sentence_transformers.models.Normalize module is present */
+	int needs_prefix;      /* E5: "query: " / "passage: " */
+	int do_lower_case;     /* informational; the tokenizer applies it */
+} bert_config;
+
+typedef struct bert_layer_weights {
+	const float *qkv_w;      /* [3H][H]: query rows, then key rows, then value rows */
+	const float *qkv_b;      /* [3H] */
+	const float *attn_out_w; /* [H][H]  attention.output.dense */
+	const float *attn_out_b; /* [H] */
+	const float *ln1_g;      /* [H]    attention.output.LayerNorm */
+	const float *ln1_b;
+	const float *ffn_up_w;   /* [I][H]  intermediate.dense */
+	const float *ffn_up_b;   /* [I] */
+	const float *ffn_down_w; /* [H][I]  output.dense */
+	const float *ffn_down_b; /* [H] */
+	const float *ln2_g;      /* [H]    output.LayerNorm */
+	const float *ln2_b;
+} bert_layer_weights;
+
+typedef struct bert_weights {
+	const float *word_emb;   /* [vocab][H] */
+	const float *pos_emb;    /* [max_positions][H] */
+	const float *type_emb;   /* [type_vocab][H]; token type 0 is used for every token */
+	const float *emb_ln_g;   /* [H] */
+	const float *emb_ln_b;
+	bert_layer_weights *layer; /* [layers] */
+	float *arena;            /* owns every array above */
+	size_t arena_floats;
+} bert_weights;
+
+/* Reads config.json, modules.json, 1_Pooling/config.json, sentence_bert_config.json and
+ * config_sentence_transformers.json of `dir` into *cfg. Errors: EMB_EIO (config.json
+ * missing), EMB_EFORMAT (malformed JSON or sizes), EMB_EUNSUPPORTED ("unsupported
+ * model_type 'x'", unknown hidden_act or pooling mode). */
+int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
+
+/* Loads model.safetensors of `dir` into *w, converting to f32 and checking every tensor's
+ * shape against cfg. Accepts the names with or without a "bert." prefix. Errors: EMB_EIO,
+ * EMB_EFORMAT (corrupt file, missing tensor, wrong shape: the message names the tensor). */
+int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, emb_err *err);
+
+void bert_weights_free(bert_weights *w);
+
+#endif

@@ -1,0 +1,53 @@
+/* tokenizer.h — BERT BasicTokenizer + WordPiece, id-for-id identical to Hugging Face
+ * `tokenizers` for a model's tokenizer.json.
+ *
+ * Embeddings are only as right as their token ids: one wrong split moves a vector further
+ * than any float rounding does. So this module follows HF's Rust implementation (the
+ * BertNormalizer, BertPreTokenizer and WordPiece model) rule by rule; ../shared/notes/FIELD.md
+ * lists the traps, and tests/tokenizer_diff.py checks parity on >10,000 strings.
+ *
+ * A tokenizer is immutable after tokenizer_load, so one may be shared by many threads.
+ */
+#ifndef EMB_TOKENIZER_H
+#define EMB_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct tokenizer tokenizer;
+
+/* Loads the tokenizer of the model directory `dir`: tokenizer.json when present (model type
+ * WordPiece, normalizer BertNormalizer, pre-tokenizer BertPreTokenizer), otherwise vocab.txt +
+ * tokenizer_config.json (do_lower_case, strip_accents, tokenize_chinese_chars).
+ * On success stores a new tokenizer in *out and returns EMB_OK; the caller frees it with
+ * tokenizer_free. Errors: EMB_EIO (no tokenizer file), EMB_EFORMAT (malformed file, message
+ * names it), EMB_EUNSUPPORTED (a normalizer/model this module does not implement). */
+int tokenizer_load(const char *dir, tokenizer **out, emb_err *err);
+
+/* Frees t. NULL is allowed. */
+void tokenizer_free(tokenizer *t);
+
+/* Tokenizes the UTF-8 text[0..len) (no NUL needed) into WordPiece ids WITHOUT special tokens.
+ * Writes at most `cap` ids to ids[] and stops working once `cap` are produced, so truncated
+ * encoding of a long document costs only the part that is kept. Since every id covers at
+ * least one byte of input, cap >= len always holds the whole text.
+ * Returns the number of ids written (>= 0), or -1 with EMB_EINVAL in *err when the text is
+ * not valid UTF-8 (the message gives the byte offset). */
+long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
+		      size_t cap, emb_err *err);
+
+/* Special token ids, looked up in the vocabulary at load time ([CLS], [SEP], [PAD], [UNK]). */
+int32_t tokenizer_cls_id(const tokenizer *t);
+int32_t tokenizer_sep_id(const tokenizer *t);
+int32_t tokenizer_pad_id(const tokenizer *t);
+int32_t tokenizer_unk_id(const tokenizer *t);
+
+/* Number of entries in the vocabulary. */
+size_t tokenizer_vocab_size(const tokenizer *t);
+
+/* The vocabulary string of id, or NULL when id is out of range. Valid while t lives. */
+const char *tokenizer_id_to_token(const tokenizer *t, int32_t id);
+
+#endif

@@ -1,0 +1,50 @@
+#!/bin/sh
+# Runs every test of the suite and prints one closing line "N passed, N failed".
+#   sh tests/run.sh BUILD_DIR BIN_DIR
+# Each C test is a program $BUILD_DIR/tests/test_*; each Python test is tests/test_*.py,
+# run with the .venv interpreter and told where the binaries are through $BUILD and $BIN.
+# A test passes when it exits 0, is skipped when it exits 77, and fails otherwise.
+set -u
+B=${1:-build}
+BIN=${2:-bin}
+cd "$(dirname "$0")/.."
+export BUILD="$B" BIN
+PY=.venv/bin/python
+[ -x "$PY" ] || PY=python3
+
+pass=0; fail=0; skip=0; failed=""
+run_one() {
+	name=$1; shift
+	start=$(date +%s)
+	"$@" > "$B/tests/$name.log" 2>&1
+	rc=$?
+	t=$(( $(date +%s) - start ))
+	if [ $rc -eq 0 ]; then
+		pass=$((pass + 1)); echo "PASS $name (${t}s)"
+	elif [ $rc -eq 77 ]; then
+		skip=$((skip + 1)); echo "SKIP $name: $(tail -n 1 "$B/tests/$name.log")"
+	else
+		fail=$((fail + 1)); failed="$failed $name"
+		echo "FAIL $name (exit $rc, ${t}s); last lines of $B/tests/$name.log:"
+		tail -n 15 "$B/tests/$name.log" | sed 's/^/    /'
+	fi
+}
+
+mkdir -p "$B/tests"
+for t in "$B"/tests/test_*; do
+	[ -x "$t" ] || continue
+	case "$t" in *.log|*.d|*.o) continue ;; esac
+	run_one "$(basename "$t")" "$t"
+done
+for t in tests/test_*.py; do
+	[ -f "$t" ] || continue
+	run_one "$(basename "$t" .py)_py" "$PY" "$t"
+done
+
+[ -n "$failed" ] && echo "failed:$failed"
+if [ $skip -gt 0 ]; then
+	echo "$pass passed, $fail failed, $skip skipped"
+else
+	echo "$pass passed, $fail failed"
+fi
+[ $fail -eq 0 ]
