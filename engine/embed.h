@@ -50,6 +50,11 @@ typedef struct embed_options {
 	int quiet;                 /* nonzero: no warning lines on stderr (e.g. GPU fallback) */
 } embed_options;
 
+/* Where the tools look for a model when none is named: $EMBED_MODEL if set, else the
+ * default model fetched by scripts/fetch-model, .cache/models/all-MiniLM-L6-v2 beside the
+ * bin/ directory holding the running program. Writes a NUL-terminated path to buf. */
+void embed_default_model_dir(char *buf, size_t size);
+
 /* Fills *opt with defaults: all CPUs, CPU device, default precision, model's max length. */
 void embed_options_default(embed_options *opt);
 

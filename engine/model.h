@@ -29,7 +29,9 @@ typedef struct bert_config {
 	int max_tokens;        /* truncation: min(max_positions, sentence-transformers max_seq_length) */
 	pool_kind pooling;     /* 1_Pooling/config.json */
 	int normalize;         /* a sentence_transformers.models.Normalize module is present */
-	int needs_prefix;      /* E5: "query: " / "passage: " */
+	int needs_prefix;      /* E5: inputs must carry the prefixes below */
+	char query_prefix[64];   /* e.g. "query: "; "" when the model has none */
+	char passage_prefix[64]; /* e.g. "passage: " */
 	int do_lower_case;     /* informational; the tokenizer applies it */
 } bert_config;
 

@@ -1,0 +1,242 @@
+/* embed — the command-line face of the engine: texts on stdin, one embedding (or token id
+ * list) per input line on stdout. Handy for scripting and for checking the engine against
+ * other implementations line by line. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: embed [options] < texts\n"
+		"Reads one text per line (or with --jsonl one JSON object per line with a \"text\"\n"
+		"field) and writes one JSON array per input line: the embedding, or with --tokens\n"
+		"the token ids after truncation, [CLS] and [SEP] included.\n"
+		"  --model DIR        model directory (default: $EMBED_MODEL or the fetched all-MiniLM-L6-v2)\n"
+		"  --device D         cpu, gpu or auto (default cpu)\n"
+		"  --gpu N            Vulkan device index (default: first discrete GPU)\n"
+		"  --precision P      fp32 or fp16 (GPU; default: fastest that meets the accuracy bar)\n"
+		"  --batch N          texts per batch (default 64)\n"
+		"  --threads N        CPU threads (default: all)\n"
+		"  --format F         jsonl (default) or f32 (raw little-endian float32 rows)\n"
+		"  --prefix P         query, passage or none (default none; E5 models need one)\n"
+		"  --jsonl            input lines are JSON objects with a \"text\" field\n"
+		"  --tokens           print token ids instead of embeddings\n");
+}
+
+typedef struct cli {
+	embed_model *m;
+	int jsonl, tokens, f32;
+	embed_prefix prefix;
+	int batch;
+	/* the pending batch */
+	char **texts;
+	size_t *lens;
+	long *lines;
+	int n;
+	float *vecs;
+	int32_t *ids;
+} cli;
+
+static int flush_batch(cli *c)
+{
+	int rc = 0;
+	if (c->n == 0)
+		return 0;
+	emb_err err = { 0 };
+	int dim = embed_dim(c->m);
+	if (c->tokens) {
+		size_t cap = (size_t)embed_max_tokens(c->m);
+		for (int i = 0; i < c->n && !rc; i++) {
+			long k = embed_tokenize(c->m, c->texts[i], c->lens[i], c->prefix, c->ids, cap, &err);
+			if (k < 0) {
+				fprintf(stderr, "embed: stdin:%ld: %s\n", c->lines[i], err.msg);
+				rc = 1;
+				break;
+			}
+			putchar('[');
+			for (long j = 0; j < k; j++)
+				printf(j ? ",%d" : "%d", (int)c->ids[j]);
+			puts("]");
+		}
+	} else {
+		int e = embed_encode(c->m, (const char *const *)c->texts, c->lens, c->n, c->prefix,
+				     c->vecs, &err);
+		if (e) {
+			/* name the input line, not the batch index */
+			const char *msg = err.msg;
+			int idx = -1;
+			if (sscanf(msg, "text %d:", &idx) == 1 && idx >= 0 && idx < c->n) {
+				msg = strchr(msg, ':') + 2;
+				fprintf(stderr, "embed: stdin:%ld: %s\n", c->lines[idx], msg);
+			} else {
+				fprintf(stderr, "embed: %s\n", msg);
+			}
+			rc = 1;
+		} else if (c->f32) {
+			fwrite(c->vecs, sizeof(float), (size_t)c->n * dim, stdout);
+		} else {
+			for (int i = 0; i < c->n; i++) {
+				const float *v = c->vecs + (size_t)i * dim;
+				putchar('[');
+				for (int j = 0; j < dim; j++)
+					printf(j ? ",%.9g" : "%.9g", v[j]);
+				puts("]");
+			}
+		}
+	}
+	for (int i = 0; i < c->n; i++)
+		free(c->texts[i]);
+	c->n = 0;
+	return rc;
+}
+
+/* Takes one input line (without its newline) into the batch. */
+static int add_line(cli *c, char *line, size_t len, long lineno)
+{
+	char *text;
+	size_t tlen;
+	if (c->jsonl) {
+		json_error_t je;
+		json_t *o = json_loadb(line, len, 0, &je);
+		json_t *t = json_object_get(o, "text");
+		if (!o || !json_is_string(t)) {
+			fprintf(stderr, "embed: stdin:%ld: %s\n", lineno,
+				!o ? je.text : "expected a JSON object with a string \"text\" field");
+			json_decref(o);
+			return 1;
+		}
+		tlen = json_string_length(t);
+		text = malloc(tlen + 1);
+		if (text)
+			memcpy(text, json_string_value(t), tlen + 1);
+		json_decref(o);
+	} else {
+		tlen = len;
+		text = malloc(len + 1);
+		if (text)
+			memcpy(text, line, len + 1);
+	}
+	if (!text) {
+		fprintf(stderr, "embed: stdin:%ld: out of memory\n", lineno);
+		return 1;
+	}
+	c->texts[c->n] = text;
+	c->lens[c->n] = tlen;
+	c->lines[c->n] = lineno;
+	c->n++;
+	return c->n == c->batch ? flush_batch(c) : 0;
+}
+
+int main(int argc, char **argv)
+{
+	embed_options opt;
+	embed_options_default(&opt);
+	char model[PATH_MAX] = "";
+	cli c = { .batch = 64 };
+	static const struct option longopts[] = {
+		{ "model", required_argument, 0, 'm' }, { "device", required_argument, 0, 'd' },
+		{ "gpu", required_argument, 0, 'g' }, { "precision", required_argument, 0, 'p' },
+		{ "batch", required_argument, 0, 'b' }, { "threads", required_argument, 0, 't' },
+		{ "format", required_argument, 0, 'f' }, { "prefix", required_argument, 0, 'x' },
+		{ "jsonl", no_argument, 0, 'j' }, { "tokens", no_argument, 0, 'k' },
+		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'm': snprintf(model, sizeof model, "%s", optarg); break;
+		case 'd':
+			if (!strcmp(optarg, "cpu")) opt.device = EMBED_DEVICE_CPU;
+			else if (!strcmp(optarg, "gpu")) opt.device = EMBED_DEVICE_GPU;
+			else if (!strcmp(optarg, "auto")) opt.device = EMBED_DEVICE_AUTO;
+			else { fprintf(stderr, "embed: --device must be cpu, gpu or auto\n"); return 2; }
+			break;
+		case 'g': opt.gpu_index = atoi(optarg); break;
+		case 'p':
+			if (!strcmp(optarg, "fp32")) opt.precision = EMBED_PRECISION_FP32;
+			else if (!strcmp(optarg, "fp16")) opt.precision = EMBED_PRECISION_FP16;
+			else { fprintf(stderr, "embed: --precision must be fp32 or fp16\n"); return 2; }
+			break;
+		case 'b':
+			c.batch = atoi(optarg);
+			if (c.batch < 1 || c.batch > 1 << 20) { fprintf(stderr, "embed: --batch must be 1..1048576\n"); return 2; }
+			break;
+		case 't': opt.threads = atoi(optarg); break;
+		case 'f':
+			if (!strcmp(optarg, "f32")) c.f32 = 1;
+			else if (strcmp(optarg, "jsonl")) { fprintf(stderr, "embed: --format must be jsonl or f32\n"); return 2; }
+			break;
+		case 'x':
+			if (!strcmp(optarg, "query")) c.prefix = EMBED_PREFIX_QUERY;
+			else if (!strcmp(optarg, "passage")) c.prefix = EMBED_PREFIX_PASSAGE;
+			else if (!strcmp(optarg, "none")) c.prefix = EMBED_PREFIX_NONE;
+			else { fprintf(stderr, "embed: --prefix must be query, passage or none\n"); return 2; }
+			break;
+		case 'j': c.jsonl = 1; break;
+		case 'k': c.tokens = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "embed: unexpected argument '%s' (texts come on stdin)\n", argv[optind]);
+		return 2;
+	}
+	if (!model[0])
+		embed_default_model_dir(model, sizeof model);
+
+	emb_err err = { 0 };
+	if (embed_open(model, &opt, &c.m, &err)) {
+		fprintf(stderr, "embed: %s\n", err.msg);
+		return 1;
+	}
+	int dim = embed_dim(c.m);
+	c.texts = calloc((size_t)c.batch, sizeof *c.texts);
+	c.lens = calloc((size_t)c.batch, sizeof *c.lens);
+	c.lines = calloc((size_t)c.batch, sizeof *c.lines);
+	c.vecs = malloc((size_t)c.batch * dim * sizeof(float));
+	c.ids = malloc((size_t)embed_max_tokens(c.m) * sizeof(int32_t));
+	if (!c.texts || !c.lens || !c.lines || !c.vecs || !c.ids) {
+		fprintf(stderr, "embed: out of memory for a batch of %d\n", c.batch);
+		return 1;
+	}
+
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	long lineno = 0;
+	int rc = 0;
+	while (!rc && (len = getline(&line, &cap, stdin)) >= 0) {
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = 0;
+		rc = add_line(&c, line, (size_t)len, lineno);
+	}
+	if (!rc && ferror(stdin)) {
+		fprintf(stderr, "embed: stdin: %s\n", strerror(errno));
+		rc = 1;
+	}
+	if (!rc)
+		rc = flush_batch(&c);
+	for (int i = 0; i < c.n; i++)
+		free(c.texts[i]);
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, "embed: stdout: %s\n", strerror(errno));
+		rc = 1;
+	}
+	free(line);
+	free(c.texts);
+	free(c.lens);
+	free(c.lines);
+	free(c.vecs);
+	free(c.ids);
+	embed_close(c.m);
+	return rc;
+}

@@ -1,0 +1,335 @@
+/* embed.c — the public API (embed.h): ties the model files, the tokenizer and the forward
+ * passes together, and owns the policy of which device runs a batch. */
+#include "embed.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "model.h"
+#include "sha256.h"
+#include "tokenizer.h"
+
+/* Tokens per forward pass. Bounds scratch memory (~15 KB a token for MiniLM shapes) whatever
+ * the number of texts a caller hands us. */
+#define CPU_BATCH_TOKENS 8192
+
+struct embed_model {
+	char dir[PATH_MAX];
+	char name[256];
+	char sha256[65];
+	embed_options opt;
+	bert_config cfg;
+	bert_weights w;
+	tokenizer *tok;
+	threadpool *pool;
+	pthread_mutex_t lock; /* serialises encoding: the pool runs one loop at a time */
+	char device_name[128];
+};
+
+void embed_default_model_dir(char *buf, size_t size)
+{
+	const char *env = getenv("EMBED_MODEL");
+	if (env && *env) {
+		snprintf(buf, size, "%s", env);
+		return;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');  /* .../bin/embed -> .../bin */
+		if (slash) {
+			*slash = 0;
+			slash = strrchr(exe, '/'); /* .../bin -> ... */
+			if (slash) {
+				*slash = 0;
+				snprintf(buf, size, "%s/.cache/models/all-MiniLM-L6-v2", exe);
+				return;
+			}
+		}
+	}
+	snprintf(buf, size, ".cache/models/all-MiniLM-L6-v2");
+}
+
+void embed_options_default(embed_options *opt)
+{
+	memset(opt, 0, sizeof *opt);
+	opt->device = EMBED_DEVICE_CPU;
+	opt->precision = EMBED_PRECISION_DEFAULT;
+	opt->gpu_index = -1;
+}
+
+int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb_err *err)
+{
+	*out = NULL;
+	embed_options defaults;
+	if (!opt) {
+		embed_options_default(&defaults);
+		opt = &defaults;
+	}
+	struct stat sb;
+	if (stat(dir, &sb) != 0)
+		return emb_errf(err, EMB_EIO, "model directory %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return emb_errf(err, EMB_EIO, "model directory %s: not a directory", dir);
+	if (strlen(dir) >= PATH_MAX - 64)
+		return emb_errf(err, EMB_EINVAL, "model directory path too long");
+
+	embed_model *m = calloc(1, sizeof *m);
+	if (!m)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	snprintf(m->dir, sizeof m->dir, "%s", dir);
+	size_t n = strlen(m->dir);
+	while (n > 1 && m->dir[n - 1] == '/')
+		m->dir[--n] = 0;
+	const char *base = strrchr(m->dir, '/');
+	snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : m->dir);
+	m->opt = *opt;
+	pthread_mutex_init(&m->lock, NULL);
+
+	int rc;
+	if ((rc = bert_config_load(m->dir, &m->cfg, err)) ||
+	    (rc = tokenizer_load(m->dir, &m->tok, err)) ||
+	    (rc = bert_weights_load(m->dir, &m->cfg, &m->w, err)))
+		goto fail;
+	if (tokenizer_vocab_size(m->tok) > (size_t)m->cfg.vocab_size) {
+		rc = emb_errf(err, EMB_EFORMAT, "%s: tokenizer has %zu tokens but vocab_size is %d",
+			      m->dir, tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+		goto fail;
+	}
+	if (opt->max_tokens > 0 && opt->max_tokens < m->cfg.max_tokens)
+		m->cfg.max_tokens = opt->max_tokens < 2 ? 2 : opt->max_tokens;
+
+	/* We tile matrix products over our own threads; OpenBLAS must not add its own. */
+	openblas_set_num_threads(1);
+	m->pool = threadpool_create(opt->threads);
+	if (!m->pool) {
+		rc = emb_errf(err, EMB_ENOMEM, "cannot start %d threads", opt->threads);
+		goto fail;
+	}
+	if (opt->device == EMBED_DEVICE_GPU) {
+		rc = emb_errf(err, EMB_EDEVICE, "--device gpu: the Vulkan backend is not built into this engine yet");
+		goto fail;
+	}
+	snprintf(m->device_name, sizeof m->device_name, "cpu (%d threads)",
+		 threadpool_size(m->pool));
+	*out = m;
+	return EMB_OK;
+fail:
+	embed_close(m);
+	return rc;
+}
+
+void embed_close(embed_model *m)
+{
+	if (!m)
+		return;
+	threadpool_destroy(m->pool);
+	tokenizer_free(m->tok);
+	bert_weights_free(&m->w);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+int embed_dim(const embed_model *m) { return m->cfg.hidden; }
+int embed_max_tokens(const embed_model *m) { return m->cfg.max_tokens; }
+const char *embed_model_name(const embed_model *m) { return m->name; }
+int embed_normalized(const embed_model *m) { return m->cfg.normalize; }
+int embed_needs_prefix(const embed_model *m) { return m->cfg.needs_prefix; }
+const char *embed_device_name(const embed_model *m) { return m->device_name; }
+
+const char *embed_pooling_name(const embed_model *m)
+{
+	return m->cfg.pooling == POOL_CLS ? "cls" : m->cfg.pooling == POOL_MAX ? "max" : "mean";
+}
+
+embed_device embed_device_for_batch(const embed_model *m, int n)
+{
+	(void)m;
+	(void)n;
+	return EMBED_DEVICE_CPU;
+}
+
+const char *embed_model_sha256(embed_model *m)
+{
+	pthread_mutex_lock(&m->lock);
+	if (!m->sha256[0]) {
+		char path[PATH_MAX + 32];
+		snprintf(path, sizeof path, "%s/model.safetensors", m->dir);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat sb;
+		if (fd >= 0 && fstat(fd, &sb) == 0) {
+			void *p = sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+			if (p != MAP_FAILED) {
+				uint8_t d[32];
+				sha256(p, (size_t)sb.st_size, d);
+				sha256_hex(d, m->sha256);
+				if (p)
+					munmap(p, (size_t)sb.st_size);
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return m->sha256[0] ? m->sha256 : NULL;
+}
+
+long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
+		    int32_t *ids, size_t cap, emb_err *err)
+{
+	if (cap < 2) {
+		emb_errf(err, EMB_EINVAL, "embed_tokenize: cap must be at least 2");
+		return -1;
+	}
+	const char *pre = prefix == EMBED_PREFIX_QUERY	 ? m->cfg.query_prefix
+			  : prefix == EMBED_PREFIX_PASSAGE ? m->cfg.passage_prefix
+							   : "";
+	size_t plen = strlen(pre);
+	ids[0] = tokenizer_cls_id(m->tok);
+	long n;
+	if (plen) {
+		/* Tokenize prefix + text as one string, exactly as sentence-transformers sees it. */
+		char *joined = malloc(plen + len + 1);
+		if (!joined) {
+			emb_errf(err, EMB_ENOMEM, "out of memory");
+			return -1;
+		}
+		memcpy(joined, pre, plen);
+		memcpy(joined + plen, text, len);
+		n = tokenizer_encode(m->tok, joined, plen + len, ids + 1, cap - 2, err);
+		free(joined);
+		if (n < 0 && err) /* report offsets relative to the caller's text */
+			emb_err_prefix(err, "(after a %zu-byte prefix) ", plen);
+	} else {
+		n = tokenizer_encode(m->tok, text, len, ids + 1, cap - 2, err);
+	}
+	if (n < 0)
+		return -1;
+	ids[n + 1] = tokenizer_sep_id(m->tok);
+	return n + 2;
+}
+
+/* Runs sequences [first, first + count) of a packed set through the CPU forward pass in
+ * chunks of at most CPU_BATCH_TOKENS tokens (a single longer sequence goes alone). */
+static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			 float *out, emb_err *err)
+{
+	const int H = m->cfg.hidden;
+	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
+	int32_t *ids = NULL;
+	size_t ids_cap = 0;
+	int rc = EMB_OK;
+	if (!offs)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	for (int i = 0; i < n;) {
+		int j = i;
+		size_t tokens = 0;
+		while (j < n && (j == i || tokens + (size_t)lens[j] <= CPU_BATCH_TOKENS))
+			tokens += (size_t)lens[j++];
+		if (tokens > ids_cap) {
+			int32_t *p = realloc(ids, tokens * sizeof *ids);
+			if (!p) {
+				rc = emb_errf(err, EMB_ENOMEM, "out of memory");
+				break;
+			}
+			ids = p;
+			ids_cap = tokens;
+		}
+		offs[0] = 0;
+		for (int k = i; k < j; k++) {
+			memcpy(ids + offs[k - i], seqs[k], (size_t)lens[k] * sizeof *ids);
+			offs[k - i + 1] = offs[k - i] + lens[k];
+		}
+		fwd_batch b = { j - i, ids, offs };
+		rc = forward_cpu(&m->cfg, &m->w, m->pool, &b, out + (size_t)i * H, err);
+		if (rc)
+			break;
+		i = j;
+	}
+	free(ids);
+	free(offs);
+	return rc;
+}
+
+int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			float *out, emb_err *err)
+{
+	for (int i = 0; i < n; i++) {
+		if (lens[i] < 1 || lens[i] > m->cfg.max_tokens)
+			return emb_errf(err, EMB_EINVAL, "sequence %d has %d tokens (allowed 1..%d)", i,
+					lens[i], m->cfg.max_tokens);
+		for (int k = 0; k < lens[i]; k++)
+			if (seqs[i][k] < 0 || seqs[i][k] >= m->cfg.vocab_size)
+				return emb_errf(err, EMB_EINVAL, "sequence %d: token id %d out of range", i,
+						(int)seqs[i][k]);
+	}
+	pthread_mutex_lock(&m->lock);
+	int rc = encode_packed(m, seqs, lens, n, out, err);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+typedef struct tok_job {
+	const embed_model *m;
+	const char *const *texts;
+	const size_t *lens;
+	embed_prefix prefix;
+	int32_t *ids;   /* [n][max_tokens] */
+	int *counts;
+	emb_err *errs;  /* one per text, so threads fail independently */
+} tok_job;
+
+static void tokenize_one(void *arg, int i)
+{
+	tok_job *j = arg;
+	size_t cap = (size_t)j->m->cfg.max_tokens;
+	size_t len = j->lens ? j->lens[i] : strlen(j->texts[i]);
+	long k = embed_tokenize(j->m, j->texts[i], len, j->prefix, j->ids + (size_t)i * cap, cap,
+				&j->errs[i]);
+	j->counts[i] = (int)k;
+}
+
+int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, int n,
+		 embed_prefix prefix, float *out, emb_err *err)
+{
+	if (n <= 0)
+		return EMB_OK;
+	size_t cap = (size_t)m->cfg.max_tokens;
+	tok_job j = { m, texts, lens, prefix, malloc((size_t)n * cap * sizeof(int32_t)),
+		      malloc((size_t)n * sizeof(int)), calloc((size_t)n, sizeof(emb_err)) };
+	const int32_t **seqs = malloc((size_t)n * sizeof *seqs);
+	int rc = EMB_OK;
+	if (!j.ids || !j.counts || !j.errs || !seqs) {
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory for %d texts", n);
+		goto out;
+	}
+	pthread_mutex_lock(&m->lock);
+	threadpool_run(m->pool, tokenize_one, &j, n);
+	for (int i = 0; i < n; i++) {
+		if (j.counts[i] < 0) {
+			rc = emb_errf(err, j.errs[i].code, "text %d: %s", i, j.errs[i].msg);
+			break;
+		}
+		seqs[i] = j.ids + (size_t)i * cap;
+	}
+	if (!rc)
+		rc = encode_packed(m, seqs, j.counts, n, out, err);
+	pthread_mutex_unlock(&m->lock);
+out:
+	free(j.ids);
+	free(j.counts);
+	free(j.errs);
+	free(seqs);
+	return rc;
+}

@@ -1,0 +1,269 @@
+/* forward_cpu.c — the BERT forward pass on the CPU, in fp32: the reference every other path
+ * is checked against, and the path single queries take.
+ *
+ * Read it top to bottom in forward_cpu(): embeddings, then per layer a QKV product,
+ * attention, the output product with residual + LayerNorm, the feed-forward pair with
+ * residual + LayerNorm; finally pooling and L2 normalisation. The batch is packed (see
+ * forward.h): sequences lie end to end, so matrix products run over all tokens at once and
+ * attention runs per (sequence, head) over that sequence's tokens only.
+ *
+ * Matrix products go to OpenBLAS, run single-threaded inside our own thread pool: splitting
+ * the output into tiles ourselves keeps each element's summation order independent of the
+ * batch (so a text's vector does not depend on its batch-mates), and avoids two thread pools
+ * fighting over the cores.
+ */
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- building blocks, named as the GPU shaders are */
+
+/* y = LayerNorm(x) * g + b over one row of n, in place; two passes like PyTorch. */
+static void layernorm_row(float *x, const float *g, const float *b, int n, float eps)
+{
+	float mean = 0;
+	for (int i = 0; i < n; i++)
+		mean += x[i];
+	mean /= (float)n;
+	float var = 0;
+	for (int i = 0; i < n; i++) {
+		float d = x[i] - mean;
+		var += d * d;
+	}
+	var /= (float)n;
+	float inv = 1.0f / sqrtf(var + eps);
+	for (int i = 0; i < n; i++)
+		x[i] = (x[i] - mean) * inv * g[i] + b[i];
+}
+
+static float gelu_erf(float x)
+{
+	return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+static float gelu_tanh(float x)
+{
+	return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+/* One forward pass's shared state, handed to the parallel loops. */
+typedef struct fwd {
+	const bert_config *cfg;
+	const bert_weights *w;
+	const fwd_batch *b;
+	int T;                /* tokens in the batch */
+	float *x;             /* [T][H] hidden states */
+	float *qkv;           /* [T][3H] */
+	float *ctx;           /* [T][H] attention output, before its dense layer */
+	float *tmp;           /* [T][H] */
+	float *up;            /* [T][I] */
+	float *out;           /* [n][H] */
+	int *seq_of;          /* [T] sequence index of each token */
+	float *probs;         /* [T * heads]: L floats for each (sequence, head) */
+
+	/* the current matrix product C[M][N] = act(A[M][K] * W[N][K]^T + bias) */
+	const float *A, *W, *bias;
+	float *C;
+	int M, N, K;
+	int act;              /* 0 none, else cfg->act + 1 */
+	int tile_m, tile_n, tiles_n;
+
+	const bert_layer_weights *L;
+	const float *ln_g, *ln_b;
+	const float *resid;   /* add_layernorm: x = LN(x + resid) */
+} fwd;
+
+static void matmul_tile(void *arg, int task)
+{
+	fwd *f = arg;
+	int m0 = (task / f->tiles_n) * f->tile_m, n0 = (task % f->tiles_n) * f->tile_n;
+	int m = f->M - m0 < f->tile_m ? f->M - m0 : f->tile_m;
+	int n = f->N - n0 < f->tile_n ? f->N - n0 : f->tile_n;
+	float *C = f->C + (size_t)m0 * f->N + n0;
+	for (int i = 0; i < m; i++)
+		memcpy(C + (size_t)i * f->N, f->bias + n0, (size_t)n * sizeof(float));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, f->K, 1.0f,
+		    f->A + (size_t)m0 * f->K, f->K, f->W + (size_t)n0 * f->K, f->K, 1.0f, C, f->N);
+	if (f->act) {
+		for (int i = 0; i < m; i++) {
+			float *r = C + (size_t)i * f->N;
+			for (int j = 0; j < n; j++)
+				r[j] = f->act == ACT_GELU_ERF + 1	 ? gelu_erf(r[j])
+				       : f->act == ACT_GELU_TANH + 1 ? gelu_tanh(r[j])
+								     : (r[j] > 0 ? r[j] : 0);
+		}
+	}
+}
+
+/* C[M][N] = act(A[M][K] W[N][K]^T + bias): tiles small enough to keep every thread busy,
+ * large enough that OpenBLAS's packing of W is amortised. */
+static void matmul_bias(fwd *f, threadpool *pool, const float *A, const float *W,
+			const float *bias, float *C, int M, int N, int K, int act)
+{
+	f->A = A, f->W = W, f->bias = bias, f->C = C, f->M = M, f->N = N, f->K = K;
+	f->act = act;
+	int threads = threadpool_size(pool);
+	f->tile_m = 128;
+	int tiles_m = (M + f->tile_m - 1) / f->tile_m;
+	int want_n = tiles_m >= 2 * threads ? 1 : (2 * threads + tiles_m - 1) / tiles_m;
+	f->tile_n = (N + want_n - 1) / want_n;
+	f->tile_n = (f->tile_n + 15) / 16 * 16;
+	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
+	threadpool_run(pool, matmul_tile, f, tiles_m * f->tiles_n);
+}
+
+/* Embeddings: word + position + token type 0, then LayerNorm; one task per token. */
+static void embed_layernorm(void *arg, int t)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden;
+	int s = f->seq_of[t], pos = t - f->b->offs[s];
+	const float *we = f->w->word_emb + (size_t)f->b->ids[t] * H;
+	const float *pe = f->w->pos_emb + (size_t)pos * H;
+	const float *te = f->w->type_emb;
+	float *x = f->x + (size_t)t * H;
+	for (int i = 0; i < H; i++)
+		x[i] = we[i] + pe[i] + te[i];
+	layernorm_row(x, f->w->emb_ln_g, f->w->emb_ln_b, H, f->cfg->layer_norm_eps);
+}
+
+/* Self-attention of one (sequence, head): softmax(Q K^T / sqrt(d)) V over that sequence's
+ * tokens only, which is the per-sequence mask of a padded implementation. */
+static void attention(void *arg, int task)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
+	int s = task / nh, h = task % nh;
+	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
+	const float scale = 1.0f / sqrtf((float)d);
+	const float *Q = f->qkv + (size_t)t0 * 3 * H + h * d;
+	const float *K = Q + H, *V = Q + 2 * H;
+	float *p = f->probs + (size_t)t0 * nh + (size_t)h * L; /* one row of probabilities */
+	for (int i = 0; i < L; i++) {
+		const float *q = Q + (size_t)i * 3 * H;
+		float mx = -INFINITY;
+		for (int j = 0; j < L; j++) {
+			const float *k = K + (size_t)j * 3 * H;
+			float dot = 0;
+			for (int c = 0; c < d; c++)
+				dot += q[c] * k[c];
+			p[j] = dot * scale;
+			if (p[j] > mx)
+				mx = p[j];
+		}
+		float sum = 0;
+		for (int j = 0; j < L; j++) {
+			p[j] = expf(p[j] - mx);
+			sum += p[j];
+		}
+		float inv = 1.0f / sum;
+		float *o = f->ctx + (size_t)(t0 + i) * H + h * d;
+		for (int c = 0; c < d; c++)
+			o[c] = 0;
+		for (int j = 0; j < L; j++) {
+			const float *v = V + (size_t)j * 3 * H;
+			float pj = p[j] * inv;
+			for (int c = 0; c < d; c++)
+				o[c] += pj * v[c];
+		}
+	}
+}
+
+/* x = LayerNorm(x + resid); one task per token. */
+static void add_layernorm(void *arg, int t)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden;
+	float *x = f->x + (size_t)t * H;
+	const float *r = f->resid + (size_t)t * H;
+	for (int i = 0; i < H; i++)
+		x[i] += r[i];
+	layernorm_row(x, f->ln_g, f->ln_b, H, f->cfg->layer_norm_eps);
+}
+
+/* Pooling over one sequence's tokens, then L2 normalisation if the model has it. */
+static void pool_normalize(void *arg, int s)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden;
+	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
+	float *o = f->out + (size_t)s * H;
+	const float *x = f->x + (size_t)t0 * H;
+	if (f->cfg->pooling == POOL_CLS) {
+		memcpy(o, x, (size_t)H * sizeof *o);
+	} else if (f->cfg->pooling == POOL_MAX) {
+		memcpy(o, x, (size_t)H * sizeof *o);
+		for (int t = 1; t < L; t++)
+			for (int i = 0; i < H; i++)
+				if (x[(size_t)t * H + i] > o[i])
+					o[i] = x[(size_t)t * H + i];
+	} else {
+		for (int i = 0; i < H; i++)
+			o[i] = 0;
+		for (int t = 0; t < L; t++)
+			for (int i = 0; i < H; i++)
+				o[i] += x[(size_t)t * H + i];
+		for (int i = 0; i < H; i++)
+			o[i] /= (float)L;
+	}
+	if (f->cfg->normalize) {
+		double ss = 0;
+		for (int i = 0; i < H; i++)
+			ss += (double)o[i] * o[i];
+		/* sentence-transformers divides by max(norm, 1e-12) */
+		float inv = (float)(1.0 / fmax(sqrt(ss), 1e-12));
+		for (int i = 0; i < H; i++)
+			o[i] *= inv;
+	}
+}
+
+int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+		const fwd_batch *b, float *out, emb_err *err)
+{
+	const int H = cfg->hidden, FF = cfg->intermediate;
+	fwd f = { .cfg = cfg, .w = w, .b = b, .out = out };
+	f.T = b->offs[b->n];
+	const size_t T = (size_t)f.T;
+	f.x = malloc(T * H * sizeof(float));
+	f.qkv = malloc(T * 3 * H * sizeof(float));
+	f.ctx = malloc(T * H * sizeof(float));
+	f.tmp = malloc(T * H * sizeof(float));
+	f.up = malloc(T * FF * sizeof(float));
+	f.seq_of = malloc(T * sizeof(int));
+	f.probs = malloc(T * cfg->heads * sizeof(float));
+	int rc = EMB_OK;
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || !f.probs) {
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
+		goto out;
+	}
+	for (int s = 0; s < b->n; s++)
+		for (int t = b->offs[s]; t < b->offs[s + 1]; t++)
+			f.seq_of[t] = s;
+
+	threadpool_run(pool, embed_layernorm, &f, f.T);
+	for (int l = 0; l < cfg->layers; l++) {
+		const bert_layer_weights *L = &w->layer[l];
+		matmul_bias(&f, pool, f.x, L->qkv_w, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
+		threadpool_run(pool, attention, &f, b->n * cfg->heads);
+		matmul_bias(&f, pool, f.ctx, L->attn_out_w, L->attn_out_b, f.tmp, f.T, H, H, 0);
+		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
+		threadpool_run(pool, add_layernorm, &f, f.T);
+		matmul_bias(&f, pool, f.x, L->ffn_up_w, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
+		matmul_bias(&f, pool, f.up, L->ffn_down_w, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
+		threadpool_run(pool, add_layernorm, &f, f.T);
+	}
+	threadpool_run(pool, pool_normalize, &f, b->n);
+out:
+	free(f.x);
+	free(f.qkv);
+	free(f.ctx);
+	free(f.tmp);
+	free(f.up);
+	free(f.seq_of);
+	free(f.probs);
+	return rc;
+}

@@ -1,0 +1,27 @@
+/* sha256.h — SHA-256 (FIPS 180-4), for model identity (a store records the sha256 of the
+ * weights it was built with) and document content hashes. Small enough to carry rather than
+ * depend on a crypto library for. */
+#ifndef EMB_SHA256_H
+#define EMB_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sha256_ctx {
+	uint32_t h[8];
+	uint64_t len;     /* bytes hashed so far */
+	uint8_t buf[64];
+	size_t nbuf;
+} sha256_ctx;
+
+void sha256_init(sha256_ctx *c);
+void sha256_update(sha256_ctx *c, const void *data, size_t n);
+void sha256_final(sha256_ctx *c, uint8_t digest[32]);
+
+/* One-shot digest of data[0..n). */
+void sha256(const void *data, size_t n, uint8_t digest[32]);
+
+/* Writes the 64 lowercase hex digits of digest and a NUL to hex[65]. */
+void sha256_hex(const uint8_t digest[32], char hex[65]);
+
+#endif
