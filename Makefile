@@ -81,6 +81,27 @@ test-asan:
 test: setup
 	$(MAKE) test-plain
 	$(MAKE) test-asan
+	$(MAKE) fuzz FUZZ_SECONDS=20
+
+# --- fuzzing: each tests/fuzz_NAME.c is a libFuzzer harness, linked with an engine built by
+# clang with ASan+UBSan, run for FUZZ_SECONDS from the seeds in tests/corpus/NAME/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(MAKE) B=build/fuzz CC=clang OPT=-O1 \
+		CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+		build/fuzz/libengine.a
+	@set -e; for f in $(FUZZ_SRC); do \
+		n=$$(basename $$f .c); c=$${n#fuzz_}; \
+		clang $(CFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+			-o build/fuzz/$$n $$f build/fuzz/libengine.a $(LDLIBS); \
+		mkdir -p build/fuzz/corpus-$$c; \
+		[ -d tests/corpus/$$c ] && cp -r tests/corpus/$$c/. build/fuzz/corpus-$$c/ || true; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		if ! build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$c > build/fuzz/$$n.log 2>&1; then \
+			tail -n 40 build/fuzz/$$n.log; echo "fuzz: $$n FAILED"; exit 1; fi; \
+		grep -E 'number_of_executed_units' build/fuzz/$$n.log; \
+	done
 
 # --- set-up: Debian packages, the Python venv for reference tests, the default model
 setup:

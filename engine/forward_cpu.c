@@ -16,6 +16,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +63,7 @@ typedef struct fwd {
 	float *up;            /* [T][I] */
 	float *out;           /* [n][H] */
 	int *seq_of;          /* [T] sequence index of each token */
-	float *probs;         /* [T * heads]: L floats for each (sequence, head) */
+	atomic_int oom;       /* set by a parallel task that could not allocate */
 
 	/* the current matrix product C[M][N] = act(A[M][K] * W[N][K]^T + bias) */
 	const float *A, *W, *bias;
@@ -131,45 +132,38 @@ static void embed_layernorm(void *arg, int t)
 }
 
 /* Self-attention of one (sequence, head): softmax(Q K^T / sqrt(d)) V over that sequence's
- * tokens only, which is the per-sequence mask of a padded implementation. */
+ * tokens only, which is the per-sequence mask of a padded implementation. Both products go
+ * to OpenBLAS, reading the head's columns of the packed QKV rows in place (stride 3H). */
 static void attention(void *arg, int task)
 {
 	fwd *f = arg;
 	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
 	int s = task / nh, h = task % nh;
 	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
-	const float scale = 1.0f / sqrtf((float)d);
 	const float *Q = f->qkv + (size_t)t0 * 3 * H + h * d;
 	const float *K = Q + H, *V = Q + 2 * H;
-	float *p = f->probs + (size_t)t0 * nh + (size_t)h * L; /* one row of probabilities */
+	float *S = malloc((size_t)L * L * sizeof *S);
+	if (!S) {
+		atomic_store(&f->oom, 1);
+		return;
+	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, 1.0f / sqrtf((float)d),
+		    Q, 3 * H, K, 3 * H, 0.0f, S, L);
 	for (int i = 0; i < L; i++) {
-		const float *q = Q + (size_t)i * 3 * H;
-		float mx = -INFINITY;
-		for (int j = 0; j < L; j++) {
-			const float *k = K + (size_t)j * 3 * H;
-			float dot = 0;
-			for (int c = 0; c < d; c++)
-				dot += q[c] * k[c];
-			p[j] = dot * scale;
-			if (p[j] > mx)
-				mx = p[j];
-		}
-		float sum = 0;
+		float *p = S + (size_t)i * L, mx = -INFINITY, sum = 0;
+		for (int j = 0; j < L; j++)
+			mx = p[j] > mx ? p[j] : mx;
 		for (int j = 0; j < L; j++) {
 			p[j] = expf(p[j] - mx);
 			sum += p[j];
 		}
 		float inv = 1.0f / sum;
-		float *o = f->ctx + (size_t)(t0 + i) * H + h * d;
-		for (int c = 0; c < d; c++)
-			o[c] = 0;
-		for (int j = 0; j < L; j++) {
-			const float *v = V + (size_t)j * 3 * H;
-			float pj = p[j] * inv;
-			for (int c = 0; c < d; c++)
-				o[c] += pj * v[c];
-		}
+		for (int j = 0; j < L; j++)
+			p[j] *= inv;
 	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, d, L, 1.0f, S, L, V, 3 * H,
+		    0.0f, f->ctx + (size_t)t0 * H + h * d, H);
+	free(S);
 }
 
 /* x = LayerNorm(x + resid); one task per token. */
@@ -233,9 +227,8 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	f.tmp = malloc(T * H * sizeof(float));
 	f.up = malloc(T * FF * sizeof(float));
 	f.seq_of = malloc(T * sizeof(int));
-	f.probs = malloc(T * cfg->heads * sizeof(float));
 	int rc = EMB_OK;
-	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || !f.probs) {
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
 	}
@@ -248,6 +241,10 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		const bert_layer_weights *L = &w->layer[l];
 		matmul_bias(&f, pool, f.x, L->qkv_w, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
 		threadpool_run(pool, attention, &f, b->n * cfg->heads);
+		if (atomic_load(&f.oom)) {
+			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
+			goto out;
+		}
 		matmul_bias(&f, pool, f.ctx, L->attn_out_w, L->attn_out_b, f.tmp, f.T, H, H, 0);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
 		threadpool_run(pool, add_layernorm, &f, f.T);
@@ -264,6 +261,5 @@ out:
 	free(f.tmp);
 	free(f.up);
 	free(f.seq_of);
-	free(f.probs);
 	return rc;
 }
