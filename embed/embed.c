@@ -104,7 +104,7 @@ static int add_line(cli *c, char *line, size_t len, long lineno)
 	size_t tlen;
 	if (c->jsonl) {
 		json_error_t je;
-		json_t *o = json_loadb(line, len, 0, &je);
+		json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, &je);
 		json_t *t = json_object_get(o, "text");
 		if (!o || !json_is_string(t)) {
 			fprintf(stderr, "embed: stdin:%ld: %s\n", lineno,
