@@ -13,6 +13,7 @@
  * fighting over the cores.
  */
 #include "forward.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -42,7 +43,7 @@ static void layernorm_row(float *x, const float *g, const float *b, int n, float
 
 static float gelu_erf(float x)
 {
-	return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+	return 0.5f * x * (1.0f + erf_approx(x * 0.70710678118654752f));
 }
 
 static float gelu_tanh(float x)
@@ -88,14 +89,17 @@ static void matmul_tile(void *arg, int task)
 		memcpy(C + (size_t)i * f->N, f->bias + n0, (size_t)n * sizeof(float));
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, f->K, 1.0f,
 		    f->A + (size_t)m0 * f->K, f->K, f->W + (size_t)n0 * f->K, f->K, 1.0f, C, f->N);
-	if (f->act) {
-		for (int i = 0; i < m; i++) {
-			float *r = C + (size_t)i * f->N;
+	for (int i = 0; f->act && i < m; i++) {
+		float *r = C + (size_t)i * f->N;
+		if (f->act == ACT_GELU_ERF + 1)
 			for (int j = 0; j < n; j++)
-				r[j] = f->act == ACT_GELU_ERF + 1	 ? gelu_erf(r[j])
-				       : f->act == ACT_GELU_TANH + 1 ? gelu_tanh(r[j])
-								     : (r[j] > 0 ? r[j] : 0);
-		}
+				r[j] = gelu_erf(r[j]);
+		else if (f->act == ACT_GELU_TANH + 1)
+			for (int j = 0; j < n; j++)
+				r[j] = gelu_tanh(r[j]);
+		else
+			for (int j = 0; j < n; j++)
+				r[j] = r[j] > 0 ? r[j] : 0;
 	}
 }
 
@@ -153,10 +157,10 @@ static void attention(void *arg, int task)
 		float *p = S + (size_t)i * L, mx = -INFINITY, sum = 0;
 		for (int j = 0; j < L; j++)
 			mx = p[j] > mx ? p[j] : mx;
-		for (int j = 0; j < L; j++) {
-			p[j] = expf(p[j] - mx);
+		for (int j = 0; j < L; j++) /* apart from the sum, so that it vectorises */
+			p[j] = exp_approx(p[j] - mx);
+		for (int j = 0; j < L; j++)
 			sum += p[j];
-		}
 		float inv = 1.0f / sum;
 		for (int j = 0; j < L; j++)
 			p[j] *= inv;
