@@ -3,8 +3,9 @@
  *
  * Embeddings are only as right as their token ids: one wrong split moves a vector further
  * than any float rounding does. So this module follows HF's Rust implementation (the
- * BertNormalizer, BertPreTokenizer and WordPiece model) rule by rule; ../shared/notes/FIELD.md
- * lists the traps, and tests/tokenizer_diff.py checks parity on >10,000 strings.
+ * BertNormalizer, BertPreTokenizer and WordPiece model) rule by rule, down to the Unicode
+ * tables HF happens to use (tokenizer_tables.h); ../shared/notes/FIELD.md lists the traps,
+ * and tests/test_tokenizer_diff.py checks parity on every code point and >10,000 texts.
  *
  * A tokenizer is immutable after tokenizer_load, so one may be shared by many threads.
  */
@@ -21,6 +22,9 @@ typedef struct tokenizer tokenizer;
 /* Loads the tokenizer of the model directory `dir`: tokenizer.json when present (model type
  * WordPiece, normalizer BertNormalizer, pre-tokenizer BertPreTokenizer), otherwise vocab.txt +
  * tokenizer_config.json (do_lower_case, strip_accents, tokenize_chinese_chars).
+ * Added tokens ("[CLS]", "[SEP]", "[MASK]" ...) are found in the raw text as HF does, so a
+ * text that contains "[SEP]" gets the [SEP] id; added tokens that are "normalized" or
+ * "single_word" are refused (EMB_EUNSUPPORTED).
  * On success stores a new tokenizer in *out and returns EMB_OK; the caller frees it with
  * tokenizer_free. Errors: EMB_EIO (no tokenizer file), EMB_EFORMAT (malformed file, message
  * names it), EMB_EUNSUPPORTED (a normalizer/model this module does not implement). */
@@ -34,17 +38,20 @@ void tokenizer_free(tokenizer *t);
  * encoding of a long document costs only the part that is kept. Since every id covers at
  * least one byte of input, cap >= len always holds the whole text.
  * Returns the number of ids written (>= 0), or -1 with EMB_EINVAL in *err when the text is
- * not valid UTF-8 (the message gives the byte offset). */
+ * not valid UTF-8 (the message gives the byte offset). Text past the point where `cap` ids
+ * were produced is not read, so invalid UTF-8 there goes unreported. */
 long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 		      size_t cap, emb_err *err);
 
-/* Special token ids, looked up in the vocabulary at load time ([CLS], [SEP], [PAD], [UNK]). */
+/* Special token ids, looked up at load time: [UNK] is the model's unk_token (always present);
+ * [CLS], [SEP], [PAD] are those names, or tokenizer_config.json's cls_token, sep_token,
+ * pad_token; -1 when the vocabulary has no such token. */
 int32_t tokenizer_cls_id(const tokenizer *t);
 int32_t tokenizer_sep_id(const tokenizer *t);
 int32_t tokenizer_pad_id(const tokenizer *t);
 int32_t tokenizer_unk_id(const tokenizer *t);
 
-/* Number of entries in the vocabulary. */
+/* One more than the largest id (ids in between may be unused: id_to_token gives NULL). */
 size_t tokenizer_vocab_size(const tokenizer *t);
 
 /* The vocabulary string of id, or NULL when id is out of range. Valid while t lives. */

@@ -1,0 +1,925 @@
+/* forward_vk.c — the BERT forward pass recorded into one Vulkan command buffer per batch
+ * (see forward_vk.h for the contract, shaders/ for the kernels).
+ *
+ * Memory plan, all made at open and reused for every batch:
+ *   wmat   every Linear weight, f32 or f16, each at a 256-byte aligned offset so that a
+ *          descriptor can bind exactly one tensor; wemb the word embeddings (f32);
+ *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
+ *          by float offsets in push constants;
+ *   x, x16, qkv, ctx, tmp, ffn   activations for `budget` tokens (rows padded to 128, the
+ *          cooperative-matrix tile, so its loads never leave the buffer);
+ *   in     the batch's token ids, sequence table and attention block table, copied from a
+ *          host-visible staging slot at the start of each command buffer;
+ *   outd   pooled vectors, copied back to the staging slot at the end.
+ * Two staging slots let the host fill batch i+1 while the GPU runs batch i. Descriptor sets
+ * reference only the fixed buffers above, so they are written once at open.
+ */
+#include "forward_vk.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk_ctx.h"
+
+#define SLOTS 2
+#define BQ 64       /* attention query block (shaders/attention.glsl) */
+#define ROWPAD 128  /* row tile of the cooperative-matrix GEMM */
+#define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
+#define WAIT_MS 120000ull
+
+enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_DOWN, ST_LN2, ST_POOL, ST_N };
+static const char *const step_name[ST_N] = {
+	"embed_layernorm", "matmul_bias (qkv)", "attention", "matmul_bias (out)",
+	"add_layernorm (attn)", "matmul_bias_gelu (up)", "matmul_bias (down)",
+	"add_layernorm (ffn)", "pool_normalize",
+};
+
+enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH, P_GEMM_CM,
+       P_GEMM_CM_H, P_N };
+/* Output tile of each GEMM pipeline (columns, rows per workgroup). */
+static const uint32_t gemm_tile[P_N][2] = {
+	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_H] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
+	[P_GEMM_CM] = { 128, 128 }, [P_GEMM_CM_H] = { 128, 128 },
+};
+enum { G_QKV, G_OUT, G_UP, G_DOWN };
+enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
+
+/* Push-constant blocks, mirroring the shaders' layouts. */
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
+typedef struct { uint32_t block_off, H; float scale; } pc_attn;
+typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
+typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
+
+typedef struct layer_off {
+	VkDeviceSize w[4];          /* byte offsets in wmat: qkv, out, up, down */
+	VkDeviceSize wbytes[4];
+	uint32_t bias[4];           /* float offsets in wvec */
+	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
+} layer_off;
+
+/* One part of a batch that fits the activations: tokens [tok0, tok0+T), sequences
+ * [seq0, seq0+nseq), attention blocks [blk0, blk0+nblk). */
+typedef struct chunk { uint32_t tok0, T, seq0, nseq, blk0, nblk; } chunk;
+
+typedef struct slot {
+	vk_buf host;       /* input regions (layout of b->in), then the output vectors */
+	VkCommandBuffer cb;
+	VkFence fence;
+	int busy;
+	float *out;
+	int n;
+	uint32_t nq;       /* timestamps written by this slot's command buffer */
+	uint8_t *qstep;    /* step of each timed interval */
+} slot;
+
+struct vk_backend {
+	vk_ctx c;
+	bert_config cfg;
+	int prec;
+	uint32_t H, I, L, heads, D, max_seq, budget, rows;
+	uint32_t tok_cap, seq_cap, blk_cap;
+	VkDeviceSize off_tok, off_seq, off_blk, in_bytes, off_out;
+	vk_buf wmat, wemb, wvec;
+	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
+	vk_pipe pipe[P_N];
+	int gemm_pipe[4];
+	VkDescriptorPool dpool;
+	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
+	layer_off *lo;
+	uint32_t emb_pos, emb_type, emb_g, emb_b;
+	slot s[SLOTS];
+	int head, inflight;
+	chunk *chunks;     /* scratch for one submit */
+	VkQueryPool qp;
+	uint32_t qcap;     /* timestamps per slot */
+	double prof_ns[ST_N];
+	long prof_batches;
+	char prec_name[32];
+};
+
+void vk_options_default(vk_options *o)
+{
+	memset(o, 0, sizeof *o);
+	o->gpu_index = -1;
+}
+
+static VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a)
+{
+	return (v + a - 1) / a * a;
+}
+
+/* IEEE half from float, round to nearest even; overflow becomes ±inf, as F16C does. */
+static uint16_t f32_to_f16(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, 4);
+	uint32_t sign = (x >> 16) & 0x8000u;
+	uint32_t e = (x >> 23) & 0xffu, m = x & 0x7fffffu;
+	if (e == 0xff)
+		return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0));
+	int ne = (int)e - 127 + 15;
+	if (ne >= 31)
+		return (uint16_t)(sign | 0x7c00u);
+	if (ne <= 0) {
+		if (ne < -10)
+			return (uint16_t)sign;
+		m |= 0x800000u;
+		uint32_t shift = (uint32_t)(14 - ne);
+		uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+		if (rem > half || (rem == half && (h & 1)))
+			h++;
+		return (uint16_t)(sign | h);
+	}
+	uint32_t h = ((uint32_t)ne << 10) | (m >> 13), rem = m & 0x1fffu;
+	if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
+		h++; /* may carry into the exponent, which is the correct rounding */
+	return (uint16_t)(sign | h);
+}
+
+/* --- weights ------------------------------------------------------------------------- */
+
+static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
+{
+	const uint32_t H = b->H, I = b->I, L = b->L;
+	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
+	const uint32_t rows[4] = { 3 * H, H, I, H }, cols[4] = { H, H, H, I };
+	VkDeviceSize off = 0;
+	for (uint32_t l = 0; l < L; l++)
+		for (int g = 0; g < 4; g++) {
+			b->lo[l].w[g] = off;
+			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * es;
+			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
+		}
+	/* wvec layout */
+	uint32_t v = 0;
+	b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
+	b->emb_type = v; v += H;
+	b->emb_g = v; v += H;
+	b->emb_b = v; v += H;
+	for (uint32_t l = 0; l < L; l++) {
+		layer_off *o = &b->lo[l];
+		o->bias[G_QKV] = v; v += 3 * H;
+		o->bias[G_OUT] = v; v += H;
+		o->bias[G_UP] = v; v += I;
+		o->bias[G_DOWN] = v; v += H;
+		o->ln1_g = v; v += H;
+		o->ln1_b = v; v += H;
+		o->ln2_g = v; v += H;
+		o->ln2_b = v; v += H;
+	}
+	const size_t nvec = v;
+	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
+	if (emb_bytes > b->c.props.limits.maxStorageBufferRange ||
+	    off > b->c.props.limits.maxStorageBufferRange)
+		return emb_errf(err, EMB_EUNSUPPORTED, "model too large for %s: a weight buffer "
+				"exceeds maxStorageBufferRange (%u bytes)", b->c.props.deviceName,
+				b->c.props.limits.maxStorageBufferRange);
+
+	int rc = vk_buf_create(&b->c, &b->wmat, off, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->wemb, emb_bytes, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->wvec, nvec * 4, VK_MEM_DEVICE, err);
+	if (rc)
+		return emb_err_prefix(err, "uploading weights: ");
+
+	unsigned char *host = malloc(off > nvec * 4 ? off : nvec * 4);
+	if (!host)
+		return emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
+	memset(host, 0, off);
+	for (uint32_t l = 0; l < L; l++) {
+		const bert_layer_weights *lw = &w->layer[l];
+		const float *src[4] = { lw->qkv_w, lw->attn_out_w, lw->ffn_up_w, lw->ffn_down_w };
+		for (int g = 0; g < 4; g++) {
+			size_t n = (size_t)rows[g] * cols[g];
+			unsigned char *dst = host + b->lo[l].w[g];
+			if (es == 4) {
+				memcpy(dst, src[g], n * 4);
+			} else {
+				uint16_t *h = (uint16_t *)dst;
+				for (size_t i = 0; i < n; i++)
+					h[i] = f32_to_f16(src[g][i]);
+			}
+		}
+	}
+	rc = vk_upload(&b->c, &b->wmat, 0, host, off, err);
+	if (!rc) {
+		float *f = (float *)host;
+		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
+		memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+		memcpy(f + b->emb_g, w->emb_ln_g, H * 4);
+		memcpy(f + b->emb_b, w->emb_ln_b, H * 4);
+		for (uint32_t l = 0; l < L; l++) {
+			const bert_layer_weights *lw = &w->layer[l];
+			const layer_off *o = &b->lo[l];
+			memcpy(f + o->bias[G_QKV], lw->qkv_b, 3 * H * 4);
+			memcpy(f + o->bias[G_OUT], lw->attn_out_b, H * 4);
+			memcpy(f + o->bias[G_UP], lw->ffn_up_b, I * 4);
+			memcpy(f + o->bias[G_DOWN], lw->ffn_down_b, H * 4);
+			memcpy(f + o->ln1_g, lw->ln1_g, H * 4);
+			memcpy(f + o->ln1_b, lw->ln1_b, H * 4);
+			memcpy(f + o->ln2_g, lw->ln2_g, H * 4);
+			memcpy(f + o->ln2_b, lw->ln2_b, H * 4);
+		}
+		rc = vk_upload(&b->c, &b->wvec, 0, host, nvec * 4, err);
+	}
+	free(host);
+	if (!rc)
+		rc = vk_upload(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, err);
+	return rc ? emb_err_prefix(err, "uploading weights: ") : EMB_OK;
+}
+
+/* --- activations, staging and descriptors -------------------------------------------- */
+
+static void free_activations(vk_backend *b)
+{
+	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->in, &b->outd };
+	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+		vk_buf_destroy(&b->c, bufs[i]);
+	for (int i = 0; i < SLOTS; i++)
+		vk_buf_destroy(&b->c, &b->s[i].host);
+}
+
+static int alloc_activations(vk_backend *b, emb_err *err)
+{
+	const VkDeviceSize rows = b->rows, H = b->H, I = b->I;
+	const VkDeviceSize ea = b->prec == PREC_FP32 ? 4 : 2; /* matrix-input element size */
+	b->tok_cap = b->budget * 8;
+	b->seq_cap = b->tok_cap / 16;
+	b->blk_cap = b->seq_cap + b->tok_cap / BQ + 1;
+	b->off_tok = 0;
+	b->off_seq = align_up(b->off_tok + (VkDeviceSize)b->tok_cap * 8, ALIGN);
+	b->off_blk = align_up(b->off_seq + (VkDeviceSize)b->seq_cap * 8, ALIGN);
+	b->in_bytes = align_up(b->off_blk + (VkDeviceSize)b->blk_cap * 16, ALIGN);
+	b->off_out = b->in_bytes;
+	const VkDeviceSize out_bytes = (VkDeviceSize)b->seq_cap * H * 4;
+
+	int rc = vk_buf_create(&b->c, &b->x, rows * H * 4, VK_MEM_DEVICE, err);
+	if (!rc && b->prec != PREC_FP32)
+		rc = vk_buf_create(&b->c, &b->x16, rows * H * 2, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->qkv, rows * 3 * H * ea, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->ctx, rows * H * ea, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->tmp, rows * H * 4, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->ffn, rows * I * ea, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
+	for (int i = 0; i < SLOTS && !rc; i++)
+		rc = vk_buf_create(&b->c, &b->s[i].host, b->in_bytes + out_bytes, VK_MEM_HOST, err);
+	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
+	 * tiled products, and zeros there keep every value finite. */
+	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn };
+	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
+		if (z[i]->buf)
+			rc = vk_zero(&b->c, z[i], err);
+	if (rc)
+		free_activations(b);
+	return rc;
+}
+
+static VkDescriptorBufferInfo bi(const vk_buf *buf, VkDeviceSize off, VkDeviceSize range)
+{
+	return (VkDescriptorBufferInfo){ .buffer = buf->buf, .offset = off, .range = range };
+}
+
+static void ds_write(vk_backend *b, VkDescriptorSet ds, VkDescriptorBufferInfo info[VK_BINDINGS])
+{
+	VkWriteDescriptorSet wr[VK_BINDINGS];
+	for (int i = 0; i < VK_BINDINGS; i++) {
+		if (!info[i].buffer)
+			info[i] = bi(&b->dummy, 0, VK_WHOLE_SIZE);
+		wr[i] = (VkWriteDescriptorSet){
+			.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+			.dstSet = ds,
+			.dstBinding = (uint32_t)i,
+			.descriptorCount = 1,
+			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+			.pBufferInfo = &info[i],
+		};
+	}
+	b->c.vkUpdateDescriptorSets(b->c.device, VK_BINDINGS, wr, 0, NULL);
+}
+
+static int make_descriptors(vk_backend *b, emb_err *err)
+{
+	const uint32_t nsets = 4 + 4 * b->L;
+	VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+				    .descriptorCount = nsets * VK_BINDINGS };
+	VkDescriptorPoolCreateInfo pci = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+		.maxSets = nsets,
+		.poolSizeCount = 1,
+		.pPoolSizes = &ps,
+	};
+	VkResult r = b->c.vkCreateDescriptorPool(b->c.device, &pci, NULL, &b->dpool);
+	if (r != VK_SUCCESS)
+		return emb_errf(err, EMB_EDEVICE, "vkCreateDescriptorPool: %s", vk_result_name(r));
+	VkDescriptorSet *sets = calloc(nsets, sizeof *sets);
+	VkDescriptorSetLayout *lay = calloc(nsets, sizeof *lay);
+	if (!sets || !lay) {
+		free(sets);
+		free(lay);
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < nsets; i++)
+		lay[i] = b->c.dsl;
+	VkDescriptorSetAllocateInfo ai = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+		.descriptorPool = b->dpool,
+		.descriptorSetCount = nsets,
+		.pSetLayouts = lay,
+	};
+	r = b->c.vkAllocateDescriptorSets(b->c.device, &ai, sets);
+	free(lay);
+	if (r != VK_SUCCESS) {
+		free(sets);
+		return emb_errf(err, EMB_EDEVICE, "vkAllocateDescriptorSets: %s", vk_result_name(r));
+	}
+	b->ds_embed = sets[0];
+	b->ds_attn = sets[1];
+	b->ds_ln = sets[2];
+	b->ds_pool = sets[3];
+	memcpy(b->ds_gemm, sets + 4, 4 * b->L * sizeof *sets);
+	free(sets);
+
+	const VkDeviceSize W = VK_WHOLE_SIZE;
+	const vk_buf *xin = b->prec == PREC_FP32 ? &b->x : &b->x16;
+	VkDescriptorBufferInfo in[VK_BINDINGS];
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&b->in, b->off_tok, b->off_seq - b->off_tok);
+	in[1] = bi(&b->wemb, 0, W);
+	in[2] = bi(&b->wvec, 0, W);
+	in[3] = bi(&b->x, 0, W);
+	if (b->x16.buf)
+		in[5] = bi(&b->x16, 0, W);
+	ds_write(b, b->ds_embed, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&b->qkv, 0, W);
+	in[3] = bi(&b->ctx, 0, W);
+	in[4] = bi(&b->in, b->off_blk, b->in_bytes - b->off_blk);
+	ds_write(b, b->ds_attn, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&b->tmp, 0, W);
+	in[2] = bi(&b->wvec, 0, W);
+	in[3] = bi(&b->x, 0, W);
+	if (b->x16.buf)
+		in[5] = bi(&b->x16, 0, W);
+	ds_write(b, b->ds_ln, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&b->x, 0, W);
+	in[3] = bi(&b->outd, 0, W);
+	in[4] = bi(&b->in, b->off_seq, b->off_blk - b->off_seq);
+	ds_write(b, b->ds_pool, in);
+
+	const vk_buf *gin[4] = { xin, &b->ctx, xin, &b->ffn };
+	const vk_buf *gout[4] = { &b->qkv, &b->tmp, &b->ffn, &b->tmp };
+	for (uint32_t l = 0; l < b->L; l++)
+		for (int g = 0; g < 4; g++) {
+			memset(in, 0, sizeof in);
+			in[0] = bi(gin[g], 0, W);
+			in[1] = bi(&b->wmat, b->lo[l].w[g], b->lo[l].wbytes[g]);
+			in[2] = bi(&b->wvec, 0, W);
+			in[3] = bi(gout[g], 0, W);
+			ds_write(b, b->ds_gemm[4 * l + g], in);
+		}
+	return EMB_OK;
+}
+
+static int make_pipelines(vk_backend *b, emb_err *err)
+{
+	const int h = b->prec != PREC_FP32;
+	/* On a CPU implementation the tiled products run as the shared-memory-free variants
+	 * (gemm_direct.glsl), with a 32x32 tile. */
+	const int cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+	const char *names[P_N] = {
+		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
+		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
+		[P_ATTN] = h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
+		[P_POOL] = "pool",
+		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
+		[P_GEMM_H] = h ? (cpu ? "gemm_h_cpu" : "gemm_h") : NULL,
+		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
+		[P_GEMM_CM] = b->prec == PREC_COOPMAT ? "gemm_cm" : NULL,
+		[P_GEMM_CM_H] = b->prec == PREC_COOPMAT ? "gemm_cm_h" : NULL,
+	};
+	for (int i = 0; i < P_N; i++) {
+		if (!names[i])
+			continue;
+		uint32_t spec[1] = { b->D };
+		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec, i == P_ATTN ? 1 : 0, err);
+		if (rc)
+			return rc;
+	}
+	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
+	const int f16out[4] = { 1, 0, 1, 0 };
+	for (int g = 0; g < 4; g++) {
+		if (b->prec == PREC_FP32)
+			b->gemm_pipe[g] = P_GEMM_F32;
+		else if (b->prec == PREC_COOPMAT && N[g] % 128 == 0 && K[g] % 32 == 0)
+			b->gemm_pipe[g] = f16out[g] ? P_GEMM_CM_H : P_GEMM_CM;
+		else
+			b->gemm_pipe[g] = f16out[g] ? P_GEMM_HH : P_GEMM_H;
+	}
+	return EMB_OK;
+}
+
+static int make_slots(vk_backend *b, emb_err *err)
+{
+	for (int i = 0; i < SLOTS; i++) {
+		slot *s = &b->s[i];
+		int rc = vk_cmd_alloc(&b->c, &s->cb, err);
+		if (rc)
+			return rc;
+		VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+		VkResult r = b->c.vkCreateFence(b->c.device, &fci, NULL, &s->fence);
+		if (r != VK_SUCCESS)
+			return emb_errf(err, EMB_EDEVICE, "vkCreateFence: %s", vk_result_name(r));
+	}
+	b->chunks = malloc((size_t)b->seq_cap * sizeof *b->chunks);
+	if (!b->chunks)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	if (getenv("EMBED_VK_PROFILE") && b->c.has_timestamps) {
+		b->qcap = 8192;
+		VkQueryPoolCreateInfo qci = {
+			.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+			.queryType = VK_QUERY_TYPE_TIMESTAMP,
+			.queryCount = b->qcap * SLOTS,
+		};
+		if (b->c.vkCreateQueryPool(b->c.device, &qci, NULL, &b->qp) != VK_SUCCESS) {
+			b->qp = VK_NULL_HANDLE;
+			b->qcap = 0;
+		}
+		for (int i = 0; i < SLOTS && b->qcap; i++) {
+			b->s[i].qstep = calloc(b->qcap, 1);
+			if (!b->s[i].qstep)
+				return emb_errf(err, EMB_ENOMEM, "out of memory");
+		}
+	}
+	return EMB_OK;
+}
+
+/* --- open / close ---------------------------------------------------------------------- */
+
+static int check_shapes(const bert_config *cfg, emb_err *err)
+{
+	const int H = cfg->hidden, D = cfg->heads > 0 ? cfg->hidden / cfg->heads : 0;
+	if (H <= 0 || H > 1024 || H % 8 || cfg->heads <= 0 || H % cfg->heads || D % 4 || D > 128 ||
+	    cfg->intermediate <= 0 || cfg->intermediate % 8 || cfg->layers <= 0)
+		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend needs hidden size <= 1024 "
+				"and a multiple of 8, head size a multiple of 4 up to 128, and an "
+				"intermediate size a multiple of 8 (got hidden %d, %d heads, "
+				"intermediate %d)", H, cfg->heads, cfg->intermediate);
+	return EMB_OK;
+}
+
+int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
+		    vk_backend **out, emb_err *err)
+{
+	*out = NULL;
+	vk_options def;
+	if (!opt) {
+		vk_options_default(&def);
+		opt = &def;
+	}
+	int rc = check_shapes(cfg, err);
+	if (rc)
+		return rc;
+	vk_backend *b = calloc(1, sizeof *b);
+	if (!b)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	b->cfg = *cfg;
+	b->H = (uint32_t)cfg->hidden;
+	b->I = (uint32_t)cfg->intermediate;
+	b->L = (uint32_t)cfg->layers;
+	b->heads = (uint32_t)cfg->heads;
+	b->D = b->H / b->heads;
+	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < cfg->max_positions
+					? opt->max_seq : cfg->max_positions);
+	b->lo = calloc(b->L, sizeof *b->lo);
+	b->ds_gemm = calloc(4 * (size_t)b->L, sizeof *b->ds_gemm);
+	if (!b->lo || !b->ds_gemm) {
+		vk_backend_close(b);
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	}
+	rc = vk_ctx_open(&b->c, opt->gpu_index, opt->allow_cpu, err);
+	if (rc) {
+		vk_backend_close(b);
+		return rc;
+	}
+	if (opt->precision == VK_PREC_FP32)
+		b->prec = PREC_FP32;
+	else if (b->c.has_coopmat)
+		b->prec = PREC_COOPMAT;
+	else
+		b->prec = opt->precision == VK_PREC_FP16 ? PREC_FP16 : PREC_FP32;
+	snprintf(b->prec_name, sizeof b->prec_name, "%s",
+		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16" : "fp16-coopmat");
+
+	rc = vk_buf_create(&b->c, &b->dummy, 256, VK_MEM_DEVICE, err);
+	if (!rc)
+		rc = make_pipelines(b, err);
+	if (!rc)
+		rc = upload_weights(b, w, err);
+	if (rc) {
+		vk_backend_close(b);
+		return rc;
+	}
+
+	/* Token budget: as asked (or the default), no larger than the device lets one buffer
+	 * be, at least one longest sequence; halved while the device is out of memory. */
+	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+	uint64_t budget = opt->token_budget > 0 ? (uint64_t)opt->token_budget : is_cpu ? 8192 : 32768;
+	const uint64_t widest = (uint64_t)(3 * b->H > b->I ? 3 * b->H : b->I) *
+				(b->prec == PREC_FP32 ? 4 : 2);
+	const uint64_t range_rows = b->c.props.limits.maxStorageBufferRange / widest;
+	if (budget + ROWPAD > range_rows)
+		budget = range_rows > ROWPAD ? range_rows - ROWPAD : 0;
+	if (budget < b->max_seq)
+		budget = b->max_seq;
+	if (budget > 1u << 20)
+		budget = 1u << 20;
+	for (;;) {
+		b->budget = (uint32_t)budget;
+		b->rows = (uint32_t)align_up(budget, ROWPAD);
+		rc = alloc_activations(b, err);
+		if (rc != EMB_ENOMEM || budget / 2 < b->max_seq)
+			break;
+		budget /= 2;
+	}
+	if (!rc)
+		rc = make_descriptors(b, err);
+	if (!rc)
+		rc = make_slots(b, err);
+	if (rc) {
+		if (rc == EMB_ENOMEM)
+			emb_err_prefix(err, "out of device memory on %s: ", b->c.props.deviceName);
+		vk_backend_close(b);
+		return rc;
+	}
+	*out = b;
+	return EMB_OK;
+}
+
+void vk_backend_close(vk_backend *b)
+{
+	if (!b)
+		return;
+	if (b->c.device) {
+		while (b->inflight > 0 && forward_vk_wait(b, NULL) == EMB_OK)
+			;
+		b->c.vkDeviceWaitIdle(b->c.device);
+		for (int i = 0; i < SLOTS; i++) {
+			if (b->s[i].fence)
+				b->c.vkDestroyFence(b->c.device, b->s[i].fence, NULL);
+			if (b->s[i].cb)
+				b->c.vkFreeCommandBuffers(b->c.device, b->c.cmd_pool, 1, &b->s[i].cb);
+			free(b->s[i].qstep);
+		}
+		if (b->qp)
+			b->c.vkDestroyQueryPool(b->c.device, b->qp, NULL);
+		if (b->dpool)
+			b->c.vkDestroyDescriptorPool(b->c.device, b->dpool, NULL);
+		for (int i = 0; i < P_N; i++)
+			vk_pipe_destroy(&b->c, &b->pipe[i]);
+		free_activations(b);
+		vk_buf_destroy(&b->c, &b->wmat);
+		vk_buf_destroy(&b->c, &b->wemb);
+		vk_buf_destroy(&b->c, &b->wvec);
+		vk_buf_destroy(&b->c, &b->dummy);
+	}
+	vk_ctx_close(&b->c);
+	free(b->chunks);
+	free(b->lo);
+	free(b->ds_gemm);
+	free(b);
+}
+
+const char *vk_backend_device_name(const vk_backend *b)
+{
+	return b && b->c.name[0] ? b->c.name : "no Vulkan device";
+}
+
+const char *vk_backend_precision_name(const vk_backend *b)
+{
+	return b ? b->prec_name : "none";
+}
+
+int vk_backend_is_cpu(const vk_backend *b)
+{
+	return b && b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+}
+
+void vk_backend_capacity(const vk_backend *b, int *tokens, int *seqs)
+{
+	*tokens = (int)b->tok_cap;
+	*seqs = (int)b->seq_cap;
+}
+
+/* --- recording ------------------------------------------------------------------------- */
+
+static void ts(vk_backend *b, slot *s, int step)
+{
+	if (!b->qcap || s->nq >= b->qcap)
+		return;
+	int idx = (int)(s - b->s);
+	if (s->nq > 0)
+		s->qstep[s->nq - 1] = (uint8_t)step;
+	b->c.vkCmdWriteTimestamp(s->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, b->qp,
+				 (uint32_t)idx * b->qcap + s->nq);
+	s->nq++;
+}
+
+static void dispatch(vk_backend *b, slot *s, int step, int pipe, VkDescriptorSet ds,
+		     const void *pc, uint32_t pcsize, uint32_t gx, uint32_t gy)
+{
+	vk_ctx *c = &b->c;
+	c->vkCmdBindPipeline(s->cb, VK_PIPELINE_BIND_POINT_COMPUTE, b->pipe[pipe].pipe);
+	c->vkCmdBindDescriptorSets(s->cb, VK_PIPELINE_BIND_POINT_COMPUTE, c->layout, 0, 1, &ds, 0, NULL);
+	c->vkCmdPushConstants(s->cb, c->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pcsize, pc);
+	c->vkCmdDispatch(s->cb, gx, gy, 1);
+	vk_cmd_barrier(c, s->cb);
+	ts(b, s, step);
+}
+
+/* A 1-D launch of n workgroups, split over y past 32768 (see flat_group in common.glsl). */
+static void grid1(uint32_t n, uint32_t *gx, uint32_t *gy)
+{
+	*gx = n <= 32768 ? n : 32768;
+	*gy = (n + *gx - 1) / *gx;
+}
+
+static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
+{
+	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
+	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
+	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
+	const int p = b->gemm_pipe[g];
+	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
+	if (b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && tn == 64)
+		tn = tm = 32;
+	dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc, (N[g] + tn - 1) / tn,
+		 (M + tm - 1) / tm);
+}
+
+static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off, uint32_t b_off)
+{
+	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps };
+	uint32_t gx, gy;
+	grid1(T, &gx, &gy);
+	dispatch(b, s, step, P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
+}
+
+static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t ntok, uint32_t nseq,
+		   uint32_t nblk)
+{
+	vk_ctx *c = &b->c;
+	VkCommandBufferBeginInfo bi = {
+		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+		.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+	};
+	c->vkResetCommandBuffer(s->cb, 0);
+	c->vkBeginCommandBuffer(s->cb, &bi);
+	s->nq = 0;
+	if (b->qcap) {
+		c->vkCmdResetQueryPool(s->cb, b->qp, (uint32_t)(s - b->s) * b->qcap, b->qcap);
+	}
+	/* The previous batch (another slot) may still read `in` and write the activations. */
+	vk_cmd_barrier(c, s->cb);
+	VkBufferCopy reg[3] = {
+		{ b->off_tok, b->off_tok, (VkDeviceSize)ntok * 8 },
+		{ b->off_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
+		{ b->off_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
+	};
+	c->vkCmdCopyBuffer(s->cb, s->host.buf, b->in.buf, 3, reg);
+	vk_cmd_barrier(c, s->cb);
+	ts(b, s, ST_EMBED);
+
+	const float scale = 1.0f / sqrtf((float)b->D);
+	for (int k = 0; k < nch; k++) {
+		const chunk *q = &ch[k];
+		uint32_t gx, gy;
+		pc_ln pe = { q->T, b->H, q->tok0, b->emb_pos, b->emb_type, b->emb_g, b->emb_b,
+			     b->cfg.layer_norm_eps };
+		grid1(q->T, &gx, &gy);
+		dispatch(b, s, ST_EMBED, P_EMBED, b->ds_embed, &pe, sizeof pe, gx, gy);
+		for (uint32_t l = 0; l < b->L; l++) {
+			const layer_off *o = &b->lo[l];
+			rec_gemm(b, s, G_QKV, l, q->T);
+			pc_attn pa = { q->blk0, b->H, scale };
+			dispatch(b, s, ST_ATTN, P_ATTN, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
+			rec_gemm(b, s, G_OUT, l, q->T);
+			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
+			rec_gemm(b, s, G_UP, l, q->T);
+			rec_gemm(b, s, G_DOWN, l, q->T);
+			rec_ln(b, s, ST_LN2, q->T, o->ln2_g, o->ln2_b);
+		}
+		pc_pool pp = { q->seq0, b->H, (uint32_t)b->cfg.pooling, (uint32_t)(b->cfg.normalize != 0),
+			       q->seq0, q->nseq };
+		grid1(q->nseq, &gx, &gy);
+		dispatch(b, s, ST_POOL, P_POOL, b->ds_pool, &pp, sizeof pp, gx, gy);
+	}
+	VkBufferCopy oreg = { 0, b->off_out, (VkDeviceSize)nseq * b->H * 4 };
+	c->vkCmdCopyBuffer(s->cb, b->outd.buf, s->host.buf, 1, &oreg);
+	VkMemoryBarrier hb = {
+		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+		.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+		.dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+	};
+	c->vkCmdPipelineBarrier(s->cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0,
+				1, &hb, 0, NULL, 0, NULL);
+	c->vkEndCommandBuffer(s->cb);
+}
+
+/* --- submit / wait ------------------------------------------------------------------- */
+
+static int check_batch(const vk_backend *b, const fwd_batch *bt, emb_err *err)
+{
+	if (bt->n < 0 || !bt->offs || bt->offs[0] != 0)
+		return emb_errf(err, EMB_EINVAL, "bad batch: n = %d", bt->n);
+	for (int i = 0; i < bt->n; i++) {
+		int len = bt->offs[i + 1] - bt->offs[i];
+		if (len < 1 || (uint32_t)len > b->max_seq)
+			return emb_errf(err, EMB_EINVAL, "sequence %d has %d tokens (1..%u allowed)", i,
+					len, b->max_seq);
+	}
+	for (int t = 0; t < bt->offs[bt->n]; t++)
+		if (bt->ids[t] < 0 || bt->ids[t] >= b->cfg.vocab_size)
+			return emb_errf(err, EMB_EINVAL, "token id %d out of range (vocabulary %d)",
+					(int)bt->ids[t], b->cfg.vocab_size);
+	return EMB_OK;
+}
+
+int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err)
+{
+	int rc = check_batch(b, bt, err);
+	if (rc)
+		return rc;
+	if (bt->n == 0)
+		return EMB_OK;
+	const uint32_t ntok = (uint32_t)bt->offs[bt->n];
+	if (ntok > b->tok_cap || (uint32_t)bt->n > b->seq_cap)
+		return emb_errf(err, EMB_EINVAL, "batch of %d sequences, %u tokens exceeds the "
+				"capacity of one submission (%u sequences, %u tokens)", bt->n, ntok,
+				b->seq_cap, b->tok_cap);
+	const int idx = (b->head + b->inflight) % SLOTS;
+	if (b->inflight == SLOTS && (rc = forward_vk_wait(b, err)))
+		return rc;
+	slot *s = &b->s[idx];
+
+	/* Fill the staging slot: (id, position) pairs, per-chunk sequence and block tables. */
+	uint32_t *tok = (uint32_t *)((char *)s->host.map + b->off_tok);
+	uint32_t *seq = (uint32_t *)((char *)s->host.map + b->off_seq);
+	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
+	int nch = 0;
+	uint32_t nblk = 0;
+	chunk *q = NULL;
+	for (int i = 0; i < bt->n; i++) {
+		const uint32_t st = (uint32_t)bt->offs[i], len = (uint32_t)(bt->offs[i + 1] - bt->offs[i]);
+		if (!q || q->T + len > b->budget) {
+			q = &b->chunks[nch++];
+			*q = (chunk){ .tok0 = st, .seq0 = (uint32_t)i, .blk0 = nblk };
+		}
+		const uint32_t rel = q->T; /* sequence start within the chunk */
+		for (uint32_t t = 0; t < len; t++) {
+			tok[2 * (st + t)] = (uint32_t)bt->ids[st + t];
+			tok[2 * (st + t) + 1] = t;
+		}
+		seq[2 * i] = rel;
+		seq[2 * i + 1] = len;
+		for (uint32_t q0 = 0; q0 < len; q0 += BQ) {
+			blk[4 * nblk] = rel;
+			blk[4 * nblk + 1] = len;
+			blk[4 * nblk + 2] = rel + q0;
+			blk[4 * nblk + 3] = 0;
+			nblk++;
+			q->nblk++;
+		}
+		q->T += len;
+		q->nseq++;
+	}
+	/* Pool writes row seq0 + s of outd; seq offsets in the table are per chunk: */
+	record(b, s, b->chunks, nch, ntok, (uint32_t)bt->n, nblk);
+
+	VkResult r = b->c.vkResetFences(b->c.device, 1, &s->fence);
+	VkSubmitInfo si = {
+		.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+		.commandBufferCount = 1,
+		.pCommandBuffers = &s->cb,
+	};
+	if (r == VK_SUCCESS)
+		r = b->c.vkQueueSubmit(b->c.queue, 1, &si, s->fence);
+	if (r != VK_SUCCESS)
+		return emb_errf(err, r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
+					     ? EMB_ENOMEM : EMB_EDEVICE,
+				"Vulkan: vkQueueSubmit failed: %s", vk_result_name(r));
+	s->busy = 1;
+	s->out = out;
+	s->n = bt->n;
+	b->inflight++;
+	return EMB_OK;
+}
+
+static void collect_profile(vk_backend *b, slot *s)
+{
+	if (!b->qcap || s->nq < 2)
+		return;
+	uint64_t *t = malloc(s->nq * sizeof *t);
+	if (!t)
+		return;
+	int idx = (int)(s - b->s);
+	if (b->c.vkGetQueryPoolResults(b->c.device, b->qp, (uint32_t)idx * b->qcap, s->nq,
+				       s->nq * sizeof *t, t, sizeof *t,
+				       VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+		for (uint32_t i = 0; i + 1 < s->nq; i++)
+			b->prof_ns[s->qstep[i]] += (double)(t[i + 1] - t[i]) * b->c.timestamp_ns;
+		b->prof_batches++;
+	}
+	free(t);
+}
+
+int forward_vk_wait(vk_backend *b, emb_err *err)
+{
+	if (b->inflight == 0)
+		return EMB_OK;
+	slot *s = &b->s[b->head];
+	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE, WAIT_MS * 1000000ull);
+	if (r == VK_TIMEOUT)
+		return emb_errf(err, EMB_EDEVICE, "GPU did not finish a batch within %llu s",
+				WAIT_MS / 1000);
+	b->head = (b->head + 1) % SLOTS;
+	b->inflight--;
+	s->busy = 0;
+	if (r != VK_SUCCESS)
+		return emb_errf(err, EMB_EDEVICE, "Vulkan: waiting for the GPU failed: %s",
+				vk_result_name(r));
+	memcpy(s->out, (char *)s->host.map + b->off_out, (size_t)s->n * b->H * sizeof(float));
+	collect_profile(b, s);
+	return EMB_OK;
+}
+
+/* Runs sequences [i0, i1) of bt, halving on out-of-memory. */
+static int run_range(vk_backend *b, const fwd_batch *bt, int i0, int i1, float *out, emb_err *err)
+{
+	const int n = i1 - i0;
+	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
+	if (!offs)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	for (int i = 0; i <= n; i++)
+		offs[i] = bt->offs[i0 + i] - bt->offs[i0];
+	fwd_batch sub = { .n = n, .ids = bt->ids + bt->offs[i0], .offs = offs };
+	int rc = forward_vk_submit(b, &sub, out + (size_t)i0 * b->H, err);
+	if (!rc)
+		rc = forward_vk_wait(b, err);
+	free(offs);
+	if (rc == EMB_ENOMEM && n > 1) {
+		int mid = i0 + n / 2;
+		rc = run_range(b, bt, i0, mid, out, err);
+		if (!rc)
+			rc = run_range(b, bt, mid, i1, out, err);
+	} else if (rc == EMB_ENOMEM) {
+		emb_err_prefix(err, "out of device memory even for one sequence: ");
+	}
+	return rc;
+}
+
+int forward_vk(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err)
+{
+	int rc = check_batch(b, bt, err);
+	while (!rc && b->inflight > 0)
+		rc = forward_vk_wait(b, err);
+	/* Parts that fit one submission each. */
+	for (int i0 = 0; !rc && i0 < bt->n;) {
+		int i1 = i0;
+		while (i1 < bt->n && (uint32_t)(i1 - i0) < b->seq_cap &&
+		       (uint32_t)(bt->offs[i1 + 1] - bt->offs[i0]) <= b->tok_cap)
+			i1++;
+		rc = run_range(b, bt, i0, i1, out, err);
+		i0 = i1;
+	}
+	return rc;
+}
+
+void vk_backend_profile_report(const vk_backend *b, FILE *f)
+{
+	if (!b || !b->qcap || !b->prof_batches)
+		return;
+	double total = 0;
+	for (int i = 0; i < ST_N; i++)
+		total += b->prof_ns[i];
+	fprintf(f, "GPU time per step over %ld submissions (%s, %s):\n", b->prof_batches,
+		b->c.name, b->prec_name);
+	for (int i = 0; i < ST_N; i++)
+		fprintf(f, "  %-24s %10.3f ms  %5.1f%%\n", step_name[i], b->prof_ns[i] / 1e6,
+			total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0);
+}

@@ -1,0 +1,99 @@
+/* forward_vk.h — the BERT forward pass on a Vulkan GPU, the GPU twin of forward_cpu.
+ *
+ * The seeds of this project were GPU paths slower than the CPU because every operation
+ * created a command buffer, submitted and waited. Here everything that can be done once is
+ * done at open: weights uploaded, activation buffers sized by a token budget, pipelines and
+ * descriptor sets created. A batch is then one command buffer (recorded on the host in
+ * microseconds), one submit and one wait, whatever its size: batches longer than the token
+ * budget run as several passes over the same activations inside that one command buffer.
+ *
+ * Steps, with the names of forward.h: embed_layernorm -> per layer { matmul_bias(qkv) ->
+ * attention -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) ->
+ * matmul_bias(down) -> add_layernorm } -> pool_normalize.
+ *
+ * Precisions: fp32 (tiled GEMM, agrees with the CPU to ~1e-6), fp16 (f16 weights and matrix
+ * inputs, fp32 accumulation, residual stream and LayerNorm in fp32), and fp16 on
+ * cooperative matrices (tensor cores) where the device has VK_NV_cooperative_matrix.
+ *
+ * Threads: one backend is used by one thread at a time (callers serialise).
+ */
+#ifndef EMB_FORWARD_VK_H
+#define EMB_FORWARD_VK_H
+
+#include <stdio.h>
+
+#include "err.h"
+#include "forward.h"
+#include "model.h"
+
+typedef struct vk_backend vk_backend;
+
+typedef enum {
+	VK_PREC_DEFAULT = 0, /* fp16 on cooperative matrices where available, else fp32 */
+	VK_PREC_FP32 = 1,
+	VK_PREC_FP16 = 2,    /* cooperative matrices where available, else the tiled f16 path */
+} vk_precision;
+
+typedef struct vk_options {
+	int gpu_index;    /* -1: choose (env EMBED_GPU, else discrete, integrated, virtual) */
+	int allow_cpu;    /* nonzero: a CPU Vulkan implementation (lavapipe) may be chosen */
+	vk_precision precision;
+	int token_budget; /* tokens per pass through the activations; 0 = 32768 on a GPU,
+			     8192 on a CPU implementation; clamped to the device's limits */
+	int max_seq;      /* longest sequence accepted; 0 = cfg->max_positions */
+} vk_options;
+
+/* Fills *o with the defaults above. */
+void vk_options_default(vk_options *o);
+
+/* Opens a Vulkan device, uploads the weights w (converted to f16 for the fp16 precisions)
+ * and prepares everything a forward pass needs. w may be freed afterwards: the backend keeps
+ * no pointer into it. When out of device memory for the activations it halves the token
+ * budget (down to max_seq) before giving up. Errors: EMB_EDEVICE (no loader, no device, a
+ * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
+ * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
+ * 1024 or a head size not a multiple of 4). */
+int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
+		    vk_backend **out, emb_err *err);
+
+/* Waits for any batch still running, then frees everything. NULL is allowed. */
+void vk_backend_close(vk_backend *b);
+
+/* The device, e.g. "NVIDIA H200 (Vulkan 1.4, discrete, cooperative matrix)". Never NULL. */
+const char *vk_backend_device_name(const vk_backend *b);
+
+/* The path in use: "fp32", "fp16" or "fp16-coopmat". Never NULL. */
+const char *vk_backend_precision_name(const vk_backend *b);
+
+/* Whether the device is a CPU implementation such as lavapipe (the auto policy avoids it). */
+int vk_backend_is_cpu(const vk_backend *b);
+
+/* Largest batch one forward_vk_submit takes: *tokens in all, *seqs sequences. forward_vk
+ * itself takes any batch (it submits several times when needed). */
+void vk_backend_capacity(const vk_backend *b, int *tokens, int *seqs);
+
+/* Runs batch bt and writes bt->n vectors of cfg->hidden floats to out, exactly like
+ * forward_cpu. Submits once per capacity-sized part of the batch (once for any batch within
+ * vk_backend_capacity) and waits. When the device runs out of memory the batch is split in
+ * halves and retried; a single sequence that still fails gives EMB_ENOMEM. Errors:
+ * EMB_EINVAL (empty sequence, length over max_seq, id out of range), EMB_ENOMEM,
+ * EMB_EDEVICE (device lost, timeout). */
+int forward_vk(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err);
+
+/* Asynchronous pair, so the caller can tokenize batch i+1 while the GPU runs batch i:
+ * forward_vk_submit copies bt's ids into one of two staging slots, records and submits, and
+ * returns without waiting; the vectors go to out (which must stay valid) when
+ * forward_vk_wait completes that batch. At most two batches are in flight: a third submit
+ * first completes the oldest one (as forward_vk_wait would). Batches complete in submission
+ * order. forward_vk_wait with nothing in flight returns EMB_OK at once. Errors as
+ * forward_vk, except that a batch over vk_backend_capacity gives EMB_EINVAL and no
+ * splitting is done; after an error from wait, that batch's out is undefined. */
+int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err);
+int forward_vk_wait(vk_backend *b, emb_err *err);
+
+/* Profiling (for scripts/bench-gpu): with the environment variable EMBED_VK_PROFILE set at
+ * open, GPU timestamps are taken around every step; this prints the time per step summed
+ * over all batches since open (nothing when profiling is off or unsupported). */
+void vk_backend_profile_report(const vk_backend *b, FILE *f);
+
+#endif

@@ -1,0 +1,38 @@
+/* scan.h — exact top-k inner-product scan over packed f32 rows.
+ *
+ * Exact search over a few million rows is bound by memory bandwidth, not arithmetic, so the
+ * kernel reads every row once, straight from wherever it lies (the store hands it blocks of
+ * LMDB's memory map: nothing is copied), with AVX2/FMA dot products and one small top-k
+ * heap per task; tasks run on a threadpool and their heaps are merged at the end.
+ */
+#ifndef EMB_SCAN_H
+#define EMB_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "threadpool.h"
+
+/* A run of rows: nrows * dim floats at vecs (any alignment), numbered first_row... */
+typedef struct scan_block {
+	const float *vecs;
+	uint32_t nrows;
+	uint32_t first_row;
+} scan_block;
+
+typedef struct scan_hit {
+	float score;
+	uint32_t row;
+} scan_hit;
+
+/* Dot product of two dim-float vectors (AVX2/FMA when built for it). */
+float scan_dot(const float *a, const float *b, int dim);
+
+/* The k rows with the highest q . row over all blocks, best first (ties: lower row first),
+ * into out[0..*nout), *nout = min(k, total rows). pool may be NULL. Errors: EMB_EINVAL
+ * (k < 1, dim < 1), EMB_ENOMEM. */
+int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+	      threadpool *pool, scan_hit *out, int *nout, emb_err *err);
+
+#endif

@@ -1,0 +1,1436 @@
+/* store.c — the LMDB vector store (see store.h for the layout and why it is so).
+ *
+ * Writers: store_apply runs one transaction; vector blocks touched by it are read once into
+ * a small cache, modified there (appends, swap-with-last moves) and written back once, so
+ * a batch of a thousand windows rewrites each 192 KB block once, not a thousand times.
+ * Readers: snapshots are MDB_NOTLS read transactions; search hands the scan kernel pointers
+ * straight into the map. */
+#include "store.h"
+#include "scan.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define DOC_MAGIC 0x31434f44u          /* "DOC1" */
+#define DOC_HDR (4 + STORE_HASH_BYTES + 4 * 5)
+#define ROWMAP_HDR 12                  /* u32 start, end, window index; then the id */
+#define INITIAL_MAP ((size_t)256 << 20)
+#define BLOCK_BYTES_TARGET (192 * 1024) /* 128 rows of 384-d f32 */
+#define CACHE_BLOCKS 32
+
+struct store {
+	MDB_env *env;
+	MDB_dbi meta, docs, docrows, rowmap, vectors, seen;
+	int readonly;
+	int dim, block_rows; /* 0 until a model is bound */
+	char dir[PATH_MAX];
+	ZSTD_CCtx *cctx;
+	ZSTD_DCtx *dctx;
+};
+
+struct store_snapshot {
+	store *s;
+	MDB_txn *txn;
+};
+
+static int mdb_fail(emb_err *err, int rc, const char *what, const char *dir)
+{
+	/* LMDB turns a short write (what a full disk or a file size limit gives) into EIO. */
+	if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT)
+		return emb_errf(err, EMB_ESTORE, "store %s: %s: disk full (%s); nothing of this batch was stored",
+				dir, what, mdb_strerror(rc));
+	if (rc == EIO) {
+		struct statvfs vfs;
+		int full = statvfs(dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20);
+		return emb_errf(err, EMB_ESTORE, "store %s: %s: %s (%s); nothing of this batch was stored",
+				dir, what, full ? "disk full" : "write failed",
+				full ? "no space left on device" : "I/O error, or a full disk or file size limit");
+	}
+	return emb_errf(err, EMB_ESTORE, "store %s: %s: %s", dir, what, mdb_strerror(rc));
+}
+
+static void iso_now(char *buf, size_t cap)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- hashing ---------------------------------------------------------------------------*/
+
+static inline uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+typedef struct hstate { uint64_t a, b; } hstate;
+
+static inline void hfeed(hstate *h, uint64_t w)
+{
+	h->a = rotl64(h->a ^ mix64(w), 27) * 0x9e3779b97f4a7c15ULL + h->b;
+	h->b = rotl64(h->b ^ mix64(w ^ 0x6a09e667f3bcc909ULL), 31) * 0xbf58476d1ce4e5b9ULL + h->a;
+}
+
+void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out[STORE_HASH_BYTES])
+{
+	hstate h = {0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL};
+	for (int i = 0; i < n; i++) {
+		const unsigned char *p = parts[i];
+		size_t len = lens[i];
+		hfeed(&h, (uint64_t)len);
+		size_t j = 0;
+		for (; j + 8 <= len; j += 8) {
+			uint64_t w;
+			memcpy(&w, p + j, 8);
+			hfeed(&h, w);
+		}
+		if (j < len) {
+			uint64_t w = 0;
+			memcpy(&w, p + j, len - j);
+			hfeed(&h, w ^ ((uint64_t)(len - j) << 56));
+		}
+	}
+	uint64_t a = mix64(h.a ^ rotl64(h.b, 17)), b = mix64(h.b + a);
+	memcpy(out, &a, 8);
+	memcpy(out + 8, &b, 8);
+}
+
+/* ---- transactions ----------------------------------------------------------------------*/
+
+/* Begins a transaction; when another process grew the map, adopts its size and retries. */
+static int txn_begin(store *s, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	}
+	return rc;
+}
+
+static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v)
+{
+	MDB_val k = {strlen(key), (void *)key};
+	return mdb_get(txn, dbi, &k, v);
+}
+
+static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len)
+{
+	MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)data};
+	return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int meta_put_str(MDB_txn *txn, MDB_dbi dbi, const char *key, const char *val)
+{
+	return meta_put(txn, dbi, key, val, strlen(val));
+}
+
+static void meta_str(MDB_txn *txn, MDB_dbi dbi, const char *key, char *buf, size_t cap)
+{
+	MDB_val v;
+	buf[0] = 0;
+	if (meta_get(txn, dbi, key, &v) == 0) {
+		size_t n = v.mv_size < cap - 1 ? v.mv_size : cap - 1;
+		memcpy(buf, v.mv_data, n);
+		buf[n] = 0;
+	}
+}
+
+static int meta_int(MDB_txn *txn, MDB_dbi dbi, const char *key, int dflt)
+{
+	char buf[32];
+	meta_str(txn, dbi, key, buf, sizeof buf);
+	return buf[0] ? atoi(buf) : dflt;
+}
+
+static uint64_t meta_u64(MDB_txn *txn, MDB_dbi dbi, const char *key)
+{
+	MDB_val v;
+	uint64_t x = 0;
+	if (meta_get(txn, dbi, key, &v) == 0 && v.mv_size == 8)
+		memcpy(&x, v.mv_data, 8);
+	return x;
+}
+
+/* ---- paths -----------------------------------------------------------------------------*/
+
+static void split_path(const char *path, char *dir, char *base, size_t cap)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	size_t n = strlen(tmp);
+	while (n > 1 && tmp[n - 1] == '/')
+		tmp[--n] = 0;
+	char *slash = strrchr(tmp, '/');
+	if (!slash) {
+		snprintf(dir, cap, ".");
+		snprintf(base, cap, "%s", tmp);
+	} else {
+		snprintf(base, cap, "%s", slash + 1);
+		if (slash == tmp)
+			snprintf(dir, cap, "/");
+		else {
+			*slash = 0;
+			snprintf(dir, cap, "%s", tmp);
+		}
+	}
+}
+
+int store_fresh_dir(const char *path, char *out, size_t cap, emb_err *err)
+{
+	static unsigned counter;
+	char dir[PATH_MAX], base[PATH_MAX];
+	split_path(path, dir, base, sizeof dir);
+	char stamp[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+	for (int tries = 0; tries < 100; tries++) {
+		int n = snprintf(out, cap, "%s/.%s.%s.%ld.%u", dir, base, stamp, (long)getpid(),
+				 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+		if (n < 0 || (size_t)n >= cap)
+			return emb_errf(err, EMB_EINVAL, "store %s: path too long", path);
+		if (mkdir(out, 0755) == 0)
+			return EMB_OK;
+		if (errno != EEXIST)
+			return emb_errf(err, EMB_EIO, "store %s: cannot create %s: %s", path, out,
+					strerror(errno));
+	}
+	return emb_errf(err, EMB_EIO, "store %s: cannot find a free versioned directory name", path);
+}
+
+/* Removes a store directory (its two LMDB files, then the directory). A reader that is
+ * opening it right now may recreate lock.mdb, so try twice; leftovers are only clutter. */
+static void remove_store_dir(const char *dir)
+{
+	char p[PATH_MAX + 16];
+	for (int i = 0; i < 2; i++) {
+		snprintf(p, sizeof p, "%s/data.mdb", dir);
+		unlink(p);
+		snprintf(p, sizeof p, "%s/lock.mdb", dir);
+		unlink(p);
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return;
+	}
+}
+
+int store_swap_in(const char *path, const char *fresh_dir, emb_err *err)
+{
+	char dir[PATH_MAX], base[PATH_MAX], fdir[PATH_MAX], fbase[PATH_MAX];
+	split_path(path, dir, base, sizeof dir);
+	split_path(fresh_dir, fdir, fbase, sizeof fdir);
+	char tmp[PATH_MAX * 2 + 64], old[PATH_MAX * 2 + 64] = "";
+	snprintf(tmp, sizeof tmp, "%s/.%s.swap.%ld", dir, base, (long)getpid());
+	unlink(tmp);
+	if (symlink(fbase, tmp) != 0)
+		return emb_errf(err, EMB_EIO, "store %s: cannot create link %s: %s", path, tmp,
+				strerror(errno));
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlink(path, target, sizeof target - 1);
+			if (n > 0) {
+				target[n] = 0;
+				if (target[0] == '/')
+					snprintf(old, sizeof old, "%s", target);
+				else
+					snprintf(old, sizeof old, "%s/%s", dir, target);
+			}
+		} else if (S_ISDIR(st.st_mode)) {
+			/* A plain directory can't be replaced by a link atomically: move it aside
+			 * first (readers opening during this instant get "no store" and retry). */
+			snprintf(old, sizeof old, "%s/.%s.old.%ld", dir, base, (long)getpid());
+			if (rename(path, old) != 0) {
+				unlink(tmp);
+				return emb_errf(err, EMB_EIO, "store %s: cannot move aside: %s", path,
+						strerror(errno));
+			}
+		} else {
+			unlink(tmp);
+			return emb_errf(err, EMB_EIO, "store %s: exists and is not a store", path);
+		}
+	}
+	if (rename(tmp, path) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return emb_errf(err, EMB_EIO, "store %s: cannot swap in %s: %s", path, fresh_dir,
+				strerror(e));
+	}
+	if (old[0]) {
+		char oldreal[PATH_MAX], freshreal[PATH_MAX];
+		if (realpath(old, oldreal) && realpath(fresh_dir, freshreal) &&
+		    strcmp(oldreal, freshreal) != 0)
+			remove_store_dir(oldreal);
+	}
+	return EMB_OK;
+}
+
+/* ---- open / close ----------------------------------------------------------------------*/
+
+static int open_dbis(store *s, emb_err *err)
+{
+	MDB_txn *txn;
+	unsigned tflags = s->readonly ? MDB_RDONLY : 0;
+	unsigned cflags = s->readonly ? 0 : MDB_CREATE;
+	int rc = txn_begin(s, tflags, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	struct { const char *name; MDB_dbi *dbi; unsigned flags; } dbs[] = {
+		{"meta", &s->meta, 0}, {"docs", &s->docs, 0}, {"docrows", &s->docrows, 0},
+		{"rowmap", &s->rowmap, MDB_INTEGERKEY}, {"vectors", &s->vectors, MDB_INTEGERKEY},
+		{"seen", &s->seen, 0},
+	};
+	for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+		rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | cflags, dbs[i].dbi);
+		if (rc) {
+			mdb_txn_abort(txn);
+			if (rc == MDB_NOTFOUND)
+				return emb_errf(err, EMB_ESTORE, "%s: not a vector store (no '%s' table)",
+						s->dir, dbs[i].name);
+			return mdb_fail(err, rc, "open table", s->dir);
+		}
+	}
+	char fmt[16];
+	meta_str(txn, s->meta, "format", fmt, sizeof fmt);
+	if (!fmt[0] && !s->readonly) {
+		char now[32], v[16];
+		iso_now(now, sizeof now);
+		snprintf(v, sizeof v, "%d", STORE_FORMAT_VERSION);
+		if ((rc = meta_put_str(txn, s->meta, "format", v)) ||
+		    (rc = meta_put_str(txn, s->meta, "created", now)) ||
+		    (rc = meta_put_str(txn, s->meta, "vtype", "f32"))) {
+			mdb_txn_abort(txn);
+			return mdb_fail(err, rc, "initialise", s->dir);
+		}
+	} else if (atoi(fmt) > STORE_FORMAT_VERSION) {
+		mdb_txn_abort(txn);
+		return emb_errf(err, EMB_ESTORE, "%s: store format %s is newer than this program's %d",
+				s->dir, fmt, STORE_FORMAT_VERSION);
+	}
+	s->dim = meta_int(txn, s->meta, "dim", 0);
+	s->block_rows = meta_int(txn, s->meta, "block_rows", 0);
+	rc = mdb_txn_commit(txn);
+	if (rc)
+		return mdb_fail(err, rc, "commit", s->dir);
+	return EMB_OK;
+}
+
+int store_open(const char *path, int flags, store **out, emb_err *err)
+{
+	*out = NULL;
+	struct stat st;
+	if (lstat(path, &st) != 0) {
+		if (errno != ENOENT || !(flags & STORE_CREATE) || (flags & STORE_READONLY))
+			return emb_errf(err, EMB_EIO, "store %s: %s", path, strerror(errno));
+		char fresh[PATH_MAX], dir[PATH_MAX], base[PATH_MAX];
+		int rc = store_fresh_dir(path, fresh, sizeof fresh, err);
+		if (rc)
+			return rc;
+		split_path(fresh, dir, base, sizeof dir);
+		if (symlink(base, path) != 0) {
+			int e = errno;
+			rmdir(fresh);
+			if (e != EEXIST)
+				return emb_errf(err, EMB_EIO, "store %s: cannot create: %s", path, strerror(e));
+		}
+	}
+	store *s = calloc(1, sizeof *s);
+	if (!s)
+		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", path);
+	s->readonly = !!(flags & STORE_READONLY);
+	/* Resolve the link once; a rebuild may remove the directory between realpath and the
+	 * open, in which case resolve again (the link then points at the new one). */
+	int rc = 0;
+	for (int tries = 0; tries < 20; tries++) {
+		if (!realpath(path, s->dir)) {
+			rc = emb_errf(err, EMB_EIO, "store %s: %s", path, strerror(errno));
+			if (errno == ENOENT) {
+				usleep(10000);
+				continue;
+			}
+			break;
+		}
+		if (stat(s->dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			rc = emb_errf(err, EMB_EIO, "store %s: not a directory", path);
+			break;
+		}
+		char data[PATH_MAX + 16];
+		snprintf(data, sizeof data, "%s/data.mdb", s->dir);
+		if (s->readonly && access(data, F_OK) != 0) {
+			rc = emb_errf(err, EMB_EIO, "store %s: no store here (%s missing)", path, data);
+			usleep(10000);
+			continue;
+		}
+		if ((rc = mdb_env_create(&s->env)) != 0) {
+			rc = mdb_fail(err, rc, "create env", s->dir);
+			break;
+		}
+		mdb_env_set_maxdbs(s->env, 8);
+		mdb_env_set_maxreaders(s->env, 256);
+		unsigned eflags = MDB_NOTLS | (s->readonly ? MDB_RDONLY : 0);
+		rc = mdb_env_open(s->env, s->dir, eflags, 0644);
+		if (rc == 0)
+			break;
+		mdb_env_close(s->env);
+		s->env = NULL;
+		if (rc == ENOENT) {
+			rc = emb_errf(err, EMB_EIO, "store %s: vanished while opening", path);
+			usleep(10000);
+			continue;
+		}
+		rc = mdb_fail(err, rc, "open", s->dir);
+		break;
+	}
+	if (!s->env) {
+		free(s);
+		return rc ? rc : emb_errf(err, EMB_EIO, "store %s: cannot open", path);
+	}
+	if (!s->readonly) {
+		MDB_envinfo info;
+		mdb_env_info(s->env, &info);
+		/* Address space costs nothing until used; EMB_STORE_MAP_BYTES lets tests start
+		 * tiny to exercise growth. */
+		size_t initial = INITIAL_MAP;
+		const char *env = getenv("EMB_STORE_MAP_BYTES");
+		if (env && atol(env) > 0)
+			initial = (size_t)atol(env);
+		if (info.me_mapsize < initial)
+			mdb_env_set_mapsize(s->env, initial);
+	}
+	if ((rc = open_dbis(s, err)) != 0) {
+		store_close(s);
+		return rc;
+	}
+	*out = s;
+	return EMB_OK;
+}
+
+void store_close(store *s)
+{
+	if (!s)
+		return;
+	if (s->env)
+		mdb_env_close(s->env);
+	ZSTD_freeCCtx(s->cctx);
+	ZSTD_freeDCtx(s->dctx);
+	free(s);
+}
+
+const char *store_dir(const store *s) { return s->dir; }
+
+int store_stale(const store *s, const char *path)
+{
+	char now[PATH_MAX];
+	if (!realpath(path, now))
+		return 0; /* mid-swap or gone: keep using what we have */
+	return strcmp(now, s->dir) != 0;
+}
+
+/* ---- model identity --------------------------------------------------------------------*/
+
+static void read_model(store *s, MDB_txn *txn, store_model *m)
+{
+	memset(m, 0, sizeof *m);
+	meta_str(txn, s->meta, "model.name", m->name, sizeof m->name);
+	meta_str(txn, s->meta, "model.sha256", m->sha256, sizeof m->sha256);
+	meta_str(txn, s->meta, "model.pooling", m->pooling, sizeof m->pooling);
+	meta_str(txn, s->meta, "model.dir", m->model_dir, sizeof m->model_dir);
+	m->dim = meta_int(txn, s->meta, "dim", 0);
+	m->normalized = meta_int(txn, s->meta, "model.normalized", 0);
+	m->needs_prefix = meta_int(txn, s->meta, "model.needs_prefix", 0);
+	m->max_tokens = meta_int(txn, s->meta, "model.max_tokens", 0);
+}
+
+int store_model_get(store *s, store_model *m, emb_err *err)
+{
+	MDB_txn *txn;
+	int rc = txn_begin(s, MDB_RDONLY, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	read_model(s, txn, m);
+	mdb_txn_abort(txn);
+	if (!m->name[0] || m->dim <= 0)
+		return emb_errf(err, EMB_ESTORE, "store %s has no model yet (nothing indexed)", s->dir);
+	return EMB_OK;
+}
+
+static void describe(const store_model *m, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "'%s' (sha256 %.12s, dim %d, %s pooling%s, %d tokens%s)", m->name,
+		 m->sha256, m->dim, m->pooling, m->normalized ? ", normalised" : "", m->max_tokens,
+		 m->needs_prefix ? ", query/passage prefixes" : "");
+}
+
+int store_bind_model(store *s, const store_model *m, emb_err *err)
+{
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	if (m->dim <= 0 || !m->name[0])
+		return emb_errf(err, EMB_EINVAL, "store %s: model identity incomplete", s->dir);
+	MDB_txn *txn;
+	int rc = txn_begin(s, 0, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	store_model cur;
+	read_model(s, txn, &cur);
+	if (cur.name[0]) {
+		if (strcmp(cur.name, m->name) || strcmp(cur.sha256, m->sha256) || cur.dim != m->dim ||
+		    strcmp(cur.pooling, m->pooling) || cur.normalized != m->normalized ||
+		    cur.needs_prefix != m->needs_prefix || cur.max_tokens != m->max_tokens) {
+			mdb_txn_abort(txn);
+			char a[400], b[400];
+			describe(&cur, a, sizeof a);
+			describe(m, b, sizeof b);
+			return emb_errf(err, EMB_ESTORE,
+					"store %s was built with model %s, not %s: use that model, another --store, or --rebuild",
+					s->dir, a, b);
+		}
+		if (strcmp(cur.model_dir, m->model_dir) && m->model_dir[0])
+			rc = meta_put_str(txn, s->meta, "model.dir", m->model_dir);
+	} else {
+		char buf[32];
+		int br = BLOCK_BYTES_TARGET / (m->dim * 4);
+		if (br < 1)
+			br = 1;
+		rc = meta_put_str(txn, s->meta, "model.name", m->name);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.sha256", m->sha256);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.pooling", m->pooling);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.dir", m->model_dir);
+		snprintf(buf, sizeof buf, "%d", m->dim);
+		if (!rc) rc = meta_put_str(txn, s->meta, "dim", buf);
+		snprintf(buf, sizeof buf, "%d", m->normalized);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.normalized", buf);
+		snprintf(buf, sizeof buf, "%d", m->needs_prefix);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.needs_prefix", buf);
+		snprintf(buf, sizeof buf, "%d", m->max_tokens);
+		if (!rc) rc = meta_put_str(txn, s->meta, "model.max_tokens", buf);
+		snprintf(buf, sizeof buf, "%d", br);
+		if (!rc) rc = meta_put_str(txn, s->meta, "block_rows", buf);
+		if (!rc) {
+			s->dim = m->dim;
+			s->block_rows = br;
+		}
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "record model", s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	return EMB_OK;
+}
+
+int store_stats_get(store *s, store_stats *st, emb_err *err)
+{
+	memset(st, 0, sizeof *st);
+	MDB_txn *txn;
+	int rc = txn_begin(s, MDB_RDONLY, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	st->docs = meta_u64(txn, s->meta, "docs");
+	st->rows = meta_u64(txn, s->meta, "rows");
+	st->dim = meta_int(txn, s->meta, "dim", 0);
+	st->block_rows = meta_int(txn, s->meta, "block_rows", 0);
+	meta_str(txn, s->meta, "created", st->created, sizeof st->created);
+	meta_str(txn, s->meta, "updated", st->updated, sizeof st->updated);
+	mdb_txn_abort(txn);
+	MDB_envinfo info;
+	MDB_stat ms;
+	mdb_env_info(s->env, &info);
+	mdb_env_stat(s->env, &ms);
+	st->map_size = info.me_mapsize;
+	st->file_size = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+	return EMB_OK;
+}
+
+/* ---- the write transaction -------------------------------------------------------------*/
+
+typedef struct cblock {
+	uint32_t block;
+	uint32_t nrows;
+	int dirty;
+	float *buf; /* block_rows * dim */
+} cblock;
+
+typedef struct wtx {
+	store *s;
+	MDB_txn *txn;
+	uint64_t docs, rows;
+	cblock cache[CACHE_BLOCKS];
+	int ncache;
+	float *tmpvec;
+	uint32_t *rowbuf;
+	size_t rowcap;
+	char *zbuf;
+	size_t zcap;
+	store_apply_result res;
+} wtx;
+
+static int cache_flush(wtx *w)
+{
+	store *s = w->s;
+	for (int i = 0; i < w->ncache; i++) {
+		cblock *c = &w->cache[i];
+		if (!c->dirty)
+			continue;
+		MDB_val k = {sizeof c->block, &c->block};
+		int rc;
+		if (c->nrows == 0) {
+			rc = mdb_del(w->txn, s->vectors, &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		} else {
+			MDB_val v = {(size_t)c->nrows * s->dim * sizeof(float), NULL};
+			rc = mdb_put(w->txn, s->vectors, &k, &v, MDB_RESERVE);
+			if (!rc)
+				memcpy(v.mv_data, c->buf, v.mv_size);
+		}
+		if (rc)
+			return rc;
+		c->dirty = 0;
+	}
+	return 0;
+}
+
+static void cache_free(wtx *w)
+{
+	for (int i = 0; i < w->ncache; i++)
+		free(w->cache[i].buf);
+	w->ncache = 0;
+}
+
+/* The cached copy of vector block b (loaded on first use). */
+static int cache_get(wtx *w, uint32_t b, cblock **out)
+{
+	store *s = w->s;
+	for (int i = 0; i < w->ncache; i++)
+		if (w->cache[i].block == b) {
+			*out = &w->cache[i];
+			return 0;
+		}
+	if (w->ncache == CACHE_BLOCKS) {
+		int rc = cache_flush(w);
+		if (rc)
+			return rc;
+		cache_free(w);
+	}
+	cblock *c = &w->cache[w->ncache];
+	c->buf = malloc((size_t)s->block_rows * s->dim * sizeof(float));
+	if (!c->buf)
+		return ENOMEM;
+	c->block = b;
+	c->nrows = 0;
+	c->dirty = 0;
+	MDB_val k = {sizeof b, &b}, v;
+	int rc = mdb_get(w->txn, s->vectors, &k, &v);
+	if (rc == 0) {
+		size_t cap = (size_t)s->block_rows * s->dim * sizeof(float);
+		size_t n = v.mv_size < cap ? v.mv_size : cap;
+		memcpy(c->buf, v.mv_data, n);
+		c->nrows = (uint32_t)(n / (s->dim * sizeof(float)));
+	} else if (rc != MDB_NOTFOUND) {
+		free(c->buf);
+		return rc;
+	}
+	w->ncache++;
+	*out = c;
+	return 0;
+}
+
+static int row_write(wtx *w, uint64_t r, const float *vec)
+{
+	cblock *c;
+	uint32_t br = (uint32_t)w->s->block_rows;
+	int rc = cache_get(w, (uint32_t)(r / br), &c);
+	if (rc)
+		return rc;
+	uint32_t i = (uint32_t)(r % br);
+	memcpy(c->buf + (size_t)i * w->s->dim, vec, (size_t)w->s->dim * sizeof(float));
+	if (i + 1 > c->nrows)
+		c->nrows = i + 1;
+	c->dirty = 1;
+	return 0;
+}
+
+static int row_read(wtx *w, uint64_t r, float *out)
+{
+	cblock *c;
+	uint32_t br = (uint32_t)w->s->block_rows;
+	int rc = cache_get(w, (uint32_t)(r / br), &c);
+	if (rc)
+		return rc;
+	memcpy(out, c->buf + (size_t)(r % br) * w->s->dim, (size_t)w->s->dim * sizeof(float));
+	return 0;
+}
+
+static int row_drop_last(wtx *w)
+{
+	cblock *c;
+	uint64_t last = w->rows - 1;
+	uint32_t br = (uint32_t)w->s->block_rows;
+	int rc = cache_get(w, (uint32_t)(last / br), &c);
+	if (rc)
+		return rc;
+	c->nrows = (uint32_t)(last % br);
+	c->dirty = 1;
+	w->rows--;
+	return 0;
+}
+
+/* Copies the u32 row list of id into w->rowbuf; *n rows (0 when none). */
+static int get_rows(wtx *w, MDB_val *key, size_t *n)
+{
+	MDB_val v;
+	int rc = mdb_get(w->txn, w->s->docrows, key, &v);
+	*n = 0;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return rc;
+	size_t cnt = v.mv_size / 4;
+	if (cnt > w->rowcap) {
+		uint32_t *nb = realloc(w->rowbuf, cnt * 4);
+		if (!nb)
+			return ENOMEM;
+		w->rowbuf = nb;
+		w->rowcap = cnt;
+	}
+	memcpy(w->rowbuf, v.mv_data, cnt * 4);
+	*n = cnt;
+	return 0;
+}
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Moves the store's last row into slot r (r < last): vector, rowmap entry, and the row
+ * list of the document that owned the last row. */
+static int move_last_into(wtx *w, uint32_t r)
+{
+	store *s = w->s;
+	uint32_t last = (uint32_t)(w->rows - 1);
+	int rc = row_read(w, last, w->tmpvec);
+	if (!rc)
+		rc = row_write(w, r, w->tmpvec);
+	if (rc)
+		return rc;
+	MDB_val lk = {4, &last}, rk = {4, &r}, v;
+	if ((rc = mdb_get(w->txn, s->rowmap, &lk, &v)) != 0)
+		return rc;
+	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES + 32];
+	size_t elen = v.mv_size < sizeof entry ? v.mv_size : sizeof entry;
+	memcpy(entry, v.mv_data, elen);
+	MDB_val ev = {elen, entry};
+	if ((rc = mdb_put(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
+		return rc;
+	MDB_val idk = {elen - ROWMAP_HDR, entry + ROWMAP_HDR};
+	if ((rc = mdb_get(w->txn, s->docrows, &idk, &v)) != 0)
+		return rc;
+	/* Rewrite that document's list with last replaced by r. */
+	MDB_val nv = {v.mv_size, NULL};
+	uint32_t *tmp = malloc(v.mv_size ? v.mv_size : 4);
+	if (!tmp)
+		return ENOMEM;
+	memcpy(tmp, v.mv_data, v.mv_size);
+	for (size_t i = 0; i < v.mv_size / 4; i++)
+		if (tmp[i] == last)
+			tmp[i] = r;
+	nv.mv_data = tmp;
+	rc = mdb_put(w->txn, s->docrows, &idk, &nv, 0);
+	free(tmp);
+	return rc;
+}
+
+static int delete_doc(wtx *w, MDB_val *key, int *found)
+{
+	store *s = w->s;
+	*found = 0;
+	size_t n;
+	int rc = get_rows(w, key, &n);
+	if (rc)
+		return rc;
+	MDB_val v;
+	rc = mdb_get(w->txn, s->docs, key, &v);
+	if (rc == MDB_NOTFOUND)
+		return n ? MDB_CORRUPTED : 0;
+	if (rc)
+		return rc;
+	*found = 1;
+	/* Highest rows first: then the last row is never one of this document's remaining
+	 * rows, so a move never lands on a slot we are about to free. */
+	qsort(w->rowbuf, n, 4, cmp_u32_desc);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t r = w->rowbuf[i];
+		uint32_t last = (uint32_t)(w->rows - 1);
+		if (r > last)
+			return MDB_CORRUPTED;
+		if (r != last && (rc = move_last_into(w, r)) != 0)
+			return rc;
+		MDB_val lk = {4, &last};
+		if ((rc = mdb_del(w->txn, s->rowmap, &lk, NULL)) != 0)
+			return rc;
+		if ((rc = row_drop_last(w)) != 0)
+			return rc;
+	}
+	if ((rc = mdb_del(w->txn, s->docrows, key, NULL)) && rc != MDB_NOTFOUND)
+		return rc;
+	if ((rc = mdb_del(w->txn, s->docs, key, NULL)) != 0)
+		return rc;
+	w->docs--;
+	return 0;
+}
+
+static int mark_seen(wtx *w, MDB_val *key)
+{
+	MDB_val v = {0, ""};
+	return mdb_put(w->txn, w->s->seen, key, &v, 0);
+}
+
+static void normalize(float *v, int dim)
+{
+	double ss = 0;
+	for (int i = 0; i < dim; i++)
+		ss += (double)v[i] * v[i];
+	if (ss > 0) {
+		float inv = (float)(1.0 / sqrt(ss));
+		for (int i = 0; i < dim; i++)
+			v[i] *= inv;
+	}
+}
+
+static int put_doc(wtx *w, const store_doc *d, emb_err *err)
+{
+	store *s = w->s;
+	MDB_val key = {d->id_len, (void *)d->id};
+	int found, rc = delete_doc(w, &key, &found);
+	if (rc)
+		return rc;
+	if (found)
+		w->res.updated++;
+	else
+		w->res.added++;
+
+	/* Document value: header, then zstd(text | title | meta). */
+	size_t plain = d->text_len + d->title_len + d->meta_len;
+	size_t need = DOC_HDR + ZSTD_compressBound(plain) + plain; /* + plain: staging area */
+	if (need > w->zcap) {
+		char *nb = realloc(w->zbuf, need);
+		if (!nb)
+			return ENOMEM;
+		w->zbuf = nb;
+		w->zcap = need;
+	}
+	char *stage = w->zbuf + DOC_HDR + ZSTD_compressBound(plain);
+	if (d->text_len)
+		memcpy(stage, d->text, d->text_len);
+	if (d->title_len)
+		memcpy(stage + d->text_len, d->title, d->title_len);
+	if (d->meta_len)
+		memcpy(stage + d->text_len + d->title_len, d->meta, d->meta_len);
+	if (!s->cctx && !(s->cctx = ZSTD_createCCtx()))
+		return ENOMEM;
+	size_t z = ZSTD_compressCCtx(s->cctx, w->zbuf + DOC_HDR, ZSTD_compressBound(plain), stage,
+				     plain, 3);
+	if (ZSTD_isError(z)) {
+		emb_errf(err, EMB_ESTORE, "store %s: compressing '%.*s': %s", s->dir,
+			 (int)d->id_len, d->id, ZSTD_getErrorName(z));
+		return -1;
+	}
+	uint32_t hdr[5] = {(uint32_t)d->text_len, (uint32_t)d->title_len, (uint32_t)d->meta_len,
+			   (uint32_t)z, (uint32_t)d->nwin};
+	uint32_t magic = DOC_MAGIC;
+	memcpy(w->zbuf, &magic, 4);
+	memcpy(w->zbuf + 4, d->hash, STORE_HASH_BYTES);
+	memcpy(w->zbuf + 4 + STORE_HASH_BYTES, hdr, sizeof hdr);
+	MDB_val dv = {DOC_HDR + z, w->zbuf};
+	if ((rc = mdb_put(w->txn, s->docs, &key, &dv, 0)) != 0)
+		return rc;
+
+	/* Windows: append rows at the end. */
+	if ((size_t)d->nwin > w->rowcap) {
+		uint32_t *nb = realloc(w->rowbuf, (size_t)d->nwin * 4);
+		if (!nb)
+			return ENOMEM;
+		w->rowbuf = nb;
+		w->rowcap = (size_t)d->nwin;
+	}
+	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES];
+	memcpy(entry + ROWMAP_HDR, d->id, d->id_len);
+	for (int i = 0; i < d->nwin; i++) {
+		if (w->rows >= UINT32_MAX) {
+			emb_errf(err, EMB_ESTORE, "store %s: more than 2^32 rows", s->dir);
+			return -1;
+		}
+		uint32_t r = (uint32_t)w->rows++;
+		memcpy(w->tmpvec, d->vecs + (size_t)i * s->dim, (size_t)s->dim * sizeof(float));
+		normalize(w->tmpvec, s->dim);
+		if ((rc = row_write(w, r, w->tmpvec)) != 0)
+			return rc;
+		uint32_t h[3] = {d->win_range ? d->win_range[2 * i] : 0,
+				 d->win_range ? d->win_range[2 * i + 1] : (uint32_t)d->text_len,
+				 (uint32_t)i};
+		memcpy(entry, h, sizeof h);
+		MDB_val rk = {4, &r}, ev = {ROWMAP_HDR + d->id_len, entry};
+		if ((rc = mdb_put(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
+			return rc;
+		w->rowbuf[i] = r;
+	}
+	MDB_val rv = {(size_t)d->nwin * 4, w->rowbuf};
+	if ((rc = mdb_put(w->txn, s->docrows, &key, &rv, 0)) != 0)
+		return rc;
+	w->docs++;
+	return mark_seen(w, &key);
+}
+
+static int check_id(store *s, const store_doc *d, emb_err *err)
+{
+	if (d->id_len == 0)
+		return emb_errf(err, EMB_EINVAL, "store %s: empty document id", s->dir);
+	if (d->id_len > STORE_MAX_ID_BYTES)
+		return emb_errf(err, EMB_EINVAL, "store %s: document id '%.40s...' is %zu bytes (max %d)",
+				s->dir, d->id, d->id_len, STORE_MAX_ID_BYTES);
+	return EMB_OK;
+}
+
+/* Runs all ops in w->txn. Returns 0, an LMDB/errno code, or -1 with err filled. */
+static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
+{
+	store *s = w->s;
+	w->docs = meta_u64(w->txn, s->meta, "docs");
+	w->rows = meta_u64(w->txn, s->meta, "rows");
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
+		const store_doc *d = &ops[i].doc;
+		MDB_val key = {d->id_len, (void *)d->id};
+		int found;
+		switch (ops[i].kind) {
+		case STORE_OP_PUT:
+			rc = put_doc(w, d, err);
+			break;
+		case STORE_OP_DELETE:
+			rc = delete_doc(w, &key, &found);
+			if (!rc && found)
+				w->res.deleted++;
+			break;
+		case STORE_OP_SEEN:
+			rc = mark_seen(w, &key);
+			break;
+		}
+	}
+	if (!rc)
+		rc = cache_flush(w);
+	char now[32];
+	iso_now(now, sizeof now);
+	if (!rc) rc = meta_put(w->txn, s->meta, "docs", &w->docs, 8);
+	if (!rc) rc = meta_put(w->txn, s->meta, "rows", &w->rows, 8);
+	if (!rc) rc = meta_put_str(w->txn, s->meta, "updated", now);
+	return rc;
+}
+
+static int grow_map(store *s, emb_err *err)
+{
+	MDB_envinfo info;
+	mdb_env_info(s->env, &info);
+	size_t next = info.me_mapsize * 2;
+	int rc = mdb_env_set_mapsize(s->env, next);
+	if (rc)
+		return mdb_fail(err, rc, "grow map", s->dir);
+	return EMB_OK;
+}
+
+int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err)
+{
+	if (res)
+		memset(res, 0, sizeof *res);
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	if (s->dim <= 0)
+		return emb_errf(err, EMB_ESTORE, "store %s: no model bound", s->dir);
+	for (int i = 0; i < n; i++) {
+		int rc = check_id(s, &ops[i].doc, err);
+		if (rc)
+			return rc;
+		if (ops[i].kind == STORE_OP_PUT && (ops[i].doc.nwin < 1 || !ops[i].doc.vecs))
+			return emb_errf(err, EMB_EINVAL, "store %s: document '%.*s' has no vectors",
+					s->dir, (int)ops[i].doc.id_len, ops[i].doc.id);
+	}
+	wtx w = {.s = s};
+	w.tmpvec = malloc((size_t)s->dim * sizeof(float));
+	if (!w.tmpvec)
+		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+	int status = EMB_OK;
+	for (int attempt = 0;; attempt++) {
+		memset(&w.res, 0, sizeof w.res);
+		int rc = txn_begin(s, 0, &w.txn);
+		if (rc) {
+			status = mdb_fail(err, rc, "begin write", s->dir);
+			break;
+		}
+		rc = apply_ops(&w, ops, n, err);
+		cache_free(&w);
+		if (rc == 0) {
+			rc = mdb_txn_commit(w.txn);
+			w.txn = NULL;
+		} else {
+			mdb_txn_abort(w.txn);
+			w.txn = NULL;
+		}
+		if (rc == 0)
+			break;
+		if (rc == MDB_MAP_FULL && attempt < 40) {
+			if ((status = grow_map(s, err)) != 0)
+				break;
+			continue;
+		}
+		if (rc == -1)
+			status = err ? err->code : EMB_ESTORE;
+		else if (rc == ENOMEM)
+			status = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+		else if (rc == MDB_CORRUPTED)
+			status = emb_errf(err, EMB_ESTORE, "store %s: inconsistent row tables", s->dir);
+		else
+			status = mdb_fail(err, rc, "write", s->dir);
+		break;
+	}
+	if (!status && res)
+		*res = w.res;
+	free(w.tmpvec);
+	free(w.rowbuf);
+	free(w.zbuf);
+	return status;
+}
+
+int store_seen_clear(store *s, emb_err *err)
+{
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	MDB_txn *txn;
+	int rc = txn_begin(s, 0, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin write", s->dir);
+	if ((rc = mdb_drop(txn, s->seen, 0)) != 0) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "clear seen", s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	return EMB_OK;
+}
+
+int store_prune_unseen(store *s, int per_txn, uint64_t *deleted, emb_err *err)
+{
+	if (deleted)
+		*deleted = 0;
+	if (per_txn < 1)
+		per_txn = 1;
+	char **ids = calloc((size_t)per_txn, sizeof *ids);
+	size_t *lens = calloc((size_t)per_txn, sizeof *lens);
+	store_op *ops = calloc((size_t)per_txn, sizeof *ops);
+	char resume[STORE_MAX_ID_BYTES];
+	size_t resume_len = 0;
+	int status = EMB_OK;
+	if (!ids || !lens || !ops) {
+		status = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+		goto out;
+	}
+	for (;;) {
+		MDB_txn *txn;
+		MDB_cursor *cur;
+		int rc = txn_begin(s, MDB_RDONLY, &txn);
+		if (rc) {
+			status = mdb_fail(err, rc, "begin", s->dir);
+			break;
+		}
+		if ((rc = mdb_cursor_open(txn, s->docs, &cur)) != 0) {
+			mdb_txn_abort(txn);
+			status = mdb_fail(err, rc, "cursor", s->dir);
+			break;
+		}
+		MDB_val k = {resume_len, resume}, v;
+		rc = mdb_cursor_get(cur, &k, &v, resume_len ? MDB_SET_RANGE : MDB_FIRST);
+		int n = 0;
+		while (rc == 0 && n < per_txn) {
+			MDB_val sv;
+			if (mdb_get(txn, s->seen, &k, &sv) == MDB_NOTFOUND) {
+				ids[n] = malloc(k.mv_size);
+				if (!ids[n])
+					break;
+				memcpy(ids[n], k.mv_data, k.mv_size);
+				lens[n] = k.mv_size;
+				n++;
+			}
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		int more = rc == 0;
+		if (more) {
+			resume_len = k.mv_size;
+			memcpy(resume, k.mv_data, k.mv_size);
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+		for (int i = 0; i < n; i++)
+			ops[i] = (store_op){.kind = STORE_OP_DELETE,
+					    .doc = {.id = ids[i], .id_len = lens[i]}};
+		store_apply_result r;
+		status = n ? store_apply(s, ops, n, &r, err) : EMB_OK;
+		for (int i = 0; i < n; i++) {
+			free(ids[i]);
+			ids[i] = NULL;
+		}
+		if (status)
+			break;
+		if (deleted && n)
+			*deleted += r.deleted;
+		if (!more)
+			break;
+	}
+out:
+	free(ids);
+	free(lens);
+	free(ops);
+	return status;
+}
+
+/* ---- reading ---------------------------------------------------------------------------*/
+
+int store_snapshot_begin(store *s, store_snapshot **out, emb_err *err)
+{
+	*out = NULL;
+	store_snapshot *snap = calloc(1, sizeof *snap);
+	if (!snap)
+		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+	int rc = txn_begin(s, MDB_RDONLY, &snap->txn);
+	if (rc) {
+		free(snap);
+		return mdb_fail(err, rc, "begin read", s->dir);
+	}
+	snap->s = s;
+	/* A reader may have opened the store before any model was bound. */
+	if (s->dim <= 0) {
+		s->dim = meta_int(snap->txn, s->meta, "dim", 0);
+		s->block_rows = meta_int(snap->txn, s->meta, "block_rows", 0);
+	}
+	*out = snap;
+	return EMB_OK;
+}
+
+void store_snapshot_end(store_snapshot *snap)
+{
+	if (!snap)
+		return;
+	mdb_txn_abort(snap->txn);
+	free(snap);
+}
+
+int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
+{
+	store *s = snap->s;
+	*exists = 0;
+	if (seen)
+		*seen = 0;
+	if (id_len == 0 || id_len > STORE_MAX_ID_BYTES)
+		return EMB_OK; /* can't be stored, so isn't */
+	MDB_val k = {id_len, (void *)id}, v;
+	int rc = mdb_get(snap->txn, s->docs, &k, &v);
+	if (rc == 0) {
+		if (v.mv_size < DOC_HDR)
+			return emb_errf(err, EMB_EFORMAT, "store %s: document '%.*s' is corrupt", s->dir,
+					(int)id_len, id);
+		*exists = 1;
+		if (hash)
+			memcpy(hash, (char *)v.mv_data + 4, STORE_HASH_BYTES);
+	} else if (rc != MDB_NOTFOUND) {
+		return mdb_fail(err, rc, "lookup", s->dir);
+	}
+	if (seen) {
+		rc = mdb_get(snap->txn, s->seen, &k, &v);
+		if (rc == 0)
+			*seen = 1;
+		else if (rc != MDB_NOTFOUND)
+			return mdb_fail(err, rc, "lookup", s->dir);
+	}
+	return EMB_OK;
+}
+
+int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		 store_hit *hits, int *nhits, emb_err *err)
+{
+	store *s = snap->s;
+	*nhits = 0;
+	if (k < 1)
+		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
+	if (s->dim <= 0)
+		return EMB_OK; /* empty store */
+	int dim = s->dim;
+	float *qn = malloc((size_t)dim * sizeof *qn);
+	size_t cap = 1024, nb = 0;
+	scan_block *blocks = malloc(cap * sizeof *blocks);
+	scan_hit *sh = NULL;
+	int status = EMB_OK;
+	if (!qn || !blocks) {
+		status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
+		goto out;
+	}
+	memcpy(qn, q, (size_t)dim * sizeof *qn);
+	normalize(qn, dim);
+
+	/* Collect the blocks: pointers into the map, no copies. */
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(snap->txn, s->vectors, &cur);
+	if (rc) {
+		status = mdb_fail(err, rc, "cursor", s->dir);
+		goto out;
+	}
+	MDB_val key, val;
+	uint64_t total = 0;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (nb == cap) {
+			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
+			if (!nbk) {
+				mdb_cursor_close(cur);
+				status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
+				goto out;
+			}
+			blocks = nbk;
+			cap *= 2;
+		}
+		uint32_t b;
+		memcpy(&b, key.mv_data, 4);
+		blocks[nb].vecs = val.mv_data;
+		blocks[nb].nrows = (uint32_t)(val.mv_size / ((size_t)dim * sizeof(float)));
+		blocks[nb].first_row = b * (uint32_t)s->block_rows;
+		total += blocks[nb].nrows;
+		nb++;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND) {
+		status = mdb_fail(err, rc, "scan", s->dir);
+		goto out;
+	}
+
+	/* Top rows, then one hit per document: the first k distinct documents among the top M
+	 * rows are exactly the top k documents by best window; widen M until k are found or
+	 * every row was taken. */
+	uint64_t m = (uint64_t)k * 2 + 16;
+	for (;;) {
+		if (m > total)
+			m = total;
+		free(sh);
+		sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
+		if (!sh) {
+			status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			goto out;
+		}
+		int got;
+		if ((status = scan_topk(blocks, nb, dim, qn, (int)(m ? m : 1), pool, sh, &got, err)))
+			goto out;
+		int n = 0;
+		for (int i = 0; i < got && n < k; i++) {
+			MDB_val rk = {4, &sh[i].row}, ev;
+			if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0 || ev.mv_size < ROWMAP_HDR) {
+				status = emb_errf(err, EMB_ESTORE, "store %s: row %u has no document", s->dir,
+						  sh[i].row);
+				goto out;
+			}
+			const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
+			size_t idl = ev.mv_size - ROWMAP_HDR;
+			int dup = 0;
+			for (int j = 0; j < n && !dup; j++)
+				dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
+			if (dup)
+				continue;
+			uint32_t h[3];
+			memcpy(h, ev.mv_data, sizeof h);
+			hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
+		}
+		*nhits = n;
+		if (n >= k || m >= total)
+			break;
+		m *= 4;
+	}
+out:
+	free(qn);
+	free(blocks);
+	free(sh);
+	return status;
+}
+
+int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		  emb_err *err)
+{
+	store *s = snap->s;
+	memset(out, 0, sizeof *out);
+	MDB_val k = {id_len, (void *)id}, v;
+	if (id_len == 0 || id_len > STORE_MAX_ID_BYTES)
+		return emb_errf(err, EMB_EINVAL, "no document '%.*s'", (int)(id_len > 60 ? 60 : id_len), id);
+	int rc = mdb_get(snap->txn, s->docs, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return emb_errf(err, EMB_EINVAL, "no document '%.*s'", (int)id_len, id);
+	if (rc)
+		return mdb_fail(err, rc, "read", s->dir);
+	uint32_t magic, hdr[5];
+	if (v.mv_size < DOC_HDR)
+		goto corrupt;
+	memcpy(&magic, v.mv_data, 4);
+	memcpy(out->hash, (char *)v.mv_data + 4, STORE_HASH_BYTES);
+	memcpy(hdr, (char *)v.mv_data + 4 + STORE_HASH_BYTES, sizeof hdr);
+	if (magic != DOC_MAGIC || DOC_HDR + (size_t)hdr[3] > v.mv_size)
+		goto corrupt;
+	size_t plain = (size_t)hdr[0] + hdr[1] + hdr[2];
+	out->buf_ = malloc(plain + 3);
+	if (!out->buf_)
+		return emb_errf(err, EMB_ENOMEM, "out of memory reading '%.*s'", (int)id_len, id);
+	if (!s->dctx && !(s->dctx = ZSTD_createDCtx())) {
+		store_doc_view_free(out);
+		return emb_errf(err, EMB_ENOMEM, "out of memory reading '%.*s'", (int)id_len, id);
+	}
+	char *stage = out->buf_ + 3; /* decompress after room for the three NULs, then move */
+	size_t got = ZSTD_decompressDCtx(s->dctx, stage, plain, (char *)v.mv_data + DOC_HDR, hdr[3]);
+	if (ZSTD_isError(got) || got != plain) {
+		store_doc_view_free(out);
+		goto corrupt;
+	}
+	char *p = out->buf_;
+	memmove(p, stage, hdr[0]);
+	p[hdr[0]] = 0;
+	out->text = p;
+	out->text_len = hdr[0];
+	p += hdr[0] + 1;
+	memmove(p, stage + hdr[0], hdr[1]);
+	p[hdr[1]] = 0;
+	out->title = p;
+	out->title_len = hdr[1];
+	p += hdr[1] + 1;
+	memmove(p, stage + hdr[0] + hdr[1], hdr[2]);
+	p[hdr[2]] = 0;
+	out->meta = p;
+	out->meta_len = hdr[2];
+	out->nwin = hdr[4];
+	return EMB_OK;
+corrupt:
+	return emb_errf(err, EMB_EFORMAT, "store %s: document '%.*s' is corrupt", s->dir, (int)id_len, id);
+}
+
+void store_doc_view_free(store_doc_view *v)
+{
+	if (v) {
+		free(v->buf_);
+		memset(v, 0, sizeof *v);
+	}
+}
+
+int store_foreach_id(store_snapshot *snap, int (*fn)(void *, const char *, size_t), void *arg,
+		     emb_err *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(snap->txn, snap->s->docs, &cur);
+	if (rc)
+		return mdb_fail(err, rc, "cursor", snap->s->dir);
+	MDB_val k, v;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+		if (fn(arg, k.mv_data, k.mv_size))
+			break;
+	mdb_cursor_close(cur);
+	if (rc && rc != MDB_NOTFOUND)
+		return mdb_fail(err, rc, "iterate", snap->s->dir);
+	return EMB_OK;
+}
+
+int store_verify(store_snapshot *snap, emb_err *err)
+{
+	store *s = snap->s;
+	MDB_txn *txn = snap->txn;
+	uint64_t docs = meta_u64(txn, s->meta, "docs"), rows = meta_u64(txn, s->meta, "rows");
+	MDB_stat st;
+	mdb_stat(txn, s->docs, &st);
+	if (st.ms_entries != docs)
+		return emb_errf(err, EMB_ESTORE, "verify: %zu documents, meta says %llu",
+				(size_t)st.ms_entries, (unsigned long long)docs);
+	mdb_stat(txn, s->rowmap, &st);
+	if (st.ms_entries != rows)
+		return emb_errf(err, EMB_ESTORE, "verify: %zu rowmap entries, meta says %llu rows",
+				(size_t)st.ms_entries, (unsigned long long)rows);
+	mdb_stat(txn, s->docrows, &st);
+	if (st.ms_entries != docs)
+		return emb_errf(err, EMB_ESTORE, "verify: %zu row lists for %llu documents",
+				(size_t)st.ms_entries, (unsigned long long)docs);
+	if (!s->dim)
+		return rows ? emb_errf(err, EMB_ESTORE, "verify: rows but no model") : EMB_OK;
+	/* Blocks: dense, full except the last, row count matches. */
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t seen_rows = 0;
+	uint32_t expect = 0;
+	int rc = mdb_cursor_open(txn, s->vectors, &cur);
+	if (rc)
+		return mdb_fail(err, rc, "cursor", s->dir);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint32_t b;
+		memcpy(&b, k.mv_data, 4);
+		size_t n = v.mv_size / ((size_t)s->dim * 4);
+		if (b != expect || seen_rows != (uint64_t)b * s->block_rows ||
+		    v.mv_size % ((size_t)s->dim * 4) || n == 0 || n > (size_t)s->block_rows) {
+			mdb_cursor_close(cur);
+			return emb_errf(err, EMB_ESTORE, "verify: vector block %u malformed or out of place", b);
+		}
+		seen_rows += n;
+		expect++;
+	}
+	mdb_cursor_close(cur);
+	if (seen_rows != rows)
+		return emb_errf(err, EMB_ESTORE, "verify: %llu vector rows, meta says %llu",
+				(unsigned long long)seen_rows, (unsigned long long)rows);
+	/* Every row's document lists that row, and has a document value. */
+	rc = mdb_cursor_open(txn, s->rowmap, &cur);
+	if (rc)
+		return mdb_fail(err, rc, "cursor", s->dir);
+	uint32_t want = 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), want++) {
+		uint32_t r;
+		memcpy(&r, k.mv_data, 4);
+		MDB_val idk = {v.mv_size - ROWMAP_HDR, (char *)v.mv_data + ROWMAP_HDR}, lv, dv;
+		int ok = r == want && v.mv_size > ROWMAP_HDR &&
+			 mdb_get(txn, s->docrows, &idk, &lv) == 0 &&
+			 mdb_get(txn, s->docs, &idk, &dv) == 0;
+		int listed = 0;
+		for (size_t i = 0; ok && i < lv.mv_size / 4 && !listed; i++) {
+			uint32_t x;
+			memcpy(&x, (char *)lv.mv_data + 4 * i, 4);
+			listed = x == r;
+		}
+		if (!ok || !listed) {
+			mdb_cursor_close(cur);
+			return emb_errf(err, EMB_ESTORE, "verify: row %u (expected %u) not owned consistently", r, want);
+		}
+	}
+	mdb_cursor_close(cur);
+	return EMB_OK;
+}

@@ -1,0 +1,215 @@
+/* store.h — the vector store: documents, their embedding vectors and the model that made
+ * them, in one LMDB environment per store directory.
+ *
+ * Why LMDB: one writer and any number of readers that never block it, crash safety without a
+ * recovery step (a killed writer loses only its open transaction), and a memory map that a
+ * scan reads in place without copying a byte.
+ *
+ * Layout (named databases of one environment):
+ *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated"
+ *            (text) and "docs", "rows" (u64 counts)
+ *   docs     id -> content hash (16 bytes), lengths, zstd(text | title | metadata JSON)
+ *   docrows  id -> u32 row numbers of the document's windows
+ *   rowmap   u32 row -> window's byte range in the text, window index, document id
+ *   vectors  u32 block -> block_rows packed f32 rows (the last block may be short)
+ *   seen     id -> "" : ids met by the indexer run in progress (for --prune and duplicates)
+ * Rows are dense: row r of the store is row r % block_rows of block r / block_rows, and
+ * deleting a document moves the last rows into its slots (swap with last), so a scan never
+ * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
+ * overflow pages and makes a scan one long sequential read.
+ *
+ * Paths: a store is usually a symlink to a versioned directory beside it (".NAME.STAMP"),
+ * so that a rebuilt store can be swapped in with one rename(2): a reader resolves the link
+ * once and then sees the old store or the new one, never a mix (store_swap_in).
+ *
+ * Threads: a store handle is used by one thread at a time; a snapshot's search may use a
+ * threadpool internally. Several processes may open one store: one writes, others read.
+ */
+#ifndef EMB_STORE_H
+#define EMB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "threadpool.h"
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_HASH_BYTES 16
+#define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
+
+typedef struct store store;
+typedef struct store_snapshot store_snapshot;
+
+/* The identity of the model that produced a store's vectors. Two models are the same when
+ * name, sha256, dim, pooling, normalisation, prefix rule and max_tokens all match. */
+typedef struct store_model {
+	char name[128];       /* e.g. "all-MiniLM-L6-v2" */
+	char sha256[72];      /* hex sha256 of model.safetensors */
+	int dim;              /* vector dimension */
+	char pooling[16];     /* "mean", "cls", "max" */
+	int normalized;       /* the model L2-normalises (the store always stores unit vectors) */
+	int needs_prefix;     /* "query: "/"passage: " (E5) */
+	int max_tokens;       /* truncation length the vectors were made with */
+	char model_dir[1024]; /* where the indexer loaded it from: a hint for search, not identity */
+} store_model;
+
+enum {
+	STORE_READONLY = 1, /* open for reading only (search); never creates */
+	STORE_CREATE = 2,   /* create the store (symlink + versioned directory) when missing */
+};
+
+/* Opens the store at `path` (a symlink to a versioned directory, or a plain directory).
+ * The link is resolved once, so the handle keeps seeing the directory it resolved to even
+ * if a rebuild swaps the link afterwards (store_stale tells). With STORE_CREATE a missing
+ * store is created as path -> .NAME.STAMP beside it. On success *out owns the handle
+ * (store_close). Errors: EMB_EIO (missing store without STORE_CREATE, permissions),
+ * EMB_ESTORE (not a store, a newer format, LMDB failure). */
+int store_open(const char *path, int flags, store **out, emb_err *err);
+
+/* Closes the handle. Snapshots must have been ended. NULL is allowed. */
+void store_close(store *s);
+
+/* The directory the handle resolved to (absolute). Valid while s lives. */
+const char *store_dir(const store *s);
+
+/* 1 when `path` no longer resolves to the directory this handle has open (a rebuild was
+ * swapped in): a long-lived reader should close and reopen. 0 otherwise. */
+int store_stale(const store *s, const char *path);
+
+/* Model identity. store_model_get: EMB_ESTORE "store has no model yet" for an empty store.
+ * store_bind_model records m in a store that has none, or checks that the recorded identity
+ * equals m and fails with EMB_ESTORE and a message naming both models when it does not. */
+int store_model_get(store *s, store_model *m, emb_err *err);
+int store_bind_model(store *s, const store_model *m, emb_err *err);
+
+/* Counts, times and sizes of a store, read in one snapshot. file_size is the part of the
+ * map in use (LMDB's last page), map_size the current map (it grows on demand). */
+typedef struct store_stats {
+	uint64_t docs, rows;
+	int dim, block_rows;
+	char created[32], updated[32]; /* ISO 8601 UTC, "" when unknown */
+	uint64_t map_size, file_size;
+} store_stats;
+/* Fills *st. Errors: EMB_ESTORE (LMDB could not begin a read transaction). */
+int store_stats_get(store *s, store_stats *st, emb_err *err);
+
+/* A 128-bit content hash of n byte strings (lengths included, so part boundaries count). Not
+ * cryptographic: it detects changed documents, it does not resist forgery. */
+void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out[STORE_HASH_BYTES]);
+
+/* ---- writing ---------------------------------------------------------------------------
+ * Writes go through store_apply: one LMDB transaction per call, so a crash loses at most
+ * that call's operations and never leaves a half-written document. */
+
+typedef struct store_doc {
+	const char *id;     size_t id_len;      /* 1..STORE_MAX_ID_BYTES bytes */
+	const char *title;  size_t title_len;
+	const char *text;   size_t text_len;
+	const char *meta;   size_t meta_len;    /* JSON text, or empty */
+	uint8_t hash[STORE_HASH_BYTES];         /* content hash, compared on the next run */
+	int nwin;                               /* >= 1 windows */
+	const float *vecs;                      /* nwin * dim floats, row w for window w */
+	const uint32_t *win_range;              /* nwin * 2: byte [start, end) of window w in text */
+} store_doc;
+
+typedef enum {
+	STORE_OP_PUT = 0,    /* insert or replace doc (old windows removed), mark id seen */
+	STORE_OP_DELETE = 1, /* remove doc.id if present */
+	STORE_OP_SEEN = 2,   /* only mark doc.id seen (unchanged documents) */
+} store_op_kind;
+
+typedef struct store_op {
+	store_op_kind kind;
+	store_doc doc;       /* PUT: all fields; DELETE and SEEN: id only */
+} store_op;
+
+typedef struct store_apply_result {
+	uint64_t added, updated, deleted;
+} store_apply_result;
+
+/* Applies ops in order in one transaction and commits. When the map is full it aborts,
+ * doubles the map and retries, so callers never see MDB_MAP_FULL. Vectors are normalised to
+ * unit length on the way in (scores are cosines whatever the model). On failure nothing of
+ * this call is stored. *res (may be NULL) receives counts. Errors: EMB_EINVAL (an id empty or
+ * too long, nwin < 1), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a
+ * full disk: the message says which), EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
+int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);
+
+/* Forgets every id marked seen (the indexer calls it at the start of a run, so that "seen"
+ * means "seen by this run"). Errors: EMB_ESTORE (read-only handle, LMDB failure). */
+int store_seen_clear(store *s, emb_err *err);
+
+/* Deletes every document not marked seen, in transactions of at most `per_txn` documents
+ * (bounded memory and bounded loss on a crash: a rerun prunes the rest); *deleted (may be
+ * NULL) gets how many. Errors: as store_apply. */
+int store_prune_unseen(store *s, int per_txn, uint64_t *deleted, emb_err *err);
+
+/* ---- reading ---------------------------------------------------------------------------
+ * A snapshot is an LMDB read transaction: a consistent view that a concurrent writer never
+ * blocks and never changes. Pointers returned through a snapshot point into the memory map
+ * and are valid until store_snapshot_end. */
+
+/* Begins a snapshot of the latest commit; *out is owned by the caller until
+ * store_snapshot_end (which accepts NULL). Errors: EMB_ENOMEM, EMB_ESTORE (e.g. the reader
+ * table is full: more than 256 concurrent readers). */
+int store_snapshot_begin(store *s, store_snapshot **out, emb_err *err);
+void store_snapshot_end(store_snapshot *snap);
+
+/* Looks an id up: *exists, and when it exists its content hash (hash may be NULL); *seen
+ * (may be NULL) whether the current run has marked it. An id too long to store simply does
+ * not exist. Errors: EMB_EFORMAT (corrupt document value), EMB_ESTORE. */
+int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err);
+
+/* One search result: a document with the score of its best window. */
+typedef struct store_hit {
+	float score;
+	uint32_t row;           /* the best window's row */
+	const char *id;         /* into the map; not NUL-terminated */
+	size_t id_len;
+	uint32_t win_start, win_end; /* the best window's byte range in the document text */
+	uint32_t win_index;
+} store_hit;
+
+/* Exact top-k by cosine over every stored row, one result per document (its best window).
+ * q has dim floats (need not be normalised). Runs on pool's threads (NULL: caller only).
+ * Fills hits[0..*nhits) best first; *nhits <= k. Errors: EMB_EINVAL (k < 1), EMB_ENOMEM,
+ * EMB_ESTORE. */
+int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		 store_hit *hits, int *nhits, emb_err *err);
+
+/* A document read back: text, title and metadata decompressed into one buffer owned by the
+ * view (store_doc_view_free). Each string is NUL-terminated. */
+typedef struct store_doc_view {
+	char *text, *title, *meta;
+	size_t text_len, title_len, meta_len;
+	uint32_t nwin;
+	uint8_t hash[STORE_HASH_BYTES];
+	char *buf_;
+} store_doc_view;
+
+/* Reads document id. Errors: EMB_EINVAL "no document 'id'" when absent (err->code
+ * EMB_EINVAL), EMB_EFORMAT (corrupt value), EMB_ENOMEM. */
+int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		  emb_err *err);
+void store_doc_view_free(store_doc_view *v);
+
+/* Calls fn(arg, id, id_len) for every document id in key order; stops early when fn returns
+ * nonzero. Returns EMB_OK or an EMB_ESTORE error. */
+int store_foreach_id(store_snapshot *snap, int (*fn)(void *arg, const char *id, size_t id_len),
+		     void *arg, emb_err *err);
+
+/* Checks the invariants (rows dense, every row's document lists it, counts right); fills
+ * err with the first violation. For tests and `--check`. */
+int store_verify(store_snapshot *snap, emb_err *err);
+
+/* ---- rebuilds --------------------------------------------------------------------------
+ * store_fresh_dir makes a new, empty versioned directory beside `path` and writes its path
+ * to out (cap bytes). store_swap_in points `path` at it atomically (symlink + rename(2)) and
+ * then removes the directory path used to point to. A plain directory at `path` (not a link)
+ * is moved aside first, which is not atomic: the message of a later reader says so. */
+int store_fresh_dir(const char *path, char *out, size_t cap, emb_err *err);
+int store_swap_in(const char *path, const char *fresh_dir, emb_err *err);
+
+#endif

@@ -1,0 +1,53 @@
+/* input.h — the indexer's document sources, read one document at a time so that memory
+ * stays bounded whatever the corpus: JSONL files (BEIR corpus.jsonl as is), plain-text and
+ * Markdown files, directory trees of them (id = path relative to the tree), and `-` for
+ * JSONL on stdin. */
+#ifndef INDEXER_INPUT_H
+#define INDEXER_INPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct input_opts {
+	const char *id_fields;    /* comma-separated JSON keys tried in order ("_id,id") */
+	const char *text_field;   /* "text" */
+	const char *title_field;  /* "title" */
+	const char *meta_field;   /* "metadata" */
+	void (*warn)(void *arg, const char *msg); /* non-fatal notes (binary file skipped) */
+	void *warn_arg;
+} input_opts;
+
+/* One document. Strings are NUL-terminated and owned by the doc (input_doc_free). */
+typedef struct input_doc {
+	char *id, *title, *text, *meta;
+	size_t id_len, title_len, text_len, meta_len;
+	char where[640];          /* "file:line" or "file" for error messages */
+} input_doc;
+
+typedef struct input input;
+
+/* Prepares to read the given paths in order. Directories are walked in sorted order, hidden
+ * entries skipped, symlinked directories not followed. Errors: EMB_EIO (a path that does
+ * not exist), EMB_ENOMEM. */
+int input_open(char *const *paths, int n, const input_opts *opt, input **out, emb_err *err);
+
+/* Reads the next document into *d. Returns 1 with a document, 0 at the end, or -1 with
+ * err set: EMB_EFORMAT for a malformed record (message "file:line: ..."; reading may
+ * continue with the next call), EMB_EIO for an unreadable file (the file is skipped on the
+ * next call). `ignored` counts files skipped as not text (binary). */
+int input_next(input *in, input_doc *d, emb_err *err);
+
+void input_doc_free(input_doc *d);
+
+/* Bytes consumed so far and the total size of all regular files (0 when unknown: stdin). */
+void input_progress(const input *in, uint64_t *done, uint64_t *total);
+uint64_t input_ignored(const input *in);
+
+void input_close(input *in);
+
+/* Offset of the first invalid UTF-8 byte in s[0..len), or -1 when all valid. */
+long utf8_invalid_at(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,945 @@
+/* indexer — puts documents into a vector store: reads JSONL / text / Markdown / directory
+ * trees / stdin a document at a time, skips documents whose content hash is unchanged,
+ * tokenizes the rest on worker threads, splits long ones into overlapping token windows,
+ * embeds the windows in length-sorted batches bounded by a token budget, and commits each
+ * window of documents in one store transaction, so a crash or a signal loses at most the
+ * window in flight and a rerun resumes where the last commit ended.
+ *
+ *   indexer --store DIR [--model DIR] [options] INPUT...     (see usage())
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "embed.h"
+#include "input.h"
+#include "store.h"
+#include "threadpool.h"
+
+#define DEFAULT_MODEL "all-MiniLM-L6-v2"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+	g_stop = sig;
+	signal(sig, SIG_DFL); /* a second signal kills at once; the store stays consistent */
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct opts {
+	const char *store, *model;
+	char **inputs;
+	int ninputs;
+	char **deletes;
+	int ndeletes;
+	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
+	int window, stride, threads, batch_tokens, window_docs;
+	const char *device;
+	double progress_every;
+	input_opts in;
+} opts;
+
+typedef struct counts {
+	uint64_t added, updated, unchanged, deleted, failed, docs_seen;
+	uint64_t tokens, windows;
+	double t_read, t_tok, t_embed, t_store;
+} counts;
+
+/* One document of the window in flight. */
+typedef struct wdoc {
+	input_doc in;
+	char *etext;          /* what is embedded: title + " " + text, or text */
+	size_t elen, text_off;/* text starts at etext + text_off */
+	uint8_t hash[STORE_HASH_BYTES];
+	int32_t *ids;         /* [CLS] content... [SEP] of the whole etext */
+	long nids;
+	int nwin;
+	uint32_t *win;        /* nwin * 2: content-token range [a, b) */
+	uint32_t *range;      /* nwin * 2: byte range in text */
+	int32_t *seqs;        /* nwin sequences of up to max_tokens ids */
+	int *seqlen;
+	float *vecs;
+	emb_err err;
+	int failed;
+} wdoc;
+
+typedef struct ctx {
+	opts *o;
+	embed_model *m;
+	store *st;
+	threadpool *pool;
+	int dim, max_tokens, win_tokens, win_content, stride;
+	int32_t prefix_ids[32];
+	int nprefix;
+	char config[128];     /* part of the content hash: re-embed when the recipe changes */
+	counts c;
+	wdoc *w;
+	int nw, capw;
+	size_t wbytes;
+	double t0, last_progress;
+	input *in;
+	int tty;
+} ctx;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: indexer --store DIR [--model DIR] [options] INPUT...\n"
+"Inputs: JSONL files (.jsonl/.ndjson: id or _id, text, title, metadata), text and Markdown\n"
+"files, directory trees (id = relative path), '-' for JSONL on stdin.\n"
+"  --store DIR          the vector store (created when missing)\n"
+"  --model DIR          model directory (default: the store's model, else\n"
+"                       .cache/models/" DEFAULT_MODEL ")\n"
+"  --delete ID          delete a document (repeatable)\n"
+"  --prune              delete documents not present in the inputs\n"
+"  --rebuild            build a fresh store and swap it in atomically when done\n"
+"  --window N           tokens per window, specials included (default: model max)\n"
+"  --stride N           tokens between window starts (default: window - 2 - 32)\n"
+"  --truncate           one window per document: index the first window only\n"
+"  --no-title           embed the text alone (default: title + \" \" + text)\n"
+"  --id-field K[,K..]   JSON keys for the id (default _id,id)\n"
+"  --text-field K, --title-field K, --meta-field K  (defaults text, title, metadata)\n"
+"  --skip-bad           skip and count malformed documents instead of stopping\n"
+"  --threads N          CPU threads (default all)\n"
+"  --device cpu|gpu|auto (default auto)\n"
+"  --batch-tokens N     token budget of one embedding batch (default 8192)\n"
+"  --window-docs N      documents per store transaction (default 256)\n"
+"  --quiet              no progress, no summary\n"
+"  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
+"  --check              verify the store's invariants and print its statistics\n");
+}
+
+static void warn_cb(void *arg, const char *msg)
+{
+	ctx *x = arg;
+	if (!x->o->quiet || 1)
+		fprintf(stderr, "%sindexer: warning: %s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg);
+}
+
+static long peak_rss_kb(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+static void fmt_eta(double s, char *buf, size_t cap)
+{
+	if (!(s >= 0) || s > 1e7)
+		snprintf(buf, cap, "?");
+	else if (s >= 3600)
+		snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+	else
+		snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+static void progress(ctx *x, int final)
+{
+	if (x->o->quiet)
+		return;
+	double t = now_s();
+	double every = x->tty ? 0.25 : x->o->progress_every;
+	if (!final && t - x->last_progress < every)
+		return;
+	x->last_progress = t;
+	double el = t - x->t0;
+	uint64_t done = 0, total = 0;
+	if (x->in)
+		input_progress(x->in, &done, &total);
+	double frac = total ? (double)done / (double)total : -1;
+	char eta[32] = "?";
+	if (frac > 0.001)
+		fmt_eta(el / frac - el, eta, sizeof eta);
+	uint64_t docs = x->c.added + x->c.updated + x->c.unchanged + x->c.failed;
+	char pct[16] = "";
+	if (frac >= 0)
+		snprintf(pct, sizeof pct, " %3.0f%%", frac * 100);
+	fprintf(stderr, "%s%llu docs (%llu new, %llu updated, %llu unchanged, %llu failed)  %.1f docs/s  %.0f tok/s %s ETA %s  [%s]%s",
+		x->tty ? "\r\033[K" : "indexer: ", (unsigned long long)docs,
+		(unsigned long long)x->c.added, (unsigned long long)x->c.updated,
+		(unsigned long long)x->c.unchanged, (unsigned long long)x->c.failed,
+		el > 0 ? docs / el : 0.0, el > 0 ? x->c.tokens / el : 0.0, pct, eta,
+		embed_device_name(x->m), x->tty ? "" : "\n");
+}
+
+/* ---- the window in flight -----------------------------------------------------------*/
+
+static void wdoc_free(wdoc *d)
+{
+	input_doc_free(&d->in);
+	free(d->etext);
+	free(d->ids);
+	free(d->win);
+	free(d->range);
+	free(d->seqs);
+	free(d->seqlen);
+	free(d->vecs);
+	memset(d, 0, sizeof *d);
+}
+
+/* Byte offset in etext where each content token's whitespace-delimited word starts. BERT's
+ * pre-tokenizer splits on whitespace first, so tokenizing word by word gives the same ids
+ * as the whole text; if a tokenizer ever disagrees (count mismatch) we fall back to a
+ * proportional estimate, which only affects snippets. */
+static uint32_t *token_offsets(ctx *x, wdoc *d, long T)
+{
+	uint32_t *off = malloc((size_t)(T + 1) * sizeof *off);
+	if (!off)
+		return NULL;
+	const char *s = d->etext;
+	size_t n = d->elen, i = 0;
+	long t = 0;
+	int32_t tmp[512];
+	while (i < n && t <= T) {
+		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' ||
+				 s[i] == '\f' || s[i] == '\v'))
+			i++;
+		size_t j = i;
+		while (j < n && !(s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r' ||
+				  s[j] == '\f' || s[j] == '\v'))
+			j++;
+		if (j == i)
+			break;
+		long k;
+		int32_t *ids = tmp;
+		size_t cap = j - i + 2;
+		if (cap > 512)
+			ids = malloc(cap * sizeof *ids);
+		k = ids ? embed_tokenize(x->m, s + i, j - i, EMBED_PREFIX_NONE, ids, cap, NULL) : -1;
+		if (ids != tmp)
+			free(ids);
+		if (k < 0)
+			break;
+		for (long q = 0; q < k - 2 && t < T; q++)
+			off[t++] = (uint32_t)i;
+		i = j;
+	}
+	if (t != T) {
+		for (long q = 0; q < T; q++)
+			off[q] = (uint32_t)((double)q / T * n);
+	}
+	off[T] = (uint32_t)n;
+	return off;
+}
+
+static void tokenize_task(void *arg, int i)
+{
+	ctx *x = arg;
+	wdoc *d = &x->w[i];
+	if (d->failed)
+		return;
+	/* Every id covers at least one byte, so elen + 2 holds the whole text; truncation needs
+	 * only the first window, and the tokenizer stops early when told so. */
+	size_t cap = d->elen + 2;
+	if (x->o->truncate && cap > (size_t)x->win_content + 2)
+		cap = (size_t)x->win_content + 2;
+	d->ids = malloc(cap * sizeof *d->ids);
+	if (!d->ids) {
+		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
+		return;
+	}
+	long n = embed_tokenize(x->m, d->etext, d->elen, EMBED_PREFIX_NONE, d->ids, cap, &d->err);
+	if (n < 0) {
+		d->failed = d->err.code ? d->err.code : EMB_EINVAL;
+		return;
+	}
+	d->nids = n;
+	long T = n - 2; /* content tokens */
+	const int32_t *content = d->ids + 1;
+	int W = x->win_content, S = x->stride;
+	/* Window starts: 0, S, 2S, ... and a last one aligned to the end. */
+	int nwin = 1;
+	if (!x->o->truncate && T > W)
+		nwin = 1 + (int)((T - W + S - 1) / S);
+	d->nwin = nwin;
+	d->win = malloc((size_t)nwin * 2 * sizeof *d->win);
+	d->range = malloc((size_t)nwin * 2 * sizeof *d->range);
+	d->seqs = malloc((size_t)nwin * (size_t)x->max_tokens * sizeof *d->seqs);
+	d->seqlen = malloc((size_t)nwin * sizeof *d->seqlen);
+	d->vecs = malloc((size_t)nwin * (size_t)x->dim * sizeof *d->vecs);
+	if (!d->win || !d->range || !d->seqs || !d->seqlen || !d->vecs) {
+		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
+		return;
+	}
+	for (int w = 0; w < nwin; w++) {
+		long a = (long)w * S;
+		if (a + W > T)
+			a = T > W ? T - W : 0;
+		long b = a + W < T ? a + W : T;
+		d->win[2 * w] = (uint32_t)a;
+		d->win[2 * w + 1] = (uint32_t)b;
+		int32_t *q = d->seqs + (size_t)w * x->max_tokens;
+		int L = 0;
+		q[L++] = d->ids[0];
+		for (int p = 0; p < x->nprefix; p++)
+			q[L++] = x->prefix_ids[p];
+		memcpy(q + L, content + a, (size_t)(b - a) * sizeof *q);
+		L += (int)(b - a);
+		q[L++] = d->ids[n - 1];
+		d->seqlen[w] = L;
+	}
+	/* Byte ranges of the windows in the text (for snippets). */
+	size_t tl = d->in.text_len;
+	if (nwin == 1) {
+		d->range[0] = 0;
+		d->range[1] = (uint32_t)tl;
+	} else {
+		uint32_t *off = token_offsets(x, d, T);
+		for (int w = 0; w < nwin; w++) {
+			long a = d->win[2 * w], b = d->win[2 * w + 1];
+			size_t sa = off ? off[a] : 0, sb = off ? (b < T ? off[b] : d->elen) : d->elen;
+			sa = sa > d->text_off ? sa - d->text_off : 0;
+			sb = sb > d->text_off ? sb - d->text_off : 0;
+			if (sb > tl)
+				sb = tl;
+			if (sa > sb)
+				sa = sb;
+			d->range[2 * w] = (uint32_t)sa;
+			d->range[2 * w + 1] = (uint32_t)sb;
+		}
+		free(off);
+	}
+}
+
+typedef struct seqref {
+	wdoc *d;
+	int w, len;
+} seqref;
+
+static int cmp_seq_len(const void *a, const void *b)
+{
+	const seqref *x = a, *y = b;
+	return y->len - x->len;
+}
+
+static int report_bad(ctx *x, const char *msg)
+{
+	fprintf(stderr, "%sindexer: %s%s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg,
+		x->o->skip_bad ? " (skipped)" : "");
+	x->c.failed++;
+	return x->o->skip_bad ? 0 : -1;
+}
+
+/* Tokenizes, embeds and commits the window. Returns 0, or -1 after printing an error (a
+ * failed document without --skip-bad, or a store error: nothing of the window is kept). */
+static int flush(ctx *x)
+{
+	if (x->nw == 0)
+		return 0;
+	int status = 0;
+	double t = now_s();
+	/* Only documents that need embedding are tokenized (unchanged ones have failed=-1 as a
+	 * marker meaning "seen only"). */
+	threadpool_run(x->pool, tokenize_task, x, x->nw);
+	double t2 = now_s();
+	x->c.t_tok += t2 - t;
+
+	size_t nseq = 0;
+	for (int i = 0; i < x->nw; i++) {
+		wdoc *d = &x->w[i];
+		if (d->failed > 0) {
+			char msg[1200];
+			snprintf(msg, sizeof msg, "%s: document '%s': %s", d->in.where, d->in.id, d->err.msg);
+			if (report_bad(x, msg))
+				status = -1;
+			continue;
+		}
+		if (d->failed == 0)
+			nseq += (size_t)d->nwin;
+	}
+	seqref *sr = malloc((nseq ? nseq : 1) * sizeof *sr);
+	const int32_t **bseq = malloc((nseq ? nseq : 1) * sizeof *bseq);
+	int *blen = malloc((nseq ? nseq : 1) * sizeof *blen);
+	float *bout = malloc((size_t)(nseq ? nseq : 1) * x->dim * sizeof *bout);
+	store_op *ops = malloc((size_t)x->nw * sizeof *ops);
+	if (!sr || !bseq || !blen || !bout || !ops) {
+		fprintf(stderr, "indexer: out of memory\n");
+		status = -1;
+		goto out;
+	}
+	/* A bad document (status -1 without --skip-bad) still lets the good ones of its window
+	 * be committed: stopping must never lose work that was sound. */
+	size_t k = 0;
+	for (int i = 0; i < x->nw; i++) {
+		wdoc *d = &x->w[i];
+		if (d->failed == 0)
+			for (int w = 0; w < d->nwin; w++)
+				sr[k++] = (seqref){d, w, d->seqlen[w]};
+	}
+	/* Length-sorted batches under a token budget: similar lengths together. */
+	qsort(sr, nseq, sizeof *sr, cmp_seq_len);
+	for (size_t i = 0; i < nseq;) {
+		size_t j = i, tokens = 0;
+		while (j < nseq && (j == i || tokens + (size_t)sr[j].len <= (size_t)x->o->batch_tokens)) {
+			bseq[j - i] = sr[j].d->seqs + (size_t)sr[j].w * x->max_tokens;
+			blen[j - i] = sr[j].len;
+			tokens += (size_t)sr[j].len;
+			j++;
+		}
+		emb_err e = {0};
+		if (embed_encode_tokens(x->m, bseq, blen, (int)(j - i), bout, &e)) {
+			fprintf(stderr, "indexer: embedding failed: %s\n", e.msg);
+			status = -1;
+			goto out;
+		}
+		for (size_t q = i; q < j; q++)
+			memcpy(sr[q].d->vecs + (size_t)sr[q].w * x->dim, bout + (q - i) * x->dim,
+			       (size_t)x->dim * sizeof *bout);
+		x->c.tokens += tokens;
+		x->c.windows += j - i;
+		i = j;
+	}
+	double t3 = now_s();
+	x->c.t_embed += t3 - t2;
+
+	int nops = 0;
+	for (int i = 0; i < x->nw; i++) {
+		wdoc *d = &x->w[i];
+		if (d->failed > 0)
+			continue;
+		store_doc sd = {.id = d->in.id, .id_len = d->in.id_len};
+		if (d->failed < 0) {
+			ops[nops++] = (store_op){STORE_OP_SEEN, sd};
+			continue;
+		}
+		sd.title = d->in.title ? d->in.title : "";
+		sd.title_len = d->in.title_len;
+		sd.text = d->in.text;
+		sd.text_len = d->in.text_len;
+		sd.meta = d->in.meta ? d->in.meta : "";
+		sd.meta_len = d->in.meta_len;
+		memcpy(sd.hash, d->hash, sizeof sd.hash);
+		sd.nwin = d->nwin;
+		sd.vecs = d->vecs;
+		sd.win_range = d->range;
+		ops[nops++] = (store_op){STORE_OP_PUT, sd};
+	}
+	store_apply_result r;
+	emb_err e = {0};
+	if (store_apply(x->st, ops, nops, &r, &e)) {
+		fprintf(stderr, "%sindexer: %s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", e.msg);
+		status = -1;
+		goto out;
+	}
+	x->c.added += r.added;
+	x->c.updated += r.updated;
+	for (int i = 0; i < x->nw; i++)
+		if (x->w[i].failed < 0)
+			x->c.unchanged++;
+	x->c.t_store += now_s() - t3;
+out:
+	free(sr);
+	free(bseq);
+	free(blen);
+	free(bout);
+	free(ops);
+	for (int i = 0; i < x->nw; i++)
+		wdoc_free(&x->w[i]);
+	x->nw = 0;
+	x->wbytes = 0;
+	progress(x, 0);
+	return status;
+}
+
+static int only_space(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '\v'))
+			return 0;
+	return 1;
+}
+
+/* Classifies one document: bad, duplicate, unchanged (seen only) or to embed, and adds it
+ * to the window. snap is a snapshot taken after the last commit. */
+static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
+{
+	char msg[1200];
+	if (in->id_len > STORE_MAX_ID_BYTES) {
+		snprintf(msg, sizeof msg, "%s: document id '%.60s...' is %zu bytes (max %d)", in->where,
+			 in->id, in->id_len, STORE_MAX_ID_BYTES);
+		input_doc_free(in);
+		return report_bad(x, msg);
+	}
+	if (only_space(in->text, in->text_len) && (!in->title || only_space(in->title, in->title_len))) {
+		snprintf(msg, sizeof msg, "%s: document '%s': empty text", in->where, in->id);
+		input_doc_free(in);
+		return report_bad(x, msg);
+	}
+	/* Duplicate ids: earlier in this window, or committed earlier in this run. */
+	int dup = 0;
+	for (int i = 0; i < x->nw && !dup; i++)
+		dup = x->w[i].in.id_len == in->id_len && !memcmp(x->w[i].in.id, in->id, in->id_len);
+	int exists = 0, seen = 0;
+	uint8_t old[STORE_HASH_BYTES];
+	emb_err e = {0};
+	if (!dup && store_lookup(snap, in->id, in->id_len, &exists, old, &seen, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		input_doc_free(in);
+		return -2;
+	}
+	if (dup || seen) {
+		snprintf(msg, sizeof msg, "%s: duplicate id '%s' (already indexed in this run)", in->where, in->id);
+		input_doc_free(in);
+		return report_bad(x, msg);
+	}
+	if (x->nw == x->capw) {
+		int nc = x->capw ? x->capw * 2 : 64;
+		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
+		if (!nw) {
+			input_doc_free(in);
+			fprintf(stderr, "indexer: out of memory\n");
+			return -2;
+		}
+		x->w = nw;
+		x->capw = nc;
+	}
+	wdoc *d = &x->w[x->nw++];
+	memset(d, 0, sizeof *d);
+	d->in = *in;
+	const void *parts[] = {x->config, in->title ? in->title : "", in->text, in->meta ? in->meta : ""};
+	size_t lens[] = {strlen(x->config), in->title_len, in->text_len, in->meta_len};
+	store_hash(parts, lens, 4, d->hash);
+	if (exists && memcmp(old, d->hash, sizeof old) == 0) {
+		d->failed = -1; /* unchanged: mark seen, don't embed */
+		return 0;
+	}
+	if (in->title_len && !x->o->no_title) {
+		d->elen = in->title_len + 1 + in->text_len;
+		d->etext = malloc(d->elen + 1);
+		if (d->etext) {
+			memcpy(d->etext, in->title, in->title_len);
+			d->etext[in->title_len] = ' ';
+			memcpy(d->etext + in->title_len + 1, in->text, in->text_len + 1);
+		}
+		d->text_off = in->title_len + 1;
+	} else {
+		d->elen = in->text_len;
+		d->etext = malloc(d->elen + 1);
+		if (d->etext)
+			memcpy(d->etext, in->text, in->text_len + 1);
+	}
+	if (!d->etext) {
+		fprintf(stderr, "indexer: out of memory\n");
+		return -2;
+	}
+	x->wbytes += d->elen;
+	return 0;
+}
+
+static int run_inputs(ctx *x)
+{
+	opts *o = x->o;
+	emb_err e = {0};
+	if (input_open(o->inputs, o->ninputs, &o->in, &x->in, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		return -1;
+	}
+	int status = 0;
+	store_snapshot *snap = NULL;
+	while (!status) {
+		if (g_stop) {
+			status = 1;
+			break;
+		}
+		if (!snap && store_snapshot_begin(x->st, &snap, &e)) {
+			fprintf(stderr, "indexer: %s\n", e.msg);
+			status = -1;
+			break;
+		}
+		double tr = now_s();
+		input_doc d;
+		e = (emb_err){0};
+		int r = input_next(x->in, &d, &e);
+		x->c.t_read += now_s() - tr;
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (e.code == EMB_EINTERRUPTED)
+				continue;
+			if (e.code == EMB_EFORMAT || e.code == EMB_EINVAL) {
+				if (report_bad(x, e.msg))
+					status = -1;
+			} else {
+				fprintf(stderr, "indexer: %s\n", e.msg);
+				status = -1;
+			}
+		} else if (add_doc(x, snap, &d) < 0) {
+			status = -1;
+		}
+		if (x->nw >= o->window_docs || x->wbytes >= (32u << 20) || status) {
+			store_snapshot_end(snap);
+			snap = NULL;
+			/* Documents before a bad one are still committed (nothing is lost). */
+			if (flush(x) && !status)
+				status = -1;
+		}
+		progress(x, 0);
+	}
+	store_snapshot_end(snap);
+	if (status >= 0 && flush(x))
+		status = -1;
+	if (status == 0 && g_stop)
+		status = 1;
+	return status;
+}
+
+static int opt_int(const char *name, const char *v, int lo)
+{
+	char *end;
+	long n = strtol(v ? v : "", &end, 10);
+	if (!v || *end || n < lo || n > INT_MAX) {
+		fprintf(stderr, "indexer: %s needs an integer >= %d\n", name, lo);
+		exit(2);
+	}
+	return (int)n;
+}
+
+static void parse_args(int argc, char **argv, opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->in = (input_opts){"_id,id", "text", "title", "metadata", NULL, NULL};
+	o->batch_tokens = 8192;
+	o->window_docs = 256;
+	o->progress_every = 10;
+	o->device = "auto";
+	o->inputs = calloc((size_t)argc, sizeof *o->inputs);
+	o->deletes = calloc((size_t)argc, sizeof *o->deletes);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (strcmp(a, name) == 0)
+#define NEEDV() do { if (!v) { fprintf(stderr, "indexer: %s needs a value\n", a); exit(2); } i++; } while (0)
+		if (ARG("--store")) { NEEDV(); o->store = v; }
+		else if (ARG("--model")) { NEEDV(); o->model = v; }
+		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
+		else if (ARG("--prune")) o->prune = 1;
+		else if (ARG("--rebuild")) o->rebuild = 1;
+		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
+		else if (ARG("--no-title")) o->no_title = 1;
+		else if (ARG("--skip-bad")) o->skip_bad = 1;
+		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
+		else if (ARG("--check")) o->check = 1;
+		else if (ARG("--window")) { NEEDV(); o->window = opt_int(a, v, 8); }
+		else if (ARG("--stride")) { NEEDV(); o->stride = opt_int(a, v, 1); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0); }
+		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = opt_int(a, v, 1); }
+		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = opt_int(a, v, 1); }
+		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = atof(v); }
+		else if (ARG("--device")) { NEEDV(); o->device = v; }
+		else if (ARG("--id-field")) { NEEDV(); o->in.id_fields = v; }
+		else if (ARG("--text-field")) { NEEDV(); o->in.text_field = v; }
+		else if (ARG("--title-field")) { NEEDV(); o->in.title_field = v; }
+		else if (ARG("--meta-field")) { NEEDV(); o->in.meta_field = v; }
+		else if (ARG("--help") || ARG("-h")) { usage(stdout); exit(0); }
+		else if (a[0] == '-' && a[1]) { fprintf(stderr, "indexer: unknown option %s\n", a); usage(stderr); exit(2); }
+		else o->inputs[o->ninputs++] = (char *)a;
+#undef ARG
+#undef NEEDV
+	}
+	if (!o->store) {
+		fprintf(stderr, "indexer: --store DIR is required\n");
+		usage(stderr);
+		exit(2);
+	}
+	if (!o->check && !o->ninputs && !o->ndeletes && !o->prune) {
+		fprintf(stderr, "indexer: nothing to do (no INPUT, --delete or --prune)\n");
+		exit(2);
+	}
+	if (o->prune && !o->ninputs) {
+		fprintf(stderr, "indexer: --prune needs the inputs that hold every document to keep\n");
+		exit(2);
+	}
+}
+
+/* The model directory: --model, $EMBED_MODEL, the store's, or the project's default. */
+static void find_model(const opts *o, char *out, size_t cap)
+{
+	if (o->model) {
+		snprintf(out, cap, "%s", o->model);
+		return;
+	}
+	const char *env = getenv("EMBED_MODEL");
+	if (env && *env) {
+		snprintf(out, cap, "%s", env);
+		return;
+	}
+	store *s;
+	if (store_open(o->store, STORE_READONLY, &s, NULL) == 0) {
+		store_model m;
+		int ok = store_model_get(s, &m, NULL) == 0 && m.model_dir[0] && access(m.model_dir, F_OK) == 0;
+		store_close(s);
+		if (ok) {
+			snprintf(out, cap, "%s", m.model_dir);
+			return;
+		}
+	}
+	char exe[PATH_MAX - 64];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = 0;
+			snprintf(out, cap, "%s/../.cache/models/" DEFAULT_MODEL, exe);
+			char real[PATH_MAX];
+			if (realpath(out, real)) {
+				snprintf(out, cap, "%s", real);
+				return;
+			}
+		}
+	}
+	snprintf(out, cap, ".cache/models/" DEFAULT_MODEL);
+}
+
+static int do_check(const char *path)
+{
+	store *s;
+	emb_err e = {0};
+	if (store_open(path, STORE_READONLY, &s, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		return 1;
+	}
+	store_snapshot *snap;
+	int rc = store_snapshot_begin(s, &snap, &e);
+	if (!rc)
+		rc = store_verify(snap, &e);
+	store_snapshot_end(snap);
+	store_stats st;
+	store_model m;
+	if (!rc)
+		rc = store_stats_get(s, &st, &e);
+	if (rc) {
+		fprintf(stderr, "indexer: check failed: %s\n", e.msg);
+		store_close(s);
+		return 1;
+	}
+	int hm = store_model_get(s, &m, NULL) == 0;
+	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB used of a %.0f MB map, created %s, updated %s\n",
+	       store_dir(s), (unsigned long long)st.docs, (unsigned long long)st.rows, st.dim,
+	       st.block_rows, hm ? m.name : "(none)", st.file_size / 1e6, st.map_size / 1e6,
+	       st.created, st.updated);
+	store_close(s);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	opts o;
+	parse_args(argc, argv, &o);
+	if (o.check && !o.ninputs && !o.ndeletes) {
+		free(o.inputs);
+		free(o.deletes);
+		return do_check(o.store);
+	}
+
+	ctx x = {.o = &o};
+	x.tty = isatty(2);
+	o.in.warn = warn_cb;
+	o.in.warn_arg = &x;
+	struct sigaction sa = {0};
+	sa.sa_handler = on_signal; /* no SA_RESTART: a blocked read on stdin returns */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	x.t0 = now_s();
+	x.last_progress = x.t0;
+
+	char model_dir[PATH_MAX];
+	find_model(&o, model_dir, sizeof model_dir);
+	embed_options eo;
+	embed_options_default(&eo);
+	eo.threads = o.threads;
+	eo.device = !strcmp(o.device, "gpu") ? EMBED_DEVICE_GPU
+		    : !strcmp(o.device, "cpu") ? EMBED_DEVICE_CPU : EMBED_DEVICE_AUTO;
+	eo.quiet = o.quiet;
+	emb_err e = {0};
+	if (embed_open(model_dir, &eo, &x.m, &e)) {
+		fprintf(stderr, "indexer: model %s: %s\n", model_dir, e.msg);
+		return 1;
+	}
+	x.dim = embed_dim(x.m);
+	x.max_tokens = embed_max_tokens(x.m);
+	x.win_tokens = o.window ? (o.window < x.max_tokens ? o.window : x.max_tokens) : x.max_tokens;
+	if (embed_needs_prefix(x.m)) {
+		int32_t ids[40];
+		long n = embed_tokenize(x.m, "", 0, EMBED_PREFIX_PASSAGE, ids, 40, NULL);
+		x.nprefix = n > 2 ? (int)n - 2 : 0;
+		if (x.nprefix > 30)
+			x.nprefix = 30;
+		memcpy(x.prefix_ids, ids + 1, (size_t)x.nprefix * sizeof *ids);
+	}
+	x.win_content = x.win_tokens - 2 - x.nprefix;
+	if (x.win_content < 4) {
+		fprintf(stderr, "indexer: --window %d leaves no room for text\n", x.win_tokens);
+		return 2;
+	}
+	x.stride = o.stride ? o.stride : (x.win_content > 64 ? x.win_content - 32 : x.win_content / 2);
+	if (x.stride > x.win_content)
+		x.stride = x.win_content;
+	snprintf(x.config, sizeof x.config, "w=%d s=%d t=%d nt=%d", x.win_tokens, x.stride,
+		 o.truncate, o.no_title);
+
+	store_model sm = {0};
+	snprintf(sm.name, sizeof sm.name, "%s", embed_model_name(x.m));
+	const char *sha = embed_model_sha256(x.m);
+	if (!sha) {
+		fprintf(stderr, "indexer: cannot hash the weights of %s\n", model_dir);
+		return 1;
+	}
+	snprintf(sm.sha256, sizeof sm.sha256, "%s", sha);
+	sm.dim = x.dim;
+	snprintf(sm.pooling, sizeof sm.pooling, "%s", embed_pooling_name(x.m));
+	sm.normalized = embed_normalized(x.m);
+	sm.needs_prefix = embed_needs_prefix(x.m);
+	sm.max_tokens = x.max_tokens;
+	{
+		char real[PATH_MAX];
+		const char *md = realpath(model_dir, real) ? real : model_dir;
+		if (strlen(md) < sizeof sm.model_dir)
+			memcpy(sm.model_dir, md, strlen(md) + 1);
+	}
+
+	/* One indexer per store at a time, rebuilds included: LMDB would serialise their
+	 * transactions, but two runs would clear each other's "seen" marks and a rebuild would
+	 * swap out the other run's writes. The lock sits beside the store's link, so it covers
+	 * every version. */
+	char lockpath[PATH_MAX + 32];
+	{
+		char tmp[PATH_MAX];
+		snprintf(tmp, sizeof tmp, "%s", o.store);
+		size_t l = strlen(tmp);
+		while (l > 1 && tmp[l - 1] == '/')
+			tmp[--l] = 0;
+		char *slash = strrchr(tmp, '/');
+		if (slash) {
+			*slash = 0;
+			snprintf(lockpath, sizeof lockpath, "%s/.%s.lock", tmp, slash + 1);
+		} else {
+			snprintf(lockpath, sizeof lockpath, ".%s.lock", tmp);
+		}
+	}
+	int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
+		fprintf(stderr, "indexer: %s: %s\n", o.store,
+			lockfd < 0 ? strerror(errno) : "another indexer is writing to this store");
+		return 1;
+	}
+
+	char fresh[PATH_MAX];
+	const char *open_path = o.store;
+	if (o.rebuild) {
+		if (store_fresh_dir(o.store, fresh, sizeof fresh, &e)) {
+			fprintf(stderr, "indexer: %s\n", e.msg);
+			return 1;
+		}
+		open_path = fresh;
+	}
+	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		if (o.rebuild)
+			rmdir(fresh);
+		return 1;
+	}
+	x.pool = threadpool_create(o.threads);
+
+	int status = 0;
+	if (o.ndeletes) {
+		store_op *ops = calloc((size_t)o.ndeletes, sizeof *ops);
+		for (int i = 0; i < o.ndeletes; i++)
+			ops[i] = (store_op){STORE_OP_DELETE, {.id = o.deletes[i], .id_len = strlen(o.deletes[i])}};
+		store_apply_result r;
+		if (store_apply(x.st, ops, o.ndeletes, &r, &e)) {
+			fprintf(stderr, "indexer: %s\n", e.msg);
+			status = -1;
+		} else {
+			x.c.deleted += r.deleted;
+			if (r.deleted < (uint64_t)o.ndeletes && !o.quiet)
+				fprintf(stderr, "indexer: %llu of %d ids to delete were not in the store\n",
+					(unsigned long long)(o.ndeletes - r.deleted), o.ndeletes);
+		}
+		free(ops);
+	}
+	if (!status && o.ninputs) {
+		if (store_seen_clear(x.st, &e)) {
+			fprintf(stderr, "indexer: %s\n", e.msg);
+			status = -1;
+		} else {
+			status = run_inputs(&x);
+		}
+	}
+	if (status == 0 && o.prune && !o.rebuild) {
+		uint64_t n;
+		double t = now_s();
+		if (store_prune_unseen(x.st, 1000, &n, &e)) {
+			fprintf(stderr, "indexer: prune: %s\n", e.msg);
+			status = -1;
+		}
+		x.c.deleted += n;
+		x.c.t_store += now_s() - t;
+	}
+	if (x.tty && !o.quiet)
+		fprintf(stderr, "\r\033[K");
+
+	store_stats st = {0};
+	store_stats_get(x.st, &st, NULL);
+	store_close(x.st);
+	if (o.rebuild) {
+		if (status == 0) {
+			if (store_swap_in(o.store, fresh, &e)) {
+				fprintf(stderr, "indexer: %s\n", e.msg);
+				status = -1;
+			}
+		} else {
+			char p[PATH_MAX + 16];
+			snprintf(p, sizeof p, "%s/data.mdb", fresh);
+			unlink(p);
+			snprintf(p, sizeof p, "%s/lock.mdb", fresh);
+			unlink(p);
+			rmdir(fresh);
+			fprintf(stderr, "indexer: rebuild abandoned; %s is unchanged\n", o.store);
+		}
+	}
+	double el = now_s() - x.t0;
+	if (!o.quiet) {
+		uint64_t docs = x.c.added + x.c.updated + x.c.unchanged;
+		fprintf(stderr,
+			"indexer: %s: added %llu, updated %llu, unchanged %llu, deleted %llu, failed %llu, ignored %llu; "
+			"%.1f s, %.1f docs/s, %.0f tokens/s, %llu windows; peak RSS %.0f MB; store %s: %llu docs, %llu rows\n",
+			status > 0 ? "interrupted" : status < 0 ? "stopped" : "done",
+			(unsigned long long)x.c.added, (unsigned long long)x.c.updated,
+			(unsigned long long)x.c.unchanged, (unsigned long long)x.c.deleted,
+			(unsigned long long)x.c.failed, (unsigned long long)(x.in ? input_ignored(x.in) : 0),
+			el, el > 0 ? docs / el : 0.0, el > 0 ? x.c.tokens / el : 0.0,
+			(unsigned long long)x.c.windows, peak_rss_kb() / 1024.0,
+			o.store, (unsigned long long)st.docs,
+			(unsigned long long)st.rows);
+		fprintf(stderr, "indexer: time: read %.2f s, tokenize %.2f s, embed %.2f s, store %.2f s; device %s\n",
+			x.c.t_read, x.c.t_tok, x.c.t_embed, x.c.t_store, embed_device_name(x.m));
+	}
+	input_close(x.in);
+	threadpool_destroy(x.pool);
+	embed_close(x.m);
+	free(x.w);
+	free(o.inputs);
+	free(o.deletes);
+	if (status > 0)
+		return g_stop == SIGTERM ? 143 : 130;
+	return status < 0 ? 1 : 0;
+}

@@ -1,0 +1,479 @@
+/* search — queries a vector store from the terminal or from scripts: embeds the query on the
+ * CPU with the model recorded in the store (checked by weights sha256), scans every stored
+ * vector exactly, and prints one result per document with the snippet of its best window.
+ *
+ *   search --store DIR [--k 10] [--json] QUERY...        one-shot
+ *   search --store DIR                                   interactive on a TTY (libedit)
+ *   search --store DIR --queries Q.jsonl --format trec   batch evaluation (TREC run lines)
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "embed.h"
+#include "store.h"
+#include "threadpool.h"
+
+#define DEFAULT_MODEL "all-MiniLM-L6-v2"
+
+typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
+
+typedef struct opts {
+	const char *store, *model, *queries, *run_name;
+	int k, threads, snippet;
+	out_format fmt;
+	char *query; /* joined positional words */
+} opts;
+
+typedef struct ctx {
+	opts *o;
+	store *st;
+	embed_model *m;
+	store_model sm;
+	threadpool *pool;
+	embed_prefix prefix;
+	char model_dir[PATH_MAX];
+} ctx;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: search --store DIR [options] [QUERY...]\n"
+"  --k N             results a query (default 10)\n"
+"  --json            JSON output (one object a query)\n"
+"  --format F        text, json or trec (TREC run lines: qid Q0 docid rank score run)\n"
+"  --queries FILE    JSONL queries (id or _id, text); '-' for stdin\n"
+"  --run-name NAME   run name for --format trec (default: the model name)\n"
+"  --model DIR       model directory (default: the one recorded in the store)\n"
+"  --threads N       CPU threads (default all)\n"
+"  --snippet N       snippet length in bytes (default 240; 0: none)\n"
+"With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
+":help, :q.\n");
+}
+
+static int opt_int(const char *name, const char *v, int lo)
+{
+	char *end;
+	long n = strtol(v ? v : "", &end, 10);
+	if (!v || *end || n < lo || n > 1000000) {
+		fprintf(stderr, "search: %s needs an integer >= %d\n", name, lo);
+		exit(2);
+	}
+	return (int)n;
+}
+
+static void parse_args(int argc, char **argv, opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->k = 10;
+	o->snippet = 240;
+	size_t qlen = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(n) (strcmp(a, n) == 0)
+#define NEEDV() do { if (!v) { fprintf(stderr, "search: %s needs a value\n", a); exit(2); } i++; } while (0)
+		if (ARG("--store")) { NEEDV(); o->store = v; }
+		else if (ARG("--model")) { NEEDV(); o->model = v; }
+		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = opt_int(a, v, 1); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0); }
+		else if (ARG("--snippet")) { NEEDV(); o->snippet = opt_int(a, v, 0); }
+		else if (ARG("--json")) o->fmt = FMT_JSON;
+		else if (ARG("--format")) {
+			NEEDV();
+			if (!strcmp(v, "trec")) o->fmt = FMT_TREC;
+			else if (!strcmp(v, "json")) o->fmt = FMT_JSON;
+			else if (!strcmp(v, "text")) o->fmt = FMT_TEXT;
+			else { fprintf(stderr, "search: --format is text, json or trec\n"); exit(2); }
+		}
+		else if (ARG("--queries")) { NEEDV(); o->queries = v; }
+		else if (ARG("--run-name")) { NEEDV(); o->run_name = v; }
+		else if (ARG("--help") || ARG("-h")) { usage(stdout); exit(0); }
+		else if (ARG("--")) {
+			for (i++; i < argc; i++) {
+				size_t l = strlen(argv[i]);
+				o->query = realloc(o->query, qlen + l + 2);
+				if (qlen) o->query[qlen++] = ' ';
+				memcpy(o->query + qlen, argv[i], l + 1);
+				qlen += l;
+			}
+		}
+		else if (a[0] == '-' && a[1]) { fprintf(stderr, "search: unknown option %s\n", a); usage(stderr); exit(2); }
+		else {
+			size_t l = strlen(a);
+			o->query = realloc(o->query, qlen + l + 2);
+			if (qlen) o->query[qlen++] = ' ';
+			memcpy(o->query + qlen, a, l + 1);
+			qlen += l;
+		}
+#undef ARG
+#undef NEEDV
+	}
+	if (!o->store) {
+		fprintf(stderr, "search: --store DIR is required\n");
+		usage(stderr);
+		exit(2);
+	}
+}
+
+/* Opens (or reopens after a rebuild swap) the store and checks that the model matches. */
+static int open_store(ctx *x)
+{
+	emb_err e = {0};
+	store_close(x->st);
+	x->st = NULL;
+	if (store_open(x->o->store, STORE_READONLY, &x->st, &e)) {
+		fprintf(stderr, "search: %s\n", e.msg);
+		return -1;
+	}
+	store_model sm;
+	if (store_model_get(x->st, &sm, &e)) {
+		fprintf(stderr, "search: %s\n", e.msg);
+		return -1;
+	}
+	if (x->m && !strcmp(sm.sha256, x->sm.sha256) && sm.dim == x->sm.dim &&
+	    sm.needs_prefix == x->sm.needs_prefix)
+		return 0; /* same model as before */
+	x->sm = sm;
+	embed_close(x->m);
+	x->m = NULL;
+	if (x->o->model)
+		snprintf(x->model_dir, sizeof x->model_dir, "%s", x->o->model);
+	else if (sm.model_dir[0] && access(sm.model_dir, F_OK) == 0)
+		snprintf(x->model_dir, sizeof x->model_dir, "%s", sm.model_dir);
+	else {
+		char exe[PATH_MAX - 256];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+		exe[n > 0 ? n : 0] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = 0;
+		snprintf(x->model_dir, sizeof x->model_dir, "%s/../.cache/models/%.100s", exe, sm.name);
+	}
+	embed_options eo;
+	embed_options_default(&eo);
+	eo.device = EMBED_DEVICE_CPU; /* one query at a time: the CPU answers first */
+	eo.threads = x->o->threads;
+	eo.quiet = 1;
+	if (embed_open(x->model_dir, &eo, &x->m, &e)) {
+		fprintf(stderr, "search: model %s (the store's model is '%s'): %s\n", x->model_dir,
+			sm.name, e.msg);
+		return -1;
+	}
+	const char *sha = embed_model_sha256(x->m);
+	if (!sha || strcmp(sha, sm.sha256) || embed_dim(x->m) != sm.dim) {
+		fprintf(stderr, "search: model %s (sha256 %.12s) is not the one store %s was built with ('%s', sha256 %.12s)\n",
+			x->model_dir, sha ? sha : "?", x->o->store, sm.name, sm.sha256);
+		return -1;
+	}
+	x->prefix = sm.needs_prefix ? EMBED_PREFIX_QUERY : EMBED_PREFIX_NONE;
+	return 0;
+}
+
+/* A snippet: the window's text, whitespace collapsed, cut at a UTF-8 boundary. */
+static char *make_snippet(const char *text, size_t tl, uint32_t a, uint32_t b, int max)
+{
+	if (a > tl)
+		a = (uint32_t)tl;
+	if (b > tl || b < a)
+		b = (uint32_t)tl;
+	char *out = malloc((size_t)max + 8);
+	if (!out)
+		return NULL;
+	size_t n = 0;
+	int space = 0;
+	for (size_t i = a; i < b && n < (size_t)max; i++) {
+		char c = text[i];
+		if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
+			space = n > 0;
+			continue;
+		}
+		if (space) {
+			out[n++] = ' ';
+			space = 0;
+			if (n >= (size_t)max)
+				break;
+		}
+		out[n++] = c;
+	}
+	int cut = n >= (size_t)max;
+	while (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0x80)
+		n--; /* drop a partial trailing code point... */
+	if (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0xC0)
+		n--; /* ...including its lead byte */
+	if (cut || b < tl) {
+		memcpy(out + n, "\xe2\x80\xa6", 3); /* … */
+		n += 3;
+	}
+	out[n] = 0;
+	return out;
+}
+
+/* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). */
+static int run_query(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink)
+{
+	opts *o = x->o;
+	emb_err e = {0};
+	float *v = NULL;
+	if (!vec) {
+		v = malloc((size_t)x->sm.dim * sizeof *v);
+		if (!v || embed_encode(x->m, &q, NULL, 1, x->prefix, v, &e)) {
+			fprintf(stderr, "search: query%s%s: %s\n", qid ? " " : "", qid ? qid : "",
+				v ? e.msg : "out of memory");
+			free(v);
+			return -1;
+		}
+		vec = v;
+	}
+	store_snapshot *snap;
+	if (store_snapshot_begin(x->st, &snap, &e)) {
+		fprintf(stderr, "search: %s\n", e.msg);
+		free(v);
+		return -1;
+	}
+	store_hit *hits = malloc((size_t)o->k * sizeof *hits);
+	int n = 0, rc = 0;
+	if (!hits || store_search(snap, vec, o->k, x->pool, hits, &n, &e)) {
+		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
+		rc = -1;
+		goto out;
+	}
+	json_t *jres = o->fmt == FMT_JSON ? json_array() : NULL;
+	for (int i = 0; i < n; i++) {
+		if (o->fmt == FMT_TREC) {
+			printf("%s Q0 %.*s %d %.6f %s\n", qid ? qid : "q", (int)hits[i].id_len, hits[i].id,
+			       i + 1, hits[i].score, o->run_name ? o->run_name : x->sm.name);
+			continue;
+		}
+		store_doc_view dv;
+		if (store_doc_get(snap, hits[i].id, hits[i].id_len, &dv, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+			break;
+		}
+		char *snip = o->snippet ? make_snippet(dv.text, dv.text_len, hits[i].win_start,
+						       hits[i].win_end, o->snippet) : NULL;
+		if (o->fmt == FMT_JSON) {
+			json_t *r = json_object();
+			json_object_set_new(r, "rank", json_integer(i + 1));
+			json_object_set_new(r, "score", json_real(hits[i].score));
+			json_object_set_new(r, "id", json_stringn(hits[i].id, hits[i].id_len));
+			json_object_set_new(r, "title", json_stringn(dv.title, dv.title_len));
+			json_object_set_new(r, "window", json_integer(hits[i].win_index));
+			if (snip)
+				json_object_set_new(r, "snippet", json_string(snip));
+			if (dv.meta_len) {
+				json_t *m = json_loadb(dv.meta, dv.meta_len, JSON_DECODE_ANY, NULL);
+				if (m)
+					json_object_set_new(r, "metadata", m);
+			}
+			json_array_append_new(jres, r);
+		} else {
+			printf("%3d  %.4f  %.*s", i + 1, hits[i].score, (int)hits[i].id_len, hits[i].id);
+			if (dv.title_len)
+				printf("  %s", dv.title);
+			printf("\n");
+			if (snip && *snip)
+				printf("     %s\n", snip);
+		}
+		free(snip);
+		store_doc_view_free(&dv);
+	}
+	if (o->fmt == FMT_JSON) {
+		json_t *top = json_object();
+		if (qid)
+			json_object_set_new(top, "id", json_string(qid));
+		json_object_set_new(top, "query", json_string(q ? q : ""));
+		json_object_set_new(top, "results", jres);
+		if (jsink) {
+			json_array_append_new(jsink, top);
+		} else {
+			char *s = json_dumps(top, JSON_COMPACT | JSON_ENSURE_ASCII);
+			if (s)
+				printf("%s\n", s);
+			free(s);
+			json_decref(top);
+		}
+	} else if (o->fmt == FMT_TEXT && n == 0) {
+		printf("(no documents)\n");
+	}
+out:
+	free(hits);
+	free(v);
+	store_snapshot_end(snap);
+	fflush(stdout);
+	return rc;
+}
+
+/* --queries: encode queries in batches (one forward pass for many), then scan each. */
+static int run_file(ctx *x)
+{
+	FILE *f = strcmp(x->o->queries, "-") ? fopen(x->o->queries, "r") : stdin;
+	if (!f) {
+		fprintf(stderr, "search: %s: %s\n", x->o->queries, strerror(errno));
+		return -1;
+	}
+	enum { B = 32 };
+	char *ids[B], *texts[B];
+	float *vecs = malloc((size_t)B * x->sm.dim * sizeof *vecs);
+	int nb = 0, rc = 0;
+	long lineno = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	for (;;) {
+		ssize_t len = getline(&line, &cap, f);
+		int eof = len < 0;
+		if (!eof) {
+			lineno++;
+			json_error_t je;
+			json_t *o = json_loadb(line, (size_t)len, 0, &je);
+			if (!o) {
+				if (strspn(line, " \t\r\n") == (size_t)len)
+					continue;
+				fprintf(stderr, "search: %s:%ld: malformed JSON: %s\n", x->o->queries, lineno, je.text);
+				rc = -1;
+				break;
+			}
+			json_t *id = json_object_get(o, "_id");
+			if (!id)
+				id = json_object_get(o, "id");
+			json_t *t = json_object_get(o, "text");
+			if (!json_is_string(t) || !(json_is_string(id) || json_is_integer(id))) {
+				fprintf(stderr, "search: %s:%ld: need an id (or _id) and a text\n", x->o->queries, lineno);
+				json_decref(o);
+				rc = -1;
+				break;
+			}
+			char buf[32];
+			if (json_is_integer(id))
+				snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(id));
+			ids[nb] = strdup(json_is_string(id) ? json_string_value(id) : buf);
+			texts[nb] = strdup(json_string_value(t));
+			nb++;
+			json_decref(o);
+		}
+		if (nb == B || (eof && nb)) {
+			emb_err e = {0};
+			if (embed_encode(x->m, (const char *const *)texts, NULL, nb, x->prefix, vecs, &e)) {
+				fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", x->o->queries, lineno, e.msg);
+				rc = -1;
+			}
+			for (int i = 0; i < nb; i++) {
+				if (!rc && run_query(x, ids[i], texts[i], vecs + (size_t)i * x->sm.dim, NULL))
+					rc = -1;
+				free(ids[i]);
+				free(texts[i]);
+			}
+			nb = 0;
+			if (rc)
+				break;
+		}
+		if (eof)
+			break;
+	}
+	for (int i = 0; i < nb; i++) {
+		free(ids[i]);
+		free(texts[i]);
+	}
+	free(line);
+	free(vecs);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+static void interactive(ctx *x)
+{
+	char hist[PATH_MAX];
+	const char *home = getenv("HOME");
+	snprintf(hist, sizeof hist, "%s/.embed_search_history", home ? home : ".");
+	using_history();
+	read_history(hist);
+	store_stats st;
+	if (store_stats_get(x->st, &st, NULL) == 0)
+		printf("store %s: %llu documents, %llu vectors, model %s. Type a query; :help for commands.\n",
+		       x->o->store, (unsigned long long)st.docs, (unsigned long long)st.rows, x->sm.name);
+	for (;;) {
+		char *line = readline("search> ");
+		if (!line)
+			break;
+		char *q = line;
+		while (*q == ' ' || *q == '\t')
+			q++;
+		size_t l = strlen(q);
+		while (l && (q[l - 1] == ' ' || q[l - 1] == '\t'))
+			q[--l] = 0;
+		if (!*q) {
+			free(line);
+			continue;
+		}
+		add_history(q);
+		if (q[0] == ':') {
+			if (!strcmp(q, ":q") || !strcmp(q, ":quit")) {
+				free(line);
+				break;
+			} else if (!strncmp(q, ":k", 2) && atoi(q + 2) > 0) {
+				x->o->k = atoi(q + 2);
+				printf("k = %d\n", x->o->k);
+			} else if (!strcmp(q, ":json")) {
+				x->o->fmt = FMT_JSON;
+			} else if (!strcmp(q, ":text")) {
+				x->o->fmt = FMT_TEXT;
+			} else {
+				printf(":k N     results a query (now %d)\n:json    JSON output\n:text    text output\n:q       quit\n", x->o->k);
+			}
+			free(line);
+			continue;
+		}
+		if (store_stale(x->st, x->o->store)) {
+			if (open_store(x)) {
+				free(line);
+				break;
+			}
+			printf("(store was rebuilt: reopened)\n");
+		}
+		run_query(x, NULL, q, NULL, NULL);
+		free(line);
+	}
+	write_history(hist);
+}
+
+int main(int argc, char **argv)
+{
+	opts o;
+	parse_args(argc, argv, &o);
+	ctx x = {.o = &o};
+	if (open_store(&x))
+		return 1;
+	x.pool = threadpool_create(o.threads);
+	int rc = 0;
+	if (o.queries) {
+		rc = run_file(&x);
+	} else if (o.query) {
+		rc = run_query(&x, NULL, o.query, NULL, NULL);
+	} else if (isatty(0)) {
+		interactive(&x);
+	} else {
+		/* Queries one a line on stdin. */
+		char *line = NULL;
+		size_t cap = 0;
+		ssize_t n;
+		while ((n = getline(&line, &cap, stdin)) > 0) {
+			while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+				line[--n] = 0;
+			if (n && run_query(&x, NULL, line, NULL, NULL))
+				rc = -1;
+		}
+		free(line);
+	}
+	threadpool_destroy(x.pool);
+	embed_close(x.m);
+	store_close(x.st);
+	free(o.query);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,100 @@
+// layernorm.glsl — the two LayerNorm steps of BERT, one 128-thread workgroup per token:
+//   EMBED: x = LN(word_emb[id] + pos_emb[pos] + type_emb[0])         (embed_layernorm)
+//   else:  x = LN(y + x), y the output of a projection (residual)      (add_layernorm)
+// Mean first, then the variance of (v - mean), as the CPU reference does, rather than
+// E[v²] - E[v]², which loses digits when the mean is large. Define OUT_F16: also write an f16
+// copy of x for the next matrix product's input (the f16 paths keep the residual stream in
+// f32 and feed f16 to the products).
+#include "common.glsl"
+
+layout(local_size_x = 128) in;
+
+layout(push_constant) uniform PC {
+	uint T;          // tokens in this chunk
+	uint H;          // hidden size, even, at most 1024
+	uint tok_off;    // EMBED: first (id, position) pair of the chunk
+	uint pos_off;    // EMBED: float offsets into wvec
+	uint type_off;
+	uint g_off, b_off;
+	float eps;
+} pc;
+
+#if EMBED
+layout(std430, binding = 0) readonly buffer TOK_ { uvec2 tok[]; };     // (id, position)
+layout(std430, binding = 1) readonly buffer WE_ { vec2 word_emb[]; };
+#else
+layout(std430, binding = 0) readonly buffer Y_ { vec2 y[]; };
+#endif
+layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
+layout(std430, binding = 3) buffer X_ { vec2 x[]; };
+#if OUT_F16
+layout(std430, binding = 5) writeonly buffer X16_ { uint x16[]; };
+#endif
+
+const uint MAXP = 4;       // pairs per thread: 128 * 4 * 2 = 1024 = largest H
+shared float red[128];
+
+float block_sum(float v)
+{
+	const uint tid = gl_LocalInvocationID.x;
+	red[tid] = v;
+	barrier();
+	[[unroll]] for (uint s = 64; s > 0; s >>= 1) {
+		if (tid < s)
+			red[tid] += red[tid + s];
+		barrier();
+	}
+	const float r = red[0];
+	barrier();
+	return r;
+}
+
+void main()
+{
+	const uint t = flat_group();
+	if (t >= pc.T)
+		return;
+	const uint tid = gl_LocalInvocationID.x;
+	const uint H2 = pc.H / 2;
+	vec2 v[MAXP];
+	float sum = 0.0;
+#if EMBED
+	const uvec2 it = tok[pc.tok_off + t];
+#endif
+	[[unroll]] for (uint k = 0; k < MAXP; k++) {
+		const uint p = tid + 128 * k;
+		v[k] = vec2(0);
+		if (p < H2) {
+#if EMBED
+			const uint pe = pc.pos_off + it.y * pc.H + 2 * p;
+			const uint te = pc.type_off + 2 * p;
+			v[k] = word_emb[it.x * H2 + p] + vec2(wvec[pe], wvec[pe + 1])
+			       + vec2(wvec[te], wvec[te + 1]);
+#else
+			v[k] = y[t * H2 + p] + x[t * H2 + p];
+#endif
+			sum += v[k].x + v[k].y;
+		}
+	}
+	const float mean = block_sum(sum) / float(pc.H);
+	float sq = 0.0;
+	[[unroll]] for (uint k = 0; k < MAXP; k++) {
+		if (tid + 128 * k < H2) {
+			const vec2 dv = v[k] - mean;
+			sq += dot(dv, dv);
+		}
+	}
+	const float rstd = 1.0 / sqrt(block_sum(sq) / float(pc.H) + pc.eps);
+	[[unroll]] for (uint k = 0; k < MAXP; k++) {
+		const uint p = tid + 128 * k;
+		if (p < H2) {
+			const vec2 g = vec2(wvec[pc.g_off + 2 * p], wvec[pc.g_off + 2 * p + 1]);
+			const vec2 b = vec2(wvec[pc.b_off + 2 * p], wvec[pc.b_off + 2 * p + 1]);
+			const vec2 r = (v[k] - mean) * rstd * g + b;
+			x[t * H2 + p] = r;
+#if OUT_F16
+			x16[t * H2 + p] = packHalf2x16(r);
+#endif
+		}
+	}
+}

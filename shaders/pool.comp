@@ -1,0 +1,71 @@
+// pool.comp — pool_normalize: one 128-thread workgroup per sequence turns its token rows
+// into one vector (mean over the tokens, the [CLS] row, or the maximum), then divides by
+// the L2 norm when the model has a Normalize module (norm clamped at 1e-12 as torch's
+// F.normalize does, so an all-zero vector stays zero rather than becoming NaN).
+#version 450
+#include "common.glsl"
+
+layout(local_size_x = 128) in;
+
+layout(push_constant) uniform PC {
+	uint seq_off;    // first (start, len) entry of this chunk
+	uint H;
+	uint pooling;    // 0 mean, 1 cls, 2 max (model.h pool_kind)
+	uint normalize;
+	uint out_row;    // output row of this chunk's first sequence
+	uint nseq;
+} pc;
+
+layout(std430, binding = 0) readonly buffer X_ { float x[]; };
+layout(std430, binding = 3) writeonly buffer OUT_ { float outv[]; };
+layout(std430, binding = 4) readonly buffer SEQ_ { uvec2 seqs[]; };  // (start, len) in chunk
+
+const uint MAXD = 8;   // 128 * 8 = 1024 = largest H
+shared float red[128];
+
+void main()
+{
+	const uint s = flat_group();
+	if (s >= pc.nseq)
+		return;
+	const uint tid = gl_LocalInvocationID.x;
+	const uvec2 sq = seqs[pc.seq_off + s];
+	float v[MAXD];
+	float ss = 0.0;
+	[[unroll]] for (uint k = 0; k < MAXD; k++) {
+		const uint d = tid + 128 * k;
+		v[k] = 0.0;
+		if (d >= pc.H)
+			continue;
+		if (pc.pooling == 1u) {
+			v[k] = x[sq.x * pc.H + d];
+		} else if (pc.pooling == 2u) {
+			float mx = -3.402823466e38;
+			for (uint i = 0; i < sq.y; i++)
+				mx = max(mx, x[(sq.x + i) * pc.H + d]);
+			v[k] = mx;
+		} else {
+			float acc = 0.0;
+			for (uint i = 0; i < sq.y; i++)
+				acc += x[(sq.x + i) * pc.H + d];
+			v[k] = acc / float(sq.y);
+		}
+		ss += v[k] * v[k];
+	}
+	float scale = 1.0;
+	if (pc.normalize != 0u) {
+		red[tid] = ss;
+		barrier();
+		[[unroll]] for (uint st = 64; st > 0; st >>= 1) {
+			if (tid < st)
+				red[tid] += red[tid + st];
+			barrier();
+		}
+		scale = 1.0 / max(sqrt(red[0]), 1e-12);
+	}
+	[[unroll]] for (uint k = 0; k < MAXD; k++) {
+		const uint d = tid + 128 * k;
+		if (d < pc.H)
+			outv[(pc.out_row + s) * pc.H + d] = v[k] * scale;
+	}
+}

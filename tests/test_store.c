@@ -1,0 +1,390 @@
+/* test_store.c — the vector store without a model: round trips, upserts, deletes that move
+ * rows (swap with last), prune, exact search against brute force, map growth, a disk that
+ * fills up mid-batch, and the atomic rebuild swap. Every step ends with store_verify, which
+ * checks that rows are dense and every row belongs to exactly the document that lists it. */
+#include "store.h"
+#include "scan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DIM 24
+static int failures;
+
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+#define OK(call) do { emb_err e_ = {0}; int rc_ = (call); if (rc_) { fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, rc_, e_.msg); exit(1); } } while (0)
+#define E (&e_)
+
+static uint64_t rng = 88172645463325252ULL;
+static float frand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2 - 1;
+}
+
+/* A document's vectors are a function of (id, version, window) so they can be recomputed. */
+static void doc_vecs(int id, int version, int nwin, float *out)
+{
+	uint64_t save = rng;
+	rng = (uint64_t)id * 2654435761u + (uint64_t)version * 97 + 1;
+	for (int i = 0; i < nwin * DIM; i++)
+		out[i] = frand();
+	rng = save;
+}
+
+static store_model model(void)
+{
+	store_model m = {0};
+	snprintf(m.name, sizeof m.name, "test-model");
+	snprintf(m.sha256, sizeof m.sha256, "%064d", 7);
+	m.dim = DIM;
+	snprintf(m.pooling, sizeof m.pooling, "mean");
+	m.normalized = 1;
+	m.max_tokens = 256;
+	return m;
+}
+
+static void put(store *s, int id, int version, int nwin)
+{
+	char ids[32], text[64];
+	snprintf(ids, sizeof ids, "doc-%d", id);
+	snprintf(text, sizeof text, "text of %d version %d", id, version);
+	float *v = malloc(sizeof(float) * DIM * nwin);
+	uint32_t *rg = malloc(sizeof(uint32_t) * 2 * nwin);
+	doc_vecs(id, version, nwin, v);
+	for (int w = 0; w < nwin; w++) {
+		rg[2 * w] = (uint32_t)w;
+		rg[2 * w + 1] = (uint32_t)strlen(text);
+	}
+	store_op op = {STORE_OP_PUT, {.id = ids, .id_len = strlen(ids), .title = "T", .title_len = 1,
+				      .text = text, .text_len = strlen(text), .meta = "{}", .meta_len = 2,
+				      .nwin = nwin, .vecs = v, .win_range = rg}};
+	const void *parts[] = {text};
+	size_t lens[] = {strlen(text)};
+	store_hash(parts, lens, 1, op.doc.hash);
+	OK(store_apply(s, &op, 1, NULL, E));
+	free(v);
+	free(rg);
+}
+
+static void del(store *s, int id)
+{
+	char ids[32];
+	snprintf(ids, sizeof ids, "doc-%d", id);
+	store_op op = {STORE_OP_DELETE, {.id = ids, .id_len = strlen(ids)}};
+	OK(store_apply(s, &op, 1, NULL, E));
+}
+
+static void verify(store *s)
+{
+	store_snapshot *snap;
+	OK(store_snapshot_begin(s, &snap, E));
+	emb_err e = {0};
+	int rc = store_verify(snap, &e);
+	if (rc) {
+		fprintf(stderr, "verify failed: %s\n", e.msg);
+		failures++;
+	}
+	store_snapshot_end(snap);
+}
+
+/* Model of the expected contents: version (0 = absent) and windows per id. */
+#define NDOC 300
+static int ver[NDOC], nw[NDOC];
+
+/* Brute force: best window per live document, compared with store_search. */
+static void check_search(store *s, int k)
+{
+	float q[DIM];
+	for (int i = 0; i < DIM; i++)
+		q[i] = frand();
+	float qn = 0;
+	for (int i = 0; i < DIM; i++)
+		qn += q[i] * q[i];
+	qn = sqrtf(qn);
+	float best[NDOC];
+	int live = 0;
+	for (int d = 0; d < NDOC; d++) {
+		best[d] = -INFINITY;
+		if (!ver[d])
+			continue;
+		live++;
+		float v[DIM * 8];
+		doc_vecs(d, ver[d], nw[d], v);
+		for (int w = 0; w < nw[d]; w++) {
+			float dot = 0, nn = 0;
+			for (int i = 0; i < DIM; i++) {
+				dot += q[i] * v[w * DIM + i];
+				nn += v[w * DIM + i] * v[w * DIM + i];
+			}
+			float c = dot / (qn * sqrtf(nn));
+			if (c > best[d])
+				best[d] = c;
+		}
+	}
+	store_snapshot *snap;
+	OK(store_snapshot_begin(s, &snap, E));
+	store_hit hits[64];
+	int n;
+	OK(store_search(snap, q, k, NULL, hits, &n, E));
+	CHECK(n == (live < k ? live : k));
+	for (int i = 0; i < n; i++) {
+		char idbuf[32];
+		snprintf(idbuf, sizeof idbuf, "%.*s", (int)hits[i].id_len, hits[i].id);
+		int id = atoi(idbuf + 4);
+		CHECK(fabsf(best[id] - hits[i].score) < 1e-4f);
+		/* nobody better was left out */
+		int better = 0;
+		for (int d = 0; d < NDOC; d++)
+			if (ver[d] && best[d] > hits[i].score + 1e-4f)
+				better++;
+		CHECK(better <= i);
+		for (int j = 0; j < i; j++)
+			CHECK(!(hits[j].id_len == hits[i].id_len && !memcmp(hits[j].id, hits[i].id, hits[i].id_len)));
+	}
+	store_snapshot_end(snap);
+}
+
+static void test_scan_kernel(void)
+{
+	/* Blocks of uneven sizes, with threads: result equals a sorted brute force. */
+	enum { N = 5000, D = 37 };
+	float *v = malloc(sizeof(float) * N * D), q[D];
+	for (int i = 0; i < N * D; i++)
+		v[i] = frand();
+	for (int i = 0; i < D; i++)
+		q[i] = frand();
+	scan_block b[3] = {{v, 1000, 0}, {v + 1000 * D, 3, 1000}, {v + 1003 * D, N - 1003, 1003}};
+	threadpool *pool = threadpool_create(3);
+	scan_hit hits[50];
+	int n;
+	OK(scan_topk(b, 3, D, q, 50, pool, hits, &n, E));
+	CHECK(n == 50);
+	for (int i = 0; i < n; i++) {
+		int better = 0;
+		for (int r = 0; r < N; r++)
+			if (scan_dot(q, v + (size_t)r * D, D) > hits[i].score + 1e-5f)
+				better++;
+		CHECK(better <= i);
+		CHECK(fabsf(scan_dot(q, v + (size_t)hits[i].row * D, D) - hits[i].score) < 1e-4f);
+	}
+	threadpool_destroy(pool);
+	free(v);
+}
+
+int main(void)
+{
+	char tmpl[] = "/tmp/test_store.XXXXXX";
+	char *root = mkdtemp(tmpl);
+	char path[512];
+	snprintf(path, sizeof path, "%s/st", root);
+	setenv("EMB_STORE_MAP_BYTES", "262144", 1); /* tiny map: growth happens many times */
+
+	test_scan_kernel();
+
+	store *s;
+	OK(store_open(path, STORE_CREATE, &s, E));
+	struct stat st;
+	CHECK(lstat(path, &st) == 0 && S_ISLNK(st.st_mode));
+	store_model m = model(), got;
+	{
+		emb_err e = {0};
+		CHECK(store_model_get(s, &got, &e) == EMB_ESTORE);
+	}
+	OK(store_bind_model(s, &m, E));
+	OK(store_bind_model(s, &m, E)); /* same model again: fine */
+	store_model other = m;
+	other.dim = 12;
+	{
+		emb_err e = {0};
+		CHECK(store_bind_model(s, &other, &e) == EMB_ESTORE);
+		CHECK(strstr(e.msg, "test-model") != NULL);
+	}
+
+	/* Round trip of one document. */
+	put(s, 1, 1, 3);
+	ver[1] = 1;
+	nw[1] = 3;
+	store_snapshot *snap;
+	OK(store_snapshot_begin(s, &snap, E));
+	store_doc_view dv;
+	OK(store_doc_get(snap, "doc-1", 5, &dv, E));
+	CHECK(strcmp(dv.text, "text of 1 version 1") == 0);
+	CHECK(strcmp(dv.title, "T") == 0 && strcmp(dv.meta, "{}") == 0 && dv.nwin == 3);
+	int exists, seen;
+	uint8_t h[STORE_HASH_BYTES];
+	OK(store_lookup(snap, "doc-1", 5, &exists, h, &seen, E));
+	CHECK(exists && seen && memcmp(h, dv.hash, sizeof h) == 0);
+	OK(store_lookup(snap, "doc-2", 5, &exists, h, &seen, E));
+	CHECK(!exists && !seen);
+	store_doc_view_free(&dv);
+	store_snapshot_end(snap);
+
+	/* Random upserts and deletes, checked against the model after each batch. */
+	for (int step = 0; step < 1500; step++) {
+		int d = (int)((frand() + 1) * 0.5f * NDOC) % NDOC;
+		if (frand() < -0.5f) {
+			del(s, d);
+			ver[d] = 0;
+		} else {
+			int w = 1 + (int)((frand() + 1) * 3.99f) % 8;
+			put(s, d, ver[d] + 1, w);
+			ver[d]++;
+			nw[d] = w;
+		}
+		if (step % 250 == 0) {
+			verify(s);
+			check_search(s, 10);
+		}
+	}
+	verify(s);
+	check_search(s, 1);
+	check_search(s, 10);
+	check_search(s, 64);
+	store_stats sst;
+	OK(store_stats_get(s, &sst, E));
+	uint64_t live = 0, rows = 0;
+	for (int d = 0; d < NDOC; d++)
+		if (ver[d]) {
+			live++;
+			rows += (uint64_t)nw[d];
+		}
+	CHECK(sst.docs == live && sst.rows == rows);
+	CHECK(sst.map_size > 262144); /* it grew */
+
+	/* Prune: mark a third seen, prune the rest. */
+	OK(store_seen_clear(s, E));
+	store_op *ops = calloc(NDOC, sizeof *ops);
+	char (*ids)[16] = calloc(NDOC, 16);
+	int nops = 0;
+	for (int d = 0; d < NDOC; d++)
+		if (ver[d] && d % 3 == 0) {
+			snprintf(ids[d], 16, "doc-%d", d);
+			ops[nops++] = (store_op){STORE_OP_SEEN, {.id = ids[d], .id_len = strlen(ids[d])}};
+		}
+	OK(store_apply(s, ops, nops, NULL, E));
+	uint64_t pruned;
+	OK(store_prune_unseen(s, 7, &pruned, E));
+	CHECK(pruned == live - (uint64_t)nops);
+	for (int d = 0; d < NDOC; d++)
+		if (d % 3)
+			ver[d] = 0;
+	verify(s);
+	check_search(s, 10);
+	free(ops);
+	free(ids);
+
+	/* A disk that fills up: a child limited to the current file size writes a big batch and
+	 * must fail cleanly; the store keeps everything committed before. */
+	OK(store_stats_get(s, &sst, E));
+	uint64_t docs_before = sst.docs;
+	pid_t pid = fork();
+	if (pid == 0) {
+		signal(SIGXFSZ, SIG_IGN);
+		char data[600];
+		snprintf(data, sizeof data, "%s/data.mdb", store_dir(s));
+		struct stat ds;
+		stat(data, &ds);
+		struct rlimit rl = {(rlim_t)ds.st_size + 8192, (rlim_t)ds.st_size + 8192};
+		setrlimit(RLIMIT_FSIZE, &rl);
+		store *c;
+		emb_err e = {0};
+		if (store_open(path, 0, &c, &e))
+			_exit(3);
+		int rc = 0;
+		for (int i = 0; i < 50 && !rc; i++) {
+			int nb = 40;
+			store_op bop[40];
+			char bid[40][16];
+			float *v = malloc(sizeof(float) * DIM * 8 * nb);
+			for (int j = 0; j < nb; j++) {
+				snprintf(bid[j], 16, "big-%d", i * nb + j);
+				doc_vecs(j, 1, 8, v + (size_t)j * 8 * DIM);
+				bop[j] = (store_op){STORE_OP_PUT, {.id = bid[j], .id_len = strlen(bid[j]),
+					.text = "x", .text_len = 1, .nwin = 8, .vecs = v + (size_t)j * 8 * DIM}};
+			}
+			rc = store_apply(c, bop, nb, NULL, &e);
+			free(v);
+		}
+		fprintf(stderr, "child: %s\n", e.msg);
+		_exit(rc == EMB_ESTORE && strstr(e.msg, "nothing of this batch was stored") ? 0 : 4);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	store_close(s);
+	OK(store_open(path, 0, &s, E));
+	OK(store_stats_get(s, &sst, E));
+	/* Whole batches of 40 or nothing. */
+	CHECK(sst.docs >= docs_before && (sst.docs - docs_before) % 40 == 0);
+	verify(s);
+	{ /* drop the big ones again */
+		store_op bop[1];
+		char bid[16];
+		for (int i = 0; i < 2000; i++) {
+			snprintf(bid, sizeof bid, "big-%d", i);
+			bop[0] = (store_op){STORE_OP_DELETE, {.id = bid, .id_len = strlen(bid)}};
+			OK(store_apply(s, bop, 1, NULL, E));
+		}
+	}
+	verify(s);
+	check_search(s, 10);
+
+	/* Rebuild swap: a reader holding the old store keeps seeing it; new opens see the new. */
+	store *reader;
+	OK(store_open(path, STORE_READONLY, &reader, E));
+	char fresh[1024];
+	OK(store_fresh_dir(path, fresh, sizeof fresh, E));
+	store *ns;
+	OK(store_open(fresh, 0, &ns, E));
+	OK(store_bind_model(ns, &m, E));
+	store_close(s);
+	s = ns;
+	memset(ver, 0, sizeof ver);
+	put(s, 5, 1, 2);
+	ver[5] = 1;
+	nw[5] = 2;
+	char olddir[600];
+	snprintf(olddir, sizeof olddir, "%s", store_dir(reader));
+	CHECK(!store_stale(reader, path));
+	OK(store_swap_in(path, fresh, E));
+	CHECK(store_stale(reader, path));
+	CHECK(access(olddir, F_OK) != 0); /* old version removed */
+	OK(store_stats_get(reader, &sst, E));
+	CHECK(sst.docs == docs_before); /* the old snapshot is intact */
+	store_close(reader);
+	OK(store_open(path, STORE_READONLY, &reader, E));
+	OK(store_stats_get(reader, &sst, E));
+	CHECK(sst.docs == 1);
+	store_close(reader);
+	check_search(s, 5);
+	store_close(s);
+
+	/* Opening something that is not a store. */
+	{
+		emb_err e = {0};
+		store *x;
+		CHECK(store_open(root, STORE_READONLY, &x, &e) != 0);
+		CHECK(store_open("/nonexistent/zz", STORE_READONLY, &x, &e) == EMB_EIO);
+	}
+
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	if (system(cmd)) {}
+	if (failures) {
+		fprintf(stderr, "%d checks failed\n", failures);
+		return 1;
+	}
+	printf("test_store: ok\n");
+	return 0;
+}
