@@ -7,8 +7,11 @@ OPT     ?= -O3
 # x86-64-v3 = AVX2 + FMA + F16C: every machine we build or run on has it (CI, the lent GPU
 # machine). Override with `make ARCH=` for an older CPU.
 ARCH    ?= -march=x86-64-v3
+# SAN: sanitizer flags for the ASan/UBSan and fuzzing builds; CFLAGS: yours, added last.
+SAN     ?=
 CFLAGS  ?=
-CFLAGS  += -std=c17 $(OPT) $(ARCH) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -D_GNU_SOURCE -pthread -Iengine -Ibuild
+ALL_CFLAGS = -std=c17 $(OPT) $(ARCH) -fno-math-errno -fno-trapping-math -g -Wall -Wextra \
+	-D_GNU_SOURCE -pthread -Iengine -I$(B) $(SAN) $(CFLAGS)
 # No -lvulkan: engine/vk_ctx.c dlopens libvulkan.so.1, so the tools start (CPU path) on
 # machines without a Vulkan loader.
 LDLIBS  := -llmdb -lzstd -lutf8proc -ljansson -lopenblas -ldl -lm -pthread
@@ -40,7 +43,7 @@ tools: $(TOOLS)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@
@@ -50,7 +53,7 @@ $(B)/libengine.a: $(ENGINE_OBJ)
 define tool_rule
 $(BIN)/$(1): $(patsubst %.c,$(B)/%.o,$(wildcard $(1)/*.c)) $(B)/libengine.a
 	@mkdir -p $(BIN)
-	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(B)/libengine.a $$(LDLIBS)
+	$$(CC) $$(ALL_CFLAGS) -o $$@ $$(filter %.o,$$^) $(B)/libengine.a $$(LDLIBS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 
@@ -69,12 +72,12 @@ $(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.s
 	sh scripts/spv-embed.sh $(filter %.spv,$^) > $@
 
 $(B)/shaders_spv.o: $(B)/shaders_spv.c
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # --- tests
 $(B)/tests/%: tests/%.c $(B)/libengine.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(B)/libengine.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/libengine.a $(LDLIBS)
 
 tests: $(TEST_BIN) $(TESTTOOL_BIN) $(TOOLS)
 
@@ -83,8 +86,8 @@ test-plain: tests fetch-model
 
 test-asan:
 	$(MAKE) B=build/asan BIN=build/asan/bin OPT=-O1 \
-		CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		LDFLAGS="-fsanitize=address,undefined" test-plain ASAN=1
+		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		test-plain
 
 test: setup
 	$(MAKE) test-plain
@@ -96,11 +99,11 @@ test: setup
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(MAKE) B=build/fuzz CC=clang OPT=-O1 \
-		CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+		SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
 		build/fuzz/libengine.a
 	@set -e; for f in $(FUZZ_SRC); do \
 		n=$$(basename $$f .c); c=$${n#fuzz_}; \
-		clang $(CFLAGS) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		clang $(ALL_CFLAGS) -Ibuild/fuzz -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 			-o build/fuzz/$$n $$f build/fuzz/libengine.a $(LDLIBS); \
 		mkdir -p build/fuzz/corpus-$$c; \
 		[ -d tests/corpus/$$c ] && cp -r tests/corpus/$$c/. build/fuzz/corpus-$$c/ || true; \

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "forward.h"
+#include "forward_vk.h"
 #include "model.h"
 #include "sha256.h"
 #include "tokenizer.h"
@@ -33,7 +34,9 @@ struct embed_model {
 	tokenizer *tok;
 	threadpool *pool;
 	pthread_mutex_t lock; /* serialises encoding: the pool runs one loop at a time */
-	char device_name[128];
+	char device_name[256];
+	vk_backend *gpu;      /* NULL: CPU only (see gpu_open) */
+	int gpu_min_batch;    /* auto policy: batches of at least this many texts go to the GPU */
 };
 
 void embed_default_model_dir(char *buf, size_t size)
@@ -67,6 +70,95 @@ void embed_options_default(embed_options *opt)
 	opt->device = EMBED_DEVICE_CPU;
 	opt->precision = EMBED_PRECISION_DEFAULT;
 	opt->gpu_index = -1;
+}
+
+/* --- the GPU (Vulkan) side: device choice and the auto policy (issue 3) ---------------- */
+
+/* Batches of at least this many texts go to the GPU under EMBED_DEVICE_AUTO. Measured on an
+ * H200 (docs/bench-gpu.md) the GPU already wins at batch 1 for a 240-token document (1.4 ms
+ * against 36 ms); single texts stay on the CPU all the same, as the issue's hybrid policy
+ * asks: a lone search query is short, and the CPU path needs no GPU to be present, awake or
+ * shared. EMBED_GPU_MIN_BATCH overrides (1 = everything on the GPU). */
+#define GPU_MIN_BATCH_DEFAULT 2
+
+/* Opens the Vulkan backend when opt->device asks for it. Explicit GPU: any Vulkan device
+ * (lavapipe included), failure is an error. Auto: real GPUs only; failure is one warning line
+ * and the CPU. */
+static int gpu_open(embed_model *m, const embed_options *opt, emb_err *err)
+{
+	if (opt->device != EMBED_DEVICE_GPU && opt->device != EMBED_DEVICE_AUTO)
+		return EMB_OK;
+	vk_options vo;
+	vk_options_default(&vo);
+	vo.gpu_index = opt->gpu_index;
+	vo.allow_cpu = opt->device == EMBED_DEVICE_GPU;
+	vo.precision = opt->precision == EMBED_PRECISION_FP32 ? VK_PREC_FP32
+		       : opt->precision == EMBED_PRECISION_FP16 ? VK_PREC_FP16 : VK_PREC_DEFAULT;
+	vo.max_seq = m->cfg.max_tokens;
+	emb_err e = { 0 };
+	int rc = vk_backend_open(&m->cfg, &m->w, &vo, &m->gpu, &e);
+	if (rc) {
+		if (opt->device == EMBED_DEVICE_GPU) {
+			if (err) {
+				*err = e;
+				emb_err_prefix(err, "--device gpu: ");
+			}
+			return rc;
+		}
+		if (!opt->quiet)
+			fprintf(stderr, "embed: warning: no usable GPU (%s); using the CPU\n", e.msg);
+		return EMB_OK;
+	}
+	const char *env = getenv("EMBED_GPU_MIN_BATCH");
+	m->gpu_min_batch = env && atoi(env) > 0 ? atoi(env) : GPU_MIN_BATCH_DEFAULT;
+	if (opt->device == EMBED_DEVICE_GPU)
+		m->gpu_min_batch = 1;
+	snprintf(m->device_name, sizeof m->device_name, "%s, %s%s", vk_backend_device_name(m->gpu),
+		 vk_backend_precision_name(m->gpu),
+		 opt->device == EMBED_DEVICE_AUTO ? "; CPU for single texts" : "");
+	return EMB_OK;
+}
+
+/* After a GPU error: under auto, one warning line, the GPU is closed and -1 tells the
+ * caller to run the CPU path (from now on); otherwise the error stands. */
+static int gpu_failed(embed_model *m, int rc, emb_err *err)
+{
+	if (rc != EMB_EDEVICE || m->opt.device != EMBED_DEVICE_AUTO)
+		return rc;
+	if (!m->opt.quiet)
+		fprintf(stderr, "embed: warning: GPU failed (%s); using the CPU from now on\n",
+			err ? err->msg : "device error");
+	vk_backend_close(m->gpu);
+	m->gpu = NULL;
+	snprintf(m->device_name, sizeof m->device_name, "cpu (%d threads)", threadpool_size(m->pool));
+	return -1;
+}
+
+/* Runs n sequences on the GPU in one batch (forward_vk splits by its own token budget).
+ * Under auto, a device failure falls back to the CPU for good, with one warning line. */
+static int gpu_encode(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+		      float *out, emb_err *err)
+{
+	size_t tokens = 0;
+	for (int i = 0; i < n; i++)
+		tokens += (size_t)lens[i];
+	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
+	int32_t *ids = malloc((tokens ? tokens : 1) * sizeof *ids);
+	if (!offs || !ids) {
+		free(offs);
+		free(ids);
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	}
+	offs[0] = 0;
+	for (int i = 0; i < n; i++) {
+		memcpy(ids + offs[i], seqs[i], (size_t)lens[i] * sizeof *ids);
+		offs[i + 1] = offs[i] + lens[i];
+	}
+	fwd_batch b = { n, ids, offs };
+	int rc = forward_vk(m->gpu, &b, out, err);
+	free(offs);
+	free(ids);
+	return gpu_failed(m, rc, err);
 }
 
 int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb_err *err)
@@ -117,12 +209,10 @@ int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb
 		rc = emb_errf(err, EMB_ENOMEM, "cannot start %d threads", opt->threads);
 		goto fail;
 	}
-	if (opt->device == EMBED_DEVICE_GPU) {
-		rc = emb_errf(err, EMB_EDEVICE, "--device gpu: the Vulkan backend is not built into this engine yet");
-		goto fail;
-	}
 	snprintf(m->device_name, sizeof m->device_name, "cpu (%d threads)",
 		 threadpool_size(m->pool));
+	if ((rc = gpu_open(m, opt, err)))
+		goto fail;
 	*out = m;
 	return EMB_OK;
 fail:
@@ -134,6 +224,7 @@ void embed_close(embed_model *m)
 {
 	if (!m)
 		return;
+	vk_backend_close(m->gpu);
 	threadpool_destroy(m->pool);
 	tokenizer_free(m->tok);
 	bert_weights_free(&m->w);
@@ -155,9 +246,7 @@ const char *embed_pooling_name(const embed_model *m)
 
 embed_device embed_device_for_batch(const embed_model *m, int n)
 {
-	(void)m;
-	(void)n;
-	return EMBED_DEVICE_CPU;
+	return m->gpu && n >= m->gpu_min_batch ? EMBED_DEVICE_GPU : EMBED_DEVICE_CPU;
 }
 
 const char *embed_model_sha256(embed_model *m)
@@ -185,6 +274,36 @@ const char *embed_model_sha256(embed_model *m)
 	return m->sha256[0] ? m->sha256 : NULL;
 }
 
+/* Returns the offset of the first byte of text that is not strict UTF-8 (no overlong forms,
+ * surrogates or code points past U+10FFFF), or len when all of it is valid. The tokenizer
+ * checks what it reads, but it stops at the truncation point; a text is refused whole. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		if (s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t n = s[i] >= 0xc2 && s[i] <= 0xdf ? 2 : s[i] >= 0xe0 && s[i] <= 0xef ? 3
+			 : s[i] >= 0xf0 && s[i] <= 0xf4 ? 4 : 0;
+		if (n == 0 || i + n > len)
+			return i;
+		unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+		if (s[i] == 0xe0) lo = 0xa0;
+		else if (s[i] == 0xed) hi = 0x9f;
+		else if (s[i] == 0xf0) lo = 0x90;
+		else if (s[i] == 0xf4) hi = 0x8f;
+		if (s[i + 1] < lo || s[i + 1] > hi)
+			return i;
+		for (size_t k = 2; k < n; k++)
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+		i += n;
+	}
+	return len;
+}
+
 long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
 		    int32_t *ids, size_t cap, emb_err *err)
 {
@@ -196,6 +315,11 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 			  : prefix == EMBED_PREFIX_PASSAGE ? m->cfg.passage_prefix
 							   : "";
 	size_t plen = strlen(pre);
+	size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+	if (bad < len) {
+		emb_errf(err, EMB_EINVAL, "invalid UTF-8 at byte offset %zu", bad);
+		return -1;
+	}
 	ids[0] = tokenizer_cls_id(m->tok);
 	long n;
 	if (plen) {
@@ -209,8 +333,6 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 		memcpy(joined + plen, text, len);
 		n = tokenizer_encode(m->tok, joined, plen + len, ids + 1, cap - 2, err);
 		free(joined);
-		if (n < 0 && err) /* report offsets relative to the caller's text */
-			emb_err_prefix(err, "(after a %zu-byte prefix) ", plen);
 	} else {
 		n = tokenizer_encode(m->tok, text, len, ids + 1, cap - 2, err);
 	}
@@ -226,6 +348,11 @@ static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *
 			 float *out, emb_err *err)
 {
 	const int H = m->cfg.hidden;
+	if (embed_device_for_batch(m, n) == EMBED_DEVICE_GPU) {
+		int g = gpu_encode(m, seqs, lens, n, out, err);
+		if (g >= 0)
+			return g;
+	}
 	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
 	int32_t *ids = NULL;
 	size_t ids_cap = 0;
@@ -300,6 +427,72 @@ static void tokenize_one(void *arg, int i)
 	j->counts[i] = (int)k;
 }
 
+/* The GPU side of embed_encode: texts go to the GPU in parts, and part p+1 is tokenized
+ * on the thread pool while the GPU runs part p (forward_vk_submit copies the ids, so one
+ * packing buffer serves every part). Returns -1 when the CPU path should run instead: the
+ * batch is below the GPU threshold, or the GPU failed under auto. Called with m->lock held. */
+typedef struct tok_range { tok_job *j; int first; } tok_range;
+
+static void tokenize_range(void *arg, int i)
+{
+	tok_range *r = arg;
+	tokenize_one(r->j, r->first + i);
+}
+
+static int gpu_encode_texts(embed_model *m, tok_job *j, int n, float *out, emb_err *err)
+{
+	if (embed_device_for_batch(m, n) != EMBED_DEVICE_GPU)
+		return -1;
+	const size_t cap = (size_t)m->cfg.max_tokens;
+	const int H = m->cfg.hidden;
+	int max_tok, max_seq;
+	vk_backend_capacity(m->gpu, &max_tok, &max_seq);
+	int part = max_tok / (int)cap < max_seq ? max_tok / (int)cap : max_seq;
+	if (part > 1024)
+		part = 1024;
+	if (part < 1)
+		part = 1;
+	int32_t *ids = malloc((size_t)part * cap * sizeof *ids);
+	int *offs = malloc(((size_t)part + 1) * sizeof *offs);
+	int rc = EMB_OK;
+	if (!ids || !offs) {
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory");
+		goto out;
+	}
+	tok_range r = { j, 0 };
+	threadpool_run(m->pool, tokenize_range, &r, n < part ? n : part);
+	for (int p = 0; p < n && !rc; p += part) {
+		const int np = n - p < part ? n - p : part;
+		offs[0] = 0;
+		for (int i = 0; i < np && !rc; i++) {
+			const int t = p + i, k = j->counts[t];
+			if (k < 0) {
+				rc = emb_errf(err, j->errs[t].code, "text %d: %s", t, j->errs[t].msg);
+				break;
+			}
+			memcpy(ids + offs[i], j->ids + (size_t)t * cap, (size_t)k * sizeof *ids);
+			offs[i + 1] = offs[i] + k;
+		}
+		fwd_batch b = { np, ids, offs };
+		if (!rc)
+			rc = forward_vk_submit(m->gpu, &b, out + (size_t)p * H, err);
+		if (rc)
+			break;
+		if (p + np < n) { /* overlaps the GPU's work on this part */
+			r.first = p + np;
+			threadpool_run(m->pool, tokenize_range, &r, n - r.first < part ? n - r.first : part);
+		}
+		rc = forward_vk_wait(m->gpu, err);
+	}
+	if (rc == EMB_ENOMEM) /* forward_vk splits and retries; the async pair does not */
+		rc = EMB_EDEVICE;
+	rc = gpu_failed(m, rc, err);
+out:
+	free(ids);
+	free(offs);
+	return rc;
+}
+
 int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, int n,
 		 embed_prefix prefix, float *out, emb_err *err)
 {
@@ -315,16 +508,19 @@ int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, i
 		goto out;
 	}
 	pthread_mutex_lock(&m->lock);
-	threadpool_run(m->pool, tokenize_one, &j, n);
-	for (int i = 0; i < n; i++) {
-		if (j.counts[i] < 0) {
-			rc = emb_errf(err, j.errs[i].code, "text %d: %s", i, j.errs[i].msg);
-			break;
+	if ((rc = gpu_encode_texts(m, &j, n, out, err)) < 0) {
+		rc = EMB_OK;
+		threadpool_run(m->pool, tokenize_one, &j, n);
+		for (int i = 0; i < n; i++) {
+			if (j.counts[i] < 0) {
+				rc = emb_errf(err, j.errs[i].code, "text %d: %s", i, j.errs[i].msg);
+				break;
+			}
+			seqs[i] = j.ids + (size_t)i * cap;
 		}
-		seqs[i] = j.ids + (size_t)i * cap;
+		if (!rc)
+			rc = encode_packed(m, seqs, j.counts, n, out, err);
 	}
-	if (!rc)
-		rc = encode_packed(m, seqs, j.counts, n, out, err);
 	pthread_mutex_unlock(&m->lock);
 out:
 	free(j.ids);

@@ -66,7 +66,6 @@ typedef struct slot {
 	vk_buf host;       /* input regions (layout of b->in), then the output vectors */
 	VkCommandBuffer cb;
 	VkFence fence;
-	int busy;
 	float *out;
 	int n;
 	uint32_t nq;       /* timestamps written by this slot's command buffer */
@@ -425,7 +424,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	for (int g = 0; g < 4; g++) {
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
-		else if (b->prec == PREC_COOPMAT && N[g] % 128 == 0 && K[g] % 32 == 0)
+		else if (b->prec == PREC_COOPMAT && N[g] % 128 == 0 && K[g] % 64 == 0)
 			b->gemm_pipe[g] = f16out[g] ? P_GEMM_CM_H : P_GEMM_CM;
 		else
 			b->gemm_pipe[g] = f16out[g] ? P_GEMM_HH : P_GEMM_H;
@@ -823,7 +822,6 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		return emb_errf(err, r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
 					     ? EMB_ENOMEM : EMB_EDEVICE,
 				"Vulkan: vkQueueSubmit failed: %s", vk_result_name(r));
-	s->busy = 1;
 	s->out = out;
 	s->n = bt->n;
 	b->inflight++;
@@ -859,7 +857,6 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 				WAIT_MS / 1000);
 	b->head = (b->head + 1) % SLOTS;
 	b->inflight--;
-	s->busy = 0;
 	if (r != VK_SUCCESS)
 		return emb_errf(err, EMB_EDEVICE, "Vulkan: waiting for the GPU failed: %s",
 				vk_result_name(r));

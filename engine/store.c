@@ -406,6 +406,10 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 		return rc ? rc : emb_errf(err, EMB_EIO, "store %s: cannot open", path);
 	}
 	if (!s->readonly) {
+		/* Readers killed mid-transaction (a SIGKILLed search) leave reader slots that pin
+		 * old pages and make the file grow: clear them before writing. */
+		int dead;
+		mdb_reader_check(s->env, &dead);
 		MDB_envinfo info;
 		mdb_env_info(s->env, &info);
 		/* Address space costs nothing until used; EMB_STORE_MAP_BYTES lets tests start

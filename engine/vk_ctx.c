@@ -427,8 +427,9 @@ void vk_ctx_close(vk_ctx *c)
 	}
 	if (c->instance && c->vkDestroyInstance)
 		c->vkDestroyInstance(c->instance, NULL);
-	if (c->lib)
-		dlclose(c->lib);
+	/* The loader is never dlclose'd: drivers keep thread-local state and exit handlers
+	 * pointing into themselves (Mesa's LLVM among them), and unloading them before exit is a
+	 * known source of crashes at exit. dlopen counts references, so reopening costs nothing. */
 	memset(c, 0, sizeof *c);
 }
 

@@ -360,6 +360,7 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 					tl--;
 				d->title = strndup(l + 2, tl);
 				d->title_len = tl;
+				d->title_in_text = 1;
 				break;
 			}
 		}

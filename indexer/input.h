@@ -23,6 +23,8 @@ typedef struct input_opts {
 typedef struct input_doc {
 	char *id, *title, *text, *meta;
 	size_t id_len, title_len, text_len, meta_len;
+	int title_in_text;        /* the title is a line of the text (Markdown heading): embed
+				   * the text alone rather than repeat the title */
 	char where[640];          /* "file:line" or "file" for error messages */
 } input_doc;
 

@@ -78,7 +78,7 @@ typedef struct wdoc {
 	int *seqlen;
 	float *vecs;
 	emb_err err;
-	int failed;
+	int failed;           /* 0 embed; -1 unchanged; -2 bad (reported); > 0 error code */
 } wdoc;
 
 typedef struct ctx {
@@ -360,6 +360,7 @@ static int flush(ctx *x)
 			snprintf(msg, sizeof msg, "%s: document '%s': %s", d->in.where, d->in.id, d->err.msg);
 			if (report_bad(x, msg))
 				status = -1;
+			d->failed = -2; /* seen, so --prune keeps what is stored under this id */
 			continue;
 		}
 		if (d->failed == 0)
@@ -413,8 +414,6 @@ static int flush(ctx *x)
 	int nops = 0;
 	for (int i = 0; i < x->nw; i++) {
 		wdoc *d = &x->w[i];
-		if (d->failed > 0)
-			continue;
 		store_doc sd = {.id = d->in.id, .id_len = d->in.id_len};
 		if (d->failed < 0) {
 			ops[nops++] = (store_op){STORE_OP_SEEN, sd};
@@ -442,7 +441,7 @@ static int flush(ctx *x)
 	x->c.added += r.added;
 	x->c.updated += r.updated;
 	for (int i = 0; i < x->nw; i++)
-		if (x->w[i].failed < 0)
+		if (x->w[i].failed == -1)
 			x->c.unchanged++;
 	x->c.t_store += now_s() - t3;
 out:
@@ -478,11 +477,7 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 		input_doc_free(in);
 		return report_bad(x, msg);
 	}
-	if (only_space(in->text, in->text_len) && (!in->title || only_space(in->title, in->title_len))) {
-		snprintf(msg, sizeof msg, "%s: document '%s': empty text", in->where, in->id);
-		input_doc_free(in);
-		return report_bad(x, msg);
-	}
+	int empty = only_space(in->text, in->text_len) && (!in->title || only_space(in->title, in->title_len));
 	/* Duplicate ids: earlier in this window, or committed earlier in this run. */
 	int dup = 0;
 	for (int i = 0; i < x->nw && !dup; i++)
@@ -514,6 +509,13 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 	wdoc *d = &x->w[x->nw++];
 	memset(d, 0, sizeof *d);
 	d->in = *in;
+	if (empty) {
+		/* Bad, but its id is valid: it stays in the window as "seen" so that --prune keeps
+		 * the version already stored instead of deleting it. */
+		d->failed = -2;
+		snprintf(msg, sizeof msg, "%s: document '%s': empty text", in->where, in->id);
+		return report_bad(x, msg);
+	}
 	const void *parts[] = {x->config, in->title ? in->title : "", in->text, in->meta ? in->meta : ""};
 	size_t lens[] = {strlen(x->config), in->title_len, in->text_len, in->meta_len};
 	store_hash(parts, lens, 4, d->hash);
@@ -521,7 +523,7 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 		d->failed = -1; /* unchanged: mark seen, don't embed */
 		return 0;
 	}
-	if (in->title_len && !x->o->no_title) {
+	if (in->title_len && !x->o->no_title && !in->title_in_text) {
 		d->elen = in->title_len + 1 + in->text_len;
 		d->etext = malloc(d->elen + 1);
 		if (d->etext) {

@@ -12,6 +12,17 @@ export BUILD="$B" BIN
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
 
+# Under ASan, report leaks of our code only (tests/lsan.supp). Mesa's lavapipe unloads
+# libLLVM when the Vulkan instance goes, which leaves its leaks without a module name to
+# match; keeping libLLVM loaded for the whole run lets the suppression see it.
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+case "$B" in *asan*)
+	llvm=$(ls /usr/lib/*/libLLVM-*.so.1 2>/dev/null | head -n 1)
+	if [ -n "$llvm" ]; then
+		export LD_PRELOAD="$llvm" ASAN_OPTIONS="verify_asan_link_order=0:${ASAN_OPTIONS:-}"
+	fi ;;
+esac
+
 pass=0; fail=0; skip=0; failed=""
 run_one() {
 	name=$1; shift

@@ -78,3 +78,8 @@ with tempfile.TemporaryDirectory() as d:
     p = subprocess.run([EMBED, "--model", d], input=b"x\n", capture_output=True)
     assert p.returncode == 1 and b"unsupported model_type 'gpt2'" in p.stderr, p.stderr
 print("embed CLI: all checks passed")
+
+# invalid UTF-8 past the truncation point is still refused: a text is taken whole or not at all
+rc, out, err = run([], ("word " * 1000).encode() + b"\xc3\x28\n")
+assert rc != 0 and "stdin:1" in err and "UTF-8" in err, err
+print("invalid UTF-8 past truncation: refused")

@@ -38,8 +38,13 @@ def run(args, input=None, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+# The indexer's default device is auto (GPU when usable); these tests are about the store,
+# so they pin the CPU and stay independent of whatever Vulkan driver the machine has.
+DEV = ["--device", "cpu"]
+
+
 def index(store, *args, input=None):
-    return run([INDEXER, "--store", store, "--model", MODEL, *args], input=input)
+    return run([INDEXER, "--store", store, "--model", MODEL, *DEV, *args], input=input)
 
 
 def summary(err):
@@ -242,13 +247,20 @@ def test_bad_inputs(tmp):
                    f"{bad}:5: no document id", f"{bad}:6: document 'b6'", f"{bad}:7:"):
         check(needle in err, f"error message names the place: {needle!r} in {err}")
     check(stats(store) == (4, 4), "g1 g2 b1 b8")
+    # --prune with a bad new version of a stored document keeps the stored version.
+    write_jsonl(good, [{"_id": "g1", "text": "first good document"}, {"_id": "g2", "text": "   "}])
+    rc, _, err = index(store, "--prune", "--skip-bad", good)
+    s = summary(err)
+    check(rc == 0 and s["deleted"] == 2 and s["failed"] == 1, f"prune keeps bad doc's old version {s} {err}")
+    got = {r["id"]: r["snippet"] for r in search_all(store)}
+    check(got == {"g1": "first good document", "g2": "second good one"}, f"after prune: {got}")
     # A text file with invalid UTF-8.
     tdir = os.path.join(tmp, "utf")
     os.makedirs(tdir)
     open(os.path.join(tdir, "x.txt"), "wb").write(b"caf\xe9 au lait")
     rc, _, err = index(store, tdir)
     check(rc == 1 and "x.txt: invalid UTF-8 at byte 3" in err, f"invalid utf-8 file: {err}")
-    check(stats(store) == (4, 4), "still intact")
+    check(stats(store) == (2, 2), "still intact")
     # A missing input, an unknown option.
     rc, _, err = index(store, os.path.join(tmp, "missing.jsonl"))
     check(rc == 1 and "missing.jsonl: No such file" in err, f"missing file: {err}")
@@ -271,22 +283,25 @@ def test_model_mismatch(tmp):
             json.dump(cfg, open(os.path.join(other, name), "w"))
         else:
             os.symlink(p, os.path.join(other, name))
-    rc, _, err = run([INDEXER, "--store", store, "--model", other, src])
+    rc, _, err = run([INDEXER, "--store", store, "--model", other, *DEV, src])
     check(rc == 1 and "was built with model" in err and "128 tokens" in err, f"mismatch refused: {err}")
     check(stats(store) == (1, 1), "mismatch left the store alone")
 
 
-def corpus_for_kills(path, n):
-    write_jsonl(path, [{"_id": f"k{i:03d}", "title": f"T{i}", "text": doc_text(i)} for i in range(n)])
+def corpus_for_kills(path, n, version=0):
+    write_jsonl(path, [{"_id": f"k{i:03d}", "title": f"T{i} v{version}", "text": doc_text(i, version)}
+                       for i in range(n)])
 
 
-def check_no_partial(store, n_expected=None, src_n=60):
+def check_no_partial(store, n_expected=None):
+    """Every stored document is wholly one version: its text and title agree."""
     res = search_all(store)
     ids = [r["id"] for r in res]
     check(len(ids) == len(set(ids)), "no duplicate documents")
     for r in res:
         i = int(r["id"][1:])
-        check(r["snippet"] == doc_text(i) and r["title"] == f"T{i}", f"document {r['id']} whole")
+        v = int(r["title"].rsplit(" v", 1)[1]) if " v" in r["title"] else -1
+        check(r["snippet"] == doc_text(i, v) and r["title"] == f"T{i} v{v}", f"document {r['id']} whole: {r}")
     if n_expected is not None:
         check(len(ids) == n_expected, f"{len(ids)} documents, expected {n_expected}")
     return ids
@@ -294,46 +309,51 @@ def check_no_partial(store, n_expected=None, src_n=60):
 
 def test_kill(tmp):
     store = os.path.join(tmp, "kill")
-    src = os.path.join(tmp, "kill.jsonl")
+    srcs = [os.path.join(tmp, f"kill{v}.jsonl") for v in (0, 1)]
     N = 60
-    corpus_for_kills(src, N)
+    for v, p in enumerate(srcs):
+        corpus_for_kills(p, N, v)
     rnd = random.Random(12345)
     # Calibrate: how long does a full run take here (ASan makes it slower)?
     t0 = time.time()
-    rc, _, err = index(os.path.join(tmp, "calib"), "--window-docs", "2", src)
+    rc, _, err = index(os.path.join(tmp, "calib"), "--window-docs", "2", srcs[0])
     full = time.time() - t0
     check(rc == 0, f"calibration run {err}")
-    kills = 0
-    for i in range(22):
-        p = subprocess.Popen([INDEXER, "--store", store, "--model", MODEL, "--window-docs", "2", "--quiet", src],
+    # Runs alternate between two versions of every document, so each run rewrites the store
+    # (updates delete old rows and move others into the holes) and a kill lands mid-rewrite.
+    kills = runs = 0
+    while kills < 22 and runs < 60:
+        src = srcs[runs % 2]
+        runs += 1
+        p = subprocess.Popen([INDEXER, "--store", store, "--model", MODEL, *DEV, "--window-docs", "2", "--quiet", src],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.0, full * 0.6))
+        time.sleep(rnd.uniform(0.2, 1.0) * full)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait()
-        st = stats(store) if os.path.exists(store) else (0, 0)
-        if st:
-            check(st[0] == st[1], f"kill {i}: rows {st[1]} == docs {st[0]}")
-        if os.path.exists(store) and st and st[0] and i % 4 == 3:
-            check_no_partial(store)
-        if i % 7 == 6:  # now and then start over, so kills also land early in a store's life
-            rc, _, err = index(store, "--delete", "k000")
+        if os.path.exists(store):
+            st = stats(store)
+            check(st is not None and st[0] == st[1], f"run {runs}: rows == docs: {st}")
+            if st and st[0] and kills % 4 == 0:
+                check_no_partial(store)
     check(kills >= 20, f"{kills} SIGKILLs landed (want >= 20)")
-    rc, _, err = index(store, src)
+    rc, _, err = index(store, srcs[0])
     check(rc == 0, f"rerun after kills: {err}")
-    check_no_partial(store, N)
+    ids = check_no_partial(store, N)
+    res = search_all(store)
+    check(all(r["title"].endswith(" v0") for r in res), "rerun brought every document to the input's version")
     # SIGTERM: finish the batch, commit, exit 143; rerun completes.
     store2 = os.path.join(tmp, "term")
-    p = subprocess.Popen([INDEXER, "--store", store2, "--model", MODEL, "--window-docs", "2", src],
+    p = subprocess.Popen([INDEXER, "--store", store2, "--model", MODEL, *DEV, "--window-docs", "2", srcs[0]],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(full * 0.4)
+    time.sleep(full * 0.6)
     p.send_signal(signal.SIGTERM)
     err = p.communicate()[1]
     check(p.returncode in (143, 0), f"SIGTERM exit {p.returncode}")
     if p.returncode == 143:
         check("interrupted" in err, f"summary says interrupted: {err}")
-    rc, _, err = index(store2, src)
+    rc, _, err = index(store2, srcs[0])
     s = summary(err)
     check(rc == 0 and s["added"] + s["unchanged"] == N, f"resume after SIGTERM {s}")
     check_no_partial(store2, N)
@@ -345,7 +365,7 @@ def test_concurrent(tmp):
     src = os.path.join(tmp, "conc.jsonl")
     corpus_for_kills(src, 40)
     seed = os.path.join(tmp, "seed.jsonl")
-    write_jsonl(seed, [{"_id": "k999", "title": "T999", "text": doc_text(999)}])
+    write_jsonl(seed, [{"_id": "k999", "title": "T999 v0", "text": doc_text(999)}])
     check(index(store, seed)[0] == 0, "seed")
     stop = threading.Event()
     results = []

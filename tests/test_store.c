@@ -178,8 +178,43 @@ static void test_scan_kernel(void)
 		CHECK(better <= i);
 		CHECK(fabsf(scan_dot(q, v + (size_t)hits[i].row * D, D) - hits[i].score) < 1e-4f);
 	}
-	threadpool_destroy(pool);
 	free(v);
+
+	/* Many small uneven blocks and enough rows for many tasks, so task boundaries fall
+	 * inside blocks, on block edges, and in blocks of one row. */
+	enum { N2 = 70001, D2 = 8 };
+	float *w = malloc(sizeof(float) * N2 * D2), q2[D2];
+	for (int i = 0; i < N2 * D2; i++)
+		w[i] = frand();
+	for (int i = 0; i < D2; i++)
+		q2[i] = frand();
+	scan_block *bl = malloc(sizeof *bl * N2);
+	size_t nb = 0;
+	uint32_t row = 0;
+	while (row < N2) {
+		uint32_t len = 1 + (uint32_t)((frand() + 1) * 150);
+		if (row + len > N2)
+			len = N2 - row;
+		bl[nb++] = (scan_block){w + (size_t)row * D2, len, row};
+		row += len;
+	}
+	scan_hit h2[20];
+	OK(scan_topk(bl, nb, D2, q2, 20, pool, h2, &n, E));
+	CHECK(n == 20);
+	float *all = malloc(sizeof(float) * N2);
+	for (int r = 0; r < N2; r++)
+		all[r] = scan_dot(q2, w + (size_t)r * D2, D2);
+	for (int i = 0; i < n; i++) {
+		int better = 0;
+		for (int r = 0; r < N2; r++)
+			better += all[r] > h2[i].score;
+		CHECK(better == i); /* exactly the i-th best (random floats: no ties) */
+		CHECK(all[h2[i].row] == h2[i].score);
+	}
+	free(all);
+	free(bl);
+	free(w);
+	threadpool_destroy(pool);
 }
 
 int main(void)
