@@ -249,22 +249,97 @@ embed_device embed_device_for_batch(const embed_model *m, int n)
 	return m->gpu && n >= m->gpu_min_batch ? EMBED_DEVICE_GPU : EMBED_DEVICE_CPU;
 }
 
+/* Hashing 90 MB of weights takes ~0.3 s, most of a one-shot search's start-up, so digests
+ * are remembered in $XDG_CACHE_HOME/embedstore/weights-sha256 (else ~/.cache/...), one line
+ * per file version: device, inode, size, mtime and ctime in ns, digest. Any change to the
+ * file changes its ctime, so a stale line can't match; EMBED_NO_SHA_CACHE=1 turns it off. */
+static int sha_cache_path(char *buf, size_t size)
+{
+	const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	const char *off = getenv("EMBED_NO_SHA_CACHE");
+	if (off && *off && strcmp(off, "0"))
+		return 0;
+	if (x && *x)
+		snprintf(buf, size, "%s/embedstore", x);
+	else if (home && *home)
+		snprintf(buf, size, "%s/.cache/embedstore", home);
+	else
+		return 0;
+	return 1;
+}
+
+static void sha_key(const struct stat *sb, char *key, size_t size)
+{
+	snprintf(key, size, "%llu %llu %lld %lld.%09ld %lld.%09ld", (unsigned long long)sb->st_dev,
+		 (unsigned long long)sb->st_ino, (long long)sb->st_size, (long long)sb->st_mtim.tv_sec,
+		 sb->st_mtim.tv_nsec, (long long)sb->st_ctim.tv_sec, sb->st_ctim.tv_nsec);
+}
+
+static int sha_cache_get(const char *key, char hex[65])
+{
+	char dir[PATH_MAX], path[PATH_MAX + 32], line[512];
+	if (!sha_cache_path(dir, sizeof dir))
+		return 0;
+	snprintf(path, sizeof path, "%s/weights-sha256", dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t klen = strlen(key);
+	int found = 0;
+	while (fgets(line, sizeof line, f)) {
+		size_t n = strlen(line);
+		if (n == klen + 1 + 64 + 1 && !strncmp(line, key, klen) && line[klen] == ' ') {
+			memcpy(hex, line + klen + 1, 64);
+			hex[64] = 0;
+			found = strspn(hex, "0123456789abcdef") == 64;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static void sha_cache_put(const char *key, const char hex[65])
+{
+	char dir[PATH_MAX], path[PATH_MAX + 32], line[512];
+	if (!sha_cache_path(dir, sizeof dir))
+		return;
+	char *slash = strrchr(dir, '/');
+	if (slash) { /* ~/.cache may not exist yet */
+		*slash = 0;
+		mkdir(dir, 0755);
+		*slash = '/';
+	}
+	mkdir(dir, 0755);
+	snprintf(path, sizeof path, "%s/weights-sha256", dir);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return; /* a cache we can't write is no cache, not an error */
+	int n = snprintf(line, sizeof line, "%s %s\n", key, hex);
+	if (write(fd, line, (size_t)n) != n) { /* one short append: readers ignore the torn line */
+	}
+	close(fd);
+}
+
 const char *embed_model_sha256(embed_model *m)
 {
 	pthread_mutex_lock(&m->lock);
 	if (!m->sha256[0]) {
-		char path[PATH_MAX + 32];
+		char path[PATH_MAX + 32], key[256];
 		snprintf(path, sizeof path, "%s/model.safetensors", m->dir);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 		struct stat sb;
 		if (fd >= 0 && fstat(fd, &sb) == 0) {
-			void *p = sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-			if (p != MAP_FAILED) {
-				uint8_t d[32];
-				sha256(p, (size_t)sb.st_size, d);
-				sha256_hex(d, m->sha256);
-				if (p)
-					munmap(p, (size_t)sb.st_size);
+			sha_key(&sb, key, sizeof key);
+			if (!sha_cache_get(key, m->sha256)) {
+				void *p = sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+				if (p != MAP_FAILED) {
+					uint8_t d[32];
+					sha256(p, (size_t)sb.st_size, d);
+					sha256_hex(d, m->sha256);
+					if (p)
+						munmap(p, (size_t)sb.st_size);
+					sha_cache_put(key, m->sha256);
+				}
 			}
 		}
 		if (fd >= 0)

@@ -77,8 +77,9 @@ int embed_max_tokens(const embed_model *m);
 /* Short identity of the model for stores: directory basename, e.g. "all-MiniLM-L6-v2". */
 const char *embed_model_name(const embed_model *m);
 
-/* Hex sha256 of model.safetensors (64 chars + NUL). Computed on first call; may take
- * ~0.1 s for a 90 MB file. Returns NULL on I/O error. */
+/* Hex sha256 of model.safetensors (64 chars + NUL). Computed on first call (~0.3 s for a
+ * 90 MB file) and remembered per file version in ~/.cache/embedstore/weights-sha256, so
+ * later processes read it back (EMBED_NO_SHA_CACHE=1 disables that). NULL on I/O error. */
 const char *embed_model_sha256(embed_model *m);
 
 /* Pooling as text ("mean", "cls", "max") and whether vectors are L2-normalised. */

@@ -104,7 +104,7 @@ static void write_weights(const char *dir, const shape *s, int dtype, const char
 	hl += (size_t)sprintf(hdr + hl, "}");
 	while (hl % 8)
 		hdr[hl++] = ' ';
-	char p[512];
+	char p[1024];
 	snprintf(p, sizeof p, "%s/model.safetensors", dir);
 	FILE *f = fopen(p, "wb");
 	uint64_t hl64 = hl;
@@ -343,6 +343,44 @@ static void test_bad_dirs(const char *root)
 	expect_error(bad, EMB_EIO, "notokenizer");
 }
 
+/* The weights digest is cached across processes; a changed file must never get the old one. */
+static void test_sha_cache(const char *root)
+{
+	char dir[512], cache[512], file[600];
+	snprintf(dir, sizeof dir, "%s/small", root);
+	snprintf(cache, sizeof cache, "%s/cache", root);
+	snprintf(file, sizeof file, "%s/model.safetensors", dir);
+	setenv("XDG_CACHE_HOME", cache, 1);
+	char first[65] = "", again[65] = "", changed[65] = "";
+	emb_err err = { 0 };
+	embed_model *m;
+	for (int round = 0; round < 3; round++) {
+		if (round == 2) { /* flip one weight byte in place */
+			FILE *f = fopen(file, "r+b");
+			CHECK(f && fseek(f, -3, SEEK_END) == 0, "open weights");
+			int c = fgetc(f);
+			fseek(f, -3, SEEK_END);
+			fputc(c ^ 0x40, f);
+			fclose(f);
+		}
+		CHECK(embed_open(dir, NULL, &m, &err) == EMB_OK, "%s", err.msg);
+		const char *h = embed_model_sha256(m);
+		CHECK(h != NULL, "no digest");
+		snprintf(round == 0 ? first : round == 1 ? again : changed, 65, "%s", h ? h : "");
+		embed_close(m);
+	}
+	char cmd[1024], direct[65] = "";
+	snprintf(cmd, sizeof cmd, "sha256sum '%s'", file);
+	FILE *p = popen(cmd, "r");
+	CHECK(p && fscanf(p, "%64s", direct) == 1, "sha256sum");
+	if (p)
+		pclose(p);
+	CHECK(!strcmp(first, again), "cached digest differs: %s vs %s", first, again);
+	CHECK(strcmp(first, changed) != 0, "changed weights kept the old digest");
+	CHECK(!strcmp(changed, direct), "digest %s, sha256sum says %s", changed, direct);
+	unsetenv("XDG_CACHE_HOME");
+}
+
 int main(void)
 {
 	if (!test_have_model()) {
@@ -352,6 +390,7 @@ int main(void)
 	char root[256];
 	test_tmpdir(root);
 	test_bad_dirs(root);
+	test_sha_cache(root);
 	test_e5_layout(root);
 	test_bge_layout(root);
 	if (!getenv("KEEP")) test_rm_rf(root); else printf("kept %s\n", root);
