@@ -272,10 +272,21 @@ static void expect_error(const char *dir, int code, const char *needle)
 	embed_close(m);
 }
 
+/* Copies the good model dir to root/name and damages the copy with a shell command run
+ * inside it; the copy's path goes to bad[512]. */
+static void broken_copy(const char *good, const char *root, const char *name, const char *damage,
+			char bad[512])
+{
+	char cmd[4096];
+	snprintf(bad, 512, "%s/%s", root, name);
+	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && cd '%s' && %s", good, bad, bad, damage);
+	CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 static void test_bad_dirs(const char *root)
 {
 	shape s = { 30522, 64, 2, 128, 512 };
-	char dir[512], cmd[4096];
+	char dir[512];
 	snprintf(dir, sizeof dir, "%s/small", root);
 	mkdir(dir, 0755);
 	write_config(dir, &s, "bert");
@@ -290,56 +301,28 @@ static void test_bad_dirs(const char *root)
 	expect_error("/nonexistent/model/dir", EMB_EIO, "/nonexistent/model/dir");
 
 	char bad[512];
-	snprintf(bad, sizeof bad, "%s/gpt2", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", dir, bad);
-	CHECK(system(cmd) == 0, "cp");
+	broken_copy(dir, root, "gpt2", "true", bad);
 	write_config(bad, &s, "gpt2");
 	expect_error(bad, EMB_EUNSUPPORTED, "unsupported model_type 'gpt2'");
-
-	snprintf(bad, sizeof bad, "%s/truncated", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && truncate -s 100000 '%s/model.safetensors'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "truncate");
+	broken_copy(dir, root, "truncated", "truncate -s 100000 model.safetensors", bad);
 	expect_error(bad, EMB_EFORMAT, "model.safetensors");
-
-	snprintf(bad, sizeof bad, "%s/tiny", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && truncate -s 5 '%s/model.safetensors'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "truncate");
+	broken_copy(dir, root, "tiny", "truncate -s 5 model.safetensors", bad);
 	expect_error(bad, EMB_EFORMAT, "model.safetensors");
-
-	snprintf(bad, sizeof bad, "%s/garbage", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && printf '\\020\\000\\000\\000\\000\\000\\000\\000{not json at all' | dd of='%s/model.safetensors' conv=notrunc status=none", dir, bad, bad);
-	CHECK(system(cmd) == 0, "garbage");
+	broken_copy(dir, root, "garbage", "printf '\\020\\000\\000\\000\\000\\000\\000\\000{not json at all'"
+		    " | dd of=model.safetensors conv=notrunc status=none", bad);
 	expect_error(bad, EMB_EFORMAT, "header JSON");
-
-	snprintf(bad, sizeof bad, "%s/noweights", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && rm '%s/model.safetensors'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "rm");
+	broken_copy(dir, root, "noweights", "rm model.safetensors", bad);
 	expect_error(bad, EMB_EIO, "model.safetensors");
-
-	snprintf(bad, sizeof bad, "%s/noconfig", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && rm '%s/config.json'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "rm");
+	broken_copy(dir, root, "noconfig", "rm config.json", bad);
 	expect_error(bad, EMB_EIO, "config.json");
-
-	snprintf(bad, sizeof bad, "%s/badjson", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && echo '{\"model_type\": \"bert\",' > '%s/config.json'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "badjson");
+	broken_copy(dir, root, "badjson", "echo '{\"model_type\": \"bert\",' > config.json", bad);
 	expect_error(bad, EMB_EFORMAT, "config.json");
-
-	snprintf(bad, sizeof bad, "%s/wrongshape", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", dir, bad);
-	CHECK(system(cmd) == 0, "cp");
+	broken_copy(dir, root, "wrongshape", "true", bad);
 	write_weights(bad, &s, F32, "encoder.layer.1.intermediate.dense.weight");
 	expect_error(bad, EMB_EFORMAT, "encoder.layer.1.intermediate.dense.weight");
-
-	snprintf(bad, sizeof bad, "%s/nopooling", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && echo '{\"pooling_mode_mean_sqrt_len_tokens\": true}' > '%s/1_Pooling/config.json'", dir, bad, bad);
-	CHECK(system(cmd) == 0, "pooling");
+	broken_copy(dir, root, "nopooling", "echo '{\"pooling_mode_mean_sqrt_len_tokens\": true}' > 1_Pooling/config.json", bad);
 	expect_error(bad, EMB_EUNSUPPORTED, "pooling");
-
-	snprintf(bad, sizeof bad, "%s/notokenizer", root);
-	snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && rm '%s/tokenizer.json' '%s/vocab.txt'", dir, bad, bad, bad);
-	CHECK(system(cmd) == 0, "rm");
+	broken_copy(dir, root, "notokenizer", "rm tokenizer.json vocab.txt", bad);
 	expect_error(bad, EMB_EIO, "notokenizer");
 }
 
