@@ -106,7 +106,7 @@ static int gpu_open(embed_model *m, const embed_options *opt, emb_err *err)
 			return rc;
 		}
 		if (!opt->quiet)
-			fprintf(stderr, "embed: warning: no usable GPU (%s); using the CPU\n", e.msg);
+			fprintf(stderr, "warning: %s; using the CPU\n", e.msg);
 		return EMB_OK;
 	}
 	const char *env = getenv("EMBED_GPU_MIN_BATCH");
