@@ -64,6 +64,11 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader.
 GLSLC_FLAGS_gemm_cm   := -O0
 GLSLC_FLAGS_gemm_cm_h := -O0
+GLSLC_FLAGS_attn_cm   := -O0
+GLSLC_FLAGS_gemm_cm_s := -O0
+GLSLC_FLAGS_gemm_cm_hs := -O0
+GLSLC_FLAGS_gemm_cm_t := -O0
+GLSLC_FLAGS_gemm_cm_ht := -O0
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)
 	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),-O) -Ishaders -o $@ $<

@@ -185,7 +185,7 @@ int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb
 	while (n > 1 && m->dir[n - 1] == '/')
 		m->dir[--n] = 0;
 	const char *base = strrchr(m->dir, '/');
-	snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : m->dir);
+	snprintf(m->name, sizeof m->name, "%.255s", base ? base + 1 : m->dir);
 	m->opt = *opt;
 	pthread_mutex_init(&m->lock, NULL);
 

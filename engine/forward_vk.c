@@ -7,7 +7,7 @@
  *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
  *          by float offsets in push constants;
  *   x, x16, qkv, ctx, tmp, ffn   activations for `budget` tokens (rows padded to 128, the
- *          cooperative-matrix tile, so its loads never leave the buffer);
+ *          largest cooperative-matrix tile, so its loads never leave the buffer);
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
  *   outd   pooled vectors, copied back to the staging slot at the end.
@@ -23,8 +23,8 @@
 #include "vk_ctx.h"
 
 #define SLOTS 2
-#define BQ 64       /* attention query block (shaders/attention.glsl) */
-#define ROWPAD 128  /* row tile of the cooperative-matrix GEMM */
+#define BQ 64       /* attention query block (shaders/attention.glsl, attn_cm.comp) */
+#define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
 #define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
 #define WAIT_MS 120000ull
 
@@ -36,17 +36,26 @@ static const char *const step_name[ST_N] = {
 };
 
 enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH, P_GEMM_CM,
-       P_GEMM_CM_H, P_N };
+       P_GEMM_CM_H, P_GEMM_CM_S, P_GEMM_CM_HS, P_GEMM_CM_T, P_GEMM_CM_HT, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_H] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
 	[P_GEMM_CM] = { 128, 128 }, [P_GEMM_CM_H] = { 128, 128 },
+	[P_GEMM_CM_S] = { 64, 64 }, [P_GEMM_CM_HS] = { 64, 64 },
+	[P_GEMM_CM_T] = { 64, 32 }, [P_GEMM_CM_HT] = { 64, 32 },
 };
+/* A cooperative-matrix product whose 128x128 grid has fewer workgroups than this runs with
+ * 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still below
+ * it: an H200 has 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured on the
+ * H200 (ms a batch): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39 to 0.53 with
+ * 32x64; 2 texts 0.48 (64x64), 0.43 (32x64); 10 texts 0.99 (64x64), 1.04 (32x64).
+ * EMBED_VK_SMALL_TILES=0 keeps 128x128, =1 forces 64x64, =2 32x64 (for comparisons). */
+#define SMALL_GRID 132
 enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
-typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
+typedef struct { uint32_t M, N, K, bias_off, act, direct; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; } pc_attn;
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
@@ -83,6 +92,8 @@ struct vk_backend {
 	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
+	int small_tiles;   /* small grids: 0 keep 128x128, 1 use 64x64, 2 use 32x64, 3 auto */
+	int direct_out;    /* cooperative-matrix products without activation store directly */
 	VkDescriptorPool dpool;
 	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
 	layer_off *lo;
@@ -400,16 +411,31 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	/* On a CPU implementation the tiled products run as the shared-memory-free variants
 	 * (gemm_direct.glsl), with a 32x32 tile. */
 	const int cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+	/* Tensor-core attention (shaders/attn_cm.comp) is written for head size 32 (MiniLM) and
+	 * uses subgroup shuffles, which every NV cooperative-matrix device has;
+	 * EMBED_VK_ATTN=scalar keeps the lane kernel, for comparisons. */
+	const char *ae = getenv("EMBED_VK_ATTN");
+	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
+	const char *se = getenv("EMBED_VK_SMALL_TILES");
+	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
+	/* EMBED_VK_DIRECT_OUT=0: the staged epilogue for every product (for comparisons) */
+	const char *de = getenv("EMBED_VK_DIRECT_OUT");
+	b->direct_out = !(de && !strcmp(de, "0"));
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
-		[P_ATTN] = h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
+		[P_ATTN] = attn_cm ? "attn_cm"
+			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		[P_POOL] = "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
 		[P_GEMM_H] = h ? (cpu ? "gemm_h_cpu" : "gemm_h") : NULL,
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
 		[P_GEMM_CM] = b->prec == PREC_COOPMAT ? "gemm_cm" : NULL,
 		[P_GEMM_CM_H] = b->prec == PREC_COOPMAT ? "gemm_cm_h" : NULL,
+		[P_GEMM_CM_S] = b->prec == PREC_COOPMAT ? "gemm_cm_s" : NULL,
+		[P_GEMM_CM_HS] = b->prec == PREC_COOPMAT ? "gemm_cm_hs" : NULL,
+		[P_GEMM_CM_T] = b->prec == PREC_COOPMAT ? "gemm_cm_t" : NULL,
+		[P_GEMM_CM_HT] = b->prec == PREC_COOPMAT ? "gemm_cm_ht" : NULL,
 	};
 	for (int i = 0; i < P_N; i++) {
 		if (!names[i])
@@ -662,8 +688,16 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
-	const int p = b->gemm_pipe[g];
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, (uint32_t)b->direct_out };
+	int p = b->gemm_pipe[g];
+	if (b->small_tiles && (p == P_GEMM_CM || p == P_GEMM_CM_H) && N[g] % 64 == 0 &&
+	    (N[g] / 128) * ((M + 127) / 128) < SMALL_GRID) {
+		const int f16 = p == P_GEMM_CM_H;
+		int t = b->small_tiles;
+		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
+			t = (N[g] / 64) * ((M + 63) / 64) < SMALL_GRID ? 2 : 1;
+		p = t == 2 ? (f16 ? P_GEMM_CM_HT : P_GEMM_CM_T) : (f16 ? P_GEMM_CM_HS : P_GEMM_CM_S);
+	}
 	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
 	if (b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && tn == 64)
 		tn = tm = 32;

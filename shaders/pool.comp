@@ -21,6 +21,7 @@ layout(std430, binding = 3) writeonly buffer OUT_ { float outv[]; };
 layout(std430, binding = 4) readonly buffer SEQ_ { uvec2 seqs[]; };  // (start, len) in chunk
 
 const uint MAXD = 8;   // 128 * 8 = 1024 = largest H
+const uint R = 8;      // rows summed in parallel per thread
 shared float red[128];
 
 void main()
@@ -39,16 +40,28 @@ void main()
 			continue;
 		if (pc.pooling == 1u) {
 			v[k] = x[sq.x * pc.H + d];
-		} else if (pc.pooling == 2u) {
-			float mx = -3.402823466e38;
-			for (uint i = 0; i < sq.y; i++)
-				mx = max(mx, x[(sq.x + i) * pc.H + d]);
-			v[k] = mx;
 		} else {
-			float acc = 0.0;
-			for (uint i = 0; i < sq.y; i++)
-				acc += x[(sq.x + i) * pc.H + d];
-			v[k] = acc / float(sq.y);
+			// R independent partial results, so R loads are in flight at once: with one
+			// running sum the loop waited on memory for every row (44 us for one
+			// 240-token text on an H200, a tenth of its latency).
+			const bool mx = pc.pooling == 2u;
+			float part[R];
+			[[unroll]] for (uint j = 0; j < R; j++)
+				part[j] = mx ? -3.402823466e38 : 0.0;
+			uint i = 0;
+			for (; i + R <= sq.y; i += R)
+				[[unroll]] for (uint j = 0; j < R; j++) {
+					const float e = x[(sq.x + i + j) * pc.H + d];
+					part[j] = mx ? max(part[j], e) : part[j] + e;
+				}
+			for (; i < sq.y; i++) {
+				const float e = x[(sq.x + i) * pc.H + d];
+				part[0] = mx ? max(part[0], e) : part[0] + e;
+			}
+			float r = part[0];
+			[[unroll]] for (uint j = 1; j < R; j++)
+				r = mx ? max(r, part[j]) : r + part[j];
+			v[k] = mx ? r : r / float(sq.y);
 		}
 		ss += v[k] * v[k];
 	}

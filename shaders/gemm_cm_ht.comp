@@ -1,0 +1,7 @@
+// gemm_cm_ht.comp — cooperative-matrix GEMM, 32x64 tiles for the smallest products, f16 in,
+// f16 output (see gemm_coopmat.glsl).
+#version 450
+#define C_F16 1
+#define TILE_M 32
+#define TILE_N 64
+#include "gemm_coopmat.glsl"
