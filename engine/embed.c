@@ -417,7 +417,8 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 	return n + 2;
 }
 
-/* Runs sequences [first, first + count) of a packed set through the CPU forward pass in
+/* Encodes n tokenized sequences: on the GPU when the device policy says so (falling back
+ * to the CPU if the GPU fails under auto), else through the CPU forward pass in packed
  * chunks of at most CPU_BATCH_TOKENS tokens (a single longer sequence goes alone). */
 static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
 			 float *out, emb_err *err)
