@@ -69,6 +69,12 @@ GLSLC_FLAGS_gemm_cm_s := -O0
 GLSLC_FLAGS_gemm_cm_hs := -O0
 GLSLC_FLAGS_gemm_cm_t := -O0
 GLSLC_FLAGS_gemm_cm_ht := -O0
+GLSLC_FLAGS_gemm_cm_w := -O0
+GLSLC_FLAGS_gemm_cm_hw := -O0
+GLSLC_FLAGS_gemm_cm_w4 := -O0
+GLSLC_FLAGS_gemm_cm_hw4 := -O0
+GLSLC_FLAGS_gemm_cm_v := -O0
+GLSLC_FLAGS_gemm_cm_hv := -O0
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)
 	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),-O) -Ishaders -o $@ $<

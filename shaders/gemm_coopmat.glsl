@@ -2,11 +2,13 @@
 // GL_NV_cooperative_matrix (the only cooperative-matrix extension Debian's glslc 2023.2
 // knows): f16 A [M][K] and W [N][K], fp32 accumulation, f32 or f16 C [M][N].
 //
-// A 256-thread workgroup (8 subgroups of 32) computes a TILE_M x TILE_N tile: 128x128, or
-// 64x64 / 32x64 for small products; subgroups are laid out 2 (rows) x 4 (columns), each
-// owning (TILE_M/2)x(TILE_N/4) in 16x16 fragments (128x128: 4x2 fragments; measured on an
-// H200 at ~100-110 TFLOP/s; 4 subgroups of 64x64 each ran a third slower, 256x128 tiles with
-// 32-wide K steps a quarter slower). K advances 64 at a time: the next slice of A and W is
+// A 256-thread workgroup (8 subgroups of 32) computes a TILE_M x TILE_N tile: 128x64 with
+// the subgroups laid out 4 (rows) x 2 (columns) for large products (WARPS_N = 2: 32x32, 2x2
+// fragments each; two workgroups share an SM, ~5% faster than 128x128 on an H200), or
+// 128x128 / 64x64 / 32x64 laid out 2 x 4, each subgroup owning (TILE_M/2)x(TILE_N/4) in
+// 16x16 fragments (128x128: 4x2 fragments; measured on an H200 at ~100-110 TFLOP/s; 4
+// subgroups of 64x64 each ran a third slower, 256x128 tiles with 32-wide K steps a quarter
+// slower, K_STEP 32 on 128x64 2% slower). K advances 64 at a time: the next slice of A and W is
 // fetched into registers while the tensor cores work on the current one in shared memory
 // (rows padded by 8 halfs against bank conflicts). With an activation, the epilogue passes
 // each fragment through a per-subgroup 16x16 staging area so that bias, activation, f16
@@ -47,9 +49,17 @@ layout(std430, binding = 3) writeonly buffer C_ { float c[]; };  // glslc: no ve
 #define TILE_M 128
 #define TILE_N 128
 #endif
-const uint BM = TILE_M, BN = TILE_N, BK = 64;
-const uint WARPS_N = 4;
-const uint SM_ = BM / 2, SN_ = BN / WARPS_N;   // rows, columns per subgroup
+// WARPS_N: subgroups across the tile's columns (4, or 2 for a 4 x 2 layout); K_STEP: the K
+// slice staged per barrier pair (64; 32 halves shared memory and staging registers).
+#ifndef WARPS_N
+#define WARPS_N 4
+#endif
+#ifndef K_STEP
+#define K_STEP 64
+#endif
+const uint BM = TILE_M, BN = TILE_N, BK = K_STEP;
+const uint WARPS_M = 8 / WARPS_N;
+const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;   // rows, columns per subgroup
 const uint FM = SM_ / 16, FN = SN_ / 16;        // fragments per subgroup
 const uint SROW = (BK + 8) / 8;     // shared row stride in uvec4 (8 halfs of padding)
 
