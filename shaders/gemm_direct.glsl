@@ -29,23 +29,7 @@ layout(std430, binding = 3) writeonly buffer C_ { uvec2 c[]; };
 layout(std430, binding = 3) writeonly buffer C_ { vec4 c[]; };
 #endif
 
-vec4 load_a(uint i)
-{
-#if A_F16
-	return unpack4(a[i]);
-#else
-	return a[i];
-#endif
-}
-
-vec4 load_w(uint i)
-{
-#if A_F16
-	return unpack4(w[i]);
-#else
-	return w[i];
-#endif
-}
+#include "gemm_load.glsl"
 
 void main()
 {

@@ -36,23 +36,7 @@ const uint BM = 64, BN = 64, BK = 16;
 shared float As[BK][BM + 1];
 shared vec4 Ws[BK][BN / 4];
 
-vec4 load_a(uint i)
-{
-#if A_F16
-	return unpack4(a[i]);
-#else
-	return a[i];
-#endif
-}
-
-vec4 load_w(uint i)
-{
-#if A_F16
-	return unpack4(w[i]);
-#else
-	return w[i];
-#endif
-}
+#include "gemm_load.glsl"
 
 void main()
 {

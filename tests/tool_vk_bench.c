@@ -26,18 +26,7 @@
 #include "model.h"
 #include "threadpool.h"
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
+#include "benchutil.h"
 
 static int tokenize(const char *model, const char *corpus, const char *out)
 {
