@@ -59,25 +59,12 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 
 # --- shaders: GLSL -> SPIR-V (glslc) -> one C file of byte arrays, linked into the engine.
 # Each shaders/*.comp is a kernel or a variant of one (a few #defines, then an #include of a
-# shared .glsl). spirv-opt (-O) runs on all but the cooperative-matrix shaders, which are
-# left unoptimised: llama.cpp's Vulkan backend saw miscompiles there, and the driver
-# optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader.
-GLSLC_FLAGS_gemm_cm   := -O0
-GLSLC_FLAGS_gemm_cm_h := -O0
-GLSLC_FLAGS_attn_cm   := -O0
-GLSLC_FLAGS_gemm_cm_s := -O0
-GLSLC_FLAGS_gemm_cm_hs := -O0
-GLSLC_FLAGS_gemm_cm_t := -O0
-GLSLC_FLAGS_gemm_cm_ht := -O0
-GLSLC_FLAGS_gemm_cm_w := -O0
-GLSLC_FLAGS_gemm_cm_hw := -O0
-GLSLC_FLAGS_gemm_cm_w4 := -O0
-GLSLC_FLAGS_gemm_cm_hw4 := -O0
-GLSLC_FLAGS_gemm_cm_v := -O0
-GLSLC_FLAGS_gemm_cm_hv := -O0
+# shared .glsl). spirv-opt (-O) runs on all but the cooperative-matrix shaders (named
+# *_cm*), which are left unoptimised: llama.cpp's Vulkan backend saw miscompiles there, and
+# the driver optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader.
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)
-	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),-O) -Ishaders -o $@ $<
+	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),$(if $(findstring _cm,$*),-O0,-O)) -Ishaders -o $@ $<
 
 $(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.sh
 	sh scripts/spv-embed.sh $(filter %.spv,$^) > $@

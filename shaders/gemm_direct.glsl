@@ -9,27 +9,7 @@
 
 layout(local_size_x = 8, local_size_y = 8) in;
 
-layout(push_constant) uniform PC {
-	uint M, N, K;
-	uint bias_off;
-	uint act;
-} pc;
-
-#if A_F16
-layout(std430, binding = 0) readonly buffer A_ { uvec2 a[]; };
-layout(std430, binding = 1) readonly buffer W_ { uvec2 w[]; };
-#else
-layout(std430, binding = 0) readonly buffer A_ { vec4 a[]; };
-layout(std430, binding = 1) readonly buffer W_ { vec4 w[]; };
-#endif
-layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
-#if C_F16
-layout(std430, binding = 3) writeonly buffer C_ { uvec2 c[]; };
-#else
-layout(std430, binding = 3) writeonly buffer C_ { vec4 c[]; };
-#endif
-
-#include "gemm_load.glsl"
+#include "gemm_io.glsl"
 
 void main()
 {

@@ -10,25 +10,7 @@
 
 layout(local_size_x = 256) in;
 
-layout(push_constant) uniform PC {
-	uint M, N, K;
-	uint bias_off;  // float offset of the bias in wvec
-	uint act;
-} pc;
-
-#if A_F16
-layout(std430, binding = 0) readonly buffer A_ { uvec2 a[]; };
-layout(std430, binding = 1) readonly buffer W_ { uvec2 w[]; };
-#else
-layout(std430, binding = 0) readonly buffer A_ { vec4 a[]; };
-layout(std430, binding = 1) readonly buffer W_ { vec4 w[]; };
-#endif
-layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
-#if C_F16
-layout(std430, binding = 3) writeonly buffer C_ { uvec2 c[]; };
-#else
-layout(std430, binding = 3) writeonly buffer C_ { vec4 c[]; };
-#endif
+#include "gemm_io.glsl"
 
 const uint BM = 64, BN = 64, BK = 16;
 
@@ -36,7 +18,6 @@ const uint BM = 64, BN = 64, BK = 16;
 shared float As[BK][BM + 1];
 shared vec4 Ws[BK][BN / 4];
 
-#include "gemm_load.glsl"
 
 void main()
 {

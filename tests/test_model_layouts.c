@@ -165,6 +165,19 @@ static void write_st_files(const char *dir, const char *pooling, int max_seq)
 	}
 }
 
+/* Writes a complete model directory root/name: config, tokenizer, sentence-transformers
+ * files and generated weights. The path goes to dir[512]. */
+static void make_model(const char *root, const char *name, const shape *s, const char *pooling,
+		       int max_seq, int dtype, char dir[512])
+{
+	snprintf(dir, 512, "%s/%s", root, name);
+	mkdir(dir, 0755);
+	write_config(dir, s, "bert");
+	copy_tokenizer(dir);
+	write_st_files(dir, pooling, max_seq);
+	write_weights(dir, s, dtype, NULL);
+}
+
 static int encode(const char *dir, const char *const *texts, int n, float *out, emb_err *err)
 {
 	embed_options o;
@@ -234,12 +247,7 @@ static void test_bge_layout(const char *root)
 {
 	shape s = { 30522, 384, 12, 1536, 512 }; /* bge-small-en-v1.5 */
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/bge-small-en-v1.5", root);
-	mkdir(dir, 0755);
-	write_config(dir, &s, "bert");
-	copy_tokenizer(dir);
-	write_st_files(dir, "cls", 512);
-	write_weights(dir, &s, F16, NULL);
+	make_model(root, "bge-small-en-v1.5", &s, "cls", 512, F16, dir);
 	emb_err err = { 0 };
 	embed_model *m;
 	int rc = embed_open(dir, NULL, &m, &err);
@@ -287,12 +295,7 @@ static void test_bad_dirs(const char *root)
 {
 	shape s = { 30522, 64, 2, 128, 512 };
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/small", root);
-	mkdir(dir, 0755);
-	write_config(dir, &s, "bert");
-	copy_tokenizer(dir);
-	write_st_files(dir, "mean", 128);
-	write_weights(dir, &s, F32, NULL);
+	make_model(root, "small", &s, "mean", 128, F32, dir);
 	emb_err err = { 0 };
 	embed_model *m;
 	CHECK(embed_open(dir, NULL, &m, &err) == EMB_OK, "small model: %s", err.msg);
