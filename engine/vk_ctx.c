@@ -266,14 +266,22 @@ static int create_device(vk_ctx *c, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &ne, ext);
 	int ext_cm = has_ext(ext, ne, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+	/* EMBED_VK_STATS: ask the driver for each pipeline's statistics (registers, spills,
+	 * shared memory) where it offers them; for kernel tuning only. */
+	int ext_stats = getenv("EMBED_VK_STATS") &&
+			has_ext(ext, ne, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
 	free(ext);
 
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
 	};
+	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+		.pNext = ext_cm ? &cmf : NULL,
+	};
 	VkPhysicalDeviceVulkan12Features f12 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-		.pNext = ext_cm ? &cmf : NULL,
+		.pNext = ext_stats ? (void *)&pef : ext_cm ? (void *)&cmf : NULL,
 	};
 	VkPhysicalDeviceVulkan11Features f11 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
@@ -301,14 +309,21 @@ static int create_device(vk_ctx *c, emb_err *err)
 	if (getenv("EMBED_VK_NO_COOPMAT"))
 		c->has_coopmat = 0;
 
+	c->capture_stats = ext_stats && pef.pipelineExecutableInfo;
+
 	/* Enable only what the shaders use. */
+	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR en_pe = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+		.pipelineExecutableInfo = VK_TRUE,
+	};
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV en_cm = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+		.pNext = c->capture_stats ? &en_pe : NULL,
 		.cooperativeMatrix = VK_TRUE,
 	};
 	VkPhysicalDeviceVulkan12Features en12 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-		.pNext = c->has_coopmat ? &en_cm : NULL,
+		.pNext = c->has_coopmat ? (void *)&en_cm : c->capture_stats ? (void *)&en_pe : NULL,
 		.shaderFloat16 = (VkBool32)c->has_f16,
 		.vulkanMemoryModel = (VkBool32)c->has_coopmat,
 	};
@@ -324,10 +339,12 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.queueCount = 1,
 		.pQueuePriorities = &prio,
 	};
-	const char *exts[1];
+	const char *exts[2];
 	uint32_t nexts = 0;
 	if (c->has_coopmat)
 		exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+	if (c->capture_stats)
+		exts[nexts++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
 	VkDeviceCreateInfo dci = {
 		.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
 		.pNext = &en11,
@@ -345,6 +362,14 @@ static int create_device(vk_ctx *c, emb_err *err)
 #define CHECK(f) if (!c->f) return emb_errf(err, EMB_EDEVICE, "Vulkan driver lacks " #f);
 	VK_DEVICE_FUNCS(CHECK)
 #undef CHECK
+	if (c->capture_stats) {
+		c->vkGetPipelineExecutablePropertiesKHR = (PFN_vkGetPipelineExecutablePropertiesKHR)
+			c->vkGetDeviceProcAddr(c->device, "vkGetPipelineExecutablePropertiesKHR");
+		c->vkGetPipelineExecutableStatisticsKHR = (PFN_vkGetPipelineExecutableStatisticsKHR)
+			c->vkGetDeviceProcAddr(c->device, "vkGetPipelineExecutableStatisticsKHR");
+		c->capture_stats = c->vkGetPipelineExecutablePropertiesKHR &&
+				   c->vkGetPipelineExecutableStatisticsKHR;
+	}
 	c->vkGetDeviceQueue(c->device, c->queue_family, 0, &c->queue);
 
 	snprintf(c->name, sizeof c->name, "%s (Vulkan %u.%u, %s%s)", c->props.deviceName,
@@ -665,10 +690,17 @@ int vk_pipe_create(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *spec
 		m++;
 	if (!m->name)
 		return emb_errf(err, EMB_EDEVICE, "shader '%s' is not embedded in this build", name);
+	return vk_pipe_create_spv(c, p, m->name, m->words, m->size, spec, nspec, err);
+}
+
+int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *words,
+		       size_t size, const uint32_t *spec, int nspec, emb_err *err)
+{
+	memset(p, 0, sizeof *p);
 	VkShaderModuleCreateInfo smi = {
 		.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-		.codeSize = m->size,
-		.pCode = m->words,
+		.codeSize = size,
+		.pCode = words,
 	};
 	VkShaderModule sm;
 	VkResult r = c->vkCreateShaderModule(c->device, &smi, NULL, &sm);
@@ -687,6 +719,7 @@ int vk_pipe_create(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *spec
 	};
 	VkComputePipelineCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+		.flags = c->capture_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
 		.stage = {
 			.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
 			.stage = VK_SHADER_STAGE_COMPUTE_BIT,
@@ -703,8 +736,48 @@ int vk_pipe_create(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *spec
 		return emb_errf(err, EMB_EDEVICE, "shader '%s' failed to compile on %s: %s", name,
 				c->props.deviceName, vk_result_name(r));
 	}
-	p->name = m->name;
+	p->name = name;
 	return EMB_OK;
+}
+
+void vk_pipe_report(vk_ctx *c, const vk_pipe *p, FILE *f)
+{
+	if (!c->capture_stats || !p->pipe)
+		return;
+	VkPipelineInfoKHR pi = { .sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = p->pipe };
+	uint32_t ne = 0;
+	if (c->vkGetPipelineExecutablePropertiesKHR(c->device, &pi, &ne, NULL) != VK_SUCCESS)
+		return;
+	for (uint32_t e = 0; e < ne; e++) {
+		VkPipelineExecutableInfoKHR ei = {
+			.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+			.pipeline = p->pipe,
+			.executableIndex = e,
+		};
+		VkPipelineExecutableStatisticKHR st[32];
+		uint32_t ns = 32;
+		for (uint32_t i = 0; i < ns; i++)
+			st[i] = (VkPipelineExecutableStatisticKHR){
+				.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
+		VkResult r = c->vkGetPipelineExecutableStatisticsKHR(c->device, &ei, &ns, st);
+		if (r != VK_SUCCESS && r != VK_INCOMPLETE)
+			continue;
+		fprintf(f, "%s:", p->name);
+		for (uint32_t i = 0; i < ns; i++) {
+			fprintf(f, " %s=", st[i].name);
+			switch (st[i].format) {
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+				fprintf(f, "%u", st[i].value.b32); break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+				fprintf(f, "%lld", (long long)st[i].value.i64); break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+				fprintf(f, "%llu", (unsigned long long)st[i].value.u64); break;
+			default:
+				fprintf(f, "%g", st[i].value.f64); break;
+			}
+		}
+		fprintf(f, "\n");
+	}
 }
 
 void vk_pipe_destroy(vk_ctx *c, vk_pipe *p)

@@ -16,6 +16,7 @@
 #include <vulkan/vulkan.h>
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -59,6 +60,8 @@ typedef struct vk_ctx {
 	VK_DEVICE_FUNCS(VK_DECLARE_FN)
 #undef VK_DECLARE_FN
 	PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
+	PFN_vkGetPipelineExecutablePropertiesKHR vkGetPipelineExecutablePropertiesKHR;
+	PFN_vkGetPipelineExecutableStatisticsKHR vkGetPipelineExecutableStatisticsKHR;
 
 	VkInstance instance;
 	VkPhysicalDevice phys;
@@ -74,6 +77,7 @@ typedef struct vk_ctx {
 	int has_f16;        /* shaderFloat16 + storageBuffer16BitAccess */
 	int has_coopmat;    /* NV cooperative matrix 16x16x16 f16*f16+f32, subgroup size 32 */
 	int has_timestamps;
+	int capture_stats;  /* EMBED_VK_STATS set and the driver reports pipeline statistics */
 	uint32_t subgroup_size;
 	float timestamp_ns; /* nanoseconds per timestamp tick */
 
@@ -138,6 +142,16 @@ typedef struct vk_pipe {
  * embedded", "shader 'x' failed to compile on <device>: VK_ERROR_..."). */
 int vk_pipe_create(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *spec, int nspec,
 		   emb_err *err);
+
+/* The same from SPIR-V words at hand (size in bytes, read only during the call), for
+ * tools that try shader variants. */
+int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *words,
+		       size_t size, const uint32_t *spec, int nspec, emb_err *err);
+
+/* Writes the driver's statistics for p (registers, spills, ...) as one line per executable,
+ * when the context captures them (EMBED_VK_STATS set at open and the driver offers
+ * VK_KHR_pipeline_executable_properties); nothing otherwise. */
+void vk_pipe_report(vk_ctx *c, const vk_pipe *p, FILE *f);
 
 void vk_pipe_destroy(vk_ctx *c, vk_pipe *p);
 

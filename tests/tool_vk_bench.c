@@ -6,6 +6,7 @@
  *       as sentence-transformers does; needs the tokenizer, so it runs where the model is)
  *   tool_vk_bench run MODEL_DIR IDS.bin [--batches 1,2,10,50,100,1000] [--precision P]
  *       [--threads N] [--no-cpu] [--check] [--gpu N (lavapipe allowed)] [--max-batches N]
+ *       [--budget TOKENS (tokens per pass through the activations)]
  *
  * IDS.bin: uint32 document count, then per document a uint32 length and that many int32 ids.
  * Documents are sorted by length and each batch is B consecutive documents (length-sorted
@@ -110,7 +111,7 @@ int main(int argc, char **argv)
 	if (argc < 4 || strcmp(argv[1], "run")) {
 		fprintf(stderr, "usage: tool_vk_bench tokenize MODEL_DIR CORPUS.jsonl IDS.bin\n"
 				"       tool_vk_bench run MODEL_DIR IDS.bin [--batches LIST] [--precision "
-				"fp32|fp16|default] [--threads N] [--no-cpu] [--check] [--gpu N] [--max-batches N]\n");
+				"fp32|fp16|default] [--threads N] [--no-cpu] [--check] [--gpu N] [--max-batches N] [--budget TOKENS]\n");
 		return 2;
 	}
 	const char *model = argv[2], *idsfile = argv[3];
@@ -129,6 +130,8 @@ int main(int argc, char **argv)
 			threads = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--gpu") && i + 1 < argc)
 			vo.gpu_index = atoi(argv[++i]), vo.allow_cpu = 1; /* explicit: lavapipe too */
+		else if (!strcmp(argv[i], "--budget") && i + 1 < argc)
+			vo.token_budget = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--max-batches") && i + 1 < argc)
 			max_batches = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--no-cpu"))

@@ -1,0 +1,269 @@
+/* tool_vk_gemm — times single cooperative-matrix GEMM kernels on the transformer's four
+ * product shapes, so that tile and layout variants can be compared in one GPU session
+ * without the rest of the forward pass around them. Each variant is checked against a
+ * double-precision product of the same f16 inputs before it is timed.
+ *
+ *   tool_vk_gemm [--M rows] [--reps N] SPEC...
+ *   SPEC = SHADER:TN:TM:OUT[:TILES[:DIRECT]]
+ *     SHADER  an embedded shader name (gemm_cm_hw4) or a .spv file (compiled with other
+ *             -D settings by scripts/gemm-variants)
+ *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1);
+ *             DIRECT 0 makes products without activation use the staged epilogue
+ *     OUT     h (f16 output: runs the qkv product, and the up product with GELU) or
+ *             f (f32 output: the out and down products); H or F: the same, unchecked
+ *             (for diagnostic kernels that skip part of the work)
+ *
+ * With EMBED_VK_STATS=1 the driver's statistics for each pipeline (registers, spills) are
+ * printed where it offers them. Output: one line per (variant, product). */
+#include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk_ctx.h"
+
+typedef struct { uint32_t M, N, K, bias_off, act, direct; } pc_gemm;
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static float h2f(uint16_t h) { return _cvtsh_ss(h); }
+static uint16_t f2h(float f) { return _cvtss_sh(f, 0); }
+
+static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+
+static void *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	void *p = malloc((size_t)len + 4);
+	if (p && fread(p, 1, (size_t)len, f) != (size_t)len) {
+		free(p);
+		p = NULL;
+	}
+	fclose(f);
+	*n = (size_t)len;
+	return p;
+}
+
+static void die(const emb_err *e)
+{
+	fprintf(stderr, "tool_vk_gemm: %s\n", e->msg);
+	exit(1);
+}
+
+int main(int argc, char **argv)
+{
+	uint32_t M = 32768;
+	int reps = 30, first = 1;
+	for (; first < argc && argv[first][0] == '-'; first++) {
+		if (!strcmp(argv[first], "--M") && first + 1 < argc)
+			M = (uint32_t)atoi(argv[++first]);
+		else if (!strcmp(argv[first], "--reps") && first + 1 < argc)
+			reps = atoi(argv[++first]);
+		else {
+			fprintf(stderr, "usage: tool_vk_gemm [--M rows] [--reps N] SHADER:TN:TM:h|f[:TILES]...\n");
+			return 2;
+		}
+	}
+	emb_err err;
+	vk_ctx c;
+	if (vk_ctx_open(&c, -1, 0, &err))
+		die(&err);
+	if (!c.has_coopmat) {
+		fprintf(stderr, "tool_vk_gemm: %s has no NV cooperative matrices\n", c.name);
+		return 77;
+	}
+	printf("device: %s, M = %u, %d dispatches timed per product\n", c.name, M, reps);
+
+	const uint32_t KMAX = 1536, NMAX = 1536, MPAD = M + 1024;
+	vk_buf A, W, V, C, HC;
+	if (vk_buf_create(&c, &A, (VkDeviceSize)MPAD * KMAX * 2, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &W, (VkDeviceSize)NMAX * KMAX * 2, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &V, NMAX * 4, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &C, (VkDeviceSize)MPAD * NMAX * 4, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &HC, (VkDeviceSize)MPAD * NMAX * 4, VK_MEM_HOST, &err))
+		die(&err);
+	/* Inputs: A ~ U(-1,1), W ~ U(-1,1)/sqrt(K) per shape, bias ~ U(-0.5,0.5). A is filled for
+	 * the widest K; a product with smaller K reads its rows with its own stride. */
+	uint16_t *a = malloc((size_t)MPAD * KMAX * 2), *wt = malloc((size_t)NMAX * KMAX * 2);
+	float *bias = malloc(NMAX * 4);
+	for (size_t i = 0; i < (size_t)MPAD * KMAX; i++)
+		a[i] = f2h(frand());
+	for (uint32_t i = 0; i < NMAX; i++)
+		bias[i] = 0.5f * frand();
+	if (vk_upload(&c, &A, 0, a, (size_t)MPAD * KMAX * 2, &err) ||
+	    vk_upload(&c, &V, 0, bias, NMAX * 4, &err))
+		die(&err);
+
+	static const struct { const char *name; uint32_t N, K, act, f16; } shapes[4] = {
+		{ "qkv", 1152, 384, 0, 1 }, { "out", 384, 384, 0, 0 },
+		{ "up+gelu", 1536, 384, 1, 1 }, { "down", 384, 1536, 0, 0 },
+	};
+
+	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_BINDINGS };
+	VkDescriptorPoolCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+					   .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps };
+	VkDescriptorPool pool;
+	c.vkCreateDescriptorPool(c.device, &pci, NULL, &pool);
+	VkDescriptorSetAllocateInfo dai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+					    .descriptorPool = pool, .descriptorSetCount = 1,
+					    .pSetLayouts = &c.dsl };
+	VkDescriptorSet ds;
+	c.vkAllocateDescriptorSets(c.device, &dai, &ds);
+	VkDescriptorBufferInfo bi[VK_BINDINGS] = {
+		{ A.buf, 0, VK_WHOLE_SIZE }, { W.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
+		{ C.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
+	};
+	VkWriteDescriptorSet wr[VK_BINDINGS];
+	for (int i = 0; i < VK_BINDINGS; i++)
+		wr[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+						.dstSet = ds, .dstBinding = (uint32_t)i,
+						.descriptorCount = 1,
+						.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+						.pBufferInfo = &bi[i] };
+	c.vkUpdateDescriptorSets(c.device, VK_BINDINGS, wr, 0, NULL);
+
+	VkQueryPool qp;
+	VkQueryPoolCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+				      .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2 };
+	c.vkCreateQueryPool(c.device, &qci, NULL, &qp);
+	VkCommandBuffer cb;
+	if (vk_cmd_alloc(&c, &cb, &err))
+		die(&err);
+
+	int bad = 0;
+	for (int v = first; v < argc; v++) {
+		char spec[512], *tok[6] = { 0 };
+		snprintf(spec, sizeof spec, "%s", argv[v]);
+		int nt = 0;
+		for (char *p = strtok(spec, ":"); p && nt < 6; p = strtok(NULL, ":"))
+			tok[nt++] = p;
+		if (nt < 4) {
+			fprintf(stderr, "tool_vk_gemm: bad spec %s\n", argv[v]);
+			return 2;
+		}
+		const uint32_t tn = (uint32_t)atoi(tok[1]), tm = (uint32_t)atoi(tok[2]);
+		const uint32_t tiles = nt > 4 ? (uint32_t)atoi(tok[4]) : 1;
+		const uint32_t direct = nt > 5 ? (uint32_t)atoi(tok[5]) : 1;
+		const int f16 = tok[3][0] == 'h' || tok[3][0] == 'H';
+		const int nocheck = tok[3][0] == 'H' || tok[3][0] == 'F'; /* diagnostic kernels */
+		vk_pipe p;
+		int rc;
+		if (strstr(tok[0], ".spv")) {
+			size_t n;
+			uint32_t *words = read_file(tok[0], &n);
+			if (!words) {
+				perror(tok[0]);
+				return 1;
+			}
+			rc = vk_pipe_create_spv(&c, &p, tok[0], words, n, NULL, 0, &err);
+			free(words);
+		} else {
+			rc = vk_pipe_create(&c, &p, tok[0], NULL, 0, &err);
+		}
+		if (rc) {
+			printf("%s: %s\n", argv[v], err.msg);
+			bad++;
+			continue;
+		}
+		vk_pipe_report(&c, &p, stdout);
+		for (int s = 0; s < 4; s++) {
+			if ((int)shapes[s].f16 != f16)
+				continue;
+			const uint32_t N = shapes[s].N, K = shapes[s].K;
+			if (N % tn) {
+				printf("%-40s %-8s skipped: N %% %u\n", argv[v], shapes[s].name, tn);
+				continue;
+			}
+			const float ws = 1.0f / sqrtf((float)K);
+			for (size_t i = 0; i < (size_t)N * K; i++)
+				wt[i] = f2h(ws * frand());
+			if (vk_upload(&c, &W, 0, wt, (size_t)N * K * 2, &err))
+				die(&err);
+			pc_gemm pcg = { M, N, K, 0, shapes[s].act, direct };
+			const uint32_t gx = N / tn, gy = (M + tm * tiles - 1) / (tm * tiles);
+			for (int round = 0; round < 2; round++) {
+				/* round 0: one dispatch, checked; round 1: reps dispatches, timed */
+				const int n = round ? reps : 1;
+				vk_cmd_begin(&c, cb, &err);
+				c.vkCmdResetQueryPool(cb, qp, 0, 2);
+				c.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
+				c.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, c.layout, 0, 1,
+							  &ds, 0, NULL);
+				c.vkCmdPushConstants(cb, c.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+						     sizeof pcg, &pcg);
+				c.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, qp, 0);
+				for (int r = 0; r < n; r++) {
+					c.vkCmdDispatch(cb, gx, gy, 1);
+					vk_cmd_barrier(&c, cb);
+				}
+				c.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, qp, 1);
+				if (!round) {
+					VkBufferCopy cp = { 0, 0, (VkDeviceSize)M * N * (f16 ? 2 : 4) };
+					c.vkCmdCopyBuffer(cb, C.buf, HC.buf, 1, &cp);
+				}
+				if (vk_submit_wait(&c, cb, 60000, &err))
+					die(&err);
+				c.vkResetCommandBuffer(cb, 0);
+				if (!round && nocheck)
+					continue;
+				if (!round) {
+					/* 4096 random elements (and the last row) against double sums */
+					double maxerr = 0;
+					for (int q = 0; q < 4096 + (int)N; q++) {
+						uint32_t r = q < 4096 ? (uint32_t)((rng = rng * 6364136223846793005ull + 1) >> 33) % M : M - 1;
+						uint32_t col = q < 4096 ? (uint32_t)(rng >> 13) % N : (uint32_t)(q - 4096);
+						double ref = bias[col];
+						for (uint32_t k = 0; k < K; k++)
+							ref += (double)h2f(a[(size_t)r * K + k]) * h2f(wt[(size_t)col * K + k]);
+						if (shapes[s].act)
+							ref = gelu(ref);
+						double got = f16 ? h2f(((uint16_t *)HC.map)[(size_t)r * N + col])
+								 : ((float *)HC.map)[(size_t)r * N + col];
+						double e = fabs(got - ref) / (1.0 + fabs(ref));
+						if (!(e <= maxerr))
+							maxerr = isnan(e) ? INFINITY : e;
+					}
+					const double bar = f16 ? 2e-3 : 1e-4;
+					if (!(maxerr <= bar)) {
+						printf("%-40s %-8s WRONG: max rel error %.3g (bar %.0e)\n", argv[v],
+						       shapes[s].name, maxerr, bar);
+						bad++;
+						break;
+					}
+					continue;
+				}
+				uint64_t t[2];
+				c.vkGetQueryPoolResults(c.device, qp, 0, 2, sizeof t, t, 8,
+							VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+				const double us = (double)(t[1] - t[0]) * c.timestamp_ns / 1e3 / reps;
+				printf("%-40s %-8s %8.1f us  %6.1f TFLOP/s  grid %ux%u\n", argv[v],
+				       shapes[s].name, us, 2.0 * M * N * K / (us * 1e6), gx, gy);
+			}
+		}
+		fflush(stdout);
+		vk_pipe_destroy(&c, &p);
+	}
+	c.vkDestroyQueryPool(c.device, qp, NULL);
+	c.vkDestroyDescriptorPool(c.device, pool, NULL);
+	vk_buf *bufs[] = { &A, &W, &V, &C, &HC };
+	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+		vk_buf_destroy(&c, bufs[i]);
+	vk_ctx_close(&c);
+	free(a);
+	free(wt);
+	free(bias);
+	return bad ? 1 : 0;
+}
