@@ -35,27 +35,31 @@ static const char *const step_name[ST_N] = {
 	"add_layernorm (ffn)", "pool_normalize",
 };
 
-enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH, P_GEMM_CM,
-       P_GEMM_CM_H, P_GEMM_CM_S, P_GEMM_CM_HS, P_GEMM_CM_T, P_GEMM_CM_HT, P_N };
-/* Output tile of each GEMM pipeline (columns, rows per workgroup). */
+/* Pipelines. The cooperative-matrix products come in three tile sizes (L large, S 64x64, T
+ * 32x64), each with f32 output, f16 output, and f16 output with the activation (a
+ * specialization constant of the same shader). */
+enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH,
+       P_CM_L, P_CM_LH, P_CM_LHA, P_CM_S, P_CM_HS, P_CM_HSA, P_CM_T, P_CM_HT, P_CM_HTA, P_N };
+/* Output tile of each GEMM pipeline (columns, rows per workgroup; L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_H] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
-	[P_GEMM_CM] = { 128, 128 }, [P_GEMM_CM_H] = { 128, 128 }, /* or b->big_tn x big_tm */
-	[P_GEMM_CM_S] = { 64, 64 }, [P_GEMM_CM_HS] = { 64, 64 },
-	[P_GEMM_CM_T] = { 64, 32 }, [P_GEMM_CM_HT] = { 64, 32 },
+	[P_CM_L] = { 64, 256 }, [P_CM_LH] = { 64, 256 }, [P_CM_LHA] = { 64, 256 },
+	[P_CM_S] = { 64, 64 }, [P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
+	[P_CM_T] = { 64, 32 }, [P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
 };
-/* A cooperative-matrix product whose 128x128 grid has fewer workgroups than this runs with
- * 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still below
- * it: an H200 has 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured on the
- * H200 (ms a batch): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39 to 0.53 with
- * 32x64; 2 texts 0.48 (64x64), 0.43 (32x64); 10 texts 0.99 (64x64), 1.04 (32x64).
- * EMBED_VK_SMALL_TILES=0 keeps 128x128, =1 forces 64x64, =2 32x64 (for comparisons). */
+/* A cooperative-matrix product whose large-tile grid has fewer workgroups than this runs
+ * with 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still
+ * below it: an H200 has 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured
+ * on the H200 (ms a batch, round 2): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39
+ * to 0.53 with 32x64; 2 texts 0.48 (64x64), 0.43 (32x64); 10 texts 0.99 (64x64), 1.04
+ * (32x64). EMBED_VK_SMALL_TILES=0 keeps the large tiles, =1 forces 64x64, =2 32x64 (for
+ * comparisons). */
 #define SMALL_GRID 132
 enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
-typedef struct { uint32_t M, N, K, bias_off, act, direct; } pc_gemm;
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; } pc_attn;
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
@@ -92,9 +96,7 @@ struct vk_backend {
 	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
-	int small_tiles;   /* small grids: 0 keep 128x128, 1 use 64x64, 2 use 32x64, 3 auto */
-	uint32_t big_tn, big_tm; /* large products' tile: columns, rows (EMBED_VK_BIG_TILE) */
-	int direct_out;    /* cooperative-matrix products without activation store directly */
+	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
 	VkDescriptorPool dpool;
 	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
 	layer_off *lo;
@@ -419,28 +421,6 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
-	/* EMBED_VK_DIRECT_OUT=0: the staged epilogue for every product (for comparisons) */
-	const char *de = getenv("EMBED_VK_DIRECT_OUT");
-	b->direct_out = !(de && !strcmp(de, "0"));
-	/* The large products run on 128x64 tiles with the 8 subgroups laid out 4 x 2 (32x32
-	 * each): half the accumulators of a 128x128 tile, so two workgroups fit an SM's
-	 * registers, and 2 + 2 fragment loads per 4 MMAs. H200, batch 1000: 16,590 docs/s
-	 * against 15,770 with 128x128 tiles. EMBED_VK_BIG_TILE picks another kernel for A/B
-	 * runs: 0 128x128, 1 128x64 with 2 x 4 subgroups (16,060), 4 the default, 6 64x128 with
-	 * 2 x 4 (16,580), 7 64x64 (the small-grid kernel). Dropped after measuring: 128x64 with
-	 * 32-wide K steps (15,510), double-buffered shared memory with 32-wide K steps (128x128
-	 * 14,660, 128x64 14,160: 48 KB of shared memory leave no room for two 64-wide buffers). */
-	static const struct { const char *f32, *f16; uint32_t tn, tm; } big[8] = {
-		[0] = { "gemm_cm", "gemm_cm_h", 128, 128 }, [1] = { "gemm_cm_w", "gemm_cm_hw", 64, 128 },
-		[4] = { "gemm_cm_w4", "gemm_cm_hw4", 64, 128 }, [6] = { "gemm_cm_v", "gemm_cm_hv", 128, 64 },
-		[7] = { "gemm_cm_s", "gemm_cm_hs", 64, 64 },
-	};
-	const char *bte = getenv("EMBED_VK_BIG_TILE");
-	int bt = bte ? atoi(bte) : 4;
-	if (bt < 0 || bt > 7 || !big[bt].f32)
-		bt = 4;
-	b->big_tn = big[bt].tn;
-	b->big_tm = big[bt].tm;
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
@@ -450,18 +430,19 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
 		[P_GEMM_H] = h ? (cpu ? "gemm_h_cpu" : "gemm_h") : NULL,
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
-		[P_GEMM_CM] = b->prec == PREC_COOPMAT ? big[bt].f32 : NULL,
-		[P_GEMM_CM_H] = b->prec == PREC_COOPMAT ? big[bt].f16 : NULL,
-		[P_GEMM_CM_S] = b->prec == PREC_COOPMAT ? "gemm_cm_s" : NULL,
-		[P_GEMM_CM_HS] = b->prec == PREC_COOPMAT ? "gemm_cm_hs" : NULL,
-		[P_GEMM_CM_T] = b->prec == PREC_COOPMAT ? "gemm_cm_t" : NULL,
-		[P_GEMM_CM_HT] = b->prec == PREC_COOPMAT ? "gemm_cm_ht" : NULL,
+		[P_CM_L] = "gemm_cm_l", [P_CM_LH] = "gemm_cm_lh", [P_CM_LHA] = "gemm_cm_lh",
+		[P_CM_S] = "gemm_cm_s", [P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
+		[P_CM_T] = "gemm_cm_t", [P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
+	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	for (int i = 0; i < P_N; i++) {
-		if (!names[i])
+		if (!names[i] || (i >= P_CM_L && b->prec != PREC_COOPMAT))
 			continue;
-		uint32_t spec[1] = { b->D };
-		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec, i == P_ATTN ? 1 : 0, err);
+		/* specialization constant 0: head size (attention), activation (products) */
+		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA;
+		uint32_t spec[1] = { i == P_ATTN ? b->D : act };
+		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec,
+					i == P_ATTN || with_act ? 1 : 0, err);
 		if (rc)
 			return rc;
 	}
@@ -470,8 +451,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	for (int g = 0; g < 4; g++) {
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
-		else if (b->prec == PREC_COOPMAT && N[g] % 128 == 0 && K[g] % 64 == 0)
-			b->gemm_pipe[g] = f16out[g] ? P_GEMM_CM_H : P_GEMM_CM;
+		else if (b->prec == PREC_COOPMAT && N[g] % 64 == 0 && K[g] % 64 == 0)
+			b->gemm_pipe[g] = g == G_UP ? P_CM_LHA : f16out[g] ? P_CM_LH : P_CM_L;
 		else
 			b->gemm_pipe[g] = f16out[g] ? P_GEMM_HH : P_GEMM_H;
 	}
@@ -583,9 +564,26 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	/* Token budget: as asked (or the default), no larger than the device lets one buffer
 	 * be, at least one longest sequence; halved while the device is out of memory. */
 	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-	uint64_t budget = opt->token_budget > 0 ? (uint64_t)opt->token_budget : is_cpu ? 8192 : 32768;
 	const uint64_t widest = (uint64_t)(3 * b->H > b->I ? 3 * b->H : b->I) *
 				(b->prec == PREC_FP32 ? 4 : 2);
+	/* Default on a GPU: activations for up to 256k tokens, at most an eighth of the largest
+	 * device-local heap. Fewer passes through the layers mean fewer drains of the GPU
+	 * between dependent dispatches: on an H200 batch 1000 ran 17,283 docs/s with a budget of
+	 * 32k tokens, 17,996 with 128k and 18,169 with 256k. */
+	uint64_t budget = (uint64_t)opt->token_budget;
+	if (opt->token_budget <= 0 && is_cpu) {
+		budget = 8192;
+	} else if (opt->token_budget <= 0) {
+		VkDeviceSize heap = 0;
+		for (uint32_t i = 0; i < b->c.mem.memoryHeapCount; i++)
+			if (b->c.mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT &&
+			    b->c.mem.memoryHeaps[i].size > heap)
+				heap = b->c.mem.memoryHeaps[i].size;
+		const uint64_t ea = b->prec == PREC_FP32 ? 4 : 2; /* as in alloc_activations */
+		const uint64_t row = (uint64_t)b->H * (4 + 2 + 4) + (uint64_t)(4 * b->H + b->I) * ea;
+		budget = heap / 8 / row;
+		budget = budget < 32768 ? 32768 : budget > 262144 ? 262144 : budget;
+	}
 	const uint64_t range_rows = b->c.props.limits.maxStorageBufferRange / widest;
 	if (budget + ROWPAD > range_rows)
 		budget = range_rows > ROWPAD ? range_rows - ROWPAD : 0;
@@ -708,19 +706,16 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, (uint32_t)b->direct_out };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
-	if (b->small_tiles && (p == P_GEMM_CM || p == P_GEMM_CM_H) && N[g] % 64 == 0 &&
-	    (N[g] / 128) * ((M + 127) / 128) < SMALL_GRID) {
-		const int f16 = p == P_GEMM_CM_H;
+	if (b->small_tiles && p >= P_CM_L && p <= P_CM_LHA &&
+	    (N[g] / 64) * ((M + 255) / 256) < SMALL_GRID) {
 		int t = b->small_tiles;
 		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
 			t = (N[g] / 64) * ((M + 63) / 64) < SMALL_GRID ? 2 : 1;
-		p = t == 2 ? (f16 ? P_GEMM_CM_HT : P_GEMM_CM_T) : (f16 ? P_GEMM_CM_HS : P_GEMM_CM_S);
+		p += (t == 2 ? P_CM_T : P_CM_S) - P_CM_L; /* same output kind, smaller tile */
 	}
 	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
-	if (p == P_GEMM_CM || p == P_GEMM_CM_H)
-		tn = b->big_tn, tm = b->big_tm;
 	if (b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && tn == 64)
 		tn = tm = 32;
 	dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc, (N[g] + tn - 1) / tn,

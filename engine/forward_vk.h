@@ -38,8 +38,9 @@ typedef struct vk_options {
 	int gpu_index;    /* -1: choose (env EMBED_GPU, else discrete, integrated, virtual) */
 	int allow_cpu;    /* nonzero: a CPU Vulkan implementation (lavapipe) may be chosen */
 	vk_precision precision;
-	int token_budget; /* tokens per pass through the activations; 0 = 32768 on a GPU,
-			     8192 on a CPU implementation; clamped to the device's limits */
+	int token_budget; /* tokens per pass through the activations; 0 = as many as an
+			     eighth of the GPU's memory holds, 32768 to 262144 (8192 on a CPU
+			     implementation); clamped to the device's limits */
 	int max_seq;      /* longest sequence accepted; 0 = cfg->max_positions */
 } vk_options;
 

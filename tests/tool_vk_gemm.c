@@ -4,11 +4,10 @@
  * double-precision product of the same f16 inputs before it is timed.
  *
  *   tool_vk_gemm [--M rows] [--reps N] SPEC...
- *   SPEC = SHADER:TN:TM:OUT[:TILES[:DIRECT]]
+ *   SPEC = SHADER:TN:TM:OUT[:TILES]
  *     SHADER  an embedded shader name (gemm_cm_hw4) or a .spv file (compiled with other
  *             -D settings by scripts/gemm-variants)
- *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1);
- *             DIRECT 0 makes products without activation use the staged epilogue
+ *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1)
  *     OUT     h (f16 output: runs the qkv product, and the up product with GELU) or
  *             f (f32 output: the out and down products); H or F: the same, unchecked
  *             (for diagnostic kernels that skip part of the work)
@@ -23,7 +22,7 @@
 
 #include "vk_ctx.h"
 
-typedef struct { uint32_t M, N, K, bias_off, act, direct; } pc_gemm;
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) /* uniform in [-1, 1) */
@@ -145,10 +144,10 @@ int main(int argc, char **argv)
 
 	int bad = 0;
 	for (int v = first; v < argc; v++) {
-		char spec[512], *tok[6] = { 0 };
+		char spec[512], *tok[5] = { 0 };
 		snprintf(spec, sizeof spec, "%s", argv[v]);
 		int nt = 0;
-		for (char *p = strtok(spec, ":"); p && nt < 6; p = strtok(NULL, ":"))
+		for (char *p = strtok(spec, ":"); p && nt < 5; p = strtok(NULL, ":"))
 			tok[nt++] = p;
 		if (nt < 4) {
 			fprintf(stderr, "tool_vk_gemm: bad spec %s\n", argv[v]);
@@ -156,29 +155,31 @@ int main(int argc, char **argv)
 		}
 		const uint32_t tn = (uint32_t)atoi(tok[1]), tm = (uint32_t)atoi(tok[2]);
 		const uint32_t tiles = nt > 4 ? (uint32_t)atoi(tok[4]) : 1;
-		const uint32_t direct = nt > 5 ? (uint32_t)atoi(tok[5]) : 1;
 		const int f16 = tok[3][0] == 'h' || tok[3][0] == 'H';
 		const int nocheck = tok[3][0] == 'H' || tok[3][0] == 'F'; /* diagnostic kernels */
-		vk_pipe p;
-		int rc;
-		if (strstr(tok[0], ".spv")) {
-			size_t n;
-			uint32_t *words = read_file(tok[0], &n);
-			if (!words) {
-				perror(tok[0]);
-				return 1;
+		/* two pipelines: without and with the activation (specialization constant 0) */
+		vk_pipe pp[2];
+		int rc = 0;
+		for (uint32_t act = 0; act < 2 && !rc; act++) {
+			if (strstr(tok[0], ".spv")) {
+				size_t n;
+				uint32_t *words = read_file(tok[0], &n);
+				if (!words) {
+					perror(tok[0]);
+					return 1;
+				}
+				rc = vk_pipe_create_spv(&c, &pp[act], tok[0], words, n, &act, 1, &err);
+				free(words);
+			} else {
+				rc = vk_pipe_create(&c, &pp[act], tok[0], &act, 1, &err);
 			}
-			rc = vk_pipe_create_spv(&c, &p, tok[0], words, n, NULL, 0, &err);
-			free(words);
-		} else {
-			rc = vk_pipe_create(&c, &p, tok[0], NULL, 0, &err);
 		}
 		if (rc) {
 			printf("%s: %s\n", argv[v], err.msg);
 			bad++;
 			continue;
 		}
-		vk_pipe_report(&c, &p, stdout);
+		vk_pipe_report(&c, &pp[0], stdout);
 		for (int s = 0; s < 4; s++) {
 			if ((int)shapes[s].f16 != f16)
 				continue;
@@ -192,14 +193,15 @@ int main(int argc, char **argv)
 				wt[i] = f2h(ws * frand());
 			if (vk_upload(&c, &W, 0, wt, (size_t)N * K * 2, &err))
 				die(&err);
-			pc_gemm pcg = { M, N, K, 0, shapes[s].act, direct };
+			pc_gemm pcg = { M, N, K, 0, shapes[s].act };
 			const uint32_t gx = N / tn, gy = (M + tm * tiles - 1) / (tm * tiles);
 			for (int round = 0; round < 2; round++) {
 				/* round 0: one dispatch, checked; round 1: reps dispatches, timed */
 				const int n = round ? reps : 1;
 				vk_cmd_begin(&c, cb, &err);
 				c.vkCmdResetQueryPool(cb, qp, 0, 2);
-				c.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
+				c.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE,
+						  pp[shapes[s].act != 0].pipe);
 				c.vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, c.layout, 0, 1,
 							  &ds, 0, NULL);
 				c.vkCmdPushConstants(cb, c.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
@@ -254,7 +256,8 @@ int main(int argc, char **argv)
 			}
 		}
 		fflush(stdout);
-		vk_pipe_destroy(&c, &p);
+		vk_pipe_destroy(&c, &pp[0]);
+		vk_pipe_destroy(&c, &pp[1]);
 	}
 	c.vkDestroyQueryPool(c.device, qp, NULL);
 	c.vkDestroyDescriptorPool(c.device, pool, NULL);

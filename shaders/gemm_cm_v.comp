@@ -1,7 +1,0 @@
-// gemm_cm_v.comp — cooperative-matrix GEMM, 64x128 tiles (EMBED_VK_BIG_TILE=6),
-// f16 in, fp32 output (see gemm_coopmat.glsl).
-#version 450
-#define C_F16 0
-#define TILE_M 64
-#define TILE_N 128
-#include "gemm_coopmat.glsl"

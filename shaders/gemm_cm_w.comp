@@ -1,7 +1,0 @@
-// gemm_cm_w.comp — cooperative-matrix GEMM, 128x64 tiles, 2x4 subgroups (EMBED_VK_BIG_TILE=1),
-// f16 in, fp32 output (see gemm_coopmat.glsl).
-#version 450
-#define C_F16 0
-#define TILE_M 128
-#define TILE_N 64
-#include "gemm_coopmat.glsl"
