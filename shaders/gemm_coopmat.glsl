@@ -4,10 +4,10 @@
 //
 // A workgroup of WARPS_M x WARPS_N subgroups computes TILES_M tiles of TILE_M x TILE_N, one
 // after another down the rows; each subgroup owns a (TILE_M/WARPS_M) x (TILE_N/WARPS_N)
-// block of 16x16 fragments. K advances 64 at a time: the next slice of A and W is fetched
-// into registers while the tensor cores work on the current one in shared memory (rows
-// padded by 8 halfs against bank conflicts); across tiles, the next tile's first slice is
-// fetched during the current tile's last.
+// block of 16x16 fragments. K advances K_STEP (64) at a time: the next slice of A and W is
+// fetched into registers while the tensor cores work on the current one in shared memory
+// (rows padded by 8 halfs against bank conflicts); across tiles, the next tile's first slice
+// is fetched during the current tile's last.
 //
 // Epilogue: the accumulators start as the bias (loaded once per workgroup), the activation
 // (a specialization constant) is applied to the accumulator elements in place, and the tile
@@ -16,15 +16,15 @@
 // which cost the qkv product a fifth of its time. Rows past M are written too (the bias plus
 // products of finite stale rows), which nothing reads.
 //
-// Measured on an H200 with tests/tool_vk_gemm (M = 32768; docs/bench-gpu.md): the same MMAs
-// with operands held in registers reach 330-385 TFLOP/s, this kernel 100-145 TFLOP/s. The
-// large products use 128x64 tiles, 2 x 2 subgroups of 64x32, two tiles a workgroup (qkv 144
-// TFLOP/s, against 98 for the earlier 4 x 2 layout with direct f16 stores). Measured slower:
-// 4 x 2 and 2 x 4 layouts, 128x128 and 64x64 tiles, double-buffered shared memory with
-// 32-wide K slices, f16-typed shared arrays, spirv-opt (-O) output.
+// Measured on an H200 with tests/tool_vk_gemm (M = 32768; docs/bench-gemm.md): the same
+// MMAs with operands held in registers reach 330-385 TFLOP/s, this kernel 104-145 TFLOP/s.
+// The large products use 128x64 tiles, 2 x 2 subgroups of 64x32, two tiles a workgroup (qkv
+// 144 TFLOP/s, against 98 for the earlier 4 x 2 layout with direct f16 stores). Measured
+// slower: other layouts and tiles, 32- and 128-wide K slices, double-buffered shared memory,
+// f16-typed shared arrays, fragments loaded straight from global memory, spirv-opt output.
 //
 // Requires (checked on the host before this path is chosen): subgroup size 32, 16x16x16
-// f16*f16+f32 cooperative matrices, N % TILE_N == 0, K % 64 == 0, and the A and C buffers
+// f16*f16+f32 cooperative matrices, N % TILE_N == 0, K % K_STEP == 0, and the A and C buffers
 // padded to a multiple of TILE_M rows.
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_memory_scope_semantics : enable
