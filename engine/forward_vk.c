@@ -109,6 +109,7 @@ struct vk_backend {
 	double prof_ns[ST_N];
 	long prof_batches;
 	char prec_name[32];
+	const char *attn_name; /* the attention kernel chosen (for the profile report) */
 };
 
 void vk_options_default(vk_options *o)
@@ -408,6 +409,85 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	return EMB_OK;
 }
 
+/* Whether a 16x16 fp32 cooperative matrix lays out its elements as attn_fa.comp's register
+ * softmax needs (see there): runs shaders/cm_layout.comp once and checks its answer. Any
+ * failure on the way counts as "no", so the caller keeps attn_cm.comp. */
+static int cm_layout_ok(vk_backend *b)
+{
+	vk_ctx *c = &b->c;
+	enum { LANES = 32, NE = 8 };
+	vk_pipe pipe = { 0 };
+	vk_buf out = { 0 };
+	VkDescriptorPool pool = VK_NULL_HANDLE;
+	VkCommandBuffer cb = VK_NULL_HANDLE;
+	emb_err err;
+	int ok = 0;
+	if (vk_pipe_create(c, &pipe, "cm_layout", NULL, 0, &err) ||
+	    vk_buf_create(c, &out, 4 * (1 + LANES * 16), VK_MEM_HOST, &err))
+		goto done;
+	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_BINDINGS };
+	VkDescriptorPoolCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+					   .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps };
+	if (c->vkCreateDescriptorPool(c->device, &pci, NULL, &pool) != VK_SUCCESS)
+		goto done;
+	VkDescriptorSetAllocateInfo dai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+					    .descriptorPool = pool, .descriptorSetCount = 1,
+					    .pSetLayouts = &c->dsl };
+	VkDescriptorSet ds;
+	if (c->vkAllocateDescriptorSets(c->device, &dai, &ds) != VK_SUCCESS)
+		goto done;
+	VkDescriptorBufferInfo in[VK_BINDINGS];
+	memset(in, 0, sizeof in);
+	in[3] = bi(&out, 0, VK_WHOLE_SIZE);
+	ds_write(b, ds, in);
+	if (vk_cmd_alloc(c, &cb, &err) || vk_cmd_begin(c, cb, &err))
+		goto done;
+	c->vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe.pipe);
+	c->vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, c->layout, 0, 1, &ds, 0, NULL);
+	c->vkCmdDispatch(cb, 1, 1, 1);
+	VkMemoryBarrier hb = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+			       .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+			       .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
+	c->vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+				0, 1, &hb, 0, NULL, 0, NULL);
+	if (vk_submit_wait(c, cb, 10000, &err))
+		goto done;
+	const uint32_t *v = out.map;
+	if (v[0] != NE)
+		goto done;
+	ok = 1;
+	for (int lane = 0; lane < LANES && ok; lane++) {
+		/* this lane: two rows, its elements split between them */
+		const uint32_t *e = v + 1 + lane * NE;
+		uint32_t r0 = e[0] / 16, r1 = 99;
+		for (int i = 0; i < NE; i++)
+			if (e[i] / 16 != r0)
+				r1 = e[i] / 16;
+		/* its quad (lanes l^1, l^2, l^3) holds the same two rows and all 16 columns of each */
+		unsigned cols[2] = { 0, 0 };
+		for (int q = 0; q < 4; q++) {
+			const uint32_t *f = v + 1 + (lane ^ q) * NE;
+			for (int i = 0; i < NE; i++) {
+				const uint32_t r = f[i] / 16;
+				if (r != r0 && r != r1)
+					ok = 0;
+				else
+					cols[r != r0] |= 1u << (f[i] % 16);
+			}
+		}
+		if (r1 == 99 || cols[0] != 0xffff || cols[1] != 0xffff)
+			ok = 0;
+	}
+done:
+	if (cb)
+		c->vkFreeCommandBuffers(c->device, c->cmd_pool, 1, &cb);
+	if (pool)
+		c->vkDestroyDescriptorPool(c->device, pool, NULL);
+	vk_buf_destroy(c, &out);
+	vk_pipe_destroy(c, &pipe);
+	return ok;
+}
+
 static int make_pipelines(vk_backend *b, emb_err *err)
 {
 	const int h = b->prec != PREC_FP32;
@@ -415,16 +495,19 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * (gemm_direct.glsl), with a 32x32 tile. */
 	const int cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
 	/* Tensor-core attention (shaders/attn_cm.comp) is written for head size 32 (MiniLM) and
-	 * uses subgroup shuffles, which every NV cooperative-matrix device has;
-	 * EMBED_VK_ATTN=scalar keeps the lane kernel, for comparisons. */
+	 * uses subgroup shuffles, which every NV cooperative-matrix device has; its register
+	 * softmax (attn_fa.comp) runs where the device's matrix layout allows it.
+	 * EMBED_VK_ATTN=scalar keeps the lane kernel, =cm the shared-memory softmax, for
+	 * comparisons. */
 	const char *ae = getenv("EMBED_VK_ATTN");
 	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
+	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
-		[P_ATTN] = attn_cm ? "attn_cm"
+		[P_ATTN] = attn_fa ? "attn_fa" : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		[P_POOL] = "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
@@ -434,6 +517,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_S] = "gemm_cm_s", [P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_T] = "gemm_cm_t", [P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
+	b->attn_name = names[P_ATTN];
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	for (int i = 0; i < P_N; i++) {
 		if (!names[i] || (i >= P_CM_L && b->prec != PREC_COOPMAT))
@@ -965,8 +1049,8 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 	double total = 0;
 	for (int i = 0; i < ST_N; i++)
 		total += b->prof_ns[i];
-	fprintf(f, "GPU time per step over %ld submissions (%s, %s):\n", b->prof_batches,
-		b->c.name, b->prec_name);
+	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s):\n",
+		b->prof_batches, b->c.name, b->prec_name, b->attn_name);
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%\n", step_name[i], b->prof_ns[i] / 1e6,
 			total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0);

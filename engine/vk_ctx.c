@@ -168,6 +168,107 @@ static int coopmat_shape_ok(vk_ctx *c, VkPhysicalDevice pd)
 	return ok;
 }
 
+/* VK_KHR_cooperative_matrix and VK_NV_cooperative_matrix2 postdate Debian bookworm's Vulkan
+ * headers (1.3.239); their structures and entry points, as the registry defines them. */
+#define CM_KHR_EXT "VK_KHR_cooperative_matrix"
+#define CM2_NV_EXT "VK_NV_cooperative_matrix2"
+#define ST_CM_KHR_FEATURES ((VkStructureType)1000506000)
+#define ST_CM_KHR_PROPERTIES ((VkStructureType)1000506001)
+#define ST_CM2_NV_FEATURES ((VkStructureType)1000593000)
+#define ST_CM2_NV_FLEX_PROPERTIES ((VkStructureType)1000593001)
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 cooperativeMatrix, cooperativeMatrixRobustBufferAccess;
+} cm_khr_features;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t MSize, NSize, KSize;
+	uint32_t AType, BType, CType, ResultType; /* 0 f16, 1 f32, ... (VkComponentTypeKHR) */
+	VkBool32 saturatingAccumulation;
+	uint32_t scope;                            /* 2 workgroup, 3 subgroup (VkScopeKHR) */
+} cm_khr_props;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
+		tensorAddressing, blockLoads;
+} cm2_nv_features;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t MGranularity, NGranularity, KGranularity;
+	uint32_t AType, BType, CType, ResultType;
+	VkBool32 saturatingAccumulation;
+	uint32_t scope;
+	uint32_t workgroupInvocations;
+} cm2_nv_flex_props;
+typedef VkResult (*pfn_cm_khr_props)(VkPhysicalDevice, uint32_t *, cm_khr_props *);
+typedef VkResult (*pfn_cm2_flex_props)(VkPhysicalDevice, uint32_t *, cm2_nv_flex_props *);
+
+/* The flexible-dimension entry for workgroup-scope f16*f16+f32 matrices, or 0. */
+static int cm2_flex_f16(vk_ctx *c, cm2_nv_flex_props *out)
+{
+	pfn_cm2_flex_props get = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
+		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+	uint32_t n = 0;
+	if (!get || get(c->phys, &n, NULL) != VK_SUCCESS || !n || n > 256)
+		return 0;
+	cm2_nv_flex_props p[256];
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = (cm2_nv_flex_props){ .sType = ST_CM2_NV_FLEX_PROPERTIES };
+	if (get(c->phys, &n, p) != VK_SUCCESS)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (p[i].scope == 2 && p[i].AType == 0 && p[i].BType == 0 && p[i].CType == 1 &&
+		    p[i].ResultType == 1 && !p[i].saturatingAccumulation) {
+			*out = p[i];
+			return 1;
+		}
+	return 0;
+}
+
+void vk_coopmat_report(vk_ctx *c, FILE *f)
+{
+	static const char *ty[] = { "f16", "f32", "f64", "s8", "s16", "s32", "s64", "u8", "u16",
+				    "u32", "u64" };
+#define TY(t) ((t) < 11 ? ty[t] : (t) == 1000141000 ? "bf16" : "?")
+	pfn_cm_khr_props gk = (pfn_cm_khr_props)c->vkGetInstanceProcAddr(c->instance,
+		"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+	uint32_t n = 0;
+	if (gk && device_has_ext(c, c->phys, CM_KHR_EXT) && gk(c->phys, &n, NULL) == VK_SUCCESS &&
+	    n && n <= 256) {
+		cm_khr_props p[256];
+		for (uint32_t i = 0; i < n; i++)
+			p[i] = (cm_khr_props){ .sType = ST_CM_KHR_PROPERTIES };
+		if (gk(c->phys, &n, p) == VK_SUCCESS)
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(f, "KHR coopmat %ux%ux%u %s*%s+%s->%s scope %u%s\n", p[i].MSize,
+					p[i].NSize, p[i].KSize, TY(p[i].AType), TY(p[i].BType),
+					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
+					p[i].saturatingAccumulation ? " saturating" : "");
+	}
+	pfn_cm2_flex_props gf = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
+		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+	n = 0;
+	if (gf && device_has_ext(c, c->phys, CM2_NV_EXT) && gf(c->phys, &n, NULL) == VK_SUCCESS &&
+	    n && n <= 256) {
+		cm2_nv_flex_props p[256];
+		for (uint32_t i = 0; i < n; i++)
+			p[i] = (cm2_nv_flex_props){ .sType = ST_CM2_NV_FLEX_PROPERTIES };
+		if (gf(c->phys, &n, p) == VK_SUCCESS)
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(f, "NV coopmat2 flexible %ux%ux%u %s*%s+%s->%s scope %u "
+					"invocations %u%s\n", p[i].MGranularity, p[i].NGranularity,
+					p[i].KGranularity, TY(p[i].AType), TY(p[i].BType),
+					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
+					p[i].workgroupInvocations,
+					p[i].saturatingAccumulation ? " saturating" : "");
+	}
+#undef TY
+}
+
 static int pick_device(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err)
 {
 	uint32_t n = 0;
@@ -266,14 +367,23 @@ static int create_device(vk_ctx *c, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &ne, ext);
 	int ext_cm = has_ext(ext, ne, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+	/* EMBED_VK_COOPMAT2: also enable KHR cooperative matrices and NV cooperative matrix 2
+	 * (workgroup scope, flexible sizes) for tools that time kernels written for them; no
+	 * embedded shader uses them (measured on an H200: workgroup-scope products ran 30-53
+	 * TFLOP/s against 105-150 for gemm_coopmat.glsl, docs/bench-gemm.md). */
+	int ext_cm2 = getenv("EMBED_VK_COOPMAT2") && has_ext(ext, ne, CM_KHR_EXT) &&
+		      has_ext(ext, ne, CM2_NV_EXT);
 	/* EMBED_VK_STATS: ask the driver for each pipeline's statistics (registers, spills,
 	 * shared memory) where it offers them; for kernel tuning only. */
 	int ext_stats = getenv("EMBED_VK_STATS") &&
 			has_ext(ext, ne, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
 	free(ext);
 
+	cm2_nv_features cm2f = { .sType = ST_CM2_NV_FEATURES };
+	cm_khr_features cmkf = { .sType = ST_CM_KHR_FEATURES, .pNext = &cm2f };
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+		.pNext = ext_cm2 ? &cmkf : NULL,
 	};
 	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
@@ -308,6 +418,15 @@ static int create_device(vk_ctx *c, emb_err *err)
 			 c->subgroup_size == 32 && coopmat_shape_ok(c, c->phys);
 	if (getenv("EMBED_VK_NO_COOPMAT"))
 		c->has_coopmat = 0;
+	cm2_nv_flex_props flex;
+	c->has_coopmat2 = c->has_coopmat && ext_cm2 && cmkf.cooperativeMatrix &&
+			  cm2f.workgroupScope && cm2f.flexibleDimensions && cm2_flex_f16(c, &flex);
+	if (c->has_coopmat2) {
+		c->cm2_invocations = flex.workgroupInvocations;
+		c->cm2_granule[0] = flex.MGranularity;
+		c->cm2_granule[1] = flex.NGranularity;
+		c->cm2_granule[2] = flex.KGranularity;
+	}
 
 	c->capture_stats = ext_stats && pef.pipelineExecutableInfo;
 
@@ -316,9 +435,20 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
 		.pipelineExecutableInfo = VK_TRUE,
 	};
+	cm2_nv_features en_cm2 = {
+		.sType = ST_CM2_NV_FEATURES,
+		.pNext = c->capture_stats ? &en_pe : NULL,
+		.workgroupScope = VK_TRUE,
+		.flexibleDimensions = VK_TRUE,
+	};
+	cm_khr_features en_cmk = {
+		.sType = ST_CM_KHR_FEATURES,
+		.pNext = &en_cm2,
+		.cooperativeMatrix = VK_TRUE,
+	};
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV en_cm = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
-		.pNext = c->capture_stats ? &en_pe : NULL,
+		.pNext = c->has_coopmat2 ? (void *)&en_cmk : c->capture_stats ? (void *)&en_pe : NULL,
 		.cooperativeMatrix = VK_TRUE,
 	};
 	VkPhysicalDeviceVulkan12Features en12 = {
@@ -339,10 +469,14 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.queueCount = 1,
 		.pQueuePriorities = &prio,
 	};
-	const char *exts[2];
+	const char *exts[4];
 	uint32_t nexts = 0;
 	if (c->has_coopmat)
 		exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+	if (c->has_coopmat2) {
+		exts[nexts++] = CM_KHR_EXT;
+		exts[nexts++] = CM2_NV_EXT;
+	}
 	if (c->capture_stats)
 		exts[nexts++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
 	VkDeviceCreateInfo dci = {

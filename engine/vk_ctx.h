@@ -76,6 +76,10 @@ typedef struct vk_ctx {
 	/* What the device offers (and what was enabled on it). */
 	int has_f16;        /* shaderFloat16 + storageBuffer16BitAccess */
 	int has_coopmat;    /* NV cooperative matrix 16x16x16 f16*f16+f32, subgroup size 32 */
+	int has_coopmat2;   /* KHR cooperative matrix + NV cooperative matrix 2: workgroup-scope
+			     * f16*f16+f32 matrices of flexible size (enabled when offered) */
+	uint32_t cm2_invocations; /* the workgroup size those matrices need */
+	uint32_t cm2_granule[3];  /* M, N, K granularity */
 	int has_timestamps;
 	int capture_stats;  /* EMBED_VK_STATS set and the driver reports pipeline statistics */
 	uint32_t subgroup_size;
@@ -95,6 +99,10 @@ typedef struct vk_ctx {
  * (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
  * "... does not support Vulkan 1.2"). */
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err);
+
+/* Writes the device's KHR cooperative-matrix shapes and NV cooperative-matrix-2 flexible
+ * dimensions, one line each, for kernel tuning. Nothing when the device offers neither. */
+void vk_coopmat_report(vk_ctx *c, FILE *f);
 
 /* Destroys everything vk_ctx_open created and unloads the loader. Safe on a zeroed ctx. */
 void vk_ctx_close(vk_ctx *c);

@@ -3,7 +3,7 @@
  * without the rest of the forward pass around them. Each variant is checked against a
  * double-precision product of the same f16 inputs before it is timed.
  *
- *   tool_vk_gemm [--M rows] [--reps N] SPEC...
+ *   tool_vk_gemm [--M rows] [--reps N] [--act 1|3 (the up product's: GELU, ReLU)] SPEC...
  *   SPEC = SHADER:TN:TM:OUT[:TILES]
  *     SHADER  an embedded shader name (gemm_cm_hw4) or a .spv file (compiled with other
  *             -D settings by scripts/gemm-variants)
@@ -64,15 +64,18 @@ static void die(const emb_err *e)
 
 int main(int argc, char **argv)
 {
-	uint32_t M = 32768;
+	uint32_t M = 32768, up_act = 1; /* the up product's activation: 1 GELU (erf), 3 ReLU */
 	int reps = 30, first = 1;
 	for (; first < argc && argv[first][0] == '-'; first++) {
 		if (!strcmp(argv[first], "--M") && first + 1 < argc)
 			M = (uint32_t)atoi(argv[++first]);
 		else if (!strcmp(argv[first], "--reps") && first + 1 < argc)
 			reps = atoi(argv[++first]);
+		else if (!strcmp(argv[first], "--act") && first + 1 < argc)
+			up_act = (uint32_t)atoi(argv[++first]);
 		else {
-			fprintf(stderr, "usage: tool_vk_gemm [--M rows] [--reps N] SHADER:TN:TM:h|f[:TILES]...\n");
+			fprintf(stderr, "usage: tool_vk_gemm [--M rows] [--reps N] [--act 1|3] "
+				"SHADER:TN:TM:h|f[:TILES]...\n");
 			return 2;
 		}
 	}
@@ -85,6 +88,12 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	printf("device: %s, M = %u, %d dispatches timed per product\n", c.name, M, reps);
+	if (getenv("EMBED_VK_COOPMAT_REPORT")) {
+		vk_coopmat_report(&c, stdout);
+		printf("workgroup-scope matrices: %s (invocations %u, granularity %ux%ux%u)\n",
+		       c.has_coopmat2 ? "enabled" : "no", c.cm2_invocations, c.cm2_granule[0],
+		       c.cm2_granule[1], c.cm2_granule[2]);
+	}
 
 	const uint32_t KMAX = 1536, NMAX = 1536, MPAD = M + 1024;
 	vk_buf A, W, V, C, HC;
@@ -160,7 +169,8 @@ int main(int argc, char **argv)
 		/* two pipelines: without and with the activation (specialization constant 0) */
 		vk_pipe pp[2];
 		int rc = 0;
-		for (uint32_t act = 0; act < 2 && !rc; act++) {
+		for (uint32_t i = 0; i < 2 && !rc; i++) {
+			const uint32_t act = i ? up_act : 0;
 			if (strstr(tok[0], ".spv")) {
 				size_t n;
 				uint32_t *words = read_file(tok[0], &n);
@@ -168,10 +178,10 @@ int main(int argc, char **argv)
 					perror(tok[0]);
 					return 1;
 				}
-				rc = vk_pipe_create_spv(&c, &pp[act], tok[0], words, n, &act, 1, &err);
+				rc = vk_pipe_create_spv(&c, &pp[i], tok[0], words, n, &act, 1, &err);
 				free(words);
 			} else {
-				rc = vk_pipe_create(&c, &pp[act], tok[0], &act, 1, &err);
+				rc = vk_pipe_create(&c, &pp[i], tok[0], &act, 1, &err);
 			}
 		}
 		if (rc) {
@@ -231,7 +241,7 @@ int main(int argc, char **argv)
 						for (uint32_t k = 0; k < K; k++)
 							ref += (double)h2f(a[(size_t)r * K + k]) * h2f(wt[(size_t)col * K + k]);
 						if (shapes[s].act)
-							ref = gelu(ref);
+							ref = up_act == 3 ? fmax(ref, 0.0) : gelu(ref);
 						double got = f16 ? h2f(((uint16_t *)HC.map)[(size_t)r * N + col])
 								 : ((float *)HC.map)[(size_t)r * N + col];
 						double e = fabs(got - ref) / (1.0 + fabs(ref));
