@@ -6,7 +6,9 @@
  *          descriptor can bind exactly one tensor; wemb the word embeddings (f32);
  *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
  *          by float offsets in push constants;
- *   x, x16, qkv, ctx, tmp, ffn   activations for `budget` tokens (rows padded to 128, the
+ *   x (f32, fp32 path) or x16 (f16 paths)   the residual stream;
+ *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens (rows
+ *          padded to 128, the
  *          largest cooperative-matrix tile, so its loads never leave the buffer);
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
@@ -269,15 +271,15 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	b->off_out = b->in_bytes;
 	const VkDeviceSize out_bytes = (VkDeviceSize)b->seq_cap * H * 4;
 
-	int rc = vk_buf_create(&b->c, &b->x, rows * H * 4, VK_MEM_DEVICE, err);
-	if (!rc && b->prec != PREC_FP32)
-		rc = vk_buf_create(&b->c, &b->x16, rows * H * 2, VK_MEM_DEVICE, err);
+	/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
+	int rc = b->prec == PREC_FP32 ? vk_buf_create(&b->c, &b->x, rows * H * 4, VK_MEM_DEVICE, err)
+				      : vk_buf_create(&b->c, &b->x16, rows * H * 2, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->qkv, rows * 3 * H * ea, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->ctx, rows * H * ea, VK_MEM_DEVICE, err);
 	if (!rc)
-		rc = vk_buf_create(&b->c, &b->tmp, rows * H * 4, VK_MEM_DEVICE, err);
+		rc = vk_buf_create(&b->c, &b->tmp, rows * H * ea, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->ffn, rows * I * ea, VK_MEM_DEVICE, err);
 	if (!rc)
@@ -370,7 +372,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	in[0] = bi(&b->in, b->off_tok, b->off_seq - b->off_tok);
 	in[1] = bi(&b->wemb, 0, W);
 	in[2] = bi(&b->wvec, 0, W);
-	in[3] = bi(&b->x, 0, W);
+	if (b->x.buf)
+		in[3] = bi(&b->x, 0, W);
 	if (b->x16.buf)
 		in[5] = bi(&b->x16, 0, W);
 	ds_write(b, b->ds_embed, in);
@@ -384,13 +387,14 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	memset(in, 0, sizeof in);
 	in[0] = bi(&b->tmp, 0, W);
 	in[2] = bi(&b->wvec, 0, W);
-	in[3] = bi(&b->x, 0, W);
+	if (b->x.buf)
+		in[3] = bi(&b->x, 0, W);
 	if (b->x16.buf)
 		in[5] = bi(&b->x16, 0, W);
 	ds_write(b, b->ds_ln, in);
 
 	memset(in, 0, sizeof in);
-	in[0] = bi(&b->x, 0, W);
+	in[0] = bi(xin, 0, W);
 	in[3] = bi(&b->outd, 0, W);
 	in[4] = bi(&b->in, b->off_seq, b->off_blk - b->off_seq);
 	ds_write(b, b->ds_pool, in);
@@ -509,7 +513,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
 		[P_ATTN] = attn_fa ? "attn_fa" : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
-		[P_POOL] = "pool",
+		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
 		[P_GEMM_H] = h ? (cpu ? "gemm_h_cpu" : "gemm_h") : NULL,
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
@@ -531,7 +535,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			return rc;
 	}
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
-	const int f16out[4] = { 1, 0, 1, 0 };
+	/* f16 paths: every product writes f16 (out and down feed the f16 residual stream) */
+	const int f16out[4] = { 1, h, 1, h };
 	for (int g = 0; g < 4; g++) {
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
@@ -664,7 +669,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 			    b->c.mem.memoryHeaps[i].size > heap)
 				heap = b->c.mem.memoryHeaps[i].size;
 		const uint64_t ea = b->prec == PREC_FP32 ? 4 : 2; /* as in alloc_activations */
-		const uint64_t row = (uint64_t)b->H * (4 + 2 + 4) + (uint64_t)(4 * b->H + b->I) * ea;
+		const uint64_t row = (uint64_t)(6 * b->H + b->I) * ea; /* x or x16, tmp, qkv, ctx, ffn */
 		budget = heap / 8 / row;
 		budget = budget < 32768 ? 32768 : budget > 262144 ? 262144 : budget;
 	}

@@ -1,4 +1,4 @@
-// add_ln_h.comp — residual add + LayerNorm, f32 output plus an f16 copy (see layernorm.glsl).
+// add_ln_h.comp — residual add + LayerNorm on the f16 residual stream (see layernorm.glsl).
 #version 450
 #define EMBED 0
 #define OUT_F16 1

@@ -1,4 +1,4 @@
-// embed_ln_h.comp — embedding gather + LayerNorm, f32 output plus an f16 copy (see layernorm.glsl).
+// embed_ln_h.comp — embedding gather + LayerNorm into the f16 residual stream (see layernorm.glsl).
 #version 450
 #define EMBED 1
 #define OUT_F16 1
