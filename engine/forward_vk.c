@@ -25,7 +25,7 @@
 #include "vk_ctx.h"
 
 #define SLOTS 2
-#define BQ 64       /* attention query block (shaders/attention.glsl, attn_cm.comp) */
+#define BQ 64       /* attention query block (attention.glsl, attn_cm.comp, attn_fa.comp) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
 #define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
 #define WAIT_MS 120000ull

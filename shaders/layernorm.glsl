@@ -1,15 +1,20 @@
-// layernorm.glsl — the two LayerNorm steps of BERT, one 128-thread workgroup per token:
+// layernorm.glsl — the two LayerNorm steps of BERT, one 32-thread workgroup per token:
 //   EMBED: x = LN(word_emb[id] + pos_emb[pos] + type_emb[0])         (embed_layernorm)
 //   else:  x = LN(y + x), y the output of a projection (residual)      (add_layernorm)
 // Mean first, then the variance of (v - mean), as the CPU reference does, rather than
 // E[v²] - E[v]², which loses digits when the mean is large; the statistics are in f32 either
 // way. Define OUT_F16 for the f16 paths: the residual stream x and the projection y are f16
 // (x16, which is also the next product's input), as in PyTorch's fp16 models; an f32 stream
-// beside an f16 copy read and wrote 14 bytes an element where this moves 6 (2.2 of 47 ms of
-// a 1000-document batch on an H200 went to these passes).
+// beside an f16 copy read and wrote 14 bytes an element where this moves 6 (4.4 of 47 ms of
+// a 1000-document batch on an H200 went to these passes, 3.8 after).
+//
+// One 32-thread workgroup per token (a warp on NVIDIA, so its barriers cost little): with
+// 128 threads, most of them idle at H = 384, the f16 stream's passes took 3.8 ms of a
+// 1000-document batch on an H200, with 32 3.5 ms (subgroup additions instead of the
+// shared-memory tree measured the same, and would need subgroup arithmetic).
 #include "common.glsl"
 
-layout(local_size_x = 128) in;
+layout(local_size_x = 32) in;
 
 layout(push_constant) uniform PC {
 	uint T;          // tokens in this chunk
@@ -36,15 +41,15 @@ layout(std430, binding = 5) buffer X16_ { uint x16[]; };
 layout(std430, binding = 3) buffer X_ { vec2 x[]; };
 #endif
 
-const uint MAXP = 4;       // pairs per thread: 128 * 4 * 2 = 1024 = largest H
-shared float red[128];
+const uint MAXP = 16;      // pairs per thread: 32 * 16 * 2 = 1024 = largest H
+shared float red[32];
 
-float block_sum(float v)
+float token_sum(float v)
 {
 	const uint tid = gl_LocalInvocationID.x;
 	red[tid] = v;
 	barrier();
-	[[unroll]] for (uint s = 64; s > 0; s >>= 1) {
+	[[unroll]] for (uint s = 16; s > 0; s >>= 1) {
 		if (tid < s)
 			red[tid] += red[tid + s];
 		barrier();
@@ -67,7 +72,7 @@ void main()
 	const uvec2 it = tok[pc.tok_off + t];
 #endif
 	[[unroll]] for (uint k = 0; k < MAXP; k++) {
-		const uint p = tid + 128 * k;
+		const uint p = tid + 32 * k;
 		v[k] = vec2(0);
 		if (p < H2) {
 #if EMBED
@@ -83,17 +88,17 @@ void main()
 			sum += v[k].x + v[k].y;
 		}
 	}
-	const float mean = block_sum(sum) / float(pc.H);
+	const float mean = token_sum(sum) / float(pc.H);
 	float sq = 0.0;
 	[[unroll]] for (uint k = 0; k < MAXP; k++) {
-		if (tid + 128 * k < H2) {
+		if (tid + 32 * k < H2) {
 			const vec2 dv = v[k] - mean;
 			sq += dot(dv, dv);
 		}
 	}
-	const float rstd = 1.0 / sqrt(block_sum(sq) / float(pc.H) + pc.eps);
+	const float rstd = 1.0 / sqrt(token_sum(sq) / float(pc.H) + pc.eps);
 	[[unroll]] for (uint k = 0; k < MAXP; k++) {
-		const uint p = tid + 128 * k;
+		const uint p = tid + 32 * k;
 		if (p < H2) {
 			const vec2 g = vec2(wvec[pc.g_off + 2 * p], wvec[pc.g_off + 2 * p + 1]);
 			const vec2 b = vec2(wvec[pc.b_off + 2 * p], wvec[pc.b_off + 2 * p + 1]);
