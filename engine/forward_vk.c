@@ -112,6 +112,8 @@ struct vk_backend {
 	long prof_batches;
 	char prec_name[32];
 	const char *attn_name; /* the attention kernel chosen (for the profile report) */
+	float q_scale;         /* folded into the query projection (attn_fa.comp), else 1 */
+	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 };
 
 void vk_options_default(vk_options *o)
@@ -210,12 +212,16 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			size_t n = (size_t)rows[g] * cols[g];
 			unsigned char *dst = host + b->lo[l].w[g];
+			/* the query rows (the first H of qkv) times q_scale */
+			const size_t nq = g == G_QKV && b->q_scale != 1.0f ? (size_t)H * H : 0;
 			if (es == 4) {
 				memcpy(dst, src[g], n * 4);
+				for (size_t i = 0; i < nq; i++)
+					((float *)dst)[i] *= b->q_scale;
 			} else {
 				uint16_t *h = (uint16_t *)dst;
 				for (size_t i = 0; i < n; i++)
-					h[i] = f32_to_f16(src[g][i]);
+					h[i] = f32_to_f16(i < nq ? src[g][i] * b->q_scale : src[g][i]);
 			}
 		}
 	}
@@ -230,6 +236,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			const bert_layer_weights *lw = &w->layer[l];
 			const layer_off *o = &b->lo[l];
 			memcpy(f + o->bias[G_QKV], lw->qkv_b, 3 * H * 4);
+			for (uint32_t i = 0; i < H; i++)
+				f[o->bias[G_QKV] + i] *= b->q_scale;
 			memcpy(f + o->bias[G_OUT], lw->attn_out_b, H * 4);
 			memcpy(f + o->bias[G_UP], lw->ffn_up_b, I * 4);
 			memcpy(f + o->bias[G_DOWN], lw->ffn_down_b, H * 4);
@@ -481,6 +489,14 @@ static int cm_layout_ok(vk_backend *b)
 		}
 		if (r1 == 99 || cols[0] != 0xffff || cols[1] != 0xffff)
 			ok = 0;
+		/* which elements are in the second row: the same for every lane */
+		unsigned mask = 0;
+		for (int i = 0; i < NE; i++)
+			mask |= (unsigned)(e[i] / 16 != r0) << i;
+		if (lane == 0)
+			b->cm_second = mask;
+		else if (mask != b->cm_second)
+			ok = 0;
 	}
 done:
 	if (cb)
@@ -506,6 +522,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const char *ae = getenv("EMBED_VK_ATTN");
 	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
 	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
+	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
+	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
 	const char *names[P_N] = {
@@ -528,7 +546,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			continue;
 		/* specialization constant 0: head size (attention), activation (products) */
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA;
-		uint32_t spec[1] = { i == P_ATTN ? b->D : act };
+		uint32_t spec[1] = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act };
 		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec,
 					i == P_ATTN || with_act ? 1 : 0, err);
 		if (rc)
@@ -1054,8 +1072,9 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 	double total = 0;
 	for (int i = 0; i < ST_N; i++)
 		total += b->prof_ns[i];
-	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s):\n",
-		b->prof_batches, b->c.name, b->prec_name, b->attn_name);
+	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s, "
+		"second-row accumulator elements 0x%02x):\n", b->prof_batches, b->c.name,
+		b->prec_name, b->attn_name, b->cm_second);
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%\n", step_name[i], b->prof_ns[i] / 1e6,
 			total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0);

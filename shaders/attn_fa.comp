@@ -20,6 +20,13 @@
 // divided by the row sums and staged through shared memory so that rows past the sequence
 // are never written (they belong to the next sequence).
 //
+// The lanes' work per score is what limits this kernel (head size 32 gives the tensor cores
+// little to do), so it is kept short: the host folds the scale 1/√d and log2(e) into the
+// query projection's weights and bias (forward_vk.c), so that a score needs no multiply
+// before exp2; keys are masked only in a sequence's last, partial chunk; and which of a
+// lane's two rows an element belongs to is the same for every lane, so the host passes it as
+// a specialization constant and the compiler needs no selects.
+//
 // Same launch, block table and NaN precautions as attn_cm.comp: rows past the sequence are
 // zeros, masked keys get p = 0, the running maximum starts finite, and the first chunk holds
 // at least one real key.
@@ -36,7 +43,7 @@ layout(local_size_x = 128) in;
 layout(push_constant) uniform PC {
 	uint block_off;  // first block-table entry of this chunk
 	uint H;          // hidden size = heads * 32
-	float scale;     // 1/sqrt(32)
+	float scale;     // unused: the queries arrive scaled by log2(e)/sqrt(32)
 } pc;
 
 layout(std430, binding = 0) readonly buffer QKV_ { uvec4 qkv[]; };   // 8 halfs each
@@ -51,6 +58,9 @@ const uint D = 32, D8 = D / 8;  // head size; the host picks this kernel only fo
 const uint BQ = 64, BKV = 64;
 const uint SR = D8 + 1;         // staged row stride in uvec4: 8 halfs of padding (banks)
 const uint NE = 8;              // elements a lane holds of a 16x16 fp32 matrix (host-checked)
+// Bit e: element e is in the lane's second row (the host reads it off the device).
+layout(constant_id = 0) const uint SECOND = 0xccu;
+bool second(uint e) { return ((SECOND >> e) & 1u) != 0u; }
 
 shared uvec4 Qs[BQ * SR];       // queries, later each subgroup's 16x32 f16 output
 shared uvec4 Ks[BKV * SR];
@@ -67,8 +77,6 @@ void main()
 	const uint row8 = 3 * pc.H / 8;                     // qkv row length in uvec4
 	const uint hq = h * D8, hk = (pc.H + h * D) / 8, hv = (2 * pc.H + h * D) / 8;
 	const uint end = kv0 + kvn;
-	// log2(e) folded into the scale: exp(x) = exp2(x * log2 e).
-	const float sc = pc.scale * 1.4426950408889634;
 
 	// Stage this block's queries (zeros past the sequence) and the index matrix.
 	[[unroll]] for (uint u = 0; u < BQ * D8 / 128; u++) {
@@ -82,19 +90,13 @@ void main()
 	F16M qf[2];
 	[[unroll]] for (uint kd = 0; kd < 2; kd++)
 		coopMatLoadNV(qf[kd], Qs, (sg * 16) * SR + kd * 2, SR, false);
-	// Which of this lane's two rows (slot 0: the row of element 0) and which column each
-	// element is.
+	// The column of each element (for masking the keys past the sequence).
 	uint colOf[NE];
-	bool second[NE];
 	{
 		F32M lay;
 		coopMatLoadNV(lay, Lay, 0, 16, false);
-		const uint r0 = uint(lay[0]) / 16;
-		[[unroll]] for (uint e = 0; e < NE; e++) {
-			const uint idx = uint(lay[e]);
-			colOf[e] = idx % 16;
-			second[e] = idx / 16 != r0;
-		}
+		[[unroll]] for (uint e = 0; e < NE; e++)
+			colOf[e] = uint(lay[e]) % 16;
 	}
 
 	F32M o[2];
@@ -128,7 +130,8 @@ void main()
 			}
 		}
 
-		// S = Q·Kᵀ (K rows are Kᵀ's columns: a column-major B), scaled, masked.
+		// S = Q·Kᵀ (K rows are Kᵀ's columns: a column-major B), in log2 units; keys past
+		// the sequence (only in its last chunk) get -1e30, so that p = exp2(-huge) = 0.
 		const uint cn = min(BKV, kvn - c0);
 		F32M s[4];
 		vec2 mx = vec2(-1e30);
@@ -139,13 +142,15 @@ void main()
 				coopMatLoadNV(kf, Ks, (n * 16) * SR + kd * 2, SR, true);
 				s[n] = coopMatMulAddNV(qf[kd], kf, s[n]);
 			}
+			if (cn < BKV)
+				[[unroll]] for (uint e = 0; e < NE; e++)
+					if (n * 16 + colOf[e] >= cn)
+						s[n][e] = -1e30;
 			[[unroll]] for (uint e = 0; e < NE; e++) {
-				const float v = n * 16 + colOf[e] < cn ? s[n][e] * sc : -1e30;
-				s[n][e] = v;
-				if (second[e])
-					mx.y = max(mx.y, v);
+				if (second(e))
+					mx.y = max(mx.y, s[n][e]);
 				else
-					mx.x = max(mx.x, v);
+					mx.x = max(mx.x, s[n][e]);
 			}
 		}
 		mx = max(mx, vec2(subgroupShuffleXor(mx.x, 1), subgroupShuffleXor(mx.y, 1)));
@@ -154,15 +159,16 @@ void main()
 		const vec2 corr = exp2(m - mn);
 		m = mn;
 
-		// P = exp(S - max) in place (0 for masked keys), its row sums, then O = O·corr + P·V.
+		// P = exp2(S - max) in place (0 for masked keys: the first chunk holds a real key,
+		// so the maximum is finite and exp2(-1e30 - max) is 0), its row sums, then
+		// O = O·corr + P·V.
 		vec2 ps = vec2(0.0);
 		F16M pf[4];
 		[[unroll]] for (uint n = 0; n < 4; n++) {
 			[[unroll]] for (uint e = 0; e < NE; e++) {
-				const float p = n * 16 + colOf[e] < cn
-					? exp2(s[n][e] - (second[e] ? mn.y : mn.x)) : 0.0;
+				const float p = exp2(s[n][e] - (second(e) ? mn.y : mn.x));
 				s[n][e] = p;
-				if (second[e])
+				if (second(e))
 					ps.y += p;
 				else
 					ps.x += p;
@@ -174,7 +180,7 @@ void main()
 		l = l * corr + ps;
 		[[unroll]] for (uint j = 0; j < 2; j++) {
 			[[unroll]] for (uint e = 0; e < NE; e++)
-				o[j][e] *= second[e] ? corr.y : corr.x;
+				o[j][e] *= second(e) ? corr.y : corr.x;
 			[[unroll]] for (uint n = 0; n < 4; n++) {
 				F16M vf;
 				coopMatLoadNV(vf, Vs, (n * 16) * SR + j * 2, SR, false);
@@ -187,7 +193,7 @@ void main()
 	const vec2 inv = 1.0 / l;
 	[[unroll]] for (uint j = 0; j < 2; j++) {
 		[[unroll]] for (uint e = 0; e < NE; e++)
-			o[j][e] *= second[e] ? inv.y : inv.x;
+			o[j][e] *= second(e) ? inv.y : inv.x;
 		F16M oh = F16M(o[j]);
 		coopMatStoreNV(oh, Qs, (sg * 16) * SR + j * 2, SR, false);
 	}
