@@ -7,9 +7,9 @@
  *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
  *          by float offsets in push constants;
  *   x (f32, fp32 path) or x16 (f16 paths)   the residual stream;
- *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens (rows
- *          padded to 128, the
- *          largest cooperative-matrix tile, so its loads never leave the buffer);
+ *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens, rows
+ *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
+ *          the buffer);
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
  *   outd   pooled vectors, copied back to the staging slot at the end.
