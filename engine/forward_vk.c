@@ -26,6 +26,7 @@
 
 #define SLOTS 2
 #define BQ 64       /* attention query block (attention.glsl, attn_cm.comp, attn_fa.comp) */
+#define LN_TOKENS 4 /* tokens a LayerNorm workgroup (TPW in shaders/layernorm.glsl) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
 #define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
 #define WAIT_MS 120000ull
@@ -833,7 +834,7 @@ static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off,
 {
 	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps };
 	uint32_t gx, gy;
-	grid1(T, &gx, &gy);
+	grid1((T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
 	dispatch(b, s, step, P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
 }
 
@@ -868,7 +869,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		uint32_t gx, gy;
 		pc_ln pe = { q->T, b->H, q->tok0, b->emb_pos, b->emb_type, b->emb_g, b->emb_b,
 			     b->cfg.layer_norm_eps };
-		grid1(q->T, &gx, &gy);
+		grid1((q->T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
 		dispatch(b, s, ST_EMBED, P_EMBED, b->ds_embed, &pe, sizeof pe, gx, gy);
 		for (uint32_t l = 0; l < b->L; l++) {
 			const layer_off *o = &b->lo[l];

@@ -1,4 +1,4 @@
-// layernorm.glsl — the two LayerNorm steps of BERT, one 32-thread workgroup per token:
+// layernorm.glsl — the two LayerNorm steps of BERT, 32 threads per token:
 //   EMBED: x = LN(word_emb[id] + pos_emb[pos] + type_emb[0])         (embed_layernorm)
 //   else:  x = LN(y + x), y the output of a projection (residual)      (add_layernorm)
 // Mean first, then the variance of (v - mean), as the CPU reference does, rather than
@@ -8,13 +8,15 @@
 // beside an f16 copy read and wrote 14 bytes an element where this moves 6 (4.4 of 47 ms of
 // a 1000-document batch on an H200 went to these passes, 3.8 after).
 //
-// One 32-thread workgroup per token (a warp on NVIDIA, so its barriers cost little): with
-// 128 threads, most of them idle at H = 384, the f16 stream's passes took 3.8 ms of a
-// 1000-document batch on an H200, with 32 3.5 ms (subgroup additions instead of the
-// shared-memory tree measured the same, and would need subgroup arithmetic).
+// 32 threads per token, four tokens a workgroup: with 128 threads on one token, most of them
+// idle at H = 384, the f16 stream's passes took 3.8 ms of a 1000-document batch on an H200;
+// with one 32-thread workgroup per token 3.56 ms (the GPU's limit of resident workgroups per
+// SM left half its thread slots empty), with four 3.44 ms. Subgroup additions instead of the
+// shared-memory tree measured the same, and would need subgroup arithmetic.
 #include "common.glsl"
 
-layout(local_size_x = 32) in;
+const uint TPW = 4;        // tokens a workgroup (the host launches ceil(T / TPW))
+layout(local_size_x = 32 * TPW) in;
 
 layout(push_constant) uniform PC {
 	uint T;          // tokens in this chunk
@@ -42,34 +44,34 @@ layout(std430, binding = 3) buffer X_ { vec2 x[]; };
 #endif
 
 const uint MAXP = 16;      // pairs per thread: 32 * 16 * 2 = 1024 = largest H
-shared float red[32];
+shared float red[32 * TPW];
 
+// The sum over this token's 32 threads (every thread of the workgroup calls it: barriers).
 float token_sum(float v)
 {
-	const uint tid = gl_LocalInvocationID.x;
+	const uint tid = gl_LocalInvocationID.x, g0 = tid & ~31u, i = tid & 31u;
 	red[tid] = v;
 	barrier();
 	[[unroll]] for (uint s = 16; s > 0; s >>= 1) {
-		if (tid < s)
+		if (i < s)
 			red[tid] += red[tid + s];
 		barrier();
 	}
-	const float r = red[0];
+	const float r = red[g0];
 	barrier();
 	return r;
 }
 
 void main()
 {
-	const uint t = flat_group();
-	if (t >= pc.T)
-		return;
-	const uint tid = gl_LocalInvocationID.x;
-	const uint H2 = pc.H / 2;
+	const uint t = flat_group() * TPW + gl_LocalInvocationID.x / 32;
+	const bool live = t < pc.T;   // a last workgroup's idle tokens still meet the barriers
+	const uint tid = gl_LocalInvocationID.x % 32;
+	const uint H2 = live ? pc.H / 2 : 0;
 	vec2 v[MAXP];
 	float sum = 0.0;
 #if EMBED
-	const uvec2 it = tok[pc.tok_off + t];
+	const uvec2 it = live ? tok[pc.tok_off + t] : uvec2(0);
 #endif
 	[[unroll]] for (uint k = 0; k < MAXP; k++) {
 		const uint p = tid + 32 * k;
