@@ -207,28 +207,6 @@ typedef struct {
 typedef VkResult (*pfn_cm_khr_props)(VkPhysicalDevice, uint32_t *, cm_khr_props *);
 typedef VkResult (*pfn_cm2_flex_props)(VkPhysicalDevice, uint32_t *, cm2_nv_flex_props *);
 
-/* The flexible-dimension entry for workgroup-scope f16*f16+f32 matrices, or 0. */
-static int cm2_flex_f16(vk_ctx *c, cm2_nv_flex_props *out)
-{
-	pfn_cm2_flex_props get = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
-		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-	uint32_t n = 0;
-	if (!get || get(c->phys, &n, NULL) != VK_SUCCESS || !n || n > 256)
-		return 0;
-	cm2_nv_flex_props p[256];
-	for (uint32_t i = 0; i < n; i++)
-		p[i] = (cm2_nv_flex_props){ .sType = ST_CM2_NV_FLEX_PROPERTIES };
-	if (get(c->phys, &n, p) != VK_SUCCESS)
-		return 0;
-	for (uint32_t i = 0; i < n; i++)
-		if (p[i].scope == 2 && p[i].AType == 0 && p[i].BType == 0 && p[i].CType == 1 &&
-		    p[i].ResultType == 1 && !p[i].saturatingAccumulation) {
-			*out = p[i];
-			return 1;
-		}
-	return 0;
-}
-
 void vk_coopmat_report(vk_ctx *c, FILE *f)
 {
 	static const char *ty[] = { "f16", "f32", "f64", "s8", "s16", "s32", "s64", "u8", "u16",
@@ -418,15 +396,9 @@ static int create_device(vk_ctx *c, emb_err *err)
 			 c->subgroup_size == 32 && coopmat_shape_ok(c, c->phys);
 	if (getenv("EMBED_VK_NO_COOPMAT"))
 		c->has_coopmat = 0;
-	cm2_nv_flex_props flex;
+	/* which sizes and workgroup sizes it takes: vk_coopmat_report */
 	c->has_coopmat2 = c->has_coopmat && ext_cm2 && cmkf.cooperativeMatrix &&
-			  cm2f.workgroupScope && cm2f.flexibleDimensions && cm2_flex_f16(c, &flex);
-	if (c->has_coopmat2) {
-		c->cm2_invocations = flex.workgroupInvocations;
-		c->cm2_granule[0] = flex.MGranularity;
-		c->cm2_granule[1] = flex.NGranularity;
-		c->cm2_granule[2] = flex.KGranularity;
-	}
+			  cm2f.workgroupScope && cm2f.flexibleDimensions;
 
 	c->capture_stats = ext_stats && pef.pipelineExecutableInfo;
 

@@ -76,10 +76,8 @@ typedef struct vk_ctx {
 	/* What the device offers (and what was enabled on it). */
 	int has_f16;        /* shaderFloat16 + storageBuffer16BitAccess */
 	int has_coopmat;    /* NV cooperative matrix 16x16x16 f16*f16+f32, subgroup size 32 */
-	int has_coopmat2;   /* KHR cooperative matrix + NV cooperative matrix 2: workgroup-scope
-			     * f16*f16+f32 matrices of flexible size (enabled when offered) */
-	uint32_t cm2_invocations; /* the workgroup size those matrices need */
-	uint32_t cm2_granule[3];  /* M, N, K granularity */
+	int has_coopmat2;   /* KHR cooperative matrix + NV cooperative matrix 2 with workgroup
+			     * scope and flexible sizes, enabled (EMBED_VK_COOPMAT2 set, offered) */
 	int has_timestamps;
 	int capture_stats;  /* EMBED_VK_STATS set and the driver reports pipeline statistics */
 	uint32_t subgroup_size;

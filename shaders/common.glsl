@@ -17,8 +17,9 @@
 // polynomial least-squares fitted to log2(erfc(u/√2)) on [0, 4√2] (past that, Φ is 1 within
 // 3e-8): one exp2 and 11 FMAs, max |error| 1.6e-7 in fp32 against the exact GELU. The
 // Abramowitz & Stegun 7.1.26 erf used before (max |error| 2.1e-7) cost an exp and a
-// reciprocal; on an H200 the up product with this GELU takes 298.8 us for 32768 rows, with
-// that one 303.7, with a ReLU 268.4 (tests/tool_vk_gemm --act); scripts/fit-gelu refits R.
+// reciprocal. On an H200 the up product took 298.8 us for 32768 rows with this GELU, 303.7
+// with that one (the build before), 268.4 with a ReLU (tests/tool_vk_gemm --act 1, --act 3);
+// scripts/fit-gelu refits R.
 float gelu_erf(float x)
 {
 	const float u = min(abs(x), 5.656854249);

@@ -5,14 +5,14 @@
 // E[v²] - E[v]², which loses digits when the mean is large; the statistics are in f32 either
 // way. Define OUT_F16 for the f16 paths: the residual stream x and the projection y are f16
 // (x16, which is also the next product's input), as in PyTorch's fp16 models; an f32 stream
-// beside an f16 copy read and wrote 14 bytes an element where this moves 6 (4.4 of 47 ms of
-// a 1000-document batch on an H200 went to these passes, 3.8 after).
+// beside an f16 copy read and wrote 14 bytes an element where this moves 6.
 //
-// 32 threads per token, four tokens a workgroup: with 128 threads on one token, most of them
-// idle at H = 384, the f16 stream's passes took 3.8 ms of a 1000-document batch on an H200;
-// with one 32-thread workgroup per token 3.56 ms (the GPU's limit of resident workgroups per
-// SM left half its thread slots empty), with four 3.44 ms. Subgroup additions instead of the
-// shared-memory tree measured the same, and would need subgroup arithmetic.
+// 32 threads per token, four tokens a workgroup (128 threads on one token left most of them
+// idle at H = 384; one 32-thread workgroup per token left half the thread slots empty, the
+// GPU capping resident workgroups per SM). On an H200 a 1000-document batch spent 4.4 ms in
+// these passes with the f32 stream and 128 threads, 3.56 with the f16 stream and one token a
+// workgroup, 3.44 with four. Subgroup additions instead of the shared-memory tree measured
+// the same, and would need subgroup arithmetic.
 #include "common.glsl"
 
 const uint TPW = 4;        // tokens a workgroup (the host launches ceil(T / TPW))
