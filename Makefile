@@ -66,6 +66,7 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # sums (tests/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
 GLSLC_FLAGS_gemm_cm_l = -O
 GLSLC_FLAGS_gemm_cm_lh = -O
+GLSLC_FLAGS_gemm_cm_wh = -O
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)
 	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),$(if $(findstring _cm,$*),-O0,-O)) -Ishaders -o $@ $<

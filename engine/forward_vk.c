@@ -27,6 +27,7 @@
 #define SLOTS 2
 #define BQ 64       /* attention query block (attention.glsl, attn_cm.comp, attn_fa.comp) */
 #define LN_TOKENS 4 /* tokens a LayerNorm workgroup (TPW in shaders/layernorm.glsl) */
+#define LN_ROUNDS 4 /* tokens a lane group of add_ln_sg.comp does (ROUNDS there) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
 #define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
 #define WAIT_MS 120000ull
@@ -40,15 +41,18 @@ static const char *const step_name[ST_N] = {
 
 /* Pipelines. The cooperative-matrix products come in three tile sizes (L large, S 64x64, T
  * 32x64), each with f32 output, f16 output, and f16 output with the activation (a
- * specialization constant of the same shader). */
+ * specialization constant of the same shader); and, for N a multiple of 96, the large
+ * products' 128x96 tiles (W: f16 output, with and without the activation). */
 enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH,
-       P_CM_L, P_CM_LH, P_CM_LHA, P_CM_S, P_CM_HS, P_CM_HSA, P_CM_T, P_CM_HT, P_CM_HTA, P_N };
-/* Output tile of each GEMM pipeline (columns, rows per workgroup; L: two 128-row tiles). */
+       P_CM_L, P_CM_LH, P_CM_LHA, P_CM_S, P_CM_HS, P_CM_HSA, P_CM_T, P_CM_HT, P_CM_HTA,
+       P_CM_WH, P_CM_WHA, P_N };
+/* Output tile of each GEMM pipeline (columns, rows per workgroup; L, W: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_H] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
 	[P_CM_L] = { 64, 256 }, [P_CM_LH] = { 64, 256 }, [P_CM_LHA] = { 64, 256 },
 	[P_CM_S] = { 64, 64 }, [P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
 	[P_CM_T] = { 64, 32 }, [P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
+	[P_CM_WH] = { 96, 256 }, [P_CM_WHA] = { 96, 256 },
 };
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than this runs
  * with 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still
@@ -115,6 +119,8 @@ struct vk_backend {
 	const char *attn_name; /* the attention kernel chosen (for the profile report) */
 	float q_scale;         /* folded into the query projection (attn_fa.comp), else 1 */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
+	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
+	uint32_t ln_tokens;    /* tokens a workgroup of the residual LayerNorm */
 };
 
 void vk_options_default(vk_options *o)
@@ -527,9 +533,23 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
+	/* The f16 residual LayerNorm on subgroup shuffles (add_ln_sg.comp): LPT lanes a token,
+	 * the largest power of two up to 16 and the smallest subgroup that divides H/8, and at
+	 * most 16 pieces of 8 halfs a lane. */
+	b->ln_lanes = 0;
+	b->ln_tokens = LN_TOKENS;
+	if (h && b->c.has_shuffle && !getenv("EMBED_VK_LN_TREE")) {
+		uint32_t lpt = 16;
+		while (lpt > b->c.min_subgroup_size || (b->H / 8) % lpt)
+			lpt /= 2;
+		if (lpt >= 2 && b->H / 8 / lpt <= 16) {
+			b->ln_lanes = lpt;
+			b->ln_tokens = 128 / lpt * LN_ROUNDS;
+		}
+	}
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
-		[P_ADDLN] = h ? "add_ln_h" : "add_ln",
+		[P_ADDLN] = b->ln_lanes ? "add_ln_sg" : h ? "add_ln_h" : "add_ln",
 		[P_ATTN] = attn_fa ? "attn_fa" : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		[P_POOL] = h ? "pool_h" : "pool",
@@ -539,26 +559,40 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_L] = "gemm_cm_l", [P_CM_LH] = "gemm_cm_lh", [P_CM_LHA] = "gemm_cm_lh",
 		[P_CM_S] = "gemm_cm_s", [P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_T] = "gemm_cm_t", [P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
+		[P_CM_WH] = "gemm_cm_wh", [P_CM_WHA] = "gemm_cm_wha",
 	};
 	b->attn_name = names[P_ATTN];
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	for (int i = 0; i < P_N; i++) {
 		if (!names[i] || (i >= P_CM_L && b->prec != PREC_COOPMAT))
 			continue;
-		/* specialization constant 0: head size (attention), activation (products) */
-		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA;
-		uint32_t spec[1] = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act };
-		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec,
-					i == P_ATTN || with_act ? 1 : 0, err);
+		/* specialization constant 0: head size (attention), activation (products);
+		 * add_ln_sg: lanes a token and pieces a lane */
+		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
+		uint32_t spec[2] = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act };
+		int nspec = i == P_ATTN || with_act ? 1 : 0;
+		if (i == P_ADDLN && b->ln_lanes) {
+			spec[0] = b->ln_lanes;
+			spec[1] = b->H / 8 / b->ln_lanes;
+			nspec = 2;
+		}
+		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec, nspec, err);
 		if (rc)
 			return rc;
 	}
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	/* f16 paths: every product writes f16 (out and down feed the f16 residual stream) */
 	const int f16out[4] = { 1, h, 1, h };
+	const char *t96 = getenv("EMBED_VK_TILES96");
 	for (int g = 0; g < 4; g++) {
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
+		/* 128x96 tiles where N allows: on an H200 (M = 245760, tests/tool_vk_gemm) qkv
+		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
+		 * EMBED_VK_TILES96=0 keeps the 128x64 ones (comparisons, tests). */
+		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 && f16out[g] &&
+			 !(t96 && !strcmp(t96, "0")))
+			b->gemm_pipe[g] = g == G_UP ? P_CM_WHA : P_CM_WH;
 		else if (b->prec == PREC_COOPMAT && N[g] % 64 == 0 && K[g] % 64 == 0)
 			b->gemm_pipe[g] = g == G_UP ? P_CM_LHA : f16out[g] ? P_CM_LH : P_CM_L;
 		else
@@ -816,8 +850,10 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
-	if (b->small_tiles && p >= P_CM_L && p <= P_CM_LHA &&
-	    (N[g] / 64) * ((M + 255) / 256) < SMALL_GRID) {
+	const int large = (p >= P_CM_L && p <= P_CM_LHA) || p == P_CM_WH || p == P_CM_WHA;
+	if (b->small_tiles && large && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < SMALL_GRID) {
+		if (p == P_CM_WH || p == P_CM_WHA) /* the 64-wide pipeline of the same kind */
+			p = p == P_CM_WH ? P_CM_LH : P_CM_LHA;
 		int t = b->small_tiles;
 		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
 			t = (N[g] / 64) * ((M + 63) / 64) < SMALL_GRID ? 2 : 1;
@@ -834,7 +870,7 @@ static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off,
 {
 	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps };
 	uint32_t gx, gy;
-	grid1((T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
+	grid1((T + b->ln_tokens - 1) / b->ln_tokens, &gx, &gy);
 	dispatch(b, s, step, P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
 }
 
@@ -1066,6 +1102,14 @@ int forward_vk(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err)
 	return rc;
 }
 
+void vk_backend_profile_reset(vk_backend *b)
+{
+	if (!b)
+		return;
+	memset(b->prof_ns, 0, sizeof b->prof_ns);
+	b->prof_batches = 0;
+}
+
 void vk_backend_profile_report(const vk_backend *b, FILE *f)
 {
 	if (!b || !b->qcap || !b->prof_batches)
@@ -1077,6 +1121,12 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 		"second-row accumulator elements 0x%02x):\n", b->prof_batches, b->c.name,
 		b->prec_name, b->attn_name, b->cm_second);
 	for (int i = 0; i < ST_N; i++)
-		fprintf(f, "  %-24s %10.3f ms  %5.1f%%\n", step_name[i], b->prof_ns[i] / 1e6,
-			total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0);
+		fprintf(f, "  %-24s %10.3f ms  %5.1f%%  %8.3f ms a submission\n", step_name[i],
+			b->prof_ns[i] / 1e6, total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0,
+			b->prof_ns[i] / 1e6 / (double)b->prof_batches);
+	fprintf(f, "  %-24s %10.3f ms          %8.3f ms a submission\n", "total", total / 1e6,
+		total / 1e6 / (double)b->prof_batches);
+	/* with EMBED_VK_STATS: registers and shared memory of each pipeline */
+	for (int i = 0; i < P_N; i++)
+		vk_pipe_report((vk_ctx *)&b->c, &b->pipe[i], f);
 }

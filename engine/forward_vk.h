@@ -94,7 +94,11 @@ int forward_vk_wait(vk_backend *b, emb_err *err);
 
 /* Profiling (for scripts/bench-gpu): with the environment variable EMBED_VK_PROFILE set at
  * open, GPU timestamps are taken around every step; this prints the time per step summed
- * over all batches since open (nothing when profiling is off or unsupported). */
+ * over all batches since open or the last reset, and per submission (nothing when profiling
+ * is off or unsupported). */
 void vk_backend_profile_report(const vk_backend *b, FILE *f);
+/* Forgets the times summed so far (for a report on the batches that follow). Call only with
+ * no batch in flight. */
+void vk_backend_profile_reset(vk_backend *b);
 
 #endif

@@ -355,6 +355,8 @@ static int create_device(vk_ctx *c, emb_err *err)
 	 * shared memory) where it offers them; for kernel tuning only. */
 	int ext_stats = getenv("EMBED_VK_STATS") &&
 			has_ext(ext, ne, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+	/* A device that varies its subgroup size between pipelines says how small it may get. */
+	int ext_ssc = has_ext(ext, ne, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
 	free(ext);
 
 	cm2_nv_features cm2f = { .sType = ST_CM2_NV_FEATURES };
@@ -381,8 +383,12 @@ static int create_device(vk_ctx *c, emb_err *err)
 	};
 	c->vkGetPhysicalDeviceFeatures2(c->phys, &f2);
 
+	VkPhysicalDeviceSubgroupSizeControlPropertiesEXT ssc = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT,
+	};
 	VkPhysicalDeviceVulkan11Properties p11 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES,
+		.pNext = ext_ssc ? &ssc : NULL,
 	};
 	VkPhysicalDeviceProperties2 p2 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
@@ -390,6 +396,9 @@ static int create_device(vk_ctx *c, emb_err *err)
 	};
 	c->vkGetPhysicalDeviceProperties2(c->phys, &p2);
 	c->subgroup_size = p11.subgroupSize;
+	c->min_subgroup_size = ext_ssc && ssc.minSubgroupSize ? ssc.minSubgroupSize : p11.subgroupSize;
+	c->has_shuffle = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+			 (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
 
 	c->has_f16 = f11.storageBuffer16BitAccess && f12.shaderFloat16;
 	c->has_coopmat = ext_cm && cmf.cooperativeMatrix && c->has_f16 && f12.vulkanMemoryModel &&

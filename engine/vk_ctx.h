@@ -81,6 +81,8 @@ typedef struct vk_ctx {
 	int has_timestamps;
 	int capture_stats;  /* EMBED_VK_STATS set and the driver reports pipeline statistics */
 	uint32_t subgroup_size;
+	uint32_t min_subgroup_size; /* the smallest a pipeline may get (subgroup size control) */
+	int has_shuffle;    /* subgroup shuffles in compute shaders (VK_SUBGROUP_FEATURE_SHUFFLE_BIT) */
 	float timestamp_ns; /* nanoseconds per timestamp tick */
 
 	VkDescriptorSetLayout dsl;

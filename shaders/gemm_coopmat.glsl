@@ -4,24 +4,28 @@
 //
 // A workgroup of WARPS_M x WARPS_N subgroups computes TILES_M tiles of TILE_M x TILE_N, one
 // after another down the rows; each subgroup owns a (TILE_M/WARPS_M) x (TILE_N/WARPS_N)
-// block of 16x16 fragments. K advances K_STEP (64) at a time: the next slice of A and W is
-// fetched into registers while the tensor cores work on the current one in shared memory
-// (rows padded by 8 halfs against bank conflicts); across tiles, the next tile's first slice
-// is fetched during the current tile's last.
+// block of 16x16 fragments. K advances K_STEP (64) at a time through shared memory (rows
+// padded by 8 halfs against bank conflicts). With PREFETCH the next slice of A and W is
+// fetched into registers while the tensor cores work on the current one (across tiles, the
+// next tile's first slice during the current tile's last); without it each slice goes from
+// global to shared memory directly, which frees the registers a wider tile needs.
 //
 // Epilogue: the accumulators start as the bias (loaded once per workgroup), the activation
 // (a specialization constant) is applied to the accumulator elements in place, and the tile
-// is stored: f32 straight from the fragments; f16 through shared memory, so that each tile
-// row leaves as whole 16-byte pieces — the fragments' own f16 stores are 4-byte scatters,
-// which cost the qkv product a fifth of its time. Rows past M are written too (the bias plus
-// products of finite stale rows), which nothing reads.
+// is stored: f32 straight from the fragments; f16 through shared memory (the A and W slices'
+// array), so that each tile row leaves as whole 16-byte pieces — the fragments' own f16
+// stores are 4-byte scatters, which cost the qkv product a fifth of its time. Rows past M
+// are written too (the bias plus products of finite stale rows), which nothing reads.
 //
-// Measured on an H200 with tests/tool_vk_gemm (M = 32768; docs/bench-gemm.md): the same
-// MMAs with operands held in registers reach 330-385 TFLOP/s, this kernel 104-145 TFLOP/s.
-// The large products use 128x64 tiles, 2 x 2 subgroups of 64x32, two tiles a workgroup (qkv
-// 144 TFLOP/s, against 98 for the earlier 4 x 2 layout with direct f16 stores). Measured
-// slower: other layouts and tiles, 32- and 128-wide K slices, double-buffered shared memory,
-// f16-typed shared arrays, fragments loaded straight from global memory, spirv-opt output.
+// Measured on an H200 with tests/tool_vk_gemm (docs/bench-gemm.md): the same MMAs with
+// operands held in registers reach 330-390 TFLOP/s; with the fragments loaded from shared
+// memory but no global loads and no barriers 160-235; this kernel, at M = 245760, 154-204.
+// The large products use two tiles a workgroup of 2 x 2 subgroups: 128x96 tiles (subgroups
+// of 64x48) where N is a multiple of 96, without the register prefetch except for the up
+// product with its activation (qkv 204 TFLOP/s, up 152, down 173); else 128x64 with the
+// prefetch (156, 134, 154). Measured slower: other layouts and tiles, 32- and 128-wide K
+// slices, double-buffered shared memory, f16-typed shared arrays, fragments loaded straight
+// from global memory.
 //
 // Requires (checked on the host before this path is chosen): subgroup size 32, 16x16x16
 // f16*f16+f32 cooperative matrices, N % TILE_N == 0, K % K_STEP == 0, and the A and C buffers
@@ -46,11 +50,17 @@
 #ifndef K_STEP
 #define K_STEP 64
 #endif
+#ifndef PREFETCH
+#define PREFETCH 1
+#endif
+#ifndef DIAG
+#define DIAG 0       // study only: 1 no global loads in the K loop; 2 nor shared stores, barriers
+#endif
 #define WARPS (WARPS_M * WARPS_N)
 // f16 output is staged in the A buffer (HROW uvec4 a row) where a tile row fits its row.
 #define HROW (TILE_N / 8 + 1)
 #ifndef STAGE_F16
-#define STAGE_F16 (C_F16 && HROW <= K_STEP / 8 + 1)
+#define STAGE_F16 (C_F16 && TILE_M * HROW <= (TILE_M + TILE_N) * (K_STEP / 8 + 1))
 #endif
 
 layout(local_size_x = 32 * WARPS) in;
@@ -77,8 +87,11 @@ const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;   // rows, columns per subgro
 const uint FM = SM_ / 16, FN = SN_ / 16;        // fragments per subgroup
 const uint SROW = (BK + 8) / 8;     // shared row stride in uvec4 (8 halfs of padding)
 
-shared uvec4 As[BM * SROW];
-shared uvec4 Bs[BN * SROW];
+// The A and W slices share one array (W's after A's), so that an f16 output tile may be
+// staged across both.
+shared uvec4 Sh[(BM + BN) * SROW];
+#define As(i) Sh[i]
+#define Bs(i) Sh[BM * SROW + (i)]
 
 shared float Bias[WARPS * 256];     // one 16x16 tile per subgroup whose rows all hold the bias
 
@@ -111,6 +124,7 @@ void main()
 	// row r0 + i * RSTEP, column kq.
 	const uint KQ = BK / 8, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
 	const uint r0 = tid / KQ, kq = tid % KQ;
+#if PREFETCH
 	uvec4 ra[LOADS], rb[LOADS_B];
 	{
 		const uint m0 = mt0 * BM;
@@ -119,6 +133,7 @@ void main()
 		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 			rb[i] = w[(n0 + r0 + i * RSTEP) * K8 + kq];
 	}
+#endif
 
 	for (uint s = 0; s < steps; s++) {
 		const uint ks = s % NK, m0 = (mt0 + s / NK) * BM;
@@ -127,27 +142,42 @@ void main()
 				[[unroll]] for (uint j = 0; j < FN; j++)
 					acc[i][j] = bias_m[j];
 		}
+#if DIAG < 2
 		barrier();
+#endif
+#if PREFETCH
+#if DIAG < 2
 		[[unroll]] for (uint i = 0; i < LOADS; i++)
-			As[(r0 + i * RSTEP) * SROW + kq] = ra[i];
+			As((r0 + i * RSTEP) * SROW + kq) = ra[i];
 		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
-			Bs[(r0 + i * RSTEP) * SROW + kq] = rb[i];
+			Bs((r0 + i * RSTEP) * SROW + kq) = rb[i];
 		barrier();
-		if (s + 1 < steps) {
+#endif
+		if (DIAG == 0 && s + 1 < steps) {
 			const uint m1 = (mt0 + (s + 1) / NK) * BM, kn = ((s + 1) % NK) * KQ + kq;
 			[[unroll]] for (uint i = 0; i < LOADS; i++)
 				ra[i] = a[(m1 + r0 + i * RSTEP) * K8 + kn];
 			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 				rb[i] = w[(n0 + r0 + i * RSTEP) * K8 + kn];
 		}
+#else
+		{
+			const uint kn = ks * KQ + kq;
+			[[unroll]] for (uint i = 0; i < LOADS; i++)
+				As((r0 + i * RSTEP) * SROW + kq) = a[(m0 + r0 + i * RSTEP) * K8 + kn];
+			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
+				Bs((r0 + i * RSTEP) * SROW + kq) = w[(n0 + r0 + i * RSTEP) * K8 + kn];
+		}
+		barrier();
+#endif
 		[[unroll]] for (uint kk = 0; kk < BK / 16; kk++) {
 			fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++)
-				coopMatLoadNV(fa[i], As, (wm * SM_ + i * 16) * SROW + kk * 2, SROW, false);
+				coopMatLoadNV(fa[i], Sh, (wm * SM_ + i * 16) * SROW + kk * 2, SROW, false);
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb;
 				// W rows are B's columns: column-major B with the same row stride.
-				coopMatLoadNV(fb, Bs, (wn * SN_ + j * 16) * SROW + kk * 2, SROW, true);
+				coopMatLoadNV(fb, Sh, BM * SROW + (wn * SN_ + j * 16) * SROW + kk * 2, SROW, true);
 				[[unroll]] for (uint i = 0; i < FM; i++)
 					acc[i][j] = coopMatMulAddNV(fa[i], fb, acc[i][j]);
 			}
@@ -166,13 +196,13 @@ void main()
 				[[unroll]] for (uint j = 0; j < FN; j++) {
 					fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> hm =
 						fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
-					coopMatStoreNV(hm, As, (wm * SM_ + i * 16) * HROW + (wn * SN_ + j * 16) / 8,
+					coopMatStoreNV(hm, Sh, (wm * SM_ + i * 16) * HROW + (wn * SN_ + j * 16) / 8,
 						       HROW, false);
 				}
 			barrier();
 			const uint RQ = BN / 8;   // uvec4 per tile row
 			[[unroll]] for (uint q = tid; q < BM * RQ; q += THREADS)
-				c[((m0 + q / RQ) * pc.N + n0) / 8 + q % RQ] = As[(q / RQ) * HROW + q % RQ];
+				c[((m0 + q / RQ) * pc.N + n0) / 8 + q % RQ] = As((q / RQ) * HROW + q % RQ);
 #else
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				const uint row = m0 + wm * SM_ + i * 16;

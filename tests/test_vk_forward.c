@@ -221,6 +221,16 @@ int main(void)
 		setenv("EMBED_VK_ATTN", "cm", 1);
 		run_case("short texts, attn_cm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16, 64, 0);
 		unsetenv("EMBED_VK_ATTN");
+		/* The large-tile products (128x96, and 128x64 where N is no multiple of 96),
+		 * which a batch this small would otherwise leave for the small tiles. */
+		setenv("EMBED_VK_SMALL_TILES", "0", 1);
+		run_case("1..512 tokens mixed, 128x96 tiles", &cfg, &w, pool, mixed,
+			 (int)(sizeof mixed / sizeof *mixed), VK_PREC_FP16, 0, 0);
+		setenv("EMBED_VK_TILES96", "0", 1);
+		run_case("1..512 tokens mixed, 128x64 tiles", &cfg, &w, pool, mixed,
+			 (int)(sizeof mixed / sizeof *mixed), VK_PREC_FP16, 0, 0);
+		unsetenv("EMBED_VK_TILES96");
+		unsetenv("EMBED_VK_SMALL_TILES");
 	}
 
 	/* Bad environments: a device index that does not exist and a loader that finds no
