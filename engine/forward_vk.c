@@ -19,6 +19,7 @@
 #include "forward_vk.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -515,6 +516,23 @@ done:
 	return ok;
 }
 
+/* One pipeline to build (make_pipelines builds them on threads of their own). */
+typedef struct pipe_job {
+	vk_ctx *c;
+	vk_pipe *p;
+	const char *name;
+	uint32_t spec[2];
+	int nspec, rc;
+	emb_err err;
+} pipe_job;
+
+static void *pipe_job_run(void *arg)
+{
+	pipe_job *j = arg;
+	j->rc = vk_pipe_create(j->c, j->p, j->name, j->spec, j->nspec, &j->err);
+	return NULL;
+}
+
 static int make_pipelines(vk_backend *b, emb_err *err)
 {
 	const int h = b->prec != PREC_FP32;
@@ -563,23 +581,41 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	};
 	b->attn_name = names[P_ATTN];
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
+	pipe_job jobs[P_N];
+	int nj = 0;
 	for (int i = 0; i < P_N; i++) {
 		if (!names[i] || (i >= P_CM_L && b->prec != PREC_COOPMAT))
 			continue;
 		/* specialization constant 0: head size (attention), activation (products);
 		 * add_ln_sg: lanes a token and pieces a lane */
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
-		uint32_t spec[2] = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act };
-		int nspec = i == P_ATTN || with_act ? 1 : 0;
+		pipe_job *j = &jobs[nj++];
+		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
+				 .spec = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act },
+				 .nspec = i == P_ATTN || with_act ? 1 : 0 };
 		if (i == P_ADDLN && b->ln_lanes) {
-			spec[0] = b->ln_lanes;
-			spec[1] = b->H / 8 / b->ln_lanes;
-			nspec = 2;
+			j->spec[0] = b->ln_lanes;
+			j->spec[1] = b->H / 8 / b->ln_lanes;
+			j->nspec = 2;
 		}
-		int rc = vk_pipe_create(&b->c, &b->pipe[i], names[i], spec, nspec, err);
-		if (rc)
-			return rc;
 	}
+	/* The driver compiles a pipeline on the calling thread, seconds in all on a machine
+	 * whose shader cache is cold: one thread a pipeline (inline where none starts). */
+	pthread_t th[P_N];
+	int started[P_N];
+	for (int k = 0; k < nj; k++) {
+		started[k] = pthread_create(&th[k], NULL, pipe_job_run, &jobs[k]) == 0;
+		if (!started[k])
+			pipe_job_run(&jobs[k]);
+	}
+	for (int k = 0; k < nj; k++)
+		if (started[k])
+			pthread_join(th[k], NULL);
+	for (int k = 0; k < nj; k++)
+		if (jobs[k].rc) {
+			*err = jobs[k].err;
+			return jobs[k].rc;
+		}
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	/* f16 paths: every product writes f16 (out and down feed the f16 residual stream) */
 	const int f16out[4] = { 1, h, 1, h };
