@@ -551,9 +551,11 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
-	/* The f16 residual LayerNorm on subgroup shuffles (add_ln_sg.comp): LPT lanes a token,
-	 * the largest power of two up to 16 and the smallest subgroup that divides H/8, and at
-	 * most 16 pieces of 8 halfs a lane. */
+	/* The f16 residual LayerNorm on subgroup shuffles (add_ln_sg.comp), with LPT lanes a
+	 * token: the largest power of two that is at most 16, fits the smallest subgroup the
+	 * device may give a pipeline and divides H/8, leaving a lane at most 16 pieces of 8
+	 * halfs. Elsewhere, or with EMBED_VK_LN_TREE set (comparisons), the shared-memory
+	 * kernel (layernorm.glsl). */
 	b->ln_lanes = 0;
 	b->ln_tokens = LN_TOKENS;
 	if (h && b->c.has_shuffle && !getenv("EMBED_VK_LN_TREE")) {
@@ -1164,5 +1166,5 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 		total / 1e6 / (double)b->prof_batches);
 	/* with EMBED_VK_STATS: registers and shared memory of each pipeline */
 	for (int i = 0; i < P_N; i++)
-		vk_pipe_report((vk_ctx *)&b->c, &b->pipe[i], f);
+		vk_pipe_report(&b->c, &b->pipe[i], f);
 }

@@ -855,7 +855,7 @@ int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *
 	return EMB_OK;
 }
 
-void vk_pipe_report(vk_ctx *c, const vk_pipe *p, FILE *f)
+void vk_pipe_report(const vk_ctx *c, const vk_pipe *p, FILE *f)
 {
 	if (!c->capture_stats || !p->pipe)
 		return;

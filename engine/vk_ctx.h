@@ -159,7 +159,7 @@ int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *
 /* Writes the driver's statistics for p (registers, spills, ...) as one line per executable,
  * when the context captures them (EMBED_VK_STATS set at open and the driver offers
  * VK_KHR_pipeline_executable_properties); nothing otherwise. */
-void vk_pipe_report(vk_ctx *c, const vk_pipe *p, FILE *f);
+void vk_pipe_report(const vk_ctx *c, const vk_pipe *p, FILE *f);
 
 void vk_pipe_destroy(vk_ctx *c, vk_pipe *p);
 

@@ -214,6 +214,13 @@ int main(void)
 				 (int)(sizeof mixed / sizeof *mixed), precs[p], 0, 0);
 	}
 
+	/* The residual LayerNorm's fallback for devices without subgroup shuffles
+	 * (add_ln_h.comp), which every device here would otherwise skip. */
+	setenv("EMBED_VK_LN_TREE", "1", 1);
+	run_case("short texts, shared-memory LayerNorm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16,
+		 64, 0);
+	unsetenv("EMBED_VK_LN_TREE");
+
 	/* On a GPU: attention with the softmax staged through shared memory (attn_cm.comp), the
 	 * kernel for devices whose matrix layout the register softmax does not know; the same
 	 * bars. (A CPU implementation has no cooperative matrices and runs neither.) */
