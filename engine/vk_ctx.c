@@ -844,7 +844,13 @@ int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *
 		},
 		.layout = c->layout,
 	};
-	r = c->vkCreateComputePipelines(c->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipe);
+	/* Fault injection for the tests: EMBED_VK_FAIL_SHADER=PREFIX makes every shader whose
+	 * name starts with PREFIX fail here as a driver's compiler would. */
+	const char *fail = getenv("EMBED_VK_FAIL_SHADER");
+	if (fail && fail[0] && !strncmp(name, fail, strlen(fail)))
+		r = VK_ERROR_INITIALIZATION_FAILED;
+	else
+		r = c->vkCreateComputePipelines(c->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipe);
 	c->vkDestroyShaderModule(c->device, sm, NULL);
 	if (r != VK_SUCCESS) {
 		p->pipe = VK_NULL_HANDLE;

@@ -3,7 +3,8 @@
  * matrices where the device has them) cosine 0.9995 for every text, never NaN or Inf —
  * including 512-token inputs and batches mixing 1-token and 512-token sequences (a Vulkan
  * backend of a peer returned NaN for long MiniLM inputs). Also: a batch split over several
- * passes of a small token budget, the asynchronous submit/wait pair, and batch invariance.
+ * passes of a small token budget, the asynchronous submit/wait pair, batch invariance, and
+ * the bad environments: no such device, no driver, a shader the driver fails to compile.
  *
  * Runs on whatever Vulkan device is chosen (discrete GPU first, else lavapipe in CI); exits
  * 77 only when there is no Vulkan device at all. lavapipe runs the model's products at well
@@ -278,6 +279,28 @@ int main(void)
 			unsetenv(envs[i]);
 		free(saved[i]);
 	}
+
+	/* A shader the driver fails to compile (injected: EMBED_VK_FAIL_SHADER=pool fails
+	 * pool and pool_h, one of which every backend builds, on one of the threads that
+	 * build the pipelines): EMB_EDEVICE naming it, nothing left behind (ASan), the CPU
+	 * under auto. */
+	setenv("EMBED_VK_FAIL_SHADER", "pool", 1);
+	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EDEVICE && !none &&
+	      strstr(err.msg, "'pool"), "failing shader accepted: %s", err.msg);
+	printf("failing shader: %s\n", err.msg);
+	eo.device = EMBED_DEVICE_GPU;
+	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_EDEVICE && !em &&
+	      strstr(err.msg, "'pool"), "--device gpu with a failing shader: %s", err.msg);
+	printf("embed_open, device gpu, failing shader: %s\n", err.msg);
+	eo.device = EMBED_DEVICE_AUTO;
+	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_OK && em,
+	      "--device auto with a failing shader: %s", err.msg);
+	if (em) {
+		CHECK(embed_device_for_batch(em, 100) == EMBED_DEVICE_CPU,
+		      "auto with a failing shader uses the GPU");
+		embed_close(em);
+	}
+	unsetenv("EMBED_VK_FAIL_SHADER");
 
 	threadpool_destroy(pool);
 	bert_weights_free(&w);
