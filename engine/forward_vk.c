@@ -275,6 +275,12 @@ static void free_activations(vk_backend *b)
 
 static int alloc_activations(vk_backend *b, emb_err *err)
 {
+	/* Fault injection for the tests: EMBED_VK_FAIL_ACTIVATIONS=N fails this as a device out
+	 * of memory would, for a budget over N tokens. */
+	const char *fail = getenv("EMBED_VK_FAIL_ACTIVATIONS");
+	if (fail && b->budget > (uint32_t)atoi(fail))
+		return emb_errf(err, EMB_ENOMEM, "Vulkan: vkAllocateMemory: VK_ERROR_OUT_OF_DEVICE_MEMORY "
+				"(activations for %u tokens; EMBED_VK_FAIL_ACTIVATIONS)", b->budget);
 	const VkDeviceSize rows = b->rows, H = b->H, I = b->I;
 	const VkDeviceSize ea = b->prec == PREC_FP32 ? 4 : 2; /* matrix-input element size */
 	b->tok_cap = b->budget * 8;

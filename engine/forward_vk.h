@@ -53,7 +53,9 @@ void vk_options_default(vk_options *o);
  * budget (down to max_seq) before giving up. Errors: EMB_EDEVICE (no loader, no device, a
  * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
  * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
- * 1024 or a head size not a multiple of 4). */
+ * 1024 or a head size not a multiple of 4). The tests inject the first two failures through
+ * EMBED_VK_FAIL_SHADER (a shader-name prefix) and EMBED_VK_FAIL_ACTIVATIONS (a budget in
+ * tokens above which the activations do not fit). */
 int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
 		    vk_backend **out, emb_err *err);
 

@@ -4,7 +4,8 @@
  * including 512-token inputs and batches mixing 1-token and 512-token sequences (a Vulkan
  * backend of a peer returned NaN for long MiniLM inputs). Also: a batch split over several
  * passes of a small token budget, the asynchronous submit/wait pair, batch invariance, and
- * the bad environments: no such device, no driver, a shader the driver fails to compile.
+ * the bad environments: no such device, no driver, out of device memory, a shader the
+ * driver fails to compile (the last two injected).
  *
  * Runs on whatever Vulkan device is chosen (discrete GPU first, else lavapipe in CI); exits
  * 77 only when there is no Vulkan device at all. lavapipe runs the model's products at well
@@ -63,10 +64,12 @@ static const char *model_dir;
 static int cpu_device;
 
 /* Runs batch `lens` through the CPU and the GPU path and checks the bars. layers > 0 cuts
- * the model to its first `layers` layers (both paths). */
-static void run_case(const char *what, const bert_config *cfg0, const bert_weights *w,
-		     threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
-		     int layers)
+ * the model to its first `layers` layers (both paths). The backend gets a token budget of
+ * `budget` (0: its default), which it may halve down to max_seq when out of device memory,
+ * and accepts sequences up to max_seq tokens (0: the position limit). */
+static void run_case_seq(const char *what, const bert_config *cfg0, const bert_weights *w,
+			 threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
+			 int max_seq, int layers)
 {
 	bert_config cfg = *cfg0;
 	if (layers > 0 && layers < cfg.layers)
@@ -94,7 +97,7 @@ static void run_case(const char *what, const bert_config *cfg0, const bert_weigh
 	o.allow_cpu = 1;
 	o.precision = prec;
 	o.token_budget = budget;
-	o.max_seq = budget; /* 0: the position limit */
+	o.max_seq = max_seq;
 	vk_backend *vb = NULL;
 	if (!rc) {
 		rc = vk_backend_open(&cfg, w, &o, &vb, &err);
@@ -145,6 +148,14 @@ static void run_case(const char *what, const bert_config *cfg0, const bert_weigh
 	free(ref);
 	free(got);
 	free(got2);
+}
+
+/* run_case_seq with sequences up to the budget's length. */
+static void run_case(const char *what, const bert_config *cfg0, const bert_weights *w,
+		     threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
+		     int layers)
+{
+	run_case_seq(what, cfg0, w, pool, lens, n, prec, budget, budget, layers);
 }
 
 /* Mesa's lavapipe leaks 128 bytes each time the Vulkan loader unloads it (at every
@@ -279,6 +290,30 @@ int main(void)
 			unsetenv(envs[i]);
 		free(saved[i]);
 	}
+
+	/* Out of device memory for the activations (injected: EMBED_VK_FAIL_ACTIVATIONS=100
+	 * fails them for budgets over 100 tokens): asked for 2048 tokens, the backend halves
+	 * its budget down to 64 (the longest sequence it must take) and computes the same
+	 * vectors in more passes; where even that fails, EMB_ENOMEM saying so, and the CPU
+	 * under auto. */
+	setenv("EMBED_VK_FAIL_ACTIVATIONS", "100", 1);
+	run_case_seq("short texts, device memory for 100 tokens", &cfg, &w, pool, shortl, ns,
+		     VK_PREC_FP32, 2048, 64, cpu_device ? 1 : 0);
+	setenv("EMBED_VK_FAIL_ACTIVATIONS", "32", 1);
+	o.max_seq = 64;
+	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_ENOMEM && !none &&
+	      strstr(err.msg, "out of device memory"), "no memory accepted: %s", err.msg);
+	printf("out of device memory: %s\n", err.msg);
+	o.max_seq = 0;
+	eo.device = EMBED_DEVICE_AUTO;
+	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_OK && em,
+	      "--device auto out of device memory: %s", err.msg);
+	if (em) {
+		CHECK(embed_device_for_batch(em, 100) == EMBED_DEVICE_CPU,
+		      "auto out of device memory uses the GPU");
+		embed_close(em);
+	}
+	unsetenv("EMBED_VK_FAIL_ACTIVATIONS");
 
 	/* A shader the driver fails to compile (injected: EMBED_VK_FAIL_SHADER=pool fails
 	 * pool and pool_h, one of which every backend builds, on one of the threads that
