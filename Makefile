@@ -64,7 +64,6 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # the driver optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader: the
 # large-tile products are optimised, 2-5% faster on an H200 and checked there against double
 # sums (tests/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
-GLSLC_FLAGS_gemm_cm_l = -O
 GLSLC_FLAGS_gemm_cm_lh = -O
 GLSLC_FLAGS_gemm_cm_wh = -O
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)

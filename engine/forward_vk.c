@@ -40,20 +40,19 @@ static const char *const step_name[ST_N] = {
 	"add_layernorm (ffn)", "pool_normalize",
 };
 
-/* Pipelines. The cooperative-matrix products come in three tile sizes (L large, S 64x64, T
- * 32x64), each with f32 output, f16 output, and f16 output with the activation (a
- * specialization constant of the same shader); and, for N a multiple of 96, the large
- * products' 128x96 tiles (W: f16 output, with and without the activation). */
-enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_H, P_GEMM_HH,
-       P_CM_L, P_CM_LH, P_CM_LHA, P_CM_S, P_CM_HS, P_CM_HSA, P_CM_T, P_CM_HT, P_CM_HTA,
-       P_CM_WH, P_CM_WHA, P_N };
-/* Output tile of each GEMM pipeline (columns, rows per workgroup; L, W: two 128-row tiles). */
+/* Pipelines. The products write f32 on the fp32 path (P_GEMM_F32) and f16 on the f16 paths
+ * (the residual stream is f16 there): tiled (P_GEMM_HH), or on cooperative matrices in four
+ * tile sizes (W 128x96 where N is a multiple of 96, L 128x64, S 64x64, T 32x64), each
+ * without and with the activation (A: a specialization constant of the same shader). */
+enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_HH,
+       P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA, P_N };
+/* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
-	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_H] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
-	[P_CM_L] = { 64, 256 }, [P_CM_LH] = { 64, 256 }, [P_CM_LHA] = { 64, 256 },
-	[P_CM_S] = { 64, 64 }, [P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
-	[P_CM_T] = { 64, 32 }, [P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
+	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
 	[P_CM_WH] = { 96, 256 }, [P_CM_WHA] = { 96, 256 },
+	[P_CM_LH] = { 64, 256 }, [P_CM_LHA] = { 64, 256 },
+	[P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
+	[P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
 };
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than this runs
  * with 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still
@@ -580,19 +579,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
-		[P_GEMM_H] = h ? (cpu ? "gemm_h_cpu" : "gemm_h") : NULL,
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
-		[P_CM_L] = "gemm_cm_l", [P_CM_LH] = "gemm_cm_lh", [P_CM_LHA] = "gemm_cm_lh",
-		[P_CM_S] = "gemm_cm_s", [P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
-		[P_CM_T] = "gemm_cm_t", [P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 		[P_CM_WH] = "gemm_cm_wh", [P_CM_WHA] = "gemm_cm_wha",
+		[P_CM_LH] = "gemm_cm_lh", [P_CM_LHA] = "gemm_cm_lh",
+		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
+		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
 	b->attn_name = names[P_ATTN];
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	pipe_job jobs[P_N];
 	int nj = 0;
 	for (int i = 0; i < P_N; i++) {
-		if (!names[i] || (i >= P_CM_L && b->prec != PREC_COOPMAT))
+		if (!names[i] || (i >= P_CM_WH && b->prec != PREC_COOPMAT))
 			continue;
 		/* specialization constant 0: head size (attention), activation (products);
 		 * add_ln_sg: lanes a token and pieces a lane */
@@ -625,22 +623,21 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			return jobs[k].rc;
 		}
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
-	/* f16 paths: every product writes f16 (out and down feed the f16 residual stream) */
-	const int f16out[4] = { 1, h, 1, h };
 	const char *t96 = getenv("EMBED_VK_TILES96");
 	for (int g = 0; g < 4; g++) {
+		const int up = g == G_UP;
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, tests/tool_vk_gemm) qkv
 		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
 		 * EMBED_VK_TILES96=0 keeps the 128x64 ones (comparisons, tests). */
-		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 && f16out[g] &&
+		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 &&
 			 !(t96 && !strcmp(t96, "0")))
-			b->gemm_pipe[g] = g == G_UP ? P_CM_WHA : P_CM_WH;
+			b->gemm_pipe[g] = up ? P_CM_WHA : P_CM_WH;
 		else if (b->prec == PREC_COOPMAT && N[g] % 64 == 0 && K[g] % 64 == 0)
-			b->gemm_pipe[g] = g == G_UP ? P_CM_LHA : f16out[g] ? P_CM_LH : P_CM_L;
+			b->gemm_pipe[g] = up ? P_CM_LHA : P_CM_LH;
 		else
-			b->gemm_pipe[g] = f16out[g] ? P_GEMM_HH : P_GEMM_H;
+			b->gemm_pipe[g] = P_GEMM_HH;
 	}
 	return EMB_OK;
 }
@@ -894,14 +891,13 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
-	const int large = (p >= P_CM_L && p <= P_CM_LHA) || p == P_CM_WH || p == P_CM_WHA;
+	const int with_act = p == P_CM_WHA || p == P_CM_LHA;
+	const int large = with_act || p == P_CM_WH || p == P_CM_LH;
 	if (b->small_tiles && large && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < SMALL_GRID) {
-		if (p == P_CM_WH || p == P_CM_WHA) /* the 64-wide pipeline of the same kind */
-			p = p == P_CM_WH ? P_CM_LH : P_CM_LHA;
 		int t = b->small_tiles;
 		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
 			t = (N[g] / 64) * ((M + 63) / 64) < SMALL_GRID ? 2 : 1;
-		p += (t == 2 ? P_CM_T : P_CM_S) - P_CM_L; /* same output kind, smaller tile */
+		p = t == 2 ? (with_act ? P_CM_HTA : P_CM_HT) : (with_act ? P_CM_HSA : P_CM_HS);
 	}
 	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
 	if (b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && tn == 64)

@@ -1,6 +1,7 @@
 // gemm_coopmat.glsl — the tensor-core matrix product C = act(A · Wᵀ + bias) through
 // GL_NV_cooperative_matrix (the only cooperative-matrix extension Debian's glslc 2023.2
-// knows): f16 A [M][K] and W [N][K], fp32 accumulation, f32 or f16 C [M][N].
+// knows): f16 A [M][K] and W [N][K], fp32 accumulation, f16 C [M][N] (f32 C only in the
+// variants tests/tool_vk_gemm times for the study in docs/bench-gemm.md).
 //
 // A workgroup of WARPS_M x WARPS_N subgroups computes TILES_M tiles of TILE_M x TILE_N, one
 // after another down the rows; each subgroup owns a (TILE_M/WARPS_M) x (TILE_N/WARPS_N)
