@@ -158,6 +158,39 @@ static void run_case(const char *what, const bert_config *cfg0, const bert_weigh
 	run_case_seq(what, cfg0, w, pool, lens, n, prec, budget, budget, layers);
 }
 
+/* The device embed_open under --device auto sends a batch of 100 texts to, or -1 when it
+ * fails to open. Auto takes real GPUs only, never a CPU implementation such as lavapipe. */
+static int auto_device(const char *what)
+{
+	embed_options eo;
+	embed_options_default(&eo);
+	eo.device = EMBED_DEVICE_AUTO;
+	eo.quiet = 1;
+	embed_model *em = NULL;
+	emb_err err = { 0 };
+	if (embed_open(model_dir, &eo, &em, &err) != EMB_OK || !em) {
+		CHECK(0, "--device auto, %s: %s", what, err.msg);
+		return -1;
+	}
+	const int d = embed_device_for_batch(em, 100);
+	embed_close(em);
+	return d;
+}
+
+/* embed_open under --device gpu fails with EMB_EDEVICE and a message containing `needle`. */
+static void check_gpu_refused(const char *what, const char *needle)
+{
+	embed_options eo;
+	embed_options_default(&eo);
+	eo.device = EMBED_DEVICE_GPU;
+	embed_model *em = NULL;
+	emb_err err = { 0 };
+	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_EDEVICE && !em &&
+	      strstr(err.msg, needle), "--device gpu, %s: %s", what, err.msg);
+	printf("embed_open, device gpu, %s: %s\n", what, err.msg);
+	embed_close(em);
+}
+
 /* Mesa's lavapipe leaks 128 bytes each time the Vulkan loader unloads it (at every
  * vkDestroyInstance), from code LeakSanitizer can no longer name once unloaded. One context
  * kept open for the whole run keeps the driver loaded, so its allocations stay attributed
@@ -252,9 +285,12 @@ int main(void)
 		unsetenv("EMBED_VK_SMALL_TILES");
 	}
 
-	/* Bad environments: a device index that does not exist and a loader that finds no
-	 * driver give EMB_EDEVICE with a message under an explicit GPU request, and the CPU
-	 * under auto; nothing hangs or crashes. */
+	/* Bad environments: a device index that does not exist, a loader that finds no driver,
+	 * activations that do not fit and a shader the driver fails to compile give an error
+	 * with a message under an explicit GPU request, and the CPU under auto; nothing hangs or
+	 * crashes. On a real GPU auto first takes it, so that its fallbacks below can fail. */
+	if (!cpu_device)
+		CHECK(auto_device("a working GPU") == EMBED_DEVICE_GPU, "--device auto: no GPU");
 	o.gpu_index = 99;
 	vk_backend *none = NULL;
 	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EDEVICE && !none && err.msg[0],
@@ -270,19 +306,8 @@ int main(void)
 	o.gpu_index = -1;
 	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EDEVICE && !none, "no driver accepted");
 	printf("no driver: %s\n", err.msg);
-	embed_options eo;
-	embed_options_default(&eo);
-	eo.device = EMBED_DEVICE_GPU;
-	embed_model *em = NULL;
-	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_EDEVICE && !em, "--device gpu without driver");
-	printf("embed_open, device gpu, no driver: %s\n", err.msg);
-	eo.device = EMBED_DEVICE_AUTO;
-	eo.quiet = 1;
-	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_OK && em, "--device auto without driver: %s", err.msg);
-	if (em) {
-		CHECK(embed_device_for_batch(em, 100) == EMBED_DEVICE_CPU, "auto without driver uses the GPU");
-		embed_close(em);
-	}
+	check_gpu_refused("no driver", "Vulkan");
+	CHECK(auto_device("no driver") == EMBED_DEVICE_CPU, "auto without driver uses the GPU");
 	for (int i = 0; i < 2; i++) {
 		if (saved[i])
 			setenv(envs[i], saved[i], 1);
@@ -294,8 +319,7 @@ int main(void)
 	/* Out of device memory for the activations (injected: EMBED_VK_FAIL_ACTIVATIONS=100
 	 * fails them for budgets over 100 tokens): asked for 2048 tokens, the backend halves
 	 * its budget down to 64 (the longest sequence it must take) and computes the same
-	 * vectors in more passes; where even that fails, EMB_ENOMEM saying so, and the CPU
-	 * under auto. */
+	 * vectors in more passes; where even that fails, EMB_ENOMEM saying so. */
 	setenv("EMBED_VK_FAIL_ACTIVATIONS", "100", 1);
 	run_case_seq("short texts, device memory for 100 tokens", &cfg, &w, pool, shortl, ns,
 		     VK_PREC_FP32, 2048, 64, cpu_device ? 1 : 0);
@@ -305,36 +329,22 @@ int main(void)
 	      strstr(err.msg, "out of device memory"), "no memory accepted: %s", err.msg);
 	printf("out of device memory: %s\n", err.msg);
 	o.max_seq = 0;
-	eo.device = EMBED_DEVICE_AUTO;
-	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_OK && em,
-	      "--device auto out of device memory: %s", err.msg);
-	if (em) {
-		CHECK(embed_device_for_batch(em, 100) == EMBED_DEVICE_CPU,
+	if (!cpu_device)
+		CHECK(auto_device("out of device memory") == EMBED_DEVICE_CPU,
 		      "auto out of device memory uses the GPU");
-		embed_close(em);
-	}
 	unsetenv("EMBED_VK_FAIL_ACTIVATIONS");
 
 	/* A shader the driver fails to compile (injected: EMBED_VK_FAIL_SHADER=pool fails
 	 * pool and pool_h, one of which every backend builds, on one of the threads that
-	 * build the pipelines): EMB_EDEVICE naming it, nothing left behind (ASan), the CPU
-	 * under auto. */
+	 * build the pipelines): EMB_EDEVICE naming it, nothing left behind (ASan). */
 	setenv("EMBED_VK_FAIL_SHADER", "pool", 1);
 	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EDEVICE && !none &&
 	      strstr(err.msg, "'pool"), "failing shader accepted: %s", err.msg);
 	printf("failing shader: %s\n", err.msg);
-	eo.device = EMBED_DEVICE_GPU;
-	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_EDEVICE && !em &&
-	      strstr(err.msg, "'pool"), "--device gpu with a failing shader: %s", err.msg);
-	printf("embed_open, device gpu, failing shader: %s\n", err.msg);
-	eo.device = EMBED_DEVICE_AUTO;
-	CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_OK && em,
-	      "--device auto with a failing shader: %s", err.msg);
-	if (em) {
-		CHECK(embed_device_for_batch(em, 100) == EMBED_DEVICE_CPU,
+	check_gpu_refused("failing shader", "'pool");
+	if (!cpu_device)
+		CHECK(auto_device("failing shader") == EMBED_DEVICE_CPU,
 		      "auto with a failing shader uses the GPU");
-		embed_close(em);
-	}
 	unsetenv("EMBED_VK_FAIL_SHADER");
 
 	threadpool_destroy(pool);

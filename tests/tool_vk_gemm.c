@@ -5,7 +5,7 @@
  *
  *   tool_vk_gemm [--M rows] [--reps N] [--act 1|3 (the up product's: GELU, ReLU)] SPEC...
  *   SPEC = SHADER:TN:TM:OUT[:TILES]
- *     SHADER  an embedded shader name (gemm_cm_hw4) or a .spv file (compiled with other
+ *     SHADER  an embedded shader name (gemm_cm_lh) or a .spv file (compiled with other
  *             -D settings by scripts/gemm-variants)
  *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1)
  *     OUT     h (f16 output: runs the qkv product, and the up product with GELU) or
@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "benchutil.h"
 #include "vk_ctx.h"
 
 typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
@@ -32,13 +32,6 @@ static float frand(void) /* uniform in [-1, 1) */
 	rng ^= rng >> 7;
 	rng ^= rng << 17;
 	return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -218,7 +211,7 @@ int main(int argc, char **argv)
 				 * check left it idle); round 2: reps dispatches, timed */
 				const int n = round ? reps : 1;
 				if (round == 1 && warm_start == 0)
-					warm_start = now_s();
+					warm_start = now();
 				vk_cmd_begin(&c, cb, &err);
 				c.vkCmdResetQueryPool(cb, qp, 0, 2);
 				c.vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE,
@@ -241,7 +234,7 @@ int main(int argc, char **argv)
 					die(&err);
 				c.vkResetCommandBuffer(cb, 0);
 				if (round == 1) {
-					if (now_s() - warm_start < 0.5)
+					if (now() - warm_start < 0.5)
 						round--;
 					continue;
 				}
