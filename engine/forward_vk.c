@@ -116,11 +116,9 @@ struct vk_backend {
 	double prof_ns[ST_N];
 	long prof_batches;
 	char prec_name[32];
-	const char *attn_name; /* the attention kernel chosen (for the profile report) */
 	float q_scale;         /* folded into the query projection (attn_fa.comp), else 1 */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
-	uint32_t ln_tokens;    /* tokens a workgroup of the residual LayerNorm */
 };
 
 void vk_options_default(vk_options *o)
@@ -562,15 +560,12 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * halfs. Elsewhere, or with EMBED_VK_LN_TREE set (comparisons), the shared-memory
 	 * kernel (layernorm.glsl). */
 	b->ln_lanes = 0;
-	b->ln_tokens = LN_TOKENS;
 	if (h && b->c.has_shuffle && !getenv("EMBED_VK_LN_TREE")) {
 		uint32_t lpt = 16;
 		while (lpt > b->c.min_subgroup_size || (b->H / 8) % lpt)
 			lpt /= 2;
-		if (lpt >= 2 && b->H / 8 / lpt <= 16) {
+		if (lpt >= 2 && b->H / 8 / lpt <= 16)
 			b->ln_lanes = lpt;
-			b->ln_tokens = 128 / lpt * LN_ROUNDS;
-		}
 	}
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
@@ -585,7 +580,6 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
-	b->attn_name = names[P_ATTN];
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	pipe_job jobs[P_N];
 	int nj = 0;
@@ -910,7 +904,9 @@ static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off,
 {
 	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps };
 	uint32_t gx, gy;
-	grid1((T + b->ln_tokens - 1) / b->ln_tokens, &gx, &gy);
+	/* tokens a workgroup: add_ln_sg.comp's groups of lanes, or layernorm.glsl's */
+	const uint32_t tpw = b->ln_lanes ? 128 / b->ln_lanes * LN_ROUNDS : LN_TOKENS;
+	grid1((T + tpw - 1) / tpw, &gx, &gy);
 	dispatch(b, s, step, P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
 }
 
@@ -1159,7 +1155,7 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 		total += b->prof_ns[i];
 	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s, "
 		"second-row accumulator elements 0x%02x):\n", b->prof_batches, b->c.name,
-		b->prec_name, b->attn_name, b->cm_second);
+		b->prec_name, b->pipe[P_ATTN].name, b->cm_second);
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%  %8.3f ms a submission\n", step_name[i],
 			b->prof_ns[i] / 1e6, total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0,
