@@ -26,7 +26,8 @@
 #include "vk_ctx.h"
 
 #define SLOTS 2
-#define BQ 64       /* attention query block (attention.glsl, attn_cm.comp, attn_fa.comp) */
+#define BQ 64       /* attention query block of attention.glsl, attn_cm.comp, attn_fa16.comp
+		     * (attn_fa.comp: 128); the smallest, which sizes the block table */
 #define LN_TOKENS 4 /* tokens a LayerNorm workgroup (TPW in shaders/layernorm.glsl) */
 #define LN_ROUNDS 4 /* tokens a lane group of add_ln_sg.comp does (ROUNDS there) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
@@ -117,6 +118,7 @@ struct vk_backend {
 	long prof_batches;
 	char prec_name[32];
 	float q_scale;         /* folded into the query projection (attn_fa.comp), else 1 */
+	uint32_t bq;           /* the attention kernel's query block */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 };
@@ -545,8 +547,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	/* Tensor-core attention (shaders/attn_cm.comp) is written for head size 32 (MiniLM) and
 	 * uses subgroup shuffles, which every NV cooperative-matrix device has; its register
 	 * softmax (attn_fa.comp) runs where the device's matrix layout allows it.
-	 * EMBED_VK_ATTN=scalar keeps the lane kernel, =cm the shared-memory softmax, for
-	 * comparisons. */
+	 * EMBED_VK_ATTN=scalar keeps the lane kernel, =cm the shared-memory softmax, =fa16 the
+	 * register softmax with 16 query rows a subgroup, for comparisons. */
 	const char *ae = getenv("EMBED_VK_ATTN");
 	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
 	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
@@ -570,7 +572,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = b->ln_lanes ? "add_ln_sg" : h ? "add_ln_h" : "add_ln",
-		[P_ATTN] = attn_fa ? "attn_fa" : attn_cm ? "attn_cm"
+		[P_ATTN] = attn_fa ? (ae && !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
+			   : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
@@ -580,6 +583,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
+	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? 128 : BQ; /* RB * SGS * 16 in attn_fa.glsl */
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	pipe_job jobs[P_N];
 	int nj = 0;
@@ -1027,7 +1031,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		}
 		seq[2 * i] = rel;
 		seq[2 * i + 1] = len;
-		for (uint32_t q0 = 0; q0 < len; q0 += BQ) {
+		for (uint32_t q0 = 0; q0 < len; q0 += b->bq) {
 			blk[4 * nblk] = rel;
 			blk[4 * nblk + 1] = len;
 			blk[4 * nblk + 2] = rel + q0;

@@ -267,11 +267,16 @@ int main(void)
 	unsetenv("EMBED_VK_LN_TREE");
 
 	/* On a GPU: attention with the softmax staged through shared memory (attn_cm.comp), the
-	 * kernel for devices whose matrix layout the register softmax does not know; the same
-	 * bars. (A CPU implementation has no cooperative matrices and runs neither.) */
+	 * kernel for devices whose matrix layout the register softmax does not know, and the
+	 * register softmax's 16-row variant; the same bars. (A CPU implementation has no cooperative matrices and runs neither.) */
 	if (!cpu_device) {
 		setenv("EMBED_VK_ATTN", "cm", 1);
 		run_case("short texts, attn_cm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16, 64, 0);
+		/* the register softmax with 64-query blocks (16 rows a subgroup), for which the
+		 * block table is built differently from the default kernel's 128 */
+		setenv("EMBED_VK_ATTN", "fa16", 1);
+		run_case("1..512 tokens mixed, attn_fa16", &cfg, &w, pool, mixed,
+			 (int)(sizeof mixed / sizeof *mixed), VK_PREC_FP16, 0, 0);
 		unsetenv("EMBED_VK_ATTN");
 		/* The large-tile products (128x96, and 128x64 where N is no multiple of 96),
 		 * which a batch this small would otherwise leave for the small tiles. */
