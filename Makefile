@@ -64,11 +64,13 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # the driver optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader: the
 # large-tile products are optimised, 2-5% faster on an H200 and checked there against double
 # sums (tests/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
+# GLSLC_DEFS adds -D flags to every shader, for studies on the GPU (a separate B=).
 GLSLC_FLAGS_gemm_cm_lh = -O
 GLSLC_FLAGS_gemm_cm_wh = -O
+GLSLC_DEFS ?=
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)
-	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),$(if $(findstring _cm,$*),-O0,-O)) -Ishaders -o $@ $<
+	glslc --target-env=vulkan1.2 $(or $(GLSLC_FLAGS_$*),$(if $(findstring _cm,$*),-O0,-O)) $(GLSLC_DEFS) -Ishaders -o $@ $<
 
 $(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.sh
 	sh scripts/spv-embed.sh $(filter %.spv,$^) > $@

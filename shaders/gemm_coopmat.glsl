@@ -26,7 +26,10 @@
 // product with its activation (qkv 204 TFLOP/s, up 152, down 173); else 128x64 with the
 // prefetch (156, 134, 154). Measured slower: other layouts and tiles, 32- and 128-wide K
 // slices, double-buffered shared memory, f16-typed shared arrays, fragments loaded straight
-// from global memory.
+// from global memory; and (fourth session) f16 accumulators (ACC16): their MMAs reach 7-9%
+// more with operands in registers, and half the registers allow 64x64 subgroup tiles, but in
+// the forward pass they were slower at equal tiles (36.6 against 35.1 ms a batch) and their
+// best wider tile gained less than a tenth on two products for three times the error.
 //
 // Requires (checked on the host before this path is chosen): subgroup size 32, 16x16x16
 // f16*f16+f32 cooperative matrices, N % TILE_N == 0, K % K_STEP == 0, and the A and C buffers
@@ -57,11 +60,34 @@
 #ifndef DIAG
 #define DIAG 0       // study only: 1 no global loads in the K loop; 2 nor shared stores, barriers
 #endif
+#ifndef DIAG_TRANS
+#define DIAG_TRANS 0 // study only, with DIAG 2: bit 0 A, bit 1 B fragments in the other order
+#endif
+#ifndef ACC16
+#define ACC16 0      // f16 accumulators: half the registers of f32 ones, for wider subgroup tiles
+#endif
+#if ACC16
+#define ACC_BITS 16
+#define acc_t float16_t
+#else
+#define ACC_BITS 32
+#define acc_t float
+#endif
 #define WARPS (WARPS_M * WARPS_N)
-// f16 output is staged in the A buffer (HROW uvec4 a row) where a tile row fits its row.
+// f16 output is staged in the slices' array (HROW uvec4 a row), in STAGE_PASSES passes of
+// TILE_M / STAGE_PASSES rows where the whole tile does not fit at once.
 #define HROW (TILE_N / 8 + 1)
+#define STAGE_ROOM ((TILE_M + TILE_N) * (K_STEP / 8 + 1))
+#ifndef STAGE_PASSES
+#if TILE_M * HROW <= STAGE_ROOM
+#define STAGE_PASSES 1
+#else
+#define STAGE_PASSES 2
+#endif
+#endif
 #ifndef STAGE_F16
-#define STAGE_F16 (C_F16 && TILE_M * HROW <= (TILE_M + TILE_N) * (K_STEP / 8 + 1))
+#define STAGE_F16 (C_F16 && TILE_M / STAGE_PASSES * HROW <= STAGE_ROOM && \
+		   TILE_M / STAGE_PASSES >= TILE_M / WARPS_M)
 #endif
 
 layout(local_size_x = 32 * WARPS) in;
@@ -94,7 +120,7 @@ shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
 
-shared float Bias[WARPS * 256];     // one 16x16 tile per subgroup whose rows all hold the bias
+shared acc_t Bias[WARPS * 256];     // one 16x16 tile per subgroup whose rows all hold the bias
 
 void main()
 {
@@ -106,20 +132,20 @@ void main()
 	const uint mtiles = min(TILES_M, (pc.M + BM - 1) / BM - mt0);
 	const uint K8 = pc.K / 8, NK = pc.K / BK, steps = mtiles * NK;
 
-	fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> bias_m[FN];
+	fcoopmatNV<ACC_BITS, gl_ScopeSubgroup, 16, 16> bias_m[FN];
 	{
 		const uint br = lane / 2, bc = (lane % 2) * 8;
 		[[unroll]] for (uint j = 0; j < FN; j++) {
 			const uint b = pc.bias_off + n0 + wn * SN_ + j * 16 + bc;
 			[[unroll]] for (uint e = 0; e < 8; e++)
-				Bias[sg * 256 + br * 16 + bc + e] = wvec[b + e];
+				Bias[sg * 256 + br * 16 + bc + e] = acc_t(wvec[b + e]);
 			subgroupMemoryBarrierShared();
 			subgroupBarrier();
 			coopMatLoadNV(bias_m[j], Bias, sg * 256, 16, false);
 			subgroupBarrier();
 		}
 	}
-	fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
+	fcoopmatNV<ACC_BITS, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
 
 	// Each K slice of A (W) is BM (BN) rows x BK/8 uvec4; thread tid moves LOADS (LOADS_B),
 	// row r0 + i * RSTEP, column kq.
@@ -174,11 +200,21 @@ void main()
 		[[unroll]] for (uint kk = 0; kk < BK / 16; kk++) {
 			fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++)
+#if DIAG_TRANS & 1   // study (with DIAG 2): A fragments loaded as column-major
+				coopMatLoadNV(fa[i], Sh, (kk * 16) * (BM / 8 + 1) + (wm * SM_ + i * 16) / 8,
+					      BM / 8 + 1, true);
+#else
 				coopMatLoadNV(fa[i], Sh, (wm * SM_ + i * 16) * SROW + kk * 2, SROW, false);
+#endif
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb;
+#if DIAG_TRANS & 2   // study (with DIAG 2): B fragments loaded as row-major
+				coopMatLoadNV(fb, Sh, BM * SROW + (kk * 16) * (BN / 8 + 1) + (wn * SN_ + j * 16) / 8,
+					      BN / 8 + 1, false);
+#else
 				// W rows are B's columns: column-major B with the same row stride.
 				coopMatLoadNV(fb, Sh, BM * SROW + (wn * SN_ + j * 16) * SROW + kk * 2, SROW, true);
+#endif
 				[[unroll]] for (uint i = 0; i < FM; i++)
 					acc[i][j] = coopMatMulAddNV(fa[i], fb, acc[i][j]);
 			}
@@ -189,21 +225,26 @@ void main()
 				[[unroll]] for (uint i = 0; i < FM; i++)
 					[[unroll]] for (uint j = 0; j < FN; j++)
 						[[unroll]] for (int e = 0; e < acc[i][j].length(); e++)
-							acc[i][j][e] = activate(acc[i][j][e], ACT);
+							acc[i][j][e] = acc_t(activate(float(acc[i][j][e]), ACT));
 #if STAGE_F16
-			// Every subgroup is done reading As (the next slice is still in registers).
-			barrier();
-			[[unroll]] for (uint i = 0; i < FM; i++)
-				[[unroll]] for (uint j = 0; j < FN; j++) {
-					fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> hm =
-						fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
-					coopMatStoreNV(hm, Sh, (wm * SM_ + i * 16) * HROW + (wn * SN_ + j * 16) / 8,
-						       HROW, false);
-				}
-			barrier();
-			const uint RQ = BN / 8;   // uvec4 per tile row
-			[[unroll]] for (uint q = tid; q < BM * RQ; q += THREADS)
-				c[((m0 + q / RQ) * pc.N + n0) / 8 + q % RQ] = As((q / RQ) * HROW + q % RQ);
+			const uint PROWS = BM / STAGE_PASSES, RQ = BN / 8;   // rows a pass, uvec4 a row
+			[[unroll]] for (uint p = 0; p < STAGE_PASSES; p++) {
+				// Every subgroup is done reading the slices (the next one is still in
+				// registers), and the previous pass has left.
+				barrier();
+				if (wm * SM_ / PROWS == p)
+					[[unroll]] for (uint i = 0; i < FM; i++)
+						[[unroll]] for (uint j = 0; j < FN; j++) {
+							fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> hm =
+								fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
+							coopMatStoreNV(hm, Sh, (wm * SM_ - p * PROWS + i * 16) * HROW +
+								       (wn * SN_ + j * 16) / 8, HROW, false);
+						}
+				barrier();
+				[[unroll]] for (uint q = tid; q < PROWS * RQ; q += THREADS)
+					c[((m0 + p * PROWS + q / RQ) * pc.N + n0) / 8 + q % RQ] =
+						As((q / RQ) * HROW + q % RQ);
+			}
 #else
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				const uint row = m0 + wm * SM_ + i * 16;
@@ -214,7 +255,9 @@ void main()
 						fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
 					coopMatStoreNV(hm, c, (row * pc.N + col) / 8, pc.N / 8, false);
 #else
-					coopMatStoreNV(acc[i][j], c, row * pc.N + col, pc.N, false);
+					fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> fm =
+						fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
+					coopMatStoreNV(fm, c, row * pc.N + col, pc.N, false);
 #endif
 				}
 			}

@@ -21,12 +21,17 @@ void main()
 		S[i] = float16_t(float(i % 7) * 0.01);
 	barrier();
 	fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[FM], fb[FN];
-	fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
+#if ACC16
+#define ACC_BITS 16
+#else
+#define ACC_BITS 32
+#endif
+	fcoopmatNV<ACC_BITS, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
 	[[unroll]] for (uint i = 0; i < FM; i++) coopMatLoadNV(fa[i], S, i * 16, 32, false);
 	[[unroll]] for (uint j = 0; j < FN; j++) coopMatLoadNV(fb[j], S, 1024 + j * 16, 32, true);
 	[[unroll]] for (uint i = 0; i < FM; i++)
 		[[unroll]] for (uint j = 0; j < FN; j++)
-			acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+			acc[i][j] = fcoopmatNV<ACC_BITS, gl_ScopeSubgroup, 16, 16>(0.0);
 	const uint tiles = TILES_M;
 	for (uint k = 0; k < tiles * pc.K / 16; k++)
 		[[unroll]] for (uint i = 0; i < FM; i++)
@@ -35,5 +40,9 @@ void main()
 	if (pc.M == 0u)
 		[[unroll]] for (uint i = 0; i < FM; i++)
 			[[unroll]] for (uint j = 0; j < FN; j++)
-				coopMatStoreNV(acc[i][j], c, (i * FN + j) * 256, 16, false);
+{
+				fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> f =
+					fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(acc[i][j]);
+				coopMatStoreNV(f, c, (i * FN + j) * 256, 16, false);
+			}
 }
