@@ -67,6 +67,7 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # GLSLC_DEFS adds -D flags to every shader, for studies on the GPU (a separate B=).
 GLSLC_FLAGS_gemm_cm_lh = -O
 GLSLC_FLAGS_gemm_cm_wh = -O
+GLSLC_FLAGS_gemm_cm_wha = -O
 GLSLC_DEFS ?=
 $(B)/spv/%.spv: shaders/%.comp $(wildcard shaders/*.glsl)
 	@mkdir -p $(dir $@)

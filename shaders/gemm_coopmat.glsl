@@ -12,10 +12,11 @@
 // global to shared memory directly, which frees the registers a wider tile needs.
 //
 // Epilogue: the accumulators start as the bias (loaded once per workgroup), the activation
-// (a specialization constant) is applied to the accumulator elements in place, and the tile
-// is stored: f32 straight from the fragments; f16 through shared memory (the A and W slices'
-// array), so that each tile row leaves as whole 16-byte pieces — the fragments' own f16
-// stores are 4-byte scatters, which cost the qkv product a fifth of its time. Rows past M
+// (a specialization constant) is applied to the accumulator elements in place (with
+// ACT_AT_STORE, to the staged f16 tile on its way out instead), and the tile is stored: f32
+// straight from the fragments; f16 through shared memory (the A and W slices' array), so
+// that each tile row leaves as whole 16-byte pieces — the fragments' own f16 stores are
+// 4-byte scatters, which cost the qkv product a fifth of its time. Rows past M
 // are written too (the bias plus products of finite stale rows), which nothing reads.
 //
 // Measured on an H200 with tests/tool_vk_gemm (docs/bench-gemm.md): the same MMAs with
@@ -73,6 +74,9 @@
 #define ACC_BITS 32
 #define acc_t float
 #endif
+#ifndef ACT_AT_STORE
+#define ACT_AT_STORE 0   // study: the activation on the staged f16 tile, not the accumulators
+#endif
 #define WARPS (WARPS_M * WARPS_N)
 // f16 output is staged in the slices' array (HROW uvec4 a row), in STAGE_PASSES passes of
 // TILE_M / STAGE_PASSES rows where the whole tile does not fit at once.
@@ -88,6 +92,11 @@
 #ifndef STAGE_F16
 #define STAGE_F16 (C_F16 && TILE_M / STAGE_PASSES * HROW <= STAGE_ROOM && \
 		   TILE_M / STAGE_PASSES >= TILE_M / WARPS_M)
+#endif
+#if ACT_AT_STORE && STAGE_F16
+#define ACT_ON_ACC false
+#else
+#define ACT_ON_ACC true
 #endif
 
 layout(local_size_x = 32 * WARPS) in;
@@ -121,6 +130,12 @@ shared uvec4 Sh[(BM + BN) * SROW];
 #define Bs(i) Sh[BM * SROW + (i)]
 
 shared acc_t Bias[WARPS * 256];     // one 16x16 tile per subgroup whose rows all hold the bias
+
+uint act2(uint h2)   // the activation of two packed halfs
+{
+	const vec2 v = unpackHalf2x16(h2);
+	return packHalf2x16(vec2(activate(v.x, ACT), activate(v.y, ACT)));
+}
 
 void main()
 {
@@ -221,7 +236,7 @@ void main()
 		}
 
 		if (ks == NK - 1) {
-			if (ACT != ACT_NONE)
+			if (ACT != ACT_NONE && ACT_ON_ACC)
 				[[unroll]] for (uint i = 0; i < FM; i++)
 					[[unroll]] for (uint j = 0; j < FN; j++)
 						[[unroll]] for (int e = 0; e < acc[i][j].length(); e++)
@@ -241,9 +256,12 @@ void main()
 								       (wn * SN_ + j * 16) / 8, HROW, false);
 						}
 				barrier();
-				[[unroll]] for (uint q = tid; q < PROWS * RQ; q += THREADS)
-					c[((m0 + p * PROWS + q / RQ) * pc.N + n0) / 8 + q % RQ] =
-						As((q / RQ) * HROW + q % RQ);
+				[[unroll]] for (uint q = tid; q < PROWS * RQ; q += THREADS) {
+					uvec4 v = As((q / RQ) * HROW + q % RQ);
+					if (!ACT_ON_ACC && ACT != ACT_NONE)
+						v = uvec4(act2(v.x), act2(v.y), act2(v.z), act2(v.w));
+					c[((m0 + p * PROWS + q / RQ) * pc.N + n0) / 8 + q % RQ] = v;
+				}
 			}
 #else
 			[[unroll]] for (uint i = 0; i < FM; i++) {
