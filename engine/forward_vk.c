@@ -45,7 +45,7 @@ static const char *const step_name[ST_N] = {
  * (the residual stream is f16 there): tiled (P_GEMM_HH), or on cooperative matrices in four
  * tile sizes (W 128x96 where N is a multiple of 96, L 128x64, S 64x64, T 32x64), each
  * without and with the activation (A: a specialization constant of the same shader). */
-enum { P_EMBED, P_ADDLN, P_ATTN, P_POOL, P_GEMM_F32, P_GEMM_HH,
+enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEMM_F32, P_GEMM_HH,
        P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
@@ -548,7 +548,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * uses subgroup shuffles, which every NV cooperative-matrix device has; its register
 	 * softmax (attn_fa.comp) runs where the device's matrix layout allows it.
 	 * EMBED_VK_ATTN=scalar keeps the lane kernel, =cm the shared-memory softmax, =fa16 the
-	 * register softmax with 16 query rows a subgroup, for comparisons. */
+	 * register softmax with 16 query rows a subgroup and =fa the one with 32 at every
+	 * batch size (no attn_small), for comparisons. */
 	const char *ae = getenv("EMBED_VK_ATTN");
 	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
 	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
@@ -575,6 +576,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_ATTN] = attn_fa ? (ae && !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
 			   : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
+		/* attn_fa's grid for a few texts, where its 16-row variant's twice as many
+		 * workgroups still fit the chip at once (attn_small) */
+		[P_ATTN_SMALL] = attn_fa && !ae ? "attn_fa16" : NULL,
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
@@ -595,8 +599,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
 		pipe_job *j = &jobs[nj++];
 		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
-				 .spec = { i == P_ATTN ? (attn_fa ? b->cm_second : b->D) : act },
-				 .nspec = i == P_ATTN || with_act ? 1 : 0 };
+				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
+					   : act },
+				 .nspec = i == P_ATTN || i == P_ATTN_SMALL || with_act ? 1 : 0 };
 		if (i == P_ADDLN && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
@@ -915,7 +920,7 @@ static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off,
 }
 
 static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t ntok, uint32_t nseq,
-		   uint32_t nblk)
+		   uint32_t nblk, int attn)
 {
 	vk_ctx *c = &b->c;
 	VkCommandBufferBeginInfo bi = {
@@ -951,7 +956,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			const layer_off *o = &b->lo[l];
 			rec_gemm(b, s, G_QKV, l, q->T);
 			pc_attn pa = { q->blk0, b->H, scale };
-			dispatch(b, s, ST_ATTN, P_ATTN, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
+			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
 			rec_gemm(b, s, G_UP, l, q->T);
@@ -1015,6 +1020,20 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 	uint32_t *tok = (uint32_t *)((char *)s->host.map + b->off_tok);
 	uint32_t *seq = (uint32_t *)((char *)s->host.map + b->off_seq);
 	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
+	/* A batch whose attention grid would not give every SM a workgroup takes the kernel
+	 * with half the query block (and twice the workgroups): batch 2 on an H200 ran at
+	 * 3,818 docs/s with 128-query blocks, 4,703 with 64 (docs/bench-gpu.md, round 6). */
+	int attn = P_ATTN;
+	uint32_t bq = b->bq;
+	if (b->pipe[P_ATTN_SMALL].pipe) {
+		uint32_t n = 0;
+		for (int i = 0; i < bt->n; i++)
+			n += ((uint32_t)(bt->offs[i + 1] - bt->offs[i]) + bq - 1) / bq;
+		if (n * b->heads < SMALL_GRID) {
+			attn = P_ATTN_SMALL;
+			bq = BQ;
+		}
+	}
 	int nch = 0;
 	uint32_t nblk = 0;
 	chunk *q = NULL;
@@ -1031,7 +1050,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		}
 		seq[2 * i] = rel;
 		seq[2 * i + 1] = len;
-		for (uint32_t q0 = 0; q0 < len; q0 += b->bq) {
+		for (uint32_t q0 = 0; q0 < len; q0 += bq) {
 			blk[4 * nblk] = rel;
 			blk[4 * nblk + 1] = len;
 			blk[4 * nblk + 2] = rel + q0;
@@ -1043,7 +1062,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		q->nseq++;
 	}
 	/* Pool writes row seq0 + s of outd; seq offsets in the table are per chunk: */
-	record(b, s, b->chunks, nch, ntok, (uint32_t)bt->n, nblk);
+	record(b, s, b->chunks, nch, ntok, (uint32_t)bt->n, nblk, attn);
 
 	VkResult r = b->c.vkResetFences(b->c.device, 1, &s->fence);
 	VkSubmitInfo si = {

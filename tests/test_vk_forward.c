@@ -272,11 +272,16 @@ int main(void)
 	if (!cpu_device) {
 		setenv("EMBED_VK_ATTN", "cm", 1);
 		run_case("short texts, attn_cm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16, 64, 0);
-		/* the register softmax with 64-query blocks (16 rows a subgroup), for which the
-		 * block table is built differently from the default kernel's 128 */
+		/* The register softmax with 64-query blocks (16 rows a subgroup) at every batch
+		 * size, and with 128-query blocks at every size: by default the short texts'
+		 * small grid takes the first (attn_small in forward_vk.c), the mixed batch the
+		 * second. */
 		setenv("EMBED_VK_ATTN", "fa16", 1);
 		run_case("1..512 tokens mixed, attn_fa16", &cfg, &w, pool, mixed,
 			 (int)(sizeof mixed / sizeof *mixed), VK_PREC_FP16, 0, 0);
+		setenv("EMBED_VK_ATTN", "fa", 1);
+		run_case("short texts, attn_fa at every size", &cfg, &w, pool, shortl, ns,
+			 VK_PREC_FP16, 64, 0);
 		unsetenv("EMBED_VK_ATTN");
 		/* The large-tile products (128x96, and 128x64 where N is no multiple of 96),
 		 * which a batch this small would otherwise leave for the small tiles. */
