@@ -78,6 +78,10 @@
 #define ACT_AT_STORE 0   // study: the activation on the staged f16 tile, not the accumulators
 #endif
 #define WARPS (WARPS_M * WARPS_N)
+// Each K slice is moved by all threads, a row of K_STEP/8 uvec4 at a time (RSTEP rows a round).
+#if (TILE_M % (32 * WARPS * 8 / K_STEP)) != 0 || (TILE_N % (32 * WARPS * 8 / K_STEP)) != 0
+#error "gemm_coopmat.glsl: the tile's rows do not split evenly over the workgroup's threads"
+#endif
 // f16 output is staged in the slices' array (HROW uvec4 a row), in STAGE_PASSES passes of
 // TILE_M / STAGE_PASSES rows where the whole tile does not fit at once.
 #define HROW (TILE_N / 8 + 1)
