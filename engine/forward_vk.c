@@ -1022,7 +1022,8 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
 	/* A batch whose attention grid would not give every SM a workgroup takes the kernel
 	 * with half the query block (and twice the workgroups): batch 2 on an H200 ran at
-	 * 3,818 docs/s with 128-query blocks, 4,703 with 64 (docs/bench-gpu.md, round 6). */
+	 * 4,535-4,546 docs/s with 128-query blocks, 4,748-4,751 with 64 (docs/bench-gpu.md,
+	 * round 6). */
 	int attn = P_ATTN;
 	uint32_t bq = b->bq;
 	if (b->pipe[P_ATTN_SMALL].pipe) {

@@ -65,7 +65,7 @@
 #define DIAG_TRANS 0 // study only, with DIAG 2: bit 0 A, bit 1 B fragments in the other order
 #endif
 #ifndef ACC16
-#define ACC16 0      // f16 accumulators: half the registers of f32 ones, for wider subgroup tiles
+#define ACC16 0      // study only: f16 accumulators, half the registers of f32 ones
 #endif
 #if ACC16
 #define ACC_BITS 16
@@ -75,7 +75,7 @@
 #define acc_t float
 #endif
 #ifndef ACT_AT_STORE
-#define ACT_AT_STORE 0   // study: the activation on the staged f16 tile, not the accumulators
+#define ACT_AT_STORE 0   // the activation on the staged f16 tile, not the accumulators
 #endif
 #define WARPS (WARPS_M * WARPS_N)
 // Each K slice is moved by all threads, a row of K_STEP/8 uvec4 at a time (RSTEP rows a round).
