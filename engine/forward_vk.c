@@ -55,14 +55,15 @@ static const uint32_t gemm_tile[P_N][2] = {
 	[P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
 	[P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
 };
-/* A cooperative-matrix product whose large-tile grid has fewer workgroups than this runs
- * with 64x64 tiles (4x the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still
- * below it: an H200 has 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured
+/* A cooperative-matrix product whose large-tile grid has fewer workgroups than the device
+ * has SMs (small_grid: VK_NV_shader_sm_builtins, else SMALL_GRID) runs with 64x64 tiles (4x
+ * the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still below it: an H200 has
+ * 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured
  * on the H200 (ms a batch, round 2): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39
  * to 0.53 with 32x64; 2 texts 0.48 (64x64), 0.43 (32x64); 10 texts 0.99 (64x64), 1.04
  * (32x64). EMBED_VK_SMALL_TILES=0 keeps the large tiles, =1 forces 64x64, =2 32x64 (for
  * comparisons). */
-#define SMALL_GRID 132
+#define SMALL_GRID 132 /* where the device does not say: the H200's */
 enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
@@ -119,6 +120,7 @@ struct vk_backend {
 	char prec_name[32];
 	float q_scale;         /* folded into the query projection (attn_fa.comp), else 1 */
 	uint32_t bq;           /* the attention kernel's query block */
+	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 };
@@ -555,6 +557,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
+	b->small_grid = b->c.sm_count ? b->c.sm_count : SMALL_GRID;
 	const char *se = getenv("EMBED_VK_SMALL_TILES");
 	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
 	/* The f16 residual LayerNorm on subgroup shuffles (add_ln_sg.comp), with LPT lanes a
@@ -896,10 +899,10 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	int p = b->gemm_pipe[g];
 	const int with_act = p == P_CM_WHA || p == P_CM_LHA;
 	const int large = with_act || p == P_CM_WH || p == P_CM_LH;
-	if (b->small_tiles && large && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < SMALL_GRID) {
+	if (b->small_tiles && large && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid) {
 		int t = b->small_tiles;
 		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
-			t = (N[g] / 64) * ((M + 63) / 64) < SMALL_GRID ? 2 : 1;
+			t = (N[g] / 64) * ((M + 63) / 64) < b->small_grid ? 2 : 1;
 		p = t == 2 ? (with_act ? P_CM_HTA : P_CM_HT) : (with_act ? P_CM_HSA : P_CM_HS);
 	}
 	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
@@ -1030,7 +1033,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		uint32_t n = 0;
 		for (int i = 0; i < bt->n; i++)
 			n += ((uint32_t)(bt->offs[i + 1] - bt->offs[i]) + bq - 1) / bq;
-		if (n * b->heads < SMALL_GRID) {
+		if (n * b->heads < b->small_grid) {
 			attn = P_ATTN_SMALL;
 			bq = BQ;
 		}

@@ -357,6 +357,9 @@ static int create_device(vk_ctx *c, emb_err *err)
 			has_ext(ext, ne, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
 	/* A device that varies its subgroup size between pipelines says how small it may get. */
 	int ext_ssc = has_ext(ext, ne, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+	/* NVIDIA devices say how many SMs they have (a property: nothing to enable), which
+	 * sizes the grids below which the backend switches to smaller tiles. */
+	int ext_sm = has_ext(ext, ne, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
 	free(ext);
 
 	cm2_nv_features cm2f = { .sType = ST_CM2_NV_FEATURES };
@@ -386,9 +389,13 @@ static int create_device(vk_ctx *c, emb_err *err)
 	VkPhysicalDeviceSubgroupSizeControlPropertiesEXT ssc = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT,
 	};
+	VkPhysicalDeviceShaderSMBuiltinsPropertiesNV smp = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV,
+		.pNext = ext_ssc ? &ssc : NULL,
+	};
 	VkPhysicalDeviceVulkan11Properties p11 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES,
-		.pNext = ext_ssc ? &ssc : NULL,
+		.pNext = ext_sm ? (void *)&smp : ext_ssc ? (void *)&ssc : NULL,
 	};
 	VkPhysicalDeviceProperties2 p2 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
@@ -396,6 +403,7 @@ static int create_device(vk_ctx *c, emb_err *err)
 	};
 	c->vkGetPhysicalDeviceProperties2(c->phys, &p2);
 	c->subgroup_size = p11.subgroupSize;
+	c->sm_count = ext_sm ? smp.shaderSMCount : 0;
 	c->min_subgroup_size = ext_ssc && ssc.minSubgroupSize ? ssc.minSubgroupSize : p11.subgroupSize;
 	c->has_shuffle = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
 			 (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
@@ -487,9 +495,12 @@ static int create_device(vk_ctx *c, emb_err *err)
 	}
 	c->vkGetDeviceQueue(c->device, c->queue_family, 0, &c->queue);
 
-	snprintf(c->name, sizeof c->name, "%s (Vulkan %u.%u, %s%s)", c->props.deviceName,
+	char sms[32] = "";
+	if (c->sm_count)
+		snprintf(sms, sizeof sms, ", %u SMs", c->sm_count);
+	snprintf(c->name, sizeof c->name, "%s (Vulkan %u.%u, %s%s%s)", c->props.deviceName,
 		 VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
-		 type_name(c->props.deviceType), c->has_coopmat ? ", cooperative matrix" : "");
+		 type_name(c->props.deviceType), c->has_coopmat ? ", cooperative matrix" : "", sms);
 	return EMB_OK;
 }
 

@@ -83,6 +83,7 @@ typedef struct vk_ctx {
 	uint32_t subgroup_size;
 	uint32_t min_subgroup_size; /* the smallest a pipeline may get (subgroup size control) */
 	int has_shuffle;    /* subgroup shuffles in compute shaders (VK_SUBGROUP_FEATURE_SHUFFLE_BIT) */
+	uint32_t sm_count;  /* streaming multiprocessors (VK_NV_shader_sm_builtins), 0 if unknown */
 	float timestamp_ns; /* nanoseconds per timestamp tick */
 
 	VkDescriptorSetLayout dsl;
