@@ -26,8 +26,9 @@
 #include "vk_ctx.h"
 
 #define SLOTS 2
-#define BQ 64       /* attention query block of attention.glsl, attn_cm.comp, attn_fa16.comp
-		     * (attn_fa.comp: 128); the smallest, which sizes the block table */
+#define BQ 64       /* attention query block of attention.glsl, attn_cm.comp, attn_fa16.comp:
+		     * the smallest, which sizes the block table */
+#define BQ_FA 128   /* attn_fa.comp's: 16 rows x RB 2 x SGS 4 (attn_fa.glsl) */
 #define LN_TOKENS 4 /* tokens a LayerNorm workgroup (TPW in shaders/layernorm.glsl) */
 #define LN_ROUNDS 4 /* tokens a lane group of add_ln_sg.comp does (ROUNDS there) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
@@ -579,8 +580,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_ATTN] = attn_fa ? (ae && !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
 			   : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
-		/* attn_fa's grid for a few texts, where its 16-row variant's twice as many
-		 * workgroups still fit the chip at once (attn_small) */
+		/* for batches whose attn_fa grid has fewer workgroups than the device has SMs
+		 * (forward_vk_submit) */
 		[P_ATTN_SMALL] = attn_fa && !ae ? "attn_fa16" : NULL,
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
@@ -590,7 +591,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 	};
-	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? 128 : BQ; /* RB * SGS * 16 in attn_fa.glsl */
+	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? BQ_FA : BQ;
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
 	pipe_job jobs[P_N];
 	int nj = 0;
@@ -1180,9 +1181,10 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 	double total = 0;
 	for (int i = 0; i < ST_N; i++)
 		total += b->prof_ns[i];
-	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s, "
+	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s%s%s, "
 		"second-row accumulator elements 0x%02x):\n", b->prof_batches, b->c.name,
-		b->prec_name, b->pipe[P_ATTN].name, b->cm_second);
+		b->prec_name, b->pipe[P_ATTN].name, b->pipe[P_ATTN_SMALL].pipe ? " or, small grids, " : "",
+		b->pipe[P_ATTN_SMALL].pipe ? b->pipe[P_ATTN_SMALL].name : "", b->cm_second);
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%  %8.3f ms a submission\n", step_name[i],
 			b->prof_ns[i] / 1e6, total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0,

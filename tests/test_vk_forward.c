@@ -267,8 +267,9 @@ int main(void)
 	unsetenv("EMBED_VK_LN_TREE");
 
 	/* On a GPU: attention with the softmax staged through shared memory (attn_cm.comp), the
-	 * kernel for devices whose matrix layout the register softmax does not know, and the
-	 * register softmax's 16-row variant; the same bars. (A CPU implementation has no cooperative matrices and runs neither.) */
+	 * kernel for devices whose matrix layout the register softmax does not know, then the
+	 * register softmax's two query blocks; the same bars. (A CPU implementation has no
+	 * cooperative matrices and runs none of them.) */
 	if (!cpu_device) {
 		setenv("EMBED_VK_ATTN", "cm", 1);
 		run_case("short texts, attn_cm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16, 64, 0);
