@@ -7,11 +7,14 @@
  *   search --store DIR --queries Q.jsonl --format trec   batch evaluation (TREC run lines)
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -21,6 +24,13 @@
 #include "threadpool.h"
 
 #define DEFAULT_MODEL "all-MiniLM-L6-v2"
+/* A query line longer than this is an error (FILE:LINE): queries are truncated to the
+ * model's few hundred tokens anyway, and a cap keeps endless input (/dev/zero) in bounded
+ * memory. */
+#define MAX_QUERY_LINE (1 << 20)
+/* --threads above this is a typing error, not a machine: thousands of threads would only
+ * exhaust memory and the process table. */
+#define MAX_THREADS 1024
 
 typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
 
@@ -51,18 +61,18 @@ static void usage(FILE *f)
 "  --queries FILE    JSONL queries (id or _id, text); '-' for stdin\n"
 "  --run-name NAME   run name for --format trec (default: the model name)\n"
 "  --model DIR       model directory (default: the one recorded in the store)\n"
-"  --threads N       CPU threads (default all)\n"
+"  --threads N       CPU threads, up to %d (default 0: all)\n"
 "  --snippet N       snippet length in bytes (default 240; 0: none)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
-":help, :q.\n");
+":help, :q.\n", MAX_THREADS);
 }
 
-static int opt_int(const char *name, const char *v, int lo)
+static int opt_int(const char *name, const char *v, int lo, int hi)
 {
 	char *end;
 	long n = strtol(v ? v : "", &end, 10);
-	if (!v || *end || n < lo || n > 1000000) {
-		fprintf(stderr, "search: %s needs an integer >= %d\n", name, lo);
+	if (!v || !*v || *end || n < lo || n > hi) {
+		fprintf(stderr, "search: %s needs an integer in %d..%d\n", name, lo, hi);
 		exit(2);
 	}
 	return (int)n;
@@ -80,9 +90,9 @@ static void parse_args(int argc, char **argv, opts *o)
 #define NEEDV() do { if (!v) { fprintf(stderr, "search: %s needs a value\n", a); exit(2); } i++; } while (0)
 		if (ARG("--store")) { NEEDV(); o->store = v; }
 		else if (ARG("--model")) { NEEDV(); o->model = v; }
-		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = opt_int(a, v, 1); }
-		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0); }
-		else if (ARG("--snippet")) { NEEDV(); o->snippet = opt_int(a, v, 0); }
+		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = opt_int(a, v, 1, 1000000); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0, MAX_THREADS); }
+		else if (ARG("--snippet")) { NEEDV(); o->snippet = opt_int(a, v, 0, 1000000); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
 			NEEDV();
@@ -175,38 +185,53 @@ static int open_store(ctx *x)
 	return 0;
 }
 
-/* A snippet: the window's text, whitespace collapsed, cut at a UTF-8 boundary. */
+/* Bytes of the UTF-8 sequence that starts with byte c (1 for ASCII or a stray byte). */
+static size_t utf8_seq_len(unsigned char c)
+{
+	return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+/* A snippet: the window's text, whitespace collapsed, at most max bytes of whole UTF-8
+ * characters (JSON output needs valid UTF-8), "…" when text was left out after it. */
 static char *make_snippet(const char *text, size_t tl, uint32_t a, uint32_t b, int max)
 {
 	if (a > tl)
 		a = (uint32_t)tl;
 	if (b > tl || b < a)
 		b = (uint32_t)tl;
+	while (a < b && ((unsigned char)text[a] & 0xC0) == 0x80)
+		a++; /* a window that starts inside a character starts at the next one */
 	char *out = malloc((size_t)max + 8);
 	if (!out)
 		return NULL;
-	size_t n = 0;
+	size_t n = 0, i = a;
 	int space = 0;
-	for (size_t i = a; i < b && n < (size_t)max; i++) {
+	for (; i < b; i++) {
 		char c = text[i];
 		if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
 			space = n > 0;
 			continue;
 		}
+		if (n + space >= (size_t)max)
+			break;
 		if (space) {
 			out[n++] = ' ';
 			space = 0;
-			if (n >= (size_t)max)
-				break;
 		}
 		out[n++] = c;
 	}
-	int cut = n >= (size_t)max;
-	while (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0x80)
-		n--; /* drop a partial trailing code point... */
-	if (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0xC0)
-		n--; /* ...including its lead byte */
-	if (cut || b < tl) {
+	/* The copy may end inside a character (cut at max): drop that partial character, never
+	 * a complete one, and the space before it. */
+	size_t k = n;
+	while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
+		k--;
+	if (k == 0)
+		n = 0;
+	else if (k - 1 + utf8_seq_len((unsigned char)out[k - 1]) > n)
+		n = k - 1;
+	while (n > 0 && out[n - 1] == ' ')
+		n--;
+	if (i < b || b < tl) {
 		memcpy(out + n, "\xe2\x80\xa6", 3); /* … */
 		n += 3;
 	}
@@ -310,81 +335,257 @@ out:
 	return rc;
 }
 
-/* --queries: encode queries in batches (one forward pass for many), then scan each. */
-static int run_file(ctx *x)
+/* Lines from a file descriptor through a fixed buffer of MAX_QUERY_LINE bytes: a longer
+ * line is an error instead of an ever-growing allocation. */
+typedef struct linereader {
+	int fd;
+	const char *name; /* for messages: the file, or "stdin" */
+	char *buf;        /* MAX_QUERY_LINE + 1 bytes */
+	size_t start, end; /* unread bytes: buf[start..end) */
+	int eof;
+	long lineno;
+} linereader;
+
+/* Next line (without its newline, NUL-terminated, valid until the next call) in *line.
+ * Returns 1 for a line, 0 at the end, -1 after printing an error naming FILE:LINE (a read
+ * error, or a line over the cap). */
+static int lr_next(linereader *r, char **line, size_t *len)
 {
-	FILE *f = strcmp(x->o->queries, "-") ? fopen(x->o->queries, "r") : stdin;
-	if (!f) {
-		fprintf(stderr, "search: %s: %s\n", x->o->queries, strerror(errno));
+	for (;;) {
+		char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+		if (nl || (r->eof && r->start < r->end)) {
+			size_t e = nl ? (size_t)(nl - r->buf) : r->end;
+			r->buf[e] = 0;
+			*line = r->buf + r->start;
+			*len = e - r->start;
+			r->start = nl ? e + 1 : e;
+			r->lineno++;
+			return 1;
+		}
+		if (r->eof)
+			return 0;
+		if (r->start > 0) {
+			memmove(r->buf, r->buf + r->start, r->end - r->start);
+			r->end -= r->start;
+			r->start = 0;
+		}
+		if (r->end == MAX_QUERY_LINE) {
+			fprintf(stderr, "search: %s:%ld: query line longer than %d bytes\n", r->name,
+				r->lineno + 1, MAX_QUERY_LINE);
+			return -1;
+		}
+		ssize_t got = read(r->fd, r->buf + r->end, MAX_QUERY_LINE - r->end);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			fprintf(stderr, "search: %s:%ld: %s\n", r->name, r->lineno + 1, strerror(errno));
+			return -1;
+		}
+		if (got == 0)
+			r->eof = 1;
+		r->end += (size_t)got;
+	}
+}
+
+/* Whether lr_next would return without waiting for the writer: a streaming client (a pipe)
+ * gets its answer as soon as its query is in, while a file still runs in full batches. */
+static int lr_ready(const linereader *r)
+{
+	if (r->eof || memchr(r->buf + r->start, '\n', r->end - r->start))
+		return 1;
+	struct pollfd p = {.fd = r->fd, .events = POLLIN};
+	return poll(&p, 1, 0) > 0;
+}
+
+/* Parses a query line: 1 with *id and *text (malloc'd), 0 for a blank line, -1 with a
+ * message (naming FILE:LINE) in msg. */
+static int parse_query(const linereader *r, const char *line, size_t len, char **id, char **text,
+		       char msg[512])
+{
+	if (strspn(line, " \t\r") == len)
+		return 0;
+	json_error_t je;
+	json_t *o = json_loadb(line, len, 0, &je);
+	if (!o) {
+		snprintf(msg, 512, "%s:%ld: malformed JSON: %s", r->name, r->lineno, je.text);
 		return -1;
 	}
-	enum { B = 32 };
-	char *ids[B], *texts[B];
-	float *vecs = malloc((size_t)B * x->sm.dim * sizeof *vecs);
-	int nb = 0, rc = 0;
-	long lineno = 0;
-	char *line = NULL;
-	size_t cap = 0;
-	for (;;) {
-		ssize_t len = getline(&line, &cap, f);
-		int eof = len < 0;
-		if (!eof) {
-			lineno++;
-			json_error_t je;
-			json_t *o = json_loadb(line, (size_t)len, 0, &je);
-			if (!o) {
-				if (strspn(line, " \t\r\n") == (size_t)len)
-					continue;
-				fprintf(stderr, "search: %s:%ld: malformed JSON: %s\n", x->o->queries, lineno, je.text);
-				rc = -1;
-				break;
-			}
-			json_t *id = json_object_get(o, "_id");
-			if (!id)
-				id = json_object_get(o, "id");
-			json_t *t = json_object_get(o, "text");
-			if (!json_is_string(t) || !(json_is_string(id) || json_is_integer(id))) {
-				fprintf(stderr, "search: %s:%ld: need an id (or _id) and a text\n", x->o->queries, lineno);
-				json_decref(o);
-				rc = -1;
-				break;
-			}
-			char buf[32];
-			if (json_is_integer(id))
-				snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(id));
-			ids[nb] = strdup(json_is_string(id) ? json_string_value(id) : buf);
-			texts[nb] = strdup(json_string_value(t));
-			nb++;
-			json_decref(o);
-		}
-		if (nb == B || (eof && nb)) {
-			emb_err e = {0};
-			if (embed_encode(x->m, (const char *const *)texts, NULL, nb, x->prefix, vecs, &e)) {
-				fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", x->o->queries, lineno, e.msg);
-				rc = -1;
-			}
-			for (int i = 0; i < nb; i++) {
-				if (!rc && run_query(x, ids[i], texts[i], vecs + (size_t)i * x->sm.dim, NULL))
-					rc = -1;
-				free(ids[i]);
-				free(texts[i]);
-			}
-			nb = 0;
-			if (rc)
-				break;
-		}
-		if (eof)
-			break;
+	json_t *jid = json_object_get(o, "_id");
+	if (!jid)
+		jid = json_object_get(o, "id");
+	json_t *t = json_object_get(o, "text");
+	if (!json_is_string(t) || !(json_is_string(jid) || json_is_integer(jid))) {
+		snprintf(msg, 512, "%s:%ld: need an id (or _id) and a text", r->name, r->lineno);
+		json_decref(o);
+		return -1;
 	}
+	char buf[32];
+	if (json_is_integer(jid))
+		snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(jid));
+	*id = strdup(json_is_string(jid) ? json_string_value(jid) : buf);
+	*text = strdup(json_string_value(t));
+	json_decref(o);
+	if (!*id || !*text) {
+		free(*id);
+		free(*text);
+		snprintf(msg, 512, "%s:%ld: out of memory", r->name, r->lineno);
+		return -1;
+	}
+	return 1;
+}
+
+/* A long-lived reader reopens the store when a rebuild swapped it, so it serves the new
+ * generation and lets the old one's disk space go. Returns 0 or -1 (message printed). */
+static int reopen_if_stale(ctx *x)
+{
+	return store_stale(x->st, x->o->store) ? open_store(x) : 0;
+}
+
+/* The check pass over a regular queries file: parses every line, keeps nothing, rewinds.
+ * Returns 0, or -1 with the first error printed. */
+static int check_queries(linereader *r)
+{
+	char *line, *id, *text, msg[512];
+	size_t len;
+	int got;
+	while ((got = lr_next(r, &line, &len)) > 0) {
+		int ok = parse_query(r, line, len, &id, &text, msg);
+		if (ok < 0) {
+			fprintf(stderr, "search: %s\n", msg);
+			return -1;
+		}
+		if (ok) {
+			free(id);
+			free(text);
+		}
+	}
+	if (got < 0)
+		return -1;
+	if (lseek(r->fd, 0, SEEK_SET) != 0) {
+		fprintf(stderr, "search: %s: %s\n", r->name, strerror(errno));
+		return -1;
+	}
+	r->start = r->end = 0;
+	r->eof = 0;
+	r->lineno = 0;
+	return 0;
+}
+
+/* Queries encoded in one forward pass (--queries). */
+enum { QUERY_BATCH = 32 };
+
+/* Encodes a batch of n <= QUERY_BATCH queries in one forward pass and answers each; frees them. The store
+ * is reopened first if a rebuild swapped it (maybe with another model). */
+static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, int n,
+			float **vecs, int *dim)
+{
+	emb_err e = {0};
+	int rc = reopen_if_stale(x);
+	if (!rc && *dim != x->sm.dim) {
+		free(*vecs);
+		*dim = x->sm.dim;
+		*vecs = malloc((size_t)QUERY_BATCH * *dim * sizeof **vecs);
+		if (!*vecs) {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+		}
+	}
+	if (!rc && embed_encode(x->m, (const char *const *)texts, NULL, n, x->prefix, *vecs, &e)) {
+		fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", r->name, r->lineno, e.msg);
+		rc = -1;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!rc && run_query(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL))
+			rc = -1;
+		free(ids[i]);
+		free(texts[i]);
+	}
+	return rc;
+}
+
+/* --queries: encode queries in batches (one forward pass for many), then scan each.
+ * A regular file is checked whole first, so a malformed line is an error before any output:
+ * an evaluation never gets a silently partial run. A stream (stdin, a pipe) is answered as it
+ * comes, a batch as soon as no further line is waiting; a malformed line there ends the run
+ * after every query before it has been answered. */
+static int run_file(ctx *x)
+{
+	const char *name = x->o->queries;
+	int stream = !strcmp(name, "-");
+	linereader r = {.fd = stream ? 0 : open(name, O_RDONLY | O_CLOEXEC),
+			.name = stream ? "stdin" : name};
+	struct stat sb;
+	int rc = 0;
+	if (r.fd < 0 || fstat(r.fd, &sb)) {
+		fprintf(stderr, "search: %s: %s\n", r.name, strerror(errno));
+		rc = -1;
+	} else if (S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "search: %s: is a directory, not a queries file\n", r.name);
+		rc = -1;
+	} else if (!(r.buf = malloc(MAX_QUERY_LINE + 1))) {
+		fprintf(stderr, "search: out of memory\n");
+		rc = -1;
+	} else if (S_ISREG(sb.st_mode)) {
+		rc = check_queries(&r);
+	}
+	char *ids[QUERY_BATCH], *texts[QUERY_BATCH], msg[512] = "";
+	float *vecs = NULL;
+	int nb = 0, dim = 0;
+	while (!rc) {
+		char *line;
+		size_t len;
+		int got = lr_next(&r, &line, &len);
+		int ok = got > 0 ? parse_query(&r, line, len, &ids[nb], &texts[nb], msg) : 0;
+		nb += ok > 0;
+		int end = got <= 0 || ok < 0;
+		if (nb && (end || nb == QUERY_BATCH || !lr_ready(&r))) {
+			rc = answer_batch(x, &r, ids, texts, nb, &vecs, &dim);
+			nb = 0;
+		}
+		if (end) {
+			if (got < 0 || ok < 0)
+				rc = -1;
+			break;
+		}
+	}
+	if (msg[0])
+		fprintf(stderr, "search: %s\n", msg);
 	for (int i = 0; i < nb; i++) {
 		free(ids[i]);
 		free(texts[i]);
 	}
-	free(line);
+	free(r.buf);
 	free(vecs);
-	if (f != stdin)
-		fclose(f);
+	if (!stream && r.fd >= 0)
+		close(r.fd);
 	return rc;
+}
+
+/* Queries one a line on stdin (not a terminal): each answered as it comes. */
+static int run_lines(ctx *x)
+{
+	linereader r = {.fd = 0, .name = "stdin", .buf = malloc(MAX_QUERY_LINE + 1)};
+	if (!r.buf) {
+		fprintf(stderr, "search: out of memory\n");
+		return -1;
+	}
+	int rc = 0, got;
+	char *line;
+	size_t n;
+	while ((got = lr_next(&r, &line, &n)) > 0) {
+		while (n && line[n - 1] == '\r')
+			line[--n] = 0;
+		if (!n)
+			continue;
+		if (reopen_if_stale(x)) {
+			rc = -1;
+			break;
+		}
+		if (run_query(x, NULL, line, NULL, NULL))
+			rc = -1;
+	}
+	free(r.buf);
+	return got < 0 ? -1 : rc;
 }
 
 static void interactive(ctx *x)
@@ -459,17 +660,7 @@ int main(int argc, char **argv)
 	} else if (isatty(0)) {
 		interactive(&x);
 	} else {
-		/* Queries one a line on stdin. */
-		char *line = NULL;
-		size_t cap = 0;
-		ssize_t n;
-		while ((n = getline(&line, &cap, stdin)) > 0) {
-			while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-				line[--n] = 0;
-			if (n && run_query(&x, NULL, line, NULL, NULL))
-				rc = -1;
-		}
-		free(line);
+		rc = run_lines(&x);
 	}
 	threadpool_destroy(x.pool);
 	embed_close(x.m);
