@@ -5,11 +5,16 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "embed.h"
+
+/* --threads above this is a typing error, not a machine: thousands of threads would only
+ * exhaust memory and the process table. */
+#define MAX_THREADS 1024
 
 static void usage(FILE *f)
 {
@@ -23,7 +28,7 @@ static void usage(FILE *f)
 		"  --gpu N            Vulkan device index (default: first discrete GPU)\n"
 		"  --precision P      fp32 or fp16 (GPU; default: fastest that meets the accuracy bar)\n"
 		"  --batch N          texts per batch (default 64)\n"
-		"  --threads N        CPU threads (default: all)\n"
+		"  --threads N        CPU threads, up to 1024 (default 0: all)\n"
 		"  --format F         jsonl (default) or f32 (raw little-endian float32 rows)\n"
 		"  --prefix P         query, passage or none (default none; E5 models need one)\n"
 		"  --jsonl            input lines are JSON objects with a \"text\" field\n"
@@ -79,15 +84,26 @@ static int flush_batch(cli *c)
 				fprintf(stderr, "embed: %s\n", msg);
 			}
 			rc = 1;
-		} else if (c->f32) {
-			fwrite(c->vecs, sizeof(float), (size_t)c->n * dim, stdout);
 		} else {
-			for (int i = 0; i < c->n; i++) {
+			/* A NaN or infinity (broken weights) is no embedding, and would not be valid
+			 * JSON: the rows before it are written, then it stops the run. */
+			for (int i = 0; i < c->n && !rc; i++) {
 				const float *v = c->vecs + (size_t)i * dim;
-				putchar('[');
-				for (int j = 0; j < dim; j++)
-					printf(j ? ",%.9g" : "%.9g", v[j]);
-				puts("]");
+				int j = 0;
+				while (j < dim && isfinite(v[j]))
+					j++;
+				if (j < dim) {
+					fprintf(stderr, "embed: stdin:%ld: the model produced a non-finite "
+						"vector (%g at dimension %d); its weights may be broken\n", c->lines[i], v[j], j);
+					rc = 1;
+				} else if (c->f32) {
+					fwrite(v, sizeof(float), (size_t)dim, stdout);
+				} else {
+					putchar('[');
+					for (j = 0; j < dim; j++)
+						printf(j ? ",%.9g" : "%.9g", v[j]);
+					puts("]");
+				}
 			}
 		}
 	}
@@ -168,7 +184,16 @@ int main(int argc, char **argv)
 			c.batch = atoi(optarg);
 			if (c.batch < 1 || c.batch > 1 << 20) { fprintf(stderr, "embed: --batch must be 1..1048576\n"); return 2; }
 			break;
-		case 't': opt.threads = atoi(optarg); break;
+		case 't': {
+			char *end;
+			long t = strtol(optarg, &end, 10);
+			if (!*optarg || *end || t < 0 || t > MAX_THREADS) {
+				fprintf(stderr, "embed: --threads must be 0..%d (0: all CPUs)\n", MAX_THREADS);
+				return 2;
+			}
+			opt.threads = (int)t;
+			break;
+		}
 		case 'f':
 			if (!strcmp(optarg, "f32")) c.f32 = 1;
 			else if (strcmp(optarg, "jsonl")) { fprintf(stderr, "embed: --format must be jsonl or f32\n"); return 2; }
