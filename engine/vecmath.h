@@ -11,11 +11,14 @@
 
 #include <stdint.h>
 
+/* exp(x); NaN for NaN (which passes the clamp and makes p NaN). */
 static inline float exp_approx(float x)
 {
 	x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-	/* round to nearest integer: adding 1.5 * 2^23 pushes the fraction out of the mantissa */
-	float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+	/* round to nearest integer: adding 1.5 * 2^23 = 0x1.8p23 pushes the fraction out of the
+	 * mantissa and leaves n in t's low bits */
+	union { float f; uint32_t u; } t = { .f = x * 1.44269504088896341f + 12582912.0f };
+	float n = t.f - 12582912.0f;
 	float r = x - n * 0.693145751953125f;   /* ln 2, high part */
 	r = r - n * 1.428606765330187e-06f;     /* ln 2, low part */
 	float p = 1.0f / 5040;
@@ -26,7 +29,9 @@ static inline float exp_approx(float x)
 	p = p * r + 0.5f;
 	p = p * r + 1.0f;
 	p = p * r + 1.0f;
-	union { int32_t i; float f; } scale = { .i = ((int32_t)n + 127) << 23 };
+	/* 2^n built from t's bits in unsigned arithmetic, defined for every input (NaN
+	 * included): converting NaN to int, or shifting a negative int, would be undefined. */
+	union { uint32_t u; float f; } scale = { .u = (t.u - 0x4B400000u + 127u) << 23 };
 	return p * scale.f;
 }
 
