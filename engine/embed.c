@@ -194,9 +194,18 @@ int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb
 	    (rc = tokenizer_load(m->dir, &m->tok, err)) ||
 	    (rc = bert_weights_load(m->dir, &m->cfg, &m->w, err)))
 		goto fail;
+	/* Every sequence starts with [CLS] and ends with [SEP], and every id indexes a row of
+	 * the embedding table: a tokenizer that breaks either would read outside the weights. */
+	if (tokenizer_cls_id(m->tok) < 0 || tokenizer_sep_id(m->tok) < 0) {
+		rc = emb_errf(err, EMB_EFORMAT, "%s: the vocabulary has no %s token, which every "
+			      "sequence needs", tokenizer_file(m->tok),
+			      tokenizer_cls_id(m->tok) < 0 ? "[CLS]" : "[SEP]");
+		goto fail;
+	}
 	if (tokenizer_vocab_size(m->tok) > (size_t)m->cfg.vocab_size) {
-		rc = emb_errf(err, EMB_EFORMAT, "%s: tokenizer has %zu tokens but vocab_size is %d",
-			      m->dir, tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+		rc = emb_errf(err, EMB_EFORMAT, "%s: token ids run to %zu but %s/config.json has vocab_size %d",
+			      tokenizer_file(m->tok), tokenizer_vocab_size(m->tok) - 1, m->dir,
+			      m->cfg.vocab_size);
 		goto fail;
 	}
 	if (opt->max_tokens > 0 && opt->max_tokens < m->cfg.max_tokens)

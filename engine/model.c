@@ -70,6 +70,16 @@ static int read_pooling(const char *dir, const char *sub, bert_config *cfg, emb_
 	int other = json_is_true(json_object_get(p, "pooling_mode_mean_sqrt_len_tokens")) ||
 		    json_is_true(json_object_get(p, "pooling_mode_weightedmean_tokens")) ||
 		    json_is_true(json_object_get(p, "pooling_mode_lasttoken"));
+	/* The pooled vector is the transformer's hidden state: a file that says otherwise belongs
+	 * to another model. */
+	json_t *wdim = json_object_get(p, "word_embedding_dimension");
+	if (wdim && !(json_is_integer(wdim) && json_integer_value(wdim) == cfg->hidden)) {
+		long long v = json_is_integer(wdim) ? (long long)json_integer_value(wdim) : -1;
+		json_decref(p);
+		return emb_errf(err, EMB_EFORMAT,
+				"%s/%s: word_embedding_dimension %lld differs from the model's hidden_size %d",
+				dir, name, v, cfg->hidden);
+	}
 	json_t *mode = json_object_get(p, "pooling_mode"); /* newer sentence-transformers */
 	if (json_is_string(mode)) {
 		const char *m = json_string_value(mode);

@@ -81,6 +81,7 @@ struct tokenizer {
 	bool clean_text, handle_chinese_chars, strip_accents, lowercase;
 	uint32_t max_word_chars;
 	int32_t unk_id, cls_id, sep_id, pad_id;
+	char *file; /* the file loaded: DIR/tokenizer.json or DIR/vocab.txt */
 
 	size_t nids;      /* ids run 0..nids-1; some may be unused */
 	uint32_t *tok_off; /* per id: offset of its NUL-terminated string in pool, or UINT32_MAX */
@@ -889,9 +890,13 @@ int tokenizer_load(const char *dir, tokenizer **out, emb_err *err)
 		fclose(probe);
 		if (!(rc = load_json_file(json_path, &root, err)))
 			rc = load_tokenizer_json(t, json_path, root, err);
+		t->file = json_path;
+		json_path = NULL;
 	} else if (errno == ENOENT && (probe = fopen(txt_path, "rb"))) {
 		fclose(probe);
 		rc = load_vocab_txt(t, txt_path, cfg, err);
+		t->file = txt_path;
+		txt_path = NULL;
 	} else {
 		rc = emb_errf(err, EMB_EIO, "%s: %s (and no vocab.txt beside it)", json_path,
 			      strerror(errno));
@@ -925,6 +930,7 @@ void tokenizer_free(tokenizer *t)
 	free(t->tok_off);
 	free(t->pool);
 	free(t->added);
+	free(t->file);
 	free(t);
 }
 
@@ -932,6 +938,7 @@ int32_t tokenizer_cls_id(const tokenizer *t) { return t->cls_id; }
 int32_t tokenizer_sep_id(const tokenizer *t) { return t->sep_id; }
 int32_t tokenizer_pad_id(const tokenizer *t) { return t->pad_id; }
 int32_t tokenizer_unk_id(const tokenizer *t) { return t->unk_id; }
+const char *tokenizer_file(const tokenizer *t) { return t->file; }
 
 size_t tokenizer_vocab_size(const tokenizer *t)
 {

@@ -51,6 +51,10 @@ int32_t tokenizer_sep_id(const tokenizer *t);
 int32_t tokenizer_pad_id(const tokenizer *t);
 int32_t tokenizer_unk_id(const tokenizer *t);
 
+/* The file the tokenizer was read from (DIR/tokenizer.json or DIR/vocab.txt), for messages.
+ * Valid while t lives. */
+const char *tokenizer_file(const tokenizer *t);
+
 /* One more than the largest id (ids in between may be unused: id_to_token gives NULL). */
 size_t tokenizer_vocab_size(const tokenizer *t);
 

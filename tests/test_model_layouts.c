@@ -9,6 +9,7 @@
 
 #include "embed.h"
 #include "testutil.h"
+#include "vecmath.h"
 
 typedef struct shape { int V, H, L, I, P; } shape;
 enum { F32, F16, BF16 };
@@ -146,7 +147,7 @@ static void write_config(const char *dir, const shape *s, const char *model_type
 	test_write_file(dir, "config.json", buf, (size_t)n);
 }
 
-static void write_st_files(const char *dir, const char *pooling, int max_seq)
+static void write_st_files(const char *dir, int H, const char *pooling, int max_seq)
 {
 	const char *mods = "[{\"idx\":0,\"name\":\"0\",\"path\":\"\",\"type\":\"sentence_transformers.models.Transformer\"},"
 			   "{\"idx\":1,\"name\":\"1\",\"path\":\"1_Pooling\",\"type\":\"sentence_transformers.models.Pooling\"},"
@@ -155,9 +156,9 @@ static void write_st_files(const char *dir, const char *pooling, int max_seq)
 	char p[512], buf[512];
 	snprintf(p, sizeof p, "%s/1_Pooling", dir);
 	mkdir(p, 0755);
-	int n = snprintf(buf, sizeof buf, "{\"word_embedding_dimension\":384,\"pooling_mode_cls_token\":%s,"
+	int n = snprintf(buf, sizeof buf, "{\"word_embedding_dimension\":%d,\"pooling_mode_cls_token\":%s,"
 			 "\"pooling_mode_mean_tokens\":%s,\"pooling_mode_max_tokens\":false}",
-			 strcmp(pooling, "cls") ? "false" : "true", strcmp(pooling, "mean") ? "false" : "true");
+			 H, strcmp(pooling, "cls") ? "false" : "true", strcmp(pooling, "mean") ? "false" : "true");
 	test_write_file(p, "config.json", buf, (size_t)n);
 	if (max_seq) {
 		n = snprintf(buf, sizeof buf, "{\"max_seq_length\":%d,\"do_lower_case\":false}", max_seq);
@@ -174,7 +175,7 @@ static void make_model(const char *root, const char *name, const shape *s, const
 	mkdir(dir, 0755);
 	write_config(dir, s, "bert");
 	copy_tokenizer(dir);
-	write_st_files(dir, pooling, max_seq);
+	write_st_files(dir, s->H, pooling, max_seq);
 	write_weights(dir, s, dtype, NULL);
 }
 
@@ -207,7 +208,7 @@ static void test_e5_layout(const char *root)
 		if (system(cmd) != 0)
 			write_config(dir, &s, "bert");
 		copy_tokenizer(dir);
-		write_st_files(dir, "mean", 0);
+		write_st_files(dir, s.H, "mean", 0);
 		write_weights(dir, &s, dt, NULL);
 		emb_err err = { 0 };
 		embed_model *m;
@@ -327,6 +328,29 @@ static void test_bad_dirs(const char *root)
 	expect_error(bad, EMB_EUNSUPPORTED, "pooling");
 	broken_copy(dir, root, "notokenizer", "rm tokenizer.json vocab.txt", bad);
 	expect_error(bad, EMB_EIO, "notokenizer");
+	/* Every sequence begins with [CLS] and ends with [SEP], and every id is a row of the
+	 * embedding table: a tokenizer that can't honour both is refused at open, naming it. */
+	broken_copy(dir, root, "nocls", "sed -i 's/\\[CLS\\]/[XLS]/g' tokenizer.json", bad);
+	expect_error(bad, EMB_EFORMAT, "nocls/tokenizer.json: the vocabulary has no [CLS] token");
+	broken_copy(dir, root, "nosep", "sed -i 's/\\[SEP\\]/[XEP]/g' tokenizer.json", bad);
+	expect_error(bad, EMB_EFORMAT, "nosep/tokenizer.json: the vocabulary has no [SEP] token");
+	broken_copy(dir, root, "nocls-txt", "rm tokenizer.json && sed -i 's/^\\[CLS\\]$/[XLS]/' vocab.txt", bad);
+	expect_error(bad, EMB_EFORMAT, "nocls-txt/vocab.txt: the vocabulary has no [CLS] token");
+	broken_copy(dir, root, "bigid", "sed -i 's/\"\\[PAD\\]\":0,/\"[PAD]\":0,\"zzz\":30522,/' tokenizer.json", bad);
+	expect_error(bad, EMB_EFORMAT, "bigid/tokenizer.json: token ids run to 30522 but");
+	/* 1_Pooling's dimension must be the model's. */
+	broken_copy(dir, root, "pooldim", "sed -i 's/\"word_embedding_dimension\":64/\"word_embedding_dimension\":65/' 1_Pooling/config.json", bad);
+	expect_error(bad, EMB_EFORMAT, "pooldim/1_Pooling/config.json: word_embedding_dimension 65");
+}
+
+/* exp_approx and erf_approx on NaN (a model with broken weights feeds them NaN): NaN back,
+ * without undefined behaviour (UBSan in the sanitizer pass). */
+static void test_vecmath_nan(void)
+{
+	volatile float nan_in = NAN, inf_in = INFINITY;
+	CHECK(isnan(exp_approx(nan_in)) && isnan(erf_approx(nan_in)), "exp/erf of NaN is not NaN");
+	CHECK(exp_approx(-inf_in) < 1e-37f && exp_approx(inf_in) > 1e38f, "exp of -inf/inf");
+	CHECK(fabsf(exp_approx(1.0f) - 2.7182817f) < 1e-6f, "exp(1) = %.9g", exp_approx(1.0f));
 }
 
 /* The weights digest is cached across processes; a changed file must never get the old one. */
@@ -375,6 +399,7 @@ int main(void)
 	}
 	char root[256];
 	test_tmpdir(root);
+	test_vecmath_nan();
 	test_bad_dirs(root);
 	test_sha_cache(root);
 	test_e5_layout(root);
