@@ -33,7 +33,12 @@
 #define LN_ROUNDS 4 /* tokens a lane group of add_ln_sg.comp does (ROUNDS there) */
 #define ROWPAD 128  /* largest row tile of the cooperative-matrix GEMM */
 #define ALIGN 256   /* >= any device's minStorageBufferOffsetAlignment (spec maximum) */
-#define WAIT_MS 120000ull
+/* The watchdog on a batch: a floor, plus the batch's work at a rate far below any device's
+ * (a GPU does >= 100 GFLOP/s; lavapipe ~1-3 on two busy CPU cores, and a fixed 120 s failed
+ * correct work there under load). EMBED_GPU_TIMEOUT, when set, replaces it. */
+#define WAIT_FLOOR_S 120.0
+#define SLOWEST_GPU_FLOPS 1e10
+#define SLOWEST_CPU_FLOPS 2e7
 
 enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_DOWN, ST_LN2, ST_POOL, ST_N };
 static const char *const step_name[ST_N] = {
@@ -91,6 +96,7 @@ typedef struct slot {
 	VkFence fence;
 	float *out;
 	int n;
+	double work;       /* the batch's floating-point operations, for the watchdog */
 	uint32_t nq;       /* timestamps written by this slot's command buffer */
 	uint8_t *qstep;    /* step of each timed interval */
 } slot;
@@ -1083,6 +1089,13 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 				"Vulkan: vkQueueSubmit failed: %s", vk_result_name(r));
 	s->out = out;
 	s->n = bt->n;
+	/* Products 2(4H^2 + 2HI) a token and layer, attention 4 H x its sequence's length. */
+	s->work = 0;
+	for (int i = 0; i < bt->n; i++) {
+		const double len = bt->offs[i + 1] - bt->offs[i];
+		s->work += len * (2.0 * (4.0 * b->H * b->H + 2.0 * b->H * b->I) + 4.0 * b->H * len);
+	}
+	s->work *= b->L;
 	b->inflight++;
 	return EMB_OK;
 }
@@ -1110,10 +1123,16 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 	if (b->inflight == 0)
 		return EMB_OK;
 	slot *s = &b->s[b->head];
-	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE, WAIT_MS * 1000000ull);
+	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+	double limit_s = b->c.timeout_s > 0 ? b->c.timeout_s
+		       : WAIT_FLOOR_S + s->work / (is_cpu ? SLOWEST_CPU_FLOPS : SLOWEST_GPU_FLOPS);
+	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE,
+					  (uint64_t)(limit_s * 1e9));
 	if (r == VK_TIMEOUT)
-		return emb_errf(err, EMB_EDEVICE, "GPU did not finish a batch within %llu s",
-				WAIT_MS / 1000);
+		return emb_errf(err, EMB_EDEVICE, "GPU did not finish a batch of %d sequences "
+				"(%.3g GFLOP) within %.3g s (%s)", s->n, s->work / 1e9, limit_s,
+				b->c.timeout_s > 0 ? "the limit set by EMBED_GPU_TIMEOUT"
+				: "a limit that grows with the batch; EMBED_GPU_TIMEOUT=SECONDS sets another");
 	b->head = (b->head + 1) % SLOTS;
 	b->inflight--;
 	if (r != VK_SUCCESS)

@@ -550,6 +550,14 @@ static int create_layouts(vk_ctx *c, emb_err *err)
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err)
 {
 	memset(c, 0, sizeof *c);
+	const char *tmo = getenv("EMBED_GPU_TIMEOUT");
+	if (tmo && *tmo) {
+		char *end;
+		c->timeout_s = strtod(tmo, &end);
+		if (*end || !(c->timeout_s > 0 && c->timeout_s < 1e9))
+			return emb_errf(err, EMB_EINVAL, "EMBED_GPU_TIMEOUT=%s is not a number of "
+					"seconds > 0", tmo);
+	}
 	int rc = load_loader(c, err);
 	if (!rc)
 		rc = create_instance(c, err);
@@ -729,6 +737,8 @@ int vk_submit_wait(vk_ctx *c, VkCommandBuffer cb, uint64_t timeout_ms, emb_err *
 		.commandBufferCount = 1,
 		.pCommandBuffers = &cb,
 	};
+	if (c->timeout_s * 1000 > (double)timeout_ms)
+		timeout_ms = (uint64_t)(c->timeout_s * 1000);
 	r = c->vkQueueSubmit(c->queue, 1, &si, fence);
 	if (r == VK_SUCCESS)
 		r = c->vkWaitForFences(c->device, 1, &fence, VK_TRUE, timeout_ms * 1000000ull);
@@ -736,8 +746,8 @@ int vk_submit_wait(vk_ctx *c, VkCommandBuffer cb, uint64_t timeout_ms, emb_err *
 		/* The fence must outlive the work; wait for the device before destroying it. */
 		c->vkDeviceWaitIdle(c->device);
 		c->vkDestroyFence(c->device, fence, NULL);
-		return emb_errf(err, EMB_EDEVICE, "GPU did not finish within %llu ms",
-				(unsigned long long)timeout_ms);
+		return emb_errf(err, EMB_EDEVICE, "GPU did not finish within %llu ms (a slow device "
+				"may need more: EMBED_GPU_TIMEOUT=SECONDS)", (unsigned long long)timeout_ms);
 	}
 	c->vkDestroyFence(c->device, fence, NULL);
 	return r == VK_SUCCESS ? EMB_OK : vkfail(err, r, "vkQueueSubmit/vkWaitForFences");

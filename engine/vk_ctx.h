@@ -85,6 +85,7 @@ typedef struct vk_ctx {
 	int has_shuffle;    /* subgroup shuffles in compute shaders (VK_SUBGROUP_FEATURE_SHUFFLE_BIT) */
 	uint32_t sm_count;  /* streaming multiprocessors (VK_NV_shader_sm_builtins), 0 if unknown */
 	float timestamp_ns; /* nanoseconds per timestamp tick */
+	double timeout_s;   /* EMBED_GPU_TIMEOUT (seconds) when set, else 0: see vk_submit_wait */
 
 	VkDescriptorSetLayout dsl;
 	VkPipelineLayout layout;
@@ -95,10 +96,11 @@ typedef struct vk_ctx {
  * Device choice: gpu_index >= 0 takes that device of the enumeration; otherwise the
  * environment variable EMBED_GPU (a number) if set; otherwise the first discrete GPU, then
  * integrated, then virtual, then (only when allow_cpu is nonzero) a CPU implementation such
- * as lavapipe. A device must offer Vulkan 1.2 and a compute queue. On failure everything
+ * as lavapipe. A device must offer Vulkan 1.2 and a compute queue. The environment variable
+ * EMBED_GPU_TIMEOUT (seconds, > 0), if set, goes to c->timeout_s. On failure everything
  * opened is closed again and *c is zeroed. Errors: EMB_EDEVICE ("no Vulkan loader
  * (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
- * "... does not support Vulkan 1.2"). */
+ * "... does not support Vulkan 1.2"), EMB_EINVAL (EMBED_GPU or EMBED_GPU_TIMEOUT malformed). */
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err);
 
 /* Writes the device's KHR cooperative-matrix shapes and NV cooperative-matrix-2 flexible
@@ -168,8 +170,9 @@ void vk_pipe_destroy(vk_ctx *c, vk_pipe *p);
 const char *vk_result_name(VkResult r);
 
 /* Allocates one command buffer from the ctx's pool; begin/submit helpers for one-shot work:
- * vk_submit_wait ends cb, submits it, waits up to timeout_ms and frees nothing. Errors:
- * EMB_EDEVICE (including "GPU did not finish within N ms"). */
+ * vk_submit_wait ends cb, submits it, waits up to timeout_ms (or c->timeout_s when that is
+ * longer) and frees nothing. Errors: EMB_EDEVICE (including "GPU did not finish within N ms",
+ * naming EMBED_GPU_TIMEOUT). */
 int vk_cmd_alloc(vk_ctx *c, VkCommandBuffer *cb, emb_err *err);
 int vk_cmd_begin(vk_ctx *c, VkCommandBuffer cb, emb_err *err);
 int vk_submit_wait(vk_ctx *c, VkCommandBuffer cb, uint64_t timeout_ms, emb_err *err);
