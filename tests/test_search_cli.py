@@ -2,7 +2,8 @@
 that end in (or are cut inside) multibyte characters, --queries on a directory, a malformed
 query line in a file and in a stream, an endless query line (/dev/zero) in bounded memory,
 absurd --threads, a streaming `--queries -` reader that must follow a --rebuild swap and let
-the old store go, and a model whose output is not finite (embed must not print nan).
+the old store go, a model whose output is not finite (embed must not print nan), and the
+GPU path's watchdog (EMBED_GPU_TIMEOUT; lavapipe where there is no GPU).
 
 Run by tests/run.sh with $BIN (tools) and $BUILD; exits 77 when the model is missing."""
 import json
@@ -218,6 +219,29 @@ for fmt in ("jsonl", "f32"):
         good = len(lines) == 1 and "nan" not in out.decode().lower() and len(json.loads(lines[0])) == dim
     check(rc == 1 and "stdin:2:" in err and "non-finite" in err and err.count("\n") == 1 and good,
           f"embed --format {fmt} with a NaN row: rc {rc}, {len(out)} bytes out, {err.strip()!r}")
+
+# --- the GPU path's watchdog (lavapipe where there is no GPU): a forced tiny limit ends in a
+# message naming EMBED_GPU_TIMEOUT; the default limit, which grows with the batch, lets a
+# slow device finish.
+short = b"".join(b"text number %d about cells\n" % i for i in range(16))
+p = subprocess.run([EMBED, "--model", MODEL, "--device", "gpu", "--precision", "fp32", "--batch", "16"],
+                   input=short, capture_output=True, timeout=600)
+if p.returncode != 0 and b"Vulkan" in p.stderr:
+    print("no Vulkan device: GPU watchdog checks skipped")
+else:
+    check(p.returncode == 0 and len(p.stdout.splitlines()) == 16,
+          f"embed --device gpu, default limit: rc {p.returncode}, {p.stderr.decode().strip()}")
+    env = dict(os.environ, EMBED_GPU_TIMEOUT="0.000001")
+    q = subprocess.run([EMBED, "--model", MODEL, "--device", "gpu", "--precision", "fp32", "--batch", "16"],
+                       input=short, capture_output=True, timeout=600, env=env)
+    err = q.stderr.decode()
+    check(q.returncode == 1 and "did not finish" in err and "EMBED_GPU_TIMEOUT" in err and err.count("\n") == 1,
+          f"embed --device gpu with EMBED_GPU_TIMEOUT=0.000001: rc {q.returncode}, {err.strip()!r}")
+    env["EMBED_GPU_TIMEOUT"] = "soon"
+    q = subprocess.run([EMBED, "--model", MODEL, "--device", "gpu"], input=b"x\n", capture_output=True,
+                       timeout=600, env=env)
+    check(q.returncode == 1 and b"EMBED_GPU_TIMEOUT=soon" in q.stderr,
+          f"EMBED_GPU_TIMEOUT=soon: rc {q.returncode}, {q.stderr.decode().strip()!r}")
 
 shutil.rmtree(tmp, ignore_errors=True)
 if failures:
