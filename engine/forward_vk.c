@@ -1128,17 +1128,22 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 		       : WAIT_FLOOR_S + s->work / (is_cpu ? SLOWEST_CPU_FLOPS : SLOWEST_GPU_FLOPS);
 	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE,
 					  (uint64_t)(limit_s * 1e9));
-	if (r == VK_TIMEOUT)
+	if (r == VK_TIMEOUT) {
+		/* The batch stays in flight (its buffers must outlive it: closing waits for it),
+		 * but its caller has been told it failed and may free out: never write there. */
+		s->out = NULL;
 		return emb_errf(err, EMB_EDEVICE, "GPU did not finish a batch of %d sequences "
 				"(%.3g GFLOP) within %.3g s (%s)", s->n, s->work / 1e9, limit_s,
 				b->c.timeout_s > 0 ? "the limit set by EMBED_GPU_TIMEOUT"
 				: "a limit that grows with the batch; EMBED_GPU_TIMEOUT=SECONDS sets another");
+	}
 	b->head = (b->head + 1) % SLOTS;
 	b->inflight--;
 	if (r != VK_SUCCESS)
 		return emb_errf(err, EMB_EDEVICE, "Vulkan: waiting for the GPU failed: %s",
 				vk_result_name(r));
-	memcpy(s->out, (char *)s->host.map + b->off_out, (size_t)s->n * b->H * sizeof(float));
+	if (s->out)
+		memcpy(s->out, (char *)s->host.map + b->off_out, (size_t)s->n * b->H * sizeof(float));
 	collect_profile(b, s);
 	return EMB_OK;
 }

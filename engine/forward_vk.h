@@ -90,7 +90,9 @@ int forward_vk(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err);
  * first completes the oldest one (as forward_vk_wait would). Batches complete in submission
  * order. forward_vk_wait with nothing in flight returns EMB_OK at once. Errors as
  * forward_vk, except that a batch over vk_backend_capacity gives EMB_EINVAL and no
- * splitting is done; after an error from wait, that batch's out is undefined. */
+ * splitting is done; after an error from wait, that batch's out is undefined. A batch that
+ * timed out stays in flight (vk_backend_close waits for it) but is never written to its out,
+ * which the caller may free. */
 int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err);
 int forward_vk_wait(vk_backend *b, emb_err *err);
 
