@@ -474,8 +474,8 @@ static int check_queries(linereader *r)
 /* Queries encoded in one forward pass (--queries). */
 enum { QUERY_BATCH = 32 };
 
-/* Encodes a batch of n <= QUERY_BATCH queries in one forward pass and answers each; frees them. The store
- * is reopened first if a rebuild swapped it (maybe with another model). */
+/* Encodes a batch of n <= QUERY_BATCH queries in one forward pass and answers each; frees
+ * them. The store is reopened first if a rebuild swapped it (maybe with another model). */
 static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, int n,
 			float **vecs, int *dim)
 {
@@ -504,10 +504,10 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 }
 
 /* --queries: encode queries in batches (one forward pass for many), then scan each.
- * A regular file is checked whole first, so a malformed line is an error before any output:
- * an evaluation never gets a silently partial run. A stream (stdin, a pipe) is answered as it
- * comes, a batch as soon as no further line is waiting; a malformed line there ends the run
- * after every query before it has been answered. */
+ * A regular file (named, or redirected to stdin) is checked whole first, so a malformed line
+ * is an error before any output: an evaluation never gets a silently partial run. A stream
+ * (a pipe, a terminal) is answered as it comes, a batch as soon as no further line is
+ * waiting; a malformed line there ends the run after every query before it was answered. */
 static int run_file(ctx *x)
 {
 	const char *name = x->o->queries;
