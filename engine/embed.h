@@ -59,7 +59,7 @@ void embed_default_model_dir(char *buf, size_t size);
 void embed_options_default(embed_options *opt);
 
 /* Opens the model in directory `dir` (see above for the files read). Weights are
- * memory-mapped; f32, f16 and bf16 safetensors are accepted. On success *out owns the model
+ * read once and copied into one f32 buffer (f32, f16 and bf16 safetensors are accepted). On success *out owns the model
  * (free with embed_close). Errors: EMB_EIO (missing dir or file), EMB_EFORMAT (corrupt
  * config, safetensors or tokenizer; wrong tensor shape), EMB_EUNSUPPORTED (e.g.
  * "unsupported model_type 'gpt2'"), EMB_EDEVICE (explicit GPU device unusable). */

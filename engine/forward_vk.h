@@ -12,7 +12,8 @@
  * matmul_bias(down) -> add_layernorm } -> pool_normalize.
  *
  * Precisions: fp32 (tiled GEMM, agrees with the CPU to ~1e-6), fp16 (f16 weights and matrix
- * inputs, fp32 accumulation, residual stream and LayerNorm in fp32), and fp16 on
+ * inputs, fp32 accumulation, the residual stream in f16 as PyTorch's fp16 models keep it,
+ * LayerNorm statistics in fp32), and fp16 on
  * cooperative matrices (tensor cores) where the device has VK_NV_cooperative_matrix.
  *
  * Threads: one backend is used by one thread at a time (callers serialise).
