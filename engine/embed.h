@@ -52,7 +52,9 @@ typedef struct embed_options {
 
 /* Where the tools look for a model when none is named: $EMBED_MODEL if set, else the
  * default model fetched by scripts/fetch-model, .cache/models/all-MiniLM-L6-v2 beside the
- * bin/ directory holding the running program. Writes a NUL-terminated path to buf. */
+ * bin/ directory holding the running program, or, where that is missing, the copy that
+ * `make install-model` put in share/embedstore/models/ of the same prefix. Writes a
+ * NUL-terminated path to buf. */
 void embed_default_model_dir(char *buf, size_t size);
 
 /* Fills *opt with defaults: all CPUs, CPU device, default precision, model's max length. */
