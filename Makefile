@@ -35,7 +35,7 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TESTTOOL_BIN := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/tool_*.c))
 
 .PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz \
-	install install-model uninstall man
+	install install-model uninstall man dev
 .DEFAULT_GOAL := all
 
 all: tools
@@ -64,7 +64,7 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # *_cm*), which are left unoptimised: llama.cpp's Vulkan backend saw miscompiles there, and
 # the driver optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader: the
 # large-tile products are optimised, 2-5% faster on an H200 and checked there against double
-# sums (tests/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
+# sums (dev/gemm/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
 # GLSLC_DEFS adds -D flags to every shader, for studies on the GPU (a separate B=).
 GLSLC_FLAGS_gemm_cm_lh = -O
 GLSLC_FLAGS_gemm_cm_wh = -O
@@ -79,6 +79,14 @@ $(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.s
 
 $(B)/shaders_spv.o: $(B)/shaders_spv.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# --- kernel studies (dev/): built on request, never by `make tests`. dev/README.md says what
+# each is for; scripts/pack-device takes them to the GPU machine.
+DEV_BIN := $(B)/dev/tool_vk_gemm
+dev: $(DEV_BIN)
+$(B)/dev/%: dev/gemm/%.c $(B)/libengine.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/libengine.a $(LDLIBS)
 
 # --- tests
 $(B)/tests/%: tests/%.c $(B)/libengine.a

@@ -635,7 +635,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		const int up = g == G_UP;
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
-		/* 128x96 tiles where N allows: on an H200 (M = 245760, tests/tool_vk_gemm) qkv
+		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
 		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
 		 * EMBED_VK_TILES96=0 keeps the 128x64 ones (comparisons, tests). */
 		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 &&
