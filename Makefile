@@ -190,7 +190,7 @@ uninstall:
 		$(TOOLS:$(BIN)/%=$(DESTDIR)$(MANDIR)/man1/%.1)
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/embedstore $(DESTDIR)$(PREFIX)/share/embedstore
 
-# --- the product end to end: store, indexer, search (issue 4). search's interactive prompt
+# --- the product end to end: store, indexer, search. search's interactive prompt
 # uses libedit (Debian libedit-dev) for line editing and history.
 $(BIN)/search: LDLIBS += -ledit
 

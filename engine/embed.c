@@ -80,7 +80,7 @@ void embed_options_default(embed_options *opt)
 	opt->gpu_index = -1;
 }
 
-/* --- the GPU (Vulkan) side: device choice and the auto policy (issue 3) ---------------- */
+/* --- the GPU (Vulkan) side: device choice and the auto policy ---------------------------- */
 
 /* Batches of at least this many texts go to the GPU under EMBED_DEVICE_AUTO. Measured on an
  * H200 (docs/bench-gpu.md) the GPU already wins at batch 1 for a 240-token document (1.4 ms

@@ -1,7 +1,7 @@
 /* forward_vk.h — the BERT forward pass on a Vulkan GPU, the GPU twin of forward_cpu.
  *
- * The seeds of this project were GPU paths slower than the CPU because every operation
- * created a command buffer, submitted and waited. Here everything that can be done once is
+ * A GPU path is slower than the CPU when every operation creates a command buffer, submits
+ * and waits. Here everything that can be done once is
  * done at open: weights uploaded, activation buffers sized by a token budget, pipelines and
  * descriptor sets created. A batch is then one command buffer (recorded on the host in
  * microseconds), one submit and one wait, whatever its size: batches longer than the token
