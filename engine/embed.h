@@ -52,14 +52,16 @@ typedef struct embed_options {
 
 /* Where the tools look for a model when none is named: $EMBED_MODEL if set, else the
  * default model fetched by scripts/fetch-model, .cache/models/all-MiniLM-L6-v2 beside the
- * bin/ directory holding the running program. Writes a NUL-terminated path to buf. */
+ * bin/ directory holding the running program, or, where that is missing, the copy that
+ * `make install-model` put in share/embedstore/models/ of the same prefix. Writes a
+ * NUL-terminated path to buf. */
 void embed_default_model_dir(char *buf, size_t size);
 
 /* Fills *opt with defaults: all CPUs, CPU device, default precision, model's max length. */
 void embed_options_default(embed_options *opt);
 
 /* Opens the model in directory `dir` (see above for the files read). Weights are
- * memory-mapped; f32, f16 and bf16 safetensors are accepted. On success *out owns the model
+ * read once and copied into one f32 buffer (f32, f16 and bf16 safetensors are accepted). On success *out owns the model
  * (free with embed_close). Errors: EMB_EIO (missing dir or file), EMB_EFORMAT (corrupt
  * config, safetensors or tokenizer; wrong tensor shape), EMB_EUNSUPPORTED (e.g.
  * "unsupported model_type 'gpt2'"), EMB_EDEVICE (explicit GPU device unusable). */

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* --- building blocks, named as the GPU shaders are */
+/* --- building blocks of the steps below */
 
 /* y = LayerNorm(x) * g + b over one row of n, in place; two passes like PyTorch. */
 static void layernorm_row(float *x, const float *g, const float *b, int n, float eps)

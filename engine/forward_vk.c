@@ -65,7 +65,7 @@ static const uint32_t gemm_tile[P_N][2] = {
  * has SMs (small_grid: VK_NV_shader_sm_builtins, else SMALL_GRID) runs with 64x64 tiles (4x
  * the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still below it: an H200 has
  * 132 SMs, and one 240-token text gives 6 to 24 large tiles. Measured
- * on the H200 (ms a batch, round 2): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39
+ * on the H200 (ms a batch, docs/bench-gpu.md): one text 1.17 with 128x128 tiles, 0.67 with 64x64, 0.39
  * to 0.53 with 32x64; 2 texts 0.48 (64x64), 0.43 (32x64); 10 texts 0.99 (64x64), 1.04
  * (32x64). EMBED_VK_SMALL_TILES=0 keeps the large tiles, =1 forces 64x64, =2 32x64 (for
  * comparisons). */
@@ -641,7 +641,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		const int up = g == G_UP;
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
-		/* 128x96 tiles where N allows: on an H200 (M = 245760, tests/tool_vk_gemm) qkv
+		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
 		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
 		 * EMBED_VK_TILES96=0 keeps the 128x64 ones (comparisons, tests). */
 		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 &&
@@ -1032,8 +1032,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
 	/* A batch whose attention grid would not give every SM a workgroup takes the kernel
 	 * with half the query block (and twice the workgroups): batch 2 on an H200 ran at
-	 * 4,535-4,546 docs/s with 128-query blocks, 4,748-4,751 with 64 (docs/bench-gpu.md,
-	 * round 6). */
+	 * 4,535-4,546 docs/s with 128-query blocks, 4,748-4,751 with 64 (docs/bench-gpu.md). */
 	int attn = P_ATTN;
 	uint32_t bq = b->bq;
 	if (b->pipe[P_ATTN_SMALL].pipe) {

@@ -1,7 +1,7 @@
 /* forward_vk.h — the BERT forward pass on a Vulkan GPU, the GPU twin of forward_cpu.
  *
- * The seeds of this project were GPU paths slower than the CPU because every operation
- * created a command buffer, submitted and waited. Here everything that can be done once is
+ * A GPU path is slower than the CPU when every operation creates a command buffer, submits
+ * and waits. Here everything that can be done once is
  * done at open: weights uploaded, activation buffers sized by a token budget, pipelines and
  * descriptor sets created. A batch is then one command buffer (recorded on the host in
  * microseconds), one submit and one wait, whatever its size: batches longer than the token
@@ -12,7 +12,8 @@
  * matmul_bias(down) -> add_layernorm } -> pool_normalize.
  *
  * Precisions: fp32 (tiled GEMM, agrees with the CPU to ~1e-6), fp16 (f16 weights and matrix
- * inputs, fp32 accumulation, residual stream and LayerNorm in fp32), and fp16 on
+ * inputs, fp32 accumulation, the residual stream in f16 as PyTorch's fp16 models keep it,
+ * LayerNorm statistics in fp32), and fp16 on
  * cooperative matrices (tensor cores) where the device has VK_NV_cooperative_matrix.
  *
  * Threads: one backend is used by one thread at a time (callers serialise).

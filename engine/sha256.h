@@ -1,6 +1,6 @@
 /* sha256.h — SHA-256 (FIPS 180-4), for model identity (a store records the sha256 of the
- * weights it was built with) and document content hashes. Small enough to carry rather than
- * depend on a crypto library for. */
+ * weights it was built with). Documents are told apart by store_hash, which needs no
+ * cryptographic strength. Small enough to carry rather than depend on a crypto library. */
 #ifndef EMB_SHA256_H
 #define EMB_SHA256_H
 

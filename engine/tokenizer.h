@@ -4,8 +4,8 @@
  * Embeddings are only as right as their token ids: one wrong split moves a vector further
  * than any float rounding does. So this module follows HF's Rust implementation (the
  * BertNormalizer, BertPreTokenizer and WordPiece model) rule by rule, down to the Unicode
- * tables HF happens to use (tokenizer_tables.h); ../shared/notes/FIELD.md lists the traps,
- * and tests/test_tokenizer_diff.py checks parity on every code point and >10,000 texts.
+ * tables HF happens to use (tokenizer_tables.h); docs/tokenizer-notes.md lists where HF
+ * differs from the textbook description, and tests/test_tokenizer_diff.py checks parity on every code point and >10,000 texts.
  *
  * A tokenizer is immutable after tokenizer_load, so one may be shared by many threads.
  */

@@ -6,7 +6,7 @@
  * EMB_EDEVICE message instead of the dynamic linker refusing to start the program. All
  * entry points live in a vk_ctx (no globals), so several contexts can coexist.
  *
- * forward_vk.c builds the BERT forward pass on top of this; tests/test_vk_kernels.c uses it
+ * forward_vk.c builds the BERT forward pass on top of this; tests/test_vk_forward.c and dev/gemm/tool_vk_gemm.c use it
  * directly to check single kernels against plain C loops.
  */
 #ifndef EMB_VK_CTX_H

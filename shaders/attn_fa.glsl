@@ -26,7 +26,7 @@
 // batch of 1000 SciFact texts spent 4.98 ms in attention on an H200, against 5.40 with
 // RB = 1 (attn_fa16.comp, 147 registers instead of 215) and 5.16-5.19 with SGS = 8 (BQ = 256,
 // more rows past short sequences); RB = 2 with SGS = 2 (BQ = 64, 242 registers) gained
-// nothing (docs/bench-gpu.md, round 6).
+// nothing (docs/bench-gpu.md).
 //
 // The lanes' work per score weighs as much as the MMAs here (head size 32 gives the tensor
 // cores little to do), so it is kept short: the host folds the scale 1/√d and log2(e) into the

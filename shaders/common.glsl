@@ -15,10 +15,10 @@
 
 // GLSL has no erf. GELU(x) = x·Φ(x), with 1 - Φ(|x|) = exp2(R(|x|)) / 2 and R a degree-7
 // polynomial least-squares fitted to log2(erfc(u/√2)) on [0, 4√2] (past that, Φ is 1 within
-// 3e-8): one exp2 and 7 FMAs, max |error| 6.5e-7 in fp32 against the exact GELU. On an H200 (tests/tool_vk_gemm --M 245760, up
+// 3e-8): one exp2 and 7 FMAs, max |error| 6.5e-7 in fp32 against the exact GELU. On an H200 (dev/gemm/tool_vk_gemm --M 245760, up
 // product with the engine's 128x96 tiles) it took 1826.8 us, degree 11 (1.6e-7) 1907.1, a
 // ReLU 1660.3: GELU's share of that product fell from 13% to 9%. The Abramowitz & Stegun
-// 7.1.26 erf used before degree 11 cost an exp and a reciprocal. scripts/fit-gelu refits R.
+// 7.1.26 erf used before degree 11 cost an exp and a reciprocal. dev/fit-gelu refits R.
 float gelu_erf(float x)
 {
 	const float u = min(abs(x), 5.656854249);

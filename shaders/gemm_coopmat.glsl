@@ -1,7 +1,8 @@
 // gemm_coopmat.glsl — the tensor-core matrix product C = act(A · Wᵀ + bias) through
 // GL_NV_cooperative_matrix (the only cooperative-matrix extension Debian's glslc 2023.2
 // knows): f16 A [M][K] and W [N][K], fp32 accumulation, f16 C [M][N] (f32 C only in the
-// variants tests/tool_vk_gemm times for the study in docs/bench-gemm.md).
+// variants dev/gemm/tool_vk_gemm times; dev/gemm/gemm_coopmat_study.glsl is this kernel with
+// the study switches of docs/bench-gemm.md).
 //
 // A workgroup of WARPS_M x WARPS_N subgroups computes TILES_M tiles of TILE_M x TILE_N, one
 // after another down the rows; each subgroup owns a (TILE_M/WARPS_M) x (TILE_N/WARPS_N)
@@ -19,7 +20,7 @@
 // 4-byte scatters, which cost the qkv product a fifth of its time. Rows past M
 // are written too (the bias plus products of finite stale rows), which nothing reads.
 //
-// Measured on an H200 with tests/tool_vk_gemm (docs/bench-gemm.md): the same MMAs with
+// Measured on an H200 with dev/gemm/tool_vk_gemm (docs/bench-gemm.md): the same MMAs with
 // operands held in registers reach 330-390 TFLOP/s; with the fragments loaded from shared
 // memory but no global loads and no barriers 160-235; this kernel, at M = 245760, 154-204.
 // The large products use two tiles a workgroup of 2 x 2 subgroups: 128x96 tiles (subgroups
@@ -27,7 +28,7 @@
 // product with its activation (qkv 204 TFLOP/s, up 152, down 173); else 128x64 with the
 // prefetch (156, 134, 154). Measured slower: other layouts and tiles, 32- and 128-wide K
 // slices, double-buffered shared memory, f16-typed shared arrays, fragments loaded straight
-// from global memory; and (fourth session) f16 accumulators (ACC16): their MMAs reach 7-9%
+// from global memory; and f16 accumulators: their MMAs reach 7-9%
 // more with operands in registers, and half the registers allow 64x64 subgroup tiles, but in
 // the forward pass they were slower at equal tiles (36.6 against 35.1 ms a batch) and their
 // best wider tile gained less than a tenth on two products for three times the error.
@@ -58,22 +59,8 @@
 #ifndef PREFETCH
 #define PREFETCH 1
 #endif
-#ifndef DIAG
-#define DIAG 0       // study only: 1 no global loads in the K loop; 2 nor shared stores, barriers
-#endif
-#ifndef DIAG_TRANS
-#define DIAG_TRANS 0 // study only, with DIAG 2: bit 0 A, bit 1 B fragments in the other order
-#endif
-#ifndef ACC16
-#define ACC16 0      // study only: f16 accumulators, half the registers of f32 ones
-#endif
-#if ACC16
-#define ACC_BITS 16
-#define acc_t float16_t
-#else
 #define ACC_BITS 32
 #define acc_t float
-#endif
 #ifndef ACT_AT_STORE
 #define ACT_AT_STORE 0   // the activation on the staged f16 tile, not the accumulators
 #endif
@@ -188,18 +175,14 @@ void main()
 				[[unroll]] for (uint j = 0; j < FN; j++)
 					acc[i][j] = bias_m[j];
 		}
-#if DIAG < 2
 		barrier();
-#endif
 #if PREFETCH
-#if DIAG < 2
 		[[unroll]] for (uint i = 0; i < LOADS; i++)
 			As((r0 + i * RSTEP) * SROW + kq) = ra[i];
 		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 			Bs((r0 + i * RSTEP) * SROW + kq) = rb[i];
 		barrier();
-#endif
-		if (DIAG == 0 && s + 1 < steps) {
+		if (s + 1 < steps) {
 			const uint m1 = (mt0 + (s + 1) / NK) * BM, kn = ((s + 1) % NK) * KQ + kq;
 			[[unroll]] for (uint i = 0; i < LOADS; i++)
 				ra[i] = a[(m1 + r0 + i * RSTEP) * K8 + kn];
@@ -219,21 +202,11 @@ void main()
 		[[unroll]] for (uint kk = 0; kk < BK / 16; kk++) {
 			fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++)
-#if DIAG_TRANS & 1   // study (with DIAG 2): A fragments loaded as column-major
-				coopMatLoadNV(fa[i], Sh, (kk * 16) * (BM / 8 + 1) + (wm * SM_ + i * 16) / 8,
-					      BM / 8 + 1, true);
-#else
 				coopMatLoadNV(fa[i], Sh, (wm * SM_ + i * 16) * SROW + kk * 2, SROW, false);
-#endif
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fb;
-#if DIAG_TRANS & 2   // study (with DIAG 2): B fragments loaded as row-major
-				coopMatLoadNV(fb, Sh, BM * SROW + (kk * 16) * (BN / 8 + 1) + (wn * SN_ + j * 16) / 8,
-					      BN / 8 + 1, false);
-#else
 				// W rows are B's columns: column-major B with the same row stride.
 				coopMatLoadNV(fb, Sh, BM * SROW + (wn * SN_ + j * 16) * SROW + kk * 2, SROW, true);
-#endif
 				[[unroll]] for (uint i = 0; i < FM; i++)
 					acc[i][j] = coopMatMulAddNV(fa[i], fb, acc[i][j]);
 			}

@@ -1,5 +1,5 @@
-/* A text's vector must not depend on its batch-mates, their order or the batch size (peers
- * got this wrong through padding). Texts of very different lengths are encoded alone, then
+/* A text's vector must not depend on its batch-mates, their order or the batch size (other engines
+ * have got this wrong through padding). Texts of very different lengths are encoded alone, then
  * in batches of several sizes and shuffled orders, and the vectors compared: identical or
  * within 1e-6. Also: the thread count must not change a vector beyond 1e-6. */
 #include <jansson.h>

@@ -1,8 +1,8 @@
 /* The Vulkan forward pass must agree with the CPU reference (forward_cpu) on the real model:
  * fp32 within max |diff| 1e-4 and cosine 0.99999, the fp16 paths (tiled, or cooperative
  * matrices where the device has them) cosine 0.9995 for every text, never NaN or Inf —
- * including 512-token inputs and batches mixing 1-token and 512-token sequences (a Vulkan
- * backend of a peer returned NaN for long MiniLM inputs). Also: a batch split over several
+ * including 512-token inputs and batches mixing 1-token and 512-token sequences (another
+ * engine's Vulkan backend returned NaN for long MiniLM inputs). Also: a batch split over several
  * passes of a small token budget, the asynchronous submit/wait pair, batch invariance, and
  * the bad environments: no such device, no driver, out of device memory, a shader the
  * driver fails to compile (the last two injected).

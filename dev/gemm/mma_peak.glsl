@@ -1,4 +1,4 @@
-// mma_peak.glsl — a diagnostic for tests/tool_vk_gemm (listed in tests/gemm/variants.txt):
+// mma_peak.glsl — a diagnostic for dev/gemm/tool_vk_gemm (listed in dev/gemm/variants.txt):
 // the same number of cooperative-matrix MMAs per subgroup as shaders/gemm_coopmat.glsl does
 // for a product of this shape, with the operands loaded once into registers, so no memory
 // traffic and no barriers. Its rate is the ceiling any GEMM on GL_NV_cooperative_matrix can
