@@ -71,7 +71,7 @@ long utf8_invalid_at(const char *s, size_t len)
  * the id is not valid UTF-8) every non-ASCII byte as \xNN. */
 static void id_printable(const char *id, size_t len, char *out, size_t cap)
 {
-	int ascii_only = utf8_invalid_at(id, len) >= 0;
+	int escape_high = utf8_invalid_at(id, len) >= 0;
 	size_t o = 0;
 	for (size_t i = 0; i < len && o + 8 < cap; i++) {
 		unsigned char c = (unsigned char)id[i];
@@ -79,7 +79,7 @@ static void id_printable(const char *id, size_t len, char *out, size_t cap)
 			o += (size_t)snprintf(out + o, cap - o, "...");
 			break;
 		}
-		if (c < 0x20 || c == 0x7F || (c >= 0x80 && ascii_only))
+		if (c < 0x20 || c == 0x7F || (c >= 0x80 && escape_high))
 			o += (size_t)snprintf(out + o, cap - o, "\\x%02X", c);
 		else
 			out[o++] = (char)c;
@@ -388,22 +388,22 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 		return EMB_EFORMAT;
 	FILE *f = fopen(p->path, "rb");
 	if (!f)
-		return emb_errf(err, EMB_EIO, "%s: %s", p->path, strerror(errno));
+		return emb_errf(err, EMB_EIO, "%s: %s", d->where, strerror(errno));
 	fstat(fileno(f), &st);
 	if ((uint64_t)st.st_size > in->opt.max_record) {
 		fclose(f);
 		return emb_errf(err, EMB_EFORMAT, "%s: %lld bytes is over the record limit of %zu bytes (--max-record-bytes)",
-				p->path, (long long)st.st_size, in->opt.max_record);
+				d->where, (long long)st.st_size, in->opt.max_record);
 	}
 	char *buf = malloc((size_t)st.st_size + 1);
 	size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
 	int ioerr = ferror(f);
 	fclose(f);
 	if (!buf)
-		return emb_errf(err, EMB_ENOMEM, "%s: out of memory", p->path);
+		return emb_errf(err, EMB_ENOMEM, "%s: out of memory", d->where);
 	if (ioerr) {
 		free(buf);
-		return emb_errf(err, EMB_EIO, "%s: read error", p->path);
+		return emb_errf(err, EMB_EIO, "%s: read error", d->where);
 	}
 	buf[n] = 0;
 	if (memchr(buf, 0, n)) {
@@ -411,7 +411,7 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 		in->ignored++;
 		if (in->opt.warn) {
 			char msg[PATH_MAX + 64];
-			snprintf(msg, sizeof msg, "%s: binary file (NUL bytes), skipped", p->path);
+			snprintf(msg, sizeof msg, "%s: binary file (NUL bytes), skipped", d->where);
 			in->opt.warn(in->opt.warn_arg, msg);
 		}
 		*skip = 1;
@@ -420,7 +420,7 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 	long bad = utf8_invalid_at(buf, n);
 	if (bad >= 0) {
 		free(buf);
-		return emb_errf(err, EMB_EFORMAT, "%s: invalid UTF-8 at byte %ld", p->path, bad);
+		return emb_errf(err, EMB_EFORMAT, "%s: invalid UTF-8 at byte %ld", d->where, bad);
 	}
 	d->text = buf;
 	d->text_len = n;
