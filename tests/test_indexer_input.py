@@ -18,8 +18,26 @@ import sys
 import tempfile
 import time
 
-from test_indexer import (BIN, INDEXER, MODEL, ROOT, SEARCH, check, failures, index, run,
-                          search_all, stats, summary, write_jsonl)
+import test_indexer
+from test_indexer import (BIN, INDEXER, MODEL, ROOT, SEARCH, check, failures, search_all, stats,
+                          summary, write_jsonl)
+
+
+def clean(err):
+    """Under ASan/UBSan an error report also exits 1, which some checks expect: look for it."""
+    check("Sanitizer" not in err and "runtime error:" not in err, f"sanitizer report: {err[-3000:]}")
+
+
+def run(args, input=None, timeout=300):
+    rc, out, err = test_indexer.run(args, input=input, timeout=timeout)
+    clean(err)
+    return rc, out, err
+
+
+def index(store, *args, input=None):
+    rc, out, err = test_indexer.index(store, *args, input=input)
+    clean(err)
+    return rc, out, err
 
 EMBED = os.path.join(BIN, "embed")
 
@@ -52,6 +70,7 @@ def test_signal_and_read_error(tmp):
         p.wait(timeout=120)  # stdin still open: only the signal can end the read
         err = p.stderr.read()
         p.stdin.close()
+        clean(err)
         s = summary(err)
         check(p.returncode == code and s and s["added"] == 30 and "(null)" not in err,
               f"{sig.name} while reading stdin: rc {p.returncode}, {s}, {err}")
@@ -66,6 +85,7 @@ def test_signal_and_read_error(tmp):
                            stdin=d, stderr=subprocess.PIPE, text=True, timeout=300)
     finally:
         os.close(d)
+    clean(p.stderr)
     check(p.returncode == 1 and "<stdin>: read error: Is a directory" in p.stderr and "(null)" not in p.stderr,
           f"stdin a directory: rc {p.returncode}, {p.stderr}")
     check(stats(store) == (5, 5), "documents read before the read error are stored")
