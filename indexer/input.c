@@ -461,9 +461,10 @@ static int read_line(input *in, emb_err *err)
 	}
 	for (;;) {
 		if (in->rpos == in->rend) {
-			ssize_t n = read(in->fd, in->rbuf, RBUF_BYTES);
+			/* a line being skipped may be endless (/dev/zero): look at the stop flag too */
+			ssize_t n = in->opt.stop && *in->opt.stop ? -1 : read(in->fd, in->rbuf, RBUF_BYTES);
 			if (n < 0) {
-				int e = errno;
+				int e = in->opt.stop && *in->opt.stop ? EINTR : errno;
 				emb_errf(err, e == EINTR ? EMB_EINTERRUPTED : EMB_EIO, "%s: %s%s", in->fname,
 					 e == EINTR ? "interrupted" : "read error: ", e == EINTR ? "" : strerror(e));
 				return -1;

@@ -5,6 +5,7 @@
 #ifndef INDEXER_INPUT_H
 #define INDEXER_INPUT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,8 @@ typedef struct input_opts {
 	const char *title_field;  /* "title" */
 	const char *meta_field;   /* "metadata" */
 	size_t max_record;        /* largest JSONL line or text file in bytes; 0 = the default */
+	volatile sig_atomic_t *stop; /* when set and non-zero, reading stops (EMB_EINTERRUPTED)
+				      * even inside a long line that is being skipped */
 	void (*warn)(void *arg, const char *msg); /* non-fatal notes (binary file skipped) */
 	void *warn_arg;
 } input_opts;
@@ -46,8 +49,8 @@ int input_open(char *const *paths, int n, const input_opts *opt, input **out, em
  *                bytes (skipped without being held in memory), or an id that is not valid
  *                UTF-8 or holds a control character. Reading may continue with the next call.
  *   EMB_EIO      an unreadable file or a read error; the next call goes on with the next input.
- *   EMB_EINTERRUPTED  a signal interrupted a read (stdin); a partial line is kept and the
- *                next call resumes it.
+ *   EMB_EINTERRUPTED  a signal interrupted a read (stdin) or opt.stop was set; a partial
+ *                line is kept and the next call resumes it.
  *   EMB_ENOMEM
  * After -1, d->id holds the record's id when it could be read (a bad record with a
  * readable id: its bytes as found, possibly invalid) and NULL otherwise, d->where names the

@@ -682,7 +682,8 @@ static void parse_args(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->in = (input_opts){.id_fields = "_id,id", .text_field = "text", .title_field = "title",
-			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT};
+			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT,
+			     .stop = &g_stop};
 	o->batch_tokens = 8192;
 	o->window_docs = 256;
 	o->progress_every = 10;

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import test_indexer
@@ -75,6 +76,35 @@ def test_signal_and_read_error(tmp):
         check(p.returncode == code and s and s["added"] == 30 and "(null)" not in err,
               f"{sig.name} while reading stdin: rc {p.returncode}, {s}, {err}")
         check(stats(store) == (30, 30), f"{sig.name}: the batch in flight was committed")
+    # SIGTERM while an endless line is being skipped (1 TB of a sparse file) stops at once.
+    store = os.path.join(tmp, "endless")
+    endless = os.path.join(tmp, "endless.jsonl")
+    with open(endless, "wb") as f:
+        f.write(json.dumps({"_id": "a", "text": "before the hole"}).encode() + b"\n")
+        try:
+            f.truncate(1 << 40)
+        except OSError:
+            f.truncate(64 << 30)
+    p = subprocess.Popen([INDEXER, "--store", store, "--model", MODEL, "--device", "cpu", "--skip-bad", endless],
+                         stderr=subprocess.PIPE, text=True)
+    killer = threading.Timer(120, p.kill)
+    killer.start()
+    err = ""
+    while "record over the limit" not in err:
+        line = p.stderr.readline()
+        if not line:
+            break
+        err += line
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    err += p.stderr.read()
+    p.wait()
+    killer.cancel()
+    clean(err)
+    check(p.returncode == 143 and time.time() - t0 < 10 and f"{endless}:2: record over the limit" in err,
+          f"SIGTERM while skipping a long line: rc {p.returncode} after {time.time() - t0:.1f} s, {err}")
+    check(stats(store) == (1, 1), "the record before the endless line is committed")
+    os.unlink(endless)
     # A read error on stdin (a directory) after a file: what was read is committed.
     store = os.path.join(tmp, "readerr")
     src = os.path.join(tmp, "readerr.jsonl")
