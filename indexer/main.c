@@ -338,7 +338,7 @@ static int cmp_seq_len(const void *a, const void *b)
 static int report_bad(ctx *x, const char *msg)
 {
 	fprintf(stderr, "%sindexer: %s%s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg,
-		x->o->skip_bad ? " (skipped)" : "");
+		x->o->skip_bad ? " (skipped)" : " (stopping; --skip-bad skips and counts bad records)");
 	x->c.failed++;
 	return x->o->skip_bad ? 0 : -1;
 }

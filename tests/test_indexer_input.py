@@ -273,8 +273,8 @@ def test_ids(tmp):
                       {"_id": 42, "text": "an integer id"},
                       {"_id": "caf\u00e9-\u2603", "text": "unicode is fine"}])
     rc, _, err = index(store, src)
-    check(rc == 1 and f'{src}:2: document id "tab\\x09here" holds a control character (U+0009 at byte 3)' in err,
-          f"tab in an id stops with FILE:LINE: {err}")
+    check(rc == 1 and f'{src}:2: document id "tab\\x09here" holds a control character (U+0009 at byte 3)' in err
+          and "--skip-bad skips" in err, f"tab in an id stops with FILE:LINE and names --skip-bad: {err}")
     rc, _, err = index(store, "--skip-bad", src)
     s = summary(err)
     check(rc == 0 and s and s["failed"] == 4, f"bad ids skipped: {s} {err}")
