@@ -1,18 +1,21 @@
 /* input.c — document sources for the indexer (see input.h). A small state machine over a
  * queue of paths: directories expand into their sorted entries in place, JSONL files are
- * read a line at a time with getline, text files are read whole (one file = one document). */
+ * read a line at a time through a fixed buffer (a line longer than the record cap is skipped
+ * without being held), text files are read whole (one file = one document). */
 #include "input.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#define MAX_TEXT_FILE (256u << 20) /* one text document larger than this is refused */
+#define RBUF_BYTES (64u << 10) /* one read(2) of a JSONL file */
 
 typedef struct pending {
 	char *path;  /* filesystem path */
@@ -23,12 +26,16 @@ struct input {
 	input_opts opt;
 	pending *q;          /* stack of paths still to read (reverse order) */
 	size_t nq, capq;
-	FILE *f;             /* the JSONL file being read */
+	int fd;              /* the JSONL file being read, or -1 */
 	char *fname;
 	int is_stdin;
-	long lineno;
-	char *line;
-	size_t linecap;
+	long lineno;         /* lines of fname finished so far */
+	char *rbuf;          /* RBUF_BYTES read ahead; rbuf[rpos..rend) not yet consumed */
+	size_t rpos, rend;
+	char *line;          /* the line being assembled, at most opt.max_record bytes */
+	size_t linelen, linecap;
+	int overlong;        /* the current line passed the cap: discard up to its newline */
+	int line_ready;      /* line holds a finished line: the next read starts a new one */
 	uint64_t done, total, ignored;
 };
 
@@ -58,6 +65,52 @@ long utf8_invalid_at(const char *s, size_t len)
 		i += n + 1;
 	}
 	return -1;
+}
+
+/* Writes id[0..len) for a one-line message: at most 60 bytes, control characters and (when
+ * the id is not valid UTF-8) every non-ASCII byte as \xNN. */
+static void id_printable(const char *id, size_t len, char *out, size_t cap)
+{
+	int escape_high = utf8_invalid_at(id, len) >= 0;
+	size_t o = 0;
+	for (size_t i = 0; i < len && o + 8 < cap; i++) {
+		unsigned char c = (unsigned char)id[i];
+		if (i == 60) {
+			o += (size_t)snprintf(out + o, cap - o, "...");
+			break;
+		}
+		if (c < 0x20 || c == 0x7F || (c >= 0x80 && escape_high))
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02X", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = 0;
+}
+
+/* Ids are printed one a line in text and TREC output and as JSON strings, so an id must be
+ * valid UTF-8 without control characters (C0, DEL, C1). Returns EMB_OK, or EMB_EFORMAT with
+ * "WHERE: document id "ID" ..." in err. */
+static int check_id(const char *where, const char *what, const char *id, size_t len, emb_err *err)
+{
+	char shown[300];
+	long bad = utf8_invalid_at(id, len);
+	if (bad >= 0) {
+		id_printable(id, len, shown, sizeof shown);
+		return emb_errf(err, EMB_EFORMAT, "%s: %s \"%s\" is not valid UTF-8 (byte %ld)", where, what,
+				shown, bad);
+	}
+	const unsigned char *p = (const unsigned char *)id;
+	for (size_t i = 0; i < len; i++) {
+		unsigned cp = p[i];
+		if (cp == 0xC2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F)
+			cp = p[i + 1];
+		else if (cp >= 0x20 && cp != 0x7F)
+			continue;
+		id_printable(id, len, shown, sizeof shown);
+		return emb_errf(err, EMB_EFORMAT, "%s: %s \"%s\" holds a control character (U+%04X at byte %zu)",
+				where, what, shown, cp, i);
+	}
+	return EMB_OK;
 }
 
 static int push(input *in, const char *path, const char *rel)
@@ -112,6 +165,14 @@ int input_open(char *const *paths, int n, const input_opts *opt, input **out, em
 	if (!in)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	in->opt = *opt;
+	if (!in->opt.max_record)
+		in->opt.max_record = INPUT_MAX_RECORD_DEFAULT;
+	in->fd = -1;
+	in->rbuf = malloc(RBUF_BYTES);
+	if (!in->rbuf) {
+		input_close(in);
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	}
 	for (int i = n - 1; i >= 0; i--) {
 		struct stat st;
 		if (strcmp(paths[i], "-") != 0 && stat(paths[i], &st) != 0) {
@@ -149,12 +210,14 @@ uint64_t input_ignored(const input *in) { return in->ignored; }
 
 static void close_file(input *in)
 {
-	if (in->f && !in->is_stdin)
-		fclose(in->f);
-	in->f = NULL;
+	if (in->fd >= 0 && !in->is_stdin)
+		close(in->fd);
+	in->fd = -1;
 	free(in->fname);
 	in->fname = NULL;
 	in->is_stdin = 0;
+	in->rpos = in->rend = in->linelen = 0;
+	in->overlong = in->line_ready = 0;
 }
 
 void input_close(input *in)
@@ -167,6 +230,7 @@ void input_close(input *in)
 		free(in->q[i].rel);
 	}
 	free(in->q);
+	free(in->rbuf);
 	free(in->line);
 	free(in);
 }
@@ -282,6 +346,8 @@ static int parse_jsonl(input *in, const char *line, size_t len, input_doc *d, em
 			      in->opt.id_fields);
 		goto out;
 	}
+	if ((rc = check_id(d->where, "document id", d->id, d->id_len, err)))
+		goto out;
 	got = json_field(o, in->opt.text_field, &d->text, &d->text_len, 0);
 	if (got <= 0) {
 		rc = emb_errf(err, EMB_EFORMAT, "%s: document '%s': %s '%s'", d->where, d->id,
@@ -308,27 +374,36 @@ out:
 static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *err, int *skip)
 {
 	*skip = 0;
+	/* The id is known before the file is read, so that a caller can keep what is stored
+	 * under it whatever goes wrong below. */
+	d->id = strdup(p->rel);
+	if (!d->id)
+		return emb_errf(err, EMB_ENOMEM, "out of memory");
+	d->id_len = strlen(p->rel);
+	id_printable(p->path, strlen(p->path), d->where, sizeof d->where);
+	struct stat st;
+	if (stat(p->path, &st) == 0)
+		in->done += (uint64_t)st.st_size;
+	if (check_id(d->where, "file name", p->rel, d->id_len, err))
+		return EMB_EFORMAT;
 	FILE *f = fopen(p->path, "rb");
 	if (!f)
-		return emb_errf(err, EMB_EIO, "%s: %s", p->path, strerror(errno));
-	struct stat st;
+		return emb_errf(err, EMB_EIO, "%s: %s", d->where, strerror(errno));
 	fstat(fileno(f), &st);
-	if ((uint64_t)st.st_size > MAX_TEXT_FILE) {
+	if ((uint64_t)st.st_size > in->opt.max_record) {
 		fclose(f);
-		in->done += (uint64_t)st.st_size;
-		return emb_errf(err, EMB_EFORMAT, "%s: %lld bytes is over the %u MB limit for one text file",
-				p->path, (long long)st.st_size, MAX_TEXT_FILE >> 20);
+		return emb_errf(err, EMB_EFORMAT, "%s: %lld bytes is over the record limit of %zu bytes (--max-record-bytes)",
+				d->where, (long long)st.st_size, in->opt.max_record);
 	}
 	char *buf = malloc((size_t)st.st_size + 1);
 	size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
 	int ioerr = ferror(f);
 	fclose(f);
-	in->done += (uint64_t)st.st_size;
 	if (!buf)
-		return emb_errf(err, EMB_ENOMEM, "%s: out of memory", p->path);
+		return emb_errf(err, EMB_ENOMEM, "%s: out of memory", d->where);
 	if (ioerr) {
 		free(buf);
-		return emb_errf(err, EMB_EIO, "%s: read error", p->path);
+		return emb_errf(err, EMB_EIO, "%s: read error", d->where);
 	}
 	buf[n] = 0;
 	if (memchr(buf, 0, n)) {
@@ -336,7 +411,7 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 		in->ignored++;
 		if (in->opt.warn) {
 			char msg[PATH_MAX + 64];
-			snprintf(msg, sizeof msg, "%s: binary file (NUL bytes), skipped", p->path);
+			snprintf(msg, sizeof msg, "%s: binary file (NUL bytes), skipped", d->where);
 			in->opt.warn(in->opt.warn_arg, msg);
 		}
 		*skip = 1;
@@ -345,10 +420,8 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 	long bad = utf8_invalid_at(buf, n);
 	if (bad >= 0) {
 		free(buf);
-		return emb_errf(err, EMB_EFORMAT, "%s: invalid UTF-8 at byte %ld", p->path, bad);
+		return emb_errf(err, EMB_EFORMAT, "%s: invalid UTF-8 at byte %ld", d->where, bad);
 	}
-	d->id = strdup(p->rel);
-	d->id_len = strlen(p->rel);
 	d->text = buf;
 	d->text_len = n;
 	if (has_suffix(p->path, ".md") || has_suffix(p->path, ".markdown")) {
@@ -365,41 +438,122 @@ static int read_text_file(input *in, const pending *p, input_doc *d, emb_err *er
 			}
 		}
 	}
-	snprintf(d->where, sizeof d->where, "%s", p->path);
 	return EMB_OK;
+}
+
+static int over_cap(input *in, long line, emb_err *err)
+{
+	emb_errf(err, EMB_EFORMAT, "%s:%ld: record over the limit of %zu bytes (--max-record-bytes)",
+		 in->fname, line, in->opt.max_record);
+	return -1;
+}
+
+/* Assembles the next line of the JSONL file in in->line[0..linelen) (without its newline).
+ * Returns 1 with a line, 0 at the end of the file, or -1 with err set: EMB_EINTERRUPTED (a
+ * signal; the partial line is kept and the next call resumes it), EMB_EFORMAT (the line is
+ * longer than the record cap: it is reported as soon as it passes the cap, and the next call
+ * discards the rest of it unread into memory), EMB_EIO, EMB_ENOMEM. */
+static int read_line(input *in, emb_err *err)
+{
+	if (in->line_ready) {
+		in->line_ready = 0;
+		in->linelen = 0;
+	}
+	for (;;) {
+		if (in->rpos == in->rend) {
+			/* a line being skipped may be endless (/dev/zero): look at the stop flag too */
+			ssize_t n = in->opt.stop && *in->opt.stop ? -1 : read(in->fd, in->rbuf, RBUF_BYTES);
+			if (n < 0) {
+				int e = in->opt.stop && *in->opt.stop ? EINTR : errno;
+				emb_errf(err, e == EINTR ? EMB_EINTERRUPTED : EMB_EIO, "%s: %s%s", in->fname,
+					 e == EINTR ? "interrupted" : "read error: ", e == EINTR ? "" : strerror(e));
+				return -1;
+			}
+			if (n == 0) {
+				if (in->linelen == 0 && !in->overlong)
+					return 0;
+				in->lineno++; /* a last line without a newline */
+				if (in->overlong) {
+					in->overlong = 0;
+					return 0;
+				}
+				in->line_ready = 1;
+				return 1;
+			}
+			in->rpos = 0;
+			in->rend = (size_t)n;
+		}
+		char *start = in->rbuf + in->rpos;
+		char *nl = memchr(start, '\n', in->rend - in->rpos);
+		size_t take = nl ? (size_t)(nl - start) : in->rend - in->rpos;
+		in->rpos += take + (nl != NULL);
+		in->done += take + (nl != NULL);
+		if (in->overlong) {
+			if (nl) {
+				in->overlong = 0;
+				in->lineno++;
+			}
+			continue;
+		}
+		if (in->linelen + take > in->opt.max_record) {
+			in->linelen = 0;
+			if (nl)
+				return over_cap(in, ++in->lineno, err);
+			in->overlong = 1;
+			return over_cap(in, in->lineno + 1, err);
+		}
+		if (in->linelen + take + 1 > in->linecap) {
+			size_t nc = in->linecap ? in->linecap : 4096;
+			while (nc < in->linelen + take + 1)
+				nc *= 2;
+			if (nc > in->opt.max_record + 1)
+				nc = in->opt.max_record + 1;
+			char *nb = realloc(in->line, nc);
+			if (!nb) {
+				emb_errf(err, EMB_ENOMEM, "%s:%ld: out of memory", in->fname, in->lineno + 1);
+				return -1;
+			}
+			in->line = nb;
+			in->linecap = nc;
+		}
+		memcpy(in->line + in->linelen, start, take);
+		in->linelen += take;
+		if (nl) {
+			in->lineno++;
+			in->line_ready = 1;
+			return 1;
+		}
+	}
 }
 
 int input_next(input *in, input_doc *d, emb_err *err)
 {
 	memset(d, 0, sizeof *d);
 	for (;;) {
-		if (in->f) {
-			errno = 0;
-			ssize_t n = getline(&in->line, &in->linecap, in->f);
-			if (n < 0) {
-				int e = errno;
-				if (e == EINTR && !feof(in->f)) {
-					clearerr(in->f);
-					return emb_errf(err, EMB_EINTERRUPTED, "%s: interrupted", in->fname);
-				}
+		if (in->fd >= 0) {
+			int r = read_line(in, err);
+			if (r < 0 && err->code == EMB_EIO)
+				close_file(in); /* the next call goes on with the next input */
+			if (r < 0)
+				return -1;
+			if (r == 0) {
 				close_file(in);
-				if (e && e != EINTR)
-					return emb_errf(err, EMB_EIO, "read error: %s", strerror(e));
 				continue;
 			}
-			in->lineno++;
-			in->done += (uint64_t)n;
-			while (n > 0 && (in->line[n - 1] == '\n' || in->line[n - 1] == '\r'))
+			size_t n = in->linelen;
+			while (n > 0 && in->line[n - 1] == '\r')
 				n--;
 			size_t i = 0;
-			while (i < (size_t)n && (in->line[i] == ' ' || in->line[i] == '\t'))
+			while (i < n && (in->line[i] == ' ' || in->line[i] == '\t'))
 				i++;
-			if (i == (size_t)n)
+			if (i == n)
 				continue; /* blank line */
 			snprintf(d->where, sizeof d->where, "%s:%ld", in->fname, in->lineno);
-			int rc = parse_jsonl(in, in->line, (size_t)n, d, err);
-			if (rc) {
-				input_doc_free(d);
+			if (parse_jsonl(in, in->line, n, d, err)) {
+				free(d->text);
+				free(d->title);
+				free(d->meta);
+				d->text = d->title = d->meta = NULL;
 				return -1;
 			}
 			return 1;
@@ -410,7 +564,7 @@ int input_next(input *in, input_doc *d, emb_err *err)
 		int rc = EMB_OK, result = 0;
 		struct stat st;
 		if (strcmp(p.path, "-") == 0) {
-			in->f = stdin;
+			in->fd = STDIN_FILENO;
 			in->is_stdin = 1;
 			in->fname = strdup("<stdin>");
 			in->lineno = 0;
@@ -421,19 +575,26 @@ int input_next(input *in, input_doc *d, emb_err *err)
 		} else if (!S_ISREG(st.st_mode)) {
 			in->ignored++;
 		} else if (has_suffix(p.path, ".jsonl") || has_suffix(p.path, ".ndjson")) {
-			in->f = fopen(p.path, "rb");
-			if (!in->f)
+			in->fd = open(p.path, O_RDONLY | O_CLOEXEC);
+			if (in->fd < 0)
 				rc = emb_errf(err, EMB_EIO, "%s: %s", p.path, strerror(errno));
-			in->fname = strdup(p.path);
+			else
+				in->fname = strdup(p.path);
 			in->lineno = 0;
 		} else {
 			int skip;
 			rc = read_text_file(in, &p, d, err, &skip);
-			if (!rc && !skip)
+			if (skip)
+				input_doc_free(d);
+			else if (!rc)
 				result = 1;
 		}
 		free(p.path);
 		free(p.rel);
+		if (!rc && in->fd >= 0 && !in->fname) {
+			close_file(in);
+			rc = emb_errf(err, EMB_ENOMEM, "out of memory");
+		}
 		if (rc)
 			return -1;
 		if (result)

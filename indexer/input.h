@@ -5,16 +5,23 @@
 #ifndef INDEXER_INPUT_H
 #define INDEXER_INPUT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
+
+/* The default cap on one record (a JSONL line or a text file), in bytes. */
+#define INPUT_MAX_RECORD_DEFAULT ((size_t)64 << 20)
 
 typedef struct input_opts {
 	const char *id_fields;    /* comma-separated JSON keys tried in order ("_id,id") */
 	const char *text_field;   /* "text" */
 	const char *title_field;  /* "title" */
 	const char *meta_field;   /* "metadata" */
+	size_t max_record;        /* largest JSONL line or text file in bytes; 0 = the default */
+	volatile sig_atomic_t *stop; /* when set and non-zero, reading stops (EMB_EINTERRUPTED)
+				      * even inside a long line that is being skipped */
 	void (*warn)(void *arg, const char *msg); /* non-fatal notes (binary file skipped) */
 	void *warn_arg;
 } input_opts;
@@ -32,13 +39,24 @@ typedef struct input input;
 
 /* Prepares to read the given paths in order. Directories are walked in sorted order, hidden
  * entries skipped, symlinked directories not followed. Errors: EMB_EIO (a path that does
- * not exist), EMB_ENOMEM. */
+ * not exist), EMB_ENOMEM. On success *out is freed with input_close. */
 int input_open(char *const *paths, int n, const input_opts *opt, input **out, emb_err *err);
 
 /* Reads the next document into *d. Returns 1 with a document, 0 at the end, or -1 with
- * err set: EMB_EFORMAT for a malformed record (message "file:line: ..."; reading may
- * continue with the next call), EMB_EIO for an unreadable file (the file is skipped on the
- * next call). `ignored` counts files skipped as not text (binary). */
+ * err set (never a positive value):
+ *   EMB_EFORMAT  a bad record, message "file:line: ..." or "file: ...": malformed JSON, a
+ *                missing or mistyped field, invalid UTF-8, a record over opt.max_record
+ *                bytes (skipped without being held in memory), or an id that is not valid
+ *                UTF-8 or holds a control character. Reading may continue with the next call.
+ *   EMB_EIO      an unreadable file or a read error; the next call goes on with the next input.
+ *   EMB_EINTERRUPTED  a signal interrupted a read (stdin) or opt.stop was set; a partial
+ *                line is kept and the next call resumes it.
+ *   EMB_ENOMEM
+ * After -1, d->id holds the record's id when it could be read (a bad record with a
+ * readable id: its bytes as found, possibly invalid) and NULL otherwise, d->where names the
+ * record when known; the caller frees d with input_doc_free either way. Ids of documents
+ * returned (1) are valid UTF-8 without control characters. Whitespace-only lines are not
+ * records. Binary files (NUL bytes) are skipped with a warning and counted by input_ignored. */
 int input_next(input *in, input_doc *d, emb_err *err);
 
 void input_doc_free(input_doc *d);

@@ -28,6 +28,7 @@
 #include "threadpool.h"
 
 #define DEFAULT_MODEL "all-MiniLM-L6-v2"
+#define MAX_THREADS 1024 /* more is a typo, not a machine: each thread costs a stack */
 
 static volatile sig_atomic_t g_stop;
 
@@ -59,6 +60,8 @@ typedef struct opts {
 
 typedef struct counts {
 	uint64_t added, updated, unchanged, deleted, failed, docs_seen;
+	uint64_t empty;       /* documents with nothing to embed but [CLS] [SEP] */
+	uint64_t unread_ids;  /* bad records skipped without a readable id */
 	uint64_t tokens, windows;
 	double t_read, t_tok, t_embed, t_store;
 } counts;
@@ -97,6 +100,7 @@ typedef struct ctx {
 	double t0, last_progress;
 	input *in;
 	int tty;
+	char first_unread[512]; /* the first bad record without a readable id, for --prune */
 } ctx;
 
 static void usage(FILE *f)
@@ -118,7 +122,8 @@ static void usage(FILE *f)
 "  --id-field K[,K..]   JSON keys for the id (default _id,id)\n"
 "  --text-field K, --title-field K, --meta-field K  (defaults text, title, metadata)\n"
 "  --skip-bad           skip and count malformed documents instead of stopping\n"
-"  --threads N          CPU threads (default all)\n"
+"  --max-record-bytes N largest JSONL line or text file (default 64 MiB, at most 1 GiB)\n"
+"  --threads N          CPU threads, at most 1024 (default all)\n"
 "  --device cpu|gpu|auto (default auto)\n"
 "  --batch-tokens N     token budget of one embedding batch (default 8192)\n"
 "  --window-docs N      documents per store transaction (default 256)\n"
@@ -333,7 +338,7 @@ static int cmp_seq_len(const void *a, const void *b)
 static int report_bad(ctx *x, const char *msg)
 {
 	fprintf(stderr, "%sindexer: %s%s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg,
-		x->o->skip_bad ? " (skipped)" : "");
+		x->o->skip_bad ? " (skipped)" : " (stopping; --skip-bad skips and counts bad records)");
 	x->c.failed++;
 	return x->o->skip_bad ? 0 : -1;
 }
@@ -410,6 +415,24 @@ static int flush(ctx *x)
 	}
 	double t3 = now_s();
 	x->c.t_embed += t3 - t2;
+	/* A model with broken weights gives NaN or infinite vectors: such a document is bad (kept
+	 * as seen, like any other), never stored where it would rank as garbage. */
+	for (int i = 0; i < x->nw; i++) {
+		wdoc *d = &x->w[i];
+		if (d->failed != 0)
+			continue;
+		size_t n = (size_t)d->nwin * (size_t)x->dim, j = 0;
+		while (j < n && isfinite(d->vecs[j]))
+			j++;
+		if (j == n)
+			continue;
+		char msg[1200];
+		snprintf(msg, sizeof msg, "%s: document '%s': the model gave a non-finite vector (window %zu of %d)",
+			 d->in.where, d->in.id, j / (size_t)x->dim + 1, d->nwin);
+		if (report_bad(x, msg))
+			status = -1;
+		d->failed = -2;
+	}
 
 	int nops = 0;
 	for (int i = 0; i < x->nw; i++) {
@@ -477,7 +500,9 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 		input_doc_free(in);
 		return report_bad(x, msg);
 	}
-	int empty = only_space(in->text, in->text_len) && (!in->title || only_space(in->title, in->title_len));
+	/* Nothing to embed but [CLS] [SEP], as sentence-transformers does: counted, not refused. */
+	int empty = only_space(in->text, in->text_len) &&
+		    (x->o->no_title || !in->title || only_space(in->title, in->title_len));
 	/* Duplicate ids: earlier in this window, or committed earlier in this run. */
 	int dup = 0;
 	for (int i = 0; i < x->nw && !dup; i++)
@@ -509,13 +534,7 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 	wdoc *d = &x->w[x->nw++];
 	memset(d, 0, sizeof *d);
 	d->in = *in;
-	if (empty) {
-		/* Bad, but its id is valid: it stays in the window as "seen" so that --prune keeps
-		 * the version already stored instead of deleting it. */
-		d->failed = -2;
-		snprintf(msg, sizeof msg, "%s: document '%s': empty text", in->where, in->id);
-		return report_bad(x, msg);
-	}
+	x->c.empty += empty;
 	const void *parts[] = {x->config, in->title ? in->title : "", in->text, in->meta ? in->meta : ""};
 	size_t lens[] = {strlen(x->config), in->title_len, in->text_len, in->meta_len};
 	store_hash(parts, lens, 4, d->hash);
@@ -543,6 +562,36 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 		return -2;
 	}
 	x->wbytes += d->elen;
+	return 0;
+}
+
+/* A bad record that was skipped (--skip-bad): when its id could be read, it joins the window
+ * as "seen" so that --prune keeps what is stored under that id; when not, prune has no way to
+ * tell its document from a removed one, and run_inputs refuses to prune. Takes d. */
+static int keep_seen(ctx *x, input_doc *in, const char *msg)
+{
+	if (!in->id || !in->id_len || in->id_len > STORE_MAX_ID_BYTES) {
+		if (in->id_len <= STORE_MAX_ID_BYTES && !x->c.unread_ids++)
+			snprintf(x->first_unread, sizeof x->first_unread, "%s", msg);
+		input_doc_free(in);
+		return 0;
+	}
+	if (x->nw == x->capw) {
+		int nc = x->capw ? x->capw * 2 : 64;
+		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
+		if (!nw) {
+			input_doc_free(in);
+			fprintf(stderr, "indexer: out of memory\n");
+			return -2;
+		}
+		x->w = nw;
+		x->capw = nc;
+	}
+	wdoc *d = &x->w[x->nw++];
+	memset(d, 0, sizeof *d);
+	d->in = *in;
+	memset(in, 0, sizeof *in);
+	d->failed = -2;
 	return 0;
 }
 
@@ -574,15 +623,16 @@ static int run_inputs(ctx *x)
 		if (r == 0)
 			break;
 		if (r < 0) {
-			if (e.code == EMB_EINTERRUPTED)
-				continue;
 			if (e.code == EMB_EFORMAT || e.code == EMB_EINVAL) {
 				if (report_bad(x, e.msg))
 					status = -1;
-			} else {
-				fprintf(stderr, "indexer: %s\n", e.msg);
+				else if (keep_seen(x, &d, e.msg))
+					status = -1;
+			} else if (e.code != EMB_EINTERRUPTED) {
+				fprintf(stderr, "%sindexer: %s\n", x->tty && !o->quiet ? "\r\033[K" : "", e.msg);
 				status = -1;
 			}
+			input_doc_free(&d); /* g_stop ends the loop after an interruption */
 		} else if (add_doc(x, snap, &d) < 0) {
 			status = -1;
 		}
@@ -600,24 +650,40 @@ static int run_inputs(ctx *x)
 		status = -1;
 	if (status == 0 && g_stop)
 		status = 1;
+	if (status == 0 && o->prune && !o->rebuild && x->c.unread_ids) {
+		fprintf(stderr, "indexer: --prune refused, nothing deleted: %llu skipped record%s had no "
+			"readable id, so the documents stored under %s cannot be told from removed ones "
+			"(first: %s)\n", (unsigned long long)x->c.unread_ids,
+			x->c.unread_ids == 1 ? "" : "s", x->c.unread_ids == 1 ? "it" : "them",
+			x->first_unread);
+		status = -1;
+	}
 	return status;
+}
+
+static long long opt_num(const char *name, const char *v, long long lo, long long hi)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(v ? v : "", &end, 10);
+	if (!v || !*v || *end || errno || n < lo || n > hi) {
+		fprintf(stderr, "indexer: %s needs an integer from %lld to %lld\n", name, lo, hi);
+		exit(2);
+	}
+	return n;
 }
 
 static int opt_int(const char *name, const char *v, int lo)
 {
-	char *end;
-	long n = strtol(v ? v : "", &end, 10);
-	if (!v || *end || n < lo || n > INT_MAX) {
-		fprintf(stderr, "indexer: %s needs an integer >= %d\n", name, lo);
-		exit(2);
-	}
-	return (int)n;
+	return (int)opt_num(name, v, lo, INT_MAX);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
-	o->in = (input_opts){"_id,id", "text", "title", "metadata", NULL, NULL};
+	o->in = (input_opts){.id_fields = "_id,id", .text_field = "text", .title_field = "title",
+			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT,
+			     .stop = &g_stop};
 	o->batch_tokens = 8192;
 	o->window_docs = 256;
 	o->progress_every = 10;
@@ -641,7 +707,8 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--check")) o->check = 1;
 		else if (ARG("--window")) { NEEDV(); o->window = opt_int(a, v, 8); }
 		else if (ARG("--stride")) { NEEDV(); o->stride = opt_int(a, v, 1); }
-		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = (int)opt_num(a, v, 0, MAX_THREADS); }
+		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)opt_num(a, v, 1, (long long)1 << 30); }
 		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = opt_int(a, v, 1); }
 		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = opt_int(a, v, 1); }
 		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = atof(v); }
@@ -922,12 +989,13 @@ int main(int argc, char **argv)
 	if (!o.quiet) {
 		uint64_t docs = x.c.added + x.c.updated + x.c.unchanged;
 		fprintf(stderr,
-			"indexer: %s: added %llu, updated %llu, unchanged %llu, deleted %llu, failed %llu, ignored %llu; "
+			"indexer: %s: added %llu, updated %llu, unchanged %llu, deleted %llu, failed %llu, ignored %llu, empty %llu; "
 			"%.1f s, %.1f docs/s, %.0f tokens/s, %llu windows; peak RSS %.0f MB; store %s: %llu docs, %llu rows\n",
 			status > 0 ? "interrupted" : status < 0 ? "stopped" : "done",
 			(unsigned long long)x.c.added, (unsigned long long)x.c.updated,
 			(unsigned long long)x.c.unchanged, (unsigned long long)x.c.deleted,
 			(unsigned long long)x.c.failed, (unsigned long long)(x.in ? input_ignored(x.in) : 0),
+			(unsigned long long)x.c.empty,
 			el, el > 0 ? docs / el : 0.0, el > 0 ? x.c.tokens / el : 0.0,
 			(unsigned long long)x.c.windows, peak_rss_kb() / 1024.0,
 			o.store, (unsigned long long)st.docs,

@@ -228,7 +228,7 @@ def test_bad_inputs(tmp):
     with open(bad, "w") as f:
         f.write('{"_id": "b1", "text": "fine"}\n')
         f.write('{"_id": "b2", "text": "broken\n')           # line 2: malformed
-        f.write('{"_id": "b3", "text": ""}\n')               # line 3: empty
+        f.write('{"_id": "b3", "text": ""}\n')               # line 3: empty, embedded as [CLS] [SEP]
         f.write('{"_id": "b1", "text": "again"}\n')          # line 4: duplicate id
         f.write('{"text": "no id"}\n')                        # line 5: no id
         f.write('{"_id": "b6", "text": 5}\n')                 # line 6: text not a string
@@ -242,16 +242,16 @@ def test_bad_inputs(tmp):
     check(stats(store) == (3, 3), "docs before the bad line kept, nothing lost")
     rc, _, err = index(store, "--skip-bad", bad)
     s = summary(err)
-    check(rc == 0 and s["failed"] == 6, f"skip-bad counts {s} {err}")
-    for needle in (f"{bad}:2:", f"{bad}:3: document 'b3': empty text", f"{bad}:4: duplicate id 'b1'",
+    check(rc == 0 and s["failed"] == 5 and s["empty"] == 1, f"skip-bad counts {s} {err}")
+    for needle in (f"{bad}:2:", f"{bad}:4: duplicate id 'b1'",
                    f"{bad}:5: no document id", f"{bad}:6: document 'b6'", f"{bad}:7:"):
         check(needle in err, f"error message names the place: {needle!r} in {err}")
-    check(stats(store) == (4, 4), "g1 g2 b1 b8")
+    check(stats(store) == (5, 5), "g1 g2 b1 b3 b8")
     # --prune with a bad new version of a stored document keeps the stored version.
-    write_jsonl(good, [{"_id": "g1", "text": "first good document"}, {"_id": "g2", "text": "   "}])
+    write_jsonl(good, [{"_id": "g1", "text": "first good document"}, {"_id": "g2", "text": ["not", "a string"]}])
     rc, _, err = index(store, "--prune", "--skip-bad", good)
     s = summary(err)
-    check(rc == 0 and s["deleted"] == 2 and s["failed"] == 1, f"prune keeps bad doc's old version {s} {err}")
+    check(rc == 0 and s["deleted"] == 3 and s["failed"] == 1, f"prune keeps bad doc's old version {s} {err}")
     got = {r["id"]: r["snippet"] for r in search_all(store)}
     check(got == {"g1": "first good document", "g2": "second good one"}, f"after prune: {got}")
     # A text file with invalid UTF-8.
