@@ -19,6 +19,7 @@
 #include "model.h"
 #include "sha256.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 /* Tokens per forward pass. Bounds scratch memory (~15 KB a token for MiniLM shapes) whatever
  * the number of texts a caller hands us. */
@@ -366,36 +367,6 @@ const char *embed_model_sha256(embed_model *m)
 	return m->sha256[0] ? m->sha256 : NULL;
 }
 
-/* Returns the offset of the first byte of text that is not strict UTF-8 (no overlong forms,
- * surrogates or code points past U+10FFFF), or len when all of it is valid. The tokenizer
- * checks what it reads, but it stops at the truncation point; a text is refused whole. */
-static size_t utf8_invalid_at(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		if (s[i] < 0x80) {
-			i++;
-			continue;
-		}
-		size_t n = s[i] >= 0xc2 && s[i] <= 0xdf ? 2 : s[i] >= 0xe0 && s[i] <= 0xef ? 3
-			 : s[i] >= 0xf0 && s[i] <= 0xf4 ? 4 : 0;
-		if (n == 0 || i + n > len)
-			return i;
-		unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-		if (s[i] == 0xe0) lo = 0xa0;
-		else if (s[i] == 0xed) hi = 0x9f;
-		else if (s[i] == 0xf0) lo = 0x90;
-		else if (s[i] == 0xf4) hi = 0x8f;
-		if (s[i + 1] < lo || s[i + 1] > hi)
-			return i;
-		for (size_t k = 2; k < n; k++)
-			if ((s[i + k] & 0xc0) != 0x80)
-				return i;
-		i += n;
-	}
-	return len;
-}
-
 long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
 		    int32_t *ids, size_t cap, emb_err *err)
 {
@@ -407,9 +378,11 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 			  : prefix == EMBED_PREFIX_PASSAGE ? m->cfg.passage_prefix
 							   : "";
 	size_t plen = strlen(pre);
-	size_t bad = utf8_invalid_at((const unsigned char *)text, len);
-	if (bad < len) {
-		emb_errf(err, EMB_EINVAL, "invalid UTF-8 at byte offset %zu", bad);
+	/* The tokenizer checks what it reads, but it stops at the truncation point; a text is
+	 * refused whole. */
+	long bad = utf8_invalid_at(text, len);
+	if (bad >= 0) {
+		emb_errf(err, EMB_EINVAL, "invalid UTF-8 at byte offset %ld", bad);
 		return -1;
 	}
 	ids[0] = tokenizer_cls_id(m->tok);

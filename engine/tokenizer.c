@@ -42,6 +42,7 @@ struct cp_map {
 	uint32_t from, to;
 };
 #include "tokenizer_tables.h"
+#include "utf8.h"
 
 /* The longest word we keep: words are copied into a stack buffer of this many code points.
  * Models use 100 (anything longer becomes [UNK]), so this only bounds odd configurations. */
@@ -145,68 +146,6 @@ static int hf_ccc(uint32_t c)
 	if (c < 0x300 || !IN(hf_reorders, c))
 		return 0;
 	return utf8proc_get_property((utf8proc_int32_t)c)->combining_class;
-}
-
-static size_t utf8_put(char *s, uint32_t c)
-{
-	if (c < 0x80) {
-		s[0] = (char)c;
-		return 1;
-	}
-	if (c < 0x800) {
-		s[0] = (char)(0xC0 | c >> 6);
-		s[1] = (char)(0x80 | (c & 0x3F));
-		return 2;
-	}
-	if (c < 0x10000) {
-		s[0] = (char)(0xE0 | c >> 12);
-		s[1] = (char)(0x80 | (c >> 6 & 0x3F));
-		s[2] = (char)(0x80 | (c & 0x3F));
-		return 3;
-	}
-	s[0] = (char)(0xF0 | c >> 18);
-	s[1] = (char)(0x80 | (c >> 12 & 0x3F));
-	s[2] = (char)(0x80 | (c >> 6 & 0x3F));
-	s[3] = (char)(0x80 | (c & 0x3F));
-	return 4;
-}
-
-/* Decodes one code point of strict UTF-8 (no overlongs, surrogates or values past
- * U+10FFFF, as Rust and Python require). Returns its length, or 0 when s is not valid. */
-static size_t utf8_get(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	unsigned b = s[0];
-	size_t len;
-	uint32_t c, min_second = 0x80, max_second = 0xBF;
-	if (b < 0x80) {
-		*cp = b;
-		return 1;
-	} else if (b >= 0xC2 && b <= 0xDF) {
-		len = 2, c = b & 0x1F;
-	} else if (b >= 0xE0 && b <= 0xEF) {
-		len = 3, c = b & 0x0F;
-		if (b == 0xE0)
-			min_second = 0xA0;
-		else if (b == 0xED)
-			max_second = 0x9F;
-	} else if (b >= 0xF0 && b <= 0xF4) {
-		len = 4, c = b & 0x07;
-		if (b == 0xF0)
-			min_second = 0x90;
-		else if (b == 0xF4)
-			max_second = 0x8F;
-	} else {
-		return 0;
-	}
-	if (n < len || s[1] < min_second || s[1] > max_second)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		c = c << 6 | (s[i] & 0x3F);
-	}
-	*cp = c;
-	return len;
 }
 
 /* ---- vocabulary hash tables ---- */
@@ -356,7 +295,7 @@ static bool push_char(struct encoder *e, uint32_t c)
 	if (IN(hf_punct, c)) {
 		if (flush_word(e))
 			return true;
-		e->len = utf8_put(e->word, c);
+		e->len = utf8_encode(e->word, c);
 		e->nchars = 1;
 		return flush_word(e);
 	}
@@ -364,7 +303,7 @@ static bool push_char(struct encoder *e, uint32_t c)
 		return false; /* the word is [UNK] anyway: keep counting, stop copying */
 	int ccc = t->strip_accents ? hf_ccc(c) : 0;
 	if (ccc == 0) {
-		e->len += utf8_put(e->word + e->len, c);
+		e->len += utf8_encode(e->word + e->len, c);
 		e->reorder_floor = e->len;
 		return false;
 	}
@@ -373,14 +312,14 @@ static bool push_char(struct encoder *e, uint32_t c)
 		size_t prev = at - 1;
 		while (((unsigned char)e->word[prev] & 0xC0) == 0x80)
 			prev--;
-		uint32_t p;
-		utf8_get((const unsigned char *)e->word + prev, at - prev, &p);
+		uint32_t p = 0; /* the word holds what utf8_encode wrote: always decodes */
+		utf8_decode((const unsigned char *)e->word + prev, at - prev, &p);
 		if (hf_ccc(p) <= ccc)
 			break;
 		at = prev;
 	}
 	char enc[4];
-	size_t n = utf8_put(enc, c);
+	size_t n = utf8_encode(enc, c);
 	memmove(e->word + at + n, e->word + at, e->len - at);
 	memcpy(e->word + at, enc, n);
 	e->len += n;
@@ -488,7 +427,7 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 			continue;
 		}
 		uint32_t c;
-		size_t n = utf8_get(s + i, len - i, &c);
+		size_t n = utf8_decode(s + i, len - i, &c);
 		if (n == 0) {
 			emb_errf(err, EMB_EINVAL, "invalid UTF-8 at byte offset %zu", i);
 			return -1;

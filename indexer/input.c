@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "utf8.h"
+
 #define RBUF_BYTES (64u << 10) /* one read(2) of a JSONL file */
 
 typedef struct pending {
@@ -38,34 +40,6 @@ struct input {
 	int line_ready;      /* line holds a finished line: the next read starts a new one */
 	uint64_t done, total, ignored;
 };
-
-long utf8_invalid_at(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0;
-	while (i < len) {
-		unsigned c = p[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t n;
-		unsigned min;
-		if ((c & 0xE0) == 0xC0) { n = 1; min = 0x80; c &= 0x1F; }
-		else if ((c & 0xF0) == 0xE0) { n = 2; min = 0x800; c &= 0x0F; }
-		else if ((c & 0xF8) == 0xF0) { n = 3; min = 0x10000; c &= 0x07; }
-		else return (long)i;
-		for (size_t j = 1; j <= n; j++) {
-			if (i + j >= len || (p[i + j] & 0xC0) != 0x80)
-				return (long)i;
-			c = (c << 6) | (p[i + j] & 0x3F);
-		}
-		if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-			return (long)i;
-		i += n + 1;
-	}
-	return -1;
-}
 
 /* Writes id[0..len) for a one-line message: at most 60 bytes, control characters and (when
  * the id is not valid UTF-8) every non-ASCII byte as \xNN. */

@@ -67,7 +67,5 @@ uint64_t input_ignored(const input *in);
 
 void input_close(input *in);
 
-/* Offset of the first invalid UTF-8 byte in s[0..len), or -1 when all valid. */
-long utf8_invalid_at(const char *s, size_t len);
 
 #endif
