@@ -337,8 +337,8 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 				continue;
 			}
 			char buf[PATH_MAX + 16];
-			rc = emb_errf(err, EMB_EIO, "store %s: %s: permission denied", path,
-				      denied_file(s->dir, s->readonly, buf, sizeof buf));
+			rc = emb_errf(err, EMB_EIO, "store %s: %s: %s", path,
+				      denied_file(s->dir, s->readonly, buf, sizeof buf), strerror(rc));
 			break;
 		}
 		rc = mdb_fail(err, rc, "open", s->dir);

@@ -349,8 +349,8 @@ int store_path_cleanup(const char *path, int *removed, emb_err *err)
 	if (rc)
 		return rc;
 	struct stat st;
-	int missing = lstat(full, &st) != 0 && errno == ENOENT;
-	if (!missing && S_ISLNK(st.st_mode)) {
+	int found = lstat(full, &st) == 0, missing = !found && errno == ENOENT;
+	if (found && S_ISLNK(st.st_mode)) {
 		ssize_t k = readlink(full, target, sizeof target - 1);
 		target[k > 0 ? k : 0] = 0;
 	}
