@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,9 +198,23 @@ static int probe_env(const char *path, const char *dir, store_path_kind *kind, e
 	}
 	MDB_dbi main_dbi, meta;
 	MDB_stat ms;
+	MDB_envinfo info;
 	MDB_val k = {6, "format"}, v;
 	const char *why = NULL;
-	if ((rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) || (rc = mdb_stat(txn, main_dbi, &ms)))
+	char data[PATH_MAX + 16];
+	struct stat st;
+	snprintf(data, sizeof data, "%s/data.mdb", dir);
+	/* The tables are read through the map: a file shorter than its meta page says would
+	 * fault (SIGBUS) instead of failing. */
+	if ((rc = mdb_env_info(env, &info)) || (rc = mdb_env_stat(env, &ms)) || stat(data, &st) != 0) {
+		why = rc ? mdb_strerror(rc) : strerror(errno);
+	} else if ((uint64_t)st.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize) {
+		mdb_txn_abort(txn);
+		mdb_env_close(env);
+		return emb_errf(err, EMB_ESTORE, "store %s: %s is truncated (%lld bytes, its pages need %llu)",
+				path, data, (long long)st.st_size,
+				(unsigned long long)(info.me_last_pgno + 1) * ms.ms_psize);
+	} else if ((rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) || (rc = mdb_stat(txn, main_dbi, &ms)))
 		why = mdb_strerror(rc);
 	else if (ms.ms_entries == 0)
 		*kind = STORE_PATH_EMPTY; /* no table at all: nothing anyone could lose */
