@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import stat
@@ -54,7 +55,9 @@ def index(store, *args, model=MODEL, input=None):
 def docs_in(store):
     rc, out, err = run([INDEXER, "--store", store, "--check"])
     check(rc == 0, f"--check of {store}: {err.strip()}")
-    return int(out.split("ok; ", 1)[1].split(" documents")[0]) if rc == 0 else -1
+    m = re.search(r"ok; .*?(\d+) documents", out)
+    check(rc != 0 or m, f"--check output: {out.strip()}")
+    return int(m.group(1)) if rc == 0 and m else -1
 
 
 def tree_digest(path):
