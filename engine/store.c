@@ -7,6 +7,7 @@
  * straight into the map. */
 #include "store.h"
 #include "scan.h"
+#include "store_path.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -170,121 +171,6 @@ static uint64_t meta_u64(MDB_txn *txn, MDB_dbi dbi, const char *key)
 	return x;
 }
 
-/* ---- paths -----------------------------------------------------------------------------*/
-
-static void split_path(const char *path, char *dir, char *base, size_t cap)
-{
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	size_t n = strlen(tmp);
-	while (n > 1 && tmp[n - 1] == '/')
-		tmp[--n] = 0;
-	char *slash = strrchr(tmp, '/');
-	if (!slash) {
-		snprintf(dir, cap, ".");
-		snprintf(base, cap, "%s", tmp);
-	} else {
-		snprintf(base, cap, "%s", slash + 1);
-		if (slash == tmp)
-			snprintf(dir, cap, "/");
-		else {
-			*slash = 0;
-			snprintf(dir, cap, "%s", tmp);
-		}
-	}
-}
-
-int store_fresh_dir(const char *path, char *out, size_t cap, emb_err *err)
-{
-	static unsigned counter;
-	char dir[PATH_MAX], base[PATH_MAX];
-	split_path(path, dir, base, sizeof dir);
-	char stamp[32];
-	time_t t = time(NULL);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-	for (int tries = 0; tries < 100; tries++) {
-		int n = snprintf(out, cap, "%s/.%s.%s.%ld.%u", dir, base, stamp, (long)getpid(),
-				 __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-		if (n < 0 || (size_t)n >= cap)
-			return emb_errf(err, EMB_EINVAL, "store %s: path too long", path);
-		if (mkdir(out, 0755) == 0)
-			return EMB_OK;
-		if (errno != EEXIST)
-			return emb_errf(err, EMB_EIO, "store %s: cannot create %s: %s", path, out,
-					strerror(errno));
-	}
-	return emb_errf(err, EMB_EIO, "store %s: cannot find a free versioned directory name", path);
-}
-
-/* Removes a store directory (its two LMDB files, then the directory). A reader that is
- * opening it right now may recreate lock.mdb, so try twice; leftovers are only clutter. */
-static void remove_store_dir(const char *dir)
-{
-	char p[PATH_MAX + 16];
-	for (int i = 0; i < 2; i++) {
-		snprintf(p, sizeof p, "%s/data.mdb", dir);
-		unlink(p);
-		snprintf(p, sizeof p, "%s/lock.mdb", dir);
-		unlink(p);
-		if (rmdir(dir) == 0 || errno == ENOENT)
-			return;
-	}
-}
-
-int store_swap_in(const char *path, const char *fresh_dir, emb_err *err)
-{
-	char dir[PATH_MAX], base[PATH_MAX], fdir[PATH_MAX], fbase[PATH_MAX];
-	split_path(path, dir, base, sizeof dir);
-	split_path(fresh_dir, fdir, fbase, sizeof fdir);
-	char tmp[PATH_MAX * 2 + 64], old[PATH_MAX * 2 + 64] = "";
-	snprintf(tmp, sizeof tmp, "%s/.%s.swap.%ld", dir, base, (long)getpid());
-	unlink(tmp);
-	if (symlink(fbase, tmp) != 0)
-		return emb_errf(err, EMB_EIO, "store %s: cannot create link %s: %s", path, tmp,
-				strerror(errno));
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (S_ISLNK(st.st_mode)) {
-			char target[PATH_MAX];
-			ssize_t n = readlink(path, target, sizeof target - 1);
-			if (n > 0) {
-				target[n] = 0;
-				if (target[0] == '/')
-					snprintf(old, sizeof old, "%s", target);
-				else
-					snprintf(old, sizeof old, "%s/%s", dir, target);
-			}
-		} else if (S_ISDIR(st.st_mode)) {
-			/* A plain directory can't be replaced by a link atomically: move it aside
-			 * first (readers opening during this instant get "no store" and retry). */
-			snprintf(old, sizeof old, "%s/.%s.old.%ld", dir, base, (long)getpid());
-			if (rename(path, old) != 0) {
-				unlink(tmp);
-				return emb_errf(err, EMB_EIO, "store %s: cannot move aside: %s", path,
-						strerror(errno));
-			}
-		} else {
-			unlink(tmp);
-			return emb_errf(err, EMB_EIO, "store %s: exists and is not a store", path);
-		}
-	}
-	if (rename(tmp, path) != 0) {
-		int e = errno;
-		unlink(tmp);
-		return emb_errf(err, EMB_EIO, "store %s: cannot swap in %s: %s", path, fresh_dir,
-				strerror(e));
-	}
-	if (old[0]) {
-		char oldreal[PATH_MAX], freshreal[PATH_MAX];
-		if (realpath(old, oldreal) && realpath(fresh_dir, freshreal) &&
-		    strcmp(oldreal, freshreal) != 0)
-			remove_store_dir(oldreal);
-	}
-	return EMB_OK;
-}
-
 /* ---- open / close ----------------------------------------------------------------------*/
 
 static int open_dbis(store *s, emb_err *err)
@@ -335,29 +221,71 @@ static int open_dbis(store *s, emb_err *err)
 	return EMB_OK;
 }
 
+/* Creates the store link at the canonical place of a missing path: path -> .NAME.STAMP.PID.N
+ * beside it, the directory empty until the open initialises it (a run killed in between
+ * leaves an empty directory, which counts as empty, or a versioned directory that no link
+ * names, which store_path_cleanup removes). A concurrent creator's link wins. */
+static int create_link(const char *path, emb_err *err)
+{
+	char fresh[PATH_MAX], dir[PATH_MAX], base[PATH_MAX], full[PATH_MAX * 2 + 2];
+	int rc = store_path_canon(path, dir, base, sizeof dir, err);
+	if (!rc)
+		rc = store_fresh_dir(path, fresh, sizeof fresh, err);
+	if (rc)
+		return rc;
+	snprintf(full, sizeof full, "%s/%s", strcmp(dir, "/") ? dir : "", base);
+	if (symlink(strrchr(fresh, '/') + 1, full) != 0) {
+		int e = errno;
+		rmdir(fresh);
+		if (e != EEXIST)
+			return emb_errf(err, EMB_EIO, "store %s: cannot create %s: %s", path, full, strerror(e));
+	}
+	return EMB_OK;
+}
+
+/* Names the store file that the process may not open as it needs (the directory, data.mdb
+ * or lock.mdb), for a permission error that says which. */
+static const char *denied_file(const char *dir, int readonly, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/data.mdb", dir);
+	if (access(buf, readonly ? R_OK : R_OK | W_OK) != 0)
+		return buf;
+	snprintf(buf, cap, "%s/lock.mdb", dir);
+	if (access(buf, F_OK) == 0)
+		return buf;
+	return dir; /* lock.mdb would have to be created there */
+}
+
 int store_open(const char *path, int flags, store **out, emb_err *err)
 {
 	*out = NULL;
 	struct stat st;
-	if (lstat(path, &st) != 0) {
-		if (errno != ENOENT || !(flags & STORE_CREATE) || (flags & STORE_READONLY))
-			return emb_errf(err, EMB_EIO, "store %s: %s", path, strerror(errno));
-		char fresh[PATH_MAX], dir[PATH_MAX], base[PATH_MAX];
-		int rc = store_fresh_dir(path, fresh, sizeof fresh, err);
+	int readonly = !!(flags & STORE_READONLY);
+	if (!readonly) {
+		/* A writer adds tables to whatever LMDB environment it opens: let it open only a
+		 * store of ours, or make one where nothing is. */
+		store_path_kind kind;
+		int rc = store_path_check(path, &kind, err);
 		if (rc)
 			return rc;
-		split_path(fresh, dir, base, sizeof dir);
-		if (symlink(base, path) != 0) {
-			int e = errno;
-			rmdir(fresh);
-			if (e != EEXIST)
-				return emb_errf(err, EMB_EIO, "store %s: cannot create: %s", path, strerror(e));
+		if (kind == STORE_PATH_MISSING) {
+			if (!(flags & STORE_CREATE))
+				return emb_errf(err, EMB_EIO, "store %s: %s", path, strerror(ENOENT));
+			if ((rc = create_link(path, err)))
+				return rc;
 		}
+	} else if (lstat(path, &st) != 0) {
+		return emb_errf(err, EMB_EIO, "store %s: %s", path, strerror(errno));
 	}
 	store *s = calloc(1, sizeof *s);
 	if (!s)
 		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", path);
-	s->readonly = !!(flags & STORE_READONLY);
+	s->readonly = readonly;
+	/* A reader that may not write lock.mdb (another user's store, mode 0644) reads without
+	 * LMDB's lock file (MDB_NOLOCK). Such a reader does not register in the reader table,
+	 * so a writer may reuse the pages of a snapshot it holds once two newer commits exist:
+	 * it must keep its snapshots short (one query each, as search does). */
+	unsigned nolock = 0;
 	/* Resolve the link once; a rebuild may remove the directory between realpath and the
 	 * open, in which case resolve again (the link then points at the new one). */
 	int rc = 0;
@@ -377,6 +305,10 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 		char data[PATH_MAX + 16];
 		snprintf(data, sizeof data, "%s/data.mdb", s->dir);
 		if (s->readonly && access(data, F_OK) != 0) {
+			if (errno != ENOENT) {
+				rc = emb_errf(err, EMB_EIO, "store %s: %s: %s", path, data, strerror(errno));
+				break;
+			}
 			rc = emb_errf(err, EMB_EIO, "store %s: no store here (%s missing)", path, data);
 			usleep(10000);
 			continue;
@@ -387,7 +319,7 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 		}
 		mdb_env_set_maxdbs(s->env, 8);
 		mdb_env_set_maxreaders(s->env, 256);
-		unsigned eflags = MDB_NOTLS | (s->readonly ? MDB_RDONLY : 0);
+		unsigned eflags = MDB_NOTLS | (s->readonly ? MDB_RDONLY : 0) | nolock;
 		rc = mdb_env_open(s->env, s->dir, eflags, 0644);
 		if (rc == 0)
 			break;
@@ -397,6 +329,17 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 			rc = emb_errf(err, EMB_EIO, "store %s: vanished while opening", path);
 			usleep(10000);
 			continue;
+		}
+		if (rc == EACCES || rc == EPERM) {
+			if (s->readonly && !nolock && access(data, R_OK) == 0) {
+				nolock = MDB_NOLOCK; /* only lock.mdb is out of reach */
+				tries--;
+				continue;
+			}
+			char buf[PATH_MAX + 16];
+			rc = emb_errf(err, EMB_EIO, "store %s: %s: %s", path,
+				      denied_file(s->dir, s->readonly, buf, sizeof buf), strerror(rc));
+			break;
 		}
 		rc = mdb_fail(err, rc, "open", s->dir);
 		break;

@@ -20,7 +20,8 @@
  *
  * Paths: a store is usually a symlink to a versioned directory beside it (".NAME.STAMP"),
  * so that a rebuilt store can be swapped in with one rename(2): a reader resolves the link
- * once and then sees the old store or the new one, never a mix (store_swap_in).
+ * once and then sees the old store or the new one, never a mix. store_path.h has the rest:
+ * aliases, the writer lock, rebuild swaps and leftovers, what may become a store.
  *
  * Threads: a store handle is used by one thread at a time; a snapshot's search may use a
  * threadpool internally. Several processes may open one store: one writes, others read.
@@ -32,6 +33,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "store_path.h"
 #include "threadpool.h"
 
 #define STORE_FORMAT_VERSION 1
@@ -61,10 +63,15 @@ enum {
 
 /* Opens the store at `path` (a symlink to a versioned directory, or a plain directory).
  * The link is resolved once, so the handle keeps seeing the directory it resolved to even
- * if a rebuild swaps the link afterwards (store_stale tells). With STORE_CREATE a missing
- * store is created as path -> .NAME.STAMP beside it. On success *out owns the handle
- * (store_close). Errors: EMB_EIO (missing store without STORE_CREATE, permissions),
- * EMB_ESTORE (not a store, a newer format, LMDB failure). */
+ * if a rebuild swaps the link afterwards (store_stale tells). A writer (no STORE_READONLY)
+ * opens only what store_path_check accepts: a store of ours, an empty directory (made a
+ * store), or with STORE_CREATE a missing path (created as path -> .NAME.STAMP.PID.N beside
+ * it). A reader that may read data.mdb but not write lock.mdb (another user's store) opens
+ * it without LMDB's lock file (MDB_NOLOCK): it then does not pin the pages of its
+ * snapshots, so a writer committing twice during one snapshot may overwrite what it reads;
+ * keep such snapshots short. On success *out owns the handle (store_close). Errors:
+ * EMB_EIO (missing store without STORE_CREATE, permission denied: the message names the
+ * file), EMB_ESTORE (not a store, a newer format, LMDB failure). */
 int store_open(const char *path, int flags, store **out, emb_err *err);
 
 /* Closes the handle. Snapshots must have been ended. NULL is allowed. */
@@ -203,13 +210,5 @@ int store_foreach_id(store_snapshot *snap, int (*fn)(void *arg, const char *id, 
 /* Checks the invariants (rows dense, every row's document lists it, counts right); fills
  * err with the first violation. For tests and `--check`. */
 int store_verify(store_snapshot *snap, emb_err *err);
-
-/* ---- rebuilds --------------------------------------------------------------------------
- * store_fresh_dir makes a new, empty versioned directory beside `path` and writes its path
- * to out (cap bytes). store_swap_in points `path` at it atomically (symlink + rename(2)) and
- * then removes the directory path used to point to. A plain directory at `path` (not a link)
- * is moved aside first, which is not atomic: the message of a later reader says so. */
-int store_fresh_dir(const char *path, char *out, size_t cap, emb_err *err);
-int store_swap_in(const char *path, const char *fresh_dir, emb_err *err);
 
 #endif

@@ -25,6 +25,7 @@
 #include "embed.h"
 #include "input.h"
 #include "store.h"
+#include "store_path.h"
 #include "threadpool.h"
 
 #define DEFAULT_MODEL "all-MiniLM-L6-v2"
@@ -830,6 +831,25 @@ int main(int argc, char **argv)
 	x.t0 = now_s();
 	x.last_progress = x.t0;
 
+	/* One indexer per store at a time, rebuilds included: LMDB would serialise their
+	 * transactions, but two runs would clear each other's "seen" marks and a rebuild would
+	 * swap out the other run's writes. The lock is the store's, whatever alias names it,
+	 * and covers every version. Holding it, clear what killed runs left, and refuse a path
+	 * that holds something other than our store before the model is even loaded. */
+	emb_err e = {0};
+	store_lock *lock = NULL;
+	store_path_kind kind;
+	int cleaned = 0;
+	if (store_lock_take(o.store, &lock, &e) || store_path_cleanup(o.store, &cleaned, &e) ||
+	    store_path_check(o.store, &kind, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		store_lock_release(lock);
+		return 1;
+	}
+	if (cleaned && !o.quiet)
+		fprintf(stderr, "indexer: store %s: removed %d leftover%s of killed runs\n", o.store,
+			cleaned, cleaned == 1 ? "" : "s");
+
 	char model_dir[PATH_MAX];
 	find_model(&o, model_dir, sizeof model_dir);
 	embed_options eo;
@@ -838,7 +858,6 @@ int main(int argc, char **argv)
 	eo.device = !strcmp(o.device, "gpu") ? EMBED_DEVICE_GPU
 		    : !strcmp(o.device, "cpu") ? EMBED_DEVICE_CPU : EMBED_DEVICE_AUTO;
 	eo.quiet = o.quiet;
-	emb_err e = {0};
 	if (embed_open(model_dir, &eo, &x.m, &e)) {
 		fprintf(stderr, "indexer: model %s: %s\n", model_dir, e.msg);
 		return 1;
@@ -885,32 +904,6 @@ int main(int argc, char **argv)
 			memcpy(sm.model_dir, md, strlen(md) + 1);
 	}
 
-	/* One indexer per store at a time, rebuilds included: LMDB would serialise their
-	 * transactions, but two runs would clear each other's "seen" marks and a rebuild would
-	 * swap out the other run's writes. The lock sits beside the store's link, so it covers
-	 * every version. */
-	char lockpath[PATH_MAX + 32];
-	{
-		char tmp[PATH_MAX];
-		snprintf(tmp, sizeof tmp, "%s", o.store);
-		size_t l = strlen(tmp);
-		while (l > 1 && tmp[l - 1] == '/')
-			tmp[--l] = 0;
-		char *slash = strrchr(tmp, '/');
-		if (slash) {
-			*slash = 0;
-			snprintf(lockpath, sizeof lockpath, "%s/.%s.lock", tmp, slash + 1);
-		} else {
-			snprintf(lockpath, sizeof lockpath, ".%s.lock", tmp);
-		}
-	}
-	int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
-		fprintf(stderr, "indexer: %s: %s\n", o.store,
-			lockfd < 0 ? strerror(errno) : "another indexer is writing to this store");
-		return 1;
-	}
-
 	char fresh[PATH_MAX];
 	const char *open_path = o.store;
 	if (o.rebuild) {
@@ -923,7 +916,7 @@ int main(int argc, char **argv)
 	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e)) {
 		fprintf(stderr, "indexer: %s\n", e.msg);
 		if (o.rebuild)
-			rmdir(fresh);
+			store_remove_dir(fresh);
 		return 1;
 	}
 	x.pool = threadpool_create(o.threads);
@@ -976,15 +969,11 @@ int main(int argc, char **argv)
 				status = -1;
 			}
 		} else {
-			char p[PATH_MAX + 16];
-			snprintf(p, sizeof p, "%s/data.mdb", fresh);
-			unlink(p);
-			snprintf(p, sizeof p, "%s/lock.mdb", fresh);
-			unlink(p);
-			rmdir(fresh);
+			store_remove_dir(fresh);
 			fprintf(stderr, "indexer: rebuild abandoned; %s is unchanged\n", o.store);
 		}
 	}
+	store_lock_release(lock);
 	double el = now_s() - x.t0;
 	if (!o.quiet) {
 		uint64_t docs = x.c.added + x.c.updated + x.c.unchanged;
