@@ -10,11 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "embed.h"
-
-/* --threads above this is a typing error, not a machine: thousands of threads would only
- * exhaust memory and the process table. */
-#define MAX_THREADS 1024
 
 static void usage(FILE *f)
 {
@@ -169,31 +166,12 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'm': snprintf(model, sizeof model, "%s", optarg); break;
 		case 'd':
-			if (!strcmp(optarg, "cpu")) opt.device = EMBED_DEVICE_CPU;
-			else if (!strcmp(optarg, "gpu")) opt.device = EMBED_DEVICE_GPU;
-			else if (!strcmp(optarg, "auto")) opt.device = EMBED_DEVICE_AUTO;
-			else { fprintf(stderr, "embed: --device must be cpu, gpu or auto\n"); return 2; }
+			opt.device = cli_device("embed", "--device", optarg);
 			break;
-		case 'g': opt.gpu_index = atoi(optarg); break;
-		case 'p':
-			if (!strcmp(optarg, "fp32")) opt.precision = EMBED_PRECISION_FP32;
-			else if (!strcmp(optarg, "fp16")) opt.precision = EMBED_PRECISION_FP16;
-			else { fprintf(stderr, "embed: --precision must be fp32 or fp16\n"); return 2; }
-			break;
-		case 'b':
-			c.batch = atoi(optarg);
-			if (c.batch < 1 || c.batch > 1 << 20) { fprintf(stderr, "embed: --batch must be 1..1048576\n"); return 2; }
-			break;
-		case 't': {
-			char *end;
-			long t = strtol(optarg, &end, 10);
-			if (!*optarg || *end || t < 0 || t > MAX_THREADS) {
-				fprintf(stderr, "embed: --threads must be 0..%d (0: all CPUs)\n", MAX_THREADS);
-				return 2;
-			}
-			opt.threads = (int)t;
-			break;
-		}
+		case 'g': opt.gpu_index = (int)cli_int("embed", "--gpu", optarg, 0, 255); break;
+		case 'p': opt.precision = cli_precision("embed", "--precision", optarg); break;
+		case 'b': c.batch = (int)cli_int("embed", "--batch", optarg, 1, 1 << 20); break;
+		case 't': opt.threads = (int)cli_int("embed", "--threads", optarg, 0, CLI_MAX_THREADS); break;
 		case 'f':
 			if (!strcmp(optarg, "f32")) c.f32 = 1;
 			else if (strcmp(optarg, "jsonl")) { fprintf(stderr, "embed: --format must be jsonl or f32\n"); return 2; }

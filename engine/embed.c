@@ -40,37 +40,42 @@ struct embed_model {
 	int gpu_min_batch;    /* auto policy: batches of at least this many texts go to the GPU */
 };
 
-void embed_default_model_dir(char *buf, size_t size)
+void embed_fetched_model_dir(const char *name, char *buf, size_t size)
 {
-	const char *env = getenv("EMBED_MODEL");
-	if (env && *env) {
-		snprintf(buf, size, "%s", env);
-		return;
-	}
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	char *slash = NULL;
 	if (n > 0) {
 		exe[n] = 0;
-		char *slash = strrchr(exe, '/');  /* .../bin/embed -> .../bin */
+		slash = strrchr(exe, '/'); /* .../bin/embed -> .../bin */
 		if (slash) {
 			*slash = 0;
 			slash = strrchr(exe, '/'); /* .../bin -> ... */
-			if (slash) {
-				*slash = 0;
-				/* A build tree keeps the fetched model in .cache/; an installed
-				 * tree (make install-model) under share/embedstore/. */
-				snprintf(buf, size, "%s/.cache/models/all-MiniLM-L6-v2", exe);
-				if (access(buf, F_OK) != 0) {
-					char inst[PATH_MAX + 64];
-					snprintf(inst, sizeof inst, "%s/share/embedstore/models/all-MiniLM-L6-v2", exe);
-					if (access(inst, F_OK) == 0)
-						snprintf(buf, size, "%s", inst);
-				}
-				return;
-			}
 		}
 	}
-	snprintf(buf, size, ".cache/models/all-MiniLM-L6-v2");
+	if (!slash) {
+		snprintf(buf, size, ".cache/models/%s", name);
+		return;
+	}
+	*slash = 0;
+	/* A build tree keeps the fetched model in .cache/; an installed tree (make
+	 * install-model) under share/embedstore/. */
+	snprintf(buf, size, "%s/.cache/models/%s", exe, name);
+	if (access(buf, F_OK) != 0) {
+		char inst[PATH_MAX + 256];
+		snprintf(inst, sizeof inst, "%s/share/embedstore/models/%s", exe, name);
+		if (access(inst, F_OK) == 0)
+			snprintf(buf, size, "%s", inst);
+	}
+}
+
+void embed_default_model_dir(char *buf, size_t size)
+{
+	const char *env = getenv("EMBED_MODEL");
+	if (env && *env)
+		snprintf(buf, size, "%s", env);
+	else
+		embed_fetched_model_dir(EMBED_DEFAULT_MODEL, buf, size);
 }
 
 void embed_options_default(embed_options *opt)

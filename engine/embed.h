@@ -50,11 +50,17 @@ typedef struct embed_options {
 	int quiet;                 /* nonzero: no warning lines on stderr (e.g. GPU fallback) */
 } embed_options;
 
-/* Where the tools look for a model when none is named: $EMBED_MODEL if set, else the
- * default model fetched by scripts/fetch-model, .cache/models/all-MiniLM-L6-v2 beside the
- * bin/ directory holding the running program, or, where that is missing, the copy that
- * `make install-model` put in share/embedstore/models/ of the same prefix. Writes a
- * NUL-terminated path to buf. */
+#define EMBED_DEFAULT_MODEL "all-MiniLM-L6-v2"
+
+/* Where a model fetched by scripts/fetch-model under the name `name` (e.g.
+ * EMBED_DEFAULT_MODEL) lives: .cache/models/NAME beside the bin/ directory holding the running
+ * program, or, where that is missing, the copy `make install-model` put in
+ * share/embedstore/models/NAME of the same prefix. Writes a NUL-terminated path to buf; the
+ * directory may not exist (embed_open then says so). */
+void embed_fetched_model_dir(const char *name, char *buf, size_t size);
+
+/* Where the tools look for a model when none is named: $EMBED_MODEL if set, else the fetched
+ * default model (embed_fetched_model_dir(EMBED_DEFAULT_MODEL)). */
 void embed_default_model_dir(char *buf, size_t size);
 
 /* Fills *opt with defaults: all CPUs, CPU device, default precision, model's max length. */

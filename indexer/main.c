@@ -22,14 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "embed.h"
 #include "input.h"
 #include "store.h"
 #include "store_path.h"
 #include "threadpool.h"
 
-#define DEFAULT_MODEL "all-MiniLM-L6-v2"
-#define MAX_THREADS 1024 /* more is a typo, not a machine: each thread costs a stack */
 
 static volatile sig_atomic_t g_stop;
 
@@ -54,7 +53,7 @@ typedef struct opts {
 	int ndeletes;
 	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
 	int window, stride, threads, batch_tokens, window_docs;
-	const char *device;
+	embed_device device;
 	double progress_every;
 	input_opts in;
 } opts;
@@ -111,8 +110,8 @@ static void usage(FILE *f)
 "Inputs: JSONL files (.jsonl/.ndjson: id or _id, text, title, metadata), text and Markdown\n"
 "files, directory trees (id = relative path), '-' for JSONL on stdin.\n"
 "  --store DIR          the vector store (created when missing)\n"
-"  --model DIR          model directory (default: the store's model, else\n"
-"                       .cache/models/" DEFAULT_MODEL ")\n"
+"  --model DIR          model directory (default: $EMBED_MODEL, else the store's model,\n"
+"                       else the fetched " EMBED_DEFAULT_MODEL ")\n"
 "  --delete ID          delete a document (repeatable)\n"
 "  --prune              delete documents not present in the inputs\n"
 "  --rebuild            build a fresh store and swap it in atomically when done\n"
@@ -662,23 +661,6 @@ static int run_inputs(ctx *x)
 	return status;
 }
 
-static long long opt_num(const char *name, const char *v, long long lo, long long hi)
-{
-	char *end;
-	errno = 0;
-	long long n = strtoll(v ? v : "", &end, 10);
-	if (!v || !*v || *end || errno || n < lo || n > hi) {
-		fprintf(stderr, "indexer: %s needs an integer from %lld to %lld\n", name, lo, hi);
-		exit(2);
-	}
-	return n;
-}
-
-static int opt_int(const char *name, const char *v, int lo)
-{
-	return (int)opt_num(name, v, lo, INT_MAX);
-}
-
 static void parse_args(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
@@ -688,7 +670,7 @@ static void parse_args(int argc, char **argv, opts *o)
 	o->batch_tokens = 8192;
 	o->window_docs = 256;
 	o->progress_every = 10;
-	o->device = "auto";
+	o->device = EMBED_DEVICE_AUTO;
 	o->inputs = calloc((size_t)argc, sizeof *o->inputs);
 	o->deletes = calloc((size_t)argc, sizeof *o->deletes);
 	for (int i = 1; i < argc; i++) {
@@ -706,14 +688,14 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--skip-bad")) o->skip_bad = 1;
 		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
 		else if (ARG("--check")) o->check = 1;
-		else if (ARG("--window")) { NEEDV(); o->window = opt_int(a, v, 8); }
-		else if (ARG("--stride")) { NEEDV(); o->stride = opt_int(a, v, 1); }
-		else if (ARG("--threads")) { NEEDV(); o->threads = (int)opt_num(a, v, 0, MAX_THREADS); }
-		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)opt_num(a, v, 1, (long long)1 << 30); }
-		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = opt_int(a, v, 1); }
-		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = opt_int(a, v, 1); }
-		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = atof(v); }
-		else if (ARG("--device")) { NEEDV(); o->device = v; }
+		else if (ARG("--window")) { NEEDV(); o->window = (int)cli_int("indexer", a, v, 8, INT_MAX); }
+		else if (ARG("--stride")) { NEEDV(); o->stride = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
+		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)cli_int("indexer", a, v, 1, (long long)1 << 30); }
+		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = cli_double("indexer", a, v, 0, 1e9); }
+		else if (ARG("--device")) { NEEDV(); o->device = cli_device("indexer", a, v); }
 		else if (ARG("--id-field")) { NEEDV(); o->in.id_fields = v; }
 		else if (ARG("--text-field")) { NEEDV(); o->in.text_field = v; }
 		else if (ARG("--title-field")) { NEEDV(); o->in.title_field = v; }
@@ -739,7 +721,8 @@ static void parse_args(int argc, char **argv, opts *o)
 	}
 }
 
-/* The model directory: --model, $EMBED_MODEL, the store's, or the project's default. */
+/* The model directory: --model, $EMBED_MODEL, the store's (where it still exists), or the
+ * fetched default. */
 static void find_model(const opts *o, char *out, size_t cap)
 {
 	if (o->model) {
@@ -747,12 +730,8 @@ static void find_model(const opts *o, char *out, size_t cap)
 		return;
 	}
 	const char *env = getenv("EMBED_MODEL");
-	if (env && *env) {
-		snprintf(out, cap, "%s", env);
-		return;
-	}
 	store *s;
-	if (store_open(o->store, STORE_READONLY, &s, NULL) == 0) {
+	if (!(env && *env) && store_open(o->store, STORE_READONLY, &s, NULL) == 0) {
 		store_model m;
 		int ok = store_model_get(s, &m, NULL) == 0 && m.model_dir[0] && access(m.model_dir, F_OK) == 0;
 		store_close(s);
@@ -761,22 +740,7 @@ static void find_model(const opts *o, char *out, size_t cap)
 			return;
 		}
 	}
-	char exe[PATH_MAX - 64];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	if (n > 0) {
-		exe[n] = 0;
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			*slash = 0;
-			snprintf(out, cap, "%s/../.cache/models/" DEFAULT_MODEL, exe);
-			char real[PATH_MAX];
-			if (realpath(out, real)) {
-				snprintf(out, cap, "%s", real);
-				return;
-			}
-		}
-	}
-	snprintf(out, cap, ".cache/models/" DEFAULT_MODEL);
+	embed_default_model_dir(out, cap);
 }
 
 static int do_check(const char *path)
@@ -855,8 +819,7 @@ int main(int argc, char **argv)
 	embed_options eo;
 	embed_options_default(&eo);
 	eo.threads = o.threads;
-	eo.device = !strcmp(o.device, "gpu") ? EMBED_DEVICE_GPU
-		    : !strcmp(o.device, "cpu") ? EMBED_DEVICE_CPU : EMBED_DEVICE_AUTO;
+	eo.device = o.device;
 	eo.quiet = o.quiet;
 	if (embed_open(model_dir, &eo, &x.m, &e)) {
 		fprintf(stderr, "indexer: model %s: %s\n", model_dir, e.msg);

@@ -19,18 +19,17 @@
 
 #include <editline/readline.h>
 
+#include "cli.h"
 #include "embed.h"
 #include "store.h"
 #include "threadpool.h"
 
-#define DEFAULT_MODEL "all-MiniLM-L6-v2"
 /* A query line longer than this is an error (FILE:LINE): queries are truncated to the
  * model's few hundred tokens anyway, and a cap keeps endless input (/dev/zero) in bounded
  * memory. */
 #define MAX_QUERY_LINE (1 << 20)
 /* --threads above this is a typing error, not a machine: thousands of threads would only
  * exhaust memory and the process table. */
-#define MAX_THREADS 1024
 
 typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
 
@@ -64,18 +63,7 @@ static void usage(FILE *f)
 "  --threads N       CPU threads, up to %d (default 0: all)\n"
 "  --snippet N       snippet length in bytes (default 240; 0: none)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
-":help, :q.\n", MAX_THREADS);
-}
-
-static int opt_int(const char *name, const char *v, int lo, int hi)
-{
-	char *end;
-	long n = strtol(v ? v : "", &end, 10);
-	if (!v || !*v || *end || n < lo || n > hi) {
-		fprintf(stderr, "search: %s needs an integer in %d..%d\n", name, lo, hi);
-		exit(2);
-	}
-	return (int)n;
+":help, :q.\n", CLI_MAX_THREADS);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -90,9 +78,9 @@ static void parse_args(int argc, char **argv, opts *o)
 #define NEEDV() do { if (!v) { fprintf(stderr, "search: %s needs a value\n", a); exit(2); } i++; } while (0)
 		if (ARG("--store")) { NEEDV(); o->store = v; }
 		else if (ARG("--model")) { NEEDV(); o->model = v; }
-		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = opt_int(a, v, 1, 1000000); }
-		else if (ARG("--threads")) { NEEDV(); o->threads = opt_int(a, v, 0, MAX_THREADS); }
-		else if (ARG("--snippet")) { NEEDV(); o->snippet = opt_int(a, v, 0, 1000000); }
+		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = (int)cli_int("search", a, v, 1, 1000000); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
+		else if (ARG("--snippet")) { NEEDV(); o->snippet = (int)cli_int("search", a, v, 0, 1000000); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
 			NEEDV();
@@ -156,15 +144,8 @@ static int open_store(ctx *x)
 		snprintf(x->model_dir, sizeof x->model_dir, "%s", x->o->model);
 	else if (sm.model_dir[0] && access(sm.model_dir, F_OK) == 0)
 		snprintf(x->model_dir, sizeof x->model_dir, "%s", sm.model_dir);
-	else {
-		char exe[PATH_MAX - 256];
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-		exe[n > 0 ? n : 0] = 0;
-		char *slash = strrchr(exe, '/');
-		if (slash)
-			*slash = 0;
-		snprintf(x->model_dir, sizeof x->model_dir, "%s/../.cache/models/%.100s", exe, sm.name);
-	}
+	else
+		embed_fetched_model_dir(sm.name, x->model_dir, sizeof x->model_dir);
 	embed_options eo;
 	embed_options_default(&eo);
 	eo.device = EMBED_DEVICE_CPU; /* one query at a time: the CPU answers first */

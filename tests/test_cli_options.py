@@ -1,0 +1,40 @@
+"""The three tools read option values one way (engine/cli.c): a mistyped value is a usage
+error (exit 2, one line naming the option and the value) before any work, never a silent
+default — the indexer used to turn `--device gpux` into auto."""
+import os
+import subprocess
+import tempfile
+
+from refcheck import BIN
+
+CASES = [
+    (["embed", "--device", "gpux"], "--device must be cpu, gpu or auto"),
+    (["indexer", "--store", "S", "--device", "gpux", "in.jsonl"], "--device must be cpu, gpu or auto"),
+    (["embed", "--precision", "fp8"], "--precision must be fp32 or fp16"),
+    (["embed", "--gpu", "first"], "--gpu needs an integer"),
+    (["embed", "--batch", "0"], "--batch needs an integer from 1"),
+    (["embed", "--threads", "1025"], "--threads needs an integer from 0 to 1024"),
+    (["search", "--store", "S", "--threads", "-1", "q"], "--threads needs an integer from 0 to 1024"),
+    (["search", "--store", "S", "--k", "10x", "q"], "--k needs an integer"),
+    (["indexer", "--store", "S", "--window", "4", "in.jsonl"], "--window needs an integer from 8"),
+    (["indexer", "--store", "S", "--progress-every", "soon", "in.jsonl"], "--progress-every needs a number"),
+    (["indexer", "--store", "S", "--batch-tokens", "", "in.jsonl"], "--batch-tokens needs an integer"),
+]
+
+failed = 0
+with tempfile.TemporaryDirectory() as tmp:
+    for args, want in CASES:
+        p = subprocess.run([os.path.join(BIN, args[0]), *args[1:]], cwd=tmp, input=b"",
+                           capture_output=True)
+        err = p.stderr.decode(errors="replace")
+        ok = p.returncode == 2 and want in err and err.count("\n") == 1 and args[0] + ": " in err
+        if not ok:
+            failed += 1
+            print(f"FAIL {' '.join(args)}: exit {p.returncode}, stderr {err!r}")
+    # nothing was created by a refused run
+    leftover = os.listdir(tmp)
+    if leftover:
+        failed += 1
+        print(f"FAIL refused runs left files: {leftover}")
+print(f"{len(CASES) - failed} of {len(CASES)} option checks passed")
+raise SystemExit(1 if failed else 0)
