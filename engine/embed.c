@@ -372,6 +372,15 @@ const char *embed_model_sha256(embed_model *m)
 	return m->sha256[0] ? m->sha256 : NULL;
 }
 
+int embed_batch_end(const int *lens, int n, int i, size_t budget)
+{
+	size_t tokens = (size_t)lens[i];
+	int j = i + 1;
+	while (j < n && tokens + (size_t)lens[j] <= budget)
+		tokens += (size_t)lens[j++];
+	return j;
+}
+
 long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
 		    int32_t *ids, size_t cap, emb_err *err)
 {
@@ -431,10 +440,10 @@ static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *
 	if (!offs)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	for (int i = 0; i < n;) {
-		int j = i;
+		int j = embed_batch_end(lens, n, i, CPU_BATCH_TOKENS);
 		size_t tokens = 0;
-		while (j < n && (j == i || tokens + (size_t)lens[j] <= CPU_BATCH_TOKENS))
-			tokens += (size_t)lens[j++];
+		for (int k = i; k < j; k++)
+			tokens += (size_t)lens[k];
 		if (tokens > ids_cap) {
 			int32_t *p = realloc(ids, tokens * sizeof *ids);
 			if (!p) {

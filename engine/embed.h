@@ -119,6 +119,12 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, int n,
 		 embed_prefix prefix, float *out, emb_err *err);
 
+/* Where the batch that starts at sequence i ends: the largest j > i such that lens[i..j)
+ * add up to at most budget tokens, and at least i + 1 (a sequence longer than the budget
+ * goes alone). Sorting sequences by length first keeps each batch's lengths alike, so little
+ * of it is padding. */
+int embed_batch_end(const int *lens, int n, int i, size_t budget);
+
 /* Encodes n already-tokenized sequences (each starting with [CLS] and ending with [SEP], at
  * most embed_max_tokens ids, ids < vocab size) into out[n * dim]. This is what windowing
  * indexers call after embed_tokenize. Errors: EMB_EINVAL (bad length or id), EMB_ENOMEM,

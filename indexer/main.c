@@ -374,9 +374,10 @@ static int flush(ctx *x)
 	seqref *sr = malloc((nseq ? nseq : 1) * sizeof *sr);
 	const int32_t **bseq = malloc((nseq ? nseq : 1) * sizeof *bseq);
 	int *blen = malloc((nseq ? nseq : 1) * sizeof *blen);
+	int *slen = malloc((nseq ? nseq : 1) * sizeof *slen);
 	float *bout = malloc((size_t)(nseq ? nseq : 1) * x->dim * sizeof *bout);
 	store_op *ops = malloc((size_t)x->nw * sizeof *ops);
-	if (!sr || !bseq || !blen || !bout || !ops) {
+	if (!sr || !bseq || !blen || !slen || !bout || !ops) {
 		fprintf(stderr, "indexer: out of memory\n");
 		status = -1;
 		goto out;
@@ -392,13 +393,15 @@ static int flush(ctx *x)
 	}
 	/* Length-sorted batches under a token budget: similar lengths together. */
 	qsort(sr, nseq, sizeof *sr, cmp_seq_len);
+	for (size_t i = 0; i < nseq; i++)
+		slen[i] = sr[i].len;
 	for (size_t i = 0; i < nseq;) {
-		size_t j = i, tokens = 0;
-		while (j < nseq && (j == i || tokens + (size_t)sr[j].len <= (size_t)x->o->batch_tokens)) {
-			bseq[j - i] = sr[j].d->seqs + (size_t)sr[j].w * x->max_tokens;
-			blen[j - i] = sr[j].len;
-			tokens += (size_t)sr[j].len;
-			j++;
+		size_t j = (size_t)embed_batch_end(slen, (int)nseq, (int)i, (size_t)x->o->batch_tokens);
+		size_t tokens = 0;
+		for (size_t q = i; q < j; q++) {
+			bseq[q - i] = sr[q].d->seqs + (size_t)sr[q].w * x->max_tokens;
+			blen[q - i] = sr[q].len;
+			tokens += (size_t)sr[q].len;
 		}
 		emb_err e = {0};
 		if (embed_encode_tokens(x->m, bseq, blen, (int)(j - i), bout, &e)) {
@@ -471,6 +474,7 @@ out:
 	free(sr);
 	free(bseq);
 	free(blen);
+	free(slen);
 	free(bout);
 	free(ops);
 	for (int i = 0; i < x->nw; i++)
