@@ -22,7 +22,8 @@ static void usage(FILE *f)
 		"the token ids after truncation, [CLS] and [SEP] included.\n"
 		"  --model DIR        model directory (default: $EMBED_MODEL or the fetched all-MiniLM-L6-v2)\n"
 		"  --device D         cpu, gpu or auto (default cpu)\n"
-		"  --gpu N            Vulkan device index (default: first discrete GPU)\n"
+		"  --gpu N            Vulkan device index (default: $EMBED_GPU, else the first discrete GPU)\n"
+		"  --list-devices     list the Vulkan devices with their indexes, and exit\n"
 		"  --precision P      fp32 or fp16 (GPU; default: fastest that meets the accuracy bar)\n"
 		"  --batch N          texts per batch (default 64)\n"
 		"  --threads N        CPU threads, up to 1024 (default 0: all)\n"
@@ -159,7 +160,8 @@ int main(int argc, char **argv)
 		{ "batch", required_argument, 0, 'b' }, { "threads", required_argument, 0, 't' },
 		{ "format", required_argument, 0, 'f' }, { "prefix", required_argument, 0, 'x' },
 		{ "jsonl", no_argument, 0, 'j' }, { "tokens", no_argument, 0, 'k' },
-		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "list-devices", no_argument, 0, 'L' }, { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
 	};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -184,6 +186,18 @@ int main(int argc, char **argv)
 			break;
 		case 'j': c.jsonl = 1; break;
 		case 'k': c.tokens = 1; break;
+		case 'L': {
+			char list[4096];
+			emb_err e = { 0 };
+			int n = embed_list_devices(list, sizeof list, &e);
+			if (n < 0) {
+				fprintf(stderr, "embed: %s\n", e.msg);
+				return 1;
+			}
+			fputs(n ? list : "no Vulkan device (the loader found no driver that offers one)\n",
+			      n ? stdout : stderr);
+			return n ? 0 : 1;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -16,6 +16,7 @@
 
 #include "forward.h"
 #include "forward_vk.h"
+#include "vk_ctx.h"
 #include "model.h"
 #include "sha256.h"
 #include "tokenizer.h"
@@ -104,6 +105,7 @@ static int gpu_open(embed_model *m, const embed_options *opt, emb_err *err)
 		return EMB_OK;
 	vk_options vo;
 	vk_options_default(&vo);
+	vk_settings_from_env(&vo.set);
 	vo.gpu_index = opt->gpu_index;
 	vo.allow_cpu = opt->device == EMBED_DEVICE_GPU;
 	vo.precision = opt->precision == EMBED_PRECISION_FP32 ? VK_PREC_FP32
@@ -265,6 +267,11 @@ const char *embed_device_name(const embed_model *m) { return m->device_name; }
 const char *embed_pooling_name(const embed_model *m)
 {
 	return m->cfg.pooling == POOL_CLS ? "cls" : m->cfg.pooling == POOL_MAX ? "max" : "mean";
+}
+
+int embed_list_devices(char *buf, size_t cap, emb_err *err)
+{
+	return vk_list_devices(buf, cap, err);
 }
 
 embed_device embed_device_for_batch(const embed_model *m, int n)

@@ -101,6 +101,12 @@ int embed_needs_prefix(const embed_model *m);
 /* The device that encodes batches of n texts under the current policy (auto resolves). */
 embed_device embed_device_for_batch(const embed_model *m, int n);
 
+/* Writes one line per Vulkan device, numbered as --gpu and EMBED_GPU count them ("0: NVIDIA
+ * H200 (discrete, Vulkan 1.4, cooperative matrix)"), to buf (at most cap bytes,
+ * NUL-terminated). Returns the number of devices (0: a loader but no device), or -1 with
+ * *err set (EMB_EDEVICE) when there is no Vulkan loader or it cannot start. */
+int embed_list_devices(char *buf, size_t cap, emb_err *err);
+
 /* Human-readable description of the device in use, e.g. "cpu (2 threads)" or "NVIDIA H200". */
 const char *embed_device_name(const embed_model *m);
 

@@ -136,6 +136,7 @@ void vk_options_default(vk_options *o)
 {
 	memset(o, 0, sizeof *o);
 	o->gpu_index = -1;
+	vk_settings_default(&o->set);
 }
 
 static VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a)
@@ -283,10 +284,10 @@ static void free_activations(vk_backend *b)
 
 static int alloc_activations(vk_backend *b, emb_err *err)
 {
-	/* Fault injection for the tests: EMBED_VK_FAIL_ACTIVATIONS=N fails this as a device out
-	 * of memory would, for a budget over N tokens. */
-	const char *fail = getenv("EMBED_VK_FAIL_ACTIVATIONS");
-	if (fail && b->budget > (uint32_t)atoi(fail))
+	/* Fault injection for the tests: set.fail_activations = N (EMBED_VK_FAIL_ACTIVATIONS)
+	 * fails this as a device out of memory would, for a budget over N tokens. */
+	const long fail = b->c.set.fail_activations;
+	if (fail >= 0 && b->budget > (unsigned long)fail)
 		return emb_errf(err, EMB_ENOMEM, "Vulkan: vkAllocateMemory: VK_ERROR_OUT_OF_DEVICE_MEMORY "
 				"(activations for %u tokens; EMBED_VK_FAIL_ACTIVATIONS)", b->budget);
 	const VkDeviceSize rows = b->rows, H = b->H, I = b->I;
@@ -556,24 +557,23 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	/* Tensor-core attention (shaders/attn_cm.comp) is written for head size 32 (MiniLM) and
 	 * uses subgroup shuffles, which every NV cooperative-matrix device has; its register
 	 * softmax (attn_fa.comp) runs where the device's matrix layout allows it.
-	 * EMBED_VK_ATTN=scalar keeps the lane kernel, =cm the shared-memory softmax, =fa16 the
-	 * register softmax with 16 query rows a subgroup and =fa the one with 32 at every
-	 * batch size (no attn_small), for comparisons. */
-	const char *ae = getenv("EMBED_VK_ATTN");
-	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && !(ae && !strcmp(ae, "scalar"));
-	const int attn_fa = attn_cm && !(ae && !strcmp(ae, "cm")) && cm_layout_ok(b);
+	 * set.attn (EMBED_VK_ATTN) = scalar keeps the lane kernel, cm the shared-memory softmax,
+	 * fa16 the register softmax with 16 query rows a subgroup and fa the one with 32 at every
+	 * batch size (no attn_small), for tests and comparisons. */
+	const char *ae = b->c.set.attn;
+	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar");
+	const int attn_fa = attn_cm && strcmp(ae, "cm") && cm_layout_ok(b);
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	b->small_grid = b->c.sm_count ? b->c.sm_count : SMALL_GRID;
-	const char *se = getenv("EMBED_VK_SMALL_TILES");
-	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : se ? atoi(se) : 3;
+	b->small_tiles = b->prec != PREC_COOPMAT ? 0 : b->c.set.small_tiles >= 0 ? b->c.set.small_tiles : 3;
 	/* The f16 residual LayerNorm on subgroup shuffles (add_ln_sg.comp), with LPT lanes a
 	 * token: the largest power of two that is at most 16, fits the smallest subgroup the
 	 * device may give a pipeline and divides H/8, leaving a lane at most 16 pieces of 8
-	 * halfs. Elsewhere, or with EMBED_VK_LN_TREE set (comparisons), the shared-memory
+	 * halfs. Elsewhere, or with set.ln_tree (EMBED_VK_LN_TREE, tests), the shared-memory
 	 * kernel (layernorm.glsl). */
 	b->ln_lanes = 0;
-	if (h && b->c.has_shuffle && !getenv("EMBED_VK_LN_TREE")) {
+	if (h && b->c.has_shuffle && !b->c.set.ln_tree) {
 		uint32_t lpt = 16;
 		while (lpt > b->c.min_subgroup_size || (b->H / 8) % lpt)
 			lpt /= 2;
@@ -636,16 +636,14 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			return jobs[k].rc;
 		}
 	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
-	const char *t96 = getenv("EMBED_VK_TILES96");
 	for (int g = 0; g < 4; g++) {
 		const int up = g == G_UP;
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
 		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
-		 * EMBED_VK_TILES96=0 keeps the 128x64 ones (comparisons, tests). */
-		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 &&
-			 !(t96 && !strcmp(t96, "0")))
+		 * set.tiles96 = 0 (EMBED_VK_TILES96=0) keeps the 128x64 ones (comparisons, tests). */
+		else if (b->prec == PREC_COOPMAT && N[g] % 96 == 0 && K[g] % 64 == 0 && b->c.set.tiles96)
 			b->gemm_pipe[g] = up ? P_CM_WHA : P_CM_WH;
 		else if (b->prec == PREC_COOPMAT && N[g] % 64 == 0 && K[g] % 64 == 0)
 			b->gemm_pipe[g] = up ? P_CM_LHA : P_CM_LH;
@@ -670,7 +668,7 @@ static int make_slots(vk_backend *b, emb_err *err)
 	b->chunks = malloc((size_t)b->seq_cap * sizeof *b->chunks);
 	if (!b->chunks)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
-	if (getenv("EMBED_VK_PROFILE") && b->c.has_timestamps) {
+	if (b->c.set.profile && b->c.has_timestamps) {
 		b->qcap = 8192;
 		VkQueryPoolCreateInfo qci = {
 			.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -733,7 +731,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 		vk_backend_close(b);
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	}
-	rc = vk_ctx_open(&b->c, opt->gpu_index, opt->allow_cpu, err);
+	rc = vk_ctx_open(&b->c, opt->gpu_index, opt->allow_cpu, &opt->set, err);
 	if (rc) {
 		vk_backend_close(b);
 		return rc;
@@ -1123,7 +1121,7 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 		return EMB_OK;
 	slot *s = &b->s[b->head];
 	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-	double limit_s = b->c.timeout_s > 0 ? b->c.timeout_s
+	double limit_s = b->c.set.timeout_s > 0 ? b->c.set.timeout_s
 		       : WAIT_FLOOR_S + s->work / (is_cpu ? SLOWEST_CPU_FLOPS : SLOWEST_GPU_FLOPS);
 	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE,
 					  (uint64_t)(limit_s * 1e9));
@@ -1133,7 +1131,7 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 		s->out = NULL;
 		return emb_errf(err, EMB_EDEVICE, "GPU did not finish a batch of %d sequences "
 				"(%.3g GFLOP) within %.3g s (%s)", s->n, s->work / 1e9, limit_s,
-				b->c.timeout_s > 0 ? "the limit set by EMBED_GPU_TIMEOUT"
+				b->c.set.timeout_s > 0 ? "the limit set by EMBED_GPU_TIMEOUT"
 				: "a limit that grows with the batch; EMBED_GPU_TIMEOUT=SECONDS sets another");
 	}
 	b->head = (b->head + 1) % SLOTS;

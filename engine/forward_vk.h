@@ -26,6 +26,7 @@
 #include "err.h"
 #include "forward.h"
 #include "model.h"
+#include "vk_settings.h"
 
 typedef struct vk_backend vk_backend;
 
@@ -36,16 +37,18 @@ typedef enum {
 } vk_precision;
 
 typedef struct vk_options {
-	int gpu_index;    /* -1: choose (env EMBED_GPU, else discrete, integrated, virtual) */
+	int gpu_index;    /* -1: choose (set.gpu, else discrete, integrated, virtual) */
 	int allow_cpu;    /* nonzero: a CPU Vulkan implementation (lavapipe) may be chosen */
 	vk_precision precision;
 	int token_budget; /* tokens per pass through the activations; 0 = as many as an
 			     eighth of the GPU's memory holds, 32768 to 262144 (8192 on a CPU
 			     implementation); clamped to the device's limits */
 	int max_seq;      /* longest sequence accepted; 0 = cfg->max_positions */
+	vk_settings set;  /* the environment's settings (vk_settings_from_env), or defaults */
 } vk_options;
 
-/* Fills *o with the defaults above. */
+/* Fills *o with the defaults above; o->set as an unset environment gives (callers that
+ * honour the environment call vk_settings_from_env(&o->set) themselves). */
 void vk_options_default(vk_options *o);
 
 /* Opens a Vulkan device, uploads the weights w (converted to f16 for the fp16 precisions)
@@ -54,9 +57,10 @@ void vk_options_default(vk_options *o);
  * budget (down to max_seq) before giving up. Errors: EMB_EDEVICE (no loader, no device, a
  * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
  * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
- * 1024 or a head size not a multiple of 4). The tests inject the first two failures through
- * EMBED_VK_FAIL_SHADER (a shader-name prefix) and EMBED_VK_FAIL_ACTIVATIONS (a budget in
- * tokens above which the activations do not fit). */
+ * 1024 or a head size not a multiple of 4), EMB_EINVAL (opt->set.bad: a malformed setting).
+ * The tests inject the first two failures through opt->set.fail_shader (a shader-name
+ * prefix) and opt->set.fail_activations (a budget in tokens above which the activations do
+ * not fit). */
 int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
 		    vk_backend **out, emb_err *err);
 

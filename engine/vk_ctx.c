@@ -264,18 +264,8 @@ static int pick_device(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err)
 		free(pd);
 		return vkfail(err, r, "vkEnumeratePhysicalDevices");
 	}
-	if (gpu_index < 0) {
-		const char *env = getenv("EMBED_GPU");
-		if (env && *env) {
-			char *end;
-			long v = strtol(env, &end, 10);
-			if (*end || v < 0) {
-				free(pd);
-				return emb_errf(err, EMB_EINVAL, "EMBED_GPU=%s is not a device number", env);
-			}
-			gpu_index = (int)v;
-		}
-	}
+	if (gpu_index < 0)
+		gpu_index = c->set.gpu;
 	int chosen = -1;
 	if (gpu_index >= 0) {
 		if ((uint32_t)gpu_index >= n) {
@@ -345,15 +335,15 @@ static int create_device(vk_ctx *c, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &ne, ext);
 	int ext_cm = has_ext(ext, ne, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-	/* EMBED_VK_COOPMAT2: also enable KHR cooperative matrices and NV cooperative matrix 2
+	/* set.coopmat2: also enable KHR cooperative matrices and NV cooperative matrix 2
 	 * (workgroup scope, flexible sizes) for tools that time kernels written for them; no
 	 * embedded shader uses them (measured on an H200: workgroup-scope products ran 30-53
 	 * TFLOP/s against 105-150 for gemm_coopmat.glsl, docs/bench-gemm.md). */
-	int ext_cm2 = getenv("EMBED_VK_COOPMAT2") && has_ext(ext, ne, CM_KHR_EXT) &&
+	int ext_cm2 = c->set.coopmat2 && has_ext(ext, ne, CM_KHR_EXT) &&
 		      has_ext(ext, ne, CM2_NV_EXT);
-	/* EMBED_VK_STATS: ask the driver for each pipeline's statistics (registers, spills,
+	/* set.stats: ask the driver for each pipeline's statistics (registers, spills,
 	 * shared memory) where it offers them; for kernel tuning only. */
-	int ext_stats = getenv("EMBED_VK_STATS") &&
+	int ext_stats = c->set.stats &&
 			has_ext(ext, ne, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
 	/* A device that varies its subgroup size between pipelines says how small it may get. */
 	int ext_ssc = has_ext(ext, ne, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
@@ -411,7 +401,7 @@ static int create_device(vk_ctx *c, emb_err *err)
 	c->has_f16 = f11.storageBuffer16BitAccess && f12.shaderFloat16;
 	c->has_coopmat = ext_cm && cmf.cooperativeMatrix && c->has_f16 && f12.vulkanMemoryModel &&
 			 c->subgroup_size == 32 && coopmat_shape_ok(c, c->phys);
-	if (getenv("EMBED_VK_NO_COOPMAT"))
+	if (c->set.no_coopmat)
 		c->has_coopmat = 0;
 	/* which sizes and workgroup sizes it takes: vk_coopmat_report */
 	c->has_coopmat2 = c->has_coopmat && ext_cm2 && cmkf.cooperativeMatrix &&
@@ -547,17 +537,15 @@ static int create_layouts(vk_ctx *c, emb_err *err)
 	return EMB_OK;
 }
 
-int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err)
+int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set, emb_err *err)
 {
 	memset(c, 0, sizeof *c);
-	const char *tmo = getenv("EMBED_GPU_TIMEOUT");
-	if (tmo && *tmo) {
-		char *end;
-		c->timeout_s = strtod(tmo, &end);
-		if (*end || !(c->timeout_s > 0 && c->timeout_s < 1e9))
-			return emb_errf(err, EMB_EINVAL, "EMBED_GPU_TIMEOUT=%s is not a number of "
-					"seconds > 0", tmo);
-	}
+	if (set)
+		c->set = *set;
+	else
+		vk_settings_default(&c->set);
+	if (c->set.bad[0])
+		return emb_errf(err, EMB_EINVAL, "%s", c->set.bad);
 	int rc = load_loader(c, err);
 	if (!rc)
 		rc = create_instance(c, err);
@@ -737,8 +725,8 @@ int vk_submit_wait(vk_ctx *c, VkCommandBuffer cb, uint64_t timeout_ms, emb_err *
 		.commandBufferCount = 1,
 		.pCommandBuffers = &cb,
 	};
-	if (c->timeout_s * 1000 > (double)timeout_ms)
-		timeout_ms = (uint64_t)(c->timeout_s * 1000);
+	if (c->set.timeout_s * 1000 > (double)timeout_ms)
+		timeout_ms = (uint64_t)(c->set.timeout_s * 1000);
 	r = c->vkQueueSubmit(c->queue, 1, &si, fence);
 	if (r == VK_SUCCESS)
 		r = c->vkWaitForFences(c->device, 1, &fence, VK_TRUE, timeout_ms * 1000000ull);
@@ -865,10 +853,10 @@ int vk_pipe_create_spv(vk_ctx *c, vk_pipe *p, const char *name, const uint32_t *
 		},
 		.layout = c->layout,
 	};
-	/* Fault injection for the tests: EMBED_VK_FAIL_SHADER=PREFIX makes every shader whose
-	 * name starts with PREFIX fail here as a driver's compiler would. */
-	const char *fail = getenv("EMBED_VK_FAIL_SHADER");
-	if (fail && fail[0] && !strncmp(name, fail, strlen(fail)))
+	/* Fault injection for the tests: set.fail_shader (EMBED_VK_FAIL_SHADER) makes every
+	 * shader whose name starts with it fail here as a driver's compiler would. */
+	const char *fail = c->set.fail_shader;
+	if (fail[0] && !strncmp(name, fail, strlen(fail)))
 		r = VK_ERROR_INITIALIZATION_FAILED;
 	else
 		r = c->vkCreateComputePipelines(c->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipe);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "vk_settings.h"
 
 /* Entry points, by the level at which they are looked up. */
 #define VK_GLOBAL_FUNCS(X) \
@@ -50,6 +51,7 @@
  * layout and interchangeable descriptor sets. */
 #define VK_BINDINGS 6
 #define VK_PUSH_BYTES 64
+
 
 typedef struct vk_ctx {
 	void *lib; /* dlopen handle of libvulkan.so.1 */
@@ -85,7 +87,7 @@ typedef struct vk_ctx {
 	int has_shuffle;    /* subgroup shuffles in compute shaders (VK_SUBGROUP_FEATURE_SHUFFLE_BIT) */
 	uint32_t sm_count;  /* streaming multiprocessors (VK_NV_shader_sm_builtins), 0 if unknown */
 	float timestamp_ns; /* nanoseconds per timestamp tick */
-	double timeout_s;   /* EMBED_GPU_TIMEOUT (seconds) when set, else 0: see vk_submit_wait */
+	vk_settings set;    /* as opened with */
 
 	VkDescriptorSetLayout dsl;
 	VkPipelineLayout layout;
@@ -93,15 +95,14 @@ typedef struct vk_ctx {
 } vk_ctx;
 
 /* Opens the Vulkan loader, creates an instance and a logical device with one compute queue.
- * Device choice: gpu_index >= 0 takes that device of the enumeration; otherwise the
- * environment variable EMBED_GPU (a number) if set; otherwise the first discrete GPU, then
- * integrated, then virtual, then (only when allow_cpu is nonzero) a CPU implementation such
- * as lavapipe. A device must offer Vulkan 1.2 and a compute queue. The environment variable
- * EMBED_GPU_TIMEOUT (seconds, > 0), if set, goes to c->timeout_s. On failure everything
- * opened is closed again and *c is zeroed. Errors: EMB_EDEVICE ("no Vulkan loader
- * (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
- * "... does not support Vulkan 1.2"), EMB_EINVAL (EMBED_GPU or EMBED_GPU_TIMEOUT malformed). */
-int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err);
+ * Device choice: gpu_index >= 0 takes that device of the enumeration; otherwise set->gpu if
+ * >= 0; otherwise the first discrete GPU, then integrated, then virtual, then (only when
+ * allow_cpu is nonzero) a CPU implementation such as lavapipe. A device must offer Vulkan 1.2
+ * and a compute queue. set may be NULL (vk_settings_default); a copy is kept in c->set. On
+ * failure everything opened is closed again and *c is zeroed. Errors: EMB_EDEVICE ("no Vulkan
+ * loader (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
+ * "... does not support Vulkan 1.2"), EMB_EINVAL (set->bad: a malformed variable). */
+int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set, emb_err *err);
 
 /* Writes the device's KHR cooperative-matrix shapes and NV cooperative-matrix-2 flexible
  * dimensions, one line each, for kernel tuning. Nothing when the device offers neither. */

@@ -36,5 +36,27 @@ with tempfile.TemporaryDirectory() as tmp:
     if leftover:
         failed += 1
         print(f"FAIL refused runs left files: {leftover}")
-print(f"{len(CASES) - failed} of {len(CASES)} option checks passed")
+
+# embed --list-devices numbers the devices as --gpu takes them; with the loader pointed at no
+# driver it says so in one line and exits 1.
+p = subprocess.run([os.path.join(BIN, "embed"), "--list-devices"], capture_output=True, text=True)
+lines = p.stdout.splitlines()
+if p.returncode != 0 or not lines or not all(l.startswith(f"{i}: ") for i, l in enumerate(lines)):
+    failed += 1
+    print(f"FAIL --list-devices: exit {p.returncode}, {p.stdout!r} {p.stderr!r}")
+else:
+    print("devices:", *lines, sep="\n  ")
+    # the listed index is the one --gpu opens: the name comes back in the device line
+    name = lines[0].split(": ", 1)[1].split(" (")[0]
+    q = subprocess.run([os.path.join(BIN, "embed"), "--device", "gpu", "--gpu", "0",
+                        "--precision", "fp32"], input="x\n", capture_output=True, text=True)
+    if q.returncode != 0:
+        failed += 1
+        print(f"FAIL --gpu 0 (listed as {name!r}): {q.stderr!r}")
+env = dict(os.environ, VK_ICD_FILENAMES="/nonexistent/icd.json", VK_DRIVER_FILES="/nonexistent/icd.json")
+p = subprocess.run([os.path.join(BIN, "embed"), "--list-devices"], capture_output=True, text=True, env=env)
+if p.returncode != 1 or p.stdout or p.stderr.count("\n") != 1:
+    failed += 1
+    print(f"FAIL --list-devices without a driver: exit {p.returncode}, {p.stdout!r} {p.stderr!r}")
+print(f"{len(CASES) + 2 - failed} of {len(CASES) + 2} option checks passed")
 raise SystemExit(1 if failed else 0)

@@ -63,6 +63,14 @@ static cmp compare(const float *ref, const float *got, int n, int H)
 static const char *model_dir;
 static int cpu_device;
 
+/* The settings as the tools read them at open: the cases below set variables as a user
+ * would (setenv) and every backend is opened with what the environment says then. */
+static void env_settings(vk_options *o)
+{
+	vk_settings_default(&o->set);
+	vk_settings_from_env(&o->set);
+}
+
 /* Runs batch `lens` through the CPU and the GPU path and checks the bars. layers > 0 cuts
  * the model to its first `layers` layers (both paths). The backend gets a token budget of
  * `budget` (0: its default), which it may halve down to max_seq when out of device memory,
@@ -94,6 +102,7 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 
 	vk_options o;
 	vk_options_default(&o);
+	env_settings(&o);
 	o.allow_cpu = 1;
 	o.precision = prec;
 	o.token_budget = budget;
@@ -206,7 +215,7 @@ int main(void)
 {
 	char list[2048];
 	emb_err err = { 0 };
-	(void)vk_ctx_open(&keep_driver_loaded, -1, 1, &err);
+	(void)vk_ctx_open(&keep_driver_loaded, -1, 1, NULL, &err);
 	int ndev = vk_list_devices(list, sizeof list, &err);
 	if (ndev <= 0) {
 		printf("no Vulkan device: %s\n", ndev < 0 ? err.msg : "the loader lists none");
@@ -336,6 +345,7 @@ int main(void)
 		     VK_PREC_FP32, 2048, 64, cpu_device ? 1 : 0);
 	setenv("EMBED_VK_FAIL_ACTIVATIONS", "32", 1);
 	o.max_seq = 64;
+	env_settings(&o);
 	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_ENOMEM && !none &&
 	      strstr(err.msg, "out of device memory"), "no memory accepted: %s", err.msg);
 	printf("out of device memory: %s\n", err.msg);
@@ -349,6 +359,7 @@ int main(void)
 	 * pool and pool_h, one of which every backend builds, on one of the threads that
 	 * build the pipelines): EMB_EDEVICE naming it, nothing left behind (ASan). */
 	setenv("EMBED_VK_FAIL_SHADER", "pool", 1);
+	env_settings(&o);
 	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EDEVICE && !none &&
 	      strstr(err.msg, "'pool"), "failing shader accepted: %s", err.msg);
 	printf("failing shader: %s\n", err.msg);
@@ -357,6 +368,24 @@ int main(void)
 		CHECK(auto_device("failing shader") == EMBED_DEVICE_CPU,
 		      "auto with a failing shader uses the GPU");
 	unsetenv("EMBED_VK_FAIL_SHADER");
+
+	/* A malformed setting fails the open that would have used it, naming the variable,
+	 * rather than being ignored. */
+	setenv("EMBED_VK_ATTN", "flash", 1);
+	env_settings(&o);
+	CHECK(vk_backend_open(&cfg, &w, &o, &none, &err) == EMB_EINVAL && !none &&
+	      strstr(err.msg, "EMBED_VK_ATTN=flash"), "malformed EMBED_VK_ATTN accepted: %s", err.msg);
+	printf("malformed setting: %s\n", err.msg);
+	{
+		embed_options eo;
+		embed_options_default(&eo);
+		eo.device = EMBED_DEVICE_GPU;
+		embed_model *em = NULL;
+		CHECK(embed_open(model_dir, &eo, &em, &err) == EMB_EINVAL && !em &&
+		      strstr(err.msg, "EMBED_VK_ATTN"), "--device gpu, malformed setting: %s", err.msg);
+		printf("embed_open, device gpu, malformed setting: %s\n", err.msg);
+	}
+	unsetenv("EMBED_VK_ATTN");
 
 	threadpool_destroy(pool);
 	bert_weights_free(&w);

@@ -26,6 +26,7 @@ static int open_backend(const bert_config *cfg, const bert_weights *w, vk_backen
 {
 	vk_options o;
 	vk_options_default(&o);
+	vk_settings_from_env(&o.set); /* as the tools do at open */
 	o.allow_cpu = 1;
 	o.precision = VK_PREC_FP32;
 	return vk_backend_open(cfg, w, &o, b, err);
@@ -38,7 +39,7 @@ int main(void)
 		printf("skipped: model not fetched (make fetch-model)\n");
 		return 77;
 	}
-	if (vk_ctx_open(&keep_driver_loaded, -1, 1, &err)) {
+	if (vk_ctx_open(&keep_driver_loaded, -1, 1, NULL, &err)) {
 		printf("skipped: no Vulkan device: %s\n", err.msg);
 		return 77;
 	}

@@ -121,6 +121,7 @@ int main(int argc, char **argv)
 	char batches_s[256] = "1,2,10,50,100,1000";
 	vk_options vo;
 	vk_options_default(&vo);
+	vk_settings_from_env(&vo.set); /* EMBED_VK_PROFILE and the kernel switches, as the tools read them */
 	int threads = 0, no_cpu = 0, check = 0, max_batches = 0, check_every = 1;
 	for (int i = 4; i < argc; i++) {
 		if (!strcmp(argv[i], "--batches") && i + 1 < argc)

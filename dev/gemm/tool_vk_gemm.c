@@ -86,7 +86,13 @@ int main(int argc, char **argv)
 	}
 	emb_err err;
 	vk_ctx c;
-	if (vk_ctx_open(&c, -1, 0, &err))
+	/* The study's own switches: workgroup-scope matrices and pipeline statistics. */
+	vk_settings set;
+	vk_settings_default(&set);
+	vk_settings_from_env(&set);
+	set.coopmat2 = getenv("EMBED_VK_COOPMAT2") != NULL;
+	set.stats = getenv("EMBED_VK_STATS") != NULL;
+	if (vk_ctx_open(&c, -1, 0, &set, &err))
 		die(&err);
 	if (!c.has_coopmat) {
 		fprintf(stderr, "tool_vk_gemm: %s has no NV cooperative matrices\n", c.name);

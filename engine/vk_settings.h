@@ -1,0 +1,41 @@
+/* vk_settings.h — the GPU side's settings from the environment. Every EMBED_* variable the
+ * Vulkan backend honours is read here, once, when a model is opened (embed.c's gpu_open calls
+ * vk_settings_from_env), and travels in vk_options to the code that uses it, so that nothing
+ * deeper reads the environment and a test can set any of them without touching it.
+ * docs/settings.md lists every variable of the project with its default and who needs it. */
+#ifndef EMB_VK_SETTINGS_H
+#define EMB_VK_SETTINGS_H
+
+/* vk_settings_default gives what an unset environment gives. */
+typedef struct vk_settings {
+	int gpu;               /* EMBED_GPU: device index when the caller asks for none; -1 none */
+	double timeout_s;      /* EMBED_GPU_TIMEOUT: seconds a batch may take; 0 = derived */
+	int profile;           /* EMBED_VK_PROFILE: time each step of each batch */
+	int no_coopmat;        /* EMBED_VK_NO_COOPMAT: the portable kernels even on tensor cores */
+	/* Kernel choices that the defaults make by device and batch, forced for tests and
+	 * comparisons: */
+	char attn[8];          /* EMBED_VK_ATTN: "" by device, scalar, cm, fa (128-query blocks
+				* at every size) or fa16 (64-query blocks at every size) */
+	int small_tiles;       /* EMBED_VK_SMALL_TILES: -1 by grid size, 0 large tiles, 1 64x64,
+				* 2 32x64 */
+	int tiles96;           /* EMBED_VK_TILES96: 1 128x96 tiles where N allows, 0 never */
+	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
+	/* Fault injection for the tests: */
+	long fail_activations; /* EMBED_VK_FAIL_ACTIVATIONS: activations over this many tokens
+				* fail as out of device memory; -1 never */
+	char fail_shader[64];  /* EMBED_VK_FAIL_SHADER: shaders named with this prefix fail to
+				* compile; "" none */
+	/* Kernel studies (dev/ sets these itself; no variable): */
+	int coopmat2;          /* enable KHR / NV2 workgroup-scope cooperative matrices */
+	int stats;             /* capture the driver's pipeline statistics */
+	char bad[160];         /* a malformed variable, "" when all were well formed */
+} vk_settings;
+
+void vk_settings_default(vk_settings *s);
+
+/* Fills *s from the environment (unset variables keep their defaults). A malformed value is
+ * recorded in s->bad, which vk_ctx_open reports as EMB_EINVAL, so that a typo fails the open
+ * that would have used it rather than being ignored. */
+void vk_settings_from_env(vk_settings *s);
+
+#endif
