@@ -168,85 +168,6 @@ static int coopmat_shape_ok(vk_ctx *c, VkPhysicalDevice pd)
 	return ok;
 }
 
-/* VK_KHR_cooperative_matrix and VK_NV_cooperative_matrix2 postdate Debian bookworm's Vulkan
- * headers (1.3.239); their structures and entry points, as the registry defines them. */
-#define CM_KHR_EXT "VK_KHR_cooperative_matrix"
-#define CM2_NV_EXT "VK_NV_cooperative_matrix2"
-#define ST_CM_KHR_FEATURES ((VkStructureType)1000506000)
-#define ST_CM_KHR_PROPERTIES ((VkStructureType)1000506001)
-#define ST_CM2_NV_FEATURES ((VkStructureType)1000593000)
-#define ST_CM2_NV_FLEX_PROPERTIES ((VkStructureType)1000593001)
-typedef struct {
-	VkStructureType sType;
-	void *pNext;
-	VkBool32 cooperativeMatrix, cooperativeMatrixRobustBufferAccess;
-} cm_khr_features;
-typedef struct {
-	VkStructureType sType;
-	void *pNext;
-	uint32_t MSize, NSize, KSize;
-	uint32_t AType, BType, CType, ResultType; /* 0 f16, 1 f32, ... (VkComponentTypeKHR) */
-	VkBool32 saturatingAccumulation;
-	uint32_t scope;                            /* 2 workgroup, 3 subgroup (VkScopeKHR) */
-} cm_khr_props;
-typedef struct {
-	VkStructureType sType;
-	void *pNext;
-	VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
-		tensorAddressing, blockLoads;
-} cm2_nv_features;
-typedef struct {
-	VkStructureType sType;
-	void *pNext;
-	uint32_t MGranularity, NGranularity, KGranularity;
-	uint32_t AType, BType, CType, ResultType;
-	VkBool32 saturatingAccumulation;
-	uint32_t scope;
-	uint32_t workgroupInvocations;
-} cm2_nv_flex_props;
-typedef VkResult (*pfn_cm_khr_props)(VkPhysicalDevice, uint32_t *, cm_khr_props *);
-typedef VkResult (*pfn_cm2_flex_props)(VkPhysicalDevice, uint32_t *, cm2_nv_flex_props *);
-
-void vk_coopmat_report(vk_ctx *c, FILE *f)
-{
-	static const char *ty[] = { "f16", "f32", "f64", "s8", "s16", "s32", "s64", "u8", "u16",
-				    "u32", "u64" };
-#define TY(t) ((t) < 11 ? ty[t] : (t) == 1000141000 ? "bf16" : "?")
-	pfn_cm_khr_props gk = (pfn_cm_khr_props)c->vkGetInstanceProcAddr(c->instance,
-		"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
-	uint32_t n = 0;
-	if (gk && device_has_ext(c, c->phys, CM_KHR_EXT) && gk(c->phys, &n, NULL) == VK_SUCCESS &&
-	    n && n <= 256) {
-		cm_khr_props p[256];
-		for (uint32_t i = 0; i < n; i++)
-			p[i] = (cm_khr_props){ .sType = ST_CM_KHR_PROPERTIES };
-		if (gk(c->phys, &n, p) == VK_SUCCESS)
-			for (uint32_t i = 0; i < n; i++)
-				fprintf(f, "KHR coopmat %ux%ux%u %s*%s+%s->%s scope %u%s\n", p[i].MSize,
-					p[i].NSize, p[i].KSize, TY(p[i].AType), TY(p[i].BType),
-					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
-					p[i].saturatingAccumulation ? " saturating" : "");
-	}
-	pfn_cm2_flex_props gf = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
-		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-	n = 0;
-	if (gf && device_has_ext(c, c->phys, CM2_NV_EXT) && gf(c->phys, &n, NULL) == VK_SUCCESS &&
-	    n && n <= 256) {
-		cm2_nv_flex_props p[256];
-		for (uint32_t i = 0; i < n; i++)
-			p[i] = (cm2_nv_flex_props){ .sType = ST_CM2_NV_FLEX_PROPERTIES };
-		if (gf(c->phys, &n, p) == VK_SUCCESS)
-			for (uint32_t i = 0; i < n; i++)
-				fprintf(f, "NV coopmat2 flexible %ux%ux%u %s*%s+%s->%s scope %u "
-					"invocations %u%s\n", p[i].MGranularity, p[i].NGranularity,
-					p[i].KGranularity, TY(p[i].AType), TY(p[i].BType),
-					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
-					p[i].workgroupInvocations,
-					p[i].saturatingAccumulation ? " saturating" : "");
-	}
-#undef TY
-}
-
 static int pick_device(vk_ctx *c, int gpu_index, int allow_cpu, emb_err *err)
 {
 	uint32_t n = 0;
@@ -335,12 +256,11 @@ static int create_device(vk_ctx *c, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &ne, ext);
 	int ext_cm = has_ext(ext, ne, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-	/* set.coopmat2: also enable KHR cooperative matrices and NV cooperative matrix 2
-	 * (workgroup scope, flexible sizes) for tools that time kernels written for them; no
-	 * embedded shader uses them (measured on an H200: workgroup-scope products ran 30-53
-	 * TFLOP/s against 105-150 for gemm_coopmat.glsl, docs/bench-gemm.md). */
-	int ext_cm2 = c->set.coopmat2 && has_ext(ext, ne, CM_KHR_EXT) &&
-		      has_ext(ext, ne, CM2_NV_EXT);
+	/* set.study_exts: extensions a kernel study (dev/) enables beyond the engine's own,
+	 * where the device offers every one of them. */
+	c->has_study = c->set.n_study_exts > 0;
+	for (int i = 0; i < c->set.n_study_exts; i++)
+		c->has_study &= has_ext(ext, ne, c->set.study_exts[i]);
 	/* set.stats: ask the driver for each pipeline's statistics (registers, spills,
 	 * shared memory) where it offers them; for kernel tuning only. */
 	int ext_stats = c->set.stats &&
@@ -352,11 +272,8 @@ static int create_device(vk_ctx *c, emb_err *err)
 	int ext_sm = has_ext(ext, ne, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
 	free(ext);
 
-	cm2_nv_features cm2f = { .sType = ST_CM2_NV_FEATURES };
-	cm_khr_features cmkf = { .sType = ST_CM_KHR_FEATURES, .pNext = &cm2f };
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
-		.pNext = ext_cm2 ? &cmkf : NULL,
 	};
 	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
@@ -403,36 +320,24 @@ static int create_device(vk_ctx *c, emb_err *err)
 			 c->subgroup_size == 32 && coopmat_shape_ok(c, c->phys);
 	if (c->set.no_coopmat)
 		c->has_coopmat = 0;
-	/* which sizes and workgroup sizes it takes: vk_coopmat_report */
-	c->has_coopmat2 = c->has_coopmat && ext_cm2 && cmkf.cooperativeMatrix &&
-			  cm2f.workgroupScope && cm2f.flexibleDimensions;
 
 	c->capture_stats = ext_stats && pef.pipelineExecutableInfo;
 
-	/* Enable only what the shaders use. */
+	/* Enable only what the shaders use (and what a study asks for, at the chain's end). */
 	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR en_pe = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+		.pNext = c->has_study ? c->set.study_features : NULL,
 		.pipelineExecutableInfo = VK_TRUE,
 	};
-	cm2_nv_features en_cm2 = {
-		.sType = ST_CM2_NV_FEATURES,
-		.pNext = c->capture_stats ? &en_pe : NULL,
-		.workgroupScope = VK_TRUE,
-		.flexibleDimensions = VK_TRUE,
-	};
-	cm_khr_features en_cmk = {
-		.sType = ST_CM_KHR_FEATURES,
-		.pNext = &en_cm2,
-		.cooperativeMatrix = VK_TRUE,
-	};
+	void *after_cm = c->capture_stats ? (void *)&en_pe : c->has_study ? c->set.study_features : NULL;
 	VkPhysicalDeviceCooperativeMatrixFeaturesNV en_cm = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
-		.pNext = c->has_coopmat2 ? (void *)&en_cmk : c->capture_stats ? (void *)&en_pe : NULL,
+		.pNext = after_cm,
 		.cooperativeMatrix = VK_TRUE,
 	};
 	VkPhysicalDeviceVulkan12Features en12 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-		.pNext = c->has_coopmat ? (void *)&en_cm : c->capture_stats ? (void *)&en_pe : NULL,
+		.pNext = c->has_coopmat ? (void *)&en_cm : after_cm,
 		.shaderFloat16 = (VkBool32)c->has_f16,
 		.vulkanMemoryModel = (VkBool32)c->has_coopmat,
 	};
@@ -448,14 +353,12 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.queueCount = 1,
 		.pQueuePriorities = &prio,
 	};
-	const char *exts[4];
+	const char *exts[2 + VK_STUDY_EXTS];
 	uint32_t nexts = 0;
 	if (c->has_coopmat)
 		exts[nexts++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
-	if (c->has_coopmat2) {
-		exts[nexts++] = CM_KHR_EXT;
-		exts[nexts++] = CM2_NV_EXT;
-	}
+	for (int i = 0; c->has_study && i < c->set.n_study_exts && i < VK_STUDY_EXTS; i++)
+		exts[nexts++] = c->set.study_exts[i];
 	if (c->capture_stats)
 		exts[nexts++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
 	VkDeviceCreateInfo dci = {

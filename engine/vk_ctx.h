@@ -78,10 +78,9 @@ typedef struct vk_ctx {
 	/* What the device offers (and what was enabled on it). */
 	int has_f16;        /* shaderFloat16 + storageBuffer16BitAccess */
 	int has_coopmat;    /* NV cooperative matrix 16x16x16 f16*f16+f32, subgroup size 32 */
-	int has_coopmat2;   /* KHR cooperative matrix + NV cooperative matrix 2 with workgroup
-			     * scope and flexible sizes, enabled (EMBED_VK_COOPMAT2 set, offered) */
+	int has_study;      /* set.study_exts offered by the device and enabled */
 	int has_timestamps;
-	int capture_stats;  /* EMBED_VK_STATS set and the driver reports pipeline statistics */
+	int capture_stats;  /* set.stats and the driver reports pipeline statistics */
 	uint32_t subgroup_size;
 	uint32_t min_subgroup_size; /* the smallest a pipeline may get (subgroup size control) */
 	int has_shuffle;    /* subgroup shuffles in compute shaders (VK_SUBGROUP_FEATURE_SHUFFLE_BIT) */
@@ -103,10 +102,6 @@ typedef struct vk_ctx {
  * loader (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
  * "... does not support Vulkan 1.2"), EMB_EINVAL (set->bad: a malformed variable). */
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set, emb_err *err);
-
-/* Writes the device's KHR cooperative-matrix shapes and NV cooperative-matrix-2 flexible
- * dimensions, one line each, for kernel tuning. Nothing when the device offers neither. */
-void vk_coopmat_report(vk_ctx *c, FILE *f);
 
 /* Destroys everything vk_ctx_open created and unloads the loader. Safe on a zeroed ctx. */
 void vk_ctx_close(vk_ctx *c);

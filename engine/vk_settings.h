@@ -6,6 +6,8 @@
 #ifndef EMB_VK_SETTINGS_H
 #define EMB_VK_SETTINGS_H
 
+#define VK_STUDY_EXTS 4
+
 /* vk_settings_default gives what an unset environment gives. */
 typedef struct vk_settings {
 	int gpu;               /* EMBED_GPU: device index when the caller asks for none; -1 none */
@@ -26,7 +28,9 @@ typedef struct vk_settings {
 	char fail_shader[64];  /* EMBED_VK_FAIL_SHADER: shaders named with this prefix fail to
 				* compile; "" none */
 	/* Kernel studies (dev/ sets these itself; no variable): */
-	int coopmat2;          /* enable KHR / NV2 workgroup-scope cooperative matrices */
+	const char *const *study_exts; /* device extensions to enable beyond the engine's own, */
+	int n_study_exts;              /* where the device offers all (at most VK_STUDY_EXTS) */
+	void *study_features;  /* their feature structures, a pNext chain enabled as given */
 	int stats;             /* capture the driver's pipeline statistics */
 	char bad[160];         /* a malformed variable, "" when all were well formed */
 } vk_settings;

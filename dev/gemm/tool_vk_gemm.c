@@ -58,6 +58,101 @@ static void *read_file(const char *path, size_t *n)
 	return p;
 }
 
+/* VK_KHR_cooperative_matrix and VK_NV_cooperative_matrix2 postdate Debian bookworm's Vulkan
+ * headers (1.3.239); their structures and entry points, as the registry defines them. */
+#define CM_KHR_EXT "VK_KHR_cooperative_matrix"
+#define CM2_NV_EXT "VK_NV_cooperative_matrix2"
+#define ST_CM_KHR_FEATURES ((VkStructureType)1000506000)
+#define ST_CM_KHR_PROPERTIES ((VkStructureType)1000506001)
+#define ST_CM2_NV_FEATURES ((VkStructureType)1000593000)
+#define ST_CM2_NV_FLEX_PROPERTIES ((VkStructureType)1000593001)
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 cooperativeMatrix, cooperativeMatrixRobustBufferAccess;
+} cm_khr_features;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t MSize, NSize, KSize;
+	uint32_t AType, BType, CType, ResultType; /* 0 f16, 1 f32, ... (VkComponentTypeKHR) */
+	VkBool32 saturatingAccumulation;
+	uint32_t scope;                            /* 2 workgroup, 3 subgroup (VkScopeKHR) */
+} cm_khr_props;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
+		tensorAddressing, blockLoads;
+} cm2_nv_features;
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t MGranularity, NGranularity, KGranularity;
+	uint32_t AType, BType, CType, ResultType;
+	VkBool32 saturatingAccumulation;
+	uint32_t scope;
+	uint32_t workgroupInvocations;
+} cm2_nv_flex_props;
+typedef VkResult (*pfn_cm_khr_props)(VkPhysicalDevice, uint32_t *, cm_khr_props *);
+typedef VkResult (*pfn_cm2_flex_props)(VkPhysicalDevice, uint32_t *, cm2_nv_flex_props *);
+
+/* Whether the device offers extension `name` (enabled or not). */
+static int device_has_ext(vk_ctx *c, const char *name)
+{
+	uint32_t n = 0;
+	c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &n, NULL);
+	VkExtensionProperties *e = calloc(n ? n : 1, sizeof *e);
+	int found = 0;
+	if (e && c->vkEnumerateDeviceExtensionProperties(c->phys, NULL, &n, e) == VK_SUCCESS)
+		for (uint32_t i = 0; i < n && !found; i++)
+			found = !strcmp(e[i].extensionName, name);
+	free(e);
+	return found;
+}
+
+/* The device's KHR cooperative-matrix shapes and NV cooperative-matrix-2 flexible dimensions,
+ * one line each. */
+static void coopmat_report(vk_ctx *c, FILE *f)
+{
+	static const char *ty[] = { "f16", "f32", "f64", "s8", "s16", "s32", "s64", "u8", "u16",
+				    "u32", "u64" };
+#define TY(t) ((t) < 11 ? ty[t] : (t) == 1000141000 ? "bf16" : "?")
+	pfn_cm_khr_props gk = (pfn_cm_khr_props)c->vkGetInstanceProcAddr(c->instance,
+		"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+	uint32_t n = 0;
+	if (gk && device_has_ext(c, CM_KHR_EXT) && gk(c->phys, &n, NULL) == VK_SUCCESS &&
+	    n && n <= 256) {
+		cm_khr_props p[256];
+		for (uint32_t i = 0; i < n; i++)
+			p[i] = (cm_khr_props){ .sType = ST_CM_KHR_PROPERTIES };
+		if (gk(c->phys, &n, p) == VK_SUCCESS)
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(f, "KHR coopmat %ux%ux%u %s*%s+%s->%s scope %u%s\n", p[i].MSize,
+					p[i].NSize, p[i].KSize, TY(p[i].AType), TY(p[i].BType),
+					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
+					p[i].saturatingAccumulation ? " saturating" : "");
+	}
+	pfn_cm2_flex_props gf = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
+		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+	n = 0;
+	if (gf && device_has_ext(c, CM2_NV_EXT) && gf(c->phys, &n, NULL) == VK_SUCCESS &&
+	    n && n <= 256) {
+		cm2_nv_flex_props p[256];
+		for (uint32_t i = 0; i < n; i++)
+			p[i] = (cm2_nv_flex_props){ .sType = ST_CM2_NV_FLEX_PROPERTIES };
+		if (gf(c->phys, &n, p) == VK_SUCCESS)
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(f, "NV coopmat2 flexible %ux%ux%u %s*%s+%s->%s scope %u "
+					"invocations %u%s\n", p[i].MGranularity, p[i].NGranularity,
+					p[i].KGranularity, TY(p[i].AType), TY(p[i].BType),
+					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
+					p[i].workgroupInvocations,
+					p[i].saturatingAccumulation ? " saturating" : "");
+	}
+#undef TY
+}
+
 static void die(const emb_err *e)
 {
 	fprintf(stderr, "tool_vk_gemm: %s\n", e->msg);
@@ -86,11 +181,23 @@ int main(int argc, char **argv)
 	}
 	emb_err err;
 	vk_ctx c;
-	/* The study's own switches: workgroup-scope matrices and pipeline statistics. */
+	/* The study's own switches: workgroup-scope matrices (KHR cooperative matrices with NV
+	 * cooperative matrix 2: workgroup scope, flexible sizes; no product shader uses them, and
+	 * on an H200 their products ran 30-53 TFLOP/s against 105-150 for gemm_coopmat.glsl,
+	 * docs/bench-gemm.md) and pipeline statistics. */
 	vk_settings set;
 	vk_settings_default(&set);
 	vk_settings_from_env(&set);
-	set.coopmat2 = getenv("EMBED_VK_COOPMAT2") != NULL;
+	static const char *const cm2_exts[] = { CM_KHR_EXT, CM2_NV_EXT };
+	cm2_nv_features en_cm2 = { .sType = ST_CM2_NV_FEATURES, .workgroupScope = VK_TRUE,
+				   .flexibleDimensions = VK_TRUE };
+	cm_khr_features en_cmk = { .sType = ST_CM_KHR_FEATURES, .pNext = &en_cm2,
+				   .cooperativeMatrix = VK_TRUE };
+	if (getenv("EMBED_VK_COOPMAT2")) {
+		set.study_exts = cm2_exts;
+		set.n_study_exts = 2;
+		set.study_features = &en_cmk;
+	}
 	set.stats = getenv("EMBED_VK_STATS") != NULL;
 	if (vk_ctx_open(&c, -1, 0, &set, &err))
 		die(&err);
@@ -100,8 +207,8 @@ int main(int argc, char **argv)
 	}
 	printf("device: %s, M = %u, %d dispatches timed per product\n", c.name, M, reps);
 	if (getenv("EMBED_VK_COOPMAT_REPORT")) {
-		vk_coopmat_report(&c, stdout);
-		printf("workgroup-scope matrices: %s\n", c.has_coopmat2 ? "enabled" : "not enabled");
+		coopmat_report(&c, stdout);
+		printf("workgroup-scope matrices: %s\n", c.has_study ? "enabled" : "not enabled");
 	}
 
 	const uint32_t KMAX = 1536, NMAX = 1536, MPAD = M + 1024;
