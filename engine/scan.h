@@ -35,4 +35,28 @@ float scan_dot(const float *a, const float *b, int dim);
 int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 	      threadpool *pool, scan_hit *out, int *nout, emb_err *err);
 
+/* Checks a scan makes on data it does not trust (a store's blocks). verify, when set, is
+ * called once for every block, by the thread that scans the block's first row, just before
+ * it scores the block, so the bytes it reads are still in that core's cache when the
+ * scoring reads them again; it returns 0 when the block is sound. A score that is NaN or
+ * whose magnitude exceeds max_abs (when max_abs > 0) is damage too. */
+typedef struct scan_guard {
+	int (*verify)(void *arg, size_t block);
+	void *arg;
+	float max_abs;
+	/* out: the first failure found (in no particular order between threads) */
+	int failed;            /* 0, SCAN_BAD_BLOCK or SCAN_BAD_SCORE */
+	size_t bad_block;      /* SCAN_BAD_BLOCK: index into blocks */
+	uint32_t bad_row;      /* SCAN_BAD_SCORE: the row and its score */
+	float bad_score;
+} scan_guard;
+
+enum { SCAN_BAD_BLOCK = 1, SCAN_BAD_SCORE = 2 };
+
+/* scan_topk with the checks of *g (NULL: none). When a check fails, g->failed and the
+ * fields after it say which, out holds nothing and the result is EMB_ESTORE ("scan: ...");
+ * the caller names the store. Other errors as scan_topk. */
+int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
 #endif
