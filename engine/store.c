@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <lmdb.h>
 #include <math.h>
 #include <stdio.h>
@@ -80,6 +81,10 @@ static int mdb_fail(emb_err *err, int rc, const char *what, const char *dir)
 				dir, what, full ? "disk full" : "write failed",
 				full ? "no space left on device" : "I/O error, or a full disk or file size limit");
 	}
+	/* LMDB's own findings about its pages */
+	if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID)
+		return emb_errf(err, EMB_ESTORE, "store %s is damaged: %s: %s; run indexer --check",
+				dir, what, mdb_strerror(rc));
 	return emb_errf(err, EMB_ESTORE, "store %s: %s: %s", dir, what, mdb_strerror(rc));
 }
 
@@ -481,6 +486,26 @@ int store_swap_in(const char *path, const char *fresh_dir, emb_err *err)
 
 /* ---- open / close ----------------------------------------------------------------------*/
 
+/* Keeps FILE_PAD bytes of zeros past the last page in use. LMDB reads a node through a
+ * 16-bit offset from its page and then up to a 16-bit key length: on a damaged page near the
+ * end of the file those reads would run past it and fault (SIGBUS) inside LMDB. With the
+ * pad they read zeros, which LMDB or the checksums then refuse. LMDB writes pages at their
+ * offsets and never shrinks the file, so the pad only has to be topped up after a commit. */
+#define FILE_PAD ((uint64_t)160 << 10)
+static void pad_file(store *s)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat st;
+	int fd;
+	if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &ms) ||
+	    mdb_env_get_fd(s->env, &fd) || fstat(fd, &st) != 0)
+		return;
+	uint64_t want = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize + FILE_PAD;
+	if ((uint64_t)st.st_size < want && ftruncate(fd, (off_t)want) != 0)
+		return; /* a full disk: the pad is a safety margin, not data */
+}
+
 static int open_dbis(store *s, emb_err *err)
 {
 	MDB_txn *txn;
@@ -543,13 +568,52 @@ static int open_dbis(store *s, emb_err *err)
 	rc = mdb_txn_commit(txn);
 	if (rc)
 		return mdb_fail(err, rc, "commit", s->dir);
+	if (!s->readonly)
+		pad_file(s);
 	return EMB_OK;
 }
 
+/* LMDB asserts on some damaged pages (a zeroed leaf page fails IS_LEAF) and then aborts.
+ * Reads run under a trap (TRAP_LMDB): the assert callback jumps back to the read's entry,
+ * which reports the damage; the read transaction is then only ended, never used again.
+ * Writes have no trap (their transaction could not be trusted after the jump): the callback
+ * names the store before LMDB aborts. */
+static __thread jmp_buf *lmdb_trap;
+static __thread char lmdb_what[300];
+
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+	snprintf(lmdb_what, sizeof lmdb_what, "%s", msg);
+	if (lmdb_trap)
+		longjmp(*lmdb_trap, 1);
+	const store *s = mdb_env_get_userctx(env);
+	fprintf(stderr, "store %s is damaged: LMDB: %s; run indexer --check\n", s ? s->dir : "?", msg);
+}
+
+/* Runs CALL (which sets `status`) with the trap set; a jump sets status to a damage error
+ * and runs CLEANUP. Everything CLEANUP touches must live outside this frame's registers
+ * (the heap, or objects the caller passed in), as longjmp requires. */
+#define TRAP_LMDB(s, status, err, CALL, CLEANUP)                                      \
+	do {                                                                          \
+		jmp_buf jb_, *prev_ = lmdb_trap;                                       \
+		if (setjmp(jb_) == 0) {                                                \
+			lmdb_trap = &jb_;                                              \
+			status = (CALL);                                               \
+		} else {                                                               \
+			lmdb_trap = prev_;                                             \
+			CLEANUP;                                                       \
+			status = damaged(err, s, "LMDB: %s", lmdb_what);               \
+		}                                                                      \
+		lmdb_trap = prev_;                                                     \
+	} while (0)
+
 /* Refuses a data.mdb shorter than the pages its newest meta page says are in use: LMDB
- * maps the file and would take SIGBUS on the first page past its end. */
+ * maps the file and would take SIGBUS on the first page past its end. Also routes LMDB's
+ * assertion failures to on_lmdb_assert. */
 static int check_file_pages(store *s, emb_err *err)
 {
+	mdb_env_set_userctx(s->env, s);
+	mdb_env_set_assert(s->env, on_lmdb_assert);
 	MDB_envinfo info;
 	MDB_stat ms;
 	struct stat st;
@@ -776,6 +840,7 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
 	return EMB_OK;
 }
 
@@ -1310,6 +1375,8 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 			status = mdb_fail(err, rc, "write", s->dir);
 		break;
 	}
+	if (!status)
+		pad_file(s);
 	if (!status && res)
 		*res = w.res;
 	free(w.tmpvec);
@@ -1333,6 +1400,7 @@ int store_seen_clear(store *s, emb_err *err)
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
 	return EMB_OK;
 }
 
@@ -1450,8 +1518,8 @@ void store_snapshot_end(store_snapshot *snap)
 	free(snap);
 }
 
-int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
-		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
+static int lookup_run(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		      uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
 {
 	store *s = snap->s;
 	*exists = 0;
@@ -1498,19 +1566,22 @@ static int verify_block(void *arg, size_t b)
 	return !sum_ok(&key, sizeof key, &v);
 }
 
-int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
-		 store_hit *hits, int *nhits, emb_err *err)
+/* store_search's memory, owned by store_search so that a trapped LMDB assert frees it. */
+typedef struct search_mem {
+	float *qn;
+	scan_block *blocks;
+	scan_hit *sh;
+	MDB_cursor *cur;
+} search_mem;
+
+static int search_run(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		      store_hit *hits, int *nhits, search_mem *mem, emb_err *err)
 {
 	store *s = snap->s;
-	*nhits = 0;
-	if (k < 1)
-		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
-	if (s->dim <= 0)
-		return EMB_OK; /* empty store */
 	int dim = s->dim;
-	float *qn = malloc((size_t)dim * sizeof *qn);
+	float *qn = mem->qn = malloc((size_t)dim * sizeof *qn);
 	size_t cap = 1024, nb = 0;
-	scan_block *blocks = malloc(cap * sizeof *blocks);
+	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
 	scan_hit *sh = NULL;
 	int status = EMB_OK;
 	if (!qn || !blocks) {
@@ -1532,6 +1603,7 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		status = mdb_fail(err, rc, "cursor", s->dir);
 		goto out;
 	}
+	mem->cur = cur;
 	MDB_val key, val;
 	uint64_t total = 0;
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
@@ -1539,11 +1611,10 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		if (nb == cap) {
 			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
 			if (!nbk) {
-				mdb_cursor_close(cur);
 				status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 				goto out;
 			}
-			blocks = nbk;
+			blocks = mem->blocks = nbk;
 			cap *= 2;
 		}
 		/* Blocks are dense and full but for the last; each lies in the file. The scan
@@ -1554,7 +1625,6 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
 		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
 		    bytes / rowb > (size_t)s->block_rows) {
-			mdb_cursor_close(cur);
 			status = damaged(err, s, "vector block %zu is malformed or out of place", nb);
 			goto out;
 		}
@@ -1565,6 +1635,7 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		nb++;
 	}
 	mdb_cursor_close(cur);
+	mem->cur = NULL;
 	if (rc != MDB_NOTFOUND) {
 		status = mdb_fail(err, rc, "scan", s->dir);
 		goto out;
@@ -1581,7 +1652,7 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		if (m > total)
 			m = total;
 		free(sh);
-		sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
+		sh = mem->sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
 		if (!sh) {
 			status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 			goto out;
@@ -1620,6 +1691,12 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 				dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
 			if (dup)
 				continue;
+			MDB_val dk = {idl, (void *)id}, dv;
+			if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0) {
+				status = damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
+						 sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
+				goto out;
+			}
 			uint32_t h[3];
 			memcpy(h, ev.mv_data, sizeof h);
 			hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
@@ -1630,14 +1707,44 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		m *= 4;
 	}
 out:
-	free(qn);
-	free(blocks);
-	free(sh);
+	if (status)
+		*nhits = 0;
 	return status;
 }
 
-int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
-		  emb_err *err)
+int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		 store_hit *hits, int *nhits, emb_err *err)
+{
+	store *s = snap->s;
+	*nhits = 0;
+	if (k < 1)
+		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
+	if (s->dim <= 0)
+		return EMB_OK; /* empty store */
+	search_mem *mem = calloc(1, sizeof *mem);
+	if (!mem)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	int status;
+	TRAP_LMDB(s, status, err, search_run(snap, q, k, pool, hits, nhits, mem, err), *nhits = 0);
+	if (mem->cur)
+		mdb_cursor_close(mem->cur);
+	free(mem->qn);
+	free(mem->blocks);
+	free(mem->sh);
+	free(mem);
+	return status;
+}
+
+int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
+{
+	int status;
+	TRAP_LMDB(snap->s, status, err, lookup_run(snap, id, id_len, exists, hash, seen, err), *exists = 0);
+	return status;
+}
+
+static int doc_get_run(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		       emb_err *err)
 {
 	store *s = snap->s;
 	memset(out, 0, sizeof *out);
@@ -1697,6 +1804,15 @@ corrupt:
 			   (int)id_len, id);
 }
 
+int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		  emb_err *err)
+{
+	int status;
+	TRAP_LMDB(snap->s, status, err, doc_get_run(snap, id, id_len, out, err),
+		  store_doc_view_free(out));
+	return status;
+}
+
 void store_doc_view_free(store_doc_view *v)
 {
 	if (v) {
@@ -1744,6 +1860,7 @@ typedef struct checker {
 	uint64_t docs, rows;
 	char *plain;      /* decompression buffer */
 	size_t plain_cap;
+	MDB_cursor *cur;  /* the open cursor, closed by store_check */
 } checker;
 
 /* A value's bounds and checksum; counts it. */
@@ -1758,6 +1875,13 @@ static int check_val(checker *c, const void *key, size_t klen, const MDB_val *v,
 }
 
 /* Vector blocks: dense, full but the last, checksums, every vector finite and unit length. */
+static void close_cur(checker *c)
+{
+	if (c->cur)
+		mdb_cursor_close(c->cur);
+	c->cur = NULL;
+}
+
 static int check_blocks(checker *c)
 {
 	store *s = c->s;
@@ -1768,6 +1892,7 @@ static int check_blocks(checker *c)
 	int rc = mdb_cursor_open(c->snap->txn, s->vectors, &cur);
 	if (rc)
 		return mdb_fail(c->err, rc, "cursor", s->dir);
+	c->cur = cur;
 	size_t rowb = (size_t)s->dim * sizeof(float);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), expect++) {
@@ -1777,7 +1902,7 @@ static int check_blocks(checker *c)
 		size_t bytes = v.mv_size - trailer(s);
 		if (b != expect || (expect && last_n != (uint32_t)s->block_rows) ||
 		    !check_val(c, &b, 4, &v, rowb) || bytes % rowb || bytes / rowb > (size_t)s->block_rows) {
-			mdb_cursor_close(cur);
+			close_cur(c);
 			return broken(c->err, s, "vector block %u (expected %u) is malformed, out of place or fails its checksum",
 				      b, expect);
 		}
@@ -1791,7 +1916,7 @@ static int check_blocks(checker *c)
 				ss += (double)f * f;
 			}
 			if (!(fabs(sqrt(ss) - 1) <= NORM_EPS)) {
-				mdb_cursor_close(cur);
+				close_cur(c);
 				return broken(c->err, s, "row %llu's vector has norm %g, not 1 (or is not finite)",
 					      (unsigned long long)(rows + i), sqrt(ss));
 			}
@@ -1799,7 +1924,7 @@ static int check_blocks(checker *c)
 		rows += last_n;
 		c->r->blocks++;
 	}
-	mdb_cursor_close(cur);
+	close_cur(c);
 	if (rc != MDB_NOTFOUND)
 		return broken(c->err, s, "the vectors table is unreadable (%s)", mdb_strerror(rc));
 	if (rows != c->rows)
@@ -1857,23 +1982,24 @@ static int check_docs(checker *c)
 	int rc = mdb_cursor_open(txn, s->docs, &cur);
 	if (rc)
 		return mdb_fail(c->err, rc, "cursor", s->dir);
+	c->cur = cur;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), docs++) {
 		uint32_t nwin = 0;
 		int st;
 		if (!in_map(&c->snap->mv, &k) || k.mv_size == 0 || k.mv_size > STORE_MAX_ID_BYTES) {
-			mdb_cursor_close(cur);
+			close_cur(c);
 			return broken(c->err, s, "document key %llu is malformed", (unsigned long long)docs);
 		}
 		if ((st = check_doc(c, &k, &v, &nwin)) != 0) {
-			mdb_cursor_close(cur);
+			close_cur(c);
 			return st;
 		}
 		int idl = (int)(k.mv_size > 60 ? 60 : k.mv_size);
 		MDB_val lv;
 		if ((rc = mdb_get(txn, s->docrows, &k, &lv)) != 0 || !check_val(c, k.mv_data, k.mv_size, &lv, 0) ||
 		    (lv.mv_size - trailer(s)) != (size_t)nwin * 4) {
-			mdb_cursor_close(cur);
+			close_cur(c);
 			return broken(c->err, s, "document '%.*s': its row list is missing, fails its checksum or does not hold its %u windows",
 				      idl, (char *)k.mv_data, nwin);
 		}
@@ -1889,14 +2015,14 @@ static int check_docs(checker *c)
 			if (ok)
 				memcpy(e, ev.mv_data, sizeof e);
 			if (!ok || e[2] != i || e[0] > e[1]) {
-				mdb_cursor_close(cur);
+				close_cur(c);
 				return broken(c->err, s, "row %u (window %u of '%.*s') is not owned consistently",
 					      r, i, idl, (char *)k.mv_data);
 			}
 		}
 		listed += nwin;
 	}
-	mdb_cursor_close(cur);
+	close_cur(c);
 	if (rc != MDB_NOTFOUND)
 		return broken(c->err, s, "the documents table is unreadable (%s)", mdb_strerror(rc));
 	if (docs != c->docs || listed != c->rows)
@@ -1907,42 +2033,52 @@ static int check_docs(checker *c)
 	return EMB_OK;
 }
 
-int store_check(store_snapshot *snap, store_check_report *report, emb_err *err)
+static int check_run(checker *c)
 {
-	store *s = snap->s;
-	MDB_txn *txn = snap->txn;
-	store_check_report dummy;
-	checker c = {snap, s, report ? report : &dummy, err, 0, 0, NULL, 0};
-	memset(c.r, 0, sizeof *c.r);
-	c.r->format = s->format;
+	store *s = c->s;
+	MDB_txn *txn = c->snap->txn;
+	emb_err *err = c->err;
+	memset(c->r, 0, sizeof *c->r);
+	c->r->format = s->format;
 	int rc = meta_check(s, txn, s->format, err);
 	if (rc)
 		return rc;
 	if (s->format >= 2)
-		c.r->checksums++;
+		c->r->checksums++;
 	MDB_val v;
 	if (meta_get(txn, s->meta, "docs", &v) == 0 && v.mv_size != 8)
 		return broken(err, s, "the document count is malformed");
 	if (meta_get(txn, s->meta, "rows", &v) == 0 && v.mv_size != 8)
 		return broken(err, s, "the row count is malformed");
-	c.docs = meta_u64(txn, s->meta, "docs");
-	c.rows = meta_u64(txn, s->meta, "rows");
+	c->docs = meta_u64(txn, s->meta, "docs");
+	c->rows = meta_u64(txn, s->meta, "rows");
 	MDB_stat st;
-	if ((rc = mdb_stat(txn, s->rowmap, &st)) != 0 || st.ms_entries != c.rows)
+	if ((rc = mdb_stat(txn, s->rowmap, &st)) != 0 || st.ms_entries != c->rows)
 		return broken(err, s, "%llu row entries, meta says %llu rows",
-			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c.rows);
-	if ((rc = mdb_stat(txn, s->docrows, &st)) != 0 || st.ms_entries != c.docs)
+			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c->rows);
+	if ((rc = mdb_stat(txn, s->docrows, &st)) != 0 || st.ms_entries != c->docs)
 		return broken(err, s, "%llu row lists for %llu documents",
-			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c.docs);
-	if (!s->dim) {
-		if (c.rows || c.docs)
-			return broken(err, s, "documents but no model");
-		return EMB_OK;
-	}
-	if ((rc = check_blocks(&c)) == 0)
-		rc = check_docs(&c);
-	free(c.plain);
+			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c->docs);
+	if (!s->dim)
+		return c->rows || c->docs ? broken(err, s, "documents but no model") : EMB_OK;
+	if ((rc = check_blocks(c)) == 0)
+		rc = check_docs(c);
 	return rc;
+}
+
+int store_check(store_snapshot *snap, store_check_report *report, emb_err *err)
+{
+	store_check_report dummy;
+	checker *c = calloc(1, sizeof *c);
+	if (!c)
+		return emb_errf(err, EMB_ENOMEM, "check: out of memory");
+	*c = (checker){snap, snap->s, report ? report : &dummy, err, 0, 0, NULL, 0, NULL};
+	int status;
+	TRAP_LMDB(snap->s, status, err, check_run(c), (void)0);
+	close_cur(c);
+	free(c->plain);
+	free(c);
+	return status;
 }
 
 int store_verify(store_snapshot *snap, emb_err *err)

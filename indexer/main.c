@@ -733,6 +733,9 @@ static int do_check(const char *path)
 	if (!rc)
 		rc = store_stats_get(s, &st, &e);
 	if (rc) {
+		char *self = strstr(e.msg, "; run indexer --check"); /* the advice is for the others */
+		if (self)
+			*self = 0;
 		fprintf(stderr, "indexer: check failed: %s%s\n", e.msg,
 			strstr(e.msg, "is damaged") ? "; restore it from a backup or rebuild it (--rebuild)" : "");
 		store_close(s);
