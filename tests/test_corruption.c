@@ -10,7 +10,12 @@
  * of every document, and store_verify (indexer --check). Each path must either fail or give
  * exactly the undamaged answer, and a store that store_verify passes must answer exactly as
  * the undamaged one. tests/test_corruption.py runs the real bin/search and indexer --check on
- * damaged copies too. CORRUPTION_COPIES sets the number of mutated copies (default 300). */
+ * damaged copies too. CORRUPTION_COPIES sets the number of mutated copies (default 300).
+ *
+ * Before that, one case each: a format-1 store (tests/data/store-format1) still reads,
+ * passes store_check as format 1 and refuses writes; a score that is not a cosine is damage;
+ * non-finite and zero vectors are refused naming the document; a truncated data.mdb and a
+ * meta table whose "format" or checksum was tampered with are refused at open. */
 #include "store.h"
 #include "threadpool.h"
 
@@ -298,6 +303,188 @@ static void damage(const char *path, off_t size, int kind, char *what, size_t ca
 	close(fd);
 }
 
+/* ---- the format rules and the last lines of defence, one case each ------------------*/
+
+#include <lmdb.h>
+
+static void copy_fixture(const char *dir)
+{
+	mkdir(dir, 0755);
+	char to[600];
+	snprintf(to, sizeof to, "%s/data.mdb", dir);
+	struct stat st;
+	if (stat("tests/data/store-format1/data.mdb", &st) != 0) {
+		perror("tests/data/store-format1/data.mdb");
+		exit(1);
+	}
+	copy_file("tests/data/store-format1/data.mdb", to, st.st_size);
+}
+
+/* tests/data/store-format1 was written by the format-1 code: 6 documents "d0".."d5" of
+ * 1 + d % 2 windows, dim 8, window w of document d the unit vector on axis (d + w) % 8,
+ * text "format one document D". It reads without checksums, passes store_check as format
+ * 1, refuses writes with advice to rebuild, and a score that is not a cosine is damage. */
+static void test_format1(const char *tmp)
+{
+	char dir[300];
+	snprintf(dir, sizeof dir, "%s/f1", tmp);
+	copy_fixture(dir);
+	store *s;
+	emb_err e = {0};
+	CHECK(store_open(dir, STORE_CREATE, &s, &e) == EMB_ESTORE && strstr(e.msg, "--rebuild"),
+	      "a format-1 store opened for writing: %s", e.msg);
+	if (store_open(dir, STORE_READONLY, &s, &e)) {
+		CHECK(0, "format-1 store does not open read-only: %s", e.msg);
+		return;
+	}
+	store_snapshot *snap;
+	store_snapshot_begin(s, &snap, &e);
+	float q[8] = {0, 0, 0, 1, 0, 0, 0, 0};
+	store_hit hits[3];
+	int n = 0;
+	CHECK(store_search(snap, q, 3, NULL, hits, &n, &e) == 0 && n == 3 && hits[0].id_len == 2 &&
+		      !memcmp(hits[0].id, "d3", 2) && fabsf(hits[0].score - 1) < 1e-6f,
+	      "format-1 search: %s", e.msg);
+	store_doc_view dv;
+	CHECK(store_doc_get(snap, "d3", 2, &dv, &e) == 0 && !strcmp(dv.text, "format one document 3"),
+	      "format-1 document: %s", e.msg);
+	store_doc_view_free(&dv);
+	store_check_report r;
+	CHECK(store_check(snap, &r, &e) == 0 && r.format == 1 && r.checksums == 0 && r.docs == 6 &&
+		      r.rows == 9 && r.blocks == 1,
+	      "format-1 check: %s (format %d, %llu checksums)", e.msg, r.format,
+	      (unsigned long long)r.checksums);
+	store_snapshot_end(snap);
+	store_close(s);
+
+	/* No checksums to catch it: row 0 (axis 0) scaled to 6.5e37 must still not be an answer. */
+	char path[600];
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	FILE *f = fopen(path, "r+b");
+	static char buf[1 << 17];
+	size_t len = fread(buf, 1, sizeof buf, f);
+	float rows01[16] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+	int found = 0; /* (LMDB keeps older copies of the block in free pages: change them all) */
+	for (char *at = buf; (at = memmem(at, len - (size_t)(at - buf), rows01, sizeof rows01)); at += 4) {
+		float big = 6.5e37f;
+		fseek(f, at - buf, SEEK_SET);
+		fwrite(&big, 4, 1, f);
+		found++;
+	}
+	CHECK(found, "row 0 not found in the fixture");
+	fclose(f);
+	if (store_open(dir, STORE_READONLY, &s, &e) == 0) {
+		store_snapshot_begin(s, &snap, &e);
+		q[3] = 0;
+		q[0] = 1;
+		CHECK(store_search(snap, q, 3, NULL, hits, &n, &e) == EMB_ESTORE && n == 0 &&
+			      strstr(e.msg, "damaged") && strstr(e.msg, "not a cosine"),
+		      "a score of 6.5e37: %s", e.msg);
+		CHECK(store_verify(snap, &e) == EMB_ESTORE && strstr(e.msg, "norm"), "check of it: %s", e.msg);
+		store_snapshot_end(snap);
+		store_close(s);
+	}
+}
+
+/* Edits one meta entry of a store behind its back (raw LMDB). val NULL deletes it. */
+static void meta_poke(const char *dir, const char *key, const char *val)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	mdb_env_create(&env);
+	mdb_env_set_maxdbs(env, 8);
+	mdb_env_set_mapsize(env, (size_t)1 << 30);
+	int rc = mdb_env_open(env, dir, 0, 0644);
+	if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
+	if (!rc) rc = mdb_dbi_open(txn, "meta", 0, &dbi);
+	MDB_val k = {strlen(key), (void *)key}, v = {val ? strlen(val) : 0, (void *)val};
+	if (!rc) rc = val ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL);
+	if (!rc) rc = mdb_txn_commit(txn);
+	CHECK(rc == 0, "meta_poke: %s", mdb_strerror(rc));
+	mdb_env_close(env);
+}
+
+/* Vectors that are not finite or all zero are refused, naming the document, and nothing of
+ * the batch is stored; a truncated data.mdb is refused at open; damage to "format" cannot
+ * pass a checksummed store off as format 1. */
+static void test_refusals(const char *tmp)
+{
+	char path[300], dir[300];
+	snprintf(path, sizeof path, "%s/r", tmp);
+	store *s;
+	emb_err e = {0};
+	store_model m = {0};
+	snprintf(m.name, sizeof m.name, "refusals");
+	snprintf(m.sha256, sizeof m.sha256, "0");
+	snprintf(m.pooling, sizeof m.pooling, "mean");
+	m.dim = 4;
+	m.normalized = 1;
+	if (store_open(path, STORE_CREATE, &s, &e) || store_bind_model(s, &m, &e)) {
+		CHECK(0, "create: %s", e.msg);
+		return;
+	}
+	float good[4] = {1, 2, 3, 4}, bad[3][4] = {{1, NAN, 0, 0}, {INFINITY, 0, 0, 0}, {0, 0, 0, 0}};
+	const char *what[3] = {"not finite", "not finite", "all zero"};
+	for (int i = 0; i < 3; i++) {
+		float v[8];
+		memcpy(v, good, sizeof good);
+		memcpy(v + 4, bad[i], sizeof bad[i]);
+		store_op ops[2] = {{STORE_OP_PUT, {.id = "ok", .id_len = 2, .text = "a", .text_len = 1,
+						   .nwin = 1, .vecs = good}},
+				   {STORE_OP_PUT, {.id = "bad-doc", .id_len = 7, .text = "b", .text_len = 1,
+						   .nwin = 2, .vecs = v}}};
+		CHECK(store_apply(s, ops, 2, NULL, &e) == EMB_EINVAL && strstr(e.msg, "'bad-doc'") &&
+			      strstr(e.msg, "window 1") && strstr(e.msg, what[i]),
+		      "vector %d: %s", i, e.msg);
+		store_stats st;
+		store_stats_get(s, &st, &e);
+		CHECK(st.docs == 0 && st.rows == 0, "a refused batch stored %llu documents",
+		      (unsigned long long)st.docs);
+	}
+	store_op op = {STORE_OP_PUT, {.id = "ok", .id_len = 2, .text = "a", .text_len = 1, .nwin = 1,
+				      .vecs = good}};
+	CHECK(store_apply(s, &op, 1, NULL, &e) == 0, "a good vector: %s", e.msg);
+	store_snapshot *snap;
+	store_snapshot_begin(s, &snap, &e);
+	float qnan[4] = {NAN, 0, 0, 0};
+	store_hit h[1];
+	int n;
+	CHECK(store_search(snap, qnan, 1, NULL, h, &n, &e) == EMB_EINVAL, "a NaN query: %s", e.msg);
+	store_snapshot_end(snap);
+	snprintf(dir, sizeof dir, "%s", store_dir(s));
+	store_close(s);
+
+	/* format "2" -> "1" (the checksum no longer matches), then the checksum gone too */
+	meta_poke(dir, "format", "1");
+	CHECK(store_open(path, STORE_READONLY, &s, &e) == EMB_ESTORE && strstr(e.msg, "damaged"),
+	      "format downgraded: %s", e.msg);
+	meta_poke(dir, "format", "2");
+	meta_poke(dir, "checksum", NULL);
+	CHECK(store_open(path, STORE_READONLY, &s, &e) == EMB_ESTORE && strstr(e.msg, "no checksum"),
+	      "checksum removed: %s", e.msg);
+
+	/* truncated by one page */
+	char data[600];
+	snprintf(data, sizeof data, "%s/data.mdb", dir);
+	struct stat st;
+	stat(data, &st);
+	meta_poke(dir, "checksum", "x"); /* (any value: the size is checked first) */
+	MDB_env *env;
+	MDB_envinfo info;
+	mdb_env_create(&env);
+	mdb_env_set_maxdbs(env, 8);
+	mdb_env_open(env, dir, MDB_RDONLY, 0644);
+	mdb_env_info(env, &info);
+	mdb_env_close(env);
+	CHECK(truncate(data, (off_t)info.me_last_pgno * 4096) == 0, "truncate: %s", strerror(errno));
+	CHECK(store_open(path, STORE_READONLY, &s, &e) == EMB_ESTORE && strstr(e.msg, "truncated") &&
+		      strstr(e.msg, "needs") && strstr(e.msg, dir),
+	      "truncated: %s", e.msg);
+	CHECK(store_open(path, 0, &s, &e) == EMB_ESTORE && strstr(e.msg, "truncated"),
+	      "truncated, for writing: %s", e.msg);
+}
+
 typedef struct tally {
 	int copies, same, detected, signals, lmdb_signals, hangs, wrong;
 } tally;
@@ -370,6 +557,8 @@ int main(void)
 {
 	char tmp[256];
 	test_tmpdir(tmp);
+	test_format1(tmp);
+	test_refusals(tmp);
 	char src[300], copy[300], data[4200], cdata[320];
 	snprintf(src, sizeof src, "%s/src", tmp);
 	snprintf(copy, sizeof copy, "%s/copy", tmp);
