@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -184,25 +186,30 @@ static void scan_task(void *arg, int t)
 	scan_guard *g = c->g;
 	float max_abs = g ? g->max_abs : 0;
 	heap hp = {c->heaps + (size_t)t * c->k, 0, c->k};
+	size_t rowb = (size_t)c->dim * sizeof(float);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;
 		uint32_t hi = b + 1 == tk->b1 ? tk->r1 : bl->nrows;
 		if (g && __atomic_load_n(&g->failed, __ATOMIC_RELAXED))
 			break;
-		/* The task holding a block's first row verifies all of it (a block split
-		 * between two tasks is read once more, at most one block a task). */
-		if (g && g->verify && lo == 0 && g->verify(g->arg, b)) {
-			guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
-			break;
+		/* The task holding a block's first row verifies all of it, in one pass just
+		 * before scoring, which then reads the block from L2 (a block split between two
+		 * tasks is read once more: at most one block a task). */
+		if (g && g->checksums && lo == 0) {
+			uint64_t want;
+			memcpy(&want, (const char *)bl->vecs + bl->nrows * rowb, sizeof want);
+			if (XXH3_64bits_withSeed(bl->vecs, bl->nrows * rowb, bl->seed) != want) {
+				guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
+				break;
+			}
 		}
 		if (hi > lo) {
-			uint32_t bad = scan_rows(&hp, c->q, bl->vecs + (size_t)lo * c->dim, hi - lo,
-						 bl->first_row + lo, c->dim, max_abs);
+			const float *v = bl->vecs + (size_t)lo * c->dim;
+			uint32_t bad = scan_rows(&hp, c->q, v, hi - lo, bl->first_row + lo, c->dim, max_abs);
 			if (bad < hi - lo) {
-				const float *row = bl->vecs + (size_t)(lo + bad) * c->dim;
 				guard_fail(g, SCAN_BAD_SCORE, b, bl->first_row + lo + bad,
-					   scan_dot(c->q, row, c->dim));
+					   scan_dot(c->q, v + (size_t)bad * c->dim, c->dim));
 				break;
 			}
 		}

@@ -1550,22 +1550,6 @@ static int lookup_run(store_snapshot *snap, const char *id, size_t id_len, int *
 	return EMB_OK;
 }
 
-/* The scan's check of block b (its number is its index: blocks are dense). */
-typedef struct block_check {
-	const scan_block *blocks;
-	int dim;
-} block_check;
-
-static int verify_block(void *arg, size_t b)
-{
-	const block_check *c = arg;
-	const scan_block *bl = &c->blocks[b];
-	uint32_t key = (uint32_t)b;
-	size_t bytes = (size_t)bl->nrows * c->dim * sizeof(float);
-	MDB_val v = {bytes + SUM_BYTES, (void *)bl->vecs};
-	return !sum_ok(&key, sizeof key, &v);
-}
-
 /* store_search's memory, owned by store_search so that a trapped LMDB assert frees it. */
 typedef struct search_mem {
 	float *qn;
@@ -1631,6 +1615,7 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 		blocks[nb].vecs = val.mv_data;
 		blocks[nb].nrows = (uint32_t)(bytes / rowb);
 		blocks[nb].first_row = b * (uint32_t)s->block_rows;
+		blocks[nb].seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
 		total += blocks[nb].nrows;
 		nb++;
 	}
@@ -1640,9 +1625,8 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 		status = mdb_fail(err, rc, "scan", s->dir);
 		goto out;
 	}
-	block_check bc = {blocks, dim};
-	scan_guard guard = {.verify = s->format >= 2 ? verify_block : NULL, .arg = &bc,
-			    .max_abs = 1 + SCORE_EPS};
+	/* The scan threads verify the blocks' checksums as they score them. */
+	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
 
 	/* Top rows, then one hit per document: the first k distinct documents among the top M
 	 * rows are exactly the top k documents by best window; widen M until k are found or
