@@ -747,13 +747,14 @@ static int do_check(const char *path)
 		snprintf(sums, sizeof sums, "%llu checksums", (unsigned long long)r.checksums);
 	else
 		snprintf(sums, sizeof sums, "format %d has no checksums (--rebuild adds them)", r.format);
-	printf("store %s: ok; verified %s; %llu documents (%.1f MB decompressed, lengths agree), "
-	       "%llu vectors in %llu blocks (finite, unit length), every row owned by the document "
-	       "listing it, counts; dim %d, %d rows a block, model %s, %.1f MB used of a %.0f MB map, "
-	       "created %s, updated %s\n",
-	       store_dir(s), sums, (unsigned long long)r.docs, r.text_bytes / 1e6,
-	       (unsigned long long)r.rows, (unsigned long long)r.blocks, st.dim, st.block_rows,
-	       hm ? m.name : "(none)", st.file_size / 1e6, st.map_size / 1e6, st.created, st.updated);
+	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB "
+	       "used of a %.0f MB map, created %s, updated %s; verified: %s, %llu documents "
+	       "(%.1f MB decompressed, lengths agree), %llu vectors in %llu blocks (finite, unit "
+	       "length), every row owned by the document listing it, counts\n",
+	       store_dir(s), (unsigned long long)st.docs, (unsigned long long)st.rows, st.dim,
+	       st.block_rows, hm ? m.name : "(none)", st.file_size / 1e6, st.map_size / 1e6,
+	       st.created, st.updated, sums, (unsigned long long)r.docs, r.text_bytes / 1e6,
+	       (unsigned long long)r.rows, (unsigned long long)r.blocks);
 	store_close(s);
 	return 0;
 }
