@@ -301,6 +301,8 @@ static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v)
 	return mdb_get(txn, dbi, &k, v);
 }
 
+/* Every write transaction that changes the meta table must end with meta_seal, or the next
+ * open finds the store damaged. */
 static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len)
 {
 	MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)data};
@@ -1602,7 +1604,7 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 			cap *= 2;
 		}
 		/* Blocks are dense and full but for the last; each lies in the file. The scan
-		 * threads check their contents (verify_block). */
+		 * threads check their contents (scan_guard). */
 		uint32_t b;
 		size_t rowb = (size_t)dim * sizeof(float), bytes = val.mv_size - trailer(s);
 		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||

@@ -40,8 +40,10 @@
  * of the file) would fault on first touch, so store_open refuses it. Every value a read
  * depends on is checked to lie inside the file and against its checksum before use, and
  * scores must lie in [-1-1e-3, 1+1e-3]; a failure is EMB_ESTORE "store X is damaged: ...;
- * run indexer --check", never an answer. Damage inside LMDB's own page structure can still
- * make LMDB itself fail or fault.
+ * run indexer --check", never an answer. Writers keep 160 KB of zeros past the last page,
+ * so that LMDB's reads through a damaged page near the end stay inside the file, and an
+ * LMDB assertion failure during a read becomes that error too. Damage inside LMDB's own
+ * page structure can still make LMDB fault (rarely: a few in a thousand damaged copies).
  *
  * Paths: a store is usually a symlink to a versioned directory beside it (".NAME.STAMP"),
  * so that a rebuilt store can be swapped in with one rename(2): a reader resolves the link
