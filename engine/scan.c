@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -134,36 +136,83 @@ typedef struct scan_ctx {
 	const float *q;
 	scan_hit *heaps; /* ntasks * k */
 	int *counts;     /* ntasks */
+	scan_guard *g;   /* may be NULL */
 } scan_ctx;
 
-static void scan_rows(heap *hp, const float *q, const float *v, uint32_t n, uint32_t first,
-		      int dim)
+/* Records the first failure; later ones (other threads) are dropped. */
+static void guard_fail(scan_guard *g, int what, size_t block, uint32_t row, float score)
+{
+	int none = 0;
+	if (__atomic_compare_exchange_n(&g->failed, &none, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		g->bad_block = block;
+		g->bad_row = row;
+		g->bad_score = score;
+		__atomic_store_n(&g->failed, what, __ATOMIC_RELEASE);
+	}
+}
+
+/* Scores n rows into the heap. With max_abs > 0, returns the index of the first row whose
+ * score is NaN or beyond +-max_abs (n when none): the check costs one compare a row, next
+ * to a dim-long dot product. */
+static uint32_t scan_rows(heap *hp, const float *q, const float *v, uint32_t n, uint32_t first,
+			  int dim, float max_abs)
 {
 	uint32_t i = 0;
 	float s[4];
 	for (; i + 4 <= n; i += 4) {
 		dot4(q, v + (size_t)i * dim, dim, s);
+		if (max_abs > 0)
+			for (int j = 0; j < 4; j++)
+				if (!(s[j] >= -max_abs && s[j] <= max_abs))
+					return i + (uint32_t)j;
 		for (int j = 0; j < 4; j++)
 			if (hp->n < hp->k || s[j] > hp->h[0].score ||
 			    (s[j] == hp->h[0].score && first + i + j < hp->h[0].row))
 				heap_push(hp, (scan_hit){s[j], first + i + (uint32_t)j});
 	}
-	for (; i < n; i++)
-		heap_push(hp, (scan_hit){scan_dot(q, v + (size_t)i * dim, dim), first + i});
+	for (; i < n; i++) {
+		float x = scan_dot(q, v + (size_t)i * dim, dim);
+		if (max_abs > 0 && !(x >= -max_abs && x <= max_abs))
+			return i;
+		heap_push(hp, (scan_hit){x, first + i});
+	}
+	return n;
 }
 
 static void scan_task(void *arg, int t)
 {
 	scan_ctx *c = arg;
 	const task *tk = &c->tasks[t];
+	scan_guard *g = c->g;
+	float max_abs = g ? g->max_abs : 0;
 	heap hp = {c->heaps + (size_t)t * c->k, 0, c->k};
+	size_t rowb = (size_t)c->dim * sizeof(float);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;
 		uint32_t hi = b + 1 == tk->b1 ? tk->r1 : bl->nrows;
-		if (hi > lo)
-			scan_rows(&hp, c->q, bl->vecs + (size_t)lo * c->dim, hi - lo,
-				  bl->first_row + lo, c->dim);
+		if (g && __atomic_load_n(&g->failed, __ATOMIC_RELAXED))
+			break;
+		/* The task holding a block's first row verifies all of it, in one pass just
+		 * before scoring, which then reads the block from L2 (a block split between two
+		 * tasks is read once more: at most one block a task). */
+		if (g && g->checksums && lo == 0) {
+			uint64_t want;
+			memcpy(&want, (const char *)bl->vecs + bl->nrows * rowb, sizeof want);
+			if (XXH3_64bits_withSeed(bl->vecs, bl->nrows * rowb, bl->seed) != want) {
+				guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
+				break;
+			}
+		}
+		if (hi > lo) {
+			const float *v = bl->vecs + (size_t)lo * c->dim;
+			uint32_t bad = scan_rows(&hp, c->q, v, hi - lo, bl->first_row + lo, c->dim, max_abs);
+			if (bad < hi - lo) {
+				guard_fail(g, SCAN_BAD_SCORE, b, bl->first_row + lo + bad,
+					   scan_dot(c->q, v + (size_t)bad * c->dim, c->dim));
+				break;
+			}
+		}
 	}
 	c->counts[t] = hp.n;
 }
@@ -181,7 +230,15 @@ static int cmp_hit_desc(const void *a, const void *b)
 int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 	      threadpool *pool, scan_hit *out, int *nout, emb_err *err)
 {
+	return scan_topk_guarded(blocks, nblocks, dim, q, k, pool, NULL, out, nout, err);
+}
+
+int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
 	*nout = 0;
+	if (g)
+		g->failed = 0;
 	if (k < 1 || dim < 1)
 		return emb_errf(err, EMB_EINVAL, "scan: k (%d) and dim (%d) must be >= 1", k, dim);
 	uint64_t total = 0;
@@ -238,8 +295,17 @@ int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q,
 	}
 	ntasks = t;
 
-	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts};
+	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g};
 	threadpool_run(pool, scan_task, &c, ntasks);
+	if (g && g->failed) {
+		free(tasks);
+		free(heaps);
+		free(counts);
+		if (g->failed == SCAN_BAD_BLOCK)
+			return emb_errf(err, EMB_ESTORE, "scan: block %zu fails its check", g->bad_block);
+		return emb_errf(err, EMB_ESTORE, "scan: row %u scores %g, outside [-%g, %g]",
+				g->bad_row, g->bad_score, g->max_abs, g->max_abs);
+	}
 
 	/* Merge: compact every task's heap, sort, keep k. */
 	size_t n = 0;

@@ -10,7 +10,9 @@
 #include "store_path.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <lmdb.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,10 +23,20 @@
 #include <time.h>
 #include <unistd.h>
 #include <zstd.h>
+/* Inlined, so XXH3 is compiled for this build's -march (AVX2): about twice the speed of the
+ * distribution's generic SSE2 build, which matters because every scan checks every block. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
-#define DOC_MAGIC 0x31434f44u          /* "DOC1" */
+#define DOC_MAGIC_V1 0x31434f44u       /* "DOC1" */
+#define DOC_MAGIC 0x32434f44u          /* "DOC2" */
 #define DOC_HDR (4 + STORE_HASH_BYTES + 4 * 5)
 #define ROWMAP_HDR 12                  /* u32 start, end, window index; then the id */
+#define SUM_BYTES 8                    /* the u64 trailer of every checksummed value */
+/* Stored vectors are unit length: a score (a cosine) beyond 1 by more than float rounding,
+ * or a norm that far from 1, means the bytes are not what was written. */
+#define SCORE_EPS 1e-3f
+#define NORM_EPS 1e-3
 #define INITIAL_MAP ((size_t)256 << 20)
 #define BLOCK_BYTES_TARGET (192 * 1024) /* 128 rows of 384-d f32 */
 #define CACHE_BLOCKS 32
@@ -33,15 +45,28 @@ struct store {
 	MDB_env *env;
 	MDB_dbi meta, docs, docrows, rowmap, vectors, seen;
 	int readonly;
+	int format;          /* STORE_FORMAT_VERSION, or 1 (read only, no checksums) */
 	int dim, block_rows; /* 0 until a model is bound */
 	char dir[PATH_MAX];
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
 };
 
+/* The part of the address space where LMDB's values may lie: the map, of which only the
+ * first `used` bytes are backed by the file (touching the rest faults). A write
+ * transaction's own new pages are in the heap, outside the map. */
+typedef struct mapview {
+	const char *lo[4]; /* data.mdb's mappings in this process (one per open handle) */
+	size_t cap[4];
+	int n;             /* 0: not found (no /proc): nothing can be checked */
+	uint64_t used;
+	int heap_ok;       /* write transaction: values outside the map are its own pages */
+} mapview;
+
 struct store_snapshot {
 	store *s;
 	MDB_txn *txn;
+	mapview mv;
 };
 
 static int mdb_fail(emb_err *err, int rc, const char *what, const char *dir)
@@ -57,7 +82,42 @@ static int mdb_fail(emb_err *err, int rc, const char *what, const char *dir)
 				dir, what, full ? "disk full" : "write failed",
 				full ? "no space left on device" : "I/O error, or a full disk or file size limit");
 	}
+	/* LMDB's own findings about its pages */
+	if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID)
+		return emb_errf(err, EMB_ESTORE, "store %s is damaged: %s: %s; run indexer --check",
+				dir, what, mdb_strerror(rc));
 	return emb_errf(err, EMB_ESTORE, "store %s: %s: %s", dir, what, mdb_strerror(rc));
+}
+
+/* "store DIR is damaged: WHAT; run indexer --check" with code EMB_ESTORE (damaged) or
+ * EMB_EFORMAT (damaged_doc: a document value, as store_lookup and store_doc_get promise). */
+static int vdamaged(emb_err *err, const store *s, int code, const char *fmt, va_list ap)
+{
+	char what[400];
+	vsnprintf(what, sizeof what, fmt, ap);
+	return emb_errf(err, code, "store %s is damaged: %s; run indexer --check", s->dir, what);
+}
+
+static int damaged(emb_err *err, const store *s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int damaged(emb_err *err, const store *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = vdamaged(err, s, EMB_ESTORE, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static int damaged_doc(emb_err *err, const store *s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int damaged_doc(emb_err *err, const store *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = vdamaged(err, s, EMB_EFORMAT, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 static void iso_now(char *buf, size_t cap)
@@ -114,6 +174,115 @@ void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out
 	memcpy(out + 8, &b, 8);
 }
 
+/* ---- checksums and bounds --------------------------------------------------------------*/
+
+static uint64_t val_sum(const void *key, size_t klen, const void *val, size_t vlen)
+{
+	return XXH3_64bits_withSeed(val, vlen, XXH3_64bits(key, klen));
+}
+
+/* Writes SUM(key, val[0..len)) at val + len. */
+static void sum_put(const void *key, size_t klen, void *val, size_t len)
+{
+	uint64_t h = val_sum(key, klen, val, len);
+	memcpy((char *)val + len, &h, SUM_BYTES);
+}
+
+/* 1 when v ends with SUM(key, the bytes before it). */
+static int sum_ok(const void *key, size_t klen, const MDB_val *v)
+{
+	if (v->mv_size < SUM_BYTES)
+		return 0;
+	size_t n = v->mv_size - SUM_BYTES;
+	uint64_t h;
+	memcpy(&h, (const char *)v->mv_data + n, SUM_BYTES);
+	return h == val_sum(key, klen, v->mv_data, n);
+}
+
+static size_t trailer(const store *s) { return s->format >= 2 ? SUM_BYTES : 0; }
+
+/* 1 when the value may be read: a checksummed format checks it, format 1 takes it on trust. */
+static int val_sound(const store *s, const void *key, size_t klen, const MDB_val *v)
+{
+	return s->format < 2 || sum_ok(key, klen, v);
+}
+
+/* Finds where data.mdb is mapped and how much of it the file backs. LMDB does not say
+ * where its map is (mdb_env_info's address is only set for MDB_FIXEDMAP), so read it from
+ * /proc/self/maps; the map moves when its size changes, so this runs at the start of
+ * every snapshot and write transaction (tens of microseconds). */
+static void map_view(store *s, int heap_ok, mapview *m)
+{
+	struct stat st;
+	int fd;
+	memset(m, 0, sizeof *m);
+	m->heap_ok = heap_ok;
+	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0)
+		return;
+	m->used = (uint64_t)st.st_size;
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return;
+	char line[PATH_MAX + 256];
+	while (m->n < 4 && fgets(line, sizeof line, f)) {
+		unsigned long lo, hi, off, ino;
+		if (sscanf(line, "%lx-%lx %*s %lx %*x:%*x %lu", &lo, &hi, &off, &ino) == 4 &&
+		    ino == (unsigned long)st.st_ino && off == 0 && strstr(line, "/data.mdb")) {
+			m->lo[m->n] = (const char *)lo;
+			m->cap[m->n++] = hi - lo;
+		}
+	}
+	fclose(f);
+}
+
+/* 1 when all of v lies in the file-backed part of the map (or, for a write transaction,
+ * outside the map, in its own pages). A damaged node can claim a value that runs past the
+ * end of the file, where the first touch is SIGBUS. */
+static int in_map(const mapview *m, const MDB_val *v)
+{
+	const char *p = v->mv_data;
+	if (!m->n)
+		return 1;
+	for (int i = 0; i < m->n; i++) {
+		if (p < m->lo[i] || p >= m->lo[i] + m->cap[i])
+			continue;
+		uint64_t off = (uint64_t)(p - m->lo[i]), end = m->used < m->cap[i] ? m->used : m->cap[i];
+		return off <= end && v->mv_size <= end - off;
+	}
+	return m->heap_ok && v->mv_size < ((size_t)1 << 40);
+}
+
+/* The meta table's checksum: every entry but "checksum" itself, in key order. */
+static int meta_sum(MDB_txn *txn, MDB_dbi dbi, const mapview *mv, uint64_t *out)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		return rc;
+	XXH3_state_t st;
+	XXH3_64bits_reset(&st);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size == 8 && !memcmp(k.mv_data, "checksum", 8))
+			continue;
+		if (mv && (!in_map(mv, &k) || !in_map(mv, &v))) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		uint32_t kl = (uint32_t)k.mv_size, vl = (uint32_t)v.mv_size;
+		XXH3_64bits_update(&st, &kl, 4);
+		XXH3_64bits_update(&st, k.mv_data, k.mv_size);
+		XXH3_64bits_update(&st, &vl, 4);
+		XXH3_64bits_update(&st, v.mv_data, v.mv_size);
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	*out = XXH3_64bits_digest(&st);
+	return 0;
+}
+
 /* ---- transactions ----------------------------------------------------------------------*/
 
 /* Begins a transaction; when another process grew the map, adopts its size and retries. */
@@ -133,6 +302,8 @@ static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v)
 	return mdb_get(txn, dbi, &k, v);
 }
 
+/* Every write transaction that changes the meta table must end with meta_seal, or the next
+ * open finds the store damaged. */
 static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *data, size_t len)
 {
 	MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)data};
@@ -171,7 +342,57 @@ static uint64_t meta_u64(MDB_txn *txn, MDB_dbi dbi, const char *key)
 	return x;
 }
 
+/* Records the meta table's checksum; every write transaction ends with it. */
+static int meta_seal(MDB_txn *txn, MDB_dbi dbi)
+{
+	uint64_t h;
+	int rc = meta_sum(txn, dbi, NULL, &h);
+	return rc ? rc : meta_put(txn, dbi, "checksum", &h, 8);
+}
+
+/* EMB_OK when the meta table is sound: its checksum matches (required from format 2 on,
+ * and checked whenever present, so damage to "format" cannot pass a store off as an
+ * unchecked format 1). Else a damaged error. */
+static int meta_check(store *s, MDB_txn *txn, int format, emb_err *err)
+{
+	mapview mv;
+	map_view(s, 0, &mv);
+	MDB_val v;
+	int rc = meta_get(txn, s->meta, "checksum", &v);
+	if (rc == MDB_NOTFOUND)
+		return format >= 2 ? damaged(err, s, "the meta table has no checksum") : EMB_OK;
+	uint64_t want, got;
+	if (rc || !in_map(&mv, &v) || v.mv_size != 8)
+		return damaged(err, s, "the meta table's checksum is unreadable");
+	memcpy(&want, v.mv_data, 8);
+	if ((rc = meta_sum(txn, s->meta, &mv, &got)) != 0)
+		return damaged(err, s, "the meta table is unreadable (%s)", mdb_strerror(rc));
+	if (got != want)
+		return damaged(err, s, "the meta table fails its checksum");
+	return EMB_OK;
+}
+
 /* ---- open / close ----------------------------------------------------------------------*/
+
+/* Keeps FILE_PAD bytes of zeros past the last page in use. LMDB reads a node through a
+ * 16-bit offset from its page and then up to a 16-bit key length: on a damaged page near the
+ * end of the file those reads would run past it and fault (SIGBUS) inside LMDB. With the
+ * pad they read zeros, which LMDB or the checksums then refuse. LMDB writes pages at their
+ * offsets and never shrinks the file, so the pad only has to be topped up after a commit. */
+#define FILE_PAD ((uint64_t)160 << 10)
+static void pad_file(store *s)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat st;
+	int fd;
+	if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &ms) ||
+	    mdb_env_get_fd(s->env, &fd) || fstat(fd, &st) != 0)
+		return;
+	uint64_t want = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize + FILE_PAD;
+	if ((uint64_t)st.st_size < want && ftruncate(fd, (off_t)want) != 0)
+		return; /* a full disk: the pad is a safety margin, not data */
+}
 
 static int open_dbis(store *s, emb_err *err)
 {
@@ -197,27 +418,103 @@ static int open_dbis(store *s, emb_err *err)
 		}
 	}
 	char fmt[16];
+	MDB_stat ms;
 	meta_str(txn, s->meta, "format", fmt, sizeof fmt);
-	if (!fmt[0] && !s->readonly) {
+	s->format = atoi(fmt);
+	if (!fmt[0] && !s->readonly && mdb_stat(txn, s->meta, &ms) == 0 && ms.ms_entries == 0) {
 		char now[32], v[16];
 		iso_now(now, sizeof now);
 		snprintf(v, sizeof v, "%d", STORE_FORMAT_VERSION);
+		s->format = STORE_FORMAT_VERSION;
 		if ((rc = meta_put_str(txn, s->meta, "format", v)) ||
 		    (rc = meta_put_str(txn, s->meta, "created", now)) ||
-		    (rc = meta_put_str(txn, s->meta, "vtype", "f32"))) {
+		    (rc = meta_put_str(txn, s->meta, "vtype", "f32")) ||
+		    (rc = meta_seal(txn, s->meta))) {
 			mdb_txn_abort(txn);
 			return mdb_fail(err, rc, "initialise", s->dir);
 		}
-	} else if (atoi(fmt) > STORE_FORMAT_VERSION) {
+	} else if (s->format > STORE_FORMAT_VERSION) {
 		mdb_txn_abort(txn);
 		return emb_errf(err, EMB_ESTORE, "%s: store format %s is newer than this program's %d",
 				s->dir, fmt, STORE_FORMAT_VERSION);
+	} else if (s->format < 1 || (rc = meta_check(s, txn, s->format, err)) != 0) {
+		mdb_txn_abort(txn);
+		return rc ? rc : damaged(err, s, "its format is unreadable ('%s')", fmt);
+	} else if (s->format < STORE_FORMAT_VERSION && !s->readonly) {
+		mdb_txn_abort(txn);
+		return emb_errf(err, EMB_ESTORE,
+				"store %s has format %d (no checksums); this program writes format %d only: "
+				"rebuild it with --rebuild (searching it still works)",
+				s->dir, s->format, STORE_FORMAT_VERSION);
 	}
 	s->dim = meta_int(txn, s->meta, "dim", 0);
 	s->block_rows = meta_int(txn, s->meta, "block_rows", 0);
+	if (s->dim < 0 || s->dim > 65536 || s->block_rows < 0 || (s->dim > 0) != (s->block_rows > 0)) {
+		mdb_txn_abort(txn);
+		return damaged(err, s, "dim %d, %d rows a block", s->dim, s->block_rows);
+	}
 	rc = mdb_txn_commit(txn);
 	if (rc)
 		return mdb_fail(err, rc, "commit", s->dir);
+	if (!s->readonly)
+		pad_file(s);
+	return EMB_OK;
+}
+
+/* LMDB asserts on some damaged pages (a zeroed leaf page fails IS_LEAF) and then aborts.
+ * Reads run under a trap (TRAP_LMDB): the assert callback jumps back to the read's entry,
+ * which reports the damage; the read transaction is then only ended, never used again.
+ * Writes have no trap (their transaction could not be trusted after the jump): the callback
+ * names the store before LMDB aborts. */
+static __thread jmp_buf *lmdb_trap;
+static __thread char lmdb_what[300];
+
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+	snprintf(lmdb_what, sizeof lmdb_what, "%s", msg);
+	if (lmdb_trap)
+		longjmp(*lmdb_trap, 1);
+	const store *s = mdb_env_get_userctx(env);
+	fprintf(stderr, "store %s is damaged: LMDB: %s; run indexer --check\n", s ? s->dir : "?", msg);
+}
+
+/* Runs CALL (which sets `status`) with the trap set; a jump sets status to a damage error
+ * and runs CLEANUP. Everything CLEANUP touches must live outside this frame's registers
+ * (the heap, or objects the caller passed in), as longjmp requires. */
+#define TRAP_LMDB(s, status, err, CALL, CLEANUP)                                      \
+	do {                                                                          \
+		jmp_buf jb_, *prev_ = lmdb_trap;                                       \
+		if (setjmp(jb_) == 0) {                                                \
+			lmdb_trap = &jb_;                                              \
+			status = (CALL);                                               \
+		} else {                                                               \
+			lmdb_trap = prev_;                                             \
+			CLEANUP;                                                       \
+			status = damaged(err, s, "LMDB: %s", lmdb_what);               \
+		}                                                                      \
+		lmdb_trap = prev_;                                                     \
+	} while (0)
+
+/* Refuses a data.mdb shorter than the pages its newest meta page says are in use: LMDB
+ * maps the file and would take SIGBUS on the first page past its end. Also routes LMDB's
+ * assertion failures to on_lmdb_assert. */
+static int check_file_pages(store *s, emb_err *err)
+{
+	mdb_env_set_userctx(s->env, s);
+	mdb_env_set_assert(s->env, on_lmdb_assert);
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat st;
+	int fd;
+	if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &ms) ||
+	    mdb_env_get_fd(s->env, &fd) || fstat(fd, &st) != 0)
+		return emb_errf(err, EMB_EIO, "store %s: cannot read data.mdb's size", s->dir);
+	uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+	if ((uint64_t)st.st_size < need)
+		return emb_errf(err, EMB_ESTORE,
+				"store %s is damaged: %s/data.mdb is truncated (%lld bytes, needs %llu): "
+				"restore it from a backup or rebuild it",
+				s->dir, s->dir, (long long)st.st_size, (unsigned long long)need);
 	return EMB_OK;
 }
 
@@ -347,6 +644,10 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 	if (!s->env) {
 		free(s);
 		return rc ? rc : emb_errf(err, EMB_EIO, "store %s: cannot open", path);
+	}
+	if ((rc = check_file_pages(s, err)) != 0) {
+		store_close(s);
+		return rc;
 	}
 	if (!s->readonly) {
 		/* Readers killed mid-transaction (a SIGKILLed search) leave reader slots that pin
@@ -478,12 +779,15 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 			s->block_rows = br;
 		}
 	}
+	if (!rc)
+		rc = meta_seal(txn, s->meta);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return mdb_fail(err, rc, "record model", s->dir);
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
 	return EMB_OK;
 }
 
@@ -522,12 +826,14 @@ typedef struct cblock {
 typedef struct wtx {
 	store *s;
 	MDB_txn *txn;
+	mapview mv;
+	emb_err *err;
 	uint64_t docs, rows;
 	cblock cache[CACHE_BLOCKS];
 	int ncache;
 	float *tmpvec;
-	uint32_t *rowbuf;
-	size_t rowcap;
+	uint32_t *rowbuf, *rowbuf2; /* the row lists of the document at hand, and of another */
+	size_t rowcap, rowcap2;
 	char *zbuf;
 	size_t zcap;
 	store_apply_result res;
@@ -547,10 +853,13 @@ static int cache_flush(wtx *w)
 			if (rc == MDB_NOTFOUND)
 				rc = 0;
 		} else {
-			MDB_val v = {(size_t)c->nrows * s->dim * sizeof(float), NULL};
+			size_t bytes = (size_t)c->nrows * s->dim * sizeof(float);
+			MDB_val v = {bytes + SUM_BYTES, NULL};
 			rc = mdb_put(w->txn, s->vectors, &k, &v, MDB_RESERVE);
-			if (!rc)
-				memcpy(v.mv_data, c->buf, v.mv_size);
+			if (!rc) {
+				memcpy(v.mv_data, c->buf, bytes);
+				sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
+			}
 		}
 		if (rc)
 			return rc;
@@ -592,9 +901,15 @@ static int cache_get(wtx *w, uint32_t b, cblock **out)
 	int rc = mdb_get(w->txn, s->vectors, &k, &v);
 	if (rc == 0) {
 		size_t cap = (size_t)s->block_rows * s->dim * sizeof(float);
-		size_t n = v.mv_size < cap ? v.mv_size : cap;
+		size_t rowb = (size_t)s->dim * sizeof(float), n = v.mv_size - SUM_BYTES;
+		if (!in_map(&w->mv, &v) || v.mv_size < SUM_BYTES || n % rowb || n > cap ||
+		    !sum_ok(&b, sizeof b, &v)) {
+			free(c->buf);
+			damaged(w->err, s, "vector block %u fails its checksum", b);
+			return -1;
+		}
 		memcpy(c->buf, v.mv_data, n);
-		c->nrows = (uint32_t)(n / (s->dim * sizeof(float)));
+		c->nrows = (uint32_t)(n / rowb);
 	} else if (rc != MDB_NOTFOUND) {
 		free(c->buf);
 		return rc;
@@ -644,8 +959,9 @@ static int row_drop_last(wtx *w)
 	return 0;
 }
 
-/* Copies the u32 row list of id into w->rowbuf; *n rows (0 when none). */
-static int get_rows(wtx *w, MDB_val *key, size_t *n)
+/* Copies the u32 row list of id into *buf (grown as needed, *cap entries); *n rows (0 when
+ * none). */
+static int get_rows_into(wtx *w, MDB_val *key, uint32_t **buf, size_t *cap, size_t *n)
 {
 	MDB_val v;
 	int rc = mdb_get(w->txn, w->s->docrows, key, &v);
@@ -654,17 +970,40 @@ static int get_rows(wtx *w, MDB_val *key, size_t *n)
 		return 0;
 	if (rc)
 		return rc;
-	size_t cnt = v.mv_size / 4;
-	if (cnt > w->rowcap) {
-		uint32_t *nb = realloc(w->rowbuf, cnt * 4);
+	if (!in_map(&w->mv, &v) || v.mv_size < SUM_BYTES || (v.mv_size - SUM_BYTES) % 4 ||
+	    !sum_ok(key->mv_data, key->mv_size, &v)) {
+		damaged(w->err, w->s, "the row list of '%.*s' fails its checksum", (int)key->mv_size,
+			(char *)key->mv_data);
+		return -1;
+	}
+	size_t cnt = (v.mv_size - SUM_BYTES) / 4;
+	if (cnt > *cap) {
+		uint32_t *nb = realloc(*buf, cnt * 4);
 		if (!nb)
 			return ENOMEM;
-		w->rowbuf = nb;
-		w->rowcap = cnt;
+		*buf = nb;
+		*cap = cnt;
 	}
-	memcpy(w->rowbuf, v.mv_data, cnt * 4);
+	memcpy(*buf, v.mv_data, cnt * 4);
 	*n = cnt;
 	return 0;
+}
+
+static int get_rows(wtx *w, MDB_val *key, size_t *n)
+{
+	return get_rows_into(w, key, &w->rowbuf, &w->rowcap, n);
+}
+
+/* Writes rows[0..n) as the row list of key (with its checksum). */
+static int put_rows(wtx *w, MDB_val *key, const uint32_t *rows, size_t n)
+{
+	MDB_val v = {n * 4 + SUM_BYTES, NULL};
+	int rc = mdb_put(w->txn, w->s->docrows, key, &v, MDB_RESERVE);
+	if (!rc) {
+		memcpy(v.mv_data, rows, n * 4);
+		sum_put(key->mv_data, key->mv_size, v.mv_data, n * 4);
+	}
+	return rc;
 }
 
 static int cmp_u32_desc(const void *a, const void *b)
@@ -687,28 +1026,27 @@ static int move_last_into(wtx *w, uint32_t r)
 	MDB_val lk = {4, &last}, rk = {4, &r}, v;
 	if ((rc = mdb_get(w->txn, s->rowmap, &lk, &v)) != 0)
 		return rc;
-	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES + 32];
-	size_t elen = v.mv_size < sizeof entry ? v.mv_size : sizeof entry;
+	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES + SUM_BYTES];
+	if (!in_map(&w->mv, &v) || v.mv_size <= ROWMAP_HDR + SUM_BYTES || v.mv_size > sizeof entry ||
+	    !sum_ok(&last, 4, &v)) {
+		damaged(w->err, s, "the entry of row %u fails its checksum", last);
+		return -1;
+	}
+	size_t elen = v.mv_size - SUM_BYTES;
 	memcpy(entry, v.mv_data, elen);
-	MDB_val ev = {elen, entry};
+	sum_put(&r, 4, entry, elen); /* the same entry under its new key */
+	MDB_val ev = {elen + SUM_BYTES, entry};
 	if ((rc = mdb_put(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
 		return rc;
 	MDB_val idk = {elen - ROWMAP_HDR, entry + ROWMAP_HDR};
-	if ((rc = mdb_get(w->txn, s->docrows, &idk, &v)) != 0)
+	size_t n;
+	if ((rc = get_rows_into(w, &idk, &w->rowbuf2, &w->rowcap2, &n)) != 0)
 		return rc;
 	/* Rewrite that document's list with last replaced by r. */
-	MDB_val nv = {v.mv_size, NULL};
-	uint32_t *tmp = malloc(v.mv_size ? v.mv_size : 4);
-	if (!tmp)
-		return ENOMEM;
-	memcpy(tmp, v.mv_data, v.mv_size);
-	for (size_t i = 0; i < v.mv_size / 4; i++)
-		if (tmp[i] == last)
-			tmp[i] = r;
-	nv.mv_data = tmp;
-	rc = mdb_put(w->txn, s->docrows, &idk, &nv, 0);
-	free(tmp);
-	return rc;
+	for (size_t i = 0; i < n; i++)
+		if (w->rowbuf2[i] == last)
+			w->rowbuf2[i] = r;
+	return put_rows(w, &idk, w->rowbuf2, n);
 }
 
 static int delete_doc(wtx *w, MDB_val *key, int *found)
@@ -762,9 +1100,9 @@ static void normalize(float *v, int dim)
 	for (int i = 0; i < dim; i++)
 		ss += (double)v[i] * v[i];
 	if (ss > 0) {
-		float inv = (float)(1.0 / sqrt(ss));
+		double inv = 1.0 / sqrt(ss); /* in double: 1/norm of a tiny vector overflows a float */
 		for (int i = 0; i < dim; i++)
-			v[i] *= inv;
+			v[i] = (float)(v[i] * inv);
 	}
 }
 
@@ -782,7 +1120,7 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 
 	/* Document value: header, then zstd(text | title | meta). */
 	size_t plain = d->text_len + d->title_len + d->meta_len;
-	size_t need = DOC_HDR + ZSTD_compressBound(plain) + plain; /* + plain: staging area */
+	size_t need = DOC_HDR + ZSTD_compressBound(plain) + SUM_BYTES + plain; /* + plain: staging */
 	if (need > w->zcap) {
 		char *nb = realloc(w->zbuf, need);
 		if (!nb)
@@ -790,7 +1128,7 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 		w->zbuf = nb;
 		w->zcap = need;
 	}
-	char *stage = w->zbuf + DOC_HDR + ZSTD_compressBound(plain);
+	char *stage = w->zbuf + DOC_HDR + ZSTD_compressBound(plain) + SUM_BYTES;
 	if (d->text_len)
 		memcpy(stage, d->text, d->text_len);
 	if (d->title_len)
@@ -812,7 +1150,8 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 	memcpy(w->zbuf, &magic, 4);
 	memcpy(w->zbuf + 4, d->hash, STORE_HASH_BYTES);
 	memcpy(w->zbuf + 4 + STORE_HASH_BYTES, hdr, sizeof hdr);
-	MDB_val dv = {DOC_HDR + z, w->zbuf};
+	sum_put(d->id, d->id_len, w->zbuf, DOC_HDR + z);
+	MDB_val dv = {DOC_HDR + z + SUM_BYTES, w->zbuf};
 	if ((rc = mdb_put(w->txn, s->docs, &key, &dv, 0)) != 0)
 		return rc;
 
@@ -824,7 +1163,7 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 		w->rowbuf = nb;
 		w->rowcap = (size_t)d->nwin;
 	}
-	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES];
+	char entry[ROWMAP_HDR + STORE_MAX_ID_BYTES + SUM_BYTES];
 	memcpy(entry + ROWMAP_HDR, d->id, d->id_len);
 	for (int i = 0; i < d->nwin; i++) {
 		if (w->rows >= UINT32_MAX) {
@@ -840,13 +1179,13 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 				 d->win_range ? d->win_range[2 * i + 1] : (uint32_t)d->text_len,
 				 (uint32_t)i};
 		memcpy(entry, h, sizeof h);
-		MDB_val rk = {4, &r}, ev = {ROWMAP_HDR + d->id_len, entry};
+		sum_put(&r, 4, entry, ROWMAP_HDR + d->id_len);
+		MDB_val rk = {4, &r}, ev = {ROWMAP_HDR + d->id_len + SUM_BYTES, entry};
 		if ((rc = mdb_put(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
 			return rc;
 		w->rowbuf[i] = r;
 	}
-	MDB_val rv = {(size_t)d->nwin * 4, w->rowbuf};
-	if ((rc = mdb_put(w->txn, s->docrows, &key, &rv, 0)) != 0)
+	if ((rc = put_rows(w, &key, w->rowbuf, (size_t)d->nwin)) != 0)
 		return rc;
 	w->docs++;
 	return mark_seen(w, &key);
@@ -859,6 +1198,26 @@ static int check_id(store *s, const store_doc *d, emb_err *err)
 	if (d->id_len > STORE_MAX_ID_BYTES)
 		return emb_errf(err, EMB_EINVAL, "store %s: document id '%.40s...' is %zu bytes (max %d)",
 				s->dir, d->id, d->id_len, STORE_MAX_ID_BYTES);
+	return EMB_OK;
+}
+
+/* The last check before vectors are stored: every value finite, and not all zero (a
+ * vector that cannot be made unit length would score 0 against everything). */
+static int check_vectors(store *s, const store_doc *d, emb_err *err)
+{
+	if (d->nwin < 1 || !d->vecs)
+		return emb_errf(err, EMB_EINVAL, "store %s: document '%.*s' has no vectors", s->dir,
+				(int)d->id_len, d->id);
+	for (int w = 0; w < d->nwin; w++) {
+		const float *v = d->vecs + (size_t)w * s->dim;
+		double ss = 0;
+		for (int i = 0; i < s->dim; i++)
+			ss += (double)v[i] * v[i];
+		if (!isfinite(ss) || ss == 0)
+			return emb_errf(err, EMB_EINVAL,
+					"store %s: document '%.*s': window %d's vector is %s; nothing of this batch was stored",
+					s->dir, (int)d->id_len, d->id, w, ss == 0 ? "all zero" : "not finite");
+	}
 	return EMB_OK;
 }
 
@@ -894,6 +1253,7 @@ static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
 	if (!rc) rc = meta_put(w->txn, s->meta, "docs", &w->docs, 8);
 	if (!rc) rc = meta_put(w->txn, s->meta, "rows", &w->rows, 8);
 	if (!rc) rc = meta_put_str(w->txn, s->meta, "updated", now);
+	if (!rc) rc = meta_seal(w->txn, s->meta);
 	return rc;
 }
 
@@ -920,11 +1280,10 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 		int rc = check_id(s, &ops[i].doc, err);
 		if (rc)
 			return rc;
-		if (ops[i].kind == STORE_OP_PUT && (ops[i].doc.nwin < 1 || !ops[i].doc.vecs))
-			return emb_errf(err, EMB_EINVAL, "store %s: document '%.*s' has no vectors",
-					s->dir, (int)ops[i].doc.id_len, ops[i].doc.id);
+		if (ops[i].kind == STORE_OP_PUT && (rc = check_vectors(s, &ops[i].doc, err)) != 0)
+			return rc;
 	}
-	wtx w = {.s = s};
+	wtx w = {.s = s, .err = err};
 	w.tmpvec = malloc((size_t)s->dim * sizeof(float));
 	if (!w.tmpvec)
 		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
@@ -936,6 +1295,7 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 			status = mdb_fail(err, rc, "begin write", s->dir);
 			break;
 		}
+		map_view(s, 1, &w.mv);
 		rc = apply_ops(&w, ops, n, err);
 		cache_free(&w);
 		if (rc == 0) {
@@ -962,10 +1322,13 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 			status = mdb_fail(err, rc, "write", s->dir);
 		break;
 	}
+	if (!status)
+		pad_file(s);
 	if (!status && res)
 		*res = w.res;
 	free(w.tmpvec);
 	free(w.rowbuf);
+	free(w.rowbuf2);
 	free(w.zbuf);
 	return status;
 }
@@ -984,6 +1347,7 @@ int store_seen_clear(store *s, emb_err *err)
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
 	return EMB_OK;
 }
 
@@ -1075,10 +1439,19 @@ int store_snapshot_begin(store *s, store_snapshot **out, emb_err *err)
 		return mdb_fail(err, rc, "begin read", s->dir);
 	}
 	snap->s = s;
+	map_view(s, 0, &snap->mv);
 	/* A reader may have opened the store before any model was bound. */
 	if (s->dim <= 0) {
-		s->dim = meta_int(snap->txn, s->meta, "dim", 0);
-		s->block_rows = meta_int(snap->txn, s->meta, "block_rows", 0);
+		if ((rc = meta_check(s, snap->txn, s->format, err)) != 0) {
+			store_snapshot_end(snap);
+			return rc;
+		}
+		int dim = meta_int(snap->txn, s->meta, "dim", 0);
+		int br = meta_int(snap->txn, s->meta, "block_rows", 0);
+		if (dim > 0 && dim <= 65536 && br > 0) {
+			s->dim = dim;
+			s->block_rows = br;
+		}
 	}
 	*out = snap;
 	return EMB_OK;
@@ -1092,8 +1465,8 @@ void store_snapshot_end(store_snapshot *snap)
 	free(snap);
 }
 
-int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
-		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
+static int lookup_run(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		      uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
 {
 	store *s = snap->s;
 	*exists = 0;
@@ -1104,9 +1477,10 @@ int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exist
 	MDB_val k = {id_len, (void *)id}, v;
 	int rc = mdb_get(snap->txn, s->docs, &k, &v);
 	if (rc == 0) {
-		if (v.mv_size < DOC_HDR)
-			return emb_errf(err, EMB_EFORMAT, "store %s: document '%.*s' is corrupt", s->dir,
-					(int)id_len, id);
+		if (!in_map(&snap->mv, &v) || v.mv_size < DOC_HDR + trailer(s) ||
+		    !val_sound(s, id, id_len, &v)) {
+			return damaged_doc(err, s, "document '%.*s' fails its checksum", (int)id_len, id);
+		}
 		*exists = 1;
 		if (hash)
 			memcpy(hash, (char *)v.mv_data + 4, STORE_HASH_BYTES);
@@ -1123,19 +1497,22 @@ int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exist
 	return EMB_OK;
 }
 
-int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
-		 store_hit *hits, int *nhits, emb_err *err)
+/* store_search's memory, owned by store_search so that a trapped LMDB assert frees it. */
+typedef struct search_mem {
+	float *qn;
+	scan_block *blocks;
+	scan_hit *sh;
+	MDB_cursor *cur;
+} search_mem;
+
+static int search_run(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		      store_hit *hits, int *nhits, search_mem *mem, emb_err *err)
 {
 	store *s = snap->s;
-	*nhits = 0;
-	if (k < 1)
-		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
-	if (s->dim <= 0)
-		return EMB_OK; /* empty store */
 	int dim = s->dim;
-	float *qn = malloc((size_t)dim * sizeof *qn);
+	float *qn = mem->qn = malloc((size_t)dim * sizeof *qn);
 	size_t cap = 1024, nb = 0;
-	scan_block *blocks = malloc(cap * sizeof *blocks);
+	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
 	scan_hit *sh = NULL;
 	int status = EMB_OK;
 	if (!qn || !blocks) {
@@ -1143,6 +1520,11 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		goto out;
 	}
 	memcpy(qn, q, (size_t)dim * sizeof *qn);
+	for (int i = 0; i < dim; i++)
+		if (!isfinite(qn[i])) {
+			status = emb_errf(err, EMB_EINVAL, "search: the query vector is not finite");
+			goto out;
+		}
 	normalize(qn, dim);
 
 	/* Collect the blocks: pointers into the map, no copies. */
@@ -1152,6 +1534,7 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		status = mdb_fail(err, rc, "cursor", s->dir);
 		goto out;
 	}
+	mem->cur = cur;
 	MDB_val key, val;
 	uint64_t total = 0;
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
@@ -1159,26 +1542,38 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		if (nb == cap) {
 			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
 			if (!nbk) {
-				mdb_cursor_close(cur);
 				status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 				goto out;
 			}
-			blocks = nbk;
+			blocks = mem->blocks = nbk;
 			cap *= 2;
 		}
+		/* Blocks are dense and full but for the last; each lies in the file. The scan
+		 * threads check their contents (scan_guard). */
 		uint32_t b;
-		memcpy(&b, key.mv_data, 4);
+		size_t rowb = (size_t)dim * sizeof(float), bytes = val.mv_size - trailer(s);
+		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
+		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
+		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
+		    bytes / rowb > (size_t)s->block_rows) {
+			status = damaged(err, s, "vector block %zu is malformed or out of place", nb);
+			goto out;
+		}
 		blocks[nb].vecs = val.mv_data;
-		blocks[nb].nrows = (uint32_t)(val.mv_size / ((size_t)dim * sizeof(float)));
+		blocks[nb].nrows = (uint32_t)(bytes / rowb);
 		blocks[nb].first_row = b * (uint32_t)s->block_rows;
+		blocks[nb].seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
 		total += blocks[nb].nrows;
 		nb++;
 	}
 	mdb_cursor_close(cur);
+	mem->cur = NULL;
 	if (rc != MDB_NOTFOUND) {
 		status = mdb_fail(err, rc, "scan", s->dir);
 		goto out;
 	}
+	/* The scan threads verify the blocks' checksums as they score them. */
+	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
 
 	/* Top rows, then one hit per document: the first k distinct documents among the top M
 	 * rows are exactly the top k documents by best window; widen M until k are found or
@@ -1188,29 +1583,51 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		if (m > total)
 			m = total;
 		free(sh);
-		sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
+		sh = mem->sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
 		if (!sh) {
 			status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 			goto out;
 		}
 		int got;
-		if ((status = scan_topk(blocks, nb, dim, qn, (int)(m ? m : 1), pool, sh, &got, err)))
+		status = scan_topk_guarded(blocks, nb, dim, qn, (int)(m ? m : 1), pool, &guard, sh,
+					   &got, err);
+		if (status && guard.failed == SCAN_BAD_BLOCK) {
+			status = damaged(err, s, "vector block %zu fails its checksum", guard.bad_block);
 			goto out;
+		} else if (status && guard.failed) {
+			status = damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row,
+					 guard.bad_score);
+			goto out;
+		} else if (status) {
+			goto out;
+		}
 		int n = 0;
 		for (int i = 0; i < got && n < k; i++) {
 			MDB_val rk = {4, &sh[i].row}, ev;
-			if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0 || ev.mv_size < ROWMAP_HDR) {
-				status = emb_errf(err, EMB_ESTORE, "store %s: row %u has no document", s->dir,
-						  sh[i].row);
+			if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0) {
+				status = damaged(err, s, "row %u has no document (%s)", sh[i].row,
+						 mdb_strerror(rc));
+				goto out;
+			}
+			if (!in_map(&snap->mv, &ev) || ev.mv_size <= ROWMAP_HDR + trailer(s) ||
+			    ev.mv_size > ROWMAP_HDR + STORE_MAX_ID_BYTES + trailer(s) ||
+			    !val_sound(s, &sh[i].row, 4, &ev)) {
+				status = damaged(err, s, "the entry of row %u fails its checksum", sh[i].row);
 				goto out;
 			}
 			const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
-			size_t idl = ev.mv_size - ROWMAP_HDR;
+			size_t idl = ev.mv_size - ROWMAP_HDR - trailer(s);
 			int dup = 0;
 			for (int j = 0; j < n && !dup; j++)
 				dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
 			if (dup)
 				continue;
+			MDB_val dk = {idl, (void *)id}, dv;
+			if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0) {
+				status = damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
+						 sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
+				goto out;
+			}
 			uint32_t h[3];
 			memcpy(h, ev.mv_data, sizeof h);
 			hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
@@ -1221,14 +1638,44 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		m *= 4;
 	}
 out:
-	free(qn);
-	free(blocks);
-	free(sh);
+	if (status)
+		*nhits = 0;
 	return status;
 }
 
-int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
-		  emb_err *err)
+int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
+		 store_hit *hits, int *nhits, emb_err *err)
+{
+	store *s = snap->s;
+	*nhits = 0;
+	if (k < 1)
+		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
+	if (s->dim <= 0)
+		return EMB_OK; /* empty store */
+	search_mem *mem = calloc(1, sizeof *mem);
+	if (!mem)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	int status;
+	TRAP_LMDB(s, status, err, search_run(snap, q, k, pool, hits, nhits, mem, err), *nhits = 0);
+	if (mem->cur)
+		mdb_cursor_close(mem->cur);
+	free(mem->qn);
+	free(mem->blocks);
+	free(mem->sh);
+	free(mem);
+	return status;
+}
+
+int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
+		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err)
+{
+	int status;
+	TRAP_LMDB(snap->s, status, err, lookup_run(snap, id, id_len, exists, hash, seen, err), *exists = 0);
+	return status;
+}
+
+static int doc_get_run(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		       emb_err *err)
 {
 	store *s = snap->s;
 	memset(out, 0, sizeof *out);
@@ -1241,12 +1688,16 @@ int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc
 	if (rc)
 		return mdb_fail(err, rc, "read", s->dir);
 	uint32_t magic, hdr[5];
-	if (v.mv_size < DOC_HDR)
+	if (!in_map(&snap->mv, &v) || v.mv_size < DOC_HDR + trailer(s) || !val_sound(s, id, id_len, &v))
 		goto corrupt;
 	memcpy(&magic, v.mv_data, 4);
 	memcpy(out->hash, (char *)v.mv_data + 4, STORE_HASH_BYTES);
 	memcpy(hdr, (char *)v.mv_data + 4 + STORE_HASH_BYTES, sizeof hdr);
-	if (magic != DOC_MAGIC || DOC_HDR + (size_t)hdr[3] > v.mv_size)
+	if (magic != (s->format >= 2 ? DOC_MAGIC : DOC_MAGIC_V1) ||
+	    DOC_HDR + (size_t)hdr[3] + trailer(s) != v.mv_size ||
+	    (uint64_t)hdr[0] + hdr[1] + hdr[2] > ((uint64_t)1 << 32) ||
+	    ZSTD_getFrameContentSize((char *)v.mv_data + DOC_HDR, hdr[3]) !=
+		    (unsigned long long)hdr[0] + hdr[1] + hdr[2])
 		goto corrupt;
 	size_t plain = (size_t)hdr[0] + hdr[1] + hdr[2];
 	out->buf_ = malloc(plain + 3);
@@ -1280,7 +1731,17 @@ int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc
 	out->nwin = hdr[4];
 	return EMB_OK;
 corrupt:
-	return emb_errf(err, EMB_EFORMAT, "store %s: document '%.*s' is corrupt", s->dir, (int)id_len, id);
+	return damaged_doc(err, s, "document '%.*s' fails its checksum or does not decompress",
+			   (int)id_len, id);
+}
+
+int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
+		  emb_err *err)
+{
+	int status;
+	TRAP_LMDB(snap->s, status, err, doc_get_run(snap, id, id_len, out, err),
+		  store_doc_view_free(out));
+	return status;
 }
 
 void store_doc_view_free(store_doc_view *v)
@@ -1309,75 +1770,249 @@ int store_foreach_id(store_snapshot *snap, int (*fn)(void *, const char *, size_
 	return EMB_OK;
 }
 
-int store_verify(store_snapshot *snap, emb_err *err)
+/* A failed check: "store DIR is damaged: WHAT" (no advice to run the check that found it). */
+static int broken(emb_err *err, const store *s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int broken(emb_err *err, const store *s, const char *fmt, ...)
 {
-	store *s = snap->s;
-	MDB_txn *txn = snap->txn;
-	uint64_t docs = meta_u64(txn, s->meta, "docs"), rows = meta_u64(txn, s->meta, "rows");
-	MDB_stat st;
-	mdb_stat(txn, s->docs, &st);
-	if (st.ms_entries != docs)
-		return emb_errf(err, EMB_ESTORE, "verify: %zu documents, meta says %llu",
-				(size_t)st.ms_entries, (unsigned long long)docs);
-	mdb_stat(txn, s->rowmap, &st);
-	if (st.ms_entries != rows)
-		return emb_errf(err, EMB_ESTORE, "verify: %zu rowmap entries, meta says %llu rows",
-				(size_t)st.ms_entries, (unsigned long long)rows);
-	mdb_stat(txn, s->docrows, &st);
-	if (st.ms_entries != docs)
-		return emb_errf(err, EMB_ESTORE, "verify: %zu row lists for %llu documents",
-				(size_t)st.ms_entries, (unsigned long long)docs);
-	if (!s->dim)
-		return rows ? emb_errf(err, EMB_ESTORE, "verify: rows but no model") : EMB_OK;
-	/* Blocks: dense, full except the last, row count matches. */
+	char what[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	return emb_errf(err, EMB_ESTORE, "store %s is damaged: %s", s->dir, what);
+}
+
+typedef struct checker {
+	store_snapshot *snap;
+	store *s;
+	store_check_report *r;
+	emb_err *err;
+	uint64_t docs, rows;
+	char *plain;      /* decompression buffer */
+	size_t plain_cap;
+	MDB_cursor *cur;  /* the open cursor, closed by store_check */
+} checker;
+
+/* A value's bounds and checksum; counts it. */
+static int check_val(checker *c, const void *key, size_t klen, const MDB_val *v, size_t min)
+{
+	if (!in_map(&c->snap->mv, v) || v->mv_size < min + trailer(c->s) ||
+	    !val_sound(c->s, key, klen, v))
+		return 0;
+	if (c->s->format >= 2)
+		c->r->checksums++;
+	return 1;
+}
+
+/* Vector blocks: dense, full but the last, checksums, every vector finite and unit length. */
+static void close_cur(checker *c)
+{
+	if (c->cur)
+		mdb_cursor_close(c->cur);
+	c->cur = NULL;
+}
+
+static int check_blocks(checker *c)
+{
+	store *s = c->s;
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint64_t seen_rows = 0;
-	uint32_t expect = 0;
-	int rc = mdb_cursor_open(txn, s->vectors, &cur);
+	uint64_t rows = 0;
+	uint32_t expect = 0, last_n = 0;
+	int rc = mdb_cursor_open(c->snap->txn, s->vectors, &cur);
 	if (rc)
-		return mdb_fail(err, rc, "cursor", s->dir);
+		return mdb_fail(c->err, rc, "cursor", s->dir);
+	c->cur = cur;
+	size_t rowb = (size_t)s->dim * sizeof(float);
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint32_t b;
-		memcpy(&b, k.mv_data, 4);
-		size_t n = v.mv_size / ((size_t)s->dim * 4);
-		if (b != expect || seen_rows != (uint64_t)b * s->block_rows ||
-		    v.mv_size % ((size_t)s->dim * 4) || n == 0 || n > (size_t)s->block_rows) {
-			mdb_cursor_close(cur);
-			return emb_errf(err, EMB_ESTORE, "verify: vector block %u malformed or out of place", b);
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), expect++) {
+		uint32_t b = expect;
+		if (k.mv_size == 4)
+			memcpy(&b, k.mv_data, 4);
+		size_t bytes = v.mv_size - trailer(s);
+		if (b != expect || (expect && last_n != (uint32_t)s->block_rows) ||
+		    !check_val(c, &b, 4, &v, rowb) || bytes % rowb || bytes / rowb > (size_t)s->block_rows) {
+			close_cur(c);
+			return broken(c->err, s, "vector block %u (expected %u) is malformed, out of place or fails its checksum",
+				      b, expect);
 		}
-		seen_rows += n;
-		expect++;
+		last_n = (uint32_t)(bytes / rowb);
+		for (uint32_t i = 0; i < last_n; i++) {
+			const float *x = (const float *)((const char *)v.mv_data + i * rowb);
+			double ss = 0;
+			for (int j = 0; j < s->dim; j++) {
+				float f;
+				memcpy(&f, x + j, 4);
+				ss += (double)f * f;
+			}
+			if (!(fabs(sqrt(ss) - 1) <= NORM_EPS)) {
+				close_cur(c);
+				return broken(c->err, s, "row %llu's vector has norm %g, not 1 (or is not finite)",
+					      (unsigned long long)(rows + i), sqrt(ss));
+			}
+		}
+		rows += last_n;
+		c->r->blocks++;
 	}
-	mdb_cursor_close(cur);
-	if (seen_rows != rows)
-		return emb_errf(err, EMB_ESTORE, "verify: %llu vector rows, meta says %llu",
-				(unsigned long long)seen_rows, (unsigned long long)rows);
-	/* Every row's document lists that row, and has a document value. */
-	rc = mdb_cursor_open(txn, s->rowmap, &cur);
-	if (rc)
-		return mdb_fail(err, rc, "cursor", s->dir);
-	uint32_t want = 0;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), want++) {
-		uint32_t r;
-		memcpy(&r, k.mv_data, 4);
-		MDB_val idk = {v.mv_size - ROWMAP_HDR, (char *)v.mv_data + ROWMAP_HDR}, lv, dv;
-		int ok = r == want && v.mv_size > ROWMAP_HDR &&
-			 mdb_get(txn, s->docrows, &idk, &lv) == 0 &&
-			 mdb_get(txn, s->docs, &idk, &dv) == 0;
-		int listed = 0;
-		for (size_t i = 0; ok && i < lv.mv_size / 4 && !listed; i++) {
-			uint32_t x;
-			memcpy(&x, (char *)lv.mv_data + 4 * i, 4);
-			listed = x == r;
-		}
-		if (!ok || !listed) {
-			mdb_cursor_close(cur);
-			return emb_errf(err, EMB_ESTORE, "verify: row %u (expected %u) not owned consistently", r, want);
-		}
-	}
-	mdb_cursor_close(cur);
+	close_cur(c);
+	if (rc != MDB_NOTFOUND)
+		return broken(c->err, s, "the vectors table is unreadable (%s)", mdb_strerror(rc));
+	if (rows != c->rows)
+		return broken(c->err, s, "%llu vectors, meta says %llu rows", (unsigned long long)rows,
+			      (unsigned long long)c->rows);
+	c->r->rows = rows;
 	return EMB_OK;
+}
+
+/* The document value of id: checksum, header, and that it decompresses to the lengths it
+ * states. *nwin gets its window count. */
+static int check_doc(checker *c, const MDB_val *key, const MDB_val *v, uint32_t *nwin)
+{
+	store *s = c->s;
+	int idl = (int)(key->mv_size > 60 ? 60 : key->mv_size);
+	uint32_t magic, hdr[5];
+	if (!check_val(c, key->mv_data, key->mv_size, v, DOC_HDR))
+		return broken(c->err, s, "document '%.*s' fails its checksum", idl, (char *)key->mv_data);
+	memcpy(&magic, v->mv_data, 4);
+	memcpy(hdr, (char *)v->mv_data + 4 + STORE_HASH_BYTES, sizeof hdr);
+	size_t plain = (size_t)hdr[0] + hdr[1] + hdr[2];
+	if (magic != (s->format >= 2 ? DOC_MAGIC : DOC_MAGIC_V1) ||
+	    DOC_HDR + (size_t)hdr[3] + trailer(s) != v->mv_size || hdr[4] < 1 ||
+	    ZSTD_getFrameContentSize((char *)v->mv_data + DOC_HDR, hdr[3]) != plain)
+		return broken(c->err, s, "document '%.*s' has an inconsistent header", idl,
+			      (char *)key->mv_data);
+	if (plain + 1 > c->plain_cap) {
+		char *nb = realloc(c->plain, plain + 1);
+		if (!nb)
+			return emb_errf(c->err, EMB_ENOMEM, "check: out of memory");
+		c->plain = nb;
+		c->plain_cap = plain + 1;
+	}
+	if (!s->dctx && !(s->dctx = ZSTD_createDCtx()))
+		return emb_errf(c->err, EMB_ENOMEM, "check: out of memory");
+	size_t got = ZSTD_decompressDCtx(s->dctx, c->plain, plain, (char *)v->mv_data + DOC_HDR, hdr[3]);
+	if (ZSTD_isError(got) || got != plain)
+		return broken(c->err, s, "document '%.*s' does not decompress to its stated %zu bytes",
+			      idl, (char *)key->mv_data, plain);
+	c->r->text_bytes += plain;
+	*nwin = hdr[4];
+	return EMB_OK;
+}
+
+/* Documents: each value sound, each has a row list of nwin rows, and each listed row's
+ * entry names the document back. With the row count checked below this makes rows and
+ * documents a bijection. */
+static int check_docs(checker *c)
+{
+	store *s = c->s;
+	MDB_txn *txn = c->snap->txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t docs = 0, listed = 0;
+	int rc = mdb_cursor_open(txn, s->docs, &cur);
+	if (rc)
+		return mdb_fail(c->err, rc, "cursor", s->dir);
+	c->cur = cur;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), docs++) {
+		uint32_t nwin = 0;
+		int st;
+		if (!in_map(&c->snap->mv, &k) || k.mv_size == 0 || k.mv_size > STORE_MAX_ID_BYTES) {
+			close_cur(c);
+			return broken(c->err, s, "document key %llu is malformed", (unsigned long long)docs);
+		}
+		if ((st = check_doc(c, &k, &v, &nwin)) != 0) {
+			close_cur(c);
+			return st;
+		}
+		int idl = (int)(k.mv_size > 60 ? 60 : k.mv_size);
+		MDB_val lv;
+		if ((rc = mdb_get(txn, s->docrows, &k, &lv)) != 0 || !check_val(c, k.mv_data, k.mv_size, &lv, 0) ||
+		    (lv.mv_size - trailer(s)) != (size_t)nwin * 4) {
+			close_cur(c);
+			return broken(c->err, s, "document '%.*s': its row list is missing, fails its checksum or does not hold its %u windows",
+				      idl, (char *)k.mv_data, nwin);
+		}
+		for (uint32_t i = 0; i < nwin; i++) {
+			uint32_t r;
+			memcpy(&r, (char *)lv.mv_data + 4 * i, 4);
+			MDB_val rk = {4, &r}, ev;
+			size_t h = ROWMAP_HDR + trailer(s);
+			uint32_t e[3] = {0, 0, 0};
+			int ok = r < c->rows && mdb_get(txn, s->rowmap, &rk, &ev) == 0 &&
+				 check_val(c, &r, 4, &ev, ROWMAP_HDR) && ev.mv_size - h == k.mv_size &&
+				 memcmp((char *)ev.mv_data + ROWMAP_HDR, k.mv_data, k.mv_size) == 0;
+			if (ok)
+				memcpy(e, ev.mv_data, sizeof e);
+			if (!ok || e[2] != i || e[0] > e[1]) {
+				close_cur(c);
+				return broken(c->err, s, "row %u (window %u of '%.*s') is not owned consistently",
+					      r, i, idl, (char *)k.mv_data);
+			}
+		}
+		listed += nwin;
+	}
+	close_cur(c);
+	if (rc != MDB_NOTFOUND)
+		return broken(c->err, s, "the documents table is unreadable (%s)", mdb_strerror(rc));
+	if (docs != c->docs || listed != c->rows)
+		return broken(c->err, s, "%llu documents with %llu windows, meta says %llu documents, %llu rows",
+			      (unsigned long long)docs, (unsigned long long)listed,
+			      (unsigned long long)c->docs, (unsigned long long)c->rows);
+	c->r->docs = docs;
+	return EMB_OK;
+}
+
+static int check_run(checker *c)
+{
+	store *s = c->s;
+	MDB_txn *txn = c->snap->txn;
+	emb_err *err = c->err;
+	memset(c->r, 0, sizeof *c->r);
+	c->r->format = s->format;
+	int rc = meta_check(s, txn, s->format, err);
+	if (rc)
+		return rc;
+	if (s->format >= 2)
+		c->r->checksums++;
+	MDB_val v;
+	if (meta_get(txn, s->meta, "docs", &v) == 0 && v.mv_size != 8)
+		return broken(err, s, "the document count is malformed");
+	if (meta_get(txn, s->meta, "rows", &v) == 0 && v.mv_size != 8)
+		return broken(err, s, "the row count is malformed");
+	c->docs = meta_u64(txn, s->meta, "docs");
+	c->rows = meta_u64(txn, s->meta, "rows");
+	MDB_stat st;
+	if ((rc = mdb_stat(txn, s->rowmap, &st)) != 0 || st.ms_entries != c->rows)
+		return broken(err, s, "%llu row entries, meta says %llu rows",
+			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c->rows);
+	if ((rc = mdb_stat(txn, s->docrows, &st)) != 0 || st.ms_entries != c->docs)
+		return broken(err, s, "%llu row lists for %llu documents",
+			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c->docs);
+	if (!s->dim)
+		return c->rows || c->docs ? broken(err, s, "documents but no model") : EMB_OK;
+	if ((rc = check_blocks(c)) == 0)
+		rc = check_docs(c);
+	return rc;
+}
+
+int store_check(store_snapshot *snap, store_check_report *report, emb_err *err)
+{
+	store_check_report dummy;
+	checker *c = calloc(1, sizeof *c);
+	if (!c)
+		return emb_errf(err, EMB_ENOMEM, "check: out of memory");
+	*c = (checker){snap, snap->s, report ? report : &dummy, err, 0, 0, NULL, 0, NULL};
+	int status;
+	TRAP_LMDB(snap->s, status, err, check_run(c), (void)0);
+	close_cur(c);
+	free(c->plain);
+	free(c);
+	return status;
+}
+
+int store_verify(store_snapshot *snap, emb_err *err)
+{
+	return store_check(snap, NULL, err);
 }

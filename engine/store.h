@@ -7,7 +7,7 @@
  *
  * Layout (named databases of one environment):
  *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated"
- *            (text) and "docs", "rows" (u64 counts)
+ *            (text) and "docs", "rows" (u64 counts), "checksum" (see below)
  *   docs     id -> content hash (16 bytes), lengths, zstd(text | title | metadata JSON)
  *   docrows  id -> u32 row numbers of the document's windows
  *   rowmap   u32 row -> window's byte range in the text, window index, document id
@@ -17,6 +17,33 @@
  * deleting a document moves the last rows into its slots (swap with last), so a scan never
  * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
  * overflow pages and makes a scan one long sequential read.
+ *
+ * Values, byte by byte (format 2; integers little-endian, as the machines we run on store
+ * them). SUM(k, v) is XXH3-64 of the value bytes v before the trailer, seeded with XXH3-64
+ * of the key bytes k: it detects damage to the value and a value found under the wrong key.
+ *   docs     0 u32 magic "DOC2" | 4 content hash [16] | 20 u32 text_len | 24 u32 title_len |
+ *            28 u32 meta_len | 32 u32 zlen | 36 u32 nwin | 40 zstd frame [zlen] |
+ *            40+zlen u64 SUM
+ *   docrows  u32 row [n] | u64 SUM
+ *   rowmap   0 u32 window start | 4 u32 window end | 8 u32 window index | 12 id bytes |
+ *            end-8 u64 SUM
+ *   vectors  f32 [nrows * dim] (unit length, finite) | u64 SUM
+ *   meta     "checksum": u64 XXH3-64 over every other meta entry in key order, each fed as
+ *            u32 key length, key, u32 value length, value; rewritten by every write.
+ *   seen     empty values (no answer depends on them).
+ * Format 1 (DOC1 magic, no trailers, no "checksum") is read without checksums and never
+ * written: opening one for writing fails with "rebuild it with --rebuild".
+ * Version rule: "format" changes whenever any of these layouts does; a program reads formats
+ * up to its own, writes only its own, and refuses a newer one.
+ *
+ * Damage: LMDB trusts its file; a truncated data.mdb (its meta page names pages past the end
+ * of the file) would fault on first touch, so store_open refuses it. Every value a read
+ * depends on is checked to lie inside the file and against its checksum before use, and
+ * scores must lie in [-1-1e-3, 1+1e-3]; a failure is EMB_ESTORE "store X is damaged: ...;
+ * run indexer --check", never an answer. Writers keep 160 KB of zeros past the last page,
+ * so that LMDB's reads through a damaged page near the end stay inside the file, and an
+ * LMDB assertion failure during a read becomes that error too. Damage inside LMDB's own
+ * page structure can still make LMDB fault (rarely: a few in a thousand damaged copies).
  *
  * Paths: a store is usually a symlink to a versioned directory beside it (".NAME.STAMP"),
  * so that a rebuilt store can be swapped in with one rename(2): a reader resolves the link
@@ -36,7 +63,7 @@
 #include "store_path.h"
 #include "threadpool.h"
 
-#define STORE_FORMAT_VERSION 1
+#define STORE_FORMAT_VERSION 2
 #define STORE_HASH_BYTES 16
 #define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
 
@@ -68,10 +95,13 @@ enum {
  * store), or with STORE_CREATE a missing path (created as path -> .NAME.STAMP.PID.N beside
  * it). A reader that may read data.mdb but not write lock.mdb (another user's store) opens
  * it without LMDB's lock file (MDB_NOLOCK): it then does not pin the pages of its
- * snapshots, so a writer committing twice during one snapshot may overwrite what it reads;
- * keep such snapshots short. On success *out owns the handle (store_close). Errors:
- * EMB_EIO (missing store without STORE_CREATE, permission denied: the message names the
- * file), EMB_ESTORE (not a store, a newer format, LMDB failure). */
+ * snapshots, so a writer committing twice during one snapshot may overwrite what it reads
+ * (the checksums then report damage rather than a wrong answer); keep such snapshots short.
+ * On success *out owns the handle (store_close). Errors: EMB_EIO (missing store without
+ * STORE_CREATE, permission denied: the message names the file), EMB_ESTORE (not a store, a
+ * newer format, LMDB failure; damaged: data.mdb shorter than the pages LMDB's meta page says
+ * it holds ("truncated: N bytes, needs M"), or a meta table that fails its checksum; a
+ * format-1 store opened for writing: "rebuild it with --rebuild"). */
 int store_open(const char *path, int flags, store **out, emb_err *err);
 
 /* Closes the handle. Snapshots must have been ended. NULL is allowed. */
@@ -139,8 +169,10 @@ typedef struct store_apply_result {
  * doubles the map and retries, so callers never see MDB_MAP_FULL. Vectors are normalised to
  * unit length on the way in (scores are cosines whatever the model). On failure nothing of
  * this call is stored. *res (may be NULL) receives counts. Errors: EMB_EINVAL (an id empty or
- * too long, nwin < 1), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a
- * full disk: the message says which), EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
+ * too long, nwin < 1, a vector that is not finite or all zero: the message names the
+ * document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
+ * the message says which; a value it must rewrite fails its checksum: "damaged"),
+ * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
 int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);
 
 /* Forgets every id marked seen (the indexer calls it at the start of a run, so that "seen"
@@ -165,7 +197,8 @@ void store_snapshot_end(store_snapshot *snap);
 
 /* Looks an id up: *exists, and when it exists its content hash (hash may be NULL); *seen
  * (may be NULL) whether the current run has marked it. An id too long to store simply does
- * not exist. Errors: EMB_EFORMAT (corrupt document value), EMB_ESTORE. */
+ * not exist. Errors: EMB_EFORMAT (the document value fails its checksum: "damaged"),
+ * EMB_ESTORE. */
 int store_lookup(store_snapshot *snap, const char *id, size_t id_len, int *exists,
 		 uint8_t hash[STORE_HASH_BYTES], int *seen, emb_err *err);
 
@@ -181,8 +214,10 @@ typedef struct store_hit {
 
 /* Exact top-k by cosine over every stored row, one result per document (its best window).
  * q has dim floats (need not be normalised). Runs on pool's threads (NULL: caller only).
- * Fills hits[0..*nhits) best first; *nhits <= k. Errors: EMB_EINVAL (k < 1), EMB_ENOMEM,
- * EMB_ESTORE. */
+ * Fills hits[0..*nhits) best first; *nhits <= k. Every block scanned and every row entry
+ * used is checked (bounds, checksum) and every score must be a cosine (|s| <= 1 + 1e-3):
+ * otherwise EMB_ESTORE "store X is damaged: ...; run indexer --check" and no hits.
+ * Errors: EMB_EINVAL (k < 1, q not finite), EMB_ENOMEM, EMB_ESTORE. */
 int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		 store_hit *hits, int *nhits, emb_err *err);
 
@@ -196,8 +231,9 @@ typedef struct store_doc_view {
 	char *buf_;
 } store_doc_view;
 
-/* Reads document id. Errors: EMB_EINVAL "no document 'id'" when absent (err->code
- * EMB_EINVAL), EMB_EFORMAT (corrupt value), EMB_ENOMEM. */
+/* Reads document id, verifying its checksum and that it decompresses to its stated lengths.
+ * Errors: EMB_EINVAL "no document 'id'" when absent (err->code EMB_EINVAL), EMB_EFORMAT
+ * (damaged value: "store X is damaged: ..."), EMB_ENOMEM. */
 int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc_view *out,
 		  emb_err *err);
 void store_doc_view_free(store_doc_view *v);
@@ -207,8 +243,24 @@ void store_doc_view_free(store_doc_view *v);
 int store_foreach_id(store_snapshot *snap, int (*fn)(void *arg, const char *id, size_t id_len),
 		     void *arg, emb_err *err);
 
-/* Checks the invariants (rows dense, every row's document lists it, counts right); fills
- * err with the first violation. For tests and `--check`. */
+/* What store_check verified. */
+typedef struct store_check_report {
+	int format;            /* the store's format (1: no checksums to verify) */
+	uint64_t docs, rows, blocks;
+	uint64_t checksums;    /* values whose checksum matched */
+	uint64_t text_bytes;   /* document bytes decompressed */
+} store_check_report;
+
+/* Reads the whole snapshot and verifies: the meta table's checksum; every vector block
+ * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
+ * unit length within 1e-3); every document (checksum, header, decompresses to the lengths
+ * it states); every row list and row entry (checksums, and each row owned by exactly the
+ * document that lists it, at its window index); and the counts in meta. Fills *report (may
+ * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,
+ * EMB_ENOMEM. For `indexer --check` and tests. */
+int store_check(store_snapshot *snap, store_check_report *report, emb_err *err);
+
+/* store_check without the report. */
 int store_verify(store_snapshot *snap, emb_err *err);
 
 #endif

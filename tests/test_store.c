@@ -164,7 +164,7 @@ static void test_scan_kernel(void)
 		v[i] = frand();
 	for (int i = 0; i < D; i++)
 		q[i] = frand();
-	scan_block b[3] = {{v, 1000, 0}, {v + 1000 * D, 3, 1000}, {v + 1003 * D, N - 1003, 1003}};
+	scan_block b[3] = {{v, 1000, 0, 0}, {v + 1000 * D, 3, 1000, 0}, {v + 1003 * D, N - 1003, 1003, 0}};
 	threadpool *pool = threadpool_create(3);
 	scan_hit hits[50];
 	int n;
@@ -195,7 +195,7 @@ static void test_scan_kernel(void)
 		uint32_t len = 1 + (uint32_t)((frand() + 1) * 150);
 		if (row + len > N2)
 			len = N2 - row;
-		bl[nb++] = (scan_block){w + (size_t)row * D2, len, row};
+		bl[nb++] = (scan_block){w + (size_t)row * D2, len, row, 0};
 		row += len;
 	}
 	scan_hit h2[20];
