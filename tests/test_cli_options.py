@@ -5,7 +5,7 @@ import os
 import subprocess
 import tempfile
 
-from refcheck import BIN
+from refcheck import BIN, MODEL
 
 CASES = [
     (["embed", "--device", "gpux"], "--device must be cpu, gpu or auto"),
@@ -48,7 +48,7 @@ else:
     print("devices:", *lines, sep="\n  ")
     # the listed index is the one --gpu opens: the name comes back in the device line
     name = lines[0].split(": ", 1)[1].split(" (")[0]
-    q = subprocess.run([os.path.join(BIN, "embed"), "--device", "gpu", "--gpu", "0",
+    q = subprocess.run([os.path.join(BIN, "embed"), "--model", MODEL, "--device", "gpu", "--gpu", "0",
                         "--precision", "fp32"], input="x\n", capture_output=True, text=True)
     if q.returncode != 0:
         failed += 1
