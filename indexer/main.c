@@ -494,6 +494,27 @@ static int only_space(const char *s, size_t n)
 	return 1;
 }
 
+/* Appends a document to the window in flight, taking in (freed on failure). Returns the new
+ * entry, or NULL after printing "out of memory". */
+static wdoc *window_push(ctx *x, input_doc *in)
+{
+	if (x->nw == x->capw) {
+		int nc = x->capw ? x->capw * 2 : 64;
+		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
+		if (!nw) {
+			input_doc_free(in);
+			fprintf(stderr, "indexer: out of memory\n");
+			return NULL;
+		}
+		x->w = nw;
+		x->capw = nc;
+	}
+	wdoc *d = &x->w[x->nw++];
+	memset(d, 0, sizeof *d);
+	d->in = *in;
+	return d;
+}
+
 /* Classifies one document: bad, duplicate, unchanged (seen only) or to embed, and adds it
  * to the window. snap is a snapshot taken after the last commit. */
 static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
@@ -525,20 +546,9 @@ static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
 		input_doc_free(in);
 		return report_bad(x, msg);
 	}
-	if (x->nw == x->capw) {
-		int nc = x->capw ? x->capw * 2 : 64;
-		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
-		if (!nw) {
-			input_doc_free(in);
-			fprintf(stderr, "indexer: out of memory\n");
-			return -2;
-		}
-		x->w = nw;
-		x->capw = nc;
-	}
-	wdoc *d = &x->w[x->nw++];
-	memset(d, 0, sizeof *d);
-	d->in = *in;
+	wdoc *d = window_push(x, in);
+	if (!d)
+		return -2;
 	x->c.empty += empty;
 	const void *parts[] = {x->config, in->title ? in->title : "", in->text, in->meta ? in->meta : ""};
 	size_t lens[] = {strlen(x->config), in->title_len, in->text_len, in->meta_len};
@@ -581,20 +591,9 @@ static int keep_seen(ctx *x, input_doc *in, const char *msg)
 		input_doc_free(in);
 		return 0;
 	}
-	if (x->nw == x->capw) {
-		int nc = x->capw ? x->capw * 2 : 64;
-		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
-		if (!nw) {
-			input_doc_free(in);
-			fprintf(stderr, "indexer: out of memory\n");
-			return -2;
-		}
-		x->w = nw;
-		x->capw = nc;
-	}
-	wdoc *d = &x->w[x->nw++];
-	memset(d, 0, sizeof *d);
-	d->in = *in;
+	wdoc *d = window_push(x, in);
+	if (!d)
+		return -2;
 	memset(in, 0, sizeof *in);
 	d->failed = -2;
 	return 0;

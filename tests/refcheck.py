@@ -9,8 +9,32 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 MODEL = os.environ.get("EMBED_MODEL", os.path.join(ROOT, ".cache/models/all-MiniLM-L6-v2"))
 SHARED = os.path.join(ROOT, "..", "shared")
+EMBED = os.path.join(BIN, "embed")
+INDEXER = os.path.join(BIN, "indexer")
+SEARCH = os.path.join(BIN, "search")
+
+# Checks that fail are collected, so that one run reports every failure, not the first.
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr, flush=True)
+
+
+def run(args, input=None, timeout=300):
+    """Runs a command; input may be str or bytes. Returns (exit code, stdout, stderr) as text
+    (undecodable bytes replaced). A command still running after timeout seconds raises
+    subprocess.TimeoutExpired."""
+    if isinstance(input, str):
+        input = input.encode()
+    p = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
 def skip(why):

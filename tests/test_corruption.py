@@ -17,27 +17,15 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
-MODEL = os.path.join(ROOT, ".cache", "models", "all-MiniLM-L6-v2")
-INDEXER = os.path.join(BIN, "indexer")
-SEARCH = os.path.join(BIN, "search")
+import refcheck
+from refcheck import INDEXER, MODEL, ROOT, SEARCH, check, failures
+
 MUTATED, TRUNCATED = 24, 10
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-
-
 def run(args, timeout=120):
+    """refcheck.run, with a hang reported as the exit code "hang"."""
     try:
-        p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout)
-        return p.returncode, p.stdout, p.stderr
+        return refcheck.run(args, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "hang", "", ""
 

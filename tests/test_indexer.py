@@ -17,26 +17,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
-MODEL = os.path.join(ROOT, ".cache", "models", "all-MiniLM-L6-v2")
-INDEXER = os.path.join(BIN, "indexer")
-SEARCH = os.path.join(BIN, "search")
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-
-
-def run(args, input=None, timeout=300):
-    p = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
-
+from refcheck import BIN, INDEXER, MODEL, ROOT, SEARCH, check, failures, run  # noqa: F401 (test_indexer_input imports them from here)
 
 # The indexer's default device is auto (GPU when usable); these tests are about the store,
 # so they pin the CPU and stay independent of whatever Vulkan driver the machine has.

@@ -16,31 +16,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
-MODEL = os.path.join(ROOT, ".cache", "models", "all-MiniLM-L6-v2")
-INDEXER = os.path.join(BIN, "indexer")
-SEARCH = os.path.join(BIN, "search")
-EMBED = os.path.join(BIN, "embed")
+from refcheck import EMBED, INDEXER, MODEL, SEARCH, check, failures, run
+
 
 if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
     print("skipped: model not fetched (run scripts/fetch-model)")
     sys.exit(77)
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-
-
-def run(args, input=None, timeout=120):
-    p = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-
 
 def write_jsonl(path, docs):
     with open(path, "w", encoding="utf-8") as f:

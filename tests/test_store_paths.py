@@ -17,35 +17,15 @@ import random
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, os.environ.get("BIN", "bin"))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-MODEL = os.path.join(ROOT, ".cache", "models", "all-MiniLM-L6-v2")
-INDEXER = os.path.join(BIN, "indexer")
-SEARCH = os.path.join(BIN, "search")
+from refcheck import BUILD, INDEXER, MODEL, ROOT, SEARCH, check, failures, run
+
 TOOL_LMDB = os.path.join(BUILD, "tests", "tool_lmdb")
 SAMPLE = os.path.join(ROOT, "sample", "scifact-200.jsonl")
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr, flush=True)
-
-
-def run(args, input=None, timeout=300):
-    p = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
-
 
 def index(store, *args, model=MODEL, input=None):
     return run([INDEXER, "--store", store, "--model", model, "--device", "cpu", "--truncate",
