@@ -1752,24 +1752,6 @@ void store_doc_view_free(store_doc_view *v)
 	}
 }
 
-int store_foreach_id(store_snapshot *snap, int (*fn)(void *, const char *, size_t), void *arg,
-		     emb_err *err)
-{
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(snap->txn, snap->s->docs, &cur);
-	if (rc)
-		return mdb_fail(err, rc, "cursor", snap->s->dir);
-	MDB_val k, v;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-		if (fn(arg, k.mv_data, k.mv_size))
-			break;
-	mdb_cursor_close(cur);
-	if (rc && rc != MDB_NOTFOUND)
-		return mdb_fail(err, rc, "iterate", snap->s->dir);
-	return EMB_OK;
-}
-
 /* A failed check: "store DIR is damaged: WHAT" (no advice to run the check that found it). */
 static int broken(emb_err *err, const store *s, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

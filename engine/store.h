@@ -238,11 +238,6 @@ int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc
 		  emb_err *err);
 void store_doc_view_free(store_doc_view *v);
 
-/* Calls fn(arg, id, id_len) for every document id in key order; stops early when fn returns
- * nonzero. Returns EMB_OK or an EMB_ESTORE error. */
-int store_foreach_id(store_snapshot *snap, int (*fn)(void *arg, const char *id, size_t id_len),
-		     void *arg, emb_err *err);
-
 /* What store_check verified. */
 typedef struct store_check_report {
 	int format;            /* the store's format (1: no checksums to verify) */
