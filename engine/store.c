@@ -1752,6 +1752,57 @@ void store_doc_view_free(store_doc_view *v)
 	}
 }
 
+static int doc_vectors_run(store_snapshot *snap, const char *id, size_t id_len, uint32_t nwin,
+			   float *vecs, uint32_t *win_range, emb_err *err)
+{
+	store *s = snap->s;
+	MDB_val k = {id_len, (void *)id}, v;
+	if (id_len == 0 || id_len > STORE_MAX_ID_BYTES)
+		return emb_errf(err, EMB_EINVAL, "no document '%.*s'", (int)(id_len > 60 ? 60 : id_len), id);
+	int rc = mdb_get(snap->txn, s->docrows, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return emb_errf(err, EMB_EINVAL, "no document '%.*s'", (int)id_len, id);
+	if (rc)
+		return mdb_fail(err, rc, "read", s->dir);
+	if (!in_map(&snap->mv, &v) || v.mv_size != (size_t)nwin * 4 + trailer(s) ||
+	    !val_sound(s, id, id_len, &v) || s->dim <= 0 || s->block_rows <= 0)
+		goto corrupt;
+	const size_t rowb = (size_t)s->dim * sizeof(float);
+	for (uint32_t i = 0; i < nwin; i++) {
+		uint32_t r, h[3], b;
+		memcpy(&r, (const char *)v.mv_data + 4 * (size_t)i, 4);
+		MDB_val rk = {sizeof r, &r}, rv;
+		if (mdb_get(snap->txn, s->rowmap, &rk, &rv) || !in_map(&snap->mv, &rv) ||
+		    rv.mv_size != ROWMAP_HDR + id_len + trailer(s) || !val_sound(s, &r, sizeof r, &rv) ||
+		    memcmp((const char *)rv.mv_data + ROWMAP_HDR, id, id_len))
+			goto corrupt;
+		memcpy(h, rv.mv_data, sizeof h);
+		b = r / (uint32_t)s->block_rows;
+		MDB_val bk = {sizeof b, &b}, bv;
+		size_t off = (size_t)(r % (uint32_t)s->block_rows) * rowb;
+		if (h[2] >= nwin || mdb_get(snap->txn, s->vectors, &bk, &bv) || !in_map(&snap->mv, &bv) ||
+		    bv.mv_size < trailer(s) || off + rowb > bv.mv_size - trailer(s) ||
+		    !val_sound(s, &b, sizeof b, &bv))
+			goto corrupt;
+		memcpy(vecs + (size_t)h[2] * s->dim, (const char *)bv.mv_data + off, rowb);
+		win_range[2 * h[2]] = h[0];
+		win_range[2 * h[2] + 1] = h[1];
+	}
+	return EMB_OK;
+corrupt:
+	return damaged_doc(err, s, "the vectors of document '%.*s' fail their checksums or do not "
+			   "add up to its %u windows", (int)id_len, id, nwin);
+}
+
+int store_doc_vectors(store_snapshot *snap, const char *id, size_t id_len, uint32_t nwin,
+		      float *vecs, uint32_t *win_range, emb_err *err)
+{
+	int status;
+	TRAP_LMDB(snap->s, status, err, doc_vectors_run(snap, id, id_len, nwin, vecs, win_range, err),
+		  (void)0);
+	return status;
+}
+
 /* A failed check: "store DIR is damaged: WHAT" (no advice to run the check that found it). */
 static int broken(emb_err *err, const store *s, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -238,6 +238,16 @@ int store_doc_get(store_snapshot *snap, const char *id, size_t id_len, store_doc
 		  emb_err *err);
 void store_doc_view_free(store_doc_view *v);
 
+/* The stored vectors of document id, window by window: vecs gets nwin * dim floats (window
+ * w's unit vector at row w) and win_range nwin * 2 byte offsets ([start, end) of window w in
+ * the text), nwin being the document's (store_doc_view.nwin). With store_doc_get this reads a
+ * document back whole, as store_apply takes it (a rebuild carries over a document whose new
+ * record was bad). Errors: EMB_EINVAL "no document 'id'", EMB_ESTORE (damaged: a row list,
+ * row entry or vector block that fails its checksum, or rows that do not add up to nwin
+ * windows), EMB_ENOMEM. */
+int store_doc_vectors(store_snapshot *snap, const char *id, size_t id_len, uint32_t nwin,
+		      float *vecs, uint32_t *win_range, emb_err *err);
+
 /* What store_check verified. */
 typedef struct store_check_report {
 	int format;            /* the store's format (1: no checksums to verify) */

@@ -62,6 +62,8 @@ typedef struct counts {
 	uint64_t added, updated, unchanged, deleted, failed, docs_seen;
 	uint64_t empty;       /* documents with nothing to embed but [CLS] [SEP] */
 	uint64_t unread_ids;  /* bad records skipped without a readable id */
+	uint64_t carried;     /* --rebuild: bad records whose stored version was kept */
+	uint64_t uncarried;   /* --rebuild: ... whose stored version could not be (another model) */
 	uint64_t tokens, windows;
 	double t_read, t_tok, t_embed, t_store;
 } counts;
@@ -80,6 +82,7 @@ typedef struct wdoc {
 	int32_t *seqs;        /* nwin sequences of up to max_tokens ids */
 	int *seqlen;
 	float *vecs;
+	store_doc_view old;   /* --rebuild, a bad record: the live store's version, kept */
 	emb_err err;
 	int failed;           /* 0 embed; -1 unchanged; -2 bad (reported); > 0 error code */
 } wdoc;
@@ -88,6 +91,8 @@ typedef struct ctx {
 	opts *o;
 	embed_model *m;
 	store *st;
+	store *live;          /* --rebuild: the store being replaced, read-only */
+	int live_same_model;  /* its vectors were made by the model in use */
 	threadpool *pool;
 	int dim, max_tokens, win_tokens, win_content, stride;
 	int32_t prefix_ids[32];
@@ -198,7 +203,45 @@ static void wdoc_free(wdoc *d)
 	free(d->seqs);
 	free(d->seqlen);
 	free(d->vecs);
+	store_doc_view_free(&d->old);
 	memset(d, 0, sizeof *d);
+}
+
+/* --rebuild: a bad record (skipped, its id readable) must not drop the document the live
+ * store holds under that id, as a rebuild that only skipped it would: its stored version
+ * (text, vectors, content hash) goes into the fresh store as it was. Returns 1 when d now
+ * carries that version, 0 when the live store has none, -1 after printing an error. */
+static int carry_over(ctx *x, store_snapshot *live, wdoc *d)
+{
+	int exists = 0;
+	emb_err e = {0};
+	if (store_lookup(live, d->in.id, d->in.id_len, &exists, NULL, NULL, &e))
+		goto fail;
+	if (!exists)
+		return 0;
+	if (!x->live_same_model) {
+		x->c.uncarried++;
+		return 0;
+	}
+	if (store_doc_get(live, d->in.id, d->in.id_len, &d->old, &e))
+		goto fail;
+	free(d->vecs);
+	free(d->range);
+	d->vecs = malloc((size_t)d->old.nwin * (size_t)x->dim * sizeof *d->vecs);
+	d->range = malloc((size_t)d->old.nwin * 2 * sizeof *d->range);
+	if (!d->vecs || !d->range) {
+		emb_errf(&e, EMB_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (store_doc_vectors(live, d->in.id, d->in.id_len, d->old.nwin, d->vecs, d->range, &e))
+		goto fail;
+	d->nwin = (int)d->old.nwin;
+	x->c.carried++;
+	return 1;
+fail:
+	fprintf(stderr, "indexer: keeping the stored version of '%s' (its new record was bad): %s\n",
+		d->in.id, e.msg);
+	return -1;
 }
 
 /* Byte offset in etext where each content token's whitespace-delimited word starts. BERT's
@@ -438,10 +481,39 @@ static int flush(ctx *x)
 		d->failed = -2;
 	}
 
+	store_snapshot *live = NULL;
+	if (x->live) {
+		emb_err e = {0};
+		if (store_snapshot_begin(x->live, &live, &e)) {
+			fprintf(stderr, "indexer: %s\n", e.msg);
+			status = -1;
+			goto out;
+		}
+	}
 	int nops = 0;
 	for (int i = 0; i < x->nw; i++) {
 		wdoc *d = &x->w[i];
 		store_doc sd = {.id = d->in.id, .id_len = d->in.id_len};
+		int carried = 0;
+		if (d->failed == -2 && live && (carried = carry_over(x, live, d)) < 0) {
+			status = -1;
+			store_snapshot_end(live);
+			goto out;
+		}
+		if (carried) {
+			sd.title = d->old.title;
+			sd.title_len = d->old.title_len;
+			sd.text = d->old.text;
+			sd.text_len = d->old.text_len;
+			sd.meta = d->old.meta;
+			sd.meta_len = d->old.meta_len;
+			memcpy(sd.hash, d->old.hash, sizeof sd.hash);
+			sd.nwin = d->nwin;
+			sd.vecs = d->vecs;
+			sd.win_range = d->range;
+			ops[nops++] = (store_op){STORE_OP_PUT, sd};
+			continue;
+		}
 		if (d->failed < 0) {
 			ops[nops++] = (store_op){STORE_OP_SEEN, sd};
 			continue;
@@ -458,6 +530,7 @@ static int flush(ctx *x)
 		sd.win_range = d->range;
 		ops[nops++] = (store_op){STORE_OP_PUT, sd};
 	}
+	store_snapshot_end(live);
 	store_apply_result r;
 	emb_err e = {0};
 	if (store_apply(x->st, ops, nops, &r, &e)) {
@@ -654,6 +727,20 @@ static int run_inputs(ctx *x)
 		status = -1;
 	if (status == 0 && g_stop)
 		status = 1;
+	if (status == 0 && o->rebuild && (x->c.unread_ids || x->c.uncarried)) {
+		/* The swap would drop what the live store holds under those ids. */
+		if (x->c.unread_ids)
+			fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s had no readable "
+				"id, so what the store holds under %s could not be kept (first: %s)\n",
+				(unsigned long long)x->c.unread_ids, x->c.unread_ids == 1 ? "" : "s",
+				x->c.unread_ids == 1 ? "it" : "them", x->first_unread);
+		else
+			fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s name%s documents "
+				"whose stored vectors another model made, so they could not be kept\n",
+				(unsigned long long)x->c.uncarried, x->c.uncarried == 1 ? "" : "s",
+				x->c.uncarried == 1 ? "s" : "");
+		status = -1;
+	}
 	if (status == 0 && o->prune && !o->rebuild && x->c.unread_ids) {
 		fprintf(stderr, "indexer: --prune refused, nothing deleted: %llu skipped record%s had no "
 			"readable id, so the documents stored under %s cannot be told from removed ones "
@@ -902,6 +989,14 @@ int main(int argc, char **argv)
 			store_remove_dir(fresh);
 		return 1;
 	}
+	if (o.rebuild && o.skip_bad && store_open(o.store, STORE_READONLY, &x.live, NULL) == 0) {
+		/* What a skipped record's id holds now is kept (carry_over). */
+		store_model lm;
+		x.live_same_model = store_model_get(x.live, &lm, NULL) == 0 &&
+				    !strcmp(lm.sha256, sm.sha256) && lm.dim == sm.dim &&
+				    !strcmp(lm.pooling, sm.pooling) && lm.normalized == sm.normalized &&
+				    lm.needs_prefix == sm.needs_prefix && lm.max_tokens == sm.max_tokens;
+	}
 	x.pool = threadpool_create(o.threads);
 
 	int status = 0;
@@ -945,6 +1040,10 @@ int main(int argc, char **argv)
 	store_stats st = {0};
 	store_stats_get(x.st, &st, NULL);
 	store_close(x.st);
+	store_close(x.live);
+	if (x.c.carried && !o.quiet)
+		fprintf(stderr, "indexer: --rebuild kept the stored version of %llu document%s whose new "
+			"record was bad\n", (unsigned long long)x.c.carried, x.c.carried == 1 ? "" : "s");
 	if (o.rebuild) {
 		if (status == 0) {
 			if (store_swap_in(o.store, fresh, &e)) {

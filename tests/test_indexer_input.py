@@ -164,6 +164,43 @@ def test_prune_skip_bad(tmp):
           "good records of a refused prune are still indexed")
 
 
+def test_rebuild_skip_bad(tmp):
+    """--rebuild --skip-bad keeps what the live store holds under a bad record's id (the swap
+    would drop it), and refuses when a bad record's id cannot be read."""
+    store = os.path.join(tmp, "rebuild")
+    src = os.path.join(tmp, "rebuild.jsonl")
+    old = {f"r{i}": f"old version of document {i} about rebuilding" for i in range(4)}
+    write_jsonl(src, [{"_id": k, "text": v, "title": f"t{k}"} for k, v in old.items()])
+    rc, _, err = index(store, src)
+    check(rc == 0 and stats(store) == (4, 4), f"first index: {err}")
+    before = {r["id"]: r for r in search_all(store, old["r1"])}
+    with open(src, "w") as f:
+        f.write(json.dumps({"_id": "r0", "text": "new version of document 0"}) + "\n")
+        f.write(json.dumps({"_id": "r1", "text": 5}) + "\n")            # bad, id readable
+        f.write(json.dumps({"_id": "r2", "text": old["r2"], "title": "tr2"}) + "\n")
+        f.write(json.dumps({"_id": "r9", "text": ["no"]}) + "\n")       # bad, nothing stored
+    rc, _, err = index(store, "--rebuild", "--skip-bad", src)
+    s = summary(err)
+    check(rc == 0 and s and s["failed"] == 2 and "kept the stored version of 1 document" in err,
+          f"rebuild with a bad record: rc {rc} {s} {err}")
+    after = {r["id"]: r for r in search_all(store, old["r1"])}
+    check(sorted(after) == ["r0", "r1", "r2"], f"r1 kept, r3 gone, r9 never stored: {sorted(after)}")
+    check(after.get("r1", {}).get("snippet") == old["r1"] and after["r1"].get("title") == "tr1",
+          f"r1's old text and title kept: {after.get('r1')}")
+    # the kept vector is the stored one: the query (r1's own text) scores it as before
+    check(abs(after.get("r1", {}).get("score", 0) - before["r1"]["score"]) < 1e-6,
+          f"r1's vector kept: {before['r1']} -> {after.get('r1')}")
+    ok, out_err = run([INDEXER, "--store", store, "--check"])[0::2]
+    check(ok == 0, f"rebuilt store checks: {out_err}")
+    # A bad record whose id cannot be read: the rebuild is refused and the store unchanged.
+    with open(src, "ab") as f:
+        f.write(b'{"_id": "r2", "text": "cut off\n')
+    rc, _, err = index(store, "--rebuild", "--skip-bad", src)
+    check(rc == 1 and "--rebuild refused" in err and "rebuild abandoned" in err,
+          f"rebuild with an unreadable id refused: rc {rc} {err}")
+    check(sorted(r["id"] for r in search_all(store)) == ["r0", "r1", "r2"], "store unchanged")
+
+
 def rss_mb(err):
     for line in err.splitlines():
         if "peak RSS " in line:
@@ -337,8 +374,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="test_indexer_input.")
     try:
         only = sys.argv[1:]
-        for t in (test_signal_and_read_error, test_prune_skip_bad, test_record_cap, test_empty, test_ids,
-                  test_nonfinite):
+        for t in (test_signal_and_read_error, test_prune_skip_bad, test_rebuild_skip_bad, test_record_cap,
+                  test_empty, test_ids, test_nonfinite):
             if only and t.__name__ not in only:
                 continue
             t0 = time.time()
