@@ -37,6 +37,9 @@
  * (a GPU does >= 100 GFLOP/s; lavapipe ~1-3 on two busy CPU cores, and a fixed 120 s failed
  * correct work there under load). EMBED_GPU_TIMEOUT, when set, replaces it. */
 #define WAIT_FLOOR_S 120.0
+/* A CPU implementation compiles each kernel at its first dispatch (lavapipe through LLVM):
+ * with an empty driver cache on a busy 2-core machine the first batch took 142 s. */
+#define WAIT_FLOOR_CPU_S 900.0
 #define SLOWEST_GPU_FLOPS 1e10
 #define SLOWEST_CPU_FLOPS 2e7
 
@@ -1122,7 +1125,8 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 	slot *s = &b->s[b->head];
 	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
 	double limit_s = b->c.set.timeout_s > 0 ? b->c.set.timeout_s
-		       : WAIT_FLOOR_S + s->work / (is_cpu ? SLOWEST_CPU_FLOPS : SLOWEST_GPU_FLOPS);
+		       : is_cpu ? WAIT_FLOOR_CPU_S + s->work / SLOWEST_CPU_FLOPS
+				: WAIT_FLOOR_S + s->work / SLOWEST_GPU_FLOPS;
 	VkResult r = b->c.vkWaitForFences(b->c.device, 1, &s->fence, VK_TRUE,
 					  (uint64_t)(limit_s * 1e9));
 	if (r == VK_TIMEOUT) {
