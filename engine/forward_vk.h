@@ -29,6 +29,7 @@
 #include "vk_settings.h"
 
 typedef struct vk_backend vk_backend;
+struct vk_ctx; /* vk_ctx.h */
 
 typedef enum {
 	VK_PREC_DEFAULT = 0, /* fp16 on cooperative matrices where available, else fp32 */
