@@ -144,6 +144,7 @@ static int open_only(int argc, char **argv)
 	vk_backend *vb;
 	if (vk_backend_open(&cfg, &w, &vo, &vb, &err)) {
 		fprintf(stderr, "GPU: %s\n", err.msg);
+		bert_weights_free(&w);
 		return 1;
 	}
 	double t_open = now() - t0;
@@ -151,12 +152,15 @@ static int open_only(int argc, char **argv)
 	fwd_batch bt = { .n = 1, .ids = ids, .offs = (int[]){ 0, 8 } };
 	float *out = malloc((size_t)cfg.hidden * sizeof *out);
 	t0 = now();
-	if (forward_vk(vb, &bt, out, &err)) {
-		fprintf(stderr, "GPU: %s\n", err.msg);
-		return 1;
-	}
+	int rc = forward_vk(vb, &bt, out, &err);
 	double t_first = now() - t0;
 	free(out);
+	if (rc) {
+		fprintf(stderr, "GPU: %s\n", err.msg);
+		vk_backend_close(vb);
+		bert_weights_free(&w);
+		return 1;
+	}
 	const vk_ctx *c = vk_backend_ctx(vb);
 	printf("open: weights %.3f s, backend (device, pipelines, upload) %.3f s, first batch "
 	       "%.3f s, total %.3f s; %s, %s; pipeline cache: %s, loaded %zu bytes, file %zu "
