@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache_dir.h"
 #include "forward.h"
 #include "forward_vk.h"
 #include "vk_ctx.h"
@@ -285,17 +286,10 @@ embed_device embed_device_for_batch(const embed_model *m, int n)
  * file changes its ctime, so a stale line can't match; EMBED_NO_SHA_CACHE=1 turns it off. */
 static int sha_cache_path(char *buf, size_t size)
 {
-	const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	const char *off = getenv("EMBED_NO_SHA_CACHE");
 	if (off && *off && strcmp(off, "0"))
 		return 0;
-	if (x && *x)
-		snprintf(buf, size, "%s/embedstore", x);
-	else if (home && *home)
-		snprintf(buf, size, "%s/.cache/embedstore", home);
-	else
-		return 0;
-	return 1;
+	return emb_cache_dir(buf, size);
 }
 
 static void sha_key(const struct stat *sb, char *key, size_t size)
@@ -333,13 +327,8 @@ static void sha_cache_put(const char *key, const char hex[65])
 	char dir[PATH_MAX], path[PATH_MAX + 32], line[512];
 	if (!sha_cache_path(dir, sizeof dir))
 		return;
-	char *slash = strrchr(dir, '/');
-	if (slash) { /* ~/.cache may not exist yet */
-		*slash = 0;
-		mkdir(dir, 0755);
-		*slash = '/';
-	}
-	mkdir(dir, 0755);
+	if (emb_cache_dir_make(dir))
+		return; /* a cache we can't write is no cache, not an error */
 	snprintf(path, sizeof path, "%s/weights-sha256", dir);
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0)

@@ -751,6 +751,10 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	rc = vk_buf_create(&b->c, &b->dummy, 256, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = make_pipelines(b, err);
+	/* Every pipeline this backend uses now exists: save them for the next open (a cache
+	 * that cannot be written costs that open its compile time, nothing else). */
+	if (!rc)
+		vk_ctx_save_pipeline_cache(&b->c);
 	if (!rc)
 		rc = upload_weights(b, w, err);
 	if (rc) {
@@ -842,6 +846,11 @@ void vk_backend_close(vk_backend *b)
 	free(b->lo);
 	free(b->ds_gemm);
 	free(b);
+}
+
+const struct vk_ctx *vk_backend_ctx(const vk_backend *b)
+{
+	return &b->c;
 }
 
 const char *vk_backend_device_name(const vk_backend *b)

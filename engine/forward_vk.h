@@ -29,6 +29,7 @@
 #include "vk_settings.h"
 
 typedef struct vk_backend vk_backend;
+struct vk_ctx; /* vk_ctx.h */
 
 typedef enum {
 	VK_PREC_DEFAULT = 0, /* fp16 on cooperative matrices where available, else fp32 */
@@ -69,6 +70,10 @@ void vk_backend_close(vk_backend *b);
 
 /* The device, e.g. "NVIDIA H200 (Vulkan 1.4, discrete, cooperative matrix)". Never NULL. */
 const char *vk_backend_device_name(const vk_backend *b);
+
+/* The Vulkan context under b (device properties, pipeline-cache counters), for tests and
+ * tools; valid until vk_backend_close. */
+const struct vk_ctx *vk_backend_ctx(const vk_backend *b);
 
 /* The path in use: "fp32", "fp16" or "fp16-coopmat". Never NULL. */
 const char *vk_backend_precision_name(const vk_backend *b);

@@ -44,7 +44,8 @@
 	X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) \
 	X(vkCmdWriteTimestamp) X(vkCreateQueryPool) X(vkDestroyQueryPool) \
 	X(vkCmdResetQueryPool) X(vkGetQueryPoolResults) X(vkCreateFence) X(vkDestroyFence) \
-	X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle)
+	X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle) \
+	X(vkCreatePipelineCache) X(vkDestroyPipelineCache) X(vkGetPipelineCacheData)
 
 /* The one descriptor-set layout every kernel uses: this many storage buffers, bindings
  * 0..VK_BINDINGS-1, plus VK_PUSH_BYTES of push constants. One layout means one pipeline
@@ -91,6 +92,18 @@ typedef struct vk_ctx {
 	VkDescriptorSetLayout dsl;
 	VkPipelineLayout layout;
 	VkCommandPool cmd_pool;
+
+	/* Every pipeline is built through one VkPipelineCache (the driver synchronises it, so
+	 * threads share it), seeded at open from a file in set.cache_dir named by the device and
+	 * driver (vendor, device, driver version, pipelineCacheUUID), so that a second open skips
+	 * the shader compiler. A file that is truncated, corrupted (our own XXH3 around the
+	 * data) or another device's (the Vulkan header's vendor, device and UUID) is ignored. */
+	VkPipelineCache pcache;    /* VK_NULL_HANDLE: set.pipeline_cache is 0 (or the driver
+				    * refused one) */
+	char pcache_path[640];     /* the file; "" when set.cache_dir is "" or the cache is off */
+	size_t pcache_loaded;      /* bytes of pipeline data accepted from the file at open */
+	size_t pcache_size;        /* size and XXH3 of the data the file holds as far as this */
+	uint64_t pcache_sum;       /* context knows (to write only what changed) */
 } vk_ctx;
 
 /* Opens the Vulkan loader, creates an instance and a logical device with one compute queue.
@@ -102,6 +115,15 @@ typedef struct vk_ctx {
  * loader (libvulkan.so.1): ...", "no Vulkan device", "device 3 does not exist (2 devices)",
  * "... does not support Vulkan 1.2"), EMB_EINVAL (set->bad: a malformed variable). */
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set, emb_err *err);
+
+/* Writes the pipeline cache's data to c->pcache_path when it differs from what the file
+ * held at open (or was last written): a temporary file in the same directory (created, with
+ * its parent, when missing) renamed over the old one, so a reader sees the old file or the new
+ * one. Call after building pipelines, from one thread while none is being built. Returns 1
+ * written, 0 nothing to write (cache off, no directory, unchanged), -1 not written (errno
+ * set: read-only or full file system, ...); a cache that cannot be saved is no error, so
+ * callers go on either way. */
+int vk_ctx_save_pipeline_cache(vk_ctx *c);
 
 /* Destroys everything vk_ctx_open created and unloads the loader. Safe on a zeroed ctx. */
 void vk_ctx_close(vk_ctx *c);

@@ -2,6 +2,8 @@
  * one place (see vk_settings.h). */
 #include "vk_settings.h"
 
+#include "cache_dir.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@ void vk_settings_default(vk_settings *s)
 	s->small_tiles = -1;
 	s->tiles96 = 1;
 	s->fail_activations = -1;
+	s->pipeline_cache = 1;
 }
 
 /* The variable's value when set and not empty, else NULL. */
@@ -72,6 +75,10 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->tiles96;
 	env_long(s, "EMBED_VK_TILES96", 0, 1, &x);
 	s->tiles96 = (int)x;
+	x = s->pipeline_cache;
+	env_long(s, "EMBED_VK_PIPELINE_CACHE", 0, 1, &x);
+	s->pipeline_cache = (int)x;
+	emb_cache_dir(s->cache_dir, sizeof s->cache_dir);
 	env_long(s, "EMBED_VK_FAIL_ACTIVATIONS", 0, LONG_MAX, &s->fail_activations);
 	if ((v = env_value("EMBED_VK_FAIL_SHADER")))
 		snprintf(s->fail_shader, sizeof s->fail_shader, "%s", v);

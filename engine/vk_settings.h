@@ -8,7 +8,8 @@
 
 #define VK_STUDY_EXTS 4
 
-/* vk_settings_default gives what an unset environment gives. */
+/* vk_settings_default gives what an unset environment gives, except cache_dir, which it
+ * leaves "" (no file: a caller that wants one sets it or calls vk_settings_from_env). */
 typedef struct vk_settings {
 	int gpu;               /* EMBED_GPU: device index when the caller asks for none; -1 none */
 	double timeout_s;      /* EMBED_GPU_TIMEOUT: seconds a batch may take; 0 = derived */
@@ -22,6 +23,10 @@ typedef struct vk_settings {
 				* 2 32x64 */
 	int tiles96;           /* EMBED_VK_TILES96: 1 128x96 tiles where N allows, 0 never */
 	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
+	/* The persistent pipeline cache (vk_ctx.h): */
+	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
+	char cache_dir[512];   /* the directory for its file (cache_dir.h: XDG_CACHE_HOME or
+				* HOME); "" keeps compiled pipelines for this process only */
 	/* Fault injection for the tests: */
 	long fail_activations; /* EMBED_VK_FAIL_ACTIVATIONS: activations over this many tokens
 				* fail as out of device memory; -1 never */

@@ -7,6 +7,11 @@
  *   tool_vk_bench run MODEL_DIR IDS.bin [--batches 1,2,10,50,100,1000] [--precision P]
  *       [--threads N] [--no-cpu] [--check] [--gpu N (lavapipe allowed)] [--max-batches N]
  *       [--budget TOKENS (tokens per pass through the activations)]
+ *   tool_vk_bench open MODEL_DIR [--gpu N] [--precision P]
+ *       (start-up only: loads the weights, opens the backend and runs one 8-token text,
+ *       and prints one line with the three times and what the pipeline cache gave; run it
+ *       twice with a fresh XDG_CACHE_HOME for a cold and a warm start. The first batch
+ *       counts because some drivers, lavapipe among them, compile at the first dispatch)
  *
  * IDS.bin: uint32 document count, then per document a uint32 length and that many int32 ids.
  * Documents are sorted by length and each batch is B consecutive documents (length-sorted
@@ -24,6 +29,7 @@
 
 #include "embed.h"
 #include "forward_vk.h"
+#include "vk_ctx.h"
 #include "model.h"
 #include "threadpool.h"
 
@@ -107,12 +113,75 @@ static void make_batch(const doc *d, int first, int B, int32_t *ids, int *offs, 
 	*bt = (fwd_batch){ .n = B, .ids = ids, .offs = offs };
 }
 
+/* tool_vk_bench open: the start-up a tool pays before its first batch. */
+static int open_only(int argc, char **argv)
+{
+	vk_options vo;
+	vk_options_default(&vo);
+	vk_settings_from_env(&vo.set); /* the pipeline cache's directory and switch included */
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--gpu") && i + 1 < argc)
+			vo.gpu_index = atoi(argv[++i]), vo.allow_cpu = 1;
+		else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+			i++;
+			vo.precision = !strcmp(argv[i], "fp32") ? VK_PREC_FP32
+				       : !strcmp(argv[i], "fp16") ? VK_PREC_FP16 : VK_PREC_DEFAULT;
+		} else {
+			fprintf(stderr, "unknown option %s\n", argv[i]);
+			return 2;
+		}
+	}
+	bert_config cfg;
+	bert_weights w;
+	emb_err err;
+	double t0 = now();
+	if (bert_config_load(argv[2], &cfg, &err) || bert_weights_load(argv[2], &cfg, &w, &err)) {
+		fprintf(stderr, "%s\n", err.msg);
+		return 1;
+	}
+	double t_load = now() - t0;
+	t0 = now();
+	vk_backend *vb;
+	if (vk_backend_open(&cfg, &w, &vo, &vb, &err)) {
+		fprintf(stderr, "GPU: %s\n", err.msg);
+		bert_weights_free(&w);
+		return 1;
+	}
+	double t_open = now() - t0;
+	static const int32_t ids[] = { 101, 1996, 4937, 2938, 2006, 1996, 13523, 102 };
+	fwd_batch bt = { .n = 1, .ids = ids, .offs = (int[]){ 0, 8 } };
+	float *out = malloc((size_t)cfg.hidden * sizeof *out);
+	t0 = now();
+	int rc = forward_vk(vb, &bt, out, &err);
+	double t_first = now() - t0;
+	free(out);
+	if (rc) {
+		fprintf(stderr, "GPU: %s\n", err.msg);
+		vk_backend_close(vb);
+		bert_weights_free(&w);
+		return 1;
+	}
+	const vk_ctx *c = vk_backend_ctx(vb);
+	printf("open: weights %.3f s, backend (device, pipelines, upload) %.3f s, first batch "
+	       "%.3f s, total %.3f s; %s, %s; pipeline cache: %s, loaded %zu bytes, file %zu "
+	       "bytes\n", t_load, t_open, t_first, t_load + t_open + t_first,
+	       vk_backend_device_name(vb), vk_backend_precision_name(vb),
+	       !c->pcache ? "off" : c->pcache_path[0] ? c->pcache_path : "this process only",
+	       c->pcache_loaded, c->pcache_size);
+	vk_backend_close(vb);
+	bert_weights_free(&w);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 5 && !strcmp(argv[1], "tokenize"))
 		return tokenize(argv[2], argv[3], argv[4]);
+	if (argc >= 3 && !strcmp(argv[1], "open"))
+		return open_only(argc, argv);
 	if (argc < 4 || strcmp(argv[1], "run")) {
 		fprintf(stderr, "usage: tool_vk_bench tokenize MODEL_DIR CORPUS.jsonl IDS.bin\n"
+				"       tool_vk_bench open MODEL_DIR [--gpu N] [--precision P]\n"
 				"       tool_vk_bench run MODEL_DIR IDS.bin [--batches LIST] [--precision "
 				"fp32|fp16|default] [--threads N] [--no-cpu] [--check] [--gpu N] [--max-batches N] [--budget TOKENS]\n");
 		return 2;
