@@ -244,49 +244,17 @@ fail:
 	return -1;
 }
 
-/* Byte offset in etext where each content token's whitespace-delimited word starts. BERT's
- * pre-tokenizer splits on whitespace first, so tokenizing word by word gives the same ids
- * as the whole text; if a tokenizer ever disagrees (count mismatch) we fall back to a
- * proportional estimate, which only affects snippets. */
-static uint32_t *token_offsets(ctx *x, wdoc *d, long T)
+static int is_space(char c)
 {
-	uint32_t *off = malloc((size_t)(T + 1) * sizeof *off);
-	if (!off)
-		return NULL;
-	const char *s = d->etext;
-	size_t n = d->elen, i = 0;
-	long t = 0;
-	int32_t tmp[512];
-	while (i < n && t <= T) {
-		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' ||
-				 s[i] == '\f' || s[i] == '\v'))
-			i++;
-		size_t j = i;
-		while (j < n && !(s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r' ||
-				  s[j] == '\f' || s[j] == '\v'))
-			j++;
-		if (j == i)
-			break;
-		long k;
-		int32_t *ids = tmp;
-		size_t cap = j - i + 2;
-		if (cap > 512)
-			ids = malloc(cap * sizeof *ids);
-		k = ids ? embed_tokenize(x->m, s + i, j - i, EMBED_PREFIX_NONE, ids, cap, NULL) : -1;
-		if (ids != tmp)
-			free(ids);
-		if (k < 0)
-			break;
-		for (long q = 0; q < k - 2 && t < T; q++)
-			off[t++] = (uint32_t)i;
-		i = j;
-	}
-	if (t != T) {
-		for (long q = 0; q < T; q++)
-			off[q] = (uint32_t)((double)q / T * n);
-	}
-	off[T] = (uint32_t)n;
-	return off;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Where the whitespace-delimited word holding byte i of s starts. */
+static size_t word_start(const char *s, size_t i)
+{
+	while (i > 0 && !is_space(s[i - 1]))
+		i--;
+	return i;
 }
 
 static void tokenize_task(void *arg, int i)
@@ -301,12 +269,18 @@ static void tokenize_task(void *arg, int i)
 	if (x->o->truncate && cap > (size_t)x->win_content + 2)
 		cap = (size_t)x->win_content + 2;
 	d->ids = malloc(cap * sizeof *d->ids);
-	if (!d->ids) {
+	/* Where each token came from, for the windows' byte ranges: one truncated window is
+	 * the whole text, so only windowing needs them. */
+	size_t *off = x->o->truncate ? NULL : malloc(2 * cap * sizeof *off);
+	if (!d->ids || (!x->o->truncate && !off)) {
+		free(off);
 		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
 		return;
 	}
-	long n = embed_tokenize(x->m, d->etext, d->elen, EMBED_PREFIX_NONE, d->ids, cap, &d->err);
+	long n = embed_tokenize_offsets(x->m, d->etext, d->elen, EMBED_PREFIX_NONE, d->ids, off,
+					cap, &d->err);
 	if (n < 0) {
+		free(off);
 		d->failed = d->err.code ? d->err.code : EMB_EINVAL;
 		return;
 	}
@@ -325,6 +299,7 @@ static void tokenize_task(void *arg, int i)
 	d->seqlen = malloc((size_t)nwin * sizeof *d->seqlen);
 	d->vecs = malloc((size_t)nwin * (size_t)x->dim * sizeof *d->vecs);
 	if (!d->win || !d->range || !d->seqs || !d->seqlen || !d->vecs) {
+		free(off);
 		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
 		return;
 	}
@@ -345,16 +320,18 @@ static void tokenize_task(void *arg, int i)
 		q[L++] = d->ids[n - 1];
 		d->seqlen[w] = L;
 	}
-	/* Byte ranges of the windows in the text (for snippets). */
+	/* Byte ranges of the windows in the text (for snippets): from the start of the
+	 * whitespace-delimited word holding a window's first token to that of the word holding
+	 * the first token after it, so a snippet never begins inside a word. */
 	size_t tl = d->in.text_len;
 	if (nwin == 1) {
 		d->range[0] = 0;
 		d->range[1] = (uint32_t)tl;
 	} else {
-		uint32_t *off = token_offsets(x, d, T);
 		for (int w = 0; w < nwin; w++) {
 			long a = d->win[2 * w], b = d->win[2 * w + 1];
-			size_t sa = off ? off[a] : 0, sb = off ? (b < T ? off[b] : d->elen) : d->elen;
+			size_t sa = word_start(d->etext, off[2 * (1 + a)]);
+			size_t sb = b < T ? word_start(d->etext, off[2 * (1 + b)]) : d->elen;
 			sa = sa > d->text_off ? sa - d->text_off : 0;
 			sb = sb > d->text_off ? sb - d->text_off : 0;
 			if (sb > tl)
@@ -364,8 +341,8 @@ static void tokenize_task(void *arg, int i)
 			d->range[2 * w] = (uint32_t)sa;
 			d->range[2 * w + 1] = (uint32_t)sb;
 		}
-		free(off);
 	}
+	free(off);
 }
 
 typedef struct seqref {
