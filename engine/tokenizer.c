@@ -295,12 +295,20 @@ static bool flush_word(struct encoder *e)
 		int32_t pieces[WORD_MAX_CHARS];
 		uint16_t ends[WORD_MAX_CHARS];
 		size_t k = wordpiece(t, e->word, e->len, pieces, e->offs ? ends : NULL);
-		/* A piece spans its bytes' source ranges; an [UNK] the whole word. */
+		/* A piece spans its bytes' source ranges (the smallest range holding them all, as
+		 * reordered marks may come from anywhere in the word); the last piece, or an
+		 * [UNK], runs to the end of the word. */
 		for (size_t i = 0, a = 0; i < k && !full; i++) {
-			size_t b = e->offs ? ends[i] : 0;
-			full = e->offs ? emit(e, pieces[i], e->src[a][0],
-					      b == e->len ? e->wend : e->src[b - 1][1])
-				       : emit(e, pieces[i], 0, 0);
+			if (!e->offs) {
+				full = emit(e, pieces[i], 0, 0);
+				continue;
+			}
+			size_t b = ends[i], lo = e->src[a][0], hi = e->src[a][1];
+			for (size_t q = a + 1; q < b; q++) {
+				lo = e->src[q][0] < lo ? e->src[q][0] : lo;
+				hi = e->src[q][1] > hi ? e->src[q][1] : hi;
+			}
+			full = emit(e, pieces[i], lo, b == e->len ? e->wend : hi);
 			a = b;
 		}
 	}
@@ -321,8 +329,11 @@ static bool push_char(struct encoder *e, uint32_t c)
 			return true;
 		e->len = utf8_encode(e->word, c);
 		e->nchars = 1;
-		e->src[0][0] = e->cs;
-		e->src[0][1] = e->wend = e->ce;
+		for (size_t k = 0; k < e->len; k++) {
+			e->src[k][0] = e->cs;
+			e->src[k][1] = e->ce;
+		}
+		e->wend = e->ce;
 		return flush_word(e);
 	}
 	e->wend = e->ce;
