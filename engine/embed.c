@@ -380,6 +380,13 @@ int embed_batch_end(const int *lens, int n, int i, size_t budget)
 long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
 		    int32_t *ids, size_t cap, emb_err *err)
 {
+	return embed_tokenize_offsets(m, text, len, prefix, ids, NULL, cap, err);
+}
+
+long embed_tokenize_offsets(const embed_model *m, const char *text, size_t len,
+			    embed_prefix prefix, int32_t *ids, size_t *offsets, size_t cap,
+			    emb_err *err)
+{
 	if (cap < 2) {
 		emb_errf(err, EMB_EINVAL, "embed_tokenize: cap must be at least 2");
 		return -1;
@@ -406,14 +413,23 @@ long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_pr
 		}
 		memcpy(joined, pre, plen);
 		memcpy(joined + plen, text, len);
-		n = tokenizer_encode(m->tok, joined, plen + len, ids + 1, cap - 2, err);
+		n = tokenizer_encode_offsets(m->tok, joined, plen + len, ids + 1,
+					     offsets ? offsets + 2 : NULL, cap - 2, err);
 		free(joined);
 	} else {
-		n = tokenizer_encode(m->tok, text, len, ids + 1, cap - 2, err);
+		n = tokenizer_encode_offsets(m->tok, text, len, ids + 1, offsets ? offsets + 2 : NULL,
+					     cap - 2, err);
 	}
 	if (n < 0)
 		return -1;
 	ids[n + 1] = tokenizer_sep_id(m->tok);
+	if (offsets) {
+		/* Specials, and the prefix's own tokens, come from no byte of the caller's text. */
+		offsets[0] = offsets[1] = offsets[2 * n + 2] = offsets[2 * n + 3] = 0;
+		for (long k = 1; k <= n && plen; k++)
+			for (int q = 0; q < 2; q++)
+				offsets[2 * k + q] = offsets[2 * k + q] > plen ? offsets[2 * k + q] - plen : 0;
+	}
 	return n + 2;
 }
 

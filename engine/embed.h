@@ -118,6 +118,20 @@ const char *embed_device_name(const embed_model *m);
 long embed_tokenize(const embed_model *m, const char *text, size_t len, embed_prefix prefix,
 		    int32_t *ids, size_t cap, emb_err *err);
 
+/* As embed_tokenize, and, when offsets is not NULL, also says where each id came from in
+ * text (the caller's text, before normalization and without the prefix): offsets[2k] and
+ * offsets[2k + 1] are the byte range [start, end) of id k, with Hugging Face `tokenizers`'
+ * semantics (Encoding.offsets): a word or punctuation mark spans its bytes, a WordPiece
+ * continuation piece the bytes of its own characters (so the first piece of a word starts
+ * where the word does), an [UNK] the whole word, a special-token string written in the text
+ * its match; [CLS], [SEP] and the prefix's tokens are [0, 0). Characters that normalization
+ * drops (control characters, separately written accents) belong to no id. offsets has room
+ * for 2 * cap entries. Returns and errors as
+ * embed_tokenize (offsets is then undefined). */
+long embed_tokenize_offsets(const embed_model *m, const char *text, size_t len,
+			    embed_prefix prefix, int32_t *ids, size_t *offsets, size_t cap,
+			    emb_err *err);
+
 /* Encodes n texts (lens[i] bytes each; lens may be NULL for NUL-terminated texts) into
  * out[n * dim], row i for texts[i]. Texts past the maximum length are truncated. A text's
  * vector does not depend on its batch-mates or n. Errors: EMB_EINVAL (invalid UTF-8, message

@@ -228,11 +228,20 @@ struct encoder {
 	uint32_t nchars;  /* code points in the word, counted past max_word_chars too */
 	size_t reorder_floor; /* marks appended later may move back to here, not further */
 	char word[WORD_MAX_BYTES];
+	/* Offsets, only when the caller wants them (offs != NULL): offs[2k], offs[2k+1] is the
+	 * source byte range of id k. Each byte of word remembers the range of the source code
+	 * point it came from (src), as HF's alignments do; cs..ce is the code point being
+	 * pushed, wend the end of the word's last one (also past max_word_chars). */
+	size_t *offs;
+	size_t cs, ce, wend;
+	size_t src[WORD_MAX_BYTES][2];
 };
 
 /* WordPiece: greedy longest match from the left; if some position matches nothing the
- * whole word is [UNK]. Writes the pieces to out[] and returns their number. */
-static size_t wordpiece(const tokenizer *t, const char *w, size_t len, int32_t *out)
+ * whole word is [UNK]. Writes the pieces to out[] (and, when ends is not NULL, where each
+ * ends in w; an [UNK] ends at len) and returns their number. */
+static size_t wordpiece(const tokenizer *t, const char *w, size_t len, int32_t *out,
+			uint16_t *ends)
 {
 	size_t n = 0, start = 0;
 	uint32_t prefix_hash[WORD_MAX_BYTES + 1];
@@ -252,17 +261,25 @@ static size_t wordpiece(const tokenizer *t, const char *w, size_t len, int32_t *
 		}
 		if (id < 0) {
 			out[0] = t->unk_id;
+			if (ends)
+				ends[0] = (uint16_t)len;
 			return 1;
 		}
+		if (ends)
+			ends[n] = (uint16_t)end;
 		out[n++] = id;
 		start = end;
 	}
 	return n;
 }
 
-/* Returns true once cap ids are out. */
-static bool emit(struct encoder *e, int32_t id)
+/* Emits an id that came from source bytes [start, end). Returns true once cap ids are out. */
+static bool emit(struct encoder *e, int32_t id, size_t start, size_t end)
 {
+	if (e->offs) {
+		e->offs[2 * e->n] = start;
+		e->offs[2 * e->n + 1] = end;
+	}
 	e->ids[e->n++] = id;
 	return e->n == e->cap;
 }
@@ -273,12 +290,27 @@ static bool flush_word(struct encoder *e)
 	const tokenizer *t = e->t;
 	bool full = false;
 	if (e->nchars > t->max_word_chars) {
-		full = emit(e, t->unk_id);
+		full = emit(e, t->unk_id, e->offs ? e->src[0][0] : 0, e->wend);
 	} else if (e->nchars > 0) {
 		int32_t pieces[WORD_MAX_CHARS];
-		size_t k = wordpiece(t, e->word, e->len, pieces);
-		for (size_t i = 0; i < k && !full; i++)
-			full = emit(e, pieces[i]);
+		uint16_t ends[WORD_MAX_CHARS];
+		size_t k = wordpiece(t, e->word, e->len, pieces, e->offs ? ends : NULL);
+		/* A piece spans its bytes' source ranges (the smallest range holding them all, as
+		 * reordered marks may come from anywhere in the word); the last piece, or an
+		 * [UNK], runs to the end of the word. */
+		for (size_t i = 0, a = 0; i < k && !full; i++) {
+			if (!e->offs) {
+				full = emit(e, pieces[i], 0, 0);
+				continue;
+			}
+			size_t b = ends[i], lo = e->src[a][0], hi = e->src[a][1];
+			for (size_t q = a + 1; q < b; q++) {
+				lo = e->src[q][0] < lo ? e->src[q][0] : lo;
+				hi = e->src[q][1] > hi ? e->src[q][1] : hi;
+			}
+			full = emit(e, pieces[i], lo, b == e->len ? e->wend : hi);
+			a = b;
+		}
 	}
 	e->len = 0;
 	e->nchars = 0;
@@ -297,13 +329,25 @@ static bool push_char(struct encoder *e, uint32_t c)
 			return true;
 		e->len = utf8_encode(e->word, c);
 		e->nchars = 1;
+		for (size_t k = 0; k < e->len; k++) {
+			e->src[k][0] = e->cs;
+			e->src[k][1] = e->ce;
+		}
+		e->wend = e->ce;
 		return flush_word(e);
 	}
+	e->wend = e->ce;
 	if (e->nchars++ >= t->max_word_chars)
 		return false; /* the word is [UNK] anyway: keep counting, stop copying */
 	int ccc = t->strip_accents ? hf_ccc(c) : 0;
 	if (ccc == 0) {
-		e->len += utf8_encode(e->word + e->len, c);
+		size_t n = utf8_encode(e->word + e->len, c);
+		if (e->offs)
+			for (size_t k = e->len; k < e->len + n; k++) {
+				e->src[k][0] = e->cs;
+				e->src[k][1] = e->ce;
+			}
+		e->len += n;
 		e->reorder_floor = e->len;
 		return false;
 	}
@@ -322,6 +366,13 @@ static bool push_char(struct encoder *e, uint32_t c)
 	size_t n = utf8_encode(enc, c);
 	memmove(e->word + at + n, e->word + at, e->len - at);
 	memcpy(e->word + at, enc, n);
+	if (e->offs) {
+		memmove(e->src[at + n], e->src[at], (e->len - at) * sizeof e->src[0]);
+		for (size_t k = at; k < at + n; k++) {
+			e->src[k][0] = e->cs;
+			e->src[k][1] = e->ce;
+		}
+	}
 	e->len += n;
 	return false;
 }
@@ -383,11 +434,19 @@ static int32_t match_added(const tokenizer *t, const char *s, size_t n, size_t *
 long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 		      size_t cap, emb_err *err)
 {
+	return tokenizer_encode_offsets(t, text, len, ids, NULL, cap, err);
+}
+
+long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, int32_t *ids,
+			      size_t *offsets, size_t cap, emb_err *err)
+{
 	if (cap == 0)
 		return 0;
 	struct encoder e;
 	e.t = t;
 	e.ids = ids;
+	e.offs = offsets;
+	e.cs = e.ce = e.wend = 0;
 	e.n = 0;
 	e.cap = cap;
 	e.len = 0;
@@ -401,7 +460,7 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 			size_t mlen;
 			int32_t id = match_added(t, text + i, len - i, &mlen);
 			if (id >= 0) {
-				if (flush_word(&e) || emit(&e, id))
+				if (flush_word(&e) || emit(&e, id, i, i + mlen))
 					return (long)e.n;
 				i += mlen;
 				continue;
@@ -411,8 +470,14 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 			i++;
 			switch (t->ascii[b]) {
 			case ASCII_WORD:
-				if (e.nchars++ < t->max_word_chars)
+				if (e.nchars++ < t->max_word_chars) {
+					if (e.offs) {
+						e.src[e.len][0] = i - 1;
+						e.src[e.len][1] = i;
+					}
 					e.word[e.len++] = t->ascii_lower[b];
+				}
+				e.wend = i;
 				e.reorder_floor = e.len;
 				break;
 			case ASCII_SPACE:
@@ -420,6 +485,8 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 					return (long)e.n;
 				break;
 			case ASCII_PUNCT:
+				e.cs = i - 1;
+				e.ce = i;
 				if (push_char(&e, b))
 					return (long)e.n;
 				break;
@@ -432,7 +499,9 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 			emb_errf(err, EMB_EINVAL, "invalid UTF-8 at byte offset %zu", i);
 			return -1;
 		}
+		e.cs = i;
 		i += n;
+		e.ce = i;
 		if (t->clean_text && (c == 0xFFFD || IN(hf_other, c)))
 			continue;
 		bool full;

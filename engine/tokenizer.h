@@ -43,6 +43,18 @@ void tokenizer_free(tokenizer *t);
 long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 		      size_t cap, emb_err *err);
 
+/* As tokenizer_encode, and, when offsets is not NULL, also writes where each id came from
+ * in text: offsets[2k] and offsets[2k + 1] are the byte range [start, end) of id k, as Hugging
+ * Face `tokenizers` gives them (Encoding.offsets): a whole word or punctuation mark spans its
+ * bytes, a WordPiece piece spans the source bytes of its characters (the last piece
+ * runs to the word's end; where marks were reordered, HF's end may differ), an [UNK] the
+ * whole word, an added token its
+ * match; characters that normalization drops (control characters, stripped accents written
+ * as separate marks) belong to no token. offsets has room for 2 * cap entries. Errors as
+ * tokenizer_encode. */
+long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, int32_t *ids,
+			      size_t *offsets, size_t cap, emb_err *err);
+
 /* Special token ids, looked up at load time: [UNK] is the model's unk_token (always present);
  * [CLS], [SEP], [PAD] are those names, or tokenizer_config.json's cls_token, sep_token,
  * pad_token; -1 when the vocabulary has no such token. */

@@ -5,7 +5,9 @@
  * window of documents in one store transaction, so a crash or a signal loses at most the
  * window in flight and a rerun resumes where the last commit ended.
  *
- *   indexer --store DIR [--model DIR] [options] INPUT...     (see usage())
+ *   indexer --store DIR [--model DIR] [options] INPUT...     (see usage() in options.c)
+ *
+ * This file is the run; indexer.h lists the others (options, windowing, --check).
  */
 #include <errno.h>
 #include <limits.h>
@@ -15,22 +17,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "embed.h"
-#include "input.h"
-#include "store.h"
+#include "indexer.h"
 #include "store_path.h"
 #include "threadpool.h"
 
 
-static volatile sig_atomic_t g_stop;
+volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig)
 {
@@ -45,19 +42,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-typedef struct opts {
-	const char *store, *model;
-	char **inputs;
-	int ninputs;
-	char **deletes;
-	int ndeletes;
-	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
-	int window, stride, threads, batch_tokens, window_docs;
-	embed_device device;
-	double progress_every;
-	input_opts in;
-} opts;
-
 typedef struct counts {
 	uint64_t added, updated, unchanged, deleted, failed, docs_seen;
 	uint64_t empty;       /* documents with nothing to embed but [CLS] [SEP] */
@@ -68,25 +52,6 @@ typedef struct counts {
 	double t_read, t_tok, t_embed, t_store;
 } counts;
 
-/* One document of the window in flight. */
-typedef struct wdoc {
-	input_doc in;
-	char *etext;          /* what is embedded: title + " " + text, or text */
-	size_t elen, text_off;/* text starts at etext + text_off */
-	uint8_t hash[STORE_HASH_BYTES];
-	int32_t *ids;         /* [CLS] content... [SEP] of the whole etext */
-	long nids;
-	int nwin;
-	uint32_t *win;        /* nwin * 2: content-token range [a, b) */
-	uint32_t *range;      /* nwin * 2: byte range in text */
-	int32_t *seqs;        /* nwin sequences of up to max_tokens ids */
-	int *seqlen;
-	float *vecs;
-	store_doc_view old;   /* --rebuild, a bad record: the live store's version, kept */
-	emb_err err;
-	int failed;           /* 0 embed; -1 unchanged; -2 bad (reported); > 0 error code */
-} wdoc;
-
 typedef struct ctx {
 	opts *o;
 	embed_model *m;
@@ -94,9 +59,7 @@ typedef struct ctx {
 	store *live;          /* --rebuild: the store being replaced, read-only */
 	int live_same_model;  /* its vectors were made by the model in use */
 	threadpool *pool;
-	int dim, max_tokens, win_tokens, win_content, stride;
-	int32_t prefix_ids[32];
-	int nprefix;
+	window_cfg wc;
 	char config[128];     /* part of the content hash: re-embed when the recipe changes */
 	counts c;
 	wdoc *w;
@@ -107,36 +70,6 @@ typedef struct ctx {
 	int tty;
 	char first_unread[512]; /* the first bad record without a readable id, for --prune */
 } ctx;
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-"usage: indexer --store DIR [--model DIR] [options] INPUT...\n"
-"Inputs: JSONL files (.jsonl/.ndjson: id or _id, text, title, metadata), text and Markdown\n"
-"files, directory trees (id = relative path), '-' for JSONL on stdin.\n"
-"  --store DIR          the vector store (created when missing)\n"
-"  --model DIR          model directory (default: $EMBED_MODEL, else the store's model,\n"
-"                       else the fetched " EMBED_DEFAULT_MODEL ")\n"
-"  --delete ID          delete a document (repeatable)\n"
-"  --prune              delete documents not present in the inputs\n"
-"  --rebuild            build a fresh store and swap it in atomically when done\n"
-"  --window N           tokens per window, specials included (default: model max)\n"
-"  --stride N           tokens between window starts (default: window - 2 - 32)\n"
-"  --truncate           one window per document: index the first window only\n"
-"  --no-title           embed the text alone (default: title + \" \" + text)\n"
-"  --id-field K[,K..]   JSON keys for the id (default _id,id)\n"
-"  --text-field K, --title-field K, --meta-field K  (defaults text, title, metadata)\n"
-"  --skip-bad           skip and count malformed documents instead of stopping\n"
-"  --max-record-bytes N largest JSONL line or text file (default 64 MiB, at most 1 GiB)\n"
-"  --threads N          CPU threads, at most 1024 (default all)\n"
-"  --device cpu|gpu|auto (default auto)\n"
-"  --batch-tokens N     token budget of one embedding batch (default 8192)\n"
-"  --window-docs N      documents per store transaction (default 256)\n"
-"  --quiet              no progress, no summary\n"
-"  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
-"  --check              verify the whole store (checksums, vectors, documents, row\n"
-"                       ownership, counts) and print what was verified\n");
-}
 
 static void warn_cb(void *arg, const char *msg)
 {
@@ -227,7 +160,7 @@ static int carry_over(ctx *x, store_snapshot *live, wdoc *d)
 		goto fail;
 	free(d->vecs);
 	free(d->range);
-	d->vecs = malloc((size_t)d->old.nwin * (size_t)x->dim * sizeof *d->vecs);
+	d->vecs = malloc((size_t)d->old.nwin * (size_t)x->wc.dim * sizeof *d->vecs);
 	d->range = malloc((size_t)d->old.nwin * 2 * sizeof *d->range);
 	if (!d->vecs || !d->range) {
 		emb_errf(&e, EMB_ENOMEM, "out of memory");
@@ -244,128 +177,11 @@ fail:
 	return -1;
 }
 
-/* Byte offset in etext where each content token's whitespace-delimited word starts. BERT's
- * pre-tokenizer splits on whitespace first, so tokenizing word by word gives the same ids
- * as the whole text; if a tokenizer ever disagrees (count mismatch) we fall back to a
- * proportional estimate, which only affects snippets. */
-static uint32_t *token_offsets(ctx *x, wdoc *d, long T)
-{
-	uint32_t *off = malloc((size_t)(T + 1) * sizeof *off);
-	if (!off)
-		return NULL;
-	const char *s = d->etext;
-	size_t n = d->elen, i = 0;
-	long t = 0;
-	int32_t tmp[512];
-	while (i < n && t <= T) {
-		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' ||
-				 s[i] == '\f' || s[i] == '\v'))
-			i++;
-		size_t j = i;
-		while (j < n && !(s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r' ||
-				  s[j] == '\f' || s[j] == '\v'))
-			j++;
-		if (j == i)
-			break;
-		long k;
-		int32_t *ids = tmp;
-		size_t cap = j - i + 2;
-		if (cap > 512)
-			ids = malloc(cap * sizeof *ids);
-		k = ids ? embed_tokenize(x->m, s + i, j - i, EMBED_PREFIX_NONE, ids, cap, NULL) : -1;
-		if (ids != tmp)
-			free(ids);
-		if (k < 0)
-			break;
-		for (long q = 0; q < k - 2 && t < T; q++)
-			off[t++] = (uint32_t)i;
-		i = j;
-	}
-	if (t != T) {
-		for (long q = 0; q < T; q++)
-			off[q] = (uint32_t)((double)q / T * n);
-	}
-	off[T] = (uint32_t)n;
-	return off;
-}
-
 static void tokenize_task(void *arg, int i)
 {
 	ctx *x = arg;
-	wdoc *d = &x->w[i];
-	if (d->failed)
-		return;
-	/* Every id covers at least one byte, so elen + 2 holds the whole text; truncation needs
-	 * only the first window, and the tokenizer stops early when told so. */
-	size_t cap = d->elen + 2;
-	if (x->o->truncate && cap > (size_t)x->win_content + 2)
-		cap = (size_t)x->win_content + 2;
-	d->ids = malloc(cap * sizeof *d->ids);
-	if (!d->ids) {
-		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
-		return;
-	}
-	long n = embed_tokenize(x->m, d->etext, d->elen, EMBED_PREFIX_NONE, d->ids, cap, &d->err);
-	if (n < 0) {
-		d->failed = d->err.code ? d->err.code : EMB_EINVAL;
-		return;
-	}
-	d->nids = n;
-	long T = n - 2; /* content tokens */
-	const int32_t *content = d->ids + 1;
-	int W = x->win_content, S = x->stride;
-	/* Window starts: 0, S, 2S, ... and a last one aligned to the end. */
-	int nwin = 1;
-	if (!x->o->truncate && T > W)
-		nwin = 1 + (int)((T - W + S - 1) / S);
-	d->nwin = nwin;
-	d->win = malloc((size_t)nwin * 2 * sizeof *d->win);
-	d->range = malloc((size_t)nwin * 2 * sizeof *d->range);
-	d->seqs = malloc((size_t)nwin * (size_t)x->max_tokens * sizeof *d->seqs);
-	d->seqlen = malloc((size_t)nwin * sizeof *d->seqlen);
-	d->vecs = malloc((size_t)nwin * (size_t)x->dim * sizeof *d->vecs);
-	if (!d->win || !d->range || !d->seqs || !d->seqlen || !d->vecs) {
-		d->failed = emb_errf(&d->err, EMB_ENOMEM, "out of memory");
-		return;
-	}
-	for (int w = 0; w < nwin; w++) {
-		long a = (long)w * S;
-		if (a + W > T)
-			a = T > W ? T - W : 0;
-		long b = a + W < T ? a + W : T;
-		d->win[2 * w] = (uint32_t)a;
-		d->win[2 * w + 1] = (uint32_t)b;
-		int32_t *q = d->seqs + (size_t)w * x->max_tokens;
-		int L = 0;
-		q[L++] = d->ids[0];
-		for (int p = 0; p < x->nprefix; p++)
-			q[L++] = x->prefix_ids[p];
-		memcpy(q + L, content + a, (size_t)(b - a) * sizeof *q);
-		L += (int)(b - a);
-		q[L++] = d->ids[n - 1];
-		d->seqlen[w] = L;
-	}
-	/* Byte ranges of the windows in the text (for snippets). */
-	size_t tl = d->in.text_len;
-	if (nwin == 1) {
-		d->range[0] = 0;
-		d->range[1] = (uint32_t)tl;
-	} else {
-		uint32_t *off = token_offsets(x, d, T);
-		for (int w = 0; w < nwin; w++) {
-			long a = d->win[2 * w], b = d->win[2 * w + 1];
-			size_t sa = off ? off[a] : 0, sb = off ? (b < T ? off[b] : d->elen) : d->elen;
-			sa = sa > d->text_off ? sa - d->text_off : 0;
-			sb = sb > d->text_off ? sb - d->text_off : 0;
-			if (sb > tl)
-				sb = tl;
-			if (sa > sb)
-				sa = sb;
-			d->range[2 * w] = (uint32_t)sa;
-			d->range[2 * w + 1] = (uint32_t)sb;
-		}
-		free(off);
-	}
+	if (!x->w[i].failed)
+		window_doc(&x->wc, &x->w[i]);
 }
 
 typedef struct seqref {
@@ -419,7 +235,7 @@ static int flush(ctx *x)
 	const int32_t **bseq = malloc((nseq ? nseq : 1) * sizeof *bseq);
 	int *blen = malloc((nseq ? nseq : 1) * sizeof *blen);
 	int *slen = malloc((nseq ? nseq : 1) * sizeof *slen);
-	float *bout = malloc((size_t)(nseq ? nseq : 1) * x->dim * sizeof *bout);
+	float *bout = malloc((size_t)(nseq ? nseq : 1) * x->wc.dim * sizeof *bout);
 	store_op *ops = malloc((size_t)x->nw * sizeof *ops);
 	if (!sr || !bseq || !blen || !slen || !bout || !ops) {
 		fprintf(stderr, "indexer: out of memory\n");
@@ -443,7 +259,7 @@ static int flush(ctx *x)
 		size_t j = (size_t)embed_batch_end(slen, (int)nseq, (int)i, (size_t)x->o->batch_tokens);
 		size_t tokens = 0;
 		for (size_t q = i; q < j; q++) {
-			bseq[q - i] = sr[q].d->seqs + (size_t)sr[q].w * x->max_tokens;
+			bseq[q - i] = sr[q].d->seqs + (size_t)sr[q].w * x->wc.max_tokens;
 			blen[q - i] = sr[q].len;
 			tokens += (size_t)sr[q].len;
 		}
@@ -454,8 +270,8 @@ static int flush(ctx *x)
 			goto out;
 		}
 		for (size_t q = i; q < j; q++)
-			memcpy(sr[q].d->vecs + (size_t)sr[q].w * x->dim, bout + (q - i) * x->dim,
-			       (size_t)x->dim * sizeof *bout);
+			memcpy(sr[q].d->vecs + (size_t)sr[q].w * x->wc.dim, bout + (q - i) * x->wc.dim,
+			       (size_t)x->wc.dim * sizeof *bout);
 		x->c.tokens += tokens;
 		x->c.windows += j - i;
 		i = j;
@@ -468,14 +284,14 @@ static int flush(ctx *x)
 		wdoc *d = &x->w[i];
 		if (d->failed != 0)
 			continue;
-		size_t n = (size_t)d->nwin * (size_t)x->dim, j = 0;
+		size_t n = (size_t)d->nwin * (size_t)x->wc.dim, j = 0;
 		while (j < n && isfinite(d->vecs[j]))
 			j++;
 		if (j == n)
 			continue;
 		char msg[1200];
 		snprintf(msg, sizeof msg, "%s: document '%s': the model gave a non-finite vector (window %zu of %d)",
-			 d->in.where, d->in.id, j / (size_t)x->dim + 1, d->nwin);
+			 d->in.where, d->in.id, j / (size_t)x->wc.dim + 1, d->nwin);
 		if (report_bad(x, msg))
 			status = -1;
 		d->failed = -2;
@@ -752,135 +568,6 @@ static int run_inputs(ctx *x)
 	return status;
 }
 
-static void parse_args(int argc, char **argv, opts *o)
-{
-	memset(o, 0, sizeof *o);
-	o->in = (input_opts){.id_fields = "_id,id", .text_field = "text", .title_field = "title",
-			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT,
-			     .stop = &g_stop};
-	o->batch_tokens = 8192;
-	o->window_docs = 256;
-	o->progress_every = 10;
-	o->device = EMBED_DEVICE_AUTO;
-	o->inputs = calloc((size_t)argc, sizeof *o->inputs);
-	o->deletes = calloc((size_t)argc, sizeof *o->deletes);
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (strcmp(a, name) == 0)
-#define NEEDV() do { if (!v) { fprintf(stderr, "indexer: %s needs a value\n", a); exit(2); } i++; } while (0)
-		if (ARG("--store")) { NEEDV(); o->store = v; }
-		else if (ARG("--model")) { NEEDV(); o->model = v; }
-		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
-		else if (ARG("--prune")) o->prune = 1;
-		else if (ARG("--rebuild")) o->rebuild = 1;
-		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
-		else if (ARG("--no-title")) o->no_title = 1;
-		else if (ARG("--skip-bad")) o->skip_bad = 1;
-		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
-		else if (ARG("--check")) o->check = 1;
-		else if (ARG("--window")) { NEEDV(); o->window = (int)cli_int("indexer", a, v, 8, INT_MAX); }
-		else if (ARG("--stride")) { NEEDV(); o->stride = (int)cli_int("indexer", a, v, 1, INT_MAX); }
-		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
-		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)cli_int("indexer", a, v, 1, (long long)1 << 30); }
-		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = (int)cli_int("indexer", a, v, 1, INT_MAX); }
-		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = (int)cli_int("indexer", a, v, 1, INT_MAX); }
-		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = cli_double("indexer", a, v, 0, 1e9); }
-		else if (ARG("--device")) { NEEDV(); o->device = cli_device("indexer", a, v); }
-		else if (ARG("--id-field")) { NEEDV(); o->in.id_fields = v; }
-		else if (ARG("--text-field")) { NEEDV(); o->in.text_field = v; }
-		else if (ARG("--title-field")) { NEEDV(); o->in.title_field = v; }
-		else if (ARG("--meta-field")) { NEEDV(); o->in.meta_field = v; }
-		else if (ARG("--help") || ARG("-h")) { usage(stdout); exit(0); }
-		else if (a[0] == '-' && a[1]) { fprintf(stderr, "indexer: unknown option %s\n", a); usage(stderr); exit(2); }
-		else o->inputs[o->ninputs++] = (char *)a;
-#undef ARG
-#undef NEEDV
-	}
-	if (!o->store) {
-		fprintf(stderr, "indexer: --store DIR is required\n");
-		usage(stderr);
-		exit(2);
-	}
-	if (!o->check && !o->ninputs && !o->ndeletes && !o->prune) {
-		fprintf(stderr, "indexer: nothing to do (no INPUT, --delete or --prune)\n");
-		exit(2);
-	}
-	if (o->prune && !o->ninputs) {
-		fprintf(stderr, "indexer: --prune needs the inputs that hold every document to keep\n");
-		exit(2);
-	}
-}
-
-/* The model directory: --model, $EMBED_MODEL, the store's (where it still exists), or the
- * fetched default. */
-static void find_model(const opts *o, char *out, size_t cap)
-{
-	if (o->model) {
-		snprintf(out, cap, "%s", o->model);
-		return;
-	}
-	const char *env = getenv("EMBED_MODEL");
-	store *s;
-	if (!(env && *env) && store_open(o->store, STORE_READONLY, &s, NULL) == 0) {
-		store_model m;
-		int ok = store_model_get(s, &m, NULL) == 0 && m.model_dir[0] && access(m.model_dir, F_OK) == 0;
-		store_close(s);
-		if (ok) {
-			snprintf(out, cap, "%s", m.model_dir);
-			return;
-		}
-	}
-	embed_default_model_dir(out, cap);
-}
-
-/* --check: reads the whole store and verifies what store_check lists; one line saying what
- * was verified, or the first damage found (exit 1). */
-static int do_check(const char *path)
-{
-	store *s;
-	emb_err e = {0};
-	if (store_open(path, STORE_READONLY, &s, &e)) {
-		fprintf(stderr, "indexer: check failed: %s\n", e.msg);
-		return 1;
-	}
-	store_snapshot *snap;
-	store_check_report r;
-	int rc = store_snapshot_begin(s, &snap, &e);
-	if (!rc)
-		rc = store_check(snap, &r, &e);
-	store_snapshot_end(snap);
-	store_stats st;
-	store_model m;
-	if (!rc)
-		rc = store_stats_get(s, &st, &e);
-	if (rc) {
-		char *self = strstr(e.msg, "; run indexer --check"); /* the advice is for the others */
-		if (self)
-			*self = 0;
-		fprintf(stderr, "indexer: check failed: %s%s\n", e.msg,
-			strstr(e.msg, "is damaged") ? "; restore it from a backup or rebuild it (--rebuild)" : "");
-		store_close(s);
-		return 1;
-	}
-	int hm = store_model_get(s, &m, NULL) == 0;
-	char sums[96];
-	if (r.format >= 2)
-		snprintf(sums, sizeof sums, "%llu checksums", (unsigned long long)r.checksums);
-	else
-		snprintf(sums, sizeof sums, "format %d has no checksums (--rebuild adds them)", r.format);
-	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB "
-	       "used of a %.0f MB map, created %s, updated %s; verified: %s, %llu documents "
-	       "(%.1f MB decompressed, lengths agree), %llu vectors in %llu blocks (finite, unit "
-	       "length), every row owned by the document listing it, counts\n",
-	       store_dir(s), (unsigned long long)st.docs, (unsigned long long)st.rows, st.dim,
-	       st.block_rows, hm ? m.name : "(none)", st.file_size / 1e6, st.map_size / 1e6,
-	       st.created, st.updated, sums, (unsigned long long)r.docs, r.text_bytes / 1e6,
-	       (unsigned long long)r.rows, (unsigned long long)r.blocks);
-	store_close(s);
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	opts o;
@@ -888,7 +575,7 @@ int main(int argc, char **argv)
 	if (o.check && !o.ninputs && !o.ndeletes) {
 		free(o.inputs);
 		free(o.deletes);
-		return do_check(o.store);
+		return check_store(o.store);
 	}
 
 	ctx x = {.o = &o};
@@ -932,26 +619,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "indexer: model %s: %s\n", model_dir, e.msg);
 		return 1;
 	}
-	x.dim = embed_dim(x.m);
-	x.max_tokens = embed_max_tokens(x.m);
-	x.win_tokens = o.window ? (o.window < x.max_tokens ? o.window : x.max_tokens) : x.max_tokens;
-	if (embed_needs_prefix(x.m)) {
-		int32_t ids[40];
-		long n = embed_tokenize(x.m, "", 0, EMBED_PREFIX_PASSAGE, ids, 40, NULL);
-		x.nprefix = n > 2 ? (int)n - 2 : 0;
-		if (x.nprefix > 30)
-			x.nprefix = 30;
-		memcpy(x.prefix_ids, ids + 1, (size_t)x.nprefix * sizeof *ids);
-	}
-	x.win_content = x.win_tokens - 2 - x.nprefix;
-	if (x.win_content < 4) {
-		fprintf(stderr, "indexer: --window %d leaves no room for text\n", x.win_tokens);
+	if (window_setup(&x.wc, x.m, o.window, o.stride, o.truncate)) {
+		fprintf(stderr, "indexer: --window %d leaves no room for text\n", x.wc.win_tokens);
 		return 2;
 	}
-	x.stride = o.stride ? o.stride : (x.win_content > 64 ? x.win_content - 32 : x.win_content / 2);
-	if (x.stride > x.win_content)
-		x.stride = x.win_content;
-	snprintf(x.config, sizeof x.config, "w=%d s=%d t=%d nt=%d", x.win_tokens, x.stride,
+	snprintf(x.config, sizeof x.config, "w=%d s=%d t=%d nt=%d", x.wc.win_tokens, x.wc.stride,
 		 o.truncate, o.no_title);
 
 	store_model sm = {0};
@@ -962,11 +634,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	snprintf(sm.sha256, sizeof sm.sha256, "%s", sha);
-	sm.dim = x.dim;
+	sm.dim = x.wc.dim;
 	snprintf(sm.pooling, sizeof sm.pooling, "%s", embed_pooling_name(x.m));
 	sm.normalized = embed_normalized(x.m);
 	sm.needs_prefix = embed_needs_prefix(x.m);
-	sm.max_tokens = x.max_tokens;
+	sm.max_tokens = x.wc.max_tokens;
 	{
 		char real[PATH_MAX];
 		const char *md = realpath(model_dir, real) ? real : model_dir;

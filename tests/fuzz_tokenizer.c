@@ -116,6 +116,19 @@ static void check(const tokenizer *t, const char *text, size_t size)
 	for (long i = 0; i < n; i++)
 		if (full[i] < 0 || (size_t)full[i] >= vocab || !tokenizer_id_to_token(t, full[i]))
 			__builtin_trap();
+	/* With offsets: the same ids, and each a non-empty byte range inside the text. */
+	if (n >= 0) {
+		int32_t *ids2 = malloc((size + 1) * sizeof *ids2);
+		size_t *off = malloc(2 * (size + 1) * sizeof *off);
+		if (tokenizer_encode_offsets(t, text, size, ids2, off, size + 1, &err) != n ||
+		    (n && memcmp(ids2, full, (size_t)n * sizeof *full)))
+			__builtin_trap();
+		for (long i = 0; i < n; i++)
+			if (off[2 * i] >= off[2 * i + 1] || off[2 * i + 1] > size)
+				__builtin_trap();
+		free(ids2);
+		free(off);
+	}
 
 	size_t caps[] = {0, 1, 2, 3, 5, n > 0 ? (size_t)n / 2 : 7, n > 0 ? (size_t)n - 1 : 9,
 			 n > 0 ? (size_t)n : 11, size};

@@ -1,0 +1,123 @@
+/* options.c — the indexer's command line: usage, parsing (exit 2 on a bad one), and which
+ * model directory a run uses.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "indexer.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: indexer --store DIR [--model DIR] [options] INPUT...\n"
+"Inputs: JSONL files (.jsonl/.ndjson: id or _id, text, title, metadata), text and Markdown\n"
+"files, directory trees (id = relative path), '-' for JSONL on stdin.\n"
+"  --store DIR          the vector store (created when missing)\n"
+"  --model DIR          model directory (default: $EMBED_MODEL, else the store's model,\n"
+"                       else the fetched " EMBED_DEFAULT_MODEL ")\n"
+"  --delete ID          delete a document (repeatable)\n"
+"  --prune              delete documents not present in the inputs\n"
+"  --rebuild            build a fresh store and swap it in atomically when done\n"
+"  --window N           tokens per window, specials included (default: model max)\n"
+"  --stride N           tokens between window starts (default: window - 2 - 32)\n"
+"  --truncate           one window per document: index the first window only\n"
+"  --no-title           embed the text alone (default: title + \" \" + text)\n"
+"  --id-field K[,K..]   JSON keys for the id (default _id,id)\n"
+"  --text-field K, --title-field K, --meta-field K  (defaults text, title, metadata)\n"
+"  --skip-bad           skip and count malformed documents instead of stopping\n"
+"  --max-record-bytes N largest JSONL line or text file (default 64 MiB, at most 1 GiB)\n"
+"  --threads N          CPU threads, at most 1024 (default all)\n"
+"  --device cpu|gpu|auto (default auto)\n"
+"  --batch-tokens N     token budget of one embedding batch (default 8192)\n"
+"  --window-docs N      documents per store transaction (default 256)\n"
+"  --quiet              no progress, no summary\n"
+"  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
+"  --check              verify the whole store (checksums, vectors, documents, row\n"
+"                       ownership, counts) and print what was verified\n");
+}
+
+void parse_args(int argc, char **argv, opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->in = (input_opts){.id_fields = "_id,id", .text_field = "text", .title_field = "title",
+			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT,
+			     .stop = &g_stop};
+	o->batch_tokens = 8192;
+	o->window_docs = 256;
+	o->progress_every = 10;
+	o->device = EMBED_DEVICE_AUTO;
+	o->inputs = calloc((size_t)argc, sizeof *o->inputs);
+	o->deletes = calloc((size_t)argc, sizeof *o->deletes);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (strcmp(a, name) == 0)
+#define NEEDV() do { if (!v) { fprintf(stderr, "indexer: %s needs a value\n", a); exit(2); } i++; } while (0)
+		if (ARG("--store")) { NEEDV(); o->store = v; }
+		else if (ARG("--model")) { NEEDV(); o->model = v; }
+		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
+		else if (ARG("--prune")) o->prune = 1;
+		else if (ARG("--rebuild")) o->rebuild = 1;
+		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
+		else if (ARG("--no-title")) o->no_title = 1;
+		else if (ARG("--skip-bad")) o->skip_bad = 1;
+		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
+		else if (ARG("--check")) o->check = 1;
+		else if (ARG("--window")) { NEEDV(); o->window = (int)cli_int("indexer", a, v, 8, INT_MAX); }
+		else if (ARG("--stride")) { NEEDV(); o->stride = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
+		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)cli_int("indexer", a, v, 1, (long long)1 << 30); }
+		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = cli_double("indexer", a, v, 0, 1e9); }
+		else if (ARG("--device")) { NEEDV(); o->device = cli_device("indexer", a, v); }
+		else if (ARG("--id-field")) { NEEDV(); o->in.id_fields = v; }
+		else if (ARG("--text-field")) { NEEDV(); o->in.text_field = v; }
+		else if (ARG("--title-field")) { NEEDV(); o->in.title_field = v; }
+		else if (ARG("--meta-field")) { NEEDV(); o->in.meta_field = v; }
+		else if (ARG("--help") || ARG("-h")) { usage(stdout); exit(0); }
+		else if (a[0] == '-' && a[1]) { fprintf(stderr, "indexer: unknown option %s\n", a); usage(stderr); exit(2); }
+		else o->inputs[o->ninputs++] = (char *)a;
+#undef ARG
+#undef NEEDV
+	}
+	if (!o->store) {
+		fprintf(stderr, "indexer: --store DIR is required\n");
+		usage(stderr);
+		exit(2);
+	}
+	if (!o->check && !o->ninputs && !o->ndeletes && !o->prune) {
+		fprintf(stderr, "indexer: nothing to do (no INPUT, --delete or --prune)\n");
+		exit(2);
+	}
+	if (o->prune && !o->ninputs) {
+		fprintf(stderr, "indexer: --prune needs the inputs that hold every document to keep\n");
+		exit(2);
+	}
+}
+
+/* The model directory: --model, $EMBED_MODEL, the store's (where it still exists), or the
+ * fetched default. */
+void find_model(const opts *o, char *out, size_t cap)
+{
+	if (o->model) {
+		snprintf(out, cap, "%s", o->model);
+		return;
+	}
+	const char *env = getenv("EMBED_MODEL");
+	store *s;
+	if (!(env && *env) && store_open(o->store, STORE_READONLY, &s, NULL) == 0) {
+		store_model m;
+		int ok = store_model_get(s, &m, NULL) == 0 && m.model_dir[0] && access(m.model_dir, F_OK) == 0;
+		store_close(s);
+		if (ok) {
+			snprintf(out, cap, "%s", m.model_dir);
+			return;
+		}
+	}
+	embed_default_model_dir(out, cap);
+}
