@@ -40,7 +40,23 @@ struct embed_model {
 	char device_name[256];
 	vk_backend *gpu;      /* NULL: CPU only (see gpu_open) */
 	int gpu_min_batch;    /* auto policy: batches of at least this many texts go to the GPU */
+	/* embed_submit_tokens' batches not yet returned by embed_wait, oldest first: at most
+	 * ASYNC_SLOTS, as forward_vk_submit keeps in flight. */
+	struct async_batch {
+		const int32_t *const *seqs;
+		const int *lens;
+		int n;
+		float *out;
+		int done;          /* finished (rc, msg); else still on the GPU */
+		int rc;
+		char msg[sizeof(((emb_err *)0)->msg)];
+	} async[2];
+	int async_head, async_n;
+	int32_t *pack_ids;    /* packing buffer of the async GPU path (forward_vk_submit copies) */
+	int *pack_offs;
+	size_t pack_ids_cap, pack_offs_cap;
 };
+#define ASYNC_SLOTS 2
 
 void embed_fetched_model_dir(const char *name, char *buf, size_t size)
 {
@@ -252,6 +268,8 @@ void embed_close(embed_model *m)
 		return;
 	vk_backend_close(m->gpu);
 	threadpool_destroy(m->pool);
+	free(m->pack_ids);
+	free(m->pack_offs);
 	tokenizer_free(m->tok);
 	bert_weights_free(&m->w);
 	pthread_mutex_destroy(&m->lock);
@@ -481,8 +499,8 @@ static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *
 	return rc;
 }
 
-int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
-			float *out, emb_err *err)
+static int check_tokens(const embed_model *m, const int32_t *const *seqs, const int *lens,
+			int n, emb_err *err)
 {
 	for (int i = 0; i < n; i++) {
 		if (lens[i] < 1 || lens[i] > m->cfg.max_tokens)
@@ -493,8 +511,168 @@ int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *l
 				return emb_errf(err, EMB_EINVAL, "sequence %d: token id %d out of range", i,
 						(int)seqs[i][k]);
 	}
+	return EMB_OK;
+}
+
+/* --- the asynchronous pair ----------------------------------------------------------------
+ * A batch is either on the GPU (forward_vk_submit, finished by forward_vk_wait in submission
+ * order) or already finished (the CPU path, a batch over the GPU's capacity, a GPU fallback):
+ * its result then waits in its slot for embed_wait. Everything runs under m->lock. */
+
+static void async_finish(struct async_batch *a, int rc, const emb_err *e)
+{
+	a->done = 1;
+	a->rc = rc;
+	snprintf(a->msg, sizeof a->msg, "%s", rc && e ? e->msg : "");
+}
+
+/* Finishes the oldest batch in flight into its slot (the slot stays queued for embed_wait).
+ * A GPU failure under auto closes the GPU (gpu_failed) and redoes the batch on the CPU; the
+ * other batch in flight then finds no GPU and is redone on the CPU too. */
+static void async_complete_oldest(embed_model *m)
+{
+	struct async_batch *a = &m->async[m->async_head];
+	if (a->done)
+		return;
+	emb_err e = {0};
+	int rc = m->gpu ? forward_vk_wait(m->gpu, &e) : EMB_EDEVICE;
+	if (rc == EMB_ENOMEM) /* forward_vk splits and retries; the async pair does not */
+		rc = EMB_EDEVICE;
+	if (rc && (!m->gpu || gpu_failed(m, rc, &e) < 0)) {
+		e = (emb_err){0};
+		rc = encode_packed(m, a->seqs, a->lens, a->n, a->out, &e);
+	}
+	async_finish(a, rc, &e);
+}
+
+/* Finishes every batch in flight (before a synchronous call needs the GPU to itself). */
+static void async_complete_all(embed_model *m)
+{
+	for (int k = 0; k < m->async_n; k++) {
+		int head = m->async_head;
+		m->async_head = (m->async_head + k) % ASYNC_SLOTS;
+		async_complete_oldest(m);
+		m->async_head = head;
+	}
+}
+
+void embed_batch_capacity(const embed_model *m, int *tokens, int *seqs)
+{
+	if (m->gpu) {
+		vk_backend_capacity(m->gpu, tokens, seqs);
+	} else {
+		*tokens = CPU_BATCH_TOKENS;
+		*seqs = CPU_BATCH_TOKENS;
+	}
+}
+
+int embed_submit_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			float *out, emb_err *err)
+{
+	int rc = check_tokens(m, seqs, lens, n, err);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&m->lock);
-	int rc = encode_packed(m, seqs, lens, n, out, err);
+	if (m->async_n == ASYNC_SLOTS) /* its result waits in its slot for embed_wait */
+		async_complete_oldest(m);
+	if (m->async_n == ASYNC_SLOTS) {
+		pthread_mutex_unlock(&m->lock);
+		return emb_errf(err, EMB_EINVAL, "embed_submit_tokens: %d batches already wait for "
+				"embed_wait", ASYNC_SLOTS);
+	}
+	struct async_batch *a = &m->async[(m->async_head + m->async_n) % ASYNC_SLOTS];
+	*a = (struct async_batch){.seqs = seqs, .lens = lens, .n = n, .out = out};
+	m->async_n++;
+	size_t tokens = 0;
+	for (int i = 0; i < n; i++)
+		tokens += (size_t)lens[i];
+	int cap_tok, cap_seq;
+	embed_batch_capacity(m, &cap_tok, &cap_seq);
+	emb_err e = {0};
+	if (n > 0 && embed_device_for_batch(m, n) == EMBED_DEVICE_GPU && tokens <= (size_t)cap_tok &&
+	    n <= cap_seq) {
+		if (tokens > m->pack_ids_cap || (size_t)n + 1 > m->pack_offs_cap) {
+			int32_t *ids = realloc(m->pack_ids, tokens * sizeof *ids);
+			if (ids) {
+				m->pack_ids = ids;
+				m->pack_ids_cap = tokens;
+			}
+			int *offs = realloc(m->pack_offs, ((size_t)n + 1) * sizeof *offs);
+			if (offs) {
+				m->pack_offs = offs;
+				m->pack_offs_cap = (size_t)n + 1;
+			}
+			if (!ids || !offs) {
+				async_finish(a, emb_errf(&e, EMB_ENOMEM, "out of memory"), &e);
+				pthread_mutex_unlock(&m->lock);
+				return EMB_OK;
+			}
+		}
+		m->pack_offs[0] = 0;
+		for (int i = 0; i < n; i++) {
+			memcpy(m->pack_ids + m->pack_offs[i], seqs[i], (size_t)lens[i] * sizeof(int32_t));
+			m->pack_offs[i + 1] = m->pack_offs[i] + lens[i];
+		}
+		fwd_batch b = {n, m->pack_ids, m->pack_offs};
+		rc = forward_vk_submit(m->gpu, &b, out, &e);
+		if (rc == EMB_OK) {
+			pthread_mutex_unlock(&m->lock);
+			return EMB_OK; /* on the GPU: embed_wait finishes it */
+		}
+		if (rc == EMB_ENOMEM)
+			rc = EMB_EDEVICE;
+		/* The failed submit left nothing on the GPU; an earlier batch may still be there. */
+		if (gpu_failed(m, rc, &e) >= 0) {
+			async_finish(a, rc, &e);
+			pthread_mutex_unlock(&m->lock);
+			return EMB_OK;
+		}
+	}
+	/* Synchronous: the CPU, or the GPU's splitting path for a batch over its capacity. The
+	 * batch before it must leave the GPU first (forward_vk uses the same slots). */
+	int self = (m->async_head + m->async_n - 1) % ASYNC_SLOTS;
+	for (int k = 0; k < m->async_n - 1; k++) {
+		int head = m->async_head;
+		m->async_head = (m->async_head + k) % ASYNC_SLOTS;
+		async_complete_oldest(m);
+		m->async_head = head;
+	}
+	e = (emb_err){0};
+	rc = encode_packed(m, seqs, lens, n, out, &e);
+	async_finish(&m->async[self], rc, &e);
+	pthread_mutex_unlock(&m->lock);
+	return EMB_OK;
+}
+
+int embed_wait(embed_model *m, emb_err *err)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->async_n == 0) {
+		pthread_mutex_unlock(&m->lock);
+		return EMB_OK;
+	}
+	async_complete_oldest(m);
+	struct async_batch *a = &m->async[m->async_head];
+	int rc = a->rc;
+	if (rc && err) {
+		err->code = rc;
+		snprintf(err->msg, sizeof err->msg, "%s", a->msg);
+	}
+	m->async_head = (m->async_head + 1) % ASYNC_SLOTS;
+	m->async_n--;
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			float *out, emb_err *err)
+{
+	int rc = check_tokens(m, seqs, lens, n, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&m->lock);
+	async_complete_all(m);
+	rc = encode_packed(m, seqs, lens, n, out, err);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
@@ -600,6 +778,7 @@ int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, i
 		goto out;
 	}
 	pthread_mutex_lock(&m->lock);
+	async_complete_all(m);
 	if ((rc = gpu_encode_texts(m, &j, n, out, err)) < 0) {
 		rc = EMB_OK;
 		threadpool_run(m->pool, tokenize_one, &j, n);

@@ -152,4 +152,32 @@ int embed_batch_end(const int *lens, int n, int i, size_t budget);
 int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
 			float *out, emb_err *err);
 
+/* The batch the device runs best in one pass: at most *tokens tokens in all and *seqs
+ * sequences. On a GPU it is the token budget derived from device memory at open
+ * (vk_backend_capacity); on the CPU, the forward pass's own chunk (8,192 tokens). Larger
+ * batches are accepted everywhere, but run synchronously. */
+void embed_batch_capacity(const embed_model *m, int *tokens, int *seqs);
+
+/* The asynchronous pair, for pipelines that prepare batch i+1 while the GPU runs batch i
+ * (the indexer). embed_submit_tokens takes what embed_encode_tokens takes and, when the batch
+ * goes to the GPU and fits embed_batch_capacity, returns as soon as it is submitted; the
+ * vectors are in out when embed_wait returns that batch. Otherwise (the CPU, a batch over
+ * the capacity) it computes the batch before returning, and embed_wait returns its result.
+ * Batches come back in submission order, one per embed_wait. At most two are outstanding: a
+ * third submit first finishes the oldest (its result still waits for embed_wait), and fails
+ * with EMB_EINVAL only when two finished batches were never waited for.
+ *
+ * Ownership: seqs, every seqs[i], lens and out must stay valid and unchanged until
+ * embed_wait has returned the batch (a GPU failure under EMBED_DEVICE_AUTO redoes the batch
+ * on the CPU from them, with the warning embed_encode gives; the GPU stays closed).
+ * Errors: embed_submit_tokens fails only on bad input (EMB_EINVAL as embed_encode_tokens:
+ * nothing is then outstanding for this call); a batch's own failure (EMB_ENOMEM,
+ * EMB_EDEVICE: device lost, timeout) comes from the embed_wait that returns it, and its out
+ * is then undefined. embed_wait with nothing outstanding returns EMB_OK at once.
+ * Threads: one thread drives the pair of a model; embed_encode* from other threads are
+ * serialised with it and first finish the batches in flight. embed_close waits for them. */
+int embed_submit_tokens(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
+			float *out, emb_err *err);
+int embed_wait(embed_model *m, emb_err *err);
+
 #endif

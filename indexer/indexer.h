@@ -4,7 +4,8 @@
  *   options.c   the command line (parse_args, usage) and the model directory (find_model)
  *   window.c    windowing: tokens, windows, id sequences, byte ranges (window_setup, window_doc)
  *   check.c     --check (check_store)
- *   main.c      the run: reading, classifying, batching, embedding, storing, progress, summary
+ *   pipeline.c  the run's stages on their threads: read, classify + tokenize, embed, store
+ *   main.c      set-up (lock, model, store), deletes, prune, the summary
  */
 #ifndef INDEXER_H
 #define INDEXER_H
@@ -28,7 +29,9 @@ typedef struct opts {
 	char **deletes;
 	int ndeletes;
 	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
-	int window, stride, threads, batch_tokens, window_docs;
+	int window, stride, threads, batch_tokens, window_docs, queue_chunks;
+	int *gpus, ngpus;     /* --gpu all|LIST: one engine per listed device (ngpus 0: --device) */
+	int gpus_all;         /* --gpu all: every device that is not a CPU implementation */
 	embed_device device;
 	double progress_every;
 	input_opts in;
@@ -92,5 +95,44 @@ int window_setup(window_cfg *c, const embed_model *m, int window, int stride, in
  * sets d->failed to the error code and d->err (invalid UTF-8, out of memory). Safe to call
  * from several threads on different documents. */
 void window_doc(const window_cfg *c, wdoc *d);
+
+/* What a run counts; the pipeline's stages update it under its lock. */
+typedef struct counts {
+	uint64_t added, updated, unchanged, deleted, failed;
+	uint64_t empty;       /* documents with nothing to embed but [CLS] [SEP] */
+	uint64_t unread_ids;  /* bad records skipped without a readable id */
+	uint64_t carried;     /* --rebuild: bad records whose stored version was kept */
+	uint64_t uncarried;   /* --rebuild: ... whose stored version could not be (another model) */
+	uint64_t tokens, windows;
+} counts;
+
+/* The pipeline's stages, for busy times and the progress line. */
+enum { ST_READ, ST_PREP, ST_EMBED, ST_STORE, NSTAGES };
+
+/* One run of the indexer: what main sets up and the pipeline uses. */
+typedef struct run {
+	opts *o;
+	embed_model **m;      /* nm engines; m[0] also tokenizes */
+	int nm;
+	store *st;
+	store *live;          /* --rebuild: the store being replaced, read-only */
+	int live_same_model;  /* its vectors were made by the model in use */
+	threadpool *pool;     /* the tokenizing threads */
+	window_cfg wc;
+	char config[128];     /* part of the content hash: re-embed when the recipe changes */
+	counts c;
+	double busy[NSTAGES]; /* seconds each stage worked (the embed stage: summed over engines) */
+	double gpu_busy;      /* seconds some batch was on an engine, summed over engines */
+	double t0, t_start;   /* process start; pipeline start (after the model and store opened) */
+	input *in;
+	int tty;
+	char first_unread[512]; /* the first bad record without a readable id, for --prune */
+} run;
+
+/* Reads every input through the pipeline and commits it to x->st. Returns 0, 1 when a
+ * signal stopped reading (everything read was still committed), or -1 after printing an
+ * error (a bad document without --skip-bad, a read, embedding or store error: what was
+ * committed before stays, and documents read after a bad one are dropped). */
+int pipeline_run(run *x);
 
 #endif

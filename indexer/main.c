@@ -29,53 +29,25 @@
 
 volatile sig_atomic_t g_stop;
 
+double now_s(void);
+
 static void on_signal(int sig)
 {
 	g_stop = sig;
 	signal(sig, SIG_DFL); /* a second signal kills at once; the store stays consistent */
 }
 
-static double now_s(void)
+double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-typedef struct counts {
-	uint64_t added, updated, unchanged, deleted, failed, docs_seen;
-	uint64_t empty;       /* documents with nothing to embed but [CLS] [SEP] */
-	uint64_t unread_ids;  /* bad records skipped without a readable id */
-	uint64_t carried;     /* --rebuild: bad records whose stored version was kept */
-	uint64_t uncarried;   /* --rebuild: ... whose stored version could not be (another model) */
-	uint64_t tokens, windows;
-	double t_read, t_tok, t_embed, t_store;
-} counts;
-
-typedef struct ctx {
-	opts *o;
-	embed_model *m;
-	store *st;
-	store *live;          /* --rebuild: the store being replaced, read-only */
-	int live_same_model;  /* its vectors were made by the model in use */
-	threadpool *pool;
-	window_cfg wc;
-	char config[128];     /* part of the content hash: re-embed when the recipe changes */
-	counts c;
-	wdoc *w;
-	int nw, capw;
-	size_t wbytes;
-	double t0, last_progress;
-	input *in;
-	int tty;
-	char first_unread[512]; /* the first bad record without a readable id, for --prune */
-} ctx;
-
 static void warn_cb(void *arg, const char *msg)
 {
-	ctx *x = arg;
-	if (!x->o->quiet || 1)
-		fprintf(stderr, "%sindexer: warning: %s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg);
+	run *x = arg;
+	fprintf(stderr, "%sindexer: warning: %s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg);
 }
 
 static long peak_rss_kb(void)
@@ -85,487 +57,35 @@ static long peak_rss_kb(void)
 	return ru.ru_maxrss;
 }
 
-static void fmt_eta(double s, char *buf, size_t cap)
+/* The devices of --gpu all: every Vulkan device that is not a CPU implementation. Fills
+ * o->gpus; returns 0, or -1 after printing why there is none. */
+static int list_gpus(opts *o)
 {
-	if (!(s >= 0) || s > 1e7)
-		snprintf(buf, cap, "?");
-	else if (s >= 3600)
-		snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
-	else
-		snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-}
-
-static void progress(ctx *x, int final)
-{
-	if (x->o->quiet)
-		return;
-	double t = now_s();
-	double every = x->tty ? 0.25 : x->o->progress_every;
-	if (!final && t - x->last_progress < every)
-		return;
-	x->last_progress = t;
-	double el = t - x->t0;
-	uint64_t done = 0, total = 0;
-	if (x->in)
-		input_progress(x->in, &done, &total);
-	double frac = total ? (double)done / (double)total : -1;
-	char eta[32] = "?";
-	if (frac > 0.001)
-		fmt_eta(el / frac - el, eta, sizeof eta);
-	uint64_t docs = x->c.added + x->c.updated + x->c.unchanged + x->c.failed;
-	char pct[16] = "";
-	if (frac >= 0)
-		snprintf(pct, sizeof pct, " %3.0f%%", frac * 100);
-	fprintf(stderr, "%s%llu docs (%llu new, %llu updated, %llu unchanged, %llu failed)  %.1f docs/s  %.0f tok/s %s ETA %s  [%s]%s",
-		x->tty ? "\r\033[K" : "indexer: ", (unsigned long long)docs,
-		(unsigned long long)x->c.added, (unsigned long long)x->c.updated,
-		(unsigned long long)x->c.unchanged, (unsigned long long)x->c.failed,
-		el > 0 ? docs / el : 0.0, el > 0 ? x->c.tokens / el : 0.0, pct, eta,
-		embed_device_name(x->m), x->tty ? "" : "\n");
-}
-
-/* ---- the window in flight -----------------------------------------------------------*/
-
-static void wdoc_free(wdoc *d)
-{
-	input_doc_free(&d->in);
-	free(d->etext);
-	free(d->ids);
-	free(d->win);
-	free(d->range);
-	free(d->seqs);
-	free(d->seqlen);
-	free(d->vecs);
-	store_doc_view_free(&d->old);
-	memset(d, 0, sizeof *d);
-}
-
-/* --rebuild: a bad record (skipped, its id readable) must not drop the document the live
- * store holds under that id, as a rebuild that only skipped it would: its stored version
- * (text, vectors, content hash) goes into the fresh store as it was. Returns 1 when d now
- * carries that version, 0 when the live store has none, -1 after printing an error. */
-static int carry_over(ctx *x, store_snapshot *live, wdoc *d)
-{
-	int exists = 0;
+	char buf[4096];
 	emb_err e = {0};
-	if (store_lookup(live, d->in.id, d->in.id_len, &exists, NULL, NULL, &e))
-		goto fail;
-	if (!exists)
-		return 0;
-	if (!x->live_same_model) {
-		x->c.uncarried++;
-		return 0;
-	}
-	if (store_doc_get(live, d->in.id, d->in.id_len, &d->old, &e))
-		goto fail;
-	free(d->vecs);
-	free(d->range);
-	d->vecs = malloc((size_t)d->old.nwin * (size_t)x->wc.dim * sizeof *d->vecs);
-	d->range = malloc((size_t)d->old.nwin * 2 * sizeof *d->range);
-	if (!d->vecs || !d->range) {
-		emb_errf(&e, EMB_ENOMEM, "out of memory");
-		goto fail;
-	}
-	if (store_doc_vectors(live, d->in.id, d->in.id_len, d->old.nwin, d->vecs, d->range, &e))
-		goto fail;
-	d->nwin = (int)d->old.nwin;
-	x->c.carried++;
-	return 1;
-fail:
-	fprintf(stderr, "indexer: keeping the stored version of '%s' (its new record was bad): %s\n",
-		d->in.id, e.msg);
-	return -1;
-}
-
-static void tokenize_task(void *arg, int i)
-{
-	ctx *x = arg;
-	if (!x->w[i].failed)
-		window_doc(&x->wc, &x->w[i]);
-}
-
-typedef struct seqref {
-	wdoc *d;
-	int w, len;
-} seqref;
-
-static int cmp_seq_len(const void *a, const void *b)
-{
-	const seqref *x = a, *y = b;
-	return y->len - x->len;
-}
-
-static int report_bad(ctx *x, const char *msg)
-{
-	fprintf(stderr, "%sindexer: %s%s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", msg,
-		x->o->skip_bad ? " (skipped)" : " (stopping; --skip-bad skips and counts bad records)");
-	x->c.failed++;
-	return x->o->skip_bad ? 0 : -1;
-}
-
-/* Tokenizes, embeds and commits the window. Returns 0, or -1 after printing an error (a
- * failed document without --skip-bad, or a store error: nothing of the window is kept). */
-static int flush(ctx *x)
-{
-	if (x->nw == 0)
-		return 0;
-	int status = 0;
-	double t = now_s();
-	/* Only documents that need embedding are tokenized (unchanged ones have failed=-1 as a
-	 * marker meaning "seen only"). */
-	threadpool_run(x->pool, tokenize_task, x, x->nw);
-	double t2 = now_s();
-	x->c.t_tok += t2 - t;
-
-	size_t nseq = 0;
-	for (int i = 0; i < x->nw; i++) {
-		wdoc *d = &x->w[i];
-		if (d->failed > 0) {
-			char msg[1200];
-			snprintf(msg, sizeof msg, "%s: document '%s': %s", d->in.where, d->in.id, d->err.msg);
-			if (report_bad(x, msg))
-				status = -1;
-			d->failed = -2; /* seen, so --prune keeps what is stored under this id */
-			continue;
-		}
-		if (d->failed == 0)
-			nseq += (size_t)d->nwin;
-	}
-	seqref *sr = malloc((nseq ? nseq : 1) * sizeof *sr);
-	const int32_t **bseq = malloc((nseq ? nseq : 1) * sizeof *bseq);
-	int *blen = malloc((nseq ? nseq : 1) * sizeof *blen);
-	int *slen = malloc((nseq ? nseq : 1) * sizeof *slen);
-	float *bout = malloc((size_t)(nseq ? nseq : 1) * x->wc.dim * sizeof *bout);
-	store_op *ops = malloc((size_t)x->nw * sizeof *ops);
-	if (!sr || !bseq || !blen || !slen || !bout || !ops) {
-		fprintf(stderr, "indexer: out of memory\n");
-		status = -1;
-		goto out;
-	}
-	/* A bad document (status -1 without --skip-bad) still lets the good ones of its window
-	 * be committed: stopping must never lose work that was sound. */
-	size_t k = 0;
-	for (int i = 0; i < x->nw; i++) {
-		wdoc *d = &x->w[i];
-		if (d->failed == 0)
-			for (int w = 0; w < d->nwin; w++)
-				sr[k++] = (seqref){d, w, d->seqlen[w]};
-	}
-	/* Length-sorted batches under a token budget: similar lengths together. */
-	qsort(sr, nseq, sizeof *sr, cmp_seq_len);
-	for (size_t i = 0; i < nseq; i++)
-		slen[i] = sr[i].len;
-	for (size_t i = 0; i < nseq;) {
-		size_t j = (size_t)embed_batch_end(slen, (int)nseq, (int)i, (size_t)x->o->batch_tokens);
-		size_t tokens = 0;
-		for (size_t q = i; q < j; q++) {
-			bseq[q - i] = sr[q].d->seqs + (size_t)sr[q].w * x->wc.max_tokens;
-			blen[q - i] = sr[q].len;
-			tokens += (size_t)sr[q].len;
-		}
-		emb_err e = {0};
-		if (embed_encode_tokens(x->m, bseq, blen, (int)(j - i), bout, &e)) {
-			fprintf(stderr, "indexer: embedding failed: %s\n", e.msg);
-			status = -1;
-			goto out;
-		}
-		for (size_t q = i; q < j; q++)
-			memcpy(sr[q].d->vecs + (size_t)sr[q].w * x->wc.dim, bout + (q - i) * x->wc.dim,
-			       (size_t)x->wc.dim * sizeof *bout);
-		x->c.tokens += tokens;
-		x->c.windows += j - i;
-		i = j;
-	}
-	double t3 = now_s();
-	x->c.t_embed += t3 - t2;
-	/* A model with broken weights gives NaN or infinite vectors: such a document is bad (kept
-	 * as seen, like any other), never stored where it would rank as garbage. */
-	for (int i = 0; i < x->nw; i++) {
-		wdoc *d = &x->w[i];
-		if (d->failed != 0)
-			continue;
-		size_t n = (size_t)d->nwin * (size_t)x->wc.dim, j = 0;
-		while (j < n && isfinite(d->vecs[j]))
-			j++;
-		if (j == n)
-			continue;
-		char msg[1200];
-		snprintf(msg, sizeof msg, "%s: document '%s': the model gave a non-finite vector (window %zu of %d)",
-			 d->in.where, d->in.id, j / (size_t)x->wc.dim + 1, d->nwin);
-		if (report_bad(x, msg))
-			status = -1;
-		d->failed = -2;
-	}
-
-	store_snapshot *live = NULL;
-	if (x->live) {
-		emb_err e = {0};
-		if (store_snapshot_begin(x->live, &live, &e)) {
-			fprintf(stderr, "indexer: %s\n", e.msg);
-			status = -1;
-			goto out;
-		}
-	}
-	int nops = 0;
-	for (int i = 0; i < x->nw; i++) {
-		wdoc *d = &x->w[i];
-		store_doc sd = {.id = d->in.id, .id_len = d->in.id_len};
-		int carried = 0;
-		if (d->failed == -2 && live && (carried = carry_over(x, live, d)) < 0) {
-			status = -1;
-			store_snapshot_end(live);
-			goto out;
-		}
-		if (carried) {
-			sd.title = d->old.title;
-			sd.title_len = d->old.title_len;
-			sd.text = d->old.text;
-			sd.text_len = d->old.text_len;
-			sd.meta = d->old.meta;
-			sd.meta_len = d->old.meta_len;
-			memcpy(sd.hash, d->old.hash, sizeof sd.hash);
-			sd.nwin = d->nwin;
-			sd.vecs = d->vecs;
-			sd.win_range = d->range;
-			ops[nops++] = (store_op){STORE_OP_PUT, sd};
-			continue;
-		}
-		if (d->failed < 0) {
-			ops[nops++] = (store_op){STORE_OP_SEEN, sd};
-			continue;
-		}
-		sd.title = d->in.title ? d->in.title : "";
-		sd.title_len = d->in.title_len;
-		sd.text = d->in.text;
-		sd.text_len = d->in.text_len;
-		sd.meta = d->in.meta ? d->in.meta : "";
-		sd.meta_len = d->in.meta_len;
-		memcpy(sd.hash, d->hash, sizeof sd.hash);
-		sd.nwin = d->nwin;
-		sd.vecs = d->vecs;
-		sd.win_range = d->range;
-		ops[nops++] = (store_op){STORE_OP_PUT, sd};
-	}
-	store_snapshot_end(live);
-	store_apply_result r;
-	emb_err e = {0};
-	if (store_apply(x->st, ops, nops, &r, &e)) {
-		fprintf(stderr, "%sindexer: %s\n", x->tty && !x->o->quiet ? "\r\033[K" : "", e.msg);
-		status = -1;
-		goto out;
-	}
-	x->c.added += r.added;
-	x->c.updated += r.updated;
-	for (int i = 0; i < x->nw; i++)
-		if (x->w[i].failed == -1)
-			x->c.unchanged++;
-	x->c.t_store += now_s() - t3;
-out:
-	free(sr);
-	free(bseq);
-	free(blen);
-	free(slen);
-	free(bout);
-	free(ops);
-	for (int i = 0; i < x->nw; i++)
-		wdoc_free(&x->w[i]);
-	x->nw = 0;
-	x->wbytes = 0;
-	progress(x, 0);
-	return status;
-}
-
-static int only_space(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '\v'))
-			return 0;
-	return 1;
-}
-
-/* Appends a document to the window in flight, taking in (freed on failure). Returns the new
- * entry, or NULL after printing "out of memory". */
-static wdoc *window_push(ctx *x, input_doc *in)
-{
-	if (x->nw == x->capw) {
-		int nc = x->capw ? x->capw * 2 : 64;
-		wdoc *nw = realloc(x->w, (size_t)nc * sizeof *nw);
-		if (!nw) {
-			input_doc_free(in);
-			fprintf(stderr, "indexer: out of memory\n");
-			return NULL;
-		}
-		x->w = nw;
-		x->capw = nc;
-	}
-	wdoc *d = &x->w[x->nw++];
-	memset(d, 0, sizeof *d);
-	d->in = *in;
-	return d;
-}
-
-/* Classifies one document: bad, duplicate, unchanged (seen only) or to embed, and adds it
- * to the window. snap is a snapshot taken after the last commit. */
-static int add_doc(ctx *x, store_snapshot *snap, input_doc *in)
-{
-	char msg[1200];
-	if (in->id_len > STORE_MAX_ID_BYTES) {
-		snprintf(msg, sizeof msg, "%s: document id '%.60s...' is %zu bytes (max %d)", in->where,
-			 in->id, in->id_len, STORE_MAX_ID_BYTES);
-		input_doc_free(in);
-		return report_bad(x, msg);
-	}
-	/* Nothing to embed but [CLS] [SEP], as sentence-transformers does: counted, not refused. */
-	int empty = only_space(in->text, in->text_len) &&
-		    (x->o->no_title || !in->title || only_space(in->title, in->title_len));
-	/* Duplicate ids: earlier in this window, or committed earlier in this run. */
-	int dup = 0;
-	for (int i = 0; i < x->nw && !dup; i++)
-		dup = x->w[i].in.id_len == in->id_len && !memcmp(x->w[i].in.id, in->id, in->id_len);
-	int exists = 0, seen = 0;
-	uint8_t old[STORE_HASH_BYTES];
-	emb_err e = {0};
-	if (!dup && store_lookup(snap, in->id, in->id_len, &exists, old, &seen, &e)) {
-		fprintf(stderr, "indexer: %s\n", e.msg);
-		input_doc_free(in);
-		return -2;
-	}
-	if (dup || seen) {
-		snprintf(msg, sizeof msg, "%s: duplicate id '%s' (already indexed in this run)", in->where, in->id);
-		input_doc_free(in);
-		return report_bad(x, msg);
-	}
-	wdoc *d = window_push(x, in);
-	if (!d)
-		return -2;
-	x->c.empty += empty;
-	const void *parts[] = {x->config, in->title ? in->title : "", in->text, in->meta ? in->meta : ""};
-	size_t lens[] = {strlen(x->config), in->title_len, in->text_len, in->meta_len};
-	store_hash(parts, lens, 4, d->hash);
-	if (exists && memcmp(old, d->hash, sizeof old) == 0) {
-		d->failed = -1; /* unchanged: mark seen, don't embed */
-		return 0;
-	}
-	if (in->title_len && !x->o->no_title && !in->title_in_text) {
-		d->elen = in->title_len + 1 + in->text_len;
-		d->etext = malloc(d->elen + 1);
-		if (d->etext) {
-			memcpy(d->etext, in->title, in->title_len);
-			d->etext[in->title_len] = ' ';
-			memcpy(d->etext + in->title_len + 1, in->text, in->text_len + 1);
-		}
-		d->text_off = in->title_len + 1;
-	} else {
-		d->elen = in->text_len;
-		d->etext = malloc(d->elen + 1);
-		if (d->etext)
-			memcpy(d->etext, in->text, in->text_len + 1);
-	}
-	if (!d->etext) {
-		fprintf(stderr, "indexer: out of memory\n");
-		return -2;
-	}
-	x->wbytes += d->elen;
-	return 0;
-}
-
-/* A bad record that was skipped (--skip-bad): when its id could be read, it joins the window
- * as "seen" so that --prune keeps what is stored under that id; when not, prune has no way to
- * tell its document from a removed one, and run_inputs refuses to prune. Takes d. */
-static int keep_seen(ctx *x, input_doc *in, const char *msg)
-{
-	if (!in->id || !in->id_len || in->id_len > STORE_MAX_ID_BYTES) {
-		if (in->id_len <= STORE_MAX_ID_BYTES && !x->c.unread_ids++)
-			snprintf(x->first_unread, sizeof x->first_unread, "%s", msg);
-		input_doc_free(in);
-		return 0;
-	}
-	wdoc *d = window_push(x, in);
-	if (!d)
-		return -2;
-	memset(in, 0, sizeof *in);
-	d->failed = -2;
-	return 0;
-}
-
-static int run_inputs(ctx *x)
-{
-	opts *o = x->o;
-	emb_err e = {0};
-	if (input_open(o->inputs, o->ninputs, &o->in, &x->in, &e)) {
-		fprintf(stderr, "indexer: %s\n", e.msg);
+	int n = embed_list_devices(buf, sizeof buf, &e);
+	if (n < 0) {
+		fprintf(stderr, "indexer: --gpu all: %s\n", e.msg);
 		return -1;
 	}
-	int status = 0;
-	store_snapshot *snap = NULL;
-	while (!status) {
-		if (g_stop) {
-			status = 1;
-			break;
-		}
-		if (!snap && store_snapshot_begin(x->st, &snap, &e)) {
-			fprintf(stderr, "indexer: %s\n", e.msg);
-			status = -1;
-			break;
-		}
-		double tr = now_s();
-		input_doc d;
-		e = (emb_err){0};
-		int r = input_next(x->in, &d, &e);
-		x->c.t_read += now_s() - tr;
-		if (r == 0)
-			break;
-		if (r < 0) {
-			if (e.code == EMB_EFORMAT || e.code == EMB_EINVAL) {
-				if (report_bad(x, e.msg))
-					status = -1;
-				else if (keep_seen(x, &d, e.msg))
-					status = -1;
-			} else if (e.code != EMB_EINTERRUPTED) {
-				fprintf(stderr, "%sindexer: %s\n", x->tty && !o->quiet ? "\r\033[K" : "", e.msg);
-				status = -1;
-			}
-			input_doc_free(&d); /* g_stop ends the loop after an interruption */
-		} else if (add_doc(x, snap, &d) < 0) {
-			status = -1;
-		}
-		if (x->nw >= o->window_docs || x->wbytes >= (32u << 20) || status) {
-			store_snapshot_end(snap);
-			snap = NULL;
-			/* Documents before a bad one are still committed (nothing is lost). */
-			if (flush(x) && !status)
-				status = -1;
-		}
-		progress(x, 0);
+	free(o->gpus);
+	o->gpus = calloc((size_t)(n ? n : 1), sizeof *o->gpus);
+	o->ngpus = 0;
+	for (char *line = buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		int idx;
+		if (sscanf(line, "%d:", &idx) == 1 && !strstr(line, "(cpu,") && o->gpus)
+			o->gpus[o->ngpus++] = idx;
+		line = nl ? nl + 1 : NULL;
 	}
-	store_snapshot_end(snap);
-	if (status >= 0 && flush(x))
-		status = -1;
-	if (status == 0 && g_stop)
-		status = 1;
-	if (status == 0 && o->rebuild && (x->c.unread_ids || x->c.uncarried)) {
-		/* The swap would drop what the live store holds under those ids. */
-		if (x->c.unread_ids)
-			fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s had no readable "
-				"id, so what the store holds under %s could not be kept (first: %s)\n",
-				(unsigned long long)x->c.unread_ids, x->c.unread_ids == 1 ? "" : "s",
-				x->c.unread_ids == 1 ? "it" : "them", x->first_unread);
-		else
-			fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s name%s documents "
-				"whose stored vectors another model made, so they could not be kept\n",
-				(unsigned long long)x->c.uncarried, x->c.uncarried == 1 ? "" : "s",
-				x->c.uncarried == 1 ? "s" : "");
-		status = -1;
+	if (!o->ngpus) {
+		fprintf(stderr, "indexer: --gpu all: no GPU (%d Vulkan device%s, CPU implementations "
+			"only; name one with --gpu N to use it)\n", n, n == 1 ? "" : "s");
+		return -1;
 	}
-	if (status == 0 && o->prune && !o->rebuild && x->c.unread_ids) {
-		fprintf(stderr, "indexer: --prune refused, nothing deleted: %llu skipped record%s had no "
-			"readable id, so the documents stored under %s cannot be told from removed ones "
-			"(first: %s)\n", (unsigned long long)x->c.unread_ids,
-			x->c.unread_ids == 1 ? "" : "s", x->c.unread_ids == 1 ? "it" : "them",
-			x->first_unread);
-		status = -1;
-	}
-	return status;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -578,7 +98,7 @@ int main(int argc, char **argv)
 		return check_store(o.store);
 	}
 
-	ctx x = {.o = &o};
+	run x = {.o = &o};
 	x.tty = isatty(2);
 	o.in.warn = warn_cb;
 	o.in.warn_arg = &x;
@@ -587,7 +107,6 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	x.t0 = now_s();
-	x.last_progress = x.t0;
 
 	/* One indexer per store at a time, rebuilds included: LMDB would serialise their
 	 * transactions, but two runs would clear each other's "seen" marks and a rebuild would
@@ -610,16 +129,35 @@ int main(int argc, char **argv)
 
 	char model_dir[PATH_MAX];
 	find_model(&o, model_dir, sizeof model_dir);
-	embed_options eo;
-	embed_options_default(&eo);
-	eo.threads = o.threads;
-	eo.device = o.device;
-	eo.quiet = o.quiet;
-	if (embed_open(model_dir, &eo, &x.m, &e)) {
-		fprintf(stderr, "indexer: model %s: %s\n", model_dir, e.msg);
+	/* One engine, or one per device of --gpu (each its own weights on its own device, fed
+	 * by the same tokenizing stage). */
+	if (o.gpus_all && list_gpus(&o))
+		return 1;
+	x.nm = o.ngpus ? o.ngpus : 1;
+	x.m = calloc((size_t)x.nm, sizeof *x.m);
+	if (!x.m) {
+		fprintf(stderr, "indexer: out of memory\n");
 		return 1;
 	}
-	if (window_setup(&x.wc, x.m, o.window, o.stride, o.truncate)) {
+	for (int i = 0; i < x.nm; i++) {
+		embed_options eo;
+		embed_options_default(&eo);
+		eo.threads = o.threads;
+		eo.device = o.ngpus ? EMBED_DEVICE_GPU : o.device;
+		eo.gpu_index = o.ngpus ? o.gpus[i] : -1;
+		eo.quiet = o.quiet;
+		if (embed_open(model_dir, &eo, &x.m[i], &e)) {
+			fprintf(stderr, "indexer: model %s%s: %s\n", model_dir, o.ngpus ? " on --gpu" : "", e.msg);
+			return 1;
+		}
+	}
+	/* Chunks (transactions) big enough for a few of the device's batches: a GPU batch holds
+	 * ~1,000 windows, and the batches of one chunk are sorted by length together. */
+	if (!o.window_docs)
+		o.window_docs = embed_device_for_batch(x.m[0], 1 << 20) == EMBED_DEVICE_GPU ? 4096 : 256;
+	if (!o.queue_chunks)
+		o.queue_chunks = 4 + 2 * x.nm;
+	if (window_setup(&x.wc, x.m[0], o.window, o.stride, o.truncate)) {
 		fprintf(stderr, "indexer: --window %d leaves no room for text\n", x.wc.win_tokens);
 		return 2;
 	}
@@ -627,17 +165,17 @@ int main(int argc, char **argv)
 		 o.truncate, o.no_title);
 
 	store_model sm = {0};
-	snprintf(sm.name, sizeof sm.name, "%s", embed_model_name(x.m));
-	const char *sha = embed_model_sha256(x.m);
+	snprintf(sm.name, sizeof sm.name, "%s", embed_model_name(x.m[0]));
+	const char *sha = embed_model_sha256(x.m[0]);
 	if (!sha) {
 		fprintf(stderr, "indexer: cannot hash the weights of %s\n", model_dir);
 		return 1;
 	}
 	snprintf(sm.sha256, sizeof sm.sha256, "%s", sha);
 	sm.dim = x.wc.dim;
-	snprintf(sm.pooling, sizeof sm.pooling, "%s", embed_pooling_name(x.m));
-	sm.normalized = embed_normalized(x.m);
-	sm.needs_prefix = embed_needs_prefix(x.m);
+	snprintf(sm.pooling, sizeof sm.pooling, "%s", embed_pooling_name(x.m[0]));
+	sm.normalized = embed_normalized(x.m[0]);
+	sm.needs_prefix = embed_needs_prefix(x.m[0]);
 	sm.max_tokens = x.wc.max_tokens;
 	{
 		char real[PATH_MAX];
@@ -693,7 +231,29 @@ int main(int argc, char **argv)
 			fprintf(stderr, "indexer: %s\n", e.msg);
 			status = -1;
 		} else {
-			status = run_inputs(&x);
+			status = pipeline_run(&x);
+		}
+		if (status == 0 && o.rebuild && (x.c.unread_ids || x.c.uncarried)) {
+			/* The swap would drop what the live store holds under those ids. */
+			if (x.c.unread_ids)
+				fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s had no readable "
+					"id, so what the store holds under %s could not be kept (first: %s)\n",
+					(unsigned long long)x.c.unread_ids, x.c.unread_ids == 1 ? "" : "s",
+					x.c.unread_ids == 1 ? "it" : "them", x.first_unread);
+			else
+				fprintf(stderr, "indexer: --rebuild refused: %llu skipped record%s name%s documents "
+					"whose stored vectors another model made, so they could not be kept\n",
+					(unsigned long long)x.c.uncarried, x.c.uncarried == 1 ? "" : "s",
+					x.c.uncarried == 1 ? "s" : "");
+			status = -1;
+		}
+		if (status == 0 && o.prune && !o.rebuild && x.c.unread_ids) {
+			fprintf(stderr, "indexer: --prune refused, nothing deleted: %llu skipped record%s had no "
+				"readable id, so the documents stored under %s cannot be told from removed ones "
+				"(first: %s)\n", (unsigned long long)x.c.unread_ids,
+				x.c.unread_ids == 1 ? "" : "s", x.c.unread_ids == 1 ? "it" : "them",
+				x.first_unread);
+			status = -1;
 		}
 	}
 	if (status == 0 && o.prune && !o.rebuild) {
@@ -704,10 +264,8 @@ int main(int argc, char **argv)
 			status = -1;
 		}
 		x.c.deleted += n;
-		x.c.t_store += now_s() - t;
+		x.busy[ST_STORE] += now_s() - t;
 	}
-	if (x.tty && !o.quiet)
-		fprintf(stderr, "\r\033[K");
 
 	store_stats st = {0};
 	store_stats_get(x.st, &st, NULL);
@@ -743,13 +301,22 @@ int main(int argc, char **argv)
 			(unsigned long long)x.c.windows, peak_rss_kb() / 1024.0,
 			o.store, (unsigned long long)st.docs,
 			(unsigned long long)st.rows);
-		fprintf(stderr, "indexer: time: read %.2f s, tokenize %.2f s, embed %.2f s, store %.2f s; device %s\n",
-			x.c.t_read, x.c.t_tok, x.c.t_embed, x.c.t_store, embed_device_name(x.m));
+		/* The stages overlap: each one's busy time, against the run's wall time after
+		 * start-up; the embed stage's is the time a batch was on some engine. */
+		double run_el = x.t_start > 0 ? now_s() - x.t_start : 0;
+		fprintf(stderr, "indexer: stages (busy s, they overlap): read %.2f, prep %.2f, embed %.2f "
+			"(device busy %.0f%% of %.2f s after %.2f s start-up), store %.2f; device %s%s\n",
+			x.busy[ST_READ], x.busy[ST_PREP], x.gpu_busy,
+			run_el > 0 ? 100 * x.gpu_busy / x.nm / run_el : 0.0, run_el,
+			x.t_start > 0 ? x.t_start - x.t0 : el, x.busy[ST_STORE], embed_device_name(x.m[0]),
+			x.nm > 1 ? " and more" : "");
 	}
 	input_close(x.in);
 	threadpool_destroy(x.pool);
-	embed_close(x.m);
-	free(x.w);
+	for (int i = 0; i < x.nm; i++)
+		embed_close(x.m[i]);
+	free(x.m);
+	free(o.gpus);
 	free(o.inputs);
 	free(o.deletes);
 	if (status > 0)

@@ -32,12 +32,47 @@ static void usage(FILE *f)
 "  --max-record-bytes N largest JSONL line or text file (default 64 MiB, at most 1 GiB)\n"
 "  --threads N          CPU threads, at most 1024 (default all)\n"
 "  --device cpu|gpu|auto (default auto)\n"
-"  --batch-tokens N     token budget of one embedding batch (default 8192)\n"
-"  --window-docs N      documents per store transaction (default 256)\n"
+"  --gpu all|N[,N..]    one engine per GPU (Vulkan device numbers as embed --list-devices\n"
+"                       gives them; all: every device that is not a CPU implementation)\n"
+"  --batch-tokens N     tokens of one embedding batch (default: what the device holds,\n"
+"                       from its memory; 8192 on the CPU)\n"
+"  --window-docs N      documents per chunk, one store transaction each (default 4096 on\n"
+"                       a GPU, 256 on the CPU)\n"
+"  --queue-chunks N     chunks in flight between reading and commit, which bounds memory\n"
+"                       and what a kill loses (default 4 + 2 per engine)\n"
 "  --quiet              no progress, no summary\n"
 "  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
 "  --check              verify the whole store (checksums, vectors, documents, row\n"
 "                       ownership, counts) and print what was verified\n");
+}
+
+/* --gpu all, or a comma-separated list of device numbers. Exits 2 on anything else. */
+static void parse_gpus(opts *o, const char *v)
+{
+	free(o->gpus);
+	o->gpus = NULL;
+	o->ngpus = 0;
+	o->gpus_all = !strcmp(v, "all");
+	if (o->gpus_all)
+		return;
+	o->gpus = calloc(strlen(v) + 1, sizeof *o->gpus);
+	for (const char *q = v;;) {
+		char *end;
+		long n = strtol(q, &end, 10);
+		if (end == q || n < 0 || n > 1024 || (*end && *end != ',') || !o->gpus) {
+			fprintf(stderr, "indexer: --gpu must be all or device numbers like 0,1 (got '%s')\n", v);
+			exit(2);
+		}
+		for (int i = 0; i < o->ngpus; i++)
+			if (o->gpus[i] == n) {
+				fprintf(stderr, "indexer: --gpu names device %ld twice\n", n);
+				exit(2);
+			}
+		o->gpus[o->ngpus++] = (int)n;
+		if (!*end)
+			break;
+		q = end + 1;
+	}
 }
 
 void parse_args(int argc, char **argv, opts *o)
@@ -46,8 +81,6 @@ void parse_args(int argc, char **argv, opts *o)
 	o->in = (input_opts){.id_fields = "_id,id", .text_field = "text", .title_field = "title",
 			     .meta_field = "metadata", .max_record = INPUT_MAX_RECORD_DEFAULT,
 			     .stop = &g_stop};
-	o->batch_tokens = 8192;
-	o->window_docs = 256;
 	o->progress_every = 10;
 	o->device = EMBED_DEVICE_AUTO;
 	o->inputs = calloc((size_t)argc, sizeof *o->inputs);
@@ -72,6 +105,8 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
 		else if (ARG("--max-record-bytes")) { NEEDV(); o->in.max_record = (size_t)cli_int("indexer", a, v, 1, (long long)1 << 30); }
 		else if (ARG("--batch-tokens")) { NEEDV(); o->batch_tokens = (int)cli_int("indexer", a, v, 1, INT_MAX); }
+		else if (ARG("--queue-chunks")) { NEEDV(); o->queue_chunks = (int)cli_int("indexer", a, v, 1, 1 << 20); }
+		else if (ARG("--gpu")) { NEEDV(); parse_gpus(o, v); }
 		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = (int)cli_int("indexer", a, v, 1, INT_MAX); }
 		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = cli_double("indexer", a, v, 0, 1e9); }
 		else if (ARG("--device")) { NEEDV(); o->device = cli_device("indexer", a, v); }
