@@ -33,7 +33,8 @@ static void usage(FILE *f)
 "  --threads N          CPU threads, at most 1024 (default all)\n"
 "  --device cpu|gpu|auto (default auto)\n"
 "  --gpu all|N[,N..]    one engine per GPU (Vulkan device numbers as embed --list-devices\n"
-"                       gives them; all: every device that is not a CPU implementation)\n"
+"                       gives them; all: every device that is not a CPU implementation;\n"
+"                       a device named twice runs two engines)\n"
 "  --batch-tokens N     tokens of one embedding batch (default: what the device holds,\n"
 "                       from its memory; 8192 on the CPU)\n"
 "  --window-docs N      documents per chunk, one store transaction each (default 4096 on\n"
@@ -63,11 +64,6 @@ static void parse_gpus(opts *o, const char *v)
 			fprintf(stderr, "indexer: --gpu must be all or device numbers like 0,1 (got '%s')\n", v);
 			exit(2);
 		}
-		for (int i = 0; i < o->ngpus; i++)
-			if (o->gpus[i] == n) {
-				fprintf(stderr, "indexer: --gpu names device %ld twice\n", n);
-				exit(2);
-			}
 		o->gpus[o->ngpus++] = (int)n;
 		if (!*end)
 			break;
