@@ -573,12 +573,10 @@ int embed_submit_tokens(embed_model *m, const int32_t *const *seqs, const int *l
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&m->lock);
-	if (m->async_n == ASYNC_SLOTS) /* its result waits in its slot for embed_wait */
-		async_complete_oldest(m);
 	if (m->async_n == ASYNC_SLOTS) {
 		pthread_mutex_unlock(&m->lock);
-		return emb_errf(err, EMB_EINVAL, "embed_submit_tokens: %d batches already wait for "
-				"embed_wait", ASYNC_SLOTS);
+		return emb_errf(err, EMB_EINVAL, "embed_submit_tokens: %d batches are outstanding "
+				"already (call embed_wait)", ASYNC_SLOTS);
 	}
 	struct async_batch *a = &m->async[(m->async_head + m->async_n) % ASYNC_SLOTS];
 	*a = (struct async_batch){.seqs = seqs, .lens = lens, .n = n, .out = out};

@@ -163,9 +163,8 @@ void embed_batch_capacity(const embed_model *m, int *tokens, int *seqs);
  * goes to the GPU and fits embed_batch_capacity, returns as soon as it is submitted; the
  * vectors are in out when embed_wait returns that batch. Otherwise (the CPU, a batch over
  * the capacity) it computes the batch before returning, and embed_wait returns its result.
- * Batches come back in submission order, one per embed_wait. At most two are outstanding: a
- * third submit first finishes the oldest (its result still waits for embed_wait), and fails
- * with EMB_EINVAL only when two finished batches were never waited for.
+ * Batches come back in submission order, one per embed_wait. At most two are outstanding
+ * (submitted and not yet returned by embed_wait): a third submit fails with EMB_EINVAL.
  *
  * Ownership: seqs, every seqs[i], lens and out must stay valid and unchanged until
  * embed_wait has returned the batch (a GPU failure under EMBED_DEVICE_AUTO redoes the batch
