@@ -106,7 +106,8 @@ typedef struct pipeline {
 	int batch_tokens, batch_seqs;
 	/* progress: busy times at the last line, for the rates over the last interval */
 	double last_t, last_busy[NSTAGES], last_gpu;
-	uint64_t last_docs;
+	uint64_t docs_read;      /* records the read stage took (for the ETA) */
+	double *busy_since;      /* per engine: when its current busy spell began (0: idle) */
 	double last_progress;
 } pipeline;
 
@@ -125,8 +126,9 @@ static void fmt_eta(double s, char *buf, size_t cap)
 static const char *stage_name[NSTAGES] = {"read", "prep", "embed", "store"};
 
 /* The progress line: counts, rates, ETA, and what each stage did over the last interval
- * (busy %; the embed stage's is the engines' busy time over their number), the busiest
- * named as the bottleneck, and how many chunks wait before each stage. Called with p->mu. */
+ * (busy %; the embed stage's is the engines' busy time over their number), what waits
+ * before the prep, embed and store stages, and the busiest stage, named as the bottleneck.
+ * Called with p->mu. */
 static void progress_locked(pipeline *p, int final)
 {
 	run *x = p->x;
@@ -141,12 +143,16 @@ static void progress_locked(pipeline *p, int final)
 	uint64_t done = 0, total = 0;
 	if (x->in)
 		input_progress(x->in, &done, &total);
+	/* How far the run is: the share of the input read, scaled by the share of what was read
+	 * that is committed (reading runs ahead of the other stages by up to --queue-chunks). */
+	uint64_t docs = x->c.added + x->c.updated + x->c.unchanged + x->c.failed;
 	double frac = total ? (double)done / (double)total : -1;
+	if (frac >= 0 && p->docs_read)
+		frac *= docs < p->docs_read ? (double)docs / (double)p->docs_read : 1.0;
 	char eta[32] = "?";
 	double run_el = t - x->t_start;
 	if (frac > 0.001)
 		fmt_eta(run_el / frac - run_el, eta, sizeof eta);
-	uint64_t docs = x->c.added + x->c.updated + x->c.unchanged + x->c.failed;
 	char pct[16] = "";
 	if (frac >= 0)
 		snprintf(pct, sizeof pct, " %3.0f%%", frac * 100);
@@ -156,20 +162,24 @@ static void progress_locked(pipeline *p, int final)
 	if (dt > 0.05) {
 		int worst = 0, at = 0;
 		double load[NSTAGES];
+		double gpu = x->gpu_busy; /* and the spells still running */
+		for (int i = 0; i < x->nm; i++)
+			gpu += p->busy_since[i] > 0 ? t - p->busy_since[i] : 0;
 		for (int s = 0; s < NSTAGES; s++) {
 			load[s] = (x->busy[s] - p->last_busy[s]) / dt;
 			if (s == ST_EMBED)
-				load[s] = (x->gpu_busy - p->last_gpu) / dt / x->nm;
+				load[s] = (gpu - p->last_gpu) / dt / x->nm;
 			if (load[s] > load[worst])
 				worst = s;
 		}
 		for (int s = 0; s < NSTAGES; s++)
 			at += snprintf(stages + at, sizeof stages - (size_t)at, "%s%s %.0f%%", s ? " " : "",
 				       stage_name[s], 100 * (load[s] > 1 ? 1 : load[s]));
-		snprintf(stages + at, sizeof stages - (size_t)at, " (queues %d/%d/%d, bottleneck %s)",
-			 p->nprep, p->ngq, p->ndone, stage_name[worst]);
+		snprintf(stages + at, sizeof stages - (size_t)at, "; waiting: %d chunk%s, %d batch%s, %d "
+			 "chunk%s; bottleneck %s", p->nprep, p->nprep == 1 ? "" : "s", p->ngq,
+			 p->ngq == 1 ? "" : "es", p->ndone, p->ndone == 1 ? "" : "s", stage_name[worst]);
 		memcpy(p->last_busy, x->busy, sizeof p->last_busy);
-		p->last_gpu = x->gpu_busy;
+		p->last_gpu = gpu;
 		p->last_t = t;
 	}
 	fprintf(stderr, "%s%llu docs (%llu new, %llu updated, %llu unchanged, %llu failed)  %.0f docs/s  %.0f tok/s %s ETA %s  %s%s",
@@ -358,6 +368,7 @@ static int read_inputs(pipeline *p)
 		add_busy(p, ST_READ, now_s() - t);
 		if (r == 0)
 			break;
+		p->docs_read++;
 		if (r < 0) {
 			if (e.code == EMB_EFORMAT || e.code == EMB_EINVAL) {
 				if (report_bad(p, e.msg)) {
@@ -781,13 +792,26 @@ static void batch_done(pipeline *p, batch *b, int rc, const emb_err *e)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* Engine i starts (busy 1) or ends (0) a spell with batches in flight. */
+static void busy_spell(pipeline *p, int i, int busy)
+{
+	double t = now_s();
+	pthread_mutex_lock(&p->mu);
+	if (busy) {
+		p->busy_since[i] = t;
+	} else {
+		p->x->gpu_busy += t - p->busy_since[i];
+		p->busy_since[i] = 0;
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
 static void *engine_thread(void *arg)
 {
 	engine *g = arg;
 	pipeline *p = g->p;
 	batch *fl[2];
 	int nfl = 0;
-	double since = 0; /* when the engine last went from idle to busy */
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
 		while (!p->gq_head && !p->prep_end && nfl == 0)
@@ -815,27 +839,21 @@ static void *engine_thread(void *arg)
 			add_busy(p, ST_EMBED, now_s() - t);
 			batch_done(p, fl[0], rc, &e);
 			fl[0] = fl[1];
-			if (--nfl == 0) {
-				pthread_mutex_lock(&p->mu);
-				p->x->gpu_busy += now_s() - since;
-				pthread_mutex_unlock(&p->mu);
-			}
+			if (--nfl == 0)
+				busy_spell(p, g->index, 0);
 		}
 		if (!b)
 			continue;
 		double t = now_s();
 		if (nfl == 0)
-			since = t;
+			busy_spell(p, g->index, 1);
 		int rc = embed_submit_tokens(g->m, (const int32_t *const *)b->c->seqs + b->first,
 					     b->c->lens + b->first, b->n, b->c->out + (size_t)b->first * p->x->wc.dim, &e);
 		add_busy(p, ST_EMBED, now_s() - t);
 		if (rc) {
 			batch_done(p, b, rc, &e);
-			if (nfl == 0) {
-				pthread_mutex_lock(&p->mu);
-				p->x->gpu_busy += now_s() - since;
-				pthread_mutex_unlock(&p->mu);
-			}
+			if (nfl == 0)
+				busy_spell(p, g->index, 0);
 			continue;
 		}
 		fl[nfl++] = b;
@@ -1046,10 +1064,12 @@ int pipeline_run(run *x)
 
 	pthread_t prep, writer, *eng = calloc((size_t)x->nm, sizeof *eng);
 	engine *g = calloc((size_t)x->nm, sizeof *g);
-	if (!eng || !g) {
+	p.busy_since = calloc((size_t)x->nm, sizeof *p.busy_since);
+	if (!eng || !g || !p.busy_since) {
 		fprintf(stderr, "indexer: out of memory\n");
 		free(eng);
 		free(g);
+		free(p.busy_since);
 		return -1;
 	}
 	int started = 0;
@@ -1103,6 +1123,7 @@ int pipeline_run(run *x)
 		fprintf(stderr, "\r\033[K");
 	free(eng);
 	free(g);
+	free(p.busy_since);
 	pthread_cond_destroy(&p.cv);
 	pthread_mutex_destroy(&p.mu);
 	if (p.status < 0)
