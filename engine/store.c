@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <lmdb.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ struct store {
 	char dir[PATH_MAX];
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
+	/* LMDB may move the map only while no transaction of this process is open: snapshots
+	 * hold this shared, growing the map takes it exclusive (the indexer's pipeline reads
+	 * snapshots on one thread while another writes). */
+	pthread_rwlock_t maplock;
 };
 
 /* The part of the address space where LMDB's values may lie: the map, of which only the
@@ -577,6 +582,7 @@ int store_open(const char *path, int flags, store **out, emb_err *err)
 	store *s = calloc(1, sizeof *s);
 	if (!s)
 		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", path);
+	pthread_rwlock_init(&s->maplock, NULL);
 	s->readonly = readonly;
 	/* A reader that may not write lock.mdb (another user's store, mode 0644) reads without
 	 * LMDB's lock file (MDB_NOLOCK). Such a reader does not register in the reader table,
@@ -681,6 +687,7 @@ void store_close(store *s)
 		mdb_env_close(s->env);
 	ZSTD_freeCCtx(s->cctx);
 	ZSTD_freeDCtx(s->dctx);
+	pthread_rwlock_destroy(&s->maplock);
 	free(s);
 }
 
@@ -1262,7 +1269,9 @@ static int grow_map(store *s, emb_err *err)
 	MDB_envinfo info;
 	mdb_env_info(s->env, &info);
 	size_t next = info.me_mapsize * 2;
+	pthread_rwlock_wrlock(&s->maplock); /* no snapshot of another thread may be open */
 	int rc = mdb_env_set_mapsize(s->env, next);
+	pthread_rwlock_unlock(&s->maplock);
 	if (rc)
 		return mdb_fail(err, rc, "grow map", s->dir);
 	return EMB_OK;
@@ -1433,8 +1442,10 @@ int store_snapshot_begin(store *s, store_snapshot **out, emb_err *err)
 	store_snapshot *snap = calloc(1, sizeof *snap);
 	if (!snap)
 		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+	pthread_rwlock_rdlock(&s->maplock);
 	int rc = txn_begin(s, MDB_RDONLY, &snap->txn);
 	if (rc) {
+		pthread_rwlock_unlock(&s->maplock);
 		free(snap);
 		return mdb_fail(err, rc, "begin read", s->dir);
 	}
@@ -1462,6 +1473,7 @@ void store_snapshot_end(store_snapshot *snap)
 	if (!snap)
 		return;
 	mdb_txn_abort(snap->txn);
+	pthread_rwlock_unlock(&snap->s->maplock);
 	free(snap);
 }
 

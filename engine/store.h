@@ -50,8 +50,11 @@
  * once and then sees the old store or the new one, never a mix. store_path.h has the rest:
  * aliases, the writer lock, rebuild swaps and leftovers, what may become a store.
  *
- * Threads: a store handle is used by one thread at a time; a snapshot's search may use a
- * threadpool internally. Several processes may open one store: one writes, others read.
+ * Threads: a store handle is used by one thread at a time, except that snapshots may be
+ * begun, read and ended on other threads while one thread writes (store_apply and the other
+ * writers wait for such snapshots to end only when they must grow the map); a snapshot stays
+ * on the thread that began it. A snapshot's search may use a threadpool internally. Several
+ * processes may open one store: one writes, others read.
  */
 #ifndef EMB_STORE_H
 #define EMB_STORE_H
@@ -172,7 +175,8 @@ typedef struct store_apply_result {
  * too long, nwin < 1, a vector that is not finite or all zero: the message names the
  * document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
  * the message says which; a value it must rewrite fails its checksum: "damaged"),
- * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
+ * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open on the calling thread (other threads'
+ * are fine: see Threads above). */
 int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);
 
 /* Forgets every id marked seen (the indexer calls it at the start of a run, so that "seen"
