@@ -46,7 +46,8 @@ def test_corpus(b, tmp):
             o = dict(out[k * len(src) + i]) if k * len(src) + i < len(out) else {}
             want = dict(r, **{key: f"{r[key]}-{k}"})
             if o != want:
-                check(False, f"corpus: copy {k} record {i}: {o} != {want}")
+                check(False, f"corpus: copy {k} record {i}: id {o.get(key)!r} (want "
+                      f"{want[key]!r}), other fields {'the same' if {**o, key: 0} == {**want, key: 0} else 'differ'}")
                 return
     gz = os.path.join(tmp, "s.jsonl.gz")
     with open(SAMPLE, "rb") as f, gzip.open(gz, "wb") as g:
