@@ -46,8 +46,9 @@ def test_corpus(b, tmp):
             o = dict(out[k * len(src) + i]) if k * len(src) + i < len(out) else {}
             want = dict(r, **{key: f"{r[key]}-{k}"})
             if o != want:
+                rest = "the same" if {**o, key: 0} == {**want, key: 0} else "different"
                 check(False, f"corpus: copy {k} record {i}: id {o.get(key)!r} (want "
-                      f"{want[key]!r}), other fields {'the same' if {**o, key: 0} == {**want, key: 0} else 'differ'}")
+                      f"{want[key]!r}), other fields {rest}")
                 return
     gz = os.path.join(tmp, "s.jsonl.gz")
     with open(SAMPLE, "rb") as f, gzip.open(gz, "wb") as g:
