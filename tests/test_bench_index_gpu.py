@@ -25,6 +25,7 @@ SAMPLE = os.path.join(ROOT, "sample", "scifact-200.jsonl")
 
 
 def load():
+    sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the work tree
     loader = importlib.machinery.SourceFileLoader("bench_index_gpu", SCRIPT)
     spec = importlib.util.spec_from_loader("bench_index_gpu", loader)
     m = importlib.util.module_from_spec(spec)
