@@ -19,6 +19,9 @@ CASES = [
     (["indexer", "--store", "S", "--window", "4", "in.jsonl"], "--window needs an integer from 8"),
     (["indexer", "--store", "S", "--progress-every", "soon", "in.jsonl"], "--progress-every needs a number"),
     (["indexer", "--store", "S", "--batch-tokens", "", "in.jsonl"], "--batch-tokens needs an integer"),
+    (["indexer", "--store", "S", "--gpu", "0,x", "in.jsonl"], "--gpu must be all or device numbers"),
+    (["indexer", "--store", "S", "--gpu", "", "in.jsonl"], "--gpu must be all or device numbers"),
+    (["indexer", "--store", "S", "--queue-chunks", "0", "in.jsonl"], "--queue-chunks needs an integer from 1"),
 ]
 
 failed = 0
