@@ -402,10 +402,22 @@ static inline uint32_t hex4(const unsigned char *p)
 	return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
 }
 
+/* Whether s[i..i+4) (within n) are hex digits; their value in *c. */
+static inline int hex4_ok(const unsigned char *s, size_t i, size_t n, uint32_t *c)
+{
+	if (i + 4 > n)
+		return 0;
+	for (int k = 0; k < 4; k++)
+		if (hexval(s[i + k]) < 0)
+			return 0;
+	*c = hex4(s + i);
+	return 1;
+}
+
 /* Scans a string whose opening quote is s[i-1]: the index of its closing quote, or BAIL
  * (a control character, invalid UTF-8, a malformed escape, no end). *esc tells whether
- * it holds escapes. Validates everything jansson's lexer does except what \u escapes
- * decode to (unescape checks that). */
+ * it holds escapes. Validates everything jansson's lexer does, so that a string the
+ * record does not use is checked as well. */
 static size_t scan_string(const unsigned char *s, size_t i, size_t n, int *esc)
 {
 	*esc = 0;
@@ -427,12 +439,17 @@ static size_t scan_string(const unsigned char *s, size_t i, size_t n, int *esc)
 				return BAIL;
 			unsigned e = s[i + 1];
 			if (e == 'u') {
-				if (i + 6 > n)
+				/* jansson refuses \u0000 and unpaired surrogates, in any string */
+				uint32_t c;
+				if (!hex4_ok(s, i + 2, n, &c) || c == 0 || (c >= 0xDC00 && c <= 0xDFFF))
 					return BAIL;
-				for (int k = 2; k < 6; k++)
-					if (hexval(s[i + k]) < 0)
-						return BAIL;
 				i += 6;
+				if (c >= 0xD800 && c <= 0xDBFF) {
+					if (i + 1 >= n || s[i] != '\\' || s[i + 1] != 'u' || !hex4_ok(s, i + 2, n, &c) ||
+					    c < 0xDC00 || c > 0xDFFF)
+						return BAIL;
+					i += 6;
+				}
 			} else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
 				   e == 'r' || e == 't') {
 				i += 2;
@@ -454,8 +471,8 @@ static size_t scan_string(const unsigned char *s, size_t i, size_t n, int *esc)
 	}
 }
 
-/* Decodes the escapes of a scanned string v[0..n) into out (n + 1 bytes are enough);
- * returns the length, or BAIL for what jansson refuses: \u0000 and unpaired surrogates. */
+/* Decodes the escapes of a string that scan_string accepted, v[0..n), into out (n + 1
+ * bytes are enough); returns the length. */
 static size_t unescape(const unsigned char *v, size_t n, char *out)
 {
 	size_t o = 0, i = 0;
@@ -478,15 +495,8 @@ static size_t unescape(const unsigned char *v, size_t n, char *out)
 		case 'u': {
 			uint32_t c = hex4(v + i);
 			i += 4;
-			if (c == 0 || (c >= 0xDC00 && c <= 0xDFFF))
-				return BAIL;
-			if (c >= 0xD800 && c <= 0xDBFF) {
-				if (i + 6 > n || v[i] != '\\' || v[i + 1] != 'u')
-					return BAIL;
-				uint32_t lo = hex4(v + i + 2);
-				if (lo < 0xDC00 || lo > 0xDFFF)
-					return BAIL;
-				c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
+			if (c >= 0xD800 && c <= 0xDBFF) { /* a pair, as scan_string checked */
+				c = 0x10000 + ((c - 0xD800) << 10) + (hex4(v + i + 2) - 0xDC00);
 				i += 6;
 			}
 			o += utf8_encode(out + o, c);
@@ -612,7 +622,7 @@ static const fkey *fast_find(const fkey *f, size_t nf, const char *key)
 	return NULL;
 }
 
-/* A string field's value, unescaped, NUL-terminated, in a new buffer; NULL on BAIL. */
+/* A string field's value, unescaped, NUL-terminated, in a new buffer (NULL: no memory). */
 static char *fast_string(const fkey *f, size_t *len)
 {
 	char *s = malloc(f->vlen + 1);
@@ -625,10 +635,6 @@ static char *fast_string(const fkey *f, size_t *len)
 		return s;
 	}
 	*len = unescape((const unsigned char *)f->v, f->vlen, s);
-	if (*len == BAIL) {
-		free(s);
-		return NULL;
-	}
 	return s;
 }
 
@@ -751,7 +757,7 @@ static int fast_jsonl(const input_opts *opt, const char *line, size_t len, input
 	if (title && title->type == V_STR && !(d->title = fast_string(title, &d->title_len)))
 		goto bail;
 	if (meta && meta->type != V_NULL) {
-		if (meta->type == V_COMP && meta->rawlen == 2 && meta->raw[0] == '{') {
+		if (meta->rawlen == 2 && memcmp(meta->raw, "{}", 2) == 0) {
 			d->meta = strdup("{}"); /* most BEIR corpora: jansson writes the same */
 		} else {
 			json_t *m;
