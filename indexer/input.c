@@ -188,11 +188,17 @@ void input_doc_free(input_doc *d)
 
 void input_progress(const input *in, uint64_t *done, uint64_t *total)
 {
-	*done = in->done;
+	*done = __atomic_load_n(&in->done, __ATOMIC_RELAXED);
 	*total = in->total;
 }
 
-uint64_t input_ignored(const input *in) { return in->ignored; }
+uint64_t input_ignored(const input *in) { return __atomic_load_n(&in->ignored, __ATOMIC_RELAXED); }
+
+/* The counters have one writer (the reader thread) and may be read on any thread. */
+static inline void count(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, *c + n, __ATOMIC_RELAXED);
+}
 
 static void close_file(input *in)
 {
@@ -615,6 +621,8 @@ static int fast_value_ok(const fkey *f, json_t **out)
 
 static const fkey *fast_find(const fkey *f, size_t nf, const char *key)
 {
+	if (!key)
+		return NULL; /* as json_object_get */
 	size_t kl = strlen(key);
 	for (size_t i = 0; i < nf; i++)
 		if (f[i].klen == kl && memcmp(f[i].k, key, kl) == 0)
@@ -795,7 +803,7 @@ static int read_text_file(input *in, const pending *p, input_rec *r, emb_err *er
 	id_printable(p->path, strlen(p->path), r->where, sizeof r->where);
 	struct stat st;
 	if (stat(p->path, &st) == 0)
-		in->done += (uint64_t)st.st_size;
+		count(&in->done, (uint64_t)st.st_size);
 	if (check_id(r->where, "file name", p->rel, r->id_len, err))
 		return EMB_EFORMAT;
 	FILE *f = fopen(p->path, "rb");
@@ -820,7 +828,7 @@ static int read_text_file(input *in, const pending *p, input_rec *r, emb_err *er
 	buf[n] = 0;
 	if (memchr(buf, 0, n)) {
 		free(buf);
-		in->ignored++;
+		count(&in->ignored, 1);
 		if (in->opt.warn) {
 			char msg[PATH_MAX + 64];
 			snprintf(msg, sizeof msg, "%s: binary file (NUL bytes), skipped", r->where);
@@ -914,7 +922,7 @@ static int read_line(input *in, emb_err *err)
 		char *nl = memchr(start, '\n', in->rend - in->rpos);
 		size_t take = nl ? (size_t)(nl - start) : in->rend - in->rpos;
 		in->rpos += take + (nl != NULL);
-		in->done += take + (nl != NULL);
+		count(&in->done, take + (nl != NULL));
 		if (in->overlong) {
 			if (nl) {
 				in->overlong = 0;
@@ -1022,7 +1030,7 @@ int input_next_raw(input *in, input_rec *r, emb_err *err)
 		} else if (S_ISDIR(st.st_mode)) {
 			rc = expand_dir(in, p.path, p.rel, strcmp(p.path, p.rel) == 0, err);
 		} else if (!S_ISREG(st.st_mode)) {
-			in->ignored++;
+			count(&in->ignored, 1);
 		} else if (has_suffix(p.path, ".jsonl") || has_suffix(p.path, ".ndjson")) {
 			in->fd = open(p.path, O_RDONLY | O_CLOEXEC);
 			if (in->fd < 0)

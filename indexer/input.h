@@ -111,7 +111,8 @@ int input_parse(const input_opts *o, input_rec *r, input_doc *d, emb_err *err);
 /* Frees what r owns and clears it; r may be freed twice. */
 void input_rec_free(input_rec *r);
 
-/* Bytes consumed so far and the total size of all regular files (0 when unknown: stdin). */
+/* Bytes consumed so far and the total size of all regular files (0 when unknown: stdin).
+ * These two may be called on any thread while another reads. */
 void input_progress(const input *in, uint64_t *done, uint64_t *total);
 uint64_t input_ignored(const input *in);
 

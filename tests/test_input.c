@@ -4,7 +4,8 @@
  * and sample/, and a made-up tree of every kind of bad record and file (including stdin, a
  * stop request and a file that vanishes). And the fast JSONL parser agrees with jansson, the
  * definition of a record: on every record above, on random valid records, and on random
- * mutations of all of them for TEST_INPUT_SECONDS (default 5) seconds.
+ * mutations of all of them for TEST_INPUT_SECONDS (default 5) seconds (TEST_INPUT_SEED
+ * picks another sequence).
  *
  * Compiled with input.c included, as the indexer's files are not in the engine library; the
  * comparison with jansson calls its static parse_jsonl. */
@@ -652,6 +653,8 @@ int main(void)
 {
 	char tmp[256];
 	test_tmpdir(tmp);
+	if (getenv("TEST_INPUT_SEED")) /* other random records and mutations, for longer hunts */
+		g_rng ^= strtoull(getenv("TEST_INPUT_SEED"), NULL, 10) * 0x9E3779B97F4A7C15ull;
 	const size_t cap_bytes = 8192;
 	input_opts o = {.id_fields = "_id,id", .text_field = "text", .title_field = "title",
 			.meta_field = "metadata", .stop = &g_stop};
@@ -762,6 +765,7 @@ int main(void)
 	printf("random records: %ld, %ld by the fast path\n", g_fast_all - g0, g_fast_ok - gf);
 	CHECK(g_fast_ok - gf > 200, "too few random records took the fast path: the test would prove little");
 	const char *secs = getenv("TEST_INPUT_SECONDS");
+
 	double limit = secs ? atof(secs) : 5.0;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
