@@ -23,6 +23,7 @@ typedef struct job {
 static void *parse_range(void *arg)
 {
 	job *j = arg;
+	long docs = 0; /* counted here: jobs[] share cache lines */
 	for (size_t i = j->lo; i < j->hi; i++) {
 		input_rec r = j->recs[i]; /* a shallow copy: input_parse may take the buffers */
 		r.data = malloc(r.len + 1);
@@ -37,10 +38,11 @@ static void *parse_range(void *arg)
 		} else {
 			rc = input_parse(j->o, &r, &d, &e);
 		}
-		j->docs += rc > 0;
+		docs += rc > 0;
 		input_doc_free(&d);
 		input_rec_free(&r);
 	}
+	j->docs = docs;
 	return NULL;
 }
 
