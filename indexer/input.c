@@ -314,7 +314,8 @@ static int json_field(json_t *obj, const char *key, char **out, size_t *len, int
 
 /* The definition of a JSONL record: jansson reads the line, and every bad record gets its
  * message here. */
-static int parse_jsonl(const input_opts *opt, const char *line, size_t len, input_doc *d, emb_err *err)
+static int parse_jsonl(const input_opts *opt, const char *line, size_t len, input_doc *d,
+		       emb_err *err)
 {
 	json_error_t je;
 	json_t *o = json_loadb(line, len, JSON_FLAGS, &je);
@@ -365,8 +366,8 @@ out:
 	return rc;
 }
 
-/* ---- JSONL records: the fast path. Each function returns BAIL where jansson might
- * disagree or the record is bad; the caller then leaves the record to parse_jsonl. ---- */
+/* ---- JSONL records: the fast path. Its scanners return BAIL, and fast_jsonl 0, where
+ * jansson might disagree or the record is bad; the record then goes to parse_jsonl. ---- */
 
 #define BAIL ((size_t)-1)
 #define FAST_MAX_KEYS 32     /* more top-level keys: jansson (the duplicate check is quadratic) */
@@ -388,11 +389,12 @@ typedef struct fkey {
 } fkey;
 
 /* Non-zero when one of the 8 bytes in x is a control character, non-ASCII, '"' or '\\':
- * where a string scan must look closer (the "has a byte less than n" word trick). */
+ * where a string scan must look closer (the "has a byte less than n" word trick, exact as
+ * a yes/no answer). */
 static inline uint64_t special8(uint64_t x)
 {
 	uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
-	return ((x - ONES * 0x20) & ~x) | x | ((q - ONES) & ~q) | ((b - ONES) & ~b);
+	return (((x - ONES * 0x20) & ~x) | x | ((q - ONES) & ~q) | ((b - ONES) & ~b)) & HIGHS;
 }
 
 static inline int hexval(unsigned c)
@@ -431,7 +433,7 @@ static size_t scan_string(const unsigned char *s, size_t i, size_t n, int *esc)
 		while (i + 8 <= n) {
 			uint64_t x;
 			memcpy(&x, s + i, 8);
-			if (special8(x) & HIGHS)
+			if (special8(x))
 				break;
 			i += 8;
 		}
@@ -1004,11 +1006,19 @@ int input_next_raw(input *in, input_rec *r, emb_err *err)
 				i++;
 			if (i == n)
 				continue; /* blank line */
-			if (!(r->data = malloc(n + 1))) {
+			if (line == in->line) {
+				/* assembled from several reads (long, or across a read): hand the
+				 * buffer over rather than hold the record twice */
+				char *shrunk = realloc(in->line, n + 1);
+				r->data = shrunk ? shrunk : in->line;
+				in->line = NULL;
+				in->linecap = 0;
+			} else if (!(r->data = malloc(n + 1))) {
 				emb_errf(err, EMB_ENOMEM, "%s:%ld: out of memory", in->fname, in->lineno);
 				return -1;
+			} else {
+				memcpy(r->data, line, n);
 			}
-			memcpy(r->data, line, n);
 			r->data[n] = 0;
 			r->len = n;
 			r->kind = INPUT_REC_JSONL;

@@ -71,7 +71,8 @@ void input_doc_free(input_doc *d);
 enum {
 	INPUT_REC_JSONL = 1,      /* one line of a JSONL file */
 	INPUT_REC_TEXT = 2,       /* a whole text file */
-	INPUT_REC_MARKDOWN = 3,   /* a whole Markdown file (.md, .markdown): its first "# " line is the title */
+	INPUT_REC_MARKDOWN = 3,   /* a whole Markdown file (.md, .markdown): its first "# "
+				   * line is the title */
 };
 
 /* One record as read, not yet parsed. Owned by whoever holds it; input_rec_free releases it. */

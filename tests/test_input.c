@@ -1,7 +1,7 @@
 /* test_input.c — the indexer's reading split in two (indexer/input.h): input_next_raw on one
  * thread and input_parse on several, results put back in order, give what input_next gives,
  * document for document and error for error, on the SciFact corpus, the inputs under tests/
- * and sample/, and a made-up tree of every kind of bad record and file (including stdin, a
+ * and sample/, lines around the read size, and a made-up tree of every kind of bad record and file (including stdin, a
  * stop request and a file that vanishes). And the fast JSONL parser agrees with jansson, the
  * definition of a record: on every record above, on random valid records, and on random
  * mutations of all of them for TEST_INPUT_SECONDS (default 5) seconds (TEST_INPUT_SEED
@@ -649,6 +649,79 @@ static char *mutate(const char *s, size_t len, const char *other, size_t olen, s
 	return b;
 }
 
+/* Framing against getline: every non-blank line of path, as input_next_raw hands it over
+ * (without its newline and trailing CRs, with its line number), whatever its length. */
+static void check_framing(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	input *in;
+	input_opts o = {.id_fields = "_id,id", .text_field = "text", .title_field = "title",
+			.meta_field = "metadata"};
+	emb_err e;
+	char *p[] = {(char *)path};
+	if (!f || input_open(p, 1, &o, &in, &e)) {
+		CHECK(0, "%s: cannot open", path);
+		return;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	long lineno = 0, recs = 0, bad = 0;
+	while ((got = getline(&line, &cap, f)) > 0) {
+		lineno++;
+		size_t n = (size_t)got;
+		if (n && line[n - 1] == '\n')
+			n--;
+		while (n && line[n - 1] == '\r')
+			n--;
+		size_t i = 0;
+		while (i < n && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		if (i == n)
+			continue;
+		input_rec r;
+		int rc = input_next_raw(in, &r, &e);
+		char where[4200];
+		snprintf(where, sizeof where, "%s:%ld", path, lineno);
+		if (rc != 1 || r.len != n || memcmp(r.data, line, n) || r.data[n] || strcmp(r.where, where))
+			bad++;
+		recs++;
+		input_rec_free(&r);
+	}
+	input_rec r;
+	CHECK(input_next_raw(in, &r, &e) == 0, "%s: records after the end", path);
+	input_rec_free(&r);
+	CHECK(bad == 0, "%s: %ld of %ld records framed wrong", path, bad, recs);
+	printf("%s: %ld records framed as getline reads them\n", path, recs);
+	free(line);
+	fclose(f);
+	input_close(in);
+}
+
+/* Lines of every length around the read size (256 KiB), some far longer, CRs, blanks. */
+static void write_long_lines(const char *dir, const char *name)
+{
+	char *b = NULL;
+	size_t n = 0, cap = 0;
+	for (int i = 0; i < 60; i++) {
+		size_t len = i % 3 == 0 ? rn(1000) : i % 3 == 1 ? (256u << 10) - 40 + rn(80) : rn(900u << 10);
+		put_str(&b, &n, &cap, "{\"_id\": \"", 9);
+		char id[32];
+		snprintf(id, sizeof id, "L%d\", \"text\": \"", i);
+		put_str(&b, &n, &cap, id, strlen(id));
+		for (size_t k = 0; k < len; k++) {
+			char c = (char)('a' + k % 26);
+			put_str(&b, &n, &cap, &c, 1);
+		}
+		put_str(&b, &n, &cap, "\"}", 2);
+		const char *ends[] = {"\n", "\r\n", "\r\r\n", "\n\n", "\n  \t\n"};
+		const char *end = ends[rn(5)];
+		put_str(&b, &n, &cap, end, strlen(end));
+	}
+	test_write_file(dir, name, b, n);
+	free(b);
+}
+
 int main(void)
 {
 	char tmp[256];
@@ -675,7 +748,21 @@ int main(void)
 	compare_inputs("tests/corpus, tests/data, sample", ptests, 3, &o, NULL);
 	jsonl_against_jansson("tests/corpus, tests/data, sample", ptests, 3, &o, NULL);
 
-	/* 2. the made-up tree, stdin, a file that vanishes, a small record cap */
+	/* 2. framing alone, against getline, on SciFact and on lines around the read size */
+	if (access(scifact, R_OK) == 0)
+		check_framing(scifact);
+	char longp[4096];
+	write_long_lines(tmp, "long.jsonl");
+	snprintf(longp, sizeof longp, "%s/long.jsonl", tmp);
+	check_framing(longp);
+	{
+		char *p[] = {longp};
+		compare_inputs("long lines", p, 1, &o, NULL);
+		jsonl_against_jansson("long lines", p, 1, &o, NULL);
+	}
+	unlink(longp);
+
+	/* 3. the made-up tree, stdin, a file that vanishes, a small record cap */
 	make_tree(tmp, cap_bytes);
 	char bad[4096], gone[4096], missing_dir[4096];
 	snprintf(bad, sizeof bad, "%s/bad.jsonl", tmp);
@@ -693,7 +780,7 @@ int main(void)
 	compare_inputs("bad tree, odd fields", ptree, 5, &oc2, bad);
 	jsonl_against_jansson("bad tree, odd fields", ptree, 5, &oc2, bad);
 
-	/* 3. every error class input.h lists shows up in the tree */
+	/* 4. every error class input.h lists shows up in the tree */
 	{
 		result *res;
 		set_stdin(bad);
@@ -728,7 +815,7 @@ int main(void)
 	}
 	g_vanish = NULL;
 
-	/* 4. random records, then mutations of everything above, for a bounded time */
+	/* 5. random records, then mutations of everything above, for a bounded time */
 	size_t nseed = 0, capseed = 4096;
 	char **seeds = malloc(capseed * sizeof *seeds);
 	size_t *seedlen = malloc(capseed * sizeof *seedlen);
