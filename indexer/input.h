@@ -1,7 +1,13 @@
 /* input.h — the indexer's document sources, read one document at a time so that memory
  * stays bounded whatever the corpus: JSONL files (BEIR corpus.jsonl as is), plain-text and
  * Markdown files, directory trees of them (id = path relative to the tree), and `-` for
- * JSONL on stdin. */
+ * JSONL on stdin.
+ *
+ * Reading comes in two halves so that a pipeline can parse on several threads: one reader
+ * thread frames records (input_next_raw: file order, line numbers, record caps, signals),
+ * and any number of threads turn records into documents (input_parse). input_next is the
+ * two in one call, for a single thread; for every input, input_next gives what
+ * input_next_raw followed by input_parse gives, document for document and error for error. */
 #ifndef INDEXER_INPUT_H
 #define INDEXER_INPUT_H
 
@@ -61,7 +67,53 @@ int input_next(input *in, input_doc *d, emb_err *err);
 
 void input_doc_free(input_doc *d);
 
-/* Bytes consumed so far and the total size of all regular files (0 when unknown: stdin). */
+/* What a raw record holds. */
+enum {
+	INPUT_REC_JSONL = 1,      /* one line of a JSONL file */
+	INPUT_REC_TEXT = 2,       /* a whole text file */
+	INPUT_REC_MARKDOWN = 3,   /* a whole Markdown file (.md, .markdown): its first "# "
+				   * line is the title */
+};
+
+/* One record as read, not yet parsed. Owned by whoever holds it; input_rec_free releases it. */
+typedef struct input_rec {
+	int kind;                 /* INPUT_REC_* */
+	char *data;               /* the bytes, data[len] == 0: a JSONL line without its newline
+				   * and trailing CRs (never blank), or a text file's contents
+				   * (without NUL bytes: binary files are no records) */
+	size_t len;
+	char *id;                 /* text files: the document id (the file name as found, see
+				   * input_next; checked); NULL for JSONL lines */
+	size_t id_len;
+	char where[640];          /* as input_doc.where */
+} input_rec;
+
+/* The reader's half of input_next: the next record in input order, framed but not parsed.
+ * Call from one thread at a time per input (it keeps the position). Returns 1 with *r
+ * filled, 0 at the end, or -1 with err set, exactly when and as input_next would for the
+ * errors that framing finds: EMB_EIO, EMB_EINTERRUPTED and EMB_ENOMEM, and EMB_EFORMAT for
+ * a record over opt.max_record bytes (skipped without being held) and for a text file whose
+ * name is not a valid id; after -1, r->id and r->where name the record as input_next names
+ * it in its document. Everything else about a record's contents (JSON, fields, UTF-8) is
+ * input_parse's. Binary files are skipped here (opt.warn is called on this thread).
+ * *r is overwritten without being freed: call input_rec_free on it after every call,
+ * whatever the result. Progress (input_progress) counts the bytes framed so far. */
+int input_next_raw(input *in, input_rec *r, emb_err *err);
+
+/* The parser's half of input_next: turns a record from input_next_raw into a document, on
+ * any thread (it reads only o and r, and keeps no state; several threads may parse records
+ * of the same input at once). o holds the field names of the input_opts given to
+ * input_open; its other fields are not used. Returns 1 with *d filled, or -1 with err set
+ * (EMB_EFORMAT for a bad record, EMB_ENOMEM), *d then as input_next leaves it after -1.
+ * It may take r's buffers into d; the caller still calls input_rec_free(r) afterwards and
+ * input_doc_free(d) in every case. */
+int input_parse(const input_opts *o, input_rec *r, input_doc *d, emb_err *err);
+
+/* Frees what r owns and clears it; r may be freed twice. */
+void input_rec_free(input_rec *r);
+
+/* Bytes consumed so far and the total size of all regular files (0 when unknown: stdin).
+ * These two may be called on any thread while another reads. */
 void input_progress(const input *in, uint64_t *done, uint64_t *total);
 uint64_t input_ignored(const input *in);
 
