@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <lmdb.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1106,6 +1107,177 @@ static void normalize(float *v, int dim)
 	}
 }
 
+/* Builds d's "docs" value (header, zstd(text | title | meta) at level 3, SUM keyed by the id)
+ * in *buf, grown as needed (*cap bytes), and sets *len. store_apply and store_doc_pack both
+ * come here, so a packed value is the one store_apply would have made. Returns 0, ENOMEM, or
+ * -1 with err filled ("WHERE: compressing 'ID': ..."). */
+static int doc_build(ZSTD_CCtx *cctx, const store_doc *d, char **buf, size_t *cap, size_t *len,
+		     const char *where, emb_err *err)
+{
+	size_t plain = d->text_len + d->title_len + d->meta_len;
+	if (d->text_len > UINT32_MAX || d->title_len > UINT32_MAX || d->meta_len > UINT32_MAX ||
+	    ZSTD_compressBound(plain) > UINT32_MAX) {
+		emb_errf(err, EMB_EINVAL, "%s: document '%.*s' is larger than 4 GiB", where,
+			 (int)d->id_len, d->id);
+		return -1;
+	}
+	size_t bound = ZSTD_compressBound(plain);
+	size_t need = DOC_HDR + bound + SUM_BYTES + plain; /* + plain: staging */
+	if (need > *cap) {
+		char *nb = realloc(*buf, need);
+		if (!nb)
+			return ENOMEM;
+		*buf = nb;
+		*cap = need;
+	}
+	char *v = *buf, *stage = v + DOC_HDR + bound + SUM_BYTES;
+	if (d->text_len)
+		memcpy(stage, d->text, d->text_len);
+	if (d->title_len)
+		memcpy(stage + d->text_len, d->title, d->title_len);
+	if (d->meta_len)
+		memcpy(stage + d->text_len + d->title_len, d->meta, d->meta_len);
+	size_t z = ZSTD_compressCCtx(cctx, v + DOC_HDR, bound, stage, plain, 3);
+	if (ZSTD_isError(z)) {
+		emb_errf(err, EMB_ESTORE, "%s: compressing '%.*s': %s", where, (int)d->id_len, d->id,
+			 ZSTD_getErrorName(z));
+		return -1;
+	}
+	uint32_t hdr[5] = {(uint32_t)d->text_len, (uint32_t)d->title_len, (uint32_t)d->meta_len,
+			   (uint32_t)z, (uint32_t)d->nwin};
+	uint32_t magic = DOC_MAGIC;
+	memcpy(v, &magic, 4);
+	memcpy(v + 4, d->hash, STORE_HASH_BYTES);
+	memcpy(v + 4 + STORE_HASH_BYTES, hdr, sizeof hdr);
+	sum_put(d->id, d->id_len, v, DOC_HDR + z);
+	*len = DOC_HDR + z + SUM_BYTES;
+	return 0;
+}
+
+/* store_doc_pack's per-thread state: a zstd context and a scratch buffer, reached through a
+ * thread-local pointer (fast, and a root that leak checkers see) and registered under a
+ * pthread key whose destructor frees them when the thread exits. */
+typedef struct packctx {
+	ZSTD_CCtx *cctx;
+	char *buf;
+	size_t cap;
+} packctx;
+static __thread packctx *pack_tls;
+static pthread_key_t pack_key;
+static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
+static int pack_key_ok;
+
+static void packctx_free(void *p)
+{
+	packctx *c = p;
+	if (!c)
+		return;
+	ZSTD_freeCCtx(c->cctx);
+	free(c->buf);
+	free(c);
+	pack_tls = NULL;
+}
+
+static void pack_key_make(void)
+{
+	pack_key_ok = pthread_key_create(&pack_key, packctx_free) == 0;
+}
+
+static packctx *pack_ctx(void)
+{
+	if (pack_tls)
+		return pack_tls;
+	pthread_once(&pack_once, pack_key_make);
+	packctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	if (!(c->cctx = ZSTD_createCCtx())) {
+		free(c);
+		return NULL;
+	}
+	if (pack_key_ok)
+		pthread_setspecific(pack_key, c);
+	return pack_tls = c;
+}
+
+int store_doc_pack(const store_doc *d, store_packed *out, emb_err *err)
+{
+	out->buf = NULL;
+	out->len = 0;
+	if (d->id_len == 0 || !d->id)
+		return emb_errf(err, EMB_EINVAL, "store_doc_pack: empty document id");
+	if (d->id_len > STORE_MAX_ID_BYTES)
+		return emb_errf(err, EMB_EINVAL, "store_doc_pack: document id '%.40s...' is %zu bytes (max %d)",
+				d->id, d->id_len, STORE_MAX_ID_BYTES);
+	if (d->nwin < 1)
+		return emb_errf(err, EMB_EINVAL, "store_doc_pack: document '%.*s' has no windows",
+				(int)d->id_len, d->id);
+	packctx *c = pack_ctx();
+	if (!c)
+		return emb_errf(err, EMB_ENOMEM, "store_doc_pack: out of memory");
+	size_t len;
+	int rc = doc_build(c->cctx, d, &c->buf, &c->cap, &len, "store_doc_pack", err);
+	if (rc == ENOMEM)
+		return emb_errf(err, EMB_ENOMEM, "store_doc_pack: out of memory");
+	if (rc)
+		return err ? err->code : EMB_ESTORE;
+	if (!(out->buf = malloc(len)))
+		return emb_errf(err, EMB_ENOMEM, "store_doc_pack: out of memory");
+	memcpy(out->buf, c->buf, len);
+	out->len = len;
+	/* A long document leaves a large scratch buffer: keep at most 1 MiB per thread. */
+	if (c->cap > ((size_t)1 << 20)) {
+		free(c->buf);
+		c->buf = NULL;
+		c->cap = 0;
+	}
+	return EMB_OK;
+}
+
+void store_packed_free(store_packed *p)
+{
+	if (!p)
+		return;
+	free(p->buf);
+	p->buf = NULL;
+	p->len = 0;
+}
+
+/* A packed value must be the one store_doc_pack made for this op's document: the checksum
+ * under the op's id (a value packed for another id fails it), the header against the op's
+ * lengths, hash and nwin (the rows written depend on them), and the zstd frame's length. */
+static int check_packed(store *s, const store_doc *d, emb_err *err)
+{
+	const store_packed *p = d->packed;
+	const char *v = p->buf;
+	const char *why = NULL;
+	uint32_t magic = 0, hdr[5] = {0};
+	if (!v || p->len < DOC_HDR + SUM_BYTES) {
+		why = "is too short to be a document value";
+	} else {
+		memcpy(&magic, v, 4);
+		memcpy(hdr, v + 4 + STORE_HASH_BYTES, sizeof hdr);
+		MDB_val mv = {p->len, (void *)v};
+		if (magic != DOC_MAGIC || hdr[3] != p->len - DOC_HDR - SUM_BYTES)
+			why = "is not a document value of this format";
+		else if (!sum_ok(d->id, d->id_len, &mv))
+			why = "was packed for another id (or is damaged)";
+		else if (hdr[4] != (uint32_t)d->nwin)
+			why = "states another number of windows";
+		else if (hdr[0] != d->text_len || hdr[1] != d->title_len || hdr[2] != d->meta_len ||
+			 memcmp(v + 4, d->hash, STORE_HASH_BYTES))
+			why = "states other lengths or another content hash";
+		else if (ZSTD_getFrameContentSize(v + DOC_HDR, hdr[3]) !=
+			 (unsigned long long)hdr[0] + hdr[1] + hdr[2])
+			why = "holds a zstd frame of another length";
+	}
+	if (why)
+		return emb_errf(err, EMB_EINVAL,
+				"store %s: document '%.*s': its packed value %s; nothing of this batch was stored",
+				s->dir, (int)d->id_len, d->id, why);
+	return EMB_OK;
+}
+
 static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 {
 	store *s = w->s;
@@ -1118,40 +1290,18 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 	else
 		w->res.added++;
 
-	/* Document value: header, then zstd(text | title | meta). */
-	size_t plain = d->text_len + d->title_len + d->meta_len;
-	size_t need = DOC_HDR + ZSTD_compressBound(plain) + SUM_BYTES + plain; /* + plain: staging */
-	if (need > w->zcap) {
-		char *nb = realloc(w->zbuf, need);
-		if (!nb)
+	/* Document value: made ahead by store_doc_pack (checked in store_apply), or here. */
+	MDB_val dv;
+	if (d->packed) {
+		dv = (MDB_val){d->packed->len, d->packed->buf};
+	} else {
+		if (!s->cctx && !(s->cctx = ZSTD_createCCtx()))
 			return ENOMEM;
-		w->zbuf = nb;
-		w->zcap = need;
+		size_t len;
+		if ((rc = doc_build(s->cctx, d, &w->zbuf, &w->zcap, &len, s->dir, err)) != 0)
+			return rc;
+		dv = (MDB_val){len, w->zbuf};
 	}
-	char *stage = w->zbuf + DOC_HDR + ZSTD_compressBound(plain) + SUM_BYTES;
-	if (d->text_len)
-		memcpy(stage, d->text, d->text_len);
-	if (d->title_len)
-		memcpy(stage + d->text_len, d->title, d->title_len);
-	if (d->meta_len)
-		memcpy(stage + d->text_len + d->title_len, d->meta, d->meta_len);
-	if (!s->cctx && !(s->cctx = ZSTD_createCCtx()))
-		return ENOMEM;
-	size_t z = ZSTD_compressCCtx(s->cctx, w->zbuf + DOC_HDR, ZSTD_compressBound(plain), stage,
-				     plain, 3);
-	if (ZSTD_isError(z)) {
-		emb_errf(err, EMB_ESTORE, "store %s: compressing '%.*s': %s", s->dir,
-			 (int)d->id_len, d->id, ZSTD_getErrorName(z));
-		return -1;
-	}
-	uint32_t hdr[5] = {(uint32_t)d->text_len, (uint32_t)d->title_len, (uint32_t)d->meta_len,
-			   (uint32_t)z, (uint32_t)d->nwin};
-	uint32_t magic = DOC_MAGIC;
-	memcpy(w->zbuf, &magic, 4);
-	memcpy(w->zbuf + 4, d->hash, STORE_HASH_BYTES);
-	memcpy(w->zbuf + 4 + STORE_HASH_BYTES, hdr, sizeof hdr);
-	sum_put(d->id, d->id_len, w->zbuf, DOC_HDR + z);
-	MDB_val dv = {DOC_HDR + z + SUM_BYTES, w->zbuf};
 	if ((rc = mdb_put(w->txn, s->docs, &key, &dv, 0)) != 0)
 		return rc;
 
@@ -1281,6 +1431,9 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 		if (rc)
 			return rc;
 		if (ops[i].kind == STORE_OP_PUT && (rc = check_vectors(s, &ops[i].doc, err)) != 0)
+			return rc;
+		if (ops[i].kind == STORE_OP_PUT && ops[i].doc.packed &&
+		    (rc = check_packed(s, &ops[i].doc, err)) != 0)
 			return rc;
 	}
 	wtx w = {.s = s, .err = err};

@@ -139,6 +139,8 @@ void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out
  * Writes go through store_apply: one LMDB transaction per call, so a crash loses at most
  * that call's operations and never leaves a half-written document. */
 
+typedef struct store_packed store_packed;
+
 typedef struct store_doc {
 	const char *id;     size_t id_len;      /* 1..STORE_MAX_ID_BYTES bytes */
 	const char *title;  size_t title_len;
@@ -148,7 +150,35 @@ typedef struct store_doc {
 	int nwin;                               /* >= 1 windows */
 	const float *vecs;                      /* nwin * dim floats, row w for window w */
 	const uint32_t *win_range;              /* nwin * 2: byte [start, end) of window w in text */
+	/* NULL, or this document's "docs" value made ahead by store_doc_pack (see there): a PUT
+	 * then stores it as is instead of compressing title, text and meta itself (whose
+	 * pointers it then does not read; their lengths, hash and nwin must be the packed
+	 * ones). Ignored by DELETE and SEEN. */
+	const store_packed *packed;
 } store_doc;
+
+/* A document's complete "docs" value (format 2: header, zstd frame, SUM trailer keyed by
+ * the id), byte for byte what store_apply would store for the same store_doc. */
+struct store_packed {
+	void *buf;   /* owned: store_packed_free */
+	size_t len;
+};
+
+/* Builds d's "docs" value into *out, so that compression (zstd level 3: most of a PUT's
+ * cost) runs on the caller's threads instead of the one writing the store. Reads d's id,
+ * title, text, meta, hash and nwin (not vecs or win_range); needs no store handle.
+ * Threads: safe to call from any number of threads at once; each thread keeps one zstd
+ * context, made at its first call and freed when the thread exits. Ownership: on success
+ * out->buf is malloc'd and owned by the caller (store_packed_free); on failure *out is
+ * {NULL, 0}. To store it, point the PUT's doc.packed at *out; store_apply checks that the
+ * value belongs to that op (checksum under the op's id, header: magic, zstd frame length,
+ * text/title/meta lengths, hash, nwin) and refuses a mismatch with EMB_EINVAL naming the
+ * document, before anything is written. Errors: EMB_EINVAL (id empty or longer than
+ * STORE_MAX_ID_BYTES, nwin < 1, a length past 4 GiB), EMB_ENOMEM, EMB_ESTORE (zstd failed). */
+int store_doc_pack(const store_doc *d, store_packed *out, emb_err *err);
+
+/* Frees out->buf and sets *p to {NULL, 0}. NULL and an empty *p are allowed. */
+void store_packed_free(store_packed *p);
 
 typedef enum {
 	STORE_OP_PUT = 0,    /* insert or replace doc (old windows removed), mark id seen */
