@@ -840,6 +840,24 @@ typedef struct wtx {
 	store_apply_result res;
 } wtx;
 
+/* mdb_put with MDB_APPEND first: a key past the table's last one (new rows and blocks
+ * always; ids when a corpus comes in id order) is added at the end without a search, and a
+ * full page then splits at the end instead of in half, so tables written in key order end
+ * up with full pages (a docs table of 818-byte values: 4 a page instead of 3). Any other
+ * key (MDB_KEYEXIST: not past the last) is put the usual way, so the result is the same. */
+static int put_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags)
+{
+	size_t vlen = v->mv_size;
+	void *vdata = v->mv_data;
+	int rc = mdb_put(txn, dbi, k, v, flags | MDB_APPEND);
+	if (rc == MDB_KEYEXIST) {
+		v->mv_size = vlen;
+		v->mv_data = vdata;
+		rc = mdb_put(txn, dbi, k, v, flags);
+	}
+	return rc;
+}
+
 static int cache_flush(wtx *w)
 {
 	store *s = w->s;
@@ -856,7 +874,7 @@ static int cache_flush(wtx *w)
 		} else {
 			size_t bytes = (size_t)c->nrows * s->dim * sizeof(float);
 			MDB_val v = {bytes + SUM_BYTES, NULL};
-			rc = mdb_put(w->txn, s->vectors, &k, &v, MDB_RESERVE);
+			rc = put_append(w->txn, s->vectors, &k, &v, MDB_RESERVE);
 			if (!rc) {
 				memcpy(v.mv_data, c->buf, bytes);
 				sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
@@ -995,11 +1013,13 @@ static int get_rows(wtx *w, MDB_val *key, size_t *n)
 	return get_rows_into(w, key, &w->rowbuf, &w->rowcap, n);
 }
 
-/* Writes rows[0..n) as the row list of key (with its checksum). */
-static int put_rows(wtx *w, MDB_val *key, const uint32_t *rows, size_t n)
+/* Writes rows[0..n) as the row list of key (with its checksum); append: try MDB_APPEND
+ * first (a new document's list). */
+static int put_rows(wtx *w, MDB_val *key, const uint32_t *rows, size_t n, int append)
 {
 	MDB_val v = {n * 4 + SUM_BYTES, NULL};
-	int rc = mdb_put(w->txn, w->s->docrows, key, &v, MDB_RESERVE);
+	int rc = append ? put_append(w->txn, w->s->docrows, key, &v, MDB_RESERVE)
+			: mdb_put(w->txn, w->s->docrows, key, &v, MDB_RESERVE);
 	if (!rc) {
 		memcpy(v.mv_data, rows, n * 4);
 		sum_put(key->mv_data, key->mv_size, v.mv_data, n * 4);
@@ -1047,7 +1067,7 @@ static int move_last_into(wtx *w, uint32_t r)
 	for (size_t i = 0; i < n; i++)
 		if (w->rowbuf2[i] == last)
 			w->rowbuf2[i] = r;
-	return put_rows(w, &idk, w->rowbuf2, n);
+	return put_rows(w, &idk, w->rowbuf2, n, 0);
 }
 
 static int delete_doc(wtx *w, MDB_val *key, int *found)
@@ -1089,10 +1109,10 @@ static int delete_doc(wtx *w, MDB_val *key, int *found)
 	return 0;
 }
 
-static int mark_seen(wtx *w, MDB_val *key)
+static int mark_seen(wtx *w, MDB_val *key, int append)
 {
 	MDB_val v = {0, ""};
-	return mdb_put(w->txn, w->s->seen, key, &v, 0);
+	return append ? put_append(w->txn, w->s->seen, key, &v, 0) : mdb_put(w->txn, w->s->seen, key, &v, 0);
 }
 
 static void normalize(float *v, int dim)
@@ -1302,7 +1322,7 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 			return rc;
 		dv = (MDB_val){len, w->zbuf};
 	}
-	if ((rc = mdb_put(w->txn, s->docs, &key, &dv, 0)) != 0)
+	if ((rc = put_append(w->txn, s->docs, &key, &dv, 0)) != 0)
 		return rc;
 
 	/* Windows: append rows at the end. */
@@ -1331,14 +1351,14 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 		memcpy(entry, h, sizeof h);
 		sum_put(&r, 4, entry, ROWMAP_HDR + d->id_len);
 		MDB_val rk = {4, &r}, ev = {ROWMAP_HDR + d->id_len + SUM_BYTES, entry};
-		if ((rc = mdb_put(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
+		if ((rc = put_append(w->txn, s->rowmap, &rk, &ev, 0)) != 0)
 			return rc;
 		w->rowbuf[i] = r;
 	}
-	if ((rc = put_rows(w, &key, w->rowbuf, (size_t)d->nwin)) != 0)
+	if ((rc = put_rows(w, &key, w->rowbuf, (size_t)d->nwin, 1)) != 0)
 		return rc;
 	w->docs++;
-	return mark_seen(w, &key);
+	return mark_seen(w, &key, 1);
 }
 
 static int check_id(store *s, const store_doc *d, emb_err *err)
@@ -1392,7 +1412,7 @@ static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
 				w->res.deleted++;
 			break;
 		case STORE_OP_SEEN:
-			rc = mark_seen(w, &key);
+			rc = mark_seen(w, &key, 0);
 			break;
 		}
 	}

@@ -4,8 +4,10 @@
  * SciFact's (~1.5 KB of English-like text, 1.8 windows a document, 384-d f32 vectors).
  *
  *   tool_store_bench --store DIR [--docs N] [--txn K] [--dim D] [--pack 0|1] [--pack-threads T]
+ *                    [--order seq|shuffled]
  *
- * Writes N documents (ids "d%08d", in order) with store_apply, K documents a transaction, into
+ * Writes N documents (ids "d%08d": in increasing order, or with --order shuffled in a fixed
+ * pseudo-random order, as a corpus whose ids do not sort in input order) with store_apply, K documents a transaction, into
  * a new store at DIR (which must not exist). Everything a transaction needs (texts, vectors,
  * and with --pack 1 the packed "docs" values, made by store_doc_pack on T threads as the
  * pipeline's compression workers would) is built before the clock starts for it, so the
@@ -56,6 +58,24 @@ static const char *word(void)
 	return vocab[m < c ? m : c];
 }
 
+static unsigned long long gcd(unsigned long long a, unsigned long long b)
+{
+	while (b) {
+		unsigned long long t = a % b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+static unsigned long long shuffle_mul(long n)
+{
+	unsigned long long m = 2654435761ULL % (unsigned long long)n;
+	while (m < 2 || gcd(m, (unsigned long long)n) != 1)
+		m++;
+	return m;
+}
+
 typedef struct batch {
 	int n;
 	store_op *ops;
@@ -66,12 +86,14 @@ typedef struct batch {
 	store_packed *packed;
 } batch;
 
-static void fill_batch(batch *b, int first, int n, int dim)
+static void fill_batch(batch *b, long first, int n, int dim, long ndocs, int shuffled)
 {
 	b->n = n;
 	for (int i = 0; i < n; i++) {
-		int id = first + i;
-		snprintf(b->ids[i], 16, "d%08d", id);
+		long id = first + i;
+		if (shuffled) /* a bijection of [0, ndocs): multiplier coprime with ndocs */
+			id = (long)(((unsigned long long)id * shuffle_mul(ndocs) + 12345) % (unsigned long long)ndocs);
+		snprintf(b->ids[i], 16, "d%08ld", id);
 		size_t want = 1000 + next_u64() % 1000, len = 0;
 		char *t = b->texts[i];
 		while (len < want) {
@@ -124,6 +146,15 @@ static void *pack_range(void *arg)
 	return NULL;
 }
 
+/* The writer thread's CPU seconds (user + system): unlike the wall clock, hardly moved by
+ * other programs competing for the machine's cores. */
+static double cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static long faults(void)
 {
 	struct rusage ru;
@@ -135,7 +166,7 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL;
 	long ndocs = 100000;
-	int txn = 1024, dim = 384, pack = 1, threads = 2;
+	int txn = 1024, dim = 384, pack = 1, threads = 2, shuffled = 0;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--store")) dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--docs")) ndocs = atol(argv[i + 1]);
@@ -143,11 +174,13 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--dim")) dim = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pack")) pack = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pack-threads")) threads = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--order") && !strcmp(argv[i + 1], "seq")) shuffled = 0;
+		else if (!strcmp(argv[i], "--order") && !strcmp(argv[i + 1], "shuffled")) shuffled = 1;
 		else { dir = NULL; break; }
 	}
 	if (!dir || ndocs < 10 || txn < 1 || dim < 1 || threads < 1 || threads > 64) {
 		fprintf(stderr, "usage: tool_store_bench --store DIR [--docs N] [--txn K] [--dim D] "
-				"[--pack 0|1] [--pack-threads T]\n");
+				"[--pack 0|1] [--pack-threads T] [--order seq|shuffled]\n");
 		return 2;
 	}
 	make_vocab();
@@ -177,15 +210,15 @@ int main(int argc, char **argv)
 	b.packed = calloc((size_t)txn, sizeof *b.packed);
 	for (int i = 0; i < txn; i++)
 		b.texts[i] = malloc(2100);
-	printf("store_bench: %ld docs, %d a transaction, dim %d, %s, store %s\n", ndocs, txn, dim,
-	       pack ? "packed ahead" : "compressed by store_apply", dir);
-	printf("%8s %10s %9s %12s %10s\n", "slice", "docs", "docs/s", "faults/doc", "file MB");
-	double total = 0, slice_t = 0, pack_t = 0;
+	printf("store_bench: %ld docs, %d a transaction, dim %d, ids %s, %s, store %s\n", ndocs, txn,
+	       dim, shuffled ? "shuffled" : "in order", pack ? "packed ahead" : "compressed by store_apply", dir);
+	printf("%8s %10s %9s %13s %12s %10s\n", "slice", "docs", "docs/s", "docs/cpu-s", "faults/doc", "file MB");
+	double total = 0, slice_t = 0, pack_t = 0, total_c = 0, slice_c = 0;
 	long long packed_bytes = 0, text_bytes = 0;
 	long slice_docs = 0, slice_no = 1, done = 0, f0 = faults(), rows = 0;
 	while (done < ndocs) {
 		int n = (int)(ndocs - done < txn ? ndocs - done : txn);
-		fill_batch(&b, (int)done, n, dim);
+		fill_batch(&b, done, n, dim, ndocs, shuffled);
 		if (pack) {
 			double p0 = now();
 			pthread_t th[64];
@@ -205,13 +238,13 @@ int main(int argc, char **argv)
 		}
 		for (int i = 0; i < n; i++)
 			rows += b.ops[i].doc.nwin;
-		double t0 = now();
+		double t0 = now(), c0 = cpu_now();
 		store_apply_result r;
 		if (store_apply(s, b.ops, n, &r, &e)) {
 			fprintf(stderr, "tool_store_bench: apply: %s\n", e.msg);
 			return 1;
 		}
-		double dt = now() - t0;
+		double dt = now() - t0, dc = cpu_now() - c0;
 		if (r.added != (uint64_t)n) {
 			fprintf(stderr, "tool_store_bench: added %llu of %d\n", (unsigned long long)r.added, n);
 			return 1;
@@ -223,17 +256,21 @@ int main(int argc, char **argv)
 		}
 		total += dt;
 		slice_t += dt;
+		total_c += dc;
+		slice_c += dc;
 		slice_docs += n;
 		done += n;
 		if (done * 10 >= ndocs * slice_no || done == ndocs) {
 			store_stats st;
 			store_stats_get(s, &st, &e);
 			long f = faults();
-			printf("%7ld%% %10ld %9.0f %12.2f %10.1f\n", done * 100 / ndocs, done,
-			       slice_docs / slice_t, (double)(f - f0) / slice_docs, st.file_size / 1048576.0);
+			printf("%7ld%% %10ld %9.0f %13.0f %12.2f %10.1f\n", done * 100 / ndocs, done,
+			       slice_docs / slice_t, slice_docs / slice_c, (double)(f - f0) / slice_docs,
+			       st.file_size / 1048576.0);
 			fflush(stdout);
 			f0 = f;
 			slice_t = 0;
+			slice_c = 0;
 			slice_docs = 0;
 			while (done * 10 >= ndocs * slice_no)
 				slice_no++;
@@ -241,9 +278,9 @@ int main(int argc, char **argv)
 	}
 	store_stats st;
 	store_stats_get(s, &st, &e);
-	printf("store_bench: %ld docs (%ld rows) in %.2f s of store_apply: %.0f docs/s; packing %.2f s "
-	       "on %d threads; file %.1f MB, map %.1f MB\n",
-	       ndocs, rows, total, ndocs / total, pack_t, pack ? threads : 0,
+	printf("store_bench: %ld docs (%ld rows) in %.2f s of store_apply (%.2f s CPU): %.0f docs/s "
+	       "(%.0f per CPU second); packing %.2f s on %d threads; file %.1f MB, map %.1f MB\n",
+	       ndocs, rows, total, total_c, ndocs / total, ndocs / total_c, pack_t, pack ? threads : 0,
 	       st.file_size / 1048576.0, st.map_size / 1048576.0);
 	if (pack)
 		printf("store_bench: text %.0f bytes a document, packed value %.0f bytes (%.2fx)\n",
