@@ -3,6 +3,11 @@
  * Writers: store_apply runs one transaction; vector blocks touched by it are read once into
  * a small cache, modified there (appends, swap-with-last moves) and written back once, so
  * a batch of a thousand windows rewrites each 192 KB block once, not a thousand times.
+ * Compressing a document is most of a put's cost (two thirds of the writer's CPU time at
+ * 1.5 KB a document), so store_doc_pack lets other threads do it, and store_apply only
+ * checks what it is handed.
+ * New rows, blocks and documents go in with MDB_APPEND where their keys come last, so that
+ * tables written in key order get full pages (docs/bench-index.md, "store writer").
  * Readers: snapshots are MDB_NOTLS read transactions; search hands the scan kernel pointers
  * straight into the map. */
 #include "store.h"
@@ -833,6 +838,7 @@ typedef struct wtx {
 	cblock cache[CACHE_BLOCKS];
 	int ncache;
 	float *tmpvec;
+	double *ss;       /* each PUT window's sum of squares, in op order (check_vectors) */
 	uint32_t *rowbuf, *rowbuf2; /* the row lists of the document at hand, and of another */
 	size_t rowcap, rowcap2;
 	char *zbuf;
@@ -1115,16 +1121,28 @@ static int mark_seen(wtx *w, MDB_val *key, int append)
 	return append ? put_append(w->txn, w->s->seen, key, &v, 0) : mdb_put(w->txn, w->s->seen, key, &v, 0);
 }
 
-static void normalize(float *v, int dim)
+static double sum_squares(const float *v, int dim)
 {
 	double ss = 0;
 	for (int i = 0; i < dim; i++)
 		ss += (double)v[i] * v[i];
+	return ss;
+}
+
+/* Scales v to unit length, given ss = sum_squares(v) (store_apply computes it once, in
+ * check_vectors, for both the check and this). */
+static void scale_unit(float *v, int dim, double ss)
+{
 	if (ss > 0) {
 		double inv = 1.0 / sqrt(ss); /* in double: 1/norm of a tiny vector overflows a float */
 		for (int i = 0; i < dim; i++)
 			v[i] = (float)(v[i] * inv);
 	}
+}
+
+static void normalize(float *v, int dim)
+{
+	scale_unit(v, dim, sum_squares(v, dim));
 }
 
 /* Builds d's "docs" value (header, zstd(text | title | meta) at level 3, SUM keyed by the id)
@@ -1298,7 +1316,7 @@ static int check_packed(store *s, const store_doc *d, emb_err *err)
 	return EMB_OK;
 }
 
-static int put_doc(wtx *w, const store_doc *d, emb_err *err)
+static int put_doc(wtx *w, const store_doc *d, const double *ss, emb_err *err)
 {
 	store *s = w->s;
 	MDB_val key = {d->id_len, (void *)d->id};
@@ -1342,7 +1360,7 @@ static int put_doc(wtx *w, const store_doc *d, emb_err *err)
 		}
 		uint32_t r = (uint32_t)w->rows++;
 		memcpy(w->tmpvec, d->vecs + (size_t)i * s->dim, (size_t)s->dim * sizeof(float));
-		normalize(w->tmpvec, s->dim);
+		scale_unit(w->tmpvec, s->dim, ss[i]);
 		if ((rc = row_write(w, r, w->tmpvec)) != 0)
 			return rc;
 		uint32_t h[3] = {d->win_range ? d->win_range[2 * i] : 0,
@@ -1371,18 +1389,22 @@ static int check_id(store *s, const store_doc *d, emb_err *err)
 	return EMB_OK;
 }
 
+static int no_vectors(store *s, const store_doc *d, emb_err *err)
+{
+	return emb_errf(err, EMB_EINVAL, "store %s: document '%.*s' has no vectors", s->dir,
+			(int)d->id_len, d->id);
+}
+
 /* The last check before vectors are stored: every value finite, and not all zero (a
- * vector that cannot be made unit length would score 0 against everything). */
-static int check_vectors(store *s, const store_doc *d, emb_err *err)
+ * vector that cannot be made unit length would score 0 against everything). Window w's
+ * sum of squares goes to ss[w], for put_doc to scale by (d->nwin >= 1 entries). */
+static int check_vectors(store *s, const store_doc *d, double *ss_out, emb_err *err)
 {
 	if (d->nwin < 1 || !d->vecs)
-		return emb_errf(err, EMB_EINVAL, "store %s: document '%.*s' has no vectors", s->dir,
-				(int)d->id_len, d->id);
+		return no_vectors(s, d, err);
 	for (int w = 0; w < d->nwin; w++) {
-		const float *v = d->vecs + (size_t)w * s->dim;
-		double ss = 0;
-		for (int i = 0; i < s->dim; i++)
-			ss += (double)v[i] * v[i];
+		double ss = sum_squares(d->vecs + (size_t)w * s->dim, s->dim);
+		ss_out[w] = ss;
 		if (!isfinite(ss) || ss == 0)
 			return emb_errf(err, EMB_EINVAL,
 					"store %s: document '%.*s': window %d's vector is %s; nothing of this batch was stored",
@@ -1398,13 +1420,15 @@ static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
 	w->docs = meta_u64(w->txn, s->meta, "docs");
 	w->rows = meta_u64(w->txn, s->meta, "rows");
 	int rc = 0;
+	const double *ss = w->ss;
 	for (int i = 0; i < n && !rc; i++) {
 		const store_doc *d = &ops[i].doc;
 		MDB_val key = {d->id_len, (void *)d->id};
 		int found;
 		switch (ops[i].kind) {
 		case STORE_OP_PUT:
-			rc = put_doc(w, d, err);
+			rc = put_doc(w, d, ss, err);
+			ss += d->nwin;
 			break;
 		case STORE_OP_DELETE:
 			rc = delete_doc(w, &key, &found);
@@ -1446,20 +1470,39 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
 	if (s->dim <= 0)
 		return emb_errf(err, EMB_ESTORE, "store %s: no model bound", s->dir);
-	for (int i = 0; i < n; i++) {
-		int rc = check_id(s, &ops[i].doc, err);
-		if (rc)
-			return rc;
-		if (ops[i].kind == STORE_OP_PUT && (rc = check_vectors(s, &ops[i].doc, err)) != 0)
-			return rc;
-		if (ops[i].kind == STORE_OP_PUT && ops[i].doc.packed &&
-		    (rc = check_packed(s, &ops[i].doc, err)) != 0)
-			return rc;
-	}
+	/* Checks in op order (the first bad op is the one reported); each PUT window's sum of
+	 * squares is kept for put_doc. */
 	wtx w = {.s = s, .err = err};
-	w.tmpvec = malloc((size_t)s->dim * sizeof(float));
-	if (!w.tmpvec)
-		return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+	size_t nss = 0, capss = 0;
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
+		const store_doc *d = &ops[i].doc;
+		if ((rc = check_id(s, d, err)) != 0 || ops[i].kind != STORE_OP_PUT)
+			continue;
+		if (d->nwin < 1 || !d->vecs) {
+			rc = no_vectors(s, d, err);
+			break;
+		}
+		if (nss + (size_t)d->nwin > capss) {
+			size_t cap = 2 * capss > nss + (size_t)d->nwin ? 2 * capss : nss + (size_t)d->nwin + 64;
+			double *nb = realloc(w.ss, cap * sizeof(double));
+			if (!nb) {
+				rc = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+				break;
+			}
+			w.ss = nb;
+			capss = cap;
+		}
+		if ((rc = check_vectors(s, d, w.ss + nss, err)) == 0 && d->packed)
+			rc = check_packed(s, d, err);
+		nss += (size_t)d->nwin;
+	}
+	if (!rc && !(w.tmpvec = malloc((size_t)s->dim * sizeof(float))))
+		rc = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+	if (rc) {
+		free(w.ss);
+		return rc;
+	}
 	int status = EMB_OK;
 	for (int attempt = 0;; attempt++) {
 		memset(&w.res, 0, sizeof w.res);
@@ -1500,6 +1543,7 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	if (!status && res)
 		*res = w.res;
 	free(w.tmpvec);
+	free(w.ss);
 	free(w.rowbuf);
 	free(w.rowbuf2);
 	free(w.zbuf);

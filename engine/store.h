@@ -51,7 +51,7 @@
  * aliases, the writer lock, rebuild swaps and leftovers, what may become a store.
  *
  * Threads: a store handle is used by one thread at a time; a snapshot's search may use a
- * threadpool internally. Several processes may open one store: one writes, others read.
+ * threadpool internally; store_doc_pack needs no handle and runs on any number of threads. Several processes may open one store: one writes, others read.
  */
 #ifndef EMB_STORE_H
 #define EMB_STORE_H

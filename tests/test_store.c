@@ -1,6 +1,8 @@
 /* test_store.c — the vector store without a model: round trips, upserts, deletes that move
  * rows (swap with last), prune, exact search against brute force, map growth, a disk that
- * fills up mid-batch, and the atomic rebuild swap. Every step ends with store_verify, which
+ * fills up mid-batch, and the atomic rebuild swap; puts packed ahead by store_doc_pack
+ * against the same puts compressed by store_apply (identical tables), and packed values that
+ * do not belong to their op (refused). Every step ends with store_verify, which
  * checks that rows are dense and every row belongs to exactly the document that lists it. */
 #include "store.h"
 #include "scan.h"
