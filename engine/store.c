@@ -839,6 +839,11 @@ typedef struct wtx {
 	int ncache;
 	float *tmpvec;
 	double *ss;       /* each PUT window's sum of squares, in op order (check_vectors) */
+	size_t *ssat;     /* op i's first entry in ss */
+	int *order;       /* the ops by id (stable): see apply_ops */
+	/* The last key of docs, docrows and seen when the transaction began: a new document's
+	 * id past it is put with MDB_APPEND (see put_append), others without trying. */
+	struct { char key[512]; size_t len; int any; } last[3];
 	uint32_t *rowbuf, *rowbuf2; /* the row lists of the document at hand, and of another */
 	size_t rowcap, rowcap2;
 	char *zbuf;
@@ -1316,6 +1321,20 @@ static int check_packed(store *s, const store_doc *d, emb_err *err)
 	return EMB_OK;
 }
 
+/* LMDB's order of keys in the id-keyed tables (its default comparison): bytes, then length. */
+static int id_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+	return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* 1 when key sorts after table t's (0 docs, 1 docrows, 2 seen) last key at the start of the
+ * transaction. */
+static int past_last(const wtx *w, int t, const MDB_val *key)
+{
+	return !w->last[t].any || id_cmp(key->mv_data, key->mv_size, w->last[t].key, w->last[t].len) > 0;
+}
+
 static int put_doc(wtx *w, const store_doc *d, const double *ss, emb_err *err)
 {
 	store *s = w->s;
@@ -1340,7 +1359,8 @@ static int put_doc(wtx *w, const store_doc *d, const double *ss, emb_err *err)
 			return rc;
 		dv = (MDB_val){len, w->zbuf};
 	}
-	if ((rc = put_append(w->txn, s->docs, &key, &dv, 0)) != 0)
+	if ((rc = past_last(w, 0, &key) ? put_append(w->txn, s->docs, &key, &dv, 0)
+				       : mdb_put(w->txn, s->docs, &key, &dv, 0)) != 0)
 		return rc;
 
 	/* Windows: append rows at the end. */
@@ -1373,10 +1393,10 @@ static int put_doc(wtx *w, const store_doc *d, const double *ss, emb_err *err)
 			return rc;
 		w->rowbuf[i] = r;
 	}
-	if ((rc = put_rows(w, &key, w->rowbuf, (size_t)d->nwin, 1)) != 0)
+	if ((rc = put_rows(w, &key, w->rowbuf, (size_t)d->nwin, past_last(w, 1, &key))) != 0)
 		return rc;
 	w->docs++;
-	return mark_seen(w, &key, 1);
+	return mark_seen(w, &key, past_last(w, 2, &key));
 }
 
 static int check_id(store *s, const store_doc *d, emb_err *err)
@@ -1420,15 +1440,38 @@ static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
 	w->docs = meta_u64(w->txn, s->meta, "docs");
 	w->rows = meta_u64(w->txn, s->meta, "rows");
 	int rc = 0;
-	const double *ss = w->ss;
-	for (int i = 0; i < n && !rc; i++) {
+	MDB_dbi idt[3] = {s->docs, s->docrows, s->seen};
+	for (int t = 0; t < 3 && !rc; t++) {
+		MDB_cursor *cur;
+		MDB_val k, v;
+		w->last[t].any = 0;
+		if ((rc = mdb_cursor_open(w->txn, idt[t], &cur)) != 0)
+			break;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+		if (rc == 0 && k.mv_size <= sizeof w->last[t].key) {
+			memcpy(w->last[t].key, k.mv_data, k.mv_size);
+			w->last[t].len = k.mv_size;
+			w->last[t].any = 1;
+		} else if (rc == 0) {
+			rc = MDB_CORRUPTED; /* a key longer than LMDB allows */
+		} else if (rc == MDB_NOTFOUND) {
+			rc = 0;
+		}
+		mdb_cursor_close(cur);
+	}
+	/* In id order: consecutive ids share the pages of docs, docrows and seen on their way
+	 * down the trees (12% more documents a CPU second with shuffled ids at 300k documents,
+	 * docs/bench-index.md). The sort is stable, so the ops of one id keep their order and
+	 * the result is the one in-order application gives, but for which rows the windows of
+	 * different documents get. */
+	for (int k = 0; k < n && !rc; k++) {
+		int i = w->order[k];
 		const store_doc *d = &ops[i].doc;
 		MDB_val key = {d->id_len, (void *)d->id};
 		int found;
 		switch (ops[i].kind) {
 		case STORE_OP_PUT:
-			rc = put_doc(w, d, ss, err);
-			ss += d->nwin;
+			rc = put_doc(w, d, w->ss + w->ssat[i], err);
 			break;
 		case STORE_OP_DELETE:
 			rc = delete_doc(w, &key, &found);
@@ -1449,6 +1492,15 @@ static int apply_ops(wtx *w, const store_op *ops, int n, emb_err *err)
 	if (!rc) rc = meta_put_str(w->txn, s->meta, "updated", now);
 	if (!rc) rc = meta_seal(w->txn, s->meta);
 	return rc;
+}
+
+/* qsort_r comparator of op indices: by id, then by position (a stable sort). */
+static int cmp_op_order(const void *a, const void *b, void *arg)
+{
+	const store_op *ops = arg;
+	int i = *(const int *)a, j = *(const int *)b;
+	int c = id_cmp(ops[i].doc.id, ops[i].doc.id_len, ops[j].doc.id, ops[j].doc.id_len);
+	return c ? c : (i > j) - (i < j);
 }
 
 static int grow_map(store *s, emb_err *err)
@@ -1475,8 +1527,14 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	wtx w = {.s = s, .err = err};
 	size_t nss = 0, capss = 0;
 	int rc = 0;
+	w.order = malloc((n > 0 ? (size_t)n : 1) * sizeof *w.order);
+	w.ssat = malloc((n > 0 ? (size_t)n : 1) * sizeof *w.ssat);
+	if (!w.order || !w.ssat)
+		rc = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
 	for (int i = 0; i < n && !rc; i++) {
 		const store_doc *d = &ops[i].doc;
+		w.order[i] = i;
+		w.ssat[i] = nss;
 		if ((rc = check_id(s, d, err)) != 0 || ops[i].kind != STORE_OP_PUT)
 			continue;
 		if (d->nwin < 1 || !d->vecs) {
@@ -1501,8 +1559,15 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 		rc = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
 	if (rc) {
 		free(w.ss);
+		free(w.ssat);
+		free(w.order);
 		return rc;
 	}
+	int sorted = 1;
+	for (int i = 1; i < n && sorted; i++)
+		sorted = id_cmp(ops[i - 1].doc.id, ops[i - 1].doc.id_len, ops[i].doc.id, ops[i].doc.id_len) <= 0;
+	if (!sorted)
+		qsort_r(w.order, (size_t)n, sizeof *w.order, cmp_op_order, (void *)ops);
 	int status = EMB_OK;
 	for (int attempt = 0;; attempt++) {
 		memset(&w.res, 0, sizeof w.res);
@@ -1544,6 +1609,8 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 		*res = w.res;
 	free(w.tmpvec);
 	free(w.ss);
+	free(w.ssat);
+	free(w.order);
 	free(w.rowbuf);
 	free(w.rowbuf2);
 	free(w.zbuf);

@@ -195,12 +195,15 @@ typedef struct store_apply_result {
 	uint64_t added, updated, deleted;
 } store_apply_result;
 
-/* Applies ops in order in one transaction and commits. When the map is full it aborts,
+/* Applies ops in one transaction and commits, with the result of applying them in order
+ * (ops on one id take effect in their order: the last PUT of an id in a call wins). They run
+ * sorted by id (stable), for locality in the id-keyed tables, so which rows the windows of
+ * different documents get follows id order, not op order. When the map is full it aborts,
  * doubles the map and retries, so callers never see MDB_MAP_FULL. Vectors are normalised to
  * unit length on the way in (scores are cosines whatever the model). On failure nothing of
  * this call is stored. *res (may be NULL) receives counts. Errors: EMB_EINVAL (an id empty or
- * too long, nwin < 1, a vector that is not finite or all zero: the message names the
- * document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
+ * too long, nwin < 1, a vector that is not finite or all zero, a packed value that is not
+ * this op's (see store_doc_pack): the message names the document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
  * the message says which; a value it must rewrite fails its checksum: "damaged"),
  * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
 int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);

@@ -4,16 +4,18 @@
  * SciFact's (~1.5 KB of English-like text, 1.8 windows a document, 384-d f32 vectors).
  *
  *   tool_store_bench --store DIR [--docs N] [--txn K] [--dim D] [--pack 0|1] [--pack-threads T]
- *                    [--order seq|shuffled]
+ *                    [--order seq|shuffled|batch-sorted] [--verify 0|1]
  *
  * Writes N documents (ids "d%08d": in increasing order, or with --order shuffled in a fixed
- * pseudo-random order, as a corpus whose ids do not sort in input order) with store_apply, K documents a transaction, into
+ * pseudo-random order, as a corpus whose ids do not sort in input order; batch-sorted: the
+ * shuffled ids, each transaction's sorted, to see what sorting a batch by id would gain)
+ * with store_apply, K documents a transaction, into
  * a new store at DIR (which must not exist). Everything a transaction needs (texts, vectors,
  * and with --pack 1 the packed "docs" values, made by store_doc_pack on T threads as the
  * pipeline's compression workers would) is built before the clock starts for it, so the
  * times are the writer's alone. Prints docs/s for each tenth of the run (a slowdown with the
  * store's size shows there), the page faults and the store's file size, then a summary
- * line. Not a test: docs/bench-index.md ("store writer") records its results. */
+ * line; --verify 1 then runs store_verify over the whole store. Not a test: docs/bench-index.md ("store writer") records its results. */
 #include "store.h"
 #include "benchutil.h"
 
@@ -155,6 +157,11 @@ static double cpu_now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static int cmp_op_id(const void *a, const void *b)
+{
+	return strcmp(((const store_op *)a)->doc.id, ((const store_op *)b)->doc.id);
+}
+
 static long faults(void)
 {
 	struct rusage ru;
@@ -166,21 +173,23 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL;
 	long ndocs = 100000;
-	int txn = 1024, dim = 384, pack = 1, threads = 2, shuffled = 0;
+	int txn = 1024, dim = 384, pack = 1, threads = 2, shuffled = 0, verify = 0;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--store")) dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--docs")) ndocs = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--txn")) txn = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--dim")) dim = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pack")) pack = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--verify")) verify = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--pack-threads")) threads = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--order") && !strcmp(argv[i + 1], "seq")) shuffled = 0;
 		else if (!strcmp(argv[i], "--order") && !strcmp(argv[i + 1], "shuffled")) shuffled = 1;
+		else if (!strcmp(argv[i], "--order") && !strcmp(argv[i + 1], "batch-sorted")) shuffled = 2;
 		else { dir = NULL; break; }
 	}
 	if (!dir || ndocs < 10 || txn < 1 || dim < 1 || threads < 1 || threads > 64) {
 		fprintf(stderr, "usage: tool_store_bench --store DIR [--docs N] [--txn K] [--dim D] "
-				"[--pack 0|1] [--pack-threads T] [--order seq|shuffled]\n");
+				"[--pack 0|1] [--pack-threads T] [--order seq|shuffled|batch-sorted] [--verify 0|1]\n");
 		return 2;
 	}
 	make_vocab();
@@ -211,7 +220,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < txn; i++)
 		b.texts[i] = malloc(2100);
 	printf("store_bench: %ld docs, %d a transaction, dim %d, ids %s, %s, store %s\n", ndocs, txn,
-	       dim, shuffled ? "shuffled" : "in order", pack ? "packed ahead" : "compressed by store_apply", dir);
+	       dim, shuffled == 2 ? "shuffled, each batch sorted" : shuffled ? "shuffled" : "in order", pack ? "packed ahead" : "compressed by store_apply", dir);
 	printf("%8s %10s %9s %13s %12s %10s\n", "slice", "docs", "docs/s", "docs/cpu-s", "faults/doc", "file MB");
 	double total = 0, slice_t = 0, pack_t = 0, total_c = 0, slice_c = 0;
 	long long packed_bytes = 0, text_bytes = 0;
@@ -236,6 +245,8 @@ int main(int argc, char **argv)
 				return 1;
 			pack_t += now() - p0;
 		}
+		if (shuffled == 2) /* ops of distinct ids: any order stores the same documents */
+			qsort(b.ops, (size_t)n, sizeof *b.ops, cmp_op_id);
 		for (int i = 0; i < n; i++)
 			rows += b.ops[i].doc.nwin;
 		double t0 = now(), c0 = cpu_now();
@@ -286,6 +297,18 @@ int main(int argc, char **argv)
 		printf("store_bench: text %.0f bytes a document, packed value %.0f bytes (%.2fx)\n",
 		       (double)text_bytes / ndocs, (double)packed_bytes / ndocs,
 		       (double)text_bytes / (packed_bytes ? packed_bytes : 1));
+	if (verify) {
+		store_snapshot *snap;
+		store_check_report rep;
+		if (store_snapshot_begin(s, &snap, &e) || store_check(snap, &rep, &e)) {
+			fprintf(stderr, "tool_store_bench: verify: %s\n", e.msg);
+			return 1;
+		}
+		store_snapshot_end(snap);
+		printf("store_bench: verified %llu docs, %llu rows, %llu checksums\n",
+		       (unsigned long long)rep.docs, (unsigned long long)rep.rows,
+		       (unsigned long long)rep.checksums);
+	}
 	store_close(s);
 	return 0;
 }
