@@ -310,5 +310,13 @@ int main(int argc, char **argv)
 		       (unsigned long long)rep.checksums);
 	}
 	store_close(s);
+	for (int i = 0; i < txn; i++)
+		free(b.texts[i]);
+	free(b.texts);
+	free(b.ops);
+	free(b.ids);
+	free(b.vecs);
+	free(b.ranges);
+	free(b.packed);
 	return 0;
 }
