@@ -8,14 +8,16 @@
  *
  * Writes N documents (ids "d%08d": in increasing order, or with --order shuffled in a fixed
  * pseudo-random order, as a corpus whose ids do not sort in input order; batch-sorted: the
- * shuffled ids, each transaction's sorted, to see what sorting a batch by id would gain)
- * with store_apply, K documents a transaction, into
+ * shuffled ids, each transaction's sorted by the caller, which measured what sorting by id
+ * gains before store_apply did it itself) with store_apply, K documents a transaction, into
  * a new store at DIR (which must not exist). Everything a transaction needs (texts, vectors,
  * and with --pack 1 the packed "docs" values, made by store_doc_pack on T threads as the
  * pipeline's compression workers would) is built before the clock starts for it, so the
  * times are the writer's alone. Prints docs/s for each tenth of the run (a slowdown with the
- * store's size shows there), the page faults and the store's file size, then a summary
- * line; --verify 1 then runs store_verify over the whole store. Not a test: docs/bench-index.md ("store writer") records its results. */
+ * store's size shows there) by the wall clock and by the writer's CPU time, the page faults
+ * and bytes written per document, and the store's file size, then a summary line; --verify 1
+ * then runs store_verify over the whole store. Not a test: docs/bench-index.md ("store
+ * writer") records its results. */
 #include "store.h"
 #include "benchutil.h"
 
@@ -162,6 +164,22 @@ static int cmp_op_id(const void *a, const void *b)
 	return strcmp(((const store_op *)a)->doc.id, ((const store_op *)b)->doc.id);
 }
 
+/* Bytes this process has passed to write(2) and friends so far (/proc/self/io "wchar"):
+ * LMDB writes each committed page with pwrite(v), so per document this is the writer's write
+ * amplification. -1 when unknown. */
+static long long written(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	long long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "wchar: %lld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
 static long faults(void)
 {
 	struct rusage ru;
@@ -221,10 +239,12 @@ int main(int argc, char **argv)
 		b.texts[i] = malloc(2100);
 	printf("store_bench: %ld docs, %d a transaction, dim %d, ids %s, %s, store %s\n", ndocs, txn,
 	       dim, shuffled == 2 ? "shuffled, each batch sorted" : shuffled ? "shuffled" : "in order", pack ? "packed ahead" : "compressed by store_apply", dir);
-	printf("%8s %10s %9s %13s %12s %10s\n", "slice", "docs", "docs/s", "docs/cpu-s", "faults/doc", "file MB");
+	printf("%8s %10s %9s %13s %12s %12s %10s\n", "slice", "docs", "docs/s", "docs/cpu-s", "faults/doc",
+	       "written/doc", "file MB");
 	double total = 0, slice_t = 0, pack_t = 0, total_c = 0, slice_c = 0;
 	long long packed_bytes = 0, text_bytes = 0;
 	long slice_docs = 0, slice_no = 1, done = 0, f0 = faults(), rows = 0;
+	long long w0 = written();
 	while (done < ndocs) {
 		int n = (int)(ndocs - done < txn ? ndocs - done : txn);
 		fill_batch(&b, done, n, dim, ndocs, shuffled);
@@ -275,9 +295,11 @@ int main(int argc, char **argv)
 			store_stats st;
 			store_stats_get(s, &st, &e);
 			long f = faults();
-			printf("%7ld%% %10ld %9.0f %13.0f %12.2f %10.1f\n", done * 100 / ndocs, done,
+			long long wr = written();
+			printf("%7ld%% %10ld %9.0f %13.0f %12.2f %12.0f %10.1f\n", done * 100 / ndocs, done,
 			       slice_docs / slice_t, slice_docs / slice_c, (double)(f - f0) / slice_docs,
-			       st.file_size / 1048576.0);
+			       (double)(wr - w0) / slice_docs, st.file_size / 1048576.0);
+			w0 = wr;
 			fflush(stdout);
 			f0 = f;
 			slice_t = 0;
