@@ -1153,14 +1153,16 @@ static void normalize(float *v, int dim)
 /* Builds d's "docs" value (header, zstd(text | title | meta) at level 3, SUM keyed by the id)
  * in *buf, grown as needed (*cap bytes), and sets *len. store_apply and store_doc_pack both
  * come here, so a packed value is the one store_apply would have made. Returns 0, ENOMEM, or
- * -1 with err filled ("WHERE: compressing 'ID': ..."). */
+ * -1 with err filled ("store DIR: compressing 'ID': ..."; "store_doc_pack: ..." when dir is
+ * NULL). */
 static int doc_build(ZSTD_CCtx *cctx, const store_doc *d, char **buf, size_t *cap, size_t *len,
-		     const char *where, emb_err *err)
+		     const char *dir, emb_err *err)
 {
+	const char *pre = dir ? "store " : "store_doc_pack", *where = dir ? dir : "";
 	size_t plain = d->text_len + d->title_len + d->meta_len;
 	if (d->text_len > UINT32_MAX || d->title_len > UINT32_MAX || d->meta_len > UINT32_MAX ||
 	    ZSTD_compressBound(plain) > UINT32_MAX) {
-		emb_errf(err, EMB_EINVAL, "%s: document '%.*s' is larger than 4 GiB", where,
+		emb_errf(err, EMB_EINVAL, "%s%s: document '%.*s' is larger than 4 GiB", pre, where,
 			 (int)d->id_len, d->id);
 		return -1;
 	}
@@ -1182,8 +1184,8 @@ static int doc_build(ZSTD_CCtx *cctx, const store_doc *d, char **buf, size_t *ca
 		memcpy(stage + d->text_len + d->title_len, d->meta, d->meta_len);
 	size_t z = ZSTD_compressCCtx(cctx, v + DOC_HDR, bound, stage, plain, 3);
 	if (ZSTD_isError(z)) {
-		emb_errf(err, EMB_ESTORE, "%s: compressing '%.*s': %s", where, (int)d->id_len, d->id,
-			 ZSTD_getErrorName(z));
+		emb_errf(err, EMB_ESTORE, "%s%s: compressing '%.*s': %s", pre, where, (int)d->id_len,
+			 d->id, ZSTD_getErrorName(z));
 		return -1;
 	}
 	uint32_t hdr[5] = {(uint32_t)d->text_len, (uint32_t)d->title_len, (uint32_t)d->meta_len,
@@ -1259,7 +1261,7 @@ int store_doc_pack(const store_doc *d, store_packed *out, emb_err *err)
 	if (!c)
 		return emb_errf(err, EMB_ENOMEM, "store_doc_pack: out of memory");
 	size_t len;
-	int rc = doc_build(c->cctx, d, &c->buf, &c->cap, &len, "store_doc_pack", err);
+	int rc = doc_build(c->cctx, d, &c->buf, &c->cap, &len, NULL, err);
 	if (rc == ENOMEM)
 		return emb_errf(err, EMB_ENOMEM, "store_doc_pack: out of memory");
 	if (rc)

@@ -462,6 +462,63 @@ static void test_packed(const char *root)
 	printf("test_store: packed and unpacked puts: %ld entries identical\n", n);
 }
 
+/* One call holding several ops per id, in an order that is not the ids' (store_apply runs
+ * them sorted by id): each id must end as its ops, applied in the given order, leave it. */
+static void test_op_order(const char *root)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/order", root);
+	store *s;
+	OK(store_open(path, STORE_CREATE, &s, E));
+	store_model m = model();
+	OK(store_bind_model(s, &m, E));
+	float v[3 * DIM];
+	doc_vecs(5, 5, 3, v);
+	/* w exists before the call */
+	store_op pre = {STORE_OP_PUT, {.id = "w", .id_len = 1, .text = "w0", .text_len = 2, .nwin = 1, .vecs = v}};
+	OK(store_apply(s, &pre, 1, NULL, E));
+	store_op ops[] = {
+		{STORE_OP_PUT, {.id = "x", .id_len = 1, .text = "x1", .text_len = 2, .nwin = 2, .vecs = v}},
+		{STORE_OP_PUT, {.id = "z", .id_len = 1, .text = "z1", .text_len = 2, .nwin = 1, .vecs = v}},
+		{STORE_OP_DELETE, {.id = "w", .id_len = 1}},
+		{STORE_OP_PUT, {.id = "y", .id_len = 1, .text = "y1", .text_len = 2, .nwin = 3, .vecs = v}},
+		{STORE_OP_PUT, {.id = "x", .id_len = 1, .text = "x2", .text_len = 2, .nwin = 1, .vecs = v}},
+		{STORE_OP_DELETE, {.id = "z", .id_len = 1}},
+		{STORE_OP_PUT, {.id = "w", .id_len = 1, .text = "w1", .text_len = 2, .nwin = 2, .vecs = v}},
+		{STORE_OP_DELETE, {.id = "y", .id_len = 1}},
+		{STORE_OP_PUT, {.id = "y", .id_len = 1, .text = "y2", .text_len = 2, .nwin = 2, .vecs = v}},
+		{STORE_OP_PUT, {.id = "a", .id_len = 1, .text = "a1", .text_len = 2, .nwin = 1, .vecs = v}},
+	};
+	store_apply_result r;
+	OK(store_apply(s, ops, (int)(sizeof ops / sizeof ops[0]), &r, E));
+	/* added: x, z, y, a, y again after its delete, w after its delete; updated: x */
+	CHECK(r.added == 6 && r.updated == 1 && r.deleted == 3);
+	const char *want[][2] = {{"w", "w1"}, {"x", "x2"}, {"y", "y2"}, {"a", "a1"}, {"z", NULL}};
+	const uint32_t nwin[] = {2, 1, 2, 1, 0};
+	store_snapshot *snap;
+	OK(store_snapshot_begin(s, &snap, E));
+	for (int i = 0; i < 5; i++) {
+		store_doc_view dv;
+		emb_err e = {0};
+		int rc = store_doc_get(snap, want[i][0], 1, &dv, &e);
+		if (!want[i][1]) {
+			CHECK(rc == EMB_EINVAL);
+			continue;
+		}
+		CHECK(rc == 0);
+		if (rc)
+			continue;
+		CHECK(!strcmp(dv.text, want[i][1]) && dv.nwin == nwin[i]);
+		store_doc_view_free(&dv);
+	}
+	store_snapshot_end(snap);
+	store_stats st;
+	OK(store_stats_get(s, &st, E));
+	CHECK(st.docs == 4 && st.rows == 6);
+	verify(s);
+	store_close(s);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/test_store.XXXXXX";
@@ -472,6 +529,7 @@ int main(void)
 
 	test_scan_kernel();
 	test_packed(root);
+	test_op_order(root);
 
 	store *s;
 	OK(store_open(path, STORE_CREATE, &s, E));
