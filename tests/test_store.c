@@ -255,6 +255,8 @@ static store_op pk_op(pkdoc *pd, int b, int i)
 			  "incididunt ut labore et dolore magna aliqua");
 	snprintf(pd->title, sizeof pd->title, "%s", i % 3 ? "title" : "");
 	snprintf(pd->meta, sizeof pd->meta, "{\"b\":%d}", b);
+	if (i % 19 == 7) /* an empty document: a zstd frame of nothing */
+		tl = 0, pd->text[0] = pd->title[0] = pd->meta[0] = 0;
 	doc_vecs(id, b, nwin, pd->vecs);
 	for (int w = 0; w < nwin; w++) {
 		pd->rg[2 * w] = (uint32_t)(w * tl / nwin);
