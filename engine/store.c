@@ -1123,7 +1123,8 @@ static int delete_doc(wtx *w, MDB_val *key, int *found)
 static int mark_seen(wtx *w, MDB_val *key, int append)
 {
 	MDB_val v = {0, ""};
-	return append ? put_append(w->txn, w->s->seen, key, &v, 0) : mdb_put(w->txn, w->s->seen, key, &v, 0);
+	return append ? put_append(w->txn, w->s->seen, key, &v, 0)
+		      : mdb_put(w->txn, w->s->seen, key, &v, 0);
 }
 
 static double sum_squares(const float *v, int dim)

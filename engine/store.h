@@ -51,7 +51,8 @@
  * aliases, the writer lock, rebuild swaps and leftovers, what may become a store.
  *
  * Threads: a store handle is used by one thread at a time; a snapshot's search may use a
- * threadpool internally; store_doc_pack needs no handle and runs on any number of threads. Several processes may open one store: one writes, others read.
+ * threadpool internally; store_doc_pack needs no handle and runs on any number of threads.
+ * Several processes may open one store: one writes, others read.
  */
 #ifndef EMB_STORE_H
 #define EMB_STORE_H
@@ -177,7 +178,7 @@ struct store_packed {
  * STORE_MAX_ID_BYTES, nwin < 1, a length past 4 GiB), EMB_ENOMEM, EMB_ESTORE (zstd failed). */
 int store_doc_pack(const store_doc *d, store_packed *out, emb_err *err);
 
-/* Frees out->buf and sets *p to {NULL, 0}. NULL and an empty *p are allowed. */
+/* Frees p->buf and sets *p to {NULL, 0}. NULL and an empty *p are allowed. */
 void store_packed_free(store_packed *p);
 
 typedef enum {
@@ -203,8 +204,9 @@ typedef struct store_apply_result {
  * unit length on the way in (scores are cosines whatever the model). On failure nothing of
  * this call is stored. *res (may be NULL) receives counts. Errors: EMB_EINVAL (an id empty or
  * too long, nwin < 1, a vector that is not finite or all zero, a packed value that is not
- * this op's (see store_doc_pack): the message names the document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
- * the message says which; a value it must rewrite fails its checksum: "damaged"),
+ * this op's (see store_doc_pack): the message names the document), EMB_ESTORE (read-only
+ * handle, no model bound, LMDB failure such as a full disk: the message says which; a value
+ * it must rewrite fails its checksum: "damaged"),
  * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open. */
 int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);
 

@@ -477,7 +477,8 @@ static void test_op_order(const char *root)
 	float v[3 * DIM];
 	doc_vecs(5, 5, 3, v);
 	/* w exists before the call */
-	store_op pre = {STORE_OP_PUT, {.id = "w", .id_len = 1, .text = "w0", .text_len = 2, .nwin = 1, .vecs = v}};
+	store_op pre = {STORE_OP_PUT,
+			{.id = "w", .id_len = 1, .text = "w0", .text_len = 2, .nwin = 1, .vecs = v}};
 	OK(store_apply(s, &pre, 1, NULL, E));
 	store_op ops[] = {
 		{STORE_OP_PUT, {.id = "x", .id_len = 1, .text = "x1", .text_len = 2, .nwin = 2, .vecs = v}},

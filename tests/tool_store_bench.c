@@ -238,7 +238,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < txn; i++)
 		b.texts[i] = malloc(2100);
 	printf("store_bench: %ld docs, %d a transaction, dim %d, ids %s, %s, store %s\n", ndocs, txn,
-	       dim, shuffled == 2 ? "shuffled, each batch sorted" : shuffled ? "shuffled" : "in order", pack ? "packed ahead" : "compressed by store_apply", dir);
+	       dim, shuffled == 2 ? "shuffled, each batch sorted" : shuffled ? "shuffled" : "in order",
+	       pack ? "packed ahead" : "compressed by store_apply", dir);
 	printf("%8s %10s %9s %13s %12s %12s %10s\n", "slice", "docs", "docs/s", "docs/cpu-s", "faults/doc",
 	       "written/doc", "file MB");
 	double total = 0, slice_t = 0, pack_t = 0, total_c = 0, slice_c = 0;
