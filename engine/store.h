@@ -53,8 +53,9 @@
  * Threads: a store handle is used by one thread at a time, except that snapshots may be
  * begun, read and ended on other threads while one thread writes (store_apply and the other
  * writers wait for such snapshots to end only when they must grow the map); a snapshot stays
- * on the thread that began it. A snapshot's search may use a threadpool internally. Several
- * processes may open one store: one writes, others read.
+ * on the thread that began it. A snapshot's search may use a threadpool internally;
+ * store_doc_pack needs no handle and runs on any number of threads. Several processes may
+ * open one store: one writes, others read.
  */
 #ifndef EMB_STORE_H
 #define EMB_STORE_H
@@ -142,6 +143,8 @@ void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out
  * Writes go through store_apply: one LMDB transaction per call, so a crash loses at most
  * that call's operations and never leaves a half-written document. */
 
+typedef struct store_packed store_packed;
+
 typedef struct store_doc {
 	const char *id;     size_t id_len;      /* 1..STORE_MAX_ID_BYTES bytes */
 	const char *title;  size_t title_len;
@@ -151,7 +154,35 @@ typedef struct store_doc {
 	int nwin;                               /* >= 1 windows */
 	const float *vecs;                      /* nwin * dim floats, row w for window w */
 	const uint32_t *win_range;              /* nwin * 2: byte [start, end) of window w in text */
+	/* NULL, or this document's "docs" value made ahead by store_doc_pack (see there): a PUT
+	 * then stores it as is instead of compressing title, text and meta itself (whose
+	 * pointers it then does not read; their lengths, hash and nwin must be the packed
+	 * ones). Ignored by DELETE and SEEN. */
+	const store_packed *packed;
 } store_doc;
+
+/* A document's complete "docs" value (format 2: header, zstd frame, SUM trailer keyed by
+ * the id), byte for byte what store_apply would store for the same store_doc. */
+struct store_packed {
+	void *buf;   /* owned: store_packed_free */
+	size_t len;
+};
+
+/* Builds d's "docs" value into *out, so that compression (zstd level 3: most of a PUT's
+ * cost) runs on the caller's threads instead of the one writing the store. Reads d's id,
+ * title, text, meta, hash and nwin (not vecs or win_range); needs no store handle.
+ * Threads: safe to call from any number of threads at once; each thread keeps one zstd
+ * context, made at its first call and freed when the thread exits. Ownership: on success
+ * out->buf is malloc'd and owned by the caller (store_packed_free); on failure *out is
+ * {NULL, 0}. To store it, point the PUT's doc.packed at *out; store_apply checks that the
+ * value belongs to that op (checksum under the op's id, header: magic, zstd frame length,
+ * text/title/meta lengths, hash, nwin) and refuses a mismatch with EMB_EINVAL naming the
+ * document, before anything is written. Errors: EMB_EINVAL (id empty or longer than
+ * STORE_MAX_ID_BYTES, nwin < 1, a length past 4 GiB), EMB_ENOMEM, EMB_ESTORE (zstd failed). */
+int store_doc_pack(const store_doc *d, store_packed *out, emb_err *err);
+
+/* Frees p->buf and sets *p to {NULL, 0}. NULL and an empty *p are allowed. */
+void store_packed_free(store_packed *p);
 
 typedef enum {
 	STORE_OP_PUT = 0,    /* insert or replace doc (old windows removed), mark id seen */
@@ -168,15 +199,18 @@ typedef struct store_apply_result {
 	uint64_t added, updated, deleted;
 } store_apply_result;
 
-/* Applies ops in order in one transaction and commits. When the map is full it aborts,
+/* Applies ops in one transaction and commits, with the result of applying them in order
+ * (ops on one id take effect in their order: the last PUT of an id in a call wins). They run
+ * sorted by id (stable), for locality in the id-keyed tables, so which rows the windows of
+ * different documents get follows id order, not op order. When the map is full it aborts,
  * doubles the map and retries, so callers never see MDB_MAP_FULL. Vectors are normalised to
  * unit length on the way in (scores are cosines whatever the model). On failure nothing of
  * this call is stored. *res (may be NULL) receives counts. Errors: EMB_EINVAL (an id empty or
- * too long, nwin < 1, a vector that is not finite or all zero: the message names the
- * document), EMB_ESTORE (read-only handle, no model bound, LMDB failure such as a full disk:
- * the message says which; a value it must rewrite fails its checksum: "damaged"),
- * EMB_ENOMEM, EMB_EIO. No snapshot of s may be open on the calling thread (other threads'
- * are fine: see Threads above). */
+ * too long, nwin < 1, a vector that is not finite or all zero, a packed value that is not
+ * this op's (see store_doc_pack): the message names the document), EMB_ESTORE (read-only
+ * handle, no model bound, LMDB failure such as a full disk: the message says which; a value
+ * it must rewrite fails its checksum: "damaged"), EMB_ENOMEM, EMB_EIO. No snapshot of s may
+ * be open on the calling thread (other threads' are fine: see Threads above). */
 int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, emb_err *err);
 
 /* Forgets every id marked seen (the indexer calls it at the start of a run, so that "seen"
