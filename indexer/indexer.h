@@ -64,6 +64,7 @@ typedef struct wdoc {
 	int32_t *seqs;        /* nwin sequences of up to max_tokens ids */
 	int *seqlen;
 	float *vecs;
+	store_packed packed;  /* its "docs" value, compressed by the prep stage's threads */
 	store_doc_view old;   /* --rebuild, a bad record: the live store's version, kept */
 	emb_err err;
 	int failed;           /* 0 embed; -1 unchanged; -2 bad (reported); > 0 error code */

@@ -5,9 +5,9 @@
  *   read   (the main thread)  inputs -> chunks of --window-docs documents, in input order;
  *                             a record's id is checked here
  *   prep   (one thread + the tokenizing pool)  classify each document (bad, duplicate,
- *                             unchanged, to embed), cut it into windows and tokenize them, and
- *                             cut the chunk's windows into length-sorted batches of the
- *                             engine's capacity
+ *                             unchanged, to embed), cut it into windows and tokenize them,
+ *                             compress its text for the store, and cut the chunk's windows
+ *                             into length-sorted batches of the engine's capacity
  *   embed  (one thread per engine)  two batches in flight on each device
  *                             (embed_submit_tokens / embed_wait)
  *   store  (one thread)       commits whole chunks in input order, one transaction each
@@ -246,6 +246,7 @@ static void wdoc_free(wdoc *d)
 	free(d->seqs);
 	free(d->seqlen);
 	free(d->vecs);
+	store_packed_free(&d->packed);
 	store_doc_view_free(&d->old);
 	memset(d, 0, sizeof *d);
 }
@@ -597,12 +598,38 @@ typedef struct tok_job {
 	chunk *c;
 } tok_job;
 
+/* The store's document as a PUT gives it; d->vecs and d->range are not read until commit. */
+static store_doc doc_for_put(const wdoc *d)
+{
+	const input_doc *in = &d->in;
+	store_doc sd = {.id = in->id, .id_len = in->id_len};
+	sd.title = in->title ? in->title : "";
+	sd.title_len = in->title_len;
+	sd.text = in->text;
+	sd.text_len = in->text_len;
+	sd.meta = in->meta ? in->meta : "";
+	sd.meta_len = in->meta_len;
+	memcpy(sd.hash, d->hash, sizeof sd.hash);
+	sd.nwin = d->nwin;
+	sd.vecs = d->vecs;
+	sd.win_range = d->range;
+	return sd;
+}
+
+/* Tokenizes a document and compresses its text for the store (zstd is most of a PUT's
+ * cost: here it runs on every core instead of on the writer's one). */
 static void tokenize_task(void *arg, int i)
 {
 	tok_job *j = arg;
 	wdoc *d = &j->c->d[i];
-	if (!d->failed)
-		window_doc(&j->x->wc, d);
+	if (d->failed)
+		return;
+	window_doc(&j->x->wc, d);
+	if (d->failed)
+		return;
+	store_doc sd = doc_for_put(d);
+	if (store_doc_pack(&sd, &d->packed, NULL))
+		d->packed = (store_packed){0}; /* the writer compresses it (and reports any error) */
 }
 
 static int cmp_seq_len(const void *a, const void *b)
@@ -974,16 +1001,8 @@ static int commit_chunk(pipeline *p, chunk *c)
 			ops[nops++] = (store_op){STORE_OP_SEEN, sd};
 			continue;
 		}
-		sd.title = d->in.title ? d->in.title : "";
-		sd.title_len = d->in.title_len;
-		sd.text = d->in.text;
-		sd.text_len = d->in.text_len;
-		sd.meta = d->in.meta ? d->in.meta : "";
-		sd.meta_len = d->in.meta_len;
-		memcpy(sd.hash, d->hash, sizeof sd.hash);
-		sd.nwin = d->nwin;
-		sd.vecs = d->vecs;
-		sd.win_range = d->range;
+		sd = doc_for_put(d);
+		sd.packed = d->packed.buf ? &d->packed : NULL;
 		ops[nops++] = (store_op){STORE_OP_PUT, sd};
 	}
 	store_snapshot_end(live);
