@@ -11,6 +11,7 @@
  *   embed  (one thread per engine)  two batches in flight on each device
  *                             (embed_submit_tokens / embed_wait)
  *   store  (one thread)       commits whole chunks in input order, one transaction each
+ *                             (or a few together when they wait for it)
  *
  * A chunk is alive from the moment it is read until it is committed (or dropped), and at most
  * --queue-chunks chunks are alive: memory is bounded by that, not by the corpus. Commits go in
@@ -927,33 +928,43 @@ fail:
 	return -1;
 }
 
-/* Commits chunk c in one transaction. Returns 0, or -1 after printing an error (nothing of
- * the chunk is then stored). A document whose vectors are not finite is bad (reported; the
- * run stops after this chunk without --skip-bad). */
-static int commit_chunk(pipeline *p, chunk *c)
+/* Commits chunks cs[0..*n) (consecutive, in input order) in one transaction. Returns 0, or
+ * -1 after printing an error (nothing of them is then stored). A document whose vectors are
+ * not finite is bad (reported); without --skip-bad its chunk is the last one kept, and *n
+ * shrinks to end there (the caller drops the rest). */
+static int commit_chunks(pipeline *p, chunk **cs, int *n)
 {
 	run *x = p->x;
+	size_t ndocs = 0;
 	/* A model with broken weights gives NaN or infinite vectors: such a document is bad (kept
 	 * as seen, like any other), never stored where it would rank as garbage. */
-	for (int i = 0; i < c->n; i++) {
-		wdoc *d = &c->d[i];
-		if (d->failed != 0)
-			continue;
-		size_t n = (size_t)d->nwin * (size_t)x->wc.dim, j = 0;
-		while (j < n && isfinite(d->vecs[j]))
-			j++;
-		if (j == n)
-			continue;
-		char msg[1200];
-		snprintf(msg, sizeof msg, "%s: document '%s': the model gave a non-finite vector (window %zu of %d)",
-			 d->in.where, d->in.id, j / (size_t)x->wc.dim + 1, d->nwin);
-		if (report_bad(p, msg)) {
-			c->fatal = 1;
-			halt_after(p, c);
+	for (int k = 0; k < *n; k++) {
+		chunk *c = cs[k];
+		for (int i = 0; i < c->n; i++) {
+			wdoc *d = &c->d[i];
+			if (d->failed != 0)
+				continue;
+			size_t nv = (size_t)d->nwin * (size_t)x->wc.dim, j = 0;
+			while (j < nv && isfinite(d->vecs[j]))
+				j++;
+			if (j == nv)
+				continue;
+			char msg[1200];
+			snprintf(msg, sizeof msg, "%s: document '%s': the model gave a non-finite vector (window %zu of %d)",
+				 d->in.where, d->in.id, j / (size_t)x->wc.dim + 1, d->nwin);
+			if (report_bad(p, msg)) {
+				c->fatal = 1;
+				halt_after(p, c);
+			}
+			d->failed = -2;
 		}
-		d->failed = -2;
+		ndocs += (size_t)c->n;
+		if (c->fatal) {
+			*n = k + 1;
+			break;
+		}
 	}
-	store_op *ops = malloc((size_t)(c->n ? c->n : 1) * sizeof *ops);
+	store_op *ops = malloc((ndocs ? ndocs : 1) * sizeof *ops);
 	if (!ops) {
 		fprintf(stderr, "indexer: out of memory\n");
 		return -1;
@@ -966,8 +977,9 @@ static int commit_chunk(pipeline *p, chunk *c)
 		return -1;
 	}
 	int nops = 0, unchanged = 0;
-	for (int i = 0; i < c->n; i++) {
-		wdoc *d = &c->d[i];
+	for (int k = 0; k < *n; k++)
+	for (int i = 0; i < cs[k]->n; i++) {
+		wdoc *d = &cs[k]->d[i];
 		if (d->failed == -3)
 			continue; /* a duplicate, or not reached before the run stopped */
 		store_doc sd = {.id = d->in.id, .id_len = d->in.id_len};
@@ -1021,21 +1033,41 @@ static int commit_chunk(pipeline *p, chunk *c)
 	return 0;
 }
 
+/* Takes chunk `seq` out of the done list (NULL when it is not there). With p->mu. */
+static chunk *take_done_locked(pipeline *p, uint64_t seq)
+{
+	for (chunk **pc = &p->done; *pc; pc = &(*pc)->next)
+		if ((*pc)->seq == seq) {
+			chunk *c = *pc;
+			*pc = c->next;
+			p->ndone--;
+			return c;
+		}
+	return NULL;
+}
+
+/* The store stage. Commits go in input order; when the next chunks are already waiting (the
+ * writer is the slowest stage), up to GROUP_CHUNKS of them share one transaction: with ids
+ * in no order every document rewrites a leaf page of each id-keyed table, and a larger
+ * transaction rewrites each page once for all the documents it holds (docs/bench-index.md,
+ * "Store writer"). */
+#define GROUP_CHUNKS 4
 static void *store_thread(void *arg)
 {
 	pipeline *p = arg;
 	uint64_t next = 0; /* the chunk to commit next: commits go in input order */
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
-		chunk *c = NULL;
+		chunk *cs[GROUP_CHUNKS];
+		int n = 0;
 		for (;;) {
 			/* the next chunk, or any chunk that is dropped anyway */
 			chunk **pc = &p->done;
 			while (*pc && (*pc)->seq != next && (*pc)->seq < p->keep_below)
 				pc = &(*pc)->next;
 			if (*pc) {
-				c = *pc;
-				*pc = c->next;
+				cs[n++] = *pc;
+				*pc = cs[0]->next;
 				p->ndone--;
 				break;
 			}
@@ -1043,22 +1075,40 @@ static void *store_thread(void *arg)
 				break;
 			pthread_cond_wait(&p->cv, &p->mu);
 		}
-		int drop = c && (c->failed || c->seq >= p->keep_below);
+		int drop = n && (cs[0]->failed || cs[0]->seq >= p->keep_below);
+		/* the chunks after it that are ready too, up to a fatal or failed one */
+		while (n && !drop && n < GROUP_CHUNKS && !cs[n - 1]->fatal &&
+		       cs[n - 1]->seq + 1 < p->keep_below) {
+			chunk *c = take_done_locked(p, cs[n - 1]->seq + 1);
+			if (!c)
+				break;
+			if (c->failed) { /* back to the list: committed (or dropped) on its own */
+				c->next = p->done;
+				p->done = c;
+				p->ndone++;
+				break;
+			}
+			cs[n++] = c;
+		}
 		pthread_mutex_unlock(&p->mu);
-		if (!c)
+		if (!n)
 			break;
 		double t = now_s();
-		int rc = drop ? 0 : commit_chunk(p, c);
+		int kept = n;
+		int rc = drop ? 0 : commit_chunks(p, cs, &kept);
 		add_busy(p, ST_STORE, now_s() - t);
 		pthread_mutex_lock(&p->mu);
 		if (rc)
-			keep_below_locked(p, c->seq);
-		if (c->seq == next)
-			p->committed = ++next;
-		p->live--;
+			keep_below_locked(p, cs[0]->seq);
+		for (int k = 0; k < n; k++) {
+			if (cs[k]->seq == next)
+				p->committed = ++next;
+			p->live--;
+		}
 		pthread_cond_broadcast(&p->cv);
 		pthread_mutex_unlock(&p->mu);
-		chunk_free(c);
+		for (int k = 0; k < n; k++)
+			chunk_free(cs[k]);
 	}
 	return NULL;
 }

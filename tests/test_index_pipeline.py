@@ -106,6 +106,30 @@ def test_tiny_queues(tmp):
     s = summary(err)
     check(rc == 0 and s and s["unchanged"] == 61 and s["added"] == 0,
           f"tiny rerun: exit {rc}, counts {s}")
+    # A rerun with many small chunks in flight, most unchanged: ready chunks wait for the
+    # writer and share transactions; 5 changed documents must be updated, the rest seen.
+    changed = os.path.join(tmp, "c2.jsonl")
+    with open(src, encoding="utf-8") as f, open(changed, "w", encoding="utf-8") as g:
+        for line in f:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                g.write(line)
+                continue
+            if isinstance(d, dict) and d.get("_id") in [x["_id"] for x in docs[3:53:10]] and d.get("title") != "dup":
+                d["text"] = "changed text of " + d["_id"]
+            g.write(json.dumps(d) + "\n")
+    store = os.path.join(tmp, "odd")
+    rc, _, err = index(store, *WINDOW, "--skip-bad", "--window-docs", "3", "--queue-chunks", "8", changed)
+    s = summary(err)
+    check(rc == 0 and s and s["updated"] == 5 and s["unchanged"] == 56 and s["added"] == 0,
+          f"grouped rerun: exit {rc}, counts {s}")
+    st = stats(store)  # --check passes; the changed texts are shorter: fewer rows
+    check(st and st[0] == base[1][0] and st[1] < base[1][1], f"grouped rerun: store {st} (was {base[1]})")
+    for x in docs[3:53:10]:
+        hit = [r for r in search_all(store, "changed text of " + x["_id"], k=200) if r["id"] == x["_id"]]
+        check(hit and hit[0].get("snippet", "").startswith("changed text of"),
+              f"grouped rerun: {x['_id']} not updated")
     # Without --skip-bad the run stops at the first bad record: what came before it is kept,
     # nothing after it, whatever the queue sizes.
     for name, opts in configs.items():
