@@ -43,7 +43,8 @@ void tokenizer_free(tokenizer *t);
  * least one byte of input, cap >= len always holds the whole text.
  * Returns the number of ids written (>= 0), or -1 with EMB_EINVAL in *err when the text is
  * not valid UTF-8 (the message gives the byte offset). Text past the point where `cap` ids
- * were produced is not read, so invalid UTF-8 there goes unreported. */
+ * were produced is not read (except, with a normalized added token, to the end of a run of
+ * pre-tokens that may still turn out to be it), so invalid UTF-8 there goes unreported. */
 long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 		      size_t cap, emb_err *err);
 
