@@ -78,6 +78,18 @@ struct added_token {
 	int32_t id;
 };
 
+/* A "normalized" added token (MPNet's "<unk>") is matched, as in HF, in the normalized text
+ * and becomes a pre-token of its own. Its content must begin and end with punctuation, so its
+ * match always starts and ends at pre-token boundaries: it is then exactly a run of adjacent
+ * pre-tokens (no whitespace between them) equal to `pre`, which the encoder recognizes after
+ * the fact and replaces by the token's id. */
+enum { NORM_PRE_MAX = 8, NORM_PRE_BYTES = 32 };
+struct norm_token {
+	int32_t id;
+	size_t npre;
+	char pre[NORM_PRE_MAX][NORM_PRE_BYTES]; /* NUL-terminated pre-tokens of the content */
+};
+
 struct tokenizer {
 	bool clean_text, handle_chinese_chars, strip_accents, lowercase;
 	uint32_t max_word_chars;
@@ -93,6 +105,9 @@ struct tokenizer {
 	struct added_token *added;
 	size_t nadded;
 	uint8_t added_first[32]; /* bitmap of the first bytes of added tokens */
+	bool has_norm; /* one normalized added token (norm) is matched */
+	struct norm_token norm;
+	char *norm_content; /* its content, split into norm.pre once the tables are set up */
 	uint8_t ascii[128];
 	char ascii_lower[128];
 };
@@ -235,6 +250,12 @@ struct encoder {
 	size_t *offs;
 	size_t cs, ce, wend;
 	size_t src[WORD_MAX_BYTES][2];
+	/* The adjacent pre-tokens that may still become the normalized added token: how many
+	 * (matched <= norm.npre), and where the first began (ids and source bytes). While a
+	 * match is pending, ids past cap are counted but not written, since the match may yet
+	 * fold them into one id. */
+	size_t matched, m_n, m_start;
+	bool pending;
 };
 
 /* WordPiece: greedy longest match from the left; if some position matches nothing the
@@ -276,12 +297,32 @@ static size_t wordpiece(const tokenizer *t, const char *w, size_t len, int32_t *
 /* Emits an id that came from source bytes [start, end). Returns true once cap ids are out. */
 static bool emit(struct encoder *e, int32_t id, size_t start, size_t end)
 {
-	if (e->offs) {
-		e->offs[2 * e->n] = start;
-		e->offs[2 * e->n + 1] = end;
+	if (e->n < e->cap) {
+		if (e->offs) {
+			e->offs[2 * e->n] = start;
+			e->offs[2 * e->n + 1] = end;
+		}
+		e->ids[e->n] = id;
 	}
-	e->ids[e->n++] = id;
-	return e->n == e->cap;
+	e->n++;
+	return e->n >= e->cap && !e->pending;
+}
+
+/* Whether pre-tokens matched..matched+1 of the normalized token would be this word. */
+static bool norm_next_is(const struct encoder *e, const char *w, size_t len, size_t k)
+{
+	const char *p = e->t->norm.pre[k];
+	return k < e->t->norm.npre && strlen(p) == len && memcmp(p, w, len) == 0;
+}
+
+/* Something that is not a pre-token (whitespace, a CJK character's spaces, an unnormalized
+ * added token) separates what follows from what went before. Returns true once cap ids are
+ * out. */
+static bool norm_gap(struct encoder *e)
+{
+	e->matched = 0;
+	e->pending = false;
+	return e->n >= e->cap;
 }
 
 /* Ends the current word: turns it into ids. Returns true once cap ids are out. */
@@ -289,6 +330,26 @@ static bool flush_word(struct encoder *e)
 {
 	const tokenizer *t = e->t;
 	bool full = false;
+	size_t n0 = e->n, start = e->offs && e->nchars ? e->src[0][0] : 0;
+	if (t->has_norm && e->nchars > 0) {
+		/* With one pattern, the first pre-token that breaks a partial match can only
+		 * start a new one (pre-tokens are compared whole). */
+		bool tok = e->nchars <= t->max_word_chars;
+		if (tok && norm_next_is(e, e->word, e->len, e->matched)) {
+			if (e->matched == 0) {
+				e->m_n = n0;
+				e->m_start = start;
+			}
+			e->matched++;
+		} else if (tok && norm_next_is(e, e->word, e->len, 0)) {
+			e->matched = 1;
+			e->m_n = n0;
+			e->m_start = start;
+		} else {
+			e->matched = 0;
+		}
+		e->pending = e->matched > 0;
+	}
 	if (e->nchars > t->max_word_chars) {
 		full = emit(e, t->unk_id, e->offs ? e->src[0][0] : 0, e->wend);
 	} else if (e->nchars > 0) {
@@ -312,9 +373,19 @@ static bool flush_word(struct encoder *e)
 			a = b;
 		}
 	}
+	size_t nchars = e->nchars;
 	e->len = 0;
 	e->nchars = 0;
 	e->reorder_floor = 0;
+	if (t->has_norm && nchars > 0) {
+		if (e->matched == t->norm.npre) {
+			e->n = e->m_n;
+			e->matched = 0;
+			e->pending = false;
+			return emit(e, t->norm.id, e->m_start, e->wend);
+		}
+		return e->n >= e->cap && !e->pending;
+	}
 	return full;
 }
 
@@ -452,6 +523,9 @@ long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, 
 	e.len = 0;
 	e.nchars = 0;
 	e.reorder_floor = 0;
+	e.matched = e.m_n = e.m_start = 0;
+	e.pending = false;
+#define ENC_DONE() return (long)(e.n < cap ? e.n : cap)
 	const unsigned char *s = (const unsigned char *)text;
 	size_t i = 0;
 	while (i < len) {
@@ -460,8 +534,8 @@ long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, 
 			size_t mlen;
 			int32_t id = match_added(t, text + i, len - i, &mlen);
 			if (id >= 0) {
-				if (flush_word(&e) || emit(&e, id, i, i + mlen))
-					return (long)e.n;
+				if (flush_word(&e) || norm_gap(&e) || emit(&e, id, i, i + mlen))
+					ENC_DONE();
 				i += mlen;
 				continue;
 			}
@@ -481,14 +555,14 @@ long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, 
 				e.reorder_floor = e.len;
 				break;
 			case ASCII_SPACE:
-				if (flush_word(&e))
-					return (long)e.n;
+				if (flush_word(&e) || norm_gap(&e))
+					ENC_DONE();
 				break;
 			case ASCII_PUNCT:
 				e.cs = i - 1;
 				e.ce = i;
 				if (push_char(&e, b))
-					return (long)e.n;
+					ENC_DONE();
 				break;
 			}
 			continue;
@@ -506,16 +580,18 @@ long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, 
 			continue;
 		bool full;
 		if (IN(hf_whitespace, c))
-			full = flush_word(&e);
+			full = flush_word(&e) || norm_gap(&e);
 		else if (t->handle_chinese_chars && is_cjk(c))
-			full = flush_word(&e) || push_normalized(&e, c) || flush_word(&e);
+			full = flush_word(&e) || norm_gap(&e) || push_normalized(&e, c) ||
+			       flush_word(&e) || norm_gap(&e);
 		else
 			full = push_normalized(&e, c);
 		if (full)
-			return (long)e.n;
+			ENC_DONE();
 	}
 	flush_word(&e);
-	return (long)e.n;
+	ENC_DONE();
+#undef ENC_DONE
 }
 
 /* ---- loading ---- */
@@ -780,15 +856,26 @@ static int load_tokenizer_json(tokenizer *t, const char *path, json_t *root, emb
 			return emb_errf(err, EMB_EFORMAT, "%s: malformed added_tokens[%zu]", path,
 					ai);
 		/* lstrip/rstrip only swallow whitespace, which BERT drops anyway. */
-		if (bool_field(a, "single_word", false) || bool_field(a, "normalized", false))
+		if (bool_field(a, "single_word", false))
 			return emb_errf(err, EMB_EUNSUPPORTED,
-					"%s: added token \"%s\" is single_word or normalized: not "
-					"supported", path, json_string_value(content));
+					"%s: added token \"%s\" is single_word: not supported", path,
+					json_string_value(content));
 		int32_t id = (int32_t)json_integer_value(aid);
 		const char *s = json_string_value(content);
 		if (((size_t)id >= t->nids || t->tok_off[id] == UINT32_MAX) &&
 		    (rc = set_token(t, id, s, strlen(s), NULL, err)))
 			return rc;
+		if (bool_field(a, "normalized", false)) {
+			if (t->has_norm)
+				return emb_errf(err, EMB_EUNSUPPORTED,
+						"%s: more than one normalized added token (\"%s\"): "
+						"not supported", path, s);
+			t->has_norm = true;
+			t->norm.id = id;
+			if (!(t->norm_content = strdup(s)))
+				return emb_errf(err, EMB_ENOMEM, "out of memory");
+			continue;
+		}
 		if ((rc = add_added_token(t, s, id, err)))
 			return rc;
 	}
@@ -872,6 +959,86 @@ static int load_vocab_txt(tokenizer *t, const char *path, json_t *cfg, emb_err *
 	return EMB_OK;
 }
 
+/* A post_processor's ["<s>", 0] pair: the id, or -1 when absent or malformed. */
+static int32_t special_pair(json_t *pp, const char *key)
+{
+	json_t *v = json_object_get(pp, key);
+	if (json_is_array(v) && json_array_size(v) == 2 && json_is_integer(json_array_get(v, 1)))
+		return (int32_t)json_integer_value(json_array_get(v, 1));
+	return -1;
+}
+
+/* BertProcessing and RobertaProcessing name the ids they put first and last ("cls"/"sep"):
+ * [CLS]/[SEP] for BERT, <s>/</s> for MPNet. "padding" names the pad id when set. */
+static void post_processor_specials(tokenizer *t, json_t *pp, json_t *padding)
+{
+	json_t *type = json_object_get(pp, "type");
+	if (json_is_string(type) && (strcmp(json_string_value(type), "BertProcessing") == 0 ||
+				     strcmp(json_string_value(type), "RobertaProcessing") == 0)) {
+		int32_t cls = special_pair(pp, "cls"), sep = special_pair(pp, "sep");
+		if (cls >= 0)
+			t->cls_id = cls;
+		if (sep >= 0)
+			t->sep_id = sep;
+	}
+	json_t *pad = json_object_get(padding, "pad_id");
+	if (json_is_integer(pad) && json_integer_value(pad) >= 0 &&
+	    json_integer_value(pad) < (1 << 24))
+		t->pad_id = (int32_t)json_integer_value(pad);
+}
+
+/* Splits the normalized added token's content into the pre-tokens the encoder will see
+ * (lowercased ASCII only; dropped control characters skipped). Refuses what the encoder's
+ * matching cannot find exactly: whitespace or non-ASCII inside, an end that is not
+ * punctuation, or a first pre-token repeated later (a partial match could then hide the
+ * start of another). */
+static int split_norm_token(tokenizer *t, const char *path, emb_err *err)
+{
+	const char *c = t->norm_content;
+	struct norm_token *nt = &t->norm;
+	size_t wl = 0;
+	bool last_punct = false;
+	nt->npre = 0;
+	for (size_t i = 0;; i++) {
+		unsigned b = (unsigned char)c[i];
+		int cls = b == 0 ? ASCII_PUNCT : b < 0x80 ? t->ascii[b] : -1;
+		if (cls == -1 || cls == ASCII_SPACE)
+			goto refuse;
+		if (cls == ASCII_DROP)
+			continue;
+		if (cls == ASCII_PUNCT && wl > 0) {
+			nt->pre[nt->npre - 1][wl] = '\0';
+			wl = 0;
+		}
+		if (b == 0)
+			break;
+		if (cls == ASCII_WORD && wl == 0 && nt->npre == 0)
+			goto refuse; /* must start with punctuation */
+		if ((cls == ASCII_PUNCT || wl == 0) && nt->npre++ == NORM_PRE_MAX)
+			goto refuse;
+		if (wl + 1 >= NORM_PRE_BYTES)
+			goto refuse;
+		nt->pre[nt->npre - 1][wl] = cls == ASCII_WORD ? t->ascii_lower[b] : (char)b;
+		if (cls == ASCII_PUNCT) {
+			nt->pre[nt->npre - 1][1] = '\0';
+			last_punct = true;
+		} else {
+			wl++;
+			last_punct = false;
+		}
+	}
+	if (nt->npre == 0 || !last_punct)
+		goto refuse;
+	for (size_t k = 1; k < nt->npre; k++)
+		if (strcmp(nt->pre[k], nt->pre[0]) == 0)
+			goto refuse;
+	return EMB_OK;
+refuse:
+	return emb_errf(err, EMB_EUNSUPPORTED,
+			"%s: normalized added token \"%s\" is not supported (only ASCII that "
+			"begins and ends with punctuation, no whitespace)", path, c);
+}
+
 int tokenizer_load(const char *dir, tokenizer **out, emb_err *err)
 {
 	*out = NULL;
@@ -914,7 +1081,13 @@ int tokenizer_load(const char *dir, tokenizer **out, emb_err *err)
 	t->cls_id = find_token(t, config_token(cfg, "cls_token", "[CLS]"));
 	t->sep_id = find_token(t, config_token(cfg, "sep_token", "[SEP]"));
 	t->pad_id = find_token(t, config_token(cfg, "pad_token", "[PAD]"));
+	/* What HF itself wraps a text in wins over tokenizer_config.json's names. */
+	if (root)
+		post_processor_specials(t, json_object_get(root, "post_processor"),
+					json_object_get(root, "padding"));
 	setup_ascii(t);
+	if (t->has_norm && (rc = split_norm_token(t, t->file, err)))
+		goto done;
 done:
 	json_decref(root);
 	json_decref(cfg);
@@ -938,6 +1111,7 @@ void tokenizer_free(tokenizer *t)
 	free(t->tok_off);
 	free(t->pool);
 	free(t->added);
+	free(t->norm_content);
 	free(t->file);
 	free(t);
 }

@@ -20,11 +20,15 @@
 typedef struct tokenizer tokenizer;
 
 /* Loads the tokenizer of the model directory `dir`: tokenizer.json when present (model type
- * WordPiece, normalizer BertNormalizer, pre-tokenizer BertPreTokenizer), otherwise vocab.txt +
- * tokenizer_config.json (do_lower_case, strip_accents, tokenize_chinese_chars).
- * Added tokens ("[CLS]", "[SEP]", "[MASK]" ...) are found in the raw text as HF does, so a
- * text that contains "[SEP]" gets the [SEP] id; added tokens that are "normalized" or
- * "single_word" are refused (EMB_EUNSUPPORTED).
+ * WordPiece, normalizer BertNormalizer, pre-tokenizer BertPreTokenizer: BERT's and MPNet's),
+ * otherwise vocab.txt + tokenizer_config.json (do_lower_case, strip_accents,
+ * tokenize_chinese_chars).
+ * Added tokens ("[CLS]", "[SEP]", "<s>", "<mask>" ...) are found in the raw text as HF does,
+ * so a text that contains "[SEP]" gets the [SEP] id. One added token may be "normalized"
+ * (MPNet's "<unk>"): it is then found in the normalized text, as HF does ("<UNK>" is it too);
+ * it must be ASCII without whitespace, begin and end with punctuation, and not repeat its
+ * first character later (EMB_EUNSUPPORTED otherwise, as for a second one and for
+ * "single_word" tokens).
  * On success stores a new tokenizer in *out and returns EMB_OK; the caller frees it with
  * tokenizer_free. Errors: EMB_EIO (no tokenizer file), EMB_EFORMAT (malformed file, message
  * names it), EMB_EUNSUPPORTED (a normalizer/model this module does not implement). */
@@ -39,7 +43,8 @@ void tokenizer_free(tokenizer *t);
  * least one byte of input, cap >= len always holds the whole text.
  * Returns the number of ids written (>= 0), or -1 with EMB_EINVAL in *err when the text is
  * not valid UTF-8 (the message gives the byte offset). Text past the point where `cap` ids
- * were produced is not read, so invalid UTF-8 there goes unreported. */
+ * were produced is not read (except, with a normalized added token, to the end of a run of
+ * pre-tokens that may still turn out to be it), so invalid UTF-8 there goes unreported. */
 long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 		      size_t cap, emb_err *err);
 
@@ -55,9 +60,13 @@ long tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t 
 long tokenizer_encode_offsets(const tokenizer *t, const char *text, size_t len, int32_t *ids,
 			      size_t *offsets, size_t cap, emb_err *err);
 
-/* Special token ids, looked up at load time: [UNK] is the model's unk_token (always present);
- * [CLS], [SEP], [PAD] are those names, or tokenizer_config.json's cls_token, sep_token,
- * pad_token; -1 when the vocabulary has no such token. */
+/* Special token ids, looked up at load time: unk is the WordPiece model's unk_token (always
+ * present). cls and sep are what a sequence starts and ends with: tokenizer.json's
+ * post_processor "cls"/"sep" pairs when it has them (BertProcessing, RobertaProcessing: [CLS]
+ * 101 / [SEP] 102 for BERT, <s> 0 / </s> 2 for MPNet), else tokenizer_config.json's cls_token
+ * and sep_token, else "[CLS]"/"[SEP]". pad is tokenizer.json's padding.pad_id when set, else
+ * tokenizer_config.json's pad_token, else "[PAD]". -1 when the vocabulary has no such
+ * token. */
 int32_t tokenizer_cls_id(const tokenizer *t);
 int32_t tokenizer_sep_id(const tokenizer *t);
 int32_t tokenizer_pad_id(const tokenizer *t);

@@ -270,6 +270,28 @@ static void test_load_errors(void)
 		expect_load_error(tmp, cases[i].code, cases[i].needle, what);
 	}
 
+	/* Normalized added tokens: only what the encoder can find exactly. */
+	static const char *const norm_bad[] = {
+		"[{\"id\": 1, \"content\": \"unk>\", \"normalized\": true}]",
+		"[{\"id\": 1, \"content\": \"<unk\", \"normalized\": true}]",
+		"[{\"id\": 1, \"content\": \"<u k>\", \"normalized\": true}]",
+		"[{\"id\": 1, \"content\": \"<a<b>\", \"normalized\": true}]",
+		"[{\"id\": 1, \"content\": \"<\u00e9>\", \"normalized\": true}]",
+		"[{\"id\": 1, \"content\": \"<a>\", \"normalized\": true}, "
+		"{\"id\": 2, \"content\": \"<b>\", \"normalized\": true}]",
+	};
+	for (size_t i = 0; i < sizeof norm_bad / sizeof norm_bad[0]; i++) {
+		char json[1024];
+		snprintf(json, sizeof json,
+			 "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"pre_tokenizer\": "
+			 "{\"type\": \"BertPreTokenizer\"}, \"added_tokens\": %s, \"model\": "
+			 "{\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0}}}", norm_bad[i]);
+		write_text(tmp, "tokenizer.json", json);
+		char what[48];
+		snprintf(what, sizeof what, "normalized added token case %zu", i);
+		expect_load_error(tmp, EMB_EUNSUPPORTED, "normalized", what);
+	}
+
 	/* A minimal valid tokenizer.json loads, and its flags take effect. */
 	char json[1024];
 	snprintf(json, sizeof json,
@@ -351,9 +373,41 @@ static void test_load_errors(void)
 	rmdir(tmp);
 }
 
+/* MPNet's tokenizer.json as published (tests/data, so this always runs): the ids a sequence
+ * is wrapped in come from its RobertaProcessing post_processor, pad from its padding, and its
+ * normalized "<unk>" is found after lowercasing, also when the cap falls inside it. */
+static void test_mpnet(void)
+{
+	tokenizer *t = NULL;
+	emb_err err = {0};
+	CHECK(tokenizer_load("tests/data/all-mpnet-base-v2-tokenizer", &t, &err) == EMB_OK,
+	      "MPNet tokenizer: %s", err.msg);
+	if (!t)
+		return;
+	CHECK(tokenizer_cls_id(t) == 0 && tokenizer_sep_id(t) == 2, "MPNet cls/sep %d/%d",
+	      tokenizer_cls_id(t), tokenizer_sep_id(t));
+	CHECK(tokenizer_pad_id(t) == 1 && tokenizer_unk_id(t) == 104, "MPNet pad/unk %d/%d",
+	      tokenizer_pad_id(t), tokenizer_unk_id(t));
+	CHECK(tokenizer_vocab_size(t) == 30527, "MPNet vocab %zu", tokenizer_vocab_size(t));
+	/* HF: "a<UNK>b" -> a <unk> b = 1041 3 1042; "< unk>" stays four pre-tokens. */
+	int32_t ids[16];
+	size_t offs[32];
+	long n = tokenizer_encode_offsets(t, "a<UNK>b", 7, ids, offs, 16, &err);
+	CHECK(n == 3 && ids[0] == 1041 && ids[1] == 3 && ids[2] == 1042 && offs[2] == 1 &&
+	      offs[3] == 6, "MPNet a<UNK>b: %ld ids", n);
+	n = tokenizer_encode_offsets(t, "a<UNK>b", 7, ids, offs, 2, &err);
+	CHECK(n == 2 && ids[0] == 1041 && ids[1] == 3, "MPNet a<UNK>b cap 2: %ld ids", n);
+	n = encode_all(t, "< unk>", ids, 16);
+	CHECK(n == 4 && ids[0] == 1030 && ids[3] == 1032, "MPNet '< unk>': %ld ids", n);
+	n = encode_all(t, "<s>x</s>[UNK]", ids, 16);
+	CHECK(n == 4 && ids[0] == 0 && ids[2] == 2 && ids[3] == 104, "MPNet specials: %ld", n);
+	tokenizer_free(t);
+}
+
 int main(void)
 {
 	test_load_errors();
+	test_mpnet();
 	const char *dir = find_tokenizer_dir();
 	if (!dir) {
 		printf("SKIP: no tokenizer.json for all-MiniLM-L6-v2 (run scripts/fetch-model)\n");

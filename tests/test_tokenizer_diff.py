@@ -13,6 +13,12 @@ requires 100% identical ids (no [CLS]/[SEP], no truncation):
   flags      random texts under each BertNormalizer setting (lowercase, strip_accents,
              clean_text, handle_chinese_chars), other prefixes and word limits, with
              vocabularies made from the texts themselves so WordPiece has real choices
+  mpnet      all-mpnet-base-v2's tokenizer.json as published (tests/data/, always; and the
+             fetched model's, when scripts/fetch-model all-mpnet-base-v2 has run) on the
+             same texts plus MPNet traps: <s>/</s>/<pad>/<mask>/[UNK] are matched in the raw
+             text, "<unk>" is a *normalized* added token (so "<UNK>" and "<u\0nk>" are it
+             too), <mask> has lstrip; ids, then byte offsets whole and truncated to 24 and
+             5 tokens (a truncation inside "<unk>" must still give its one id)
 
 C ids come from $BUILD/tests/tool_tokenize. The seed is fixed (TOKENIZER_DIFF_SEED
 overrides it) so a failure can be replayed. Exit 77 (skip) only without `tokenizers`.
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 
 try:
     from tokenizers import Tokenizer, normalizers
@@ -49,6 +56,16 @@ def find_dir(env, *candidates):
 
 MODEL = find_dir("EMBED_MODEL", ".cache/models/all-MiniLM-L6-v2",
                  "../shared/models/all-MiniLM-L6-v2")
+MPNET_DATA = os.path.join(ROOT, "tests/data/all-mpnet-base-v2-tokenizer")
+MPNET_FETCHED = find_dir("MPNET_MODEL", ".cache/models/all-mpnet-base-v2")
+MPNET_TRAPS = [
+    "<s>", "</s>", "<pad>", "<mask>", "<unk>", "<UNK>", "<Unk>", "[UNK]", "[unk]", "a<UNK>b",
+    "x <u\x00nK> [UNK] <s></s>", "<<unk>>", "<unk><unk>", "<unk<unk>>", "<ÛNK>",
+    "a<un\u0301k>", "< unk>", "<un k>", "<unk >", "<unk", "unk>", "<u\u200bnk>", "<unk\x7f>",
+    "a <mask> b", "hello  <mask>x", "a<mask>b", "\t<mask>", "<MASK>", "< mask>", "<s> hi </s>",
+    "<s>hi</s><pad>", "<unk>中<unk>", "中<unk>中", "é<unk>é", "<UNK>" * 30,
+    "x" * 101 + "<unk>", "<" + "u" * 120 + ">", "<unk>" + "y" * 101,
+]
 SCIFACT = find_dir("SCIFACT_DIR", "../shared/data/scifact")
 
 # (lo, hi) code point ranges random_text draws from, by kind.
@@ -184,6 +201,69 @@ def compare(name, strings, want, got):
     failures += len(bad)
 
 
+def c_offsets(tok_dir, strings, cap):
+    data = "".join(json.dumps(s) + "\n" for s in strings).encode()
+    p = subprocess.run([TOOL, tok_dir, "--offsets", str(cap)], input=data, capture_output=True)
+    if p.returncode != 0:
+        sys.exit("tool_tokenize --offsets failed (%d): %s" % (p.returncode, p.stderr.decode()))
+    out = []
+    for l in p.stdout.decode().split("\n")[:-1]:
+        v = [int(x) for x in l.split()]
+        out.append((v[0::3], list(zip(v[1::3], v[2::3]))))
+    assert len(out) == len(strings)
+    return out
+
+
+def hf_offsets(tok, strings, cap):
+    """HF's ids and offsets (characters, converted to UTF-8 bytes), truncated to cap."""
+    tok.enable_truncation(max_length=cap)
+    out = []
+    for s, e in zip(strings, tok.encode_batch(strings, add_special_tokens=False)):
+        byte = [0]
+        for ch in s:
+            byte.append(byte[-1] + len(ch.encode("utf-8")))
+        out.append((e.ids, [(byte[a], byte[b]) for a, b in e.offsets]))
+    tok.no_truncation()
+    return out
+
+
+def compare_offsets(name, strings, want, got):
+    """Ids must be equal; spans too, except where HF's positional NFD alignment points into
+    a word whose surviving marks were reordered (tests/test_token_offsets.py says why)."""
+    global failures
+    bad = 0
+    for s, (hid, hoff), (cid, coff) in zip(strings, want, got):
+        diff = hid != cid
+        if not diff:
+            for h, c in zip(hoff, coff):
+                seg = s.encode()[c[0]:c[1]].decode(errors="replace")
+                reordered = any(unicodedata.combining(ch) and unicodedata.category(ch) != "Mn"
+                                for ch in seg)
+                if h != c and not reordered:
+                    diff = True
+                    break
+        if diff:
+            bad += 1
+            if bad <= 5:
+                print("  MISMATCH %r\n    hf: %s\n    c:  %s" % (
+                    s[:200], list(zip(hid, hoff))[:12], list(zip(cid, coff))[:12]))
+    print("%-12s %7d strings, %7d identical (ids and offsets)" % (name, len(strings),
+                                                                 len(strings) - bad))
+    failures += bad
+
+
+def check_mpnet(tok_dir, texts):
+    """MPNet's published tokenizer.json against HF: ids, then offsets with truncation."""
+    name = "mpnet" if tok_dir == MPNET_DATA else "mpnet-fetched"
+    strings = MPNET_TRAPS + texts
+    tok = hf_tokenizer(os.path.join(tok_dir, "tokenizer.json"))
+    compare(name, strings, hf_ids(tok, strings), c_ids(tok_dir, strings))
+    sub = MPNET_TRAPS + texts[:3000]
+    for cap in (1 << 16, 24, 5):
+        compare_offsets("%s/%s" % (name, cap if cap < 1 << 16 else "all"), sub,
+                        hf_offsets(tok, sub, cap), c_offsets(tok_dir, sub, cap))
+
+
 def write_tokenizer(dir_, base, vocab, normalizer, prefix="##", max_chars=100):
     j = dict(base)
     j["padding"] = None
@@ -221,6 +301,17 @@ def main():
     tok_json = os.path.join(MODEL, "tokenizer.json")
     want = hf_ids(hf_tokenizer(tok_json), texts)
     compare("model", texts, want, c_ids(MODEL, texts))
+
+    check_mpnet(MPNET_DATA, texts)
+    if MPNET_FETCHED:
+        with open(os.path.join(MPNET_FETCHED, "tokenizer.json"), "rb") as a, \
+                open(os.path.join(MPNET_DATA, "tokenizer.json"), "rb") as b:
+            if a.read() != b.read():
+                sys.exit("tests/data's MPNet tokenizer.json differs from %s" % MPNET_FETCHED)
+        check_mpnet(MPNET_FETCHED, texts)
+    else:
+        print("mpnet-fetched: skipped (no .cache/models/all-mpnet-base-v2; run "
+              "scripts/fetch-model all-mpnet-base-v2)")
 
     with tempfile.TemporaryDirectory() as tmp:
         # The fallback loader, from the very files the model ships.

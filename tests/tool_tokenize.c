@@ -6,12 +6,18 @@
  *                                      newlines and NULs); stdout: the ids of each, without
  *                                      [CLS]/[SEP], space-separated, one line each; a text
  *                                      that fails prints "ERR <code> <message>".
+ *   tool_tokenize DIR --offsets CAP    as above, but at most CAP ids (the encoder's own early
+ *                                      stop, as a truncated window uses it), each printed
+ *                                      as "id start end" (tokenizer_encode_offsets' byte
+ *                                      range), so offsets and truncation of tokenizers
+ *                                      without an engine model (MPNet's) can be compared.
  *   tool_tokenize DIR --bench FILE [SECONDS]
  *                                      FILE: JSON lines, objects whose "title" and "text"
  *                                      (or plain JSON strings) are the texts; encodes them
  *                                      all, single-threaded, again and again for SECONDS
  *                                      (default 3) of CPU time, and prints MB/s.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +27,15 @@
 
 #include "tokenizer.h"
 
-static int tokenize_lines(const tokenizer *t)
+static int tokenize_lines(const tokenizer *t, size_t limit)
 {
 	size_t cap = 1 << 16;
 	int32_t *ids = malloc(cap * sizeof *ids);
+	size_t *offs = limit ? malloc(2 * (limit + 1) * sizeof *offs) : NULL;
+	if (limit && !offs) {
+		free(ids);
+		return 2;
+	}
 	char *line = NULL;
 	size_t line_cap = 0;
 	ssize_t n;
@@ -47,17 +58,23 @@ static int tokenize_lines(const tokenizer *t)
 			ids = p;
 		}
 		emb_err err = {0};
-		long k = tokenizer_encode(t, json_string_value(j), len, ids, cap, &err);
+		long k = limit ? tokenizer_encode_offsets(t, json_string_value(j), len, ids, offs,
+							  limit < cap ? limit : cap, &err)
+			       : tokenizer_encode(t, json_string_value(j), len, ids, cap, &err);
 		if (k < 0) {
 			printf("ERR %d %s\n", err.code, err.msg);
 		} else {
-			for (long i = 0; i < k; i++)
+			for (long i = 0; i < k; i++) {
 				printf(i ? " %d" : "%d", ids[i]);
+				if (limit)
+					printf(" %zu %zu", offs[2 * i], offs[2 * i + 1]);
+			}
 			putchar('\n');
 		}
 		json_decref(j);
 	}
 	free(line);
+	free(offs);
 	if (!ids) {
 		fprintf(stderr, "tool_tokenize: out of memory\n");
 		return 2;
@@ -166,8 +183,14 @@ static int bench(const tokenizer *t, const char *path, double seconds)
 
 int main(int argc, char **argv)
 {
-	if (argc != 2 && !(argc >= 4 && argc <= 5 && strcmp(argv[2], "--bench") == 0)) {
-		fprintf(stderr, "usage: tool_tokenize DIR [--bench FILE [SECONDS]]\n");
+	bool offsets = argc == 4 && strcmp(argv[2], "--offsets") == 0;
+	if (argc != 2 && !offsets &&
+	    !(argc >= 4 && argc <= 5 && strcmp(argv[2], "--bench") == 0)) {
+		fprintf(stderr, "usage: tool_tokenize DIR [--bench FILE [SECONDS] | --offsets CAP]\n");
+		return 2;
+	}
+	if (offsets && atol(argv[3]) < 1) {
+		fprintf(stderr, "tool_tokenize: --offsets CAP must be >= 1\n");
 		return 2;
 	}
 	tokenizer *t;
@@ -176,7 +199,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tool_tokenize: %s (%s)\n", err.msg, emb_strerror(err.code));
 		return 1;
 	}
-	int rc = argc == 2 ? tokenize_lines(t) : bench(t, argv[3], argc == 5 ? atof(argv[4]) : 3);
+	int rc = argc == 2   ? tokenize_lines(t, 0)
+		 : offsets ? tokenize_lines(t, (size_t)atol(argv[3]))
+			   : bench(t, argv[3], argc == 5 ? atof(argv[4]) : 3);
 	tokenizer_free(t);
 	return rc;
 }
