@@ -224,12 +224,22 @@ int bert_config_load(const char *dir, bert_config *cfg, emb_err *err)
 	    (rc = get_int(c, file, "intermediate_size", 0, 1, 1 << 18, &cfg->intermediate, err)) ||
 	    (rc = get_int(c, file, "max_position_embeddings", 0, 2, 1 << 16, &cfg->max_positions, err)) ||
 	    (rc = get_int(c, file, "type_vocab_size", 1, 1, 1 << 16, &cfg->type_vocab_size, err)) ||
-	    (rc = get_int(c, file, "relative_attention_num_buckets", 1, 2, 1024,
-			  &cfg->arch.rel_buckets, err)) ||
-	    (rc = get_int(c, file, "bos_token_id", 1, 0, INT_MAX, &cfg->arch.bos_id, err)) ||
-	    (rc = get_int(c, file, "eos_token_id", 1, 0, INT_MAX, &cfg->arch.eos_id, err)) ||
-	    (rc = get_int(c, file, "pad_token_id", 1, 0, INT_MAX, &cfg->arch.pad_id, err)))
+	    (cfg->arch.pos == POS_REL_BUCKETS &&
+	     (rc = get_int(c, file, "relative_attention_num_buckets", 1, 4, 1024,
+			   &cfg->arch.rel_buckets, err))))
 		goto out;
+	/* Informational (the tokenizer places the specials): published configs also write
+	 * null here, which means absent. */
+	json_t *id;
+	if (json_is_integer(id = json_object_get(c, "bos_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.bos_id = (int)json_integer_value(id);
+	if (json_is_integer(id = json_object_get(c, "eos_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.eos_id = (int)json_integer_value(id);
+	if (json_is_integer(id = json_object_get(c, "pad_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.pad_id = (int)json_integer_value(id);
 	if (cfg->arch.pos_offset >= cfg->max_positions) {
 		rc = emb_errf(err, EMB_EFORMAT, "%s: max_position_embeddings %d leaves no position "
 			      "past the offset %d", file, cfg->max_positions, cfg->arch.pos_offset);

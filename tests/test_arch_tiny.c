@@ -7,7 +7,9 @@
  * backend's clean refusal of MPNet (which lets --device auto fall back to the CPU). */
 #include <jansson.h>
 #include <math.h>
+#include <sys/stat.h>
 
+#include "embed.h"
 #include "forward.h"
 #include "forward_vk.h"
 #include "model.h"
@@ -178,6 +180,87 @@ static void test_buckets(const char *dir)
 	json_decref(a);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+	FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+	if (!a || !b) {
+		perror(a ? to : from);
+		exit(1);
+	}
+	char buf[65536];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof buf, a)) > 0)
+		fwrite(buf, 1, n, b);
+	fclose(a);
+	if (fclose(b)) {
+		perror(to);
+		exit(1);
+	}
+}
+
+/* Through the public API: tiny-mpnet with a WordPiece vocabulary of its 120 ids opens under
+ * --device auto on the CPU (the GPU's refusal is one warning, silenced here), encodes token
+ * ids to the reference vectors, and --device gpu fails naming the reason. */
+static void test_embed_fallback(void)
+{
+	char tmp[256], p[512], q[512];
+	test_tmpdir(tmp);
+	snprintf(p, sizeof p, "%s/1_Pooling", tmp);
+	mkdir(p, 0755);
+	static const char *files[] = { "config.json", "modules.json", "1_Pooling/config.json",
+					"model.safetensors" };
+	for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+		snprintf(p, sizeof p, "tests/data/tiny-mpnet/%s", files[i]);
+		snprintf(q, sizeof q, "%s/%s", tmp, files[i]);
+		copy_file(p, q);
+	}
+	char vocab[2048] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n";
+	for (int i = 4; i < 120; i++)
+		snprintf(vocab + strlen(vocab), sizeof vocab - strlen(vocab), "w%d\n", i);
+	test_write_file(tmp, "vocab.txt", vocab, strlen(vocab));
+
+	embed_options o;
+	embed_options_default(&o);
+	o.device = EMBED_DEVICE_AUTO;
+	o.quiet = 1;
+	o.threads = 2;
+	embed_model *m = NULL;
+	emb_err err = { 0 };
+	int rc = embed_open(tmp, &o, &m, &err);
+	CHECK(rc == EMB_OK, "embed_open(auto) on tiny MPNet: %s", err.msg);
+	if (m) {
+		CHECK(strncmp(embed_device_name(m), "cpu", 3) == 0, "device %s", embed_device_name(m));
+		seqs s;
+		load_seqs("tests/data/tiny-mpnet", &s);
+		const int H = embed_dim(m);
+		float *ref = load_ref("tests/data/tiny-mpnet", (size_t)s.n * H);
+		float *got = malloc((size_t)s.n * H * sizeof *got);
+		const int32_t **sp = malloc((size_t)s.n * sizeof *sp);
+		int *lens = malloc((size_t)s.n * sizeof *lens);
+		for (int i = 0; i < s.n; i++)
+			sp[i] = s.ids + s.offs[i], lens[i] = s.offs[i + 1] - s.offs[i];
+		rc = embed_encode_tokens(m, sp, lens, s.n, got, &err);
+		CHECK(rc == EMB_OK, "embed_encode_tokens: %s", err.msg);
+		double cos, diff;
+		compare(got, ref, s.n, H, &cos, &diff);
+		CHECK(cos >= 0.99999 && diff <= 2e-5, "embed API off the reference (cos %.9f, diff %.3g)",
+		      cos, diff);
+		free(got), free(ref), free(sp), free(lens), free(s.ids), free(s.offs);
+		embed_close(m);
+	}
+	o.device = EMBED_DEVICE_GPU;
+	m = NULL;
+	rc = embed_open(tmp, &o, &m, &err);
+	CHECK(rc == EMB_EUNSUPPORTED && !m && strstr(err.msg, "--device gpu") && strstr(err.msg, "mpnet"),
+	      "embed_open(gpu) on tiny MPNet: rc %d '%s'", rc, err.msg);
+	embed_close(m);
+	printf("tiny MPNet through embed_open: --device auto runs on the CPU, --device gpu: %s\n",
+	       err.msg);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+	CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 int main(void)
 {
 	threadpool *pool = threadpool_create(2);
@@ -185,6 +268,7 @@ int main(void)
 	test_family("tests/data/tiny-bert", FAMILY_BERT, pool);
 	test_family("tests/data/tiny-mpnet", FAMILY_MPNET, pool);
 	threadpool_destroy(pool);
+	test_embed_fallback();
 	if (test_failures)
 		fprintf(stderr, "%d failures\n", test_failures);
 	return test_failures ? 1 : 0;
