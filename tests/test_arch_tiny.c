@@ -261,6 +261,41 @@ static void test_embed_fallback(void)
 	CHECK(system(cmd) == 0, "%s", cmd);
 }
 
+/* A broken MPNet directory gives the documented error naming the culprit: a config with an
+ * odd bucket count, or weights without the relative position bias. */
+static void test_broken_mpnet(void)
+{
+	char tmp[256], p[512];
+	test_tmpdir(tmp);
+	bert_config cfg;
+	bert_weights w;
+	emb_err err = { 0 };
+	const char *odd = "{\"model_type\": \"mpnet\", \"vocab_size\": 120, \"hidden_size\": 64, "
+			  "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"intermediate_size\": "
+			  "128, \"max_position_embeddings\": 202, \"relative_attention_num_buckets\": 33}";
+	test_write_file(tmp, "config.json", odd, strlen(odd));
+	int rc = bert_config_load(tmp, &cfg, &err);
+	CHECK(rc == EMB_EFORMAT && strstr(err.msg, "relative_attention_num_buckets"),
+	      "odd buckets: rc %d '%s'", rc, err.msg);
+
+	/* tiny-bert's weights under an MPNet config: the MPNet names are missing */
+	snprintf(p, sizeof p, "%s/model.safetensors", tmp);
+	copy_file("tests/data/tiny-bert/model.safetensors", p);
+	char *c200 = strdup(odd);
+	memcpy(strstr(c200, "202"), "200", 3);
+	memcpy(strstr(c200, "33}"), "32}", 3);
+	test_write_file(tmp, "config.json", c200, strlen(c200));
+	free(c200);
+	rc = bert_config_load(tmp, &cfg, &err);
+	CHECK(rc == EMB_OK, "tiny-mpnet config: %s", err.msg);
+	rc = bert_weights_load(tmp, &cfg, &w, &err);
+	CHECK(rc == EMB_EFORMAT && strstr(err.msg, "encoder.relative_attention_bias.weight"),
+	      "BERT weights under an MPNet config: rc %d '%s'", rc, err.msg);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+	CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 int main(void)
 {
 	threadpool *pool = threadpool_create(2);
@@ -269,6 +304,7 @@ int main(void)
 	test_family("tests/data/tiny-mpnet", FAMILY_MPNET, pool);
 	threadpool_destroy(pool);
 	test_embed_fallback();
+	test_broken_mpnet();
 	if (test_failures)
 		fprintf(stderr, "%d failures\n", test_failures);
 	return test_failures ? 1 : 0;
