@@ -151,7 +151,7 @@ int rel_position_bucket(int rel, int buckets, int max_distance)
 	 * query, half for keys before; within each, exact distances below a quarter of the
 	 * buckets, logarithmic steps beyond, the last bucket from max_distance on. The
 	 * logarithm is taken in float, as the reference implementation does, so that distances
-	 * on a bucket boundary (16, 32, 64) land where its do. */
+	 * on a bucket boundary (16, 32, 64) land where it puts them. */
 	int half = buckets / 2, exact = half / 2, ret = 0;
 	int n = -rel;
 	if (n < 0) {

@@ -26,6 +26,11 @@ raw = open(PREFIX + ".f32", "rb").read()
 assert len(raw) == 4 * dim * len(texts), "reference file size does not match its text list"
 refs = [list(struct.unpack_from("<%df" % dim, raw, 4 * dim * i)) for i in range(len(texts))]
 
+# Under ASan the pass looks for memory errors, not numbers: every seventh text is enough.
+if "asan" in os.environ.get("BUILD", ""):
+    keep = range(0, len(texts), 7)
+    recs, texts, refs = [recs[i] for i in keep], [texts[i] for i in keep], [refs[i] for i in keep]
+
 inp = "".join(json.dumps({"text": t}) + "\n" for t in texts)
 rc, out, err = run([EMBED, "--jsonl", "--tokens", "--model", MODEL], input=inp)
 if rc != 0 and "tokenizer.json" in err and "not supported" in err:
