@@ -1,12 +1,16 @@
-/* forward.h — one BERT forward pass over a packed batch, pooled and normalised.
+/* forward.h — one BERT-family forward pass over a packed batch, pooled and normalised.
  *
  * A batch is packed, not padded: the tokens of all sequences lie end to end and each
  * sequence attends only to itself, so no work is spent on padding and a text's vector can
  * not depend on its batch-mates. The CPU path (forward_cpu.c) is the reference; the Vulkan
  * path (forward_vk.c) mirrors it step by step under the same step names:
- *   embed_layernorm -> per layer { matmul_bias(qkv) -> attention -> matmul_bias(out)
- *   -> add_layernorm -> matmul_bias_gelu(up) -> matmul_bias(down) -> add_layernorm }
- *   -> pool_normalize
+ *   embed_layernorm -> [position_bias] -> per layer { matmul_bias(qkv) -> attention
+ *   -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) -> matmul_bias(down)
+ *   -> add_layernorm } -> pool_normalize
+ * What each step does is read from the model's description (cfg->arch, model.h):
+ * embed_layernorm adds position ids from arch.pos_offset and token type 0 only when
+ * arch.token_types; position_bias (POS_REL_BUCKETS only) builds the per-head bias of every
+ * (key - query) distance once per batch, and attention adds it to every layer's scores.
  */
 #ifndef EMB_FORWARD_H
 #define EMB_FORWARD_H
@@ -29,5 +33,10 @@ typedef struct fwd_batch {
  * token count. Errors: EMB_ENOMEM. */
 int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		const fwd_batch *b, float *out, emb_err *err);
+
+/* The bucket (0 .. buckets-1) of relative position rel = key - query in MPNet's (T5's)
+ * bidirectional scheme: buckets/2 for each direction, exact below buckets/4, logarithmic up
+ * to max_distance, the last bucket beyond. Exposed for its test against the reference. */
+int rel_position_bucket(int rel, int buckets, int max_distance);
 
 #endif

@@ -1,7 +1,8 @@
-/* forward_cpu.c — the BERT forward pass on the CPU, in fp32: the reference every other path
- * is checked against, and the path single queries take.
+/* forward_cpu.c — the BERT-family forward pass on the CPU, in fp32: the reference every
+ * other path is checked against, and the path single queries take.
  *
- * Read it top to bottom in forward_cpu(): embeddings, then per layer a QKV product,
+ * Read it top to bottom in forward_cpu(): embeddings, the position bias where the model's
+ * description (cfg->arch, model.h) has one, then per layer a QKV product,
  * attention, the output product with residual + LayerNorm, the feed-forward pair with
  * residual + LayerNorm; finally pooling and L2 normalisation. The batch is packed (see
  * forward.h): sequences lie end to end, so matrix products run over all tokens at once and
@@ -73,6 +74,10 @@ typedef struct fwd {
 	int act;              /* 0 none, else cfg->act + 1 */
 	int tile_m, tile_n, tiles_n;
 
+	/* POS_REL_BUCKETS: bias[h][(key - query) + maxlen - 1], the same for every layer */
+	float *rel;
+	int rel_span;         /* 2 * maxlen - 1, a row of rel */
+
 	const bert_layer_weights *L;
 	const float *ln_g, *ln_b;
 	const float *resid;   /* add_layernorm: x = LN(x + resid) */
@@ -120,19 +125,59 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const float *W
 	threadpool_run(pool, matmul_tile, f, tiles_m * f->tiles_n);
 }
 
-/* Embeddings: word + position + token type 0, then LayerNorm; one task per token. */
+/* Embeddings: word + position (from the architecture's offset) + token type 0 where the
+ * model has token types, then LayerNorm; one task per token. */
 static void embed_layernorm(void *arg, int t)
 {
 	fwd *f = arg;
 	const int H = f->cfg->hidden;
-	int s = f->seq_of[t], pos = t - f->b->offs[s];
+	int s = f->seq_of[t], pos = f->cfg->arch.pos_offset + t - f->b->offs[s];
 	const float *we = f->w->word_emb + (size_t)f->b->ids[t] * H;
 	const float *pe = f->w->pos_emb + (size_t)pos * H;
 	const float *te = f->w->type_emb;
 	float *x = f->x + (size_t)t * H;
-	for (int i = 0; i < H; i++)
-		x[i] = we[i] + pe[i] + te[i];
+	if (te)
+		for (int i = 0; i < H; i++)
+			x[i] = we[i] + pe[i] + te[i];
+	else
+		for (int i = 0; i < H; i++)
+			x[i] = we[i] + pe[i];
 	layernorm_row(x, f->w->emb_ln_g, f->w->emb_ln_b, H, f->cfg->layer_norm_eps);
+}
+
+int rel_position_bucket(int rel, int buckets, int max_distance)
+{
+	/* T5's bidirectional bucketing as MPNet uses it: half the buckets for keys after the
+	 * query, half for keys before; within each, exact distances below a quarter of the
+	 * buckets, logarithmic steps beyond, the last bucket from max_distance on. The
+	 * logarithm is taken in float, as the reference implementation does, so that distances
+	 * on a bucket boundary (16, 32, 64) land where it puts them. */
+	int half = buckets / 2, exact = half / 2, ret = 0;
+	int n = -rel;
+	if (n < 0) {
+		ret = half;
+		n = -n;
+	}
+	if (n < exact)
+		return ret + n;
+	float lg = logf((float)n / (float)exact) / (float)log((double)max_distance / exact) *
+		   (float)(half - exact);
+	int v = exact + (int)lg;
+	return ret + (v < half - 1 ? v : half - 1);
+}
+
+/* The relative position bias of POS_REL_BUCKETS, once per batch for distances up to its
+ * longest sequence: rel[h][d + maxlen - 1] for d = key - query. */
+static void position_bias(fwd *f, int maxlen)
+{
+	const model_arch *a = &f->cfg->arch;
+	const int nh = f->cfg->heads;
+	f->rel_span = 2 * maxlen - 1;
+	for (int d = -(maxlen - 1); d <= maxlen - 1; d++) {
+		int bucket = rel_position_bucket(d, a->rel_buckets, a->rel_max_distance);
+		for (int h = 0; h < nh; h++)
+			f->rel[(size_t)h * f->rel_span + d + maxlen - 1] = f->w->rel_bias[bucket * nh + h];
+	}
 }
 
 /* Self-attention of one (sequence, head): softmax(Q K^T / sqrt(d)) V over that sequence's
@@ -155,6 +200,11 @@ static void attention(void *arg, int task)
 		    Q, 3 * H, K, 3 * H, 0.0f, S, L);
 	for (int i = 0; i < L; i++) {
 		float *p = S + (size_t)i * L, mx = -INFINITY, sum = 0;
+		if (f->rel) { /* key j, query i: distance j - i */
+			const float *bias = f->rel + (size_t)h * f->rel_span + (f->rel_span / 2 - i);
+			for (int j = 0; j < L; j++)
+				p[j] += bias[j];
+		}
 		for (int j = 0; j < L; j++)
 			mx = p[j] > mx ? p[j] : mx;
 		for (int j = 0; j < L; j++) /* apart from the sum, so that it vectorises */
@@ -236,9 +286,21 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
 	}
-	for (int s = 0; s < b->n; s++)
+	int maxlen = 0;
+	for (int s = 0; s < b->n; s++) {
 		for (int t = b->offs[s]; t < b->offs[s + 1]; t++)
 			f.seq_of[t] = s;
+		if (b->offs[s + 1] - b->offs[s] > maxlen)
+			maxlen = b->offs[s + 1] - b->offs[s];
+	}
+	if (cfg->arch.pos == POS_REL_BUCKETS && maxlen > 0) {
+		f.rel = malloc((size_t)cfg->heads * (2 * (size_t)maxlen - 1) * sizeof(float));
+		if (!f.rel) {
+			rc = emb_errf(err, EMB_ENOMEM, "out of memory for the position bias");
+			goto out;
+		}
+		position_bias(&f, maxlen);
+	}
 
 	threadpool_run(pool, embed_layernorm, &f, f.T);
 	for (int l = 0; l < cfg->layers; l++) {
@@ -265,5 +327,6 @@ out:
 	free(f.tmp);
 	free(f.up);
 	free(f.seq_of);
+	free(f.rel);
 	return rc;
 }

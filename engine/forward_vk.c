@@ -695,6 +695,12 @@ static int make_slots(vk_backend *b, emb_err *err)
 
 static int check_shapes(const bert_config *cfg, emb_err *err)
 {
+	/* The shaders implement the description's BERT choices only: refusing anything else
+	 * here lets --device auto fall back to the CPU, which runs every description. */
+	if (cfg->arch.pos != POS_ABSOLUTE || cfg->arch.ffn != FFN_ACT || !cfg->arch.token_types ||
+	    cfg->arch.pos_offset != 0)
+		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend does not run %s models "
+				"yet (model_type '%s'); the CPU does", cfg->arch.name, cfg->arch.name);
 	const int H = cfg->hidden, D = cfg->heads > 0 ? cfg->hidden / cfg->heads : 0;
 	if (H <= 0 || H > 1024 || H % 8 || cfg->heads <= 0 || H % cfg->heads || D % 4 || D > 128 ||
 	    cfg->intermediate <= 0 || cfg->intermediate % 8 || cfg->layers <= 0)

@@ -58,7 +58,9 @@ void vk_options_default(vk_options *o);
  * budget (down to max_seq) before giving up. Errors: EMB_EDEVICE (no loader, no device, a
  * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
  * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
- * 1024 or a head size not a multiple of 4), EMB_EINVAL (opt->set.bad: a malformed setting).
+ * 1024 or a head size not a multiple of 4; or a model description, cfg->arch, other than
+ * BERT's: "the Vulkan backend does not run mpnet models yet", checked before any device is
+ * touched, so --device auto falls back to the CPU), EMB_EINVAL (opt->set.bad: a malformed setting).
  * The tests inject the first two failures through opt->set.fail_shader (a shader-name
  * prefix) and opt->set.fail_activations (a budget in tokens above which the activations do
  * not fit). */

@@ -173,6 +173,39 @@ static int read_prompts(const char *dir, bert_config *cfg, emb_err *err)
 	return EMB_OK;
 }
 
+/* The one place the architecture is decided: model_type names a family, the family fixes
+ * the description's fields (config.json may then refine the sizes it gives). */
+static int read_arch(json_t *c, const char *file, bert_config *cfg, emb_err *err)
+{
+	const char *type = json_string_value(json_object_get(c, "model_type"));
+	model_arch *a = &cfg->arch;
+	a->bos_id = a->eos_id = a->pad_id = -1;
+	a->pos = POS_ABSOLUTE;
+	a->ffn = FFN_ACT;
+	a->norm = NORM_POST;
+	if (type && strcmp(type, "bert") == 0) {
+		a->family = FAMILY_BERT;
+		a->token_types = 1;
+		cfg->type_vocab_size = 2;
+		cfg->layer_norm_eps = 1e-12f;
+	} else if (type && strcmp(type, "mpnet") == 0) {
+		/* HF MPNetModel: positions count from padding_idx + 1 (padding_idx is fixed at 1),
+		 * no token types, a relative position bias of 32 buckets up to distance 128. */
+		a->family = FAMILY_MPNET;
+		a->pos = POS_REL_BUCKETS;
+		a->pos_offset = 2;
+		a->rel_buckets = 32;
+		a->rel_max_distance = 128;
+		cfg->type_vocab_size = 0;
+		cfg->layer_norm_eps = 1e-5f;
+	} else {
+		return emb_errf(err, EMB_EUNSUPPORTED, "%s: unsupported model_type '%s'", file,
+				type ? type : "(none)");
+	}
+	snprintf(a->name, sizeof a->name, "%s", type);
+	return EMB_OK;
+}
+
 int bert_config_load(const char *dir, bert_config *cfg, emb_err *err)
 {
 	memset(cfg, 0, sizeof *cfg);
@@ -182,22 +215,41 @@ int bert_config_load(const char *dir, bert_config *cfg, emb_err *err)
 	int rc = load_json(dir, "config.json", 1, &c, err);
 	if (rc)
 		return rc;
-	const char *type = json_string_value(json_object_get(c, "model_type"));
-	if (!type || strcmp(type, "bert") != 0) {
-		rc = emb_errf(err, EMB_EUNSUPPORTED, "%s: unsupported model_type '%s'", file,
-			      type ? type : "(none)");
+	if ((rc = read_arch(c, file, cfg, err)))
 		goto out;
-	}
-	cfg->type_vocab_size = 2;
-	cfg->layer_norm_eps = 1e-12f;
 	if ((rc = get_int(c, file, "vocab_size", 0, 1, 1 << 24, &cfg->vocab_size, err)) ||
 	    (rc = get_int(c, file, "hidden_size", 0, 1, 1 << 16, &cfg->hidden, err)) ||
 	    (rc = get_int(c, file, "num_hidden_layers", 0, 1, 1024, &cfg->layers, err)) ||
 	    (rc = get_int(c, file, "num_attention_heads", 0, 1, 1024, &cfg->heads, err)) ||
 	    (rc = get_int(c, file, "intermediate_size", 0, 1, 1 << 18, &cfg->intermediate, err)) ||
 	    (rc = get_int(c, file, "max_position_embeddings", 0, 2, 1 << 16, &cfg->max_positions, err)) ||
-	    (rc = get_int(c, file, "type_vocab_size", 1, 1, 1 << 16, &cfg->type_vocab_size, err)))
+	    (rc = get_int(c, file, "type_vocab_size", 1, 1, 1 << 16, &cfg->type_vocab_size, err)) ||
+	    (cfg->arch.pos == POS_REL_BUCKETS &&
+	     (rc = get_int(c, file, "relative_attention_num_buckets", 1, 4, 1024,
+			   &cfg->arch.rel_buckets, err))))
 		goto out;
+	/* Informational (the tokenizer places the specials): published configs also write
+	 * null here, which means absent. */
+	json_t *id;
+	if (json_is_integer(id = json_object_get(c, "bos_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.bos_id = (int)json_integer_value(id);
+	if (json_is_integer(id = json_object_get(c, "eos_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.eos_id = (int)json_integer_value(id);
+	if (json_is_integer(id = json_object_get(c, "pad_token_id")) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= INT_MAX)
+		cfg->arch.pad_id = (int)json_integer_value(id);
+	if (cfg->arch.pos_offset >= cfg->max_positions) {
+		rc = emb_errf(err, EMB_EFORMAT, "%s: max_position_embeddings %d leaves no position "
+			      "past the offset %d", file, cfg->max_positions, cfg->arch.pos_offset);
+		goto out;
+	}
+	if (cfg->arch.pos == POS_REL_BUCKETS && cfg->arch.rel_buckets % 2) {
+		rc = emb_errf(err, EMB_EFORMAT, "%s: relative_attention_num_buckets %d is odd (half "
+			      "the buckets are for each direction)", file, cfg->arch.rel_buckets);
+		goto out;
+	}
 	if (cfg->hidden % cfg->heads) {
 		rc = emb_errf(err, EMB_EFORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
 			      file, cfg->hidden, cfg->heads);
@@ -223,7 +275,7 @@ int bert_config_load(const char *dir, bert_config *cfg, emb_err *err)
 		goto out;
 	}
 	const char *pos = json_string_value(json_object_get(c, "position_embedding_type"));
-	if (pos && strcmp(pos, "absolute") != 0) {
+	if (cfg->arch.family == FAMILY_BERT && pos && strcmp(pos, "absolute") != 0) {
 		rc = emb_errf(err, EMB_EUNSUPPORTED, "%s: unsupported position_embedding_type '%s'",
 			      file, pos);
 		goto out;
@@ -231,7 +283,7 @@ int bert_config_load(const char *dir, bert_config *cfg, emb_err *err)
 
 	/* Truncation as sentence-transformers does it: max_seq_length when given, never past
 	 * the position table; else the tokenizer's model_max_length. */
-	cfg->max_tokens = cfg->max_positions;
+	cfg->max_tokens = cfg->max_positions - cfg->arch.pos_offset;
 	json_t *sb = NULL, *tc = NULL;
 	snprintf(file, sizeof file, "%s/sentence_bert_config.json", dir);
 	if ((rc = load_json(dir, "sentence_bert_config.json", 0, &sb, err)))
@@ -330,9 +382,13 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		return rc;
 
 	const size_t H = (size_t)cfg->hidden, I = (size_t)cfg->intermediate;
+	const model_arch *a = &cfg->arch;
+	const int mpnet = a->family == FAMILY_MPNET;
 	size_t per_layer = 3 * H * H + 3 * H + H * H + H + 2 * H + I * H + I + H * I + H + 2 * H;
-	size_t total = (size_t)cfg->vocab_size * H + (size_t)cfg->max_positions * H +
-		       (size_t)cfg->type_vocab_size * H + 2 * H + (size_t)cfg->layers * per_layer;
+	size_t types = a->token_types ? (size_t)cfg->type_vocab_size * H : 0;
+	size_t rel = a->pos == POS_REL_BUCKETS ? (size_t)a->rel_buckets * cfg->heads : 0;
+	size_t total = (size_t)cfg->vocab_size * H + (size_t)cfg->max_positions * H + types + rel +
+		       2 * H + (size_t)cfg->layers * per_layer;
 	w->arena = malloc(total * sizeof(float));
 	w->layer = calloc((size_t)cfg->layers, sizeof *w->layer);
 	if (!w->arena || !w->layer) {
@@ -342,30 +398,49 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 	}
 	w->arena_floats = total;
 	loader l = { &st, path, "", w->arena };
-	if (!safetensors_find(&st, "embeddings.word_embeddings.weight") &&
-	    safetensors_find(&st, "bert.embeddings.word_embeddings.weight"))
-		l.prefix = "bert.";
+	/* Task-head checkpoints (BertForMaskedLM, MPNetForMaskedLM) keep the encoder under the
+	 * family's name. */
+	const char *family_prefix = mpnet ? "mpnet." : "bert.";
+	char probe[64];
+	snprintf(probe, sizeof probe, "%sembeddings.word_embeddings.weight", family_prefix);
+	if (!safetensors_find(&st, "embeddings.word_embeddings.weight") && safetensors_find(&st, probe))
+		l.prefix = family_prefix;
 
 	if ((rc = take(&l, "embeddings.word_embeddings.weight", cfg->vocab_size, cfg->hidden, NULL, &w->word_emb, err)) ||
 	    (rc = take(&l, "embeddings.position_embeddings.weight", cfg->max_positions, cfg->hidden, NULL, &w->pos_emb, err)) ||
-	    (rc = take(&l, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, cfg->hidden, NULL, &w->type_emb, err)) ||
+	    (a->token_types &&
+	     (rc = take(&l, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, cfg->hidden, NULL, &w->type_emb, err))) ||
+	    (a->pos == POS_REL_BUCKETS &&
+	     (rc = take(&l, "encoder.relative_attention_bias.weight", a->rel_buckets, cfg->heads, NULL, &w->rel_bias, err))) ||
 	    (rc = take(&l, "embeddings.LayerNorm.weight", cfg->hidden, 0, NULL, &w->emb_ln_g, err)) ||
 	    (rc = take(&l, "embeddings.LayerNorm.bias", cfg->hidden, 0, NULL, &w->emb_ln_b, err)))
 		goto fail;
 
+	/* The same sixteen tensors under each family's names, in the order loaded below. */
+	static const char *const bert_names[16] = {
+		"attention.self.query.weight", "attention.self.key.weight",
+		"attention.self.value.weight", "attention.self.query.bias",
+		"attention.self.key.bias", "attention.self.value.bias",
+		"attention.output.dense.weight", "attention.output.dense.bias",
+		"attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
+		"intermediate.dense.weight", "intermediate.dense.bias",
+		"output.dense.weight", "output.dense.bias",
+		"output.LayerNorm.weight", "output.LayerNorm.bias",
+	};
+	static const char *const mpnet_names[16] = {
+		"attention.attn.q.weight", "attention.attn.k.weight",
+		"attention.attn.v.weight", "attention.attn.q.bias",
+		"attention.attn.k.bias", "attention.attn.v.bias",
+		"attention.attn.o.weight", "attention.attn.o.bias",
+		"attention.LayerNorm.weight", "attention.LayerNorm.bias",
+		"intermediate.dense.weight", "intermediate.dense.bias",
+		"output.dense.weight", "output.dense.bias",
+		"output.LayerNorm.weight", "output.LayerNorm.bias",
+	};
+	const char *const *suffix = mpnet ? mpnet_names : bert_names;
 	for (int i = 0; i < cfg->layers; i++) {
 		bert_layer_weights *L = &w->layer[i];
 		char n[16][128];
-		static const char *suffix[16] = {
-			"attention.self.query.weight", "attention.self.key.weight",
-			"attention.self.value.weight", "attention.self.query.bias",
-			"attention.self.key.bias", "attention.self.value.bias",
-			"attention.output.dense.weight", "attention.output.dense.bias",
-			"attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
-			"intermediate.dense.weight", "intermediate.dense.bias",
-			"output.dense.weight", "output.dense.bias",
-			"output.LayerNorm.weight", "output.LayerNorm.bias",
-		};
 		for (int k = 0; k < 16; k++)
 			snprintf(n[k], sizeof n[k], "encoder.layer.%d.%s", i, suffix[k]);
 		/* Q, K and V land next to each other so that one [3H][H] product does all three. */

@@ -1,6 +1,10 @@
 /* model.h — a loaded BERT-family model: its configuration and its weights, the one thing
  * the CPU forward pass (forward_cpu.c) and the Vulkan backend (vk_*.c) both read.
  *
+ * The architecture is described once, here, by a model_arch read from config.json: which
+ * position scheme, which feed-forward, where the norms sit, whether token types exist. The
+ * executors walk that description; nothing else in the engine asks which family a model is.
+ *
  * Weights are held as f32 in one arena whatever the file's dtype (f32, f16, bf16), laid out
  * as Hugging Face stores them ([out][in] for Linear layers), with the query, key and value
  * projections stacked into one [3H][H] matrix so each layer does one QKV product.
@@ -16,7 +20,43 @@
 typedef enum { POOL_MEAN = 0, POOL_CLS = 1, POOL_MAX = 2 } pool_kind;
 typedef enum { ACT_GELU_ERF = 0, ACT_GELU_TANH = 1, ACT_RELU = 2 } act_kind;
 
+/* How positions enter the model. */
+typedef enum {
+	POS_ABSOLUTE = 0,    /* BERT: a learned position embedding added to the word embedding */
+	POS_REL_BUCKETS = 1, /* MPNet: absolute embedding as well, plus a learned per-head bias on
+			      * the attention scores, looked up by the bucket of (key - query)
+			      * position: shared by every layer */
+	POS_ALIBI = 2,       /* JinaBERT (not implemented yet): no embedding, a fixed linear bias */
+} pos_scheme;
+
+typedef enum {
+	FFN_ACT = 0,   /* up -> cfg->act -> down (BERT, MPNet) */
+	FFN_GEGLU = 1, /* JinaBERT (not implemented yet): gated GELU */
+} ffn_kind;
+
+typedef enum {
+	NORM_POST = 0, /* LayerNorm after each residual add (BERT, MPNet, JinaBERT) */
+} norm_place;
+
+typedef enum { FAMILY_BERT = 0, FAMILY_MPNET = 1 } model_family;
+
+/* The model's architecture, decided once from config.json's model_type by bert_config_load. */
+typedef struct model_arch {
+	model_family family;
+	char name[16];          /* model_type as config.json spells it: "bert", "mpnet" */
+	pos_scheme pos;
+	int pos_offset;         /* position id of a sequence's first token: 0 for BERT,
+				 * padding_idx + 1 = 2 for MPNet (fairseq's convention) */
+	int rel_buckets;        /* POS_REL_BUCKETS: relative_attention_num_buckets (32) */
+	int rel_max_distance;   /* POS_REL_BUCKETS: distance from which the bucket is the last (128) */
+	ffn_kind ffn;
+	norm_place norm;
+	int token_types;        /* 1: token_type_embeddings row 0 is added to every token */
+	int bos_id, eos_id, pad_id; /* config.json's bos/eos/pad_token_id; -1 when absent */
+} model_arch;
+
 typedef struct bert_config {
+	model_arch arch;
 	int vocab_size;
 	int hidden;            /* H */
 	int layers;
@@ -26,7 +66,8 @@ typedef struct bert_config {
 	int type_vocab_size;
 	float layer_norm_eps;
 	act_kind act;          /* hidden_act: "gelu" = exact erf GELU */
-	int max_tokens;        /* truncation: min(max_positions, sentence-transformers max_seq_length) */
+	int max_tokens;        /* truncation: min(max_positions - arch.pos_offset,
+				* sentence-transformers max_seq_length) */
 	pool_kind pooling;     /* 1_Pooling/config.json */
 	int normalize;         /* a sentence_transformers.models.Normalize module is present */
 	int needs_prefix;      /* E5: inputs must carry the prefixes below */
@@ -53,7 +94,9 @@ typedef struct bert_layer_weights {
 typedef struct bert_weights {
 	const float *word_emb;   /* [vocab][H] */
 	const float *pos_emb;    /* [max_positions][H] */
-	const float *type_emb;   /* [type_vocab][H]; token type 0 is used for every token */
+	const float *type_emb;   /* [type_vocab][H]; token type 0 is used for every token; NULL
+				  * without arch.token_types */
+	const float *rel_bias;   /* [rel_buckets][heads] for POS_REL_BUCKETS, else NULL */
 	const float *emb_ln_g;   /* [H] */
 	const float *emb_ln_b;
 	bert_layer_weights *layer; /* [layers] */
@@ -62,13 +105,16 @@ typedef struct bert_weights {
 } bert_weights;
 
 /* Reads config.json, modules.json, 1_Pooling/config.json, sentence_bert_config.json and
- * config_sentence_transformers.json of `dir` into *cfg. Errors: EMB_EIO (config.json
- * missing), EMB_EFORMAT (malformed JSON or sizes), EMB_EUNSUPPORTED ("unsupported
- * model_type 'x'", unknown hidden_act or pooling mode). */
+ * config_sentence_transformers.json of `dir` into *cfg, including cfg->arch. model_type
+ * "bert" and "mpnet" load. Errors: EMB_EIO (config.json missing), EMB_EFORMAT (malformed
+ * JSON or sizes), EMB_EUNSUPPORTED ("unsupported model_type 'x'", unknown hidden_act or
+ * pooling mode). */
 int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
 
 /* Loads model.safetensors of `dir` into *w, converting to f32 and checking every tensor's
- * shape against cfg. Accepts the names with or without a "bert." prefix. Errors: EMB_EIO,
+ * shape against cfg. Tensor names follow cfg->arch.family (BERT: attention.self.query...,
+ * MPNet: attention.attn.q..., encoder.relative_attention_bias), with or without the
+ * family's prefix ("bert.", "mpnet."). Errors: EMB_EIO,
  * EMB_EFORMAT (corrupt file, missing tensor, wrong shape: the message names the tensor). */
 int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, emb_err *err);
 
