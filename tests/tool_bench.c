@@ -1,8 +1,10 @@
 /* tool_bench — times the engine in-process for scripts/bench-cpu and scripts/bench-gpu:
- *   tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [DEVICE]
+ *   tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [DEVICE [LATENCY_TEXTS.jsonl]]
  * reads {"text": ...} lines, then prints one JSON line: throughput over all texts in
  * batches of BATCH (docs/s, tokens/s) after a warm-up, and single-text latency p50/p99
- * over the first 200 texts. DEVICE is cpu (default), gpu or auto. */
+ * over the first 200 texts, or over every text of LATENCY_TEXTS when given (so one
+ * process measures documents/s on long texts and latency on short queries, and its peak
+ * RSS covers both). DEVICE is cpu (default), gpu or auto. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,22 +15,13 @@
 
 #include "benchutil.h"
 
-int main(int argc, char **argv)
+/* The {"text": ...} lines of PATH, or NULL (reported) when it cannot be read. */
+static char **read_texts(const char *path, size_t *np)
 {
-	if (argc < 5) {
-		fprintf(stderr, "usage: tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [cpu|gpu|auto]\n");
-		return 2;
-	}
-	embed_options o;
-	embed_options_default(&o);
-	o.threads = atoi(argv[3]);
-	int batch = atoi(argv[4]);
-	if (argc > 5)
-		o.device = !strcmp(argv[5], "gpu") ? EMBED_DEVICE_GPU : !strcmp(argv[5], "auto") ? EMBED_DEVICE_AUTO : EMBED_DEVICE_CPU;
-	FILE *f = fopen(argv[2], "r");
+	FILE *f = fopen(path, "r");
 	if (!f) {
-		perror(argv[2]);
-		return 1;
+		perror(path);
+		return NULL;
 	}
 	size_t n = 0, cap = 1024;
 	char **texts = malloc(cap * sizeof *texts);
@@ -46,6 +39,28 @@ int main(int argc, char **argv)
 	}
 	fclose(f);
 	free(line);
+	*np = n;
+	return texts;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 5) {
+		fprintf(stderr, "usage: tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [cpu|gpu|auto]\n");
+		return 2;
+	}
+	embed_options o;
+	embed_options_default(&o);
+	o.threads = atoi(argv[3]);
+	int batch = atoi(argv[4]);
+	if (argc > 5)
+		o.device = !strcmp(argv[5], "gpu") ? EMBED_DEVICE_GPU : !strcmp(argv[5], "auto") ? EMBED_DEVICE_AUTO : EMBED_DEVICE_CPU;
+	size_t n, nq = 0;
+	char **texts = read_texts(argv[2], &n), **qtexts = NULL;
+	if (!texts)
+		return 1;
+	if (argc > 6 && !(qtexts = read_texts(argv[6], &nq)))
+		return 1;
 
 	embed_model *m;
 	emb_err err = { 0 };
@@ -76,11 +91,19 @@ int main(int argc, char **argv)
 	}
 	double secs = now() - t0;
 
-	size_t nl = n < 200 ? n : 200;
+	char **ltexts = qtexts ? qtexts : texts;
+	size_t nl = qtexts ? nq : n < 200 ? n : 200;
+	if (!nl) {
+		fprintf(stderr, "no texts to time one by one\n");
+		return 1;
+	}
 	double *lat = malloc(nl * sizeof *lat);
 	for (size_t i = 0; i < nl; i++) {
 		double s = now();
-		embed_encode(m, (const char *const *)texts + i, NULL, 1, EMBED_PREFIX_NONE, out, &err);
+		if (embed_encode(m, (const char *const *)ltexts + i, NULL, 1, EMBED_PREFIX_NONE, out, &err)) {
+			fprintf(stderr, "%s\n", err.msg);
+			return 1;
+		}
 		lat[i] = (now() - s) * 1e3;
 	}
 	qsort(lat, nl, sizeof *lat, cmp_double);
@@ -95,6 +118,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		free(texts[i]);
 	free(texts);
+	for (size_t i = 0; i < nq; i++)
+		free(qtexts[i]);
+	free(qtexts);
 	embed_close(m);
 	return 0;
 }
