@@ -8,12 +8,14 @@
  * forward.h): sequences lie end to end, so matrix products run over all tokens at once and
  * attention runs per (sequence, head) over that sequence's tokens only.
  *
- * Matrix products go to OpenBLAS, run single-threaded inside our own thread pool: splitting
- * the output into tiles ourselves keeps each element's summation order independent of the
- * batch (so a text's vector does not depend on its batch-mates), and avoids two thread pools
- * fighting over the cores.
+ * Products with weights go to gemm.h's kernels (weights packed once at load, the
+ * instruction set picked at run time); attention's products to OpenBLAS, single-threaded.
+ * Both run inside our own thread pool: splitting the output into tiles ourselves keeps each
+ * element's summation order independent of the batch (so a text's vector does not depend on
+ * its batch-mates), and avoids two thread pools fighting over the cores.
  */
 #include "forward.h"
+#include "gemm.h"
 #include "vecmath.h"
 
 #include <cblas.h>
@@ -68,7 +70,8 @@ typedef struct fwd {
 	atomic_int oom;       /* set by a parallel task that could not allocate */
 
 	/* the current matrix product C[M][N] = act(A[M][K] * W[N][K]^T + bias) */
-	const float *A, *W, *bias;
+	const float *A, *bias;
+	const gemm_w *W;
 	float *C;
 	int M, N, K;
 	int act;              /* 0 none, else cfg->act + 1 */
@@ -89,11 +92,9 @@ static void matmul_tile(void *arg, int task)
 	int m0 = (task / f->tiles_n) * f->tile_m, n0 = (task % f->tiles_n) * f->tile_n;
 	int m = f->M - m0 < f->tile_m ? f->M - m0 : f->tile_m;
 	int n = f->N - n0 < f->tile_n ? f->N - n0 : f->tile_n;
+	gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias, f->C + (size_t)m0 * f->N,
+		 f->N);
 	float *C = f->C + (size_t)m0 * f->N + n0;
-	for (int i = 0; i < m; i++)
-		memcpy(C + (size_t)i * f->N, f->bias + n0, (size_t)n * sizeof(float));
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, f->K, 1.0f,
-		    f->A + (size_t)m0 * f->K, f->K, f->W + (size_t)n0 * f->K, f->K, 1.0f, C, f->N);
 	for (int i = 0; f->act && i < m; i++) {
 		float *r = C + (size_t)i * f->N;
 		if (f->act == ACT_GELU_ERF + 1)
@@ -108,9 +109,9 @@ static void matmul_tile(void *arg, int task)
 	}
 }
 
-/* C[M][N] = act(A[M][K] W[N][K]^T + bias): tiles small enough to keep every thread busy,
- * large enough that OpenBLAS's packing of W is amortised. */
-static void matmul_bias(fwd *f, threadpool *pool, const float *A, const float *W,
+/* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
+ * every thread busy, whole panels of W wide. */
+static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *W,
 			const float *bias, float *C, int M, int N, int K, int act)
 {
 	f->A = A, f->W = W, f->bias = bias, f->C = C, f->M = M, f->N = N, f->K = K;
@@ -120,7 +121,7 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const float *W
 	int tiles_m = (M + f->tile_m - 1) / f->tile_m;
 	int want_n = tiles_m >= 2 * threads ? 1 : (2 * threads + tiles_m - 1) / tiles_m;
 	f->tile_n = (N + want_n - 1) / want_n;
-	f->tile_n = (f->tile_n + 15) / 16 * 16;
+	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
 	threadpool_run(pool, matmul_tile, f, tiles_m * f->tiles_n);
 }
@@ -305,17 +306,17 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	threadpool_run(pool, embed_layernorm, &f, f.T);
 	for (int l = 0; l < cfg->layers; l++) {
 		const bert_layer_weights *L = &w->layer[l];
-		matmul_bias(&f, pool, f.x, L->qkv_w, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
+		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
 		threadpool_run(pool, attention, &f, b->n * cfg->heads);
 		if (atomic_load(&f.oom)) {
 			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
 			goto out;
 		}
-		matmul_bias(&f, pool, f.ctx, L->attn_out_w, L->attn_out_b, f.tmp, f.T, H, H, 0);
+		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
 		threadpool_run(pool, add_layernorm, &f, f.T);
-		matmul_bias(&f, pool, f.x, L->ffn_up_w, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
-		matmul_bias(&f, pool, f.up, L->ffn_down_w, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+		matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
+		matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
 		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
 		threadpool_run(pool, add_layernorm, &f, f.T);
 	}

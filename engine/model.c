@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "safetensors.h"
 
@@ -325,7 +326,8 @@ typedef struct loader {
 
 /* Finds `name` (under the file's prefix; LayerNorm weight/bias also as gamma/beta, as old
  * checkpoints name them), checks its shape is exactly rows x cols (cols 0: a vector), and
- * copies it as f32 into the arena at `dst` (or the next free place when dst is NULL). */
+ * copies it as f32 into the arena at `dst`, or, when dst is NULL, points *out at it in the
+ * map if it is f32 there and else copies it to the next free place of the arena. */
 static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *dst,
 		const float **out, emb_err *err)
 {
@@ -359,6 +361,11 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 		return emb_errf(err, EMB_EFORMAT, "%s: tensor '%s' has shape [%s], expected [%lld]",
 				l->path, full, got, (long long)rows);
 	}
+	if (!dst && t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+		if (out) /* used in place: the mapping lives as long as the weights */
+			*out = (const float *)t->data;
+		return EMB_OK;
+	}
 	if (!dst) {
 		dst = l->next;
 		l->next += t->count;
@@ -376,10 +383,10 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 	memset(w, 0, sizeof *w);
 	char path[PATH_MAX];
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
-	safetensors st;
-	int rc = safetensors_open(path, &st, err);
+	int rc = safetensors_open(path, &w->st, err);
 	if (rc)
 		return rc;
+	const safetensors st = w->st;
 
 	const size_t H = (size_t)cfg->hidden, I = (size_t)cfg->intermediate;
 	const model_arch *a = &cfg->arch;
@@ -391,6 +398,7 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		       2 * H + (size_t)cfg->layers * per_layer;
 	w->arena = malloc(total * sizeof(float));
 	w->layer = calloc((size_t)cfg->layers, sizeof *w->layer);
+	w->layers = w->layer ? cfg->layers : 0;
 	if (!w->arena || !w->layer) {
 		rc = emb_errf(err, EMB_ENOMEM, "%s: out of memory for %zu MB of weights", path,
 			      total * 4 >> 20);
@@ -466,16 +474,38 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		    (rc = take(&l, n[15], cfg->hidden, 0, NULL, &L->ln2_b, err)))
 			goto fail;
 	}
-	safetensors_close(&st);
+	/* Packed once here rather than on every product (gemm.h). */
+	const gemm_isa isa = gemm_isa_default();
+	for (int i = 0; i < cfg->layers; i++) {
+		bert_layer_weights *L = &w->layer[i];
+		if (gemm_pack(&L->qkv_p, &L->qkv_w, 1, 3 * cfg->hidden, cfg->hidden, isa) ||
+		    gemm_pack(&L->attn_out_p, &L->attn_out_w, 1, cfg->hidden, cfg->hidden, isa) ||
+		    gemm_pack(&L->ffn_up_p, &L->ffn_up_w, 1, cfg->intermediate, cfg->hidden, isa) ||
+		    gemm_pack(&L->ffn_down_p, &L->ffn_down_w, 1, cfg->hidden, cfg->intermediate, isa)) {
+			rc = emb_errf(err, EMB_ENOMEM, "%s: out of memory packing the weights", path);
+			goto fail;
+		}
+	}
+	/* Packing read every matrix through the map; the CPU path reads only the packed copies
+	 * from now on, so drop those pages from this process (they stay in the page cache and
+	 * fault back in if the Vulkan backend or the embeddings read them). */
+	if (w->st.map)
+		madvise(w->st.map, w->st.map_size, MADV_DONTNEED);
 	return EMB_OK;
 fail:
-	safetensors_close(&st);
 	bert_weights_free(w);
 	return rc;
 }
 
 void bert_weights_free(bert_weights *w)
 {
+	for (int i = 0; w->layer && i < w->layers; i++) {
+		gemm_w_free(&w->layer[i].qkv_p);
+		gemm_w_free(&w->layer[i].attn_out_p);
+		gemm_w_free(&w->layer[i].ffn_up_p);
+		gemm_w_free(&w->layer[i].ffn_down_p);
+	}
+	safetensors_close(&w->st);
 	free(w->arena);
 	free(w->layer);
 	memset(w, 0, sizeof *w);

@@ -5,9 +5,12 @@
  * position scheme, which feed-forward, where the norms sit, whether token types exist. The
  * executors walk that description; nothing else in the engine asks which family a model is.
  *
- * Weights are held as f32 in one arena whatever the file's dtype (f32, f16, bf16), laid out
- * as Hugging Face stores them ([out][in] for Linear layers), with the query, key and value
- * projections stacked into one [3H][H] matrix so each layer does one QKV product.
+ * Weights are f32 whatever the file's dtype (f32, f16, bf16), laid out as Hugging Face
+ * stores them ([out][in] for Linear layers), with the query, key and value projections
+ * stacked into one [3H][H] matrix so each layer does one QKV product. Tensors the file holds
+ * as f32 are used in place from its memory map (a one-shot search touches a few rows of the
+ * 47 MB word-embedding table, not all of it); others are converted into an arena. The four
+ * Linear matrices of each layer are also packed once for the CPU's kernels (gemm.h).
  */
 #ifndef EMB_MODEL_H
 #define EMB_MODEL_H
@@ -16,6 +19,8 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "gemm.h"
+#include "safetensors.h"
 
 typedef enum { POOL_MEAN = 0, POOL_CLS = 1, POOL_MAX = 2 } pool_kind;
 typedef enum { ACT_GELU_ERF = 0, ACT_GELU_TANH = 1, ACT_RELU = 2 } act_kind;
@@ -89,6 +94,8 @@ typedef struct bert_layer_weights {
 	const float *ffn_down_b; /* [H] */
 	const float *ln2_g;      /* [H]    output.LayerNorm */
 	const float *ln2_b;
+	/* the four matrices above packed for the CPU kernel gemm_isa_default() picks */
+	gemm_w qkv_p, attn_out_p, ffn_up_p, ffn_down_p;
 } bert_layer_weights;
 
 typedef struct bert_weights {
@@ -100,8 +107,10 @@ typedef struct bert_weights {
 	const float *emb_ln_g;   /* [H] */
 	const float *emb_ln_b;
 	bert_layer_weights *layer; /* [layers] */
-	float *arena;            /* owns every array above */
-	size_t arena_floats;
+	int layers;
+	float *arena;            /* owns the arrays above that are not in the file's map */
+	size_t arena_floats;     /* its capacity; only the part written is ever resident */
+	safetensors st;          /* the file, mapped for as long as the weights live */
 } bert_weights;
 
 /* Reads config.json, modules.json, 1_Pooling/config.json, sentence_bert_config.json and

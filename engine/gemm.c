@@ -1,0 +1,196 @@
+/* gemm.c — C = A W^T + bias against weights packed once (gemm.h), with kernels for AVX2 and
+ * AVX-512 chosen at run time.
+ *
+ * Why our own kernels rather than a library: the products here are all of one shape (A of
+ * a few to a few thousand rows, W fixed per model), and the one thing libraries do badly on
+ * that shape is what we can do once: pack W. OpenBLAS has no packed-B API; oneDNN (Debian
+ * 2.6) has one but is a 30 MB dependency with its own thread pool; the kernel that does the
+ * work is ~60 lines per instruction set. See docs/bench-cpu.md for the measured comparison.
+ *
+ * Layout and blocking: W is cut into panels of NR columns of C, each stored k-major so the
+ * kernel loads NR consecutive floats per k. The kernel holds an MR x NR block of C in
+ * registers (AVX-512: 12 x 32 = 24 zmm; AVX2: 6 x 16 = 12 ymm), broadcasts A[i][k] from A in
+ * place and fuses one multiply-add per register per k. Panels are the outer loop, so a panel
+ * (K x NR floats: 48 KB at K = 384) stays in L1/L2 while every row block of A streams past.
+ *
+ * Each C element is one FMA chain over k in order, then + bias: the row tails and column
+ * tails use the same chain (narrower MR, masked loads and stores), so results do not depend
+ * on M or on tiling.
+ */
+#include "gemm.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MR512 12
+#define NR512 32
+#define MR256 6
+#define NR256 16
+
+/* --- AVX-512 */
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+kern512(const int mr, const float *a, int lda, const float *b, int K, float *c, int ldc,
+	const float *bias, int nv)
+{
+	__m512 acc[MR512][2];
+	for (int i = 0; i < mr; i++)
+		acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+	for (int k = 0; k < K; k++) {
+		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+		b += NR512;
+		for (int i = 0; i < mr; i++) {
+			__m512 av = _mm512_set1_ps(a[(size_t)i * lda + k]);
+			acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+			acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+		}
+	}
+	__mmask16 m0 = nv >= 16 ? 0xffff : (__mmask16)((1u << nv) - 1);
+	__mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
+	__m512 bz0 = _mm512_setzero_ps(), bz1 = _mm512_setzero_ps();
+	if (bias) {
+		bz0 = _mm512_maskz_loadu_ps(m0, bias);
+		bz1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+	for (int i = 0; i < mr; i++) {
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, _mm512_add_ps(acc[i][0], bz0));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, _mm512_add_ps(acc[i][1], bz1));
+	}
+}
+
+#define K512(n) case n: kern512(n, a, lda, b, K, c, ldc, bias, nv); break
+__attribute__((target("avx512f"))) static void
+run512(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias, float *C,
+       int ldc)
+{
+	const int K = g->K, lda = K;
+	for (int n = n0; n < n1; n += NR512) {
+		const float *b = g->p + (size_t)(n / NR512) * K * NR512;
+		const float *bi = bias ? bias + n : NULL;
+		int nv = n1 - n < NR512 ? n1 - n : NR512;
+		for (int i = 0; i < M; i += MR512) {
+			const float *a = A + (size_t)i * lda;
+			float *c = C + (size_t)i * ldc + n;
+			const float *bias = bi;
+			switch (M - i < MR512 ? M - i : MR512) {
+				K512(1); K512(2); K512(3); K512(4); K512(5); K512(6);
+				K512(7); K512(8); K512(9); K512(10); K512(11); K512(12);
+			}
+		}
+	}
+}
+
+/* --- AVX2 (the build's baseline, -march=x86-64-v3) */
+
+static inline __attribute__((always_inline)) void
+kern256(const int mr, const float *a, int lda, const float *b, int K, float *c, int ldc,
+	const float *bias, int nv)
+{
+	__m256 acc[MR256][2];
+	for (int i = 0; i < mr; i++)
+		acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+	for (int k = 0; k < K; k++) {
+		__m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+		b += NR256;
+		for (int i = 0; i < mr; i++) {
+			__m256 av = _mm256_broadcast_ss(a + (size_t)i * lda + k);
+			acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+			acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+		}
+	}
+	const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), idx);
+	__m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), idx);
+	__m256 bz0 = _mm256_setzero_ps(), bz1 = _mm256_setzero_ps();
+	if (bias) {
+		bz0 = _mm256_maskload_ps(bias, m0);
+		bz1 = _mm256_maskload_ps(bias + 8, m1);
+	}
+	for (int i = 0; i < mr; i++) {
+		_mm256_maskstore_ps(c + (size_t)i * ldc, m0, _mm256_add_ps(acc[i][0], bz0));
+		_mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, _mm256_add_ps(acc[i][1], bz1));
+	}
+}
+
+#define K256(n) case n: kern256(n, a, lda, b, K, c, ldc, bias, nv); break
+static void run256(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias,
+		   float *C, int ldc)
+{
+	const int K = g->K, lda = K;
+	for (int n = n0; n < n1; n += NR256) {
+		const float *b = g->p + (size_t)(n / NR256) * K * NR256;
+		const float *bi = bias ? bias + n : NULL;
+		int nv = n1 - n < NR256 ? n1 - n : NR256;
+		for (int i = 0; i < M; i += MR256) {
+			const float *a = A + (size_t)i * lda;
+			float *c = C + (size_t)i * ldc + n;
+			const float *bias = bi;
+			switch (M - i < MR256 ? M - i : MR256) {
+				K256(1); K256(2); K256(3); K256(4); K256(5); K256(6);
+			}
+		}
+	}
+}
+
+/* --- dispatch and packing */
+
+gemm_isa gemm_isa_default(void)
+{
+	static int isa = -1; /* racy but idempotent: every thread computes the same value */
+	if (isa < 0) {
+		const char *e = getenv("EMB_GEMM_ISA");
+		__builtin_cpu_init();
+		isa = (!e || strcmp(e, "avx2") != 0) && __builtin_cpu_supports("avx512f")
+			      ? GEMM_AVX512 : GEMM_AVX2;
+	}
+	return (gemm_isa)isa;
+}
+
+const char *gemm_isa_name(gemm_isa isa)
+{
+	return isa == GEMM_AVX512 ? "avx512" : "avx2";
+}
+
+int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa)
+{
+	memset(g, 0, sizeof *g);
+	const int nr = isa == GEMM_AVX512 ? NR512 : NR256;
+	const size_t panels = ((size_t)N + nr - 1) / nr;
+	const size_t bytes = panels * K * nr * sizeof(float);
+	g->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+	if (!g->p)
+		return -1;
+	g->N = N, g->K = K, g->nr = nr, g->isa = isa;
+	const int rows = N / parts;
+	for (size_t p = 0; p < panels; p++) {
+		float *dst = g->p + p * K * nr;
+		for (int j = 0; j < nr; j++) {
+			int n = (int)p * nr + j;
+			if (n >= N) {
+				for (int k = 0; k < K; k++)
+					dst[(size_t)k * nr + j] = 0;
+				continue;
+			}
+			const float *src = W[n / rows] + (size_t)(n % rows) * K;
+			for (int k = 0; k < K; k++)
+				dst[(size_t)k * nr + j] = src[k];
+		}
+	}
+	return 0;
+}
+
+void gemm_w_free(gemm_w *g)
+{
+	free(g->p);
+	memset(g, 0, sizeof *g);
+}
+
+void gemm_run(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias,
+	      float *C, int ldc)
+{
+	if (g->isa == GEMM_AVX512)
+		run512(g, A, M, n0, n1, bias, C, ldc);
+	else
+		run256(g, A, M, n0, n1, bias, C, ldc);
+}

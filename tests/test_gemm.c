@@ -1,0 +1,92 @@
+/* The packed matrix products (engine/gemm.h) against a double-precision sum, for every
+ * kernel this CPU can run: shapes with row and column tails (M not a multiple of the row
+ * block, N not a multiple of the panel), QKV packing from three parts, and the contract that
+ * a row's result is bit-identical whatever M, its position, and how columns are split. */
+#include <math.h>
+
+#include "gemm.h"
+#include "testutil.h"
+
+static unsigned rng = 12345;
+static float frand(void)
+{
+	rng = rng * 1664525u + 1013904223u;
+	return (float)((rng >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void check_shape(gemm_isa isa, int M, int N, int K, int parts)
+{
+	float *A = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * N * K);
+	float *bias = malloc(sizeof(float) * N), *C = malloc(sizeof(float) * M * N);
+	float *C2 = malloc(sizeof(float) * N);
+	for (int i = 0; i < M * K; i++)
+		A[i] = frand();
+	for (int i = 0; i < N * K; i++)
+		W[i] = frand();
+	for (int i = 0; i < N; i++)
+		bias[i] = frand();
+	const float *wp[3];
+	for (int p = 0; p < parts; p++)
+		wp[p] = W + (size_t)p * (N / parts) * K;
+	gemm_w g;
+	CHECK(gemm_pack(&g, wp, parts, N, K, isa) == 0, "pack");
+	gemm_run(&g, A, M, 0, N, bias, C, N);
+	double worst = 0;
+	for (int i = 0; i < M; i++)
+		for (int n = 0; n < N; n++) {
+			double s = bias[n], mag = fabs(bias[n]);
+			for (int k = 0; k < K; k++) {
+				s += (double)A[(size_t)i * K + k] * W[(size_t)n * K + k];
+				mag += fabs((double)A[(size_t)i * K + k] * W[(size_t)n * K + k]);
+			}
+			double e = fabs(C[(size_t)i * N + n] - s) / (mag + 1e-30);
+			worst = e > worst ? e : worst;
+		}
+	/* fp32 summation of K terms: relative to the sum of magnitudes, K * 2^-24 at worst */
+	CHECK(worst < K * 6e-8, "%s M=%d N=%d K=%d: error %.3g of the magnitude sum",
+	      gemm_isa_name(isa), M, N, K, worst);
+	/* each row alone, and in column pieces of one panel, gives the same bits */
+	for (int i = 0; i < M; i += 1 + M / 5) {
+		for (int n0 = 0; n0 < N; n0 += g.nr) {
+			int n1 = n0 + g.nr < N ? n0 + g.nr : N;
+			gemm_run(&g, A + (size_t)i * K, 1, n0, n1, bias, C2, N);
+		}
+		CHECK(memcmp(C2, C + (size_t)i * N, sizeof(float) * N) == 0,
+		      "%s M=%d N=%d K=%d: row %d alone differs from the row in the batch",
+		      gemm_isa_name(isa), M, N, K, i);
+	}
+	/* no bias: the sum alone */
+	gemm_run(&g, A, 1, 0, N, NULL, C2, N);
+	for (int n = 0; n < N; n++)
+		C2[n] += bias[n];
+	double d = 0;
+	for (int n = 0; n < N; n++)
+		d = fmax(d, fabs(C2[n] - C[n]));
+	CHECK(d < 1e-5, "%s: NULL bias differs by %g", gemm_isa_name(isa), d);
+	gemm_w_free(&g);
+	free(A), free(W), free(bias), free(C), free(C2);
+}
+
+int main(void)
+{
+	gemm_isa isas[2] = { GEMM_AVX2, GEMM_AVX512 };
+	int nisa = 1;
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		nisa = 2;
+	else
+		printf("no AVX-512 on this CPU: AVX2 kernel only\n");
+	printf("default kernel: %s\n", gemm_isa_name(gemm_isa_default()));
+	static const int shapes[][4] = {
+		{ 1, 1, 1, 1 },     { 1, 16, 7, 1 },      { 5, 33, 19, 1 },  { 13, 48, 64, 1 },
+		{ 12, 32, 384, 1 }, { 25, 1152, 384, 3 }, { 7, 45, 30, 3 },  { 130, 100, 1536, 1 },
+		{ 6, 17, 5, 1 },    { 31, 1536, 384, 1 }, { 3, 384, 1536, 1 },
+	};
+	for (int s = 0; s < nisa; s++)
+		for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+			check_shape(isas[s], shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+	if (test_failures)
+		return 1;
+	printf("ok\n");
+	return 0;
+}
