@@ -86,6 +86,20 @@ typedef struct fwd {
 	const float *resid;   /* add_layernorm: x = LN(x + resid) */
 } fwd;
 
+/* Below this many floating-point operations a parallel loop runs on the calling thread alone:
+ * waking a sleeping worker and waiting for it costs tens of microseconds (futex wake, the
+ * worker's wake-up, the join), more than the loop would save. At ~150 GFLOP/s a core, 4
+ * MFLOP is ~25 us. A 20-token query's layer norms, attention and pooling stay on one thread;
+ * its QKV and feed-forward products (18-24 MFLOP) are split. docs/bench-cpu.md has the
+ * measurement. */
+#define MIN_PARALLEL_FLOPS 4e6
+
+static void run_loop(threadpool *pool, void (*fn)(void *, int), fwd *f, int ntasks,
+		     double flops)
+{
+	threadpool_run(flops < MIN_PARALLEL_FLOPS ? NULL : pool, fn, f, ntasks);
+}
+
 static void matmul_tile(void *arg, int task)
 {
 	fwd *f = arg;
@@ -123,7 +137,7 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_n = (N + want_n - 1) / want_n;
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
-	threadpool_run(pool, matmul_tile, f, tiles_m * f->tiles_n);
+	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n, 2.0 * M * N * K);
 }
 
 /* Embeddings: word + position (from the architecture's offset) + token type 0 where the
@@ -288,7 +302,9 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		goto out;
 	}
 	int maxlen = 0;
+	double attn_flops = 0; /* the two products of every head: 4 L^2 d flops */
 	for (int s = 0; s < b->n; s++) {
+		attn_flops += 4.0 * H * (b->offs[s + 1] - b->offs[s]) * (b->offs[s + 1] - b->offs[s]);
 		for (int t = b->offs[s]; t < b->offs[s + 1]; t++)
 			f.seq_of[t] = s;
 		if (b->offs[s + 1] - b->offs[s] > maxlen)
@@ -303,24 +319,25 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		position_bias(&f, maxlen);
 	}
 
-	threadpool_run(pool, embed_layernorm, &f, f.T);
+	const double ln_flops = 10.0 * f.T * H;
+	run_loop(pool, embed_layernorm, &f, f.T, ln_flops);
 	for (int l = 0; l < cfg->layers; l++) {
 		const bert_layer_weights *L = &w->layer[l];
 		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
-		threadpool_run(pool, attention, &f, b->n * cfg->heads);
+		run_loop(pool, attention, &f, b->n * cfg->heads, attn_flops);
 		if (atomic_load(&f.oom)) {
 			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
 			goto out;
 		}
 		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
-		threadpool_run(pool, add_layernorm, &f, f.T);
+		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
 		matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
 		matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
 		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
-		threadpool_run(pool, add_layernorm, &f, f.T);
+		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
 	}
-	threadpool_run(pool, pool_normalize, &f, b->n);
+	run_loop(pool, pool_normalize, &f, b->n, ln_flops);
 out:
 	free(f.x);
 	free(f.qkv);
