@@ -324,6 +324,23 @@ typedef struct loader {
 	float *next;        /* next free float in the arena */
 } loader;
 
+/* Once a tensor is copied out of the map (converted into the arena, or packed for the CPU
+ * kernels), the engine reads only the copy, so its pages leave this process (read-only and file-backed, they stay in the page
+ * cache and fault back in if the Vulkan backend reads them). Keeps the peak RSS of loading
+ * near the packed weights alone. Arrays outside the map (the arena) are left alone. */
+static void drop_mapped(const safetensors *st, const void *p, size_t bytes)
+{
+	const uint8_t *b = p, *m = st->map;
+	if (!m || b < m || b + bytes > m + st->map_size)
+		return;
+	const uintptr_t pg = 4096;
+	uintptr_t lo = (uintptr_t)b & ~(pg - 1), hi = ((uintptr_t)(b + bytes) + pg - 1) & ~(pg - 1);
+	if (hi > (uintptr_t)(m + st->map_size))
+		hi = (uintptr_t)(m + st->map_size) & ~(pg - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* Finds `name` (under the file's prefix; LayerNorm weight/bias also as gamma/beta, as old
  * checkpoints name them), checks its shape is exactly rows x cols (cols 0: a vector), and
  * copies it as f32 into the arena at `dst`, or, when dst is NULL, points *out at it in the
@@ -373,6 +390,7 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 	int rc = st_tensor_to_f32(t, dst, err);
 	if (rc)
 		return emb_err_prefix(err, "%s: ", l->path);
+	drop_mapped(l->st, t->data, t->nbytes);
 	if (out)
 		*out = dst;
 	return EMB_OK;
@@ -478,19 +496,19 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 	const gemm_isa isa = gemm_isa_default();
 	for (int i = 0; i < cfg->layers; i++) {
 		bert_layer_weights *L = &w->layer[i];
-		if (gemm_pack(&L->qkv_p, &L->qkv_w, 1, 3 * cfg->hidden, cfg->hidden, isa) ||
-		    gemm_pack(&L->attn_out_p, &L->attn_out_w, 1, cfg->hidden, cfg->hidden, isa) ||
-		    gemm_pack(&L->ffn_up_p, &L->ffn_up_w, 1, cfg->intermediate, cfg->hidden, isa) ||
-		    gemm_pack(&L->ffn_down_p, &L->ffn_down_w, 1, cfg->hidden, cfg->intermediate, isa)) {
-			rc = emb_errf(err, EMB_ENOMEM, "%s: out of memory packing the weights", path);
-			goto fail;
+		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
+		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
+		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, cfg->intermediate, cfg->hidden };
+		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
+		for (int m = 0; m < 4; m++) {
+			if (gemm_pack(p[m], &src[m], 1, rows[m], cols[m], isa)) {
+				rc = emb_errf(err, EMB_ENOMEM, "%s: out of memory packing the weights",
+					      path);
+				goto fail;
+			}
+			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
 		}
 	}
-	/* Packing read every matrix through the map; the CPU path reads only the packed copies
-	 * from now on, so drop those pages from this process (they stay in the page cache and
-	 * fault back in if the Vulkan backend or the embeddings read them). */
-	if (w->st.map)
-		madvise(w->st.map, w->st.map_size, MADV_DONTNEED);
 	return EMB_OK;
 fail:
 	bert_weights_free(w);
