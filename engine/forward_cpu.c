@@ -44,16 +44,6 @@ static void layernorm_row(float *x, const float *g, const float *b, int n, float
 		x[i] = (x[i] - mean) * inv * g[i] + b[i];
 }
 
-static float gelu_erf(float x)
-{
-	return 0.5f * x * (1.0f + erf_approx(x * 0.70710678118654752f));
-}
-
-static float gelu_tanh(float x)
-{
-	return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-}
-
 /* One forward pass's shared state, handed to the parallel loops. */
 typedef struct fwd {
 	const bert_config *cfg;
@@ -74,7 +64,7 @@ typedef struct fwd {
 	const gemm_w *W;
 	float *C;
 	int M, N, K;
-	int act;              /* 0 none, else cfg->act + 1 */
+	int act;              /* 0 none, else cfg->act + 1 (= gemm_act) */
 	int tile_m, tile_n, tiles_n;
 
 	/* POS_REL_BUCKETS: bias[h][(key - query) + maxlen - 1], the same for every layer */
@@ -107,20 +97,7 @@ static void matmul_tile(void *arg, int task)
 	int m = f->M - m0 < f->tile_m ? f->M - m0 : f->tile_m;
 	int n = f->N - n0 < f->tile_n ? f->N - n0 : f->tile_n;
 	gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias, f->C + (size_t)m0 * f->N,
-		 f->N);
-	float *C = f->C + (size_t)m0 * f->N + n0;
-	for (int i = 0; f->act && i < m; i++) {
-		float *r = C + (size_t)i * f->N;
-		if (f->act == ACT_GELU_ERF + 1)
-			for (int j = 0; j < n; j++)
-				r[j] = gelu_erf(r[j]);
-		else if (f->act == ACT_GELU_TANH + 1)
-			for (int j = 0; j < n; j++)
-				r[j] = gelu_tanh(r[j]);
-		else
-			for (int j = 0; j < n; j++)
-				r[j] = r[j] > 0 ? r[j] : 0;
-	}
+		 f->N, (gemm_act)f->act);
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep

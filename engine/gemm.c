@@ -18,8 +18,10 @@
  * on M or on tiling.
  */
 #include "gemm.h"
+#include "vecmath.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +29,27 @@
 #define NR512 32
 #define MR256 6
 #define NR256 16
+
+/* The activation over an mr x nv block of C just stored: inlined into each kernel's loop so
+ * that it is compiled (and vectorised) for that kernel's instruction set. */
+static inline __attribute__((always_inline)) void act_block(float *c, int ldc, int mr, int nv,
+							     gemm_act act)
+{
+	for (int i = 0; i < mr; i++) {
+		float *r = c + (size_t)i * ldc;
+		if (act == GEMM_ACT_GELU_ERF)
+			for (int j = 0; j < nv; j++)
+				r[j] = 0.5f * r[j] * (1.0f + erf_approx(r[j] * 0.70710678118654752f));
+		else if (act == GEMM_ACT_GELU_TANH)
+			for (int j = 0; j < nv; j++)
+				r[j] = 0.5f * r[j] *
+				       (1.0f + tanhf(0.7978845608028654f *
+						     (r[j] + 0.044715f * r[j] * r[j] * r[j])));
+		else if (act == GEMM_ACT_RELU)
+			for (int j = 0; j < nv; j++)
+				r[j] = r[j] > 0 ? r[j] : 0;
+	}
+}
 
 /* --- AVX-512 */
 
@@ -62,7 +85,7 @@ kern512(const int mr, const float *a, int lda, const float *b, int K, float *c, 
 #define K512(n) case n: kern512(n, a, lda, b, K, c, ldc, bias, nv); break
 __attribute__((target("avx512f"))) static void
 run512(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias, float *C,
-       int ldc)
+       int ldc, gemm_act act)
 {
 	const int K = g->K, lda = K;
 	for (int n = n0; n < n1; n += NR512) {
@@ -73,10 +96,13 @@ run512(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias
 			const float *a = A + (size_t)i * lda;
 			float *c = C + (size_t)i * ldc + n;
 			const float *bias = bi;
-			switch (M - i < MR512 ? M - i : MR512) {
+			const int mr = M - i < MR512 ? M - i : MR512;
+			switch (mr) {
 				K512(1); K512(2); K512(3); K512(4); K512(5); K512(6);
 				K512(7); K512(8); K512(9); K512(10); K512(11); K512(12);
 			}
+			if (act)
+				act_block(c, ldc, mr, nv, act);
 		}
 	}
 }
@@ -115,7 +141,7 @@ kern256(const int mr, const float *a, int lda, const float *b, int K, float *c, 
 
 #define K256(n) case n: kern256(n, a, lda, b, K, c, ldc, bias, nv); break
 static void run256(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias,
-		   float *C, int ldc)
+		   float *C, int ldc, gemm_act act)
 {
 	const int K = g->K, lda = K;
 	for (int n = n0; n < n1; n += NR256) {
@@ -126,9 +152,12 @@ static void run256(const gemm_w *g, const float *A, int M, int n0, int n1, const
 			const float *a = A + (size_t)i * lda;
 			float *c = C + (size_t)i * ldc + n;
 			const float *bias = bi;
-			switch (M - i < MR256 ? M - i : MR256) {
+			const int mr = M - i < MR256 ? M - i : MR256;
+			switch (mr) {
 				K256(1); K256(2); K256(3); K256(4); K256(5); K256(6);
 			}
+			if (act)
+				act_block(c, ldc, mr, nv, act);
 		}
 	}
 }
@@ -187,10 +216,10 @@ void gemm_w_free(gemm_w *g)
 }
 
 void gemm_run(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias,
-	      float *C, int ldc)
+	      float *C, int ldc, gemm_act act)
 {
 	if (g->isa == GEMM_AVX512)
-		run512(g, A, M, n0, n1, bias, C, ldc);
+		run512(g, A, M, n0, n1, bias, C, ldc, act);
 	else
-		run256(g, A, M, n0, n1, bias, C, ldc);
+		run256(g, A, M, n0, n1, bias, C, ldc, act);
 }

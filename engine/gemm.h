@@ -43,9 +43,18 @@ const char *gemm_isa_name(gemm_isa isa);
 int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa);
 void gemm_w_free(gemm_w *g);
 
-/* C[i][n] = bias[n] + sum_k A[i][k] W[n][k] for i in [0, M), n in [n0, n1). A has row
+/* The activation applied to each element after the bias, while the block is in cache. The
+ * order matches model.h's act_kind + 1. */
+typedef enum {
+	GEMM_ACT_NONE = 0,
+	GEMM_ACT_GELU_ERF = 1,  /* 0.5 x (1 + erf(x / sqrt 2)), erf_approx of vecmath.h */
+	GEMM_ACT_GELU_TANH = 2, /* 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
+	GEMM_ACT_RELU = 3,
+} gemm_act;
+
+/* C[i][n] = act(bias[n] + sum_k A[i][k] W[n][k]) for i in [0, M), n in [n0, n1). A has row
  * stride K (g->K), C row stride ldc; bias may be NULL (0). n0 must be a multiple of g->nr. */
 void gemm_run(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias,
-	      float *C, int ldc);
+	      float *C, int ldc, gemm_act act);
 
 #endif

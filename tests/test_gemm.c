@@ -1,7 +1,8 @@
 /* The packed matrix products (engine/gemm.h) against a double-precision sum, for every
  * kernel this CPU can run: shapes with row and column tails (M not a multiple of the row
  * block, N not a multiple of the panel), QKV packing from three parts, and the contract that
- * a row's result is bit-identical whatever M, its position, and how columns are split. */
+ * a row's result is bit-identical whatever M, its position, and how columns are split; the
+ * fused activations against libm. */
 #include <math.h>
 
 #include "gemm.h"
@@ -30,7 +31,7 @@ static void check_shape(gemm_isa isa, int M, int N, int K, int parts)
 		wp[p] = W + (size_t)p * (N / parts) * K;
 	gemm_w g;
 	CHECK(gemm_pack(&g, wp, parts, N, K, isa) == 0, "pack");
-	gemm_run(&g, A, M, 0, N, bias, C, N);
+	gemm_run(&g, A, M, 0, N, bias, C, N, GEMM_ACT_NONE);
 	double worst = 0;
 	for (int i = 0; i < M; i++)
 		for (int n = 0; n < N; n++) {
@@ -49,20 +50,36 @@ static void check_shape(gemm_isa isa, int M, int N, int K, int parts)
 	for (int i = 0; i < M; i += 1 + M / 5) {
 		for (int n0 = 0; n0 < N; n0 += g.nr) {
 			int n1 = n0 + g.nr < N ? n0 + g.nr : N;
-			gemm_run(&g, A + (size_t)i * K, 1, n0, n1, bias, C2, N);
+			gemm_run(&g, A + (size_t)i * K, 1, n0, n1, bias, C2, N, GEMM_ACT_NONE);
 		}
 		CHECK(memcmp(C2, C + (size_t)i * N, sizeof(float) * N) == 0,
 		      "%s M=%d N=%d K=%d: row %d alone differs from the row in the batch",
 		      gemm_isa_name(isa), M, N, K, i);
 	}
 	/* no bias: the sum alone */
-	gemm_run(&g, A, 1, 0, N, NULL, C2, N);
+	gemm_run(&g, A, 1, 0, N, NULL, C2, N, GEMM_ACT_NONE);
 	for (int n = 0; n < N; n++)
 		C2[n] += bias[n];
 	double d = 0;
 	for (int n = 0; n < N; n++)
 		d = fmax(d, fabs(C2[n] - C[n]));
 	CHECK(d < 1e-5, "%s: NULL bias differs by %g", gemm_isa_name(isa), d);
+	/* activations applied to the same sums: against libm's erf and tanh in double */
+	for (int act = GEMM_ACT_GELU_ERF; act <= GEMM_ACT_RELU; act++) {
+		gemm_run(&g, A, 1, 0, N, bias, C2, N, (gemm_act)act);
+		double worst_act = 0;
+		for (int n = 0; n < N; n++) {
+			double x = C[n], y;
+			if (act == GEMM_ACT_GELU_ERF)
+				y = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+			else if (act == GEMM_ACT_GELU_TANH)
+				y = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+			else
+				y = x > 0 ? x : 0;
+			worst_act = fmax(worst_act, fabs(C2[n] - y) / (1 + fabs(y)));
+		}
+		CHECK(worst_act < 1e-6, "%s act %d: error %g", gemm_isa_name(isa), act, worst_act);
+	}
 	gemm_w_free(&g);
 	free(A), free(W), free(bias), free(C), free(C2);
 }
