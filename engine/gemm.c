@@ -168,7 +168,7 @@ gemm_isa gemm_isa_default(void)
 {
 	static int isa = -1; /* racy but idempotent: every thread computes the same value */
 	if (isa < 0) {
-		const char *e = getenv("EMB_GEMM_ISA");
+		const char *e = getenv("EMBED_GEMM_ISA");
 		__builtin_cpu_init();
 		isa = (!e || strcmp(e, "avx2") != 0) && __builtin_cpu_supports("avx512f")
 			      ? GEMM_AVX512 : GEMM_AVX2;

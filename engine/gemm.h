@@ -11,9 +11,8 @@
  * accumulated in fp32 fused multiply-adds in increasing k, whatever M, the row's position
  * in A, or the column range asked for. A row's result therefore does not depend on its
  * batch-mates (tests/test_batch_invariance) nor on how the caller splits the product into
- * tiles, but it does depend on the kernel (AVX2 and AVX-512 results may differ in the last
- * bits, because the sum is the same but gemm_run may be compiled to different roundings of
- * the bias add; in practice both are one FMA chain then one add).
+ * tiles, nor on the kernel: the AVX2 and AVX-512 kernels give the same bits
+ * (tests/test_gemm), so vectors stored on one machine match queries embedded on another.
  */
 #ifndef EMB_GEMM_H
 #define EMB_GEMM_H
@@ -32,7 +31,7 @@ typedef struct gemm_w {
 } gemm_w;
 
 /* The kernel this process uses: AVX-512 where the CPU has AVX512F, else AVX2 (the build's
- * baseline). EMB_GEMM_ISA=avx2 in the environment forces AVX2 (tests, comparisons). Read
+ * baseline). EMBED_GEMM_ISA=avx2 in the environment forces AVX2 (tests, comparisons). Read
  * once; thread-safe. */
 gemm_isa gemm_isa_default(void);
 const char *gemm_isa_name(gemm_isa isa);
