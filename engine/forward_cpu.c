@@ -281,7 +281,8 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	int maxlen = 0;
 	double attn_flops = 0; /* the two products of every head: 4 L^2 d flops */
 	for (int s = 0; s < b->n; s++) {
-		attn_flops += 4.0 * H * (b->offs[s + 1] - b->offs[s]) * (b->offs[s + 1] - b->offs[s]);
+		const double len = b->offs[s + 1] - b->offs[s];
+		attn_flops += 4.0 * H * len * len;
 		for (int t = b->offs[s]; t < b->offs[s + 1]; t++)
 			f.seq_of[t] = s;
 		if (b->offs[s + 1] - b->offs[s] > maxlen)

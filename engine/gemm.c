@@ -22,6 +22,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,14 +167,17 @@ static void run256(const gemm_w *g, const float *A, int M, int n0, int n1, const
 
 gemm_isa gemm_isa_default(void)
 {
-	static int isa = -1; /* racy but idempotent: every thread computes the same value */
-	if (isa < 0) {
+	/* every thread that gets here first computes the same value */
+	static _Atomic int isa = -1;
+	int v = atomic_load_explicit(&isa, memory_order_relaxed);
+	if (v < 0) {
 		const char *e = getenv("EMBED_GEMM_ISA");
 		__builtin_cpu_init();
-		isa = (!e || strcmp(e, "avx2") != 0) && __builtin_cpu_supports("avx512f")
-			      ? GEMM_AVX512 : GEMM_AVX2;
+		v = (!e || strcmp(e, "avx2") != 0) && __builtin_cpu_supports("avx512f")
+			    ? GEMM_AVX512 : GEMM_AVX2;
+		atomic_store_explicit(&isa, v, memory_order_relaxed);
 	}
-	return (gemm_isa)isa;
+	return (gemm_isa)v;
 }
 
 const char *gemm_isa_name(gemm_isa isa)

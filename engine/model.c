@@ -325,9 +325,10 @@ typedef struct loader {
 } loader;
 
 /* Once a tensor is copied out of the map (converted into the arena, or packed for the CPU
- * kernels), the engine reads only the copy, so its pages leave this process (read-only and file-backed, they stay in the page
- * cache and fault back in if the Vulkan backend reads them). Keeps the peak RSS of loading
- * near the packed weights alone. Arrays outside the map (the arena) are left alone. */
+ * kernels), the engine reads only the copy, so its pages leave this process: read-only and
+ * file-backed, they stay in the page cache and fault back in if the Vulkan backend (or a
+ * neighbouring tensor sharing a page) reads them. Keeps the peak RSS of loading near the
+ * packed weights alone. Arrays outside the map (the arena) are left alone. */
 static void drop_mapped(const safetensors *st, const void *p, size_t bytes)
 {
 	const uint8_t *b = p, *m = st->map;
