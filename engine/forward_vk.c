@@ -94,7 +94,11 @@ typedef struct layer_off {
 typedef struct chunk { uint32_t tok0, T, seq0, nseq, blk0, nblk; } chunk;
 
 typedef struct slot {
-	vk_buf host;       /* input regions (layout of b->in), then the output vectors */
+	vk_buf host;       /* this submit's input regions, then its output vectors; allocated
+			    * by the first submit that needs it and grown by a later one
+			    * (pinned host memory is slow to get: at open, the capacity's worth
+			    * of it cost an H100 ~0.18 s of start-up) */
+	VkDeviceSize h_seq, h_blk, h_out; /* offsets in host of the regions after the tokens */
 	VkCommandBuffer cb;
 	VkFence fence;
 	float *out;
@@ -110,7 +114,7 @@ struct vk_backend {
 	int prec;
 	uint32_t H, I, L, heads, D, max_seq, budget, rows;
 	uint32_t tok_cap, seq_cap, blk_cap;
-	VkDeviceSize off_tok, off_seq, off_blk, in_bytes, off_out;
+	VkDeviceSize off_tok, off_seq, off_blk, in_bytes;
 	vk_buf wmat, wemb, wvec;
 	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
 	vk_pipe pipe[P_N];
@@ -133,6 +137,9 @@ struct vk_backend {
 	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
+	size_t wmat_bytes, nvec; /* alloc_weights' layout: the matrices' bytes, wvec's floats */
+	int ready;               /* the weights are uploaded (vk_backend_upload) */
+	double t_pipes, t_upload, t_buffers; /* vk_backend_open's account (vk_backend_open_times) */
 };
 
 void vk_options_default(vk_options *o)
@@ -177,7 +184,9 @@ static uint16_t f32_to_f16(float f)
 
 /* --- weights ------------------------------------------------------------------------- */
 
-static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
+/* The weights' layout on the device and its buffers: everything but their values, so that
+ * the device can be made ready while the weights are still being read (vk_backend_prepare). */
+static int alloc_weights(vk_backend *b, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
 	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
@@ -206,6 +215,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		o->ln2_g = v; v += H;
 		o->ln2_b = v; v += H;
 	}
+	b->nvec = v;
+	b->wmat_bytes = off;
 	const size_t nvec = v;
 	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
 	if (emb_bytes > b->c.props.limits.maxStorageBufferRange ||
@@ -219,12 +230,30 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->wemb, emb_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->wvec, nvec * 4, VK_MEM_DEVICE, err);
+	return rc ? emb_err_prefix(err, "allocating weights: ") : EMB_OK;
+}
+
+/* Converts and copies the weights into the buffers of alloc_weights, through one staging
+ * buffer for all three. */
+static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
+{
+	const uint32_t H = b->H, I = b->I, L = b->L;
+	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
+	const uint32_t rows[4] = { 3 * H, H, I, H }, cols[4] = { H, H, H, I };
+	const size_t off = b->wmat_bytes, nvec = b->nvec;
+	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
+	size_t most = off > nvec * 4 ? off : nvec * 4;
+	most = most > emb_bytes ? most : emb_bytes;
+	vk_buf st;
+	int rc = vk_buf_create(&b->c, &st, most < ((size_t)64 << 20) ? most : (size_t)64 << 20,
+			       VK_MEM_HOST, err);
 	if (rc)
 		return emb_err_prefix(err, "uploading weights: ");
-
 	unsigned char *host = malloc(off > nvec * 4 ? off : nvec * 4);
-	if (!host)
+	if (!host) {
+		vk_buf_destroy(&b->c, &st);
 		return emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
+	}
 	memset(host, 0, off);
 	for (uint32_t l = 0; l < L; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
@@ -245,7 +274,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			}
 		}
 	}
-	rc = vk_upload(&b->c, &b->wmat, 0, host, off, err);
+	rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
 	if (!rc) {
 		float *f = (float *)host;
 		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
@@ -266,11 +295,12 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			memcpy(f + o->ln2_g, lw->ln2_g, H * 4);
 			memcpy(f + o->ln2_b, lw->ln2_b, H * 4);
 		}
-		rc = vk_upload(&b->c, &b->wvec, 0, host, nvec * 4, err);
+		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
 	}
 	free(host);
 	if (!rc)
-		rc = vk_upload(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, err);
+		rc = vk_upload_via(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, &st, err);
+	vk_buf_destroy(&b->c, &st);
 	return rc ? emb_err_prefix(err, "uploading weights: ") : EMB_OK;
 }
 
@@ -302,7 +332,6 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	b->off_seq = align_up(b->off_tok + (VkDeviceSize)b->tok_cap * 8, ALIGN);
 	b->off_blk = align_up(b->off_seq + (VkDeviceSize)b->seq_cap * 8, ALIGN);
 	b->in_bytes = align_up(b->off_blk + (VkDeviceSize)b->blk_cap * 16, ALIGN);
-	b->off_out = b->in_bytes;
 	const VkDeviceSize out_bytes = (VkDeviceSize)b->seq_cap * H * 4;
 
 	/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
@@ -320,8 +349,6 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
-	for (int i = 0; i < SLOTS && !rc; i++)
-		rc = vk_buf_create(&b->c, &b->s[i].host, b->in_bytes + out_bytes, VK_MEM_HOST, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
 	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn };
@@ -711,8 +738,8 @@ static int check_shapes(const bert_config *cfg, emb_err *err)
 	return EMB_OK;
 }
 
-int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
-		    vk_backend **out, emb_err *err)
+int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
+		       emb_err *err)
 {
 	*out = NULL;
 	vk_options def;
@@ -754,6 +781,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16" : "fp16-coopmat");
 
+	double t = vk_now();
 	rc = vk_buf_create(&b->c, &b->dummy, 256, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = make_pipelines(b, err);
@@ -761,8 +789,10 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	 * that cannot be written costs that open its compile time, nothing else). */
 	if (!rc)
 		vk_ctx_save_pipeline_cache(&b->c);
+	b->t_pipes = vk_now() - t, t += b->t_pipes;
 	if (!rc)
-		rc = upload_weights(b, w, err);
+		rc = alloc_weights(b, err);
+	b->t_upload = vk_now() - t, t += b->t_upload;
 	if (rc) {
 		vk_backend_close(b);
 		return rc;
@@ -810,6 +840,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 		rc = make_descriptors(b, err);
 	if (!rc)
 		rc = make_slots(b, err);
+	b->t_buffers = vk_now() - t;
 	if (rc) {
 		if (rc == EMB_ENOMEM)
 			emb_err_prefix(err, "out of device memory on %s: ", b->c.props.deviceName);
@@ -818,6 +849,28 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	}
 	*out = b;
 	return EMB_OK;
+}
+
+int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err)
+{
+	if (b->ready)
+		return emb_errf(err, EMB_EINVAL, "vk_backend_upload: the weights are uploaded already");
+	double t = vk_now();
+	int rc = upload_weights(b, w, err);
+	b->t_upload += vk_now() - t;
+	b->ready = !rc;
+	return rc;
+}
+
+int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
+		    vk_backend **out, emb_err *err)
+{
+	int rc = vk_backend_prepare(cfg, opt, out, err);
+	if (!rc && (rc = vk_backend_upload(*out, w, err))) {
+		vk_backend_close(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 void vk_backend_close(vk_backend *b)
@@ -852,6 +905,15 @@ void vk_backend_close(vk_backend *b)
 	free(b->lo);
 	free(b->ds_gemm);
 	free(b);
+}
+
+void vk_backend_open_times(const vk_backend *b, char *buf, size_t cap)
+{
+	const vk_ctx *c = &b->c;
+	snprintf(buf, cap, "loader %.3f, instance %.3f, device %.3f, layouts+cache file %.3f, "
+		 "pipelines %.3f, weights upload %.3f, activations+descriptors %.3f s",
+		 c->t_loader, c->t_instance, c->t_device, c->t_layouts, b->t_pipes, b->t_upload,
+		 b->t_buffers);
 }
 
 const struct vk_ctx *vk_backend_ctx(const vk_backend *b)
@@ -962,9 +1024,9 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 	/* The previous batch (another slot) may still read `in` and write the activations. */
 	vk_cmd_barrier(c, s->cb);
 	VkBufferCopy reg[3] = {
-		{ b->off_tok, b->off_tok, (VkDeviceSize)ntok * 8 },
-		{ b->off_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
-		{ b->off_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
+		{ 0, b->off_tok, (VkDeviceSize)ntok * 8 },
+		{ s->h_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
+		{ s->h_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
 	};
 	c->vkCmdCopyBuffer(s->cb, s->host.buf, b->in.buf, 3, reg);
 	vk_cmd_barrier(c, s->cb);
@@ -994,7 +1056,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		grid1(q->nseq, &gx, &gy);
 		dispatch(b, s, ST_POOL, P_POOL, b->ds_pool, &pp, sizeof pp, gx, gy);
 	}
-	VkBufferCopy oreg = { 0, b->off_out, (VkDeviceSize)nseq * b->H * 4 };
+	VkBufferCopy oreg = { 0, s->h_out, (VkDeviceSize)nseq * b->H * 4 };
 	c->vkCmdCopyBuffer(s->cb, b->outd.buf, s->host.buf, 1, &oreg);
 	VkMemoryBarrier hb = {
 		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
@@ -1027,6 +1089,8 @@ static int check_batch(const vk_backend *b, const fwd_batch *bt, emb_err *err)
 
 int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err)
 {
+	if (!b->ready)
+		return emb_errf(err, EMB_EINVAL, "forward_vk_submit: no weights (vk_backend_upload)");
 	int rc = check_batch(b, bt, err);
 	if (rc)
 		return rc;
@@ -1042,10 +1106,6 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		return rc;
 	slot *s = &b->s[idx];
 
-	/* Fill the staging slot: (id, position) pairs, per-chunk sequence and block tables. */
-	uint32_t *tok = (uint32_t *)((char *)s->host.map + b->off_tok);
-	uint32_t *seq = (uint32_t *)((char *)s->host.map + b->off_seq);
-	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
 	/* A batch whose attention grid would not give every SM a workgroup takes the kernel
 	 * with half the query block (and twice the workgroups): batch 2 on an H200 ran at
 	 * 4,535-4,546 docs/s with 128-query blocks, 4,748-4,751 with 64 (docs/bench-gpu.md). */
@@ -1060,6 +1120,26 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 			bq = BQ;
 		}
 	}
+	/* The staging slot: (id, position) pairs, the sequence table, the block table, then
+	 * room for the output vectors; grown to a power of two when this batch needs more. */
+	uint64_t blocks = 0;
+	for (int i = 0; i < bt->n; i++)
+		blocks += ((uint32_t)(bt->offs[i + 1] - bt->offs[i]) + bq - 1) / bq;
+	s->h_seq = align_up((VkDeviceSize)ntok * 8, ALIGN);
+	s->h_blk = align_up(s->h_seq + (VkDeviceSize)bt->n * 8, ALIGN);
+	s->h_out = align_up(s->h_blk + blocks * 16, ALIGN);
+	const VkDeviceSize need = s->h_out + (VkDeviceSize)bt->n * b->H * 4;
+	if (s->host.size < need) {
+		VkDeviceSize size = (VkDeviceSize)1 << 20;
+		while (size < need)
+			size *= 2;
+		vk_buf_destroy(&b->c, &s->host);
+		if ((rc = vk_buf_create(&b->c, &s->host, size, VK_MEM_HOST, err)))
+			return rc;
+	}
+	uint32_t *tok = (uint32_t *)s->host.map;
+	uint32_t *seq = (uint32_t *)((char *)s->host.map + s->h_seq);
+	uint32_t *blk = (uint32_t *)((char *)s->host.map + s->h_blk);
 	int nch = 0;
 	uint32_t nblk = 0;
 	chunk *q = NULL;
@@ -1159,7 +1239,7 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 		return emb_errf(err, EMB_EDEVICE, "Vulkan: waiting for the GPU failed: %s",
 				vk_result_name(r));
 	if (s->out)
-		memcpy(s->out, (char *)s->host.map + b->off_out, (size_t)s->n * b->H * sizeof(float));
+		memcpy(s->out, (char *)s->host.map + s->h_out, (size_t)s->n * b->H * sizeof(float));
 	collect_profile(b, s);
 	return EMB_OK;
 }

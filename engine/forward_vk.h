@@ -67,11 +67,27 @@ void vk_options_default(vk_options *o);
 int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
 		    vk_backend **out, emb_err *err);
 
+/* vk_backend_open in two steps, so that a caller can read the weights while the device gets
+ * ready (instance, device, pipelines and buffers take most of a warm open: on an H100
+ * ~0.35 s, the weights' reading ~0.13 s beside it). vk_backend_prepare needs only the
+ * configuration and does everything but the weights' values, with vk_backend_open's errors;
+ * the backend then runs nothing (forward_vk_submit: EMB_EINVAL) until vk_backend_upload has
+ * copied w to the device (EMB_ENOMEM, EMB_EDEVICE; EMB_EINVAL when called twice). On an
+ * upload error the caller closes the backend. cfg and w must describe the same model. */
+int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
+		       emb_err *err);
+int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err);
+
 /* Waits for any batch still running, then frees everything. NULL is allowed. */
 void vk_backend_close(vk_backend *b);
 
 /* The device, e.g. "NVIDIA H200 (Vulkan 1.4, discrete, cooperative matrix)". Never NULL. */
 const char *vk_backend_device_name(const vk_backend *b);
+
+/* Where vk_backend_open's time went, one line into buf (at most cap bytes, NUL-terminated):
+ * "loader 0.002, instance 0.120, device ..., pipelines ..., weights upload ...,
+ * activations+descriptors ... s". For start-up accounts (tool_vk_bench open). */
+void vk_backend_open_times(const vk_backend *b, char *buf, size_t cap);
 
 /* The Vulkan context under b (device properties, pipeline-cache counters), for tests and
  * tools; valid until vk_backend_close. */
