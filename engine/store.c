@@ -826,6 +826,68 @@ int store_stats_get(store *s, store_stats *st, emb_err *err)
 	return EMB_OK;
 }
 
+/* The leaf and branch page counts of the id-keyed tables (0 when unreadable) and the page
+ * size, for the transaction estimates. */
+static void id_table_pages(store *s, double lp[6], unsigned *psize)
+{
+	memset(lp, 0, 6 * sizeof *lp);
+	*psize = 4096;
+	pthread_rwlock_rdlock(&s->maplock);
+	MDB_txn *txn;
+	if (txn_begin(s, MDB_RDONLY, &txn) == 0) {
+		const MDB_dbi t[3] = {s->docs, s->docrows, s->seen};
+		for (int i = 0; i < 3; i++) {
+			MDB_stat ms;
+			if (mdb_stat(txn, t[i], &ms) != 0)
+				continue;
+			lp[2 * i] = (double)ms.ms_leaf_pages;
+			lp[2 * i + 1] = (double)ms.ms_branch_pages;
+			*psize = ms.ms_psize;
+		}
+		mdb_txn_abort(txn);
+	}
+	pthread_rwlock_unlock(&s->maplock);
+}
+
+/* k documents at random places dirty L(1 - e^(-k/L)) of a table's L pages (and at least one
+ * leaf of a table still empty). */
+static double txn_pages(const double lp[6], double k)
+{
+	double pages = 0;
+	for (int i = 0; i < 6; i++)
+		pages += lp[i] > 0 ? lp[i] * -expm1(-k / lp[i]) : i % 2 == 0;
+	return pages;
+}
+
+uint64_t store_txn_pages_estimate(store *s, uint64_t docs)
+{
+	double lp[6];
+	unsigned psize;
+	id_table_pages(s, lp, &psize);
+	return (uint64_t)ceil(txn_pages(lp, (double)docs));
+}
+
+uint64_t store_txn_docs_within(store *s, uint64_t bytes)
+{
+	double lp[6];
+	unsigned psize;
+	id_table_pages(s, lp, &psize);
+	const double budget = (double)bytes / psize;
+	if (txn_pages(lp, 1e18) <= budget)
+		return UINT64_MAX; /* every page of the tables fits */
+	uint64_t lo = 1, hi = 2; /* the estimate grows with k: find the last k within */
+	while (txn_pages(lp, (double)hi) <= budget)
+		lo = hi, hi *= 2;
+	while (hi - lo > 1) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (txn_pages(lp, (double)mid) <= budget)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* ---- the write transaction -------------------------------------------------------------*/
 
 typedef struct cblock {

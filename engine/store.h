@@ -135,6 +135,20 @@ typedef struct store_stats {
 /* Fills *st. Errors: EMB_ESTORE (LMDB could not begin a read transaction). */
 int store_stats_get(store *s, store_stats *st, emb_err *err);
 
+/* An estimate of the pages of the id-keyed tables (docs, docrows, seen) that a write
+ * transaction of `docs` documents with ids in no particular order dirties, from the tables'
+ * leaf and branch page counts now: k ids at random places land on L(1 - e^(-k/L)) of a
+ * table's L pages. LMDB keeps every dirty page of a transaction in malloc'd memory until
+ * the commit, so this is what a transaction costs in memory beyond its new rows; it grows
+ * with the store (at 1M documents a 16,384-document transaction dirtied ~85 MB more than at
+ * 100k) until it reaches ~3 pages a document. The indexer sizes its transactions by it. 0
+ * when the store cannot be read. */
+uint64_t store_txn_pages_estimate(store *s, uint64_t docs);
+
+/* The most documents a transaction may hold for store_txn_pages_estimate to stay within
+ * `bytes` (at least 1; UINT64_MAX when every page of those tables fits). */
+uint64_t store_txn_docs_within(store *s, uint64_t bytes);
+
 /* A 128-bit content hash of n byte strings (lengths included, so part boundaries count). Not
  * cryptographic: it detects changed documents, it does not resist forgery. */
 void store_hash(const void *const *parts, const size_t *lens, int n, uint8_t out[STORE_HASH_BYTES]);
