@@ -127,8 +127,8 @@ struct vk_backend {
 	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
 	layer_off *lo;
 	uint32_t emb_pos, emb_type, emb_g, emb_b;
-	/* POS_REL_BUCKETS: wvec offset of the bias rows (rel_span floats a head: distances -R..R,
-	 * R = (rel_span - 1) / 2), 0 spans without a relative bias */
+	/* POS_REL_BUCKETS: wvec offset of the bias rows, rel_span floats a head (distances
+	 * -R..R, R = (rel_span - 1) / 2); rel_span is 0 without a relative bias */
 	uint32_t rel_off, rel_span;
 	slot s[SLOTS];
 	int head, inflight;
