@@ -1,11 +1,16 @@
-/* forward_vk.c — the BERT forward pass recorded into one Vulkan command buffer per batch
- * (see forward_vk.h for the contract, shaders/ for the kernels).
+/* forward_vk.c — the BERT-family forward pass recorded into one Vulkan command buffer per
+ * batch (see forward_vk.h for the contract, shaders/ for the kernels). What the model's
+ * description (cfg->arch) decides is settled at open, in data the kernels read: the first
+ * position id goes into each token's position, a model without token types gets no
+ * token-type row (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
+ * wvec plus a specialization constant that compiles its addition into the attention kernel.
  *
  * Memory plan, all made at open and reused for every batch:
  *   wmat   every Linear weight, f32 or f16, each at a 256-byte aligned offset so that a
  *          descriptor can bind exactly one tensor; wemb the word embeddings (f32);
- *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
- *          by float offsets in push constants;
+ *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm, the relative
+ *          position bias of each head by distance), addressed by float offsets in push
+ *          constants;
  *   x (f32, fp32 path) or x16 (f16 paths)   the residual stream;
  *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens, rows
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
@@ -42,6 +47,8 @@
 #define WAIT_FLOOR_CPU_S 900.0
 #define SLOWEST_GPU_FLOPS 1e10
 #define SLOWEST_CPU_FLOPS 2e7
+/* embed_ln's type_off for a model without token types (layernorm.glsl's NO_TYPES) */
+#define NO_TYPES 0xffffffffu
 
 enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_DOWN, ST_LN2, ST_POOL, ST_N };
 static const char *const step_name[ST_N] = {
@@ -78,7 +85,7 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
 typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
-typedef struct { uint32_t block_off, H; float scale; } pc_attn;
+typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 
@@ -124,6 +131,9 @@ struct vk_backend {
 	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
 	layer_off *lo;
 	uint32_t emb_pos, emb_type, emb_g, emb_b;
+	/* POS_REL_BUCKETS: wvec offset of the bias rows, rel_span floats a head (distances
+	 * -R..R, R = (rel_span - 1) / 2); rel_span is 0 without a relative bias */
+	uint32_t rel_off, rel_span;
 	slot s[SLOTS];
 	int head, inflight;
 	chunk *chunks;     /* scratch for one submit */
@@ -201,7 +211,12 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	/* wvec layout */
 	uint32_t v = 0;
 	b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
-	b->emb_type = v; v += H;
+	if (b->cfg.arch.token_types) {
+		b->emb_type = v; v += H;
+	} else {
+		b->emb_type = NO_TYPES;
+	}
+	b->rel_off = v; v += b->heads * b->rel_span;
 	b->emb_g = v; v += H;
 	b->emb_b = v; v += H;
 	for (uint32_t l = 0; l < L; l++) {
@@ -219,8 +234,13 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	b->wmat_bytes = off;
 	const size_t nvec = v;
 	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
-	if (emb_bytes > b->c.props.limits.maxStorageBufferRange ||
-	    off > b->c.props.limits.maxStorageBufferRange)
+	/* What a descriptor binds must fit maxStorageBufferRange: the word embeddings, wvec, and
+	 * each Linear weight (a gemm descriptor binds one tensor of wmat). wmat as a whole need
+	 * not: lavapipe's range is 128 MiB, less than the 340 MB of MPNet-base's (or BERT-base's)
+	 * f32 Linear weights. */
+	const VkDeviceSize range = b->c.props.limits.maxStorageBufferRange;
+	const VkDeviceSize widest_w = (VkDeviceSize)(3 * H > I ? 3 * H : I) * H * es;
+	if (emb_bytes > range || nvec * 4 > range || widest_w > range)
 		return emb_errf(err, EMB_EUNSUPPORTED, "model too large for %s: a weight buffer "
 				"exceeds maxStorageBufferRange (%u bytes)", b->c.props.deviceName,
 				b->c.props.limits.maxStorageBufferRange);
@@ -278,7 +298,21 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	if (!rc) {
 		float *f = (float *)host;
 		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
-		memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+		if (b->emb_type != NO_TYPES)
+			memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+		/* The relative position bias by distance d = key - query, -R..R, through the
+		 * CPU's own bucketing (forward_cpu.c), so both paths put every distance in the
+		 * same bucket; attention.glsl clamps longer distances to +-R, which are in the
+		 * last bucket of their direction (R >= max_distance, or no longer distance
+		 * exists). */
+		const int R = (int)b->rel_span / 2;
+		for (int d = -R; b->rel_span && d <= R; d++) {
+			const int bucket = rel_position_bucket(d, b->cfg.arch.rel_buckets,
+							       b->cfg.arch.rel_max_distance);
+			for (uint32_t h = 0; h < b->heads; h++)
+				f[b->rel_off + h * b->rel_span + (uint32_t)(d + R)] =
+					w->rel_bias[(size_t)bucket * b->heads + h];
+		}
 		memcpy(f + b->emb_g, w->emb_ln_g, H * 4);
 		memcpy(f + b->emb_b, w->emb_ln_b, H * 4);
 		for (uint32_t l = 0; l < L; l++) {
@@ -441,6 +475,7 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 
 	memset(in, 0, sizeof in);
 	in[0] = bi(&b->qkv, 0, W);
+	in[2] = bi(&b->wvec, 0, W); /* the relative position bias */
 	in[3] = bi(&b->ctx, 0, W);
 	in[4] = bi(&b->in, b->off_blk, b->in_bytes - b->off_blk);
 	ds_write(b, b->ds_attn, in);
@@ -591,7 +626,13 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * fa16 the register softmax with 16 query rows a subgroup and fa the one with 32 at every
 	 * batch size (no attn_small), for tests and comparisons. */
 	const char *ae = b->c.set.attn;
-	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar");
+	/* A relative position bias (MPNet) is added in the lane kernels (attention.glsl) only:
+	 * the tensor-core ones would need each score's (query, key) pair, which attn_fa.glsl
+	 * would have to derive from the device's register layout, and no test here could run
+	 * them (lavapipe has no cooperative matrices). MPNet-base has head size 64, which takes
+	 * the lane kernel anyway; a head-size-32 MPNet loses tensor-core attention only. */
+	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar") &&
+			    !b->rel_span;
 	const int attn_fa = attn_cm && strcmp(ae, "cm") && cm_layout_ok(b);
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
@@ -635,13 +676,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		if (!names[i] || (i >= P_CM_WH && b->prec != PREC_COOPMAT))
 			continue;
 		/* specialization constant 0: head size (attention), activation (products);
-		 * add_ln_sg: lanes a token and pieces a lane */
+		 * 1: the attention's relative-bias span (attention.glsl); add_ln_sg: lanes a
+		 * token and pieces a lane */
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
 		pipe_job *j = &jobs[nj++];
 		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
 					   : act },
 				 .nspec = i == P_ATTN || i == P_ATTN_SMALL || with_act ? 1 : 0 };
+		if (i == P_ATTN && !attn_cm) {
+			j->spec[1] = b->rel_span;
+			j->nspec = 2;
+		}
 		if (i == P_ADDLN && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
@@ -722,12 +768,19 @@ static int make_slots(vk_backend *b, emb_err *err)
 
 static int check_shapes(const bert_config *cfg, emb_err *err)
 {
-	/* The shaders implement the description's BERT choices only: refusing anything else
-	 * here lets --device auto fall back to the CPU, which runs every description. */
-	if (cfg->arch.pos != POS_ABSOLUTE || cfg->arch.ffn != FFN_ACT || !cfg->arch.token_types ||
-	    cfg->arch.pos_offset != 0)
+	/* The shaders implement BERT's and MPNet's choices of the description (absolute
+	 * positions from any first id, with or without token types, MPNet's relative bias; the
+	 * activation feed-forward; post-LayerNorm): refusing anything else (ALiBi, GEGLU) here
+	 * lets --device auto fall back to the CPU. */
+	if ((cfg->arch.pos != POS_ABSOLUTE && cfg->arch.pos != POS_REL_BUCKETS) ||
+	    cfg->arch.ffn != FFN_ACT || cfg->arch.norm != NORM_POST)
 		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend does not run %s models "
 				"yet (model_type '%s'); the CPU does", cfg->arch.name, cfg->arch.name);
+	if (cfg->arch.pos == POS_REL_BUCKETS &&
+	    (cfg->arch.rel_buckets < 4 || cfg->arch.rel_max_distance < 1))
+		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend needs at least 4 relative "
+				"position buckets and a positive max distance (got %d, %d)",
+				cfg->arch.rel_buckets, cfg->arch.rel_max_distance);
 	const int H = cfg->hidden, D = cfg->heads > 0 ? cfg->hidden / cfg->heads : 0;
 	if (H <= 0 || H > 1024 || H % 8 || cfg->heads <= 0 || H % cfg->heads || D % 4 || D > 128 ||
 	    cfg->intermediate <= 0 || cfg->intermediate % 8 || cfg->layers <= 0)
@@ -759,8 +812,16 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	b->L = (uint32_t)cfg->layers;
 	b->heads = (uint32_t)cfg->heads;
 	b->D = b->H / b->heads;
-	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < cfg->max_positions
-					? opt->max_seq : cfg->max_positions);
+	/* the longest sequence the position embeddings cover, from the description's first id */
+	const int max_pos = cfg->max_positions - cfg->arch.pos_offset;
+	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < max_pos ? opt->max_seq : max_pos);
+	if (cfg->arch.pos == POS_REL_BUCKETS) {
+		/* distances -R..R biased one by one (attention.glsl); none is longer than
+		 * max_seq - 1, and from max_distance on all are in the last bucket */
+		const uint32_t R = (uint32_t)cfg->arch.rel_max_distance < b->max_seq - 1
+					   ? (uint32_t)cfg->arch.rel_max_distance : b->max_seq - 1;
+		b->rel_span = 2 * R + 1;
+	}
 	b->lo = calloc(b->L, sizeof *b->lo);
 	b->ds_gemm = calloc(4 * (size_t)b->L, sizeof *b->ds_gemm);
 	if (!b->lo || !b->ds_gemm) {
@@ -1043,7 +1104,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		for (uint32_t l = 0; l < b->L; l++) {
 			const layer_off *o = &b->lo[l];
 			rec_gemm(b, s, G_QKV, l, q->T);
-			pc_attn pa = { q->blk0, b->H, scale };
+			pc_attn pa = { q->blk0, b->H, scale, b->rel_off };
 			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
@@ -1150,9 +1211,9 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 			*q = (chunk){ .tok0 = st, .seq0 = (uint32_t)i, .blk0 = nblk };
 		}
 		const uint32_t rel = q->T; /* sequence start within the chunk */
-		for (uint32_t t = 0; t < len; t++) {
+		for (uint32_t t = 0; t < len; t++) { /* position ids from the description's first */
 			tok[2 * (st + t)] = (uint32_t)bt->ids[st + t];
-			tok[2 * (st + t) + 1] = t;
+			tok[2 * (st + t) + 1] = t + (uint32_t)b->cfg.arch.pos_offset;
 		}
 		seq[2 * i] = rel;
 		seq[2 * i + 1] = len;
