@@ -257,8 +257,8 @@ enum { ALIBI_QB = 64, ALIBI_KB = 256 }; /* query block x key chunk: 64 KB of sco
  * are visited in chunks of ALIBI_KB; each chunk's scores S = Q K^T / sqrt(d) - slope *
  * |key - query| are exponentiated against the running row maximum, the running sums and
  * the output rows rescaled when the maximum grows, and P V accumulated (OpenBLAS for both
- * products). Memory is ALIBI_QB x (ALIBI_KB + d) floats whatever the length, so 8192-token
- * texts attend in the same few kilobytes as short ones. */
+ * products). Memory is ALIBI_QB x (ALIBI_KB + d + 2) floats (under 100 KB) whatever the
+ * length, so 8192-token texts attend in the same scratch as short ones. */
 static void attention_alibi(void *arg, int task)
 {
 	fwd *f = arg;
@@ -295,7 +295,8 @@ static void attention_alibi(void *arg, int task)
 			}
 			for (int j = 0; j < kn; j++)
 				m = p[j] > m ? p[j] : m;
-			float corr = exp_approx(mx[i] - m); /* 0 on the first chunk: -inf clamps */
+			/* on the first chunk mx is -inf: corr is ~1e-38 and scales zeros */
+			float corr = exp_approx(mx[i] - m);
 			mx[i] = m;
 			for (int j = 0; j < kn; j++)
 				p[j] = exp_approx(p[j] - m);
