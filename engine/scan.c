@@ -2,7 +2,10 @@
  * Each task owns a contiguous range of rows and a min-heap of its best k; the kernel scores
  * four rows per pass so that every load of the query feeds four FMAs. */
 #include "scan.h"
+#include "quant.h"
 
+#include <cpuid.h>
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 #define XXH_INLINE_ALL
@@ -137,6 +140,8 @@ typedef struct scan_ctx {
 	scan_hit *heaps; /* ntasks * k */
 	int *counts;     /* ntasks */
 	scan_guard *g;   /* may be NULL */
+	const scan_cquery *cq; /* compact rows, or NULL: f32 */
+	int isa;         /* compact: the kernel level */
 } scan_ctx;
 
 /* Records the first failure; later ones (other threads) are dropped. */
@@ -179,6 +184,279 @@ static uint32_t scan_rows(heap *hp, const float *q, const float *v, uint32_t n, 
 	return n;
 }
 
+/* ---- compact kernels ------------------------------------------------------------------*/
+
+static int isa_i8, isa_bin; /* 0 unresolved, else level + 1; resolved once (a race writes the same value) */
+
+static void resolve_isa(void)
+{
+	unsigned a, b, c, d;
+	int i8 = SCAN_ISA_SCALAR, bin = SCAN_ISA_SCALAR;
+	int zmm = -1;
+	if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE)) {
+		unsigned lo, hi;
+		__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+		zmm = (lo & 6) != 6 ? -1 : (lo & 0xe6) == 0xe6; /* YMM; opmask and ZMM state enabled by the OS */
+	}
+	if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+		int f = (b >> 16) & 1, bw = (b >> 30) & 1;
+		if (zmm >= 0 && ((b >> 5) & 1)) /* AVX2 (the build's baseline; checked for ARCH=) */
+			i8 = bin = SCAN_ISA_AVX2;
+		if (zmm > 0 && f && bw && ((c >> 11) & 1))
+			i8 = SCAN_ISA_AVX512;
+		if (zmm > 0 && f && bw && ((c >> 14) & 1))
+			bin = SCAN_ISA_AVX512;
+		if (i8 == SCAN_ISA_AVX2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
+			i8 = SCAN_ISA_AVX_VNNI;
+	}
+	__atomic_store_n(&isa_bin, bin + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&isa_i8, i8 + 1, __ATOMIC_RELAXED);
+}
+
+int scan_isa_i8(void)
+{
+	if (!__atomic_load_n(&isa_i8, __ATOMIC_RELAXED))
+		resolve_isa();
+	return __atomic_load_n(&isa_i8, __ATOMIC_RELAXED) - 1;
+}
+
+int scan_isa_bin(void)
+{
+	if (!__atomic_load_n(&isa_bin, __ATOMIC_RELAXED))
+		resolve_isa();
+	return __atomic_load_n(&isa_bin, __ATOMIC_RELAXED) - 1;
+}
+
+const char *scan_kernels(void)
+{
+	int a = scan_isa_i8(), b = scan_isa_bin();
+	/* Eight fixed strings rather than a buffer: nothing to free, nothing shared to write. */
+	static const char *combo[4][4] = {
+		{"int8 scalar, binary scalar", "int8 scalar, binary AVX2", "int8 scalar, binary AVX2", "int8 scalar, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX2, binary scalar", "int8 AVX2, binary AVX2", "int8 AVX2, binary AVX2", "int8 AVX2, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX-VNNI, binary scalar", "int8 AVX-VNNI, binary AVX2", "int8 AVX-VNNI, binary AVX2", "int8 AVX-VNNI, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX-512 VNNI, binary scalar", "int8 AVX-512 VNNI, binary AVX2", "int8 AVX-512 VNNI, binary AVX2", "int8 AVX-512 VNNI, binary AVX-512 VPOPCNTDQ"},
+	};
+	return combo[a][b];
+}
+
+static void i8_scalar(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		int32_t s = 0;
+		for (int d = 0; d < dim; d++)
+			s += (int32_t)r[d] * q[d];
+		out[i] = s;
+	}
+}
+
+__attribute__((target("avx2")))
+static inline int32_t hsum_epi32(__m256i v)
+{
+	__m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+	x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+	return _mm_cvtsi128_si32(x);
+}
+
+/* AVX2: 16 bytes at a time widened to 16 bits (u8 x s8 products would saturate VPMADDUBSW's
+ * 16-bit sums), VPMADDWD into 32 bits. */
+__attribute__((target("avx2")))
+static void i8_avx2(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		__m256i acc = _mm256_setzero_si256();
+		int d = 0;
+		for (; d + 16 <= dim; d += 16) {
+			__m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + d)));
+			__m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + d)));
+			acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+		}
+		int32_t s = hsum_epi32(acc);
+		for (; d < dim; d++)
+			s += (int32_t)r[d] * q[d];
+		out[i] = s;
+	}
+}
+
+/* AVX-VNNI: VPDPBUSD on 256 bits, two rows a pass (each query load feeds both). */
+__attribute__((target("avx2,avxvnni")))
+static void i8_avxvnni(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	size_t i = 0;
+	for (; i + 2 <= n; i += 2) {
+		const uint8_t *r0 = rows + i * (size_t)dim, *r1 = r0 + dim;
+		__m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+		int d = 0;
+		for (; d + 32 <= dim; d += 32) {
+			__m256i qv = _mm256_loadu_si256((const __m256i *)(q + d));
+			a0 = _mm256_dpbusd_avx_epi32(a0, _mm256_loadu_si256((const __m256i *)(r0 + d)), qv);
+			a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_loadu_si256((const __m256i *)(r1 + d)), qv);
+		}
+		int32_t s0 = hsum_epi32(a0), s1 = hsum_epi32(a1);
+		for (; d < dim; d++) {
+			s0 += (int32_t)r0[d] * q[d];
+			s1 += (int32_t)r1[d] * q[d];
+		}
+		out[i] = s0;
+		out[i + 1] = s1;
+	}
+	if (i < n)
+		i8_avx2(rows + i * (size_t)dim, n - i, dim, q, out + i);
+}
+
+/* AVX-512 VNNI: VPDPBUSD on 512 bits, four rows a pass, the tail by a masked load. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void i8_avx512(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	int full = dim & ~63;
+	__mmask64 tm = (dim & 63) ? (~0ULL >> (64 - (dim & 63))) : 0;
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		const uint8_t *r0 = rows + i * (size_t)dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+		__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+		for (int d = 0; d < full; d += 64) {
+			__m512i qv = _mm512_loadu_si512(q + d);
+			a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(r0 + d), qv);
+			a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(r1 + d), qv);
+			a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(r2 + d), qv);
+			a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512(r3 + d), qv);
+		}
+		if (tm) {
+			__m512i qv = _mm512_maskz_loadu_epi8(tm, q + full);
+			a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(tm, r0 + full), qv);
+			a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tm, r1 + full), qv);
+			a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi8(tm, r2 + full), qv);
+			a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi8(tm, r3 + full), qv);
+		}
+		out[i] = _mm512_reduce_add_epi32(a0);
+		out[i + 1] = _mm512_reduce_add_epi32(a1);
+		out[i + 2] = _mm512_reduce_add_epi32(a2);
+		out[i + 3] = _mm512_reduce_add_epi32(a3);
+	}
+	for (; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		__m512i a = _mm512_setzero_si512();
+		for (int d = 0; d < full; d += 64)
+			a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(r + d), _mm512_loadu_si512(q + d));
+		if (tm)
+			a = _mm512_dpbusd_epi32(a, _mm512_maskz_loadu_epi8(tm, r + full),
+						_mm512_maskz_loadu_epi8(tm, q + full));
+		out[i] = _mm512_reduce_add_epi32(a);
+	}
+}
+
+void scan_i8_dots_at(int isa, const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	if (isa >= SCAN_ISA_AVX512)
+		i8_avx512(rows, n, dim, q, out);
+	else if (isa == SCAN_ISA_AVX_VNNI)
+		i8_avxvnni(rows, n, dim, q, out);
+	else if (isa == SCAN_ISA_AVX2)
+		i8_avx2(rows, n, dim, q, out);
+	else
+		i8_scalar(rows, n, dim, q, out);
+}
+
+static int32_t popc_bytes(const uint8_t *a, const uint8_t *b, int n)
+{
+	int32_t s = 0;
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x, y;
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		s += __builtin_popcountll(x ^ y);
+	}
+	for (; i < n; i++)
+		s += __builtin_popcount((unsigned)(a[i] ^ b[i]));
+	return s;
+}
+
+static void bin_scalar(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = popc_bytes(rows + i * (size_t)nb, q, nb);
+}
+
+/* AVX2 has no vector popcount: count nibbles by table (VPSHUFB), sum bytes with VPSADBW. */
+__attribute__((target("avx2")))
+static void bin_avx2(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+					     0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+	const __m256i low = _mm256_set1_epi8(0x0f);
+	int full = nb & ~31;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)nb;
+		__m256i acc = _mm256_setzero_si256();
+		for (int d = 0; d < full; d += 32) {
+			__m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(r + d)),
+						     _mm256_loadu_si256((const __m256i *)(q + d)));
+			__m256i c = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
+						    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+			acc = _mm256_add_epi64(acc, _mm256_sad_epu8(c, _mm256_setzero_si256()));
+		}
+		__m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+		s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+		out[i] = (int32_t)_mm_cvtsi128_si64(s) + popc_bytes(r + full, q + full, nb - full);
+	}
+}
+
+/* AVX-512 VPOPCNTDQ: 64 bytes a step, the tail by a masked load. */
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
+static void bin_avx512(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	int full = nb & ~63;
+	__mmask64 tm = (nb & 63) ? (~0ULL >> (64 - (nb & 63))) : 0;
+	__m512i qt = _mm512_maskz_loadu_epi8(tm, q + full);
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)nb;
+		__m512i acc = _mm512_setzero_si512();
+		for (int d = 0; d < full; d += 64)
+			acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+				_mm512_loadu_si512(r + d), _mm512_loadu_si512(q + d))));
+		if (tm)
+			acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+				_mm512_maskz_loadu_epi8(tm, r + full), qt)));
+		out[i] = (int32_t)_mm512_reduce_add_epi64(acc);
+	}
+}
+
+void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8_t *q, int32_t *out)
+{
+	if (isa >= SCAN_ISA_AVX512)
+		bin_avx512(rows, n, nbytes, q, out);
+	else if (isa >= SCAN_ISA_AVX2)
+		bin_avx2(rows, n, nbytes, q, out);
+	else
+		bin_scalar(rows, n, nbytes, q, out);
+}
+
+/* Scores n compact rows into the heap, 64 at a time through the kernel. */
+static void compact_rows(heap *hp, const scan_cquery *cq, int isa, const uint8_t *rows,
+			 uint32_t n, uint32_t first, size_t rowb)
+{
+	int32_t raw[64];
+	float inv = 1.0f / (float)cq->dim;
+	for (uint32_t i = 0; i < n; i += 64) {
+		uint32_t m = n - i < 64 ? n - i : 64;
+		const uint8_t *r = rows + (size_t)i * rowb;
+		if (cq->kind == QUANT_INT8)
+			scan_i8_dots_at(isa, r, m, cq->dim, cq->q8, raw);
+		else
+			scan_bin_at(isa, r, m, (int)rowb, cq->bits, raw);
+		for (uint32_t j = 0; j < m; j++) {
+			float s = cq->kind == QUANT_INT8 ? cq->scale * (float)(raw[j] - cq->bias)
+							 : 1.0f - 2.0f * (float)raw[j] * inv;
+			if (hp->n < hp->k || s > hp->h[0].score)
+				heap_push(hp, (scan_hit){s, first + i + j});
+		}
+	}
+}
+
 static void scan_task(void *arg, int t)
 {
 	scan_ctx *c = arg;
@@ -186,7 +464,7 @@ static void scan_task(void *arg, int t)
 	scan_guard *g = c->g;
 	float max_abs = g ? g->max_abs : 0;
 	heap hp = {c->heaps + (size_t)t * c->k, 0, c->k};
-	size_t rowb = (size_t)c->dim * sizeof(float);
+	size_t rowb = c->cq ? quant_row_bytes((quant_type)c->cq->kind, c->dim) : (size_t)c->dim * sizeof(float);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;
@@ -204,7 +482,10 @@ static void scan_task(void *arg, int t)
 				break;
 			}
 		}
-		if (hi > lo) {
+		if (hi > lo && c->cq) {
+			compact_rows(&hp, c->cq, c->isa, bl->codes + (size_t)lo * rowb, hi - lo,
+				     bl->first_row + lo, rowb);
+		} else if (hi > lo) {
 			const float *v = bl->vecs + (size_t)lo * c->dim;
 			uint32_t bad = scan_rows(&hp, c->q, v, hi - lo, bl->first_row + lo, c->dim, max_abs);
 			if (bad < hi - lo) {
@@ -233,8 +514,9 @@ int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q,
 	return scan_topk_guarded(blocks, nblocks, dim, q, k, pool, NULL, out, nout, err);
 }
 
-int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
-		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const float *q,
+		    const scan_cquery *cq, int k, threadpool *pool, scan_guard *g, scan_hit *out,
+		    int *nout, emb_err *err)
 {
 	*nout = 0;
 	if (g)
@@ -295,7 +577,8 @@ int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const f
 	}
 	ntasks = t;
 
-	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g};
+	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g, cq,
+		      cq ? (cq->kind == QUANT_INT8 ? scan_isa_i8() : scan_isa_bin()) : 0};
 	threadpool_run(pool, scan_task, &c, ntasks);
 	if (g && g->failed) {
 		free(tasks);
@@ -322,4 +605,27 @@ int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const f
 	free(heaps);
 	free(counts);
 	return EMB_OK;
+}
+
+int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	return topk_run(blocks, nblocks, dim, q, NULL, k, pool, g, out, nout, err);
+}
+
+int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	scan_guard g2;
+	if (g) {
+		g2 = *g;
+		g2.max_abs = 0;
+	}
+	int rc = topk_run(blocks, nblocks, q->dim, NULL, q, k, pool, g ? &g2 : NULL, out, nout, err);
+	if (g) {
+		float keep = g->max_abs;
+		*g = g2;
+		g->max_abs = keep;
+	}
+	return rc;
 }

@@ -18,7 +18,10 @@
  * guard that asks for checksums, the rows are followed by the u64 XXH3-64 of their bytes,
  * seeded with seed. */
 typedef struct scan_block {
-	const float *vecs;
+	union {
+		const float *vecs;    /* scan_topk */
+		const uint8_t *codes; /* scan_topk_compact: nrows * row bytes */
+	};
 	uint32_t nrows;
 	uint32_t first_row;
 	uint64_t seed;
@@ -61,6 +64,47 @@ enum { SCAN_BAD_BLOCK = 1, SCAN_BAD_SCORE = 2 };
  * fields after it say which, out holds nothing and the result is EMB_ESTORE ("scan: ...");
  * the caller names the store. Other errors as scan_topk. */
 int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
+/* ---- compact rows (quant.h: int8 codes, sign bits) ------------------------------------
+ * The same scan over rows of 1 byte (int8) or 1 bit (binary) a dimension, for a store that
+ * keeps a compact copy of its vectors: 4x or 32x fewer bytes to read. The kernels are chosen
+ * at run time from cpuid (scan_kernels names them): int8 dot with AVX-512 VNNI (VPDPBUSD on
+ * 512 bits), else AVX-VNNI (the same on 256 bits), else AVX2 (widen to 16 bits, VPMADDWD);
+ * binary Hamming distance with AVX-512 VPOPCNTDQ, else AVX2 (nibble table, VPSHUFB). */
+
+/* What a compact row is scored against. INT8: q8 has dim signed codes and the score of a row
+ * of unsigned codes u is scale * (sum_d u[d] * q8[d] - bias) (quant_i8_query). BINARY: bits
+ * has (dim + 7) / 8 bytes and the score is 1 - 2 * hamming(row, bits) / dim (the cosine of
+ * the two sign vectors). */
+typedef struct scan_cquery {
+	int kind;              /* QUANT_INT8 or QUANT_BINARY (quant.h) */
+	int dim;
+	const int8_t *q8;
+	const uint8_t *bits;
+	int32_t bias;
+	float scale;
+} scan_cquery;
+
+/* Kernel levels, for tests that try each one the CPU has (scan_i8_dots_at, scan_bin_at). */
+enum { SCAN_ISA_SCALAR = 0, SCAN_ISA_AVX2 = 1, SCAN_ISA_AVX_VNNI = 2, SCAN_ISA_AVX512 = 3 };
+
+/* The best level this CPU has for int8 (AVX512: VNNI + BW) and for binary (AVX512:
+ * VPOPCNTDQ + BW; AVX_VNNI never), and the names of the kernels the scans use. */
+int scan_isa_i8(void);
+int scan_isa_bin(void);
+const char *scan_kernels(void);
+
+/* out[i] = sum_d rows[i * dim + d] * q[d] (rows unsigned, q signed), i < n, at level isa
+ * (must not exceed scan_isa_i8(); SCAN_ISA_SCALAR is the reference). */
+void scan_i8_dots_at(int isa, const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out);
+/* out[i] = popcount(rows[i * nbytes ..] xor q), i < n, at level isa (<= scan_isa_bin()). */
+void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8_t *q, int32_t *out);
+
+/* scan_topk_guarded over compact rows (blocks[].codes, quant_row_bytes(q->kind, q->dim)
+ * bytes a row, then the u64 checksum when g asks for it). Ties: lower row first. Errors as
+ * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). */
+int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
 
 #endif

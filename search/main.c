@@ -36,6 +36,7 @@ typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
 typedef struct opts {
 	const char *store, *model, *queries, *run_name;
 	int k, threads, snippet;
+	int rescore;  /* -1: the store's default */
 	out_format fmt;
 	char *query; /* joined positional words */
 } opts;
@@ -62,8 +63,11 @@ static void usage(FILE *f)
 "  --model DIR       model directory (default: the one recorded in the store)\n"
 "  --threads N       CPU threads, up to %d (default 0: all)\n"
 "  --snippet N       snippet length in bytes (default 240; 0: none)\n"
+"  --rescore N       int8/binary stores: rescore N x k candidates of the compact scan with\n"
+"                    the f32 vectors (default %d for int8, %d for binary; 0: the compact\n"
+"                    ranking and its estimated scores)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
-":help, :q.\n", CLI_MAX_THREADS);
+":help, :q.\n", CLI_MAX_THREADS, STORE_RESCORE_INT8, STORE_RESCORE_BINARY);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -71,6 +75,7 @@ static void parse_args(int argc, char **argv, opts *o)
 	memset(o, 0, sizeof *o);
 	o->k = 10;
 	o->snippet = 240;
+	o->rescore = -1;
 	size_t qlen = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -80,6 +85,7 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--model")) { NEEDV(); o->model = v; }
 		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = (int)cli_int("search", a, v, 1, 1000000); }
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
+		else if (ARG("--rescore")) { NEEDV(); o->rescore = (int)cli_int("search", a, v, 0, 100000); }
 		else if (ARG("--snippet")) { NEEDV(); o->snippet = (int)cli_int("search", a, v, 0, 1000000); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
@@ -244,7 +250,7 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 	}
 	store_hit *hits = malloc((size_t)o->k * sizeof *hits);
 	int n = 0, rc = 0;
-	if (!hits || store_search(snap, vec, o->k, x->pool, hits, &n, &e)) {
+	if (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e)) {
 		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
 		rc = -1;
 		goto out;
