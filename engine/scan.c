@@ -39,6 +39,20 @@ float scan_dot(const float *a, const float *b, int dim)
 	return s;
 }
 
+/* One row with dot4's arithmetic (one 8-wide accumulator, then the tail), so a row scores
+ * the same bit for bit wherever it falls in a task and when rescored (scan_score). */
+static float dot1(const float *q, const float *r, int dim)
+{
+	__m256 s = _mm256_setzero_ps();
+	int i = 0;
+	for (; i + 8 <= dim; i += 8)
+		s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(r + i), s);
+	float x = hsum256(s);
+	for (; i < dim; i++)
+		x += q[i] * r[i];
+	return x;
+}
+
 /* Scores rows r[0..4) (each dim floats) against q. */
 static void dot4(const float *q, const float *r, int dim, float out[4])
 {
@@ -78,6 +92,8 @@ static void dot4(const float *q, const float *r, int dim, float out[4])
 	for (int j = 0; j < 4; j++)
 		out[j] = scan_dot(q, r + (size_t)j * dim, dim);
 }
+
+static float dot1(const float *q, const float *r, int dim) { return scan_dot(q, r, dim); }
 #endif
 
 /* "a ranks below b": lower score, or equal score and higher row (lower rows win ties, so the
@@ -176,7 +192,7 @@ static uint32_t scan_rows(heap *hp, const float *q, const float *v, uint32_t n, 
 				heap_push(hp, (scan_hit){s[j], first + i + (uint32_t)j});
 	}
 	for (; i < n; i++) {
-		float x = scan_dot(q, v + (size_t)i * dim, dim);
+		float x = dot1(q, v + (size_t)i * dim, dim);
 		if (max_abs > 0 && !(x >= -max_abs && x <= max_abs))
 			return i;
 		heap_push(hp, (scan_hit){x, first + i});
@@ -507,6 +523,8 @@ static int cmp_hit_desc(const void *a, const void *b)
 		return -1;
 	return 0;
 }
+
+float scan_score(const float *q, const float *row, int dim) { return dot1(q, row, dim); }
 
 int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 	      threadpool *pool, scan_hit *out, int *nout, emb_err *err)

@@ -35,6 +35,10 @@ typedef struct scan_hit {
 /* Dot product of two dim-float vectors (AVX2/FMA when built for it). */
 float scan_dot(const float *a, const float *b, int dim);
 
+/* The score scan_topk gives row against q, bit for bit (its summation order): what a
+ * rescoring of compact candidates uses, so that it reproduces the f32 scan's answer. */
+float scan_score(const float *q, const float *row, int dim);
+
 /* The k rows with the highest q . row over all blocks, best first (ties: lower row first),
  * into out[0..*nout), *nout = min(k, total rows). pool may be NULL. Errors: EMB_EINVAL
  * (k < 1, dim < 1), EMB_ENOMEM. */

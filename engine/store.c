@@ -1838,6 +1838,62 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	return status;
 }
 
+int store_retype(store *s, quant_type vt, emb_err *err)
+{
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	if (s->dim <= 0)
+		return store_set_vtype(s, vt, err);
+	for (int attempt = 0;; attempt++) {
+		wtx w = {.s = s, .err = err};
+		int rc = txn_begin(s, 0, &w.txn);
+		if (rc)
+			return mdb_fail(err, rc, "begin write", s->dir);
+		map_view(s, 1, &w.mv);
+		quant_type old = s->vtype;
+		MDB_val k = {strlen("int8.scales"), "int8.scales"};
+		rc = mdb_del(w.txn, s->meta, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+		if (!rc)
+			rc = mdb_drop(w.txn, s->cvectors, 0);
+		if (!rc)
+			rc = meta_put_str(w.txn, s->meta, "vtype", quant_name(vt));
+		s->vtype = vt;
+		/* Block by block through the write cache: the first CACHE_BLOCKS blocks are loaded
+		 * before the first flush, so int8 calibrates on them, as the writer does. */
+		uint64_t rows = meta_u64(w.txn, s->meta, "rows");
+		uint32_t nb = (uint32_t)((rows + (uint64_t)s->block_rows - 1) / (uint64_t)s->block_rows);
+		for (uint32_t b = 0; b < nb && !rc && vt != QUANT_F32; b++) {
+			cblock *c;
+			if ((rc = cache_get(&w, b, &c)) == 0)
+				c->dirty = 1;
+		}
+		if (!rc && vt != QUANT_F32)
+			rc = cache_flush(&w); /* rewrites the f32 blocks unchanged, with their codes */
+		cache_free(&w);
+		free(w.scales);
+		if (!rc)
+			rc = meta_seal(w.txn, s->meta);
+		if (!rc)
+			rc = mdb_txn_commit(w.txn);
+		else
+			mdb_txn_abort(w.txn);
+		if (rc == 0) {
+			pad_file(s);
+			return EMB_OK;
+		}
+		s->vtype = old;
+		if (rc == MDB_MAP_FULL && attempt < 40) {
+			int st = grow_map(s, err);
+			if (st)
+				return st;
+			continue;
+		}
+		return rc == -1 ? (err ? err->code : EMB_ESTORE) : mdb_fail(err, rc, "retype", s->dir);
+	}
+}
+
 int store_seen_clear(store *s, emb_err *err)
 {
 	if (s->readonly)
@@ -2092,7 +2148,7 @@ static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size
 		const MDB_val *v = &uv[f - ub];
 		if ((size_t)off >= (v->mv_size - trailer(s)) / rowb)
 			return damaged(err, s, "row %u lies past its vector block", h[i].row);
-		float x = scan_dot(qn, (const float *)((const char *)v->mv_data + off * rowb), s->dim);
+		float x = scan_score(qn, (const float *)((const char *)v->mv_data + off * rowb), s->dim);
 		if (!(x >= -1 - SCORE_EPS && x <= 1 + SCORE_EPS))
 			return damaged(err, s, "row %u scores %g, not a cosine", h[i].row, x);
 		h[i].score = x;

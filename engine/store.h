@@ -161,6 +161,12 @@ quant_type store_vtype(const store *s);
  * not int8: changing the vector type needs --rebuild"; LMDB failure). */
 int store_set_vtype(store *s, quant_type vt, emb_err *err);
 
+/* Rewrites a store's compact copy for type vt from its f32 rows, in one transaction, int8
+ * calibrating on the first 32 blocks as the writer does: what a rebuild with --vectors gives,
+ * without embedding again. For tools and evaluations (tests/tool_store_retype); the indexer
+ * keeps its rule (changing the type needs --rebuild). Errors as store_apply. */
+int store_retype(store *s, quant_type vt, emb_err *err);
+
 /* An estimate of the pages of the id-keyed tables (docs, docrows, seen) that a write
  * transaction of `docs` documents with ids in no particular order dirties, from the tables'
  * leaf and branch page counts now: k ids at random places land on L(1 - e^(-k/L)) of a
