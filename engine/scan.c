@@ -153,11 +153,12 @@ typedef struct scan_ctx {
 	const task *tasks;
 	int dim, k;
 	const float *q;
-	scan_hit *heaps; /* ntasks * k */
-	int *counts;     /* ntasks */
+	scan_hit *heaps; /* ntasks * nq * k: task t's heap of query i at (t * nq + i) * k */
+	int *counts;     /* ntasks * nq */
 	scan_guard *g;   /* may be NULL */
 	const scan_cquery *cq; /* compact rows, or NULL: f32 */
 	int isa;         /* compact: the kernel level */
+	int nq;          /* f32: queries q[0..nq * dim), scored together a run of rows at a time */
 } scan_ctx;
 
 /* Records the first failure; later ones (other threads) are dropped. */
@@ -488,7 +489,17 @@ static void scan_task(void *arg, int t)
 	const task *tk = &c->tasks[t];
 	scan_guard *g = c->g;
 	float max_abs = g ? g->max_abs : 0;
-	heap hp = {c->heaps + (size_t)t * c->k, 0, c->k};
+	heap hp = {c->heaps + (size_t)t * c->nq * c->k, 0, c->k};
+	heap *hps = NULL;
+	if (c->nq > 1) {
+		hps = malloc((size_t)c->nq * sizeof *hps);
+		if (!hps) { /* reported as damage would be wrong: fail the scan as out of memory */
+			guard_fail(c->g, SCAN_BAD_BLOCK, (size_t)-1, 0, 0);
+			return;
+		}
+		for (int i = 0; i < c->nq; i++)
+			hps[i] = (heap){c->heaps + ((size_t)t * c->nq + i) * c->k, 0, c->k};
+	}
 	size_t rowb = c->cq ? quant_row_bytes((quant_type)c->cq->kind, c->dim) : (size_t)c->dim * sizeof(float);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
@@ -510,6 +521,29 @@ static void scan_task(void *arg, int t)
 		if (hi > lo && c->cq) {
 			compact_rows(&hp, c->cq, c->isa, bl->codes + (size_t)lo * rowb, hi - lo,
 				     bl->first_row + lo, rowb);
+		} else if (hi > lo && hps) {
+			/* Many queries: a run of rows stays in L1/L2 while every query scores it, so
+			 * memory delivers each row once a batch, not once a query. */
+			uint32_t bad = 0, badq = 0;
+			for (uint32_t r = lo; r < hi && !bad; r += 32) {
+				uint32_t n = hi - r < 32 ? hi - r : 32;
+				const float *v = bl->vecs + (size_t)r * c->dim;
+				for (int i = 0; i < c->nq; i++) {
+					uint32_t x = scan_rows(&hps[i], c->q + (size_t)i * c->dim, v, n,
+							       bl->first_row + r, c->dim, max_abs);
+					if (x < n) {
+						bad = r + x + 1;
+						badq = (uint32_t)i;
+						break;
+					}
+				}
+			}
+			if (bad) {
+				guard_fail(g, SCAN_BAD_SCORE, b, bl->first_row + bad - 1,
+					   scan_dot(c->q + (size_t)badq * c->dim,
+						    bl->vecs + (size_t)(bad - 1) * c->dim, c->dim));
+				break;
+			}
 		} else if (hi > lo) {
 			const float *v = bl->vecs + (size_t)lo * c->dim;
 			uint32_t bad = scan_rows(&hp, c->q, v, hi - lo, bl->first_row + lo, c->dim, max_abs);
@@ -520,7 +554,13 @@ static void scan_task(void *arg, int t)
 			}
 		}
 	}
-	c->counts[t] = hp.n;
+	if (hps) {
+		for (int i = 0; i < c->nq; i++)
+			c->counts[(size_t)t * c->nq + i] = hps[i].n;
+		free(hps);
+	} else {
+		c->counts[t] = hp.n;
+	}
 }
 
 static int cmp_hit_desc(const void *a, const void *b)
@@ -541,10 +581,15 @@ int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q,
 	return scan_topk_guarded(blocks, nblocks, dim, q, k, pool, NULL, out, nout, err);
 }
 
-static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const float *q,
+static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const float *q, int nq,
 		    const scan_cquery *cq, int k, threadpool *pool, scan_guard *g, scan_hit *out,
 		    int *nout, emb_err *err)
 {
+	scan_guard own = {0};
+	if (nq > 1 && !g)
+		g = &own; /* a task out of memory reports through it */
+	for (int i = 0; i < nq; i++)
+		nout[i] = 0;
 	*nout = 0;
 	if (g)
 		g->failed = 0;
@@ -565,8 +610,8 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 	uint64_t per = (total + (uint64_t)ntasks - 1) / (uint64_t)ntasks;
 
 	task *tasks = calloc((size_t)ntasks, sizeof *tasks);
-	scan_hit *heaps = malloc((size_t)ntasks * (size_t)k * sizeof *heaps);
-	int *counts = calloc((size_t)ntasks, sizeof *counts);
+	scan_hit *heaps = malloc((size_t)ntasks * (size_t)nq * (size_t)k * sizeof *heaps);
+	int *counts = calloc((size_t)ntasks * (size_t)nq, sizeof *counts);
 	if (!tasks || !heaps || !counts) {
 		free(tasks);
 		free(heaps);
@@ -605,29 +650,45 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 	ntasks = t;
 
 	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g, cq,
-		      cq ? (cq->kind == QUANT_INT8 ? scan_isa_i8() : scan_isa_bin()) : 0};
+		      cq ? (cq->kind == QUANT_INT8 ? scan_isa_i8() : scan_isa_bin()) : 0, nq};
 	threadpool_run(pool, scan_task, &c, ntasks);
 	if (g && g->failed) {
 		free(tasks);
 		free(heaps);
 		free(counts);
+		if (g->failed == SCAN_BAD_BLOCK && g->bad_block == (size_t)-1) {
+			g->failed = 0;
+			return emb_errf(err, EMB_ENOMEM, "scan: out of memory");
+		}
 		if (g->failed == SCAN_BAD_BLOCK)
 			return emb_errf(err, EMB_ESTORE, "scan: block %zu fails its check", g->bad_block);
 		return emb_errf(err, EMB_ESTORE, "scan: row %u scores %g, outside [-%g, %g]",
 				g->bad_row, g->bad_score, g->max_abs, g->max_abs);
 	}
 
-	/* Merge: compact every task's heap, sort, keep k. */
-	size_t n = 0;
-	for (int i = 0; i < ntasks; i++) {
-		memmove(heaps + n, heaps + (size_t)i * k, (size_t)counts[i] * sizeof *heaps);
-		n += (size_t)counts[i];
+	/* Merge, query by query: gather every task's heap, sort, keep k. */
+	scan_hit *all = nq > 1 ? malloc((size_t)ntasks * (size_t)k * sizeof *all) : heaps;
+	if (!all) {
+		free(tasks);
+		free(heaps);
+		free(counts);
+		return emb_errf(err, EMB_ENOMEM, "scan: out of memory");
 	}
-	qsort(heaps, n, sizeof *heaps, cmp_hit_desc);
-	if (n > (size_t)k)
-		n = (size_t)k;
-	memcpy(out, heaps, n * sizeof *out);
-	*nout = (int)n;
+	for (int qi = 0; qi < nq; qi++) {
+		size_t n = 0;
+		for (int i = 0; i < ntasks; i++) {
+			size_t at = ((size_t)i * nq + qi) * k, cnt = (size_t)counts[(size_t)i * nq + qi];
+			memmove(all + n, heaps + at, cnt * sizeof *heaps);
+			n += cnt;
+		}
+		qsort(all, n, sizeof *all, cmp_hit_desc);
+		if (n > (size_t)k)
+			n = (size_t)k;
+		memcpy(out + (size_t)qi * k, all, n * sizeof *out);
+		nout[qi] = (int)n;
+	}
+	if (all != heaps)
+		free(all);
 	free(tasks);
 	free(heaps);
 	free(counts);
@@ -637,7 +698,15 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
 {
-	return topk_run(blocks, nblocks, dim, q, NULL, k, pool, g, out, nout, err);
+	return topk_run(blocks, nblocks, dim, q, 1, NULL, k, pool, g, out, nout, err);
+}
+
+int scan_topk_multi(const scan_block *blocks, size_t nblocks, int dim, const float *qs, int nq,
+		    int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	if (nq < 1)
+		return emb_errf(err, EMB_EINVAL, "scan: %d queries", nq);
+	return topk_run(blocks, nblocks, dim, qs, nq, NULL, k, pool, g, out, nout, err);
 }
 
 int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
@@ -648,7 +717,7 @@ int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquer
 		g2 = *g;
 		g2.max_abs = 0;
 	}
-	int rc = topk_run(blocks, nblocks, q->dim, NULL, q, k, pool, g ? &g2 : NULL, out, nout, err);
+	int rc = topk_run(blocks, nblocks, q->dim, NULL, 1, q, k, pool, g ? &g2 : NULL, out, nout, err);
 	if (g) {
 		float keep = g->max_abs;
 		*g = g2;

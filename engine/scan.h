@@ -70,6 +70,13 @@ enum { SCAN_BAD_BLOCK = 1, SCAN_BAD_SCORE = 2 };
 int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
 
+/* scan_topk_guarded for nq queries at once (qs: nq * dim floats): each run of rows is scored
+ * by every query while it is in cache, so memory delivers the rows once for the batch. Query
+ * i's hits go to out[i * k ..], *nout[i] of them, exactly as scan_topk_guarded would give
+ * them. Errors as scan_topk_guarded, EMB_EINVAL (nq < 1). */
+int scan_topk_multi(const scan_block *blocks, size_t nblocks, int dim, const float *qs, int nq,
+		    int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
 /* ---- compact rows (quant.h: int8 codes, sign bits) ------------------------------------
  * The same scan over rows of 1 byte (int8) or 1 bit (binary) a dimension, for a store that
  * keeps a compact copy of its vectors: 4x or 32x fewer bytes to read. The kernels are chosen

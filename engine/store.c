@@ -2157,6 +2157,41 @@ static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size
 	return EMB_OK;
 }
 
+/* The first k distinct documents among the top rows sh[0..got), with their row entries
+ * checked, into hits[0..*n). */
+static int rows_to_hits(store_snapshot *snap, const scan_hit *sh, int got, int k, store_hit *hits,
+			int *nout, emb_err *err)
+{
+	store *s = snap->s;
+	int rc, n = 0;
+	*nout = 0;
+	for (int i = 0; i < got && n < k; i++) {
+		MDB_val rk = {4, (void *)&sh[i].row}, ev;
+		if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0)
+			return damaged(err, s, "row %u has no document (%s)", sh[i].row, mdb_strerror(rc));
+		if (!in_map(&snap->mv, &ev) || ev.mv_size <= ROWMAP_HDR + trailer(s) ||
+		    ev.mv_size > ROWMAP_HDR + STORE_MAX_ID_BYTES + trailer(s) ||
+		    !val_sound(s, &sh[i].row, 4, &ev))
+			return damaged(err, s, "the entry of row %u fails its checksum", sh[i].row);
+		const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
+		size_t idl = ev.mv_size - ROWMAP_HDR - trailer(s);
+		int dup = 0;
+		for (int j = 0; j < n && !dup; j++)
+			dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
+		if (dup)
+			continue;
+		MDB_val dk = {idl, (void *)id}, dv;
+		if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0)
+			return damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
+				       sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
+		uint32_t h[3];
+		memcpy(h, ev.mv_data, sizeof h);
+		hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
+	}
+	*nout = n;
+	return EMB_OK;
+}
+
 static int search_run(store_snapshot *snap, const float *q, int k, int rescore, threadpool *pool,
 		      store_hit *hits, int *nhits, search_mem *mem, emb_err *err)
 {
@@ -2316,36 +2351,8 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 			goto out;
 		}
 		int n = 0;
-		for (int i = 0; i < got && n < k; i++) {
-			MDB_val rk = {4, &sh[i].row}, ev;
-			if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0) {
-				status = damaged(err, s, "row %u has no document (%s)", sh[i].row,
-						 mdb_strerror(rc));
-				goto out;
-			}
-			if (!in_map(&snap->mv, &ev) || ev.mv_size <= ROWMAP_HDR + trailer(s) ||
-			    ev.mv_size > ROWMAP_HDR + STORE_MAX_ID_BYTES + trailer(s) ||
-			    !val_sound(s, &sh[i].row, 4, &ev)) {
-				status = damaged(err, s, "the entry of row %u fails its checksum", sh[i].row);
-				goto out;
-			}
-			const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
-			size_t idl = ev.mv_size - ROWMAP_HDR - trailer(s);
-			int dup = 0;
-			for (int j = 0; j < n && !dup; j++)
-				dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
-			if (dup)
-				continue;
-			MDB_val dk = {idl, (void *)id}, dv;
-			if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0) {
-				status = damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
-						 sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
-				goto out;
-			}
-			uint32_t h[3];
-			memcpy(h, ev.mv_data, sizeof h);
-			hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
-		}
+		if ((status = rows_to_hits(snap, sh, got, k, hits, &n, err)) != 0)
+			goto out;
 		*nhits = n;
 		if (n >= k || m >= total)
 			break;
@@ -2355,6 +2362,129 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 out:
 	if (status)
 		*nhits = 0;
+	return status;
+}
+
+/* store_search_batch's f32 path: one scan for the batch's top 2k + 16 rows each; *redo[i]
+ * set for the queries whose rows held fewer than k documents (store_search widens them). */
+static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, threadpool *pool,
+		     store_hit *hits, int *nhits, int *redo, search_mem *mem, emb_err *err)
+{
+	store *s = snap->s;
+	int dim = s->dim, status = EMB_OK, rc;
+	size_t rowb = (size_t)dim * sizeof(float), cap = 1024, nb = 0;
+	float *qn = mem->qn = malloc((size_t)nq * dim * sizeof *qn);
+	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
+	if (!qn || !blocks)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	memcpy(qn, qs, (size_t)nq * dim * sizeof *qn);
+	for (int i = 0; i < nq; i++) {
+		for (int d = 0; d < dim; d++)
+			if (!isfinite(qn[(size_t)i * dim + d]))
+				return emb_errf(err, EMB_EINVAL, "search: query vector %d is not finite", i);
+		normalize(qn + (size_t)i * dim, dim);
+	}
+	MDB_cursor *cur;
+	if ((rc = mdb_cursor_open(snap->txn, s->vectors, &cur)) != 0)
+		return mdb_fail(err, rc, "cursor", s->dir);
+	mem->cur = cur;
+	MDB_val key, val;
+	uint64_t total = 0;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (nb == cap) {
+			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
+			if (!nbk)
+				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			blocks = mem->blocks = nbk;
+			cap *= 2;
+		}
+		uint32_t b;
+		size_t bytes = val.mv_size - trailer(s);
+		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
+		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
+		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
+		    bytes / rowb > (size_t)s->block_rows)
+			return damaged(err, s, "vector block %zu is malformed or out of place", nb);
+		blocks[nb].vecs = val.mv_data;
+		blocks[nb].nrows = (uint32_t)(bytes / rowb);
+		blocks[nb].first_row = b * (uint32_t)s->block_rows;
+		blocks[nb].seed = XXH3_64bits(&b, sizeof b);
+		total += blocks[nb].nrows;
+		nb++;
+	}
+	mdb_cursor_close(cur);
+	mem->cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		return mdb_fail(err, rc, "scan", s->dir);
+	uint64_t m = (uint64_t)k * 2 + 16;
+	if (m > total)
+		m = total;
+	if (m == 0) {
+		for (int i = 0; i < nq; i++)
+			nhits[i] = 0;
+		return EMB_OK;
+	}
+	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
+	scan_hit *sh = mem->sh = malloc((size_t)nq * m * sizeof *sh);
+	int *got = malloc((size_t)nq * sizeof *got);
+	if (!sh || !got) {
+		free(got);
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	}
+	status = scan_topk_multi(blocks, nb, dim, qn, nq, (int)m, pool, &guard, sh, got, err);
+	if (status && guard.failed == SCAN_BAD_BLOCK)
+		status = damaged(err, s, "vector block %zu fails its checksum", guard.bad_block);
+	else if (status && guard.failed)
+		status = damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row, guard.bad_score);
+	for (int i = 0; i < nq && !status; i++) {
+		status = rows_to_hits(snap, sh + (size_t)i * m, got[i], k, hits + (size_t)i * k, &nhits[i], err);
+		redo[i] = nhits[i] < k && m < total;
+	}
+	free(got);
+	return status;
+}
+
+int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
+		       threadpool *pool, store_hit *hits, int *nhits, emb_err *err)
+{
+	store *s = snap->s;
+	for (int i = 0; i < nq; i++)
+		nhits[i] = 0;
+	if (k < 1)
+		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
+	if (nq < 1 || s->dim <= 0)
+		return EMB_OK;
+	int *redo = calloc((size_t)nq, sizeof *redo);
+	if (!redo)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	int status = EMB_OK;
+	search_mem *mem = calloc(1, sizeof *mem);
+	if (!mem) {
+		free(redo);
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	}
+	if (s->vtype == QUANT_F32 && nq > 1) {
+		TRAP_LMDB(s, status, err, batch_run(snap, qs, nq, k, pool, hits, nhits, redo, mem, err),
+			  (void)0);
+	} else {
+		for (int i = 0; i < nq; i++)
+			redo[i] = 1;
+	}
+	if (mem->cur)
+		mdb_cursor_close(mem->cur);
+	free(mem->qn);
+	free(mem->blocks);
+	free(mem->sh);
+	free(mem);
+	for (int i = 0; i < nq && !status; i++)
+		if (redo[i])
+			status = store_search_rescore(snap, qs + (size_t)i * s->dim, k, rescore, pool,
+						      hits + (size_t)i * k, &nhits[i], err);
+	if (status)
+		for (int i = 0; i < nq; i++)
+			nhits[i] = 0;
+	free(redo);
 	return status;
 }
 

@@ -226,8 +226,11 @@ static char *make_snippet(const char *text, size_t tl, uint32_t a, uint32_t b, i
 	return out;
 }
 
-/* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). */
-static int run_query(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink)
+/* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). With
+ * bsnap, the query was answered by a batch (store_search_batch) in that snapshot: bhits[0..bn)
+ * are printed, nothing is searched. */
+static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink,
+			store_snapshot *bsnap, store_hit *bhits, int bn)
 {
 	opts *o = x->o;
 	emb_err e = {0};
@@ -242,15 +245,15 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 		}
 		vec = v;
 	}
-	store_snapshot *snap;
-	if (store_snapshot_begin(x->st, &snap, &e)) {
+	store_snapshot *snap = bsnap;
+	if (!snap && store_snapshot_begin(x->st, &snap, &e)) {
 		fprintf(stderr, "search: %s\n", e.msg);
 		free(v);
 		return -1;
 	}
-	store_hit *hits = malloc((size_t)o->k * sizeof *hits);
-	int n = 0, rc = 0;
-	if (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e)) {
+	store_hit *hits = bsnap ? bhits : malloc((size_t)o->k * sizeof *hits);
+	int n = bsnap ? bn : 0, rc = 0;
+	if (!bsnap && (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e))) {
 		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
 		rc = -1;
 		goto out;
@@ -315,11 +318,18 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 		printf("(no documents)\n");
 	}
 out:
-	free(hits);
+	if (!bsnap) {
+		free(hits);
+		store_snapshot_end(snap);
+	}
 	free(v);
-	store_snapshot_end(snap);
 	fflush(stdout);
 	return rc;
+}
+
+static int run_query(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink)
+{
+	return run_query_in(x, qid, q, vec, jsink, NULL, NULL, 0);
 }
 
 /* Lines from a file descriptor through a fixed buffer of MAX_QUERY_LINE bytes: a longer
@@ -481,12 +491,32 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 		fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", r->name, r->lineno, e.msg);
 		rc = -1;
 	}
+	/* The batch in one scan of the store (store_search_batch), in one snapshot. */
+	store_snapshot *snap = NULL;
+	store_hit *hits = NULL;
+	int *nh = NULL;
+	if (!rc && n > 1) {
+		hits = malloc((size_t)n * x->o->k * sizeof *hits);
+		nh = malloc((size_t)n * sizeof *nh);
+		if (!hits || !nh) {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+		} else if (store_snapshot_begin(x->st, &snap, &e) ||
+			   store_search_batch(snap, *vecs, n, x->o->k, x->o->rescore, x->pool, hits, nh, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+		}
+	}
 	for (int i = 0; i < n; i++) {
-		if (!rc && run_query(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL))
+		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL, snap,
+					snap ? hits + (size_t)i * x->o->k : NULL, snap ? nh[i] : 0))
 			rc = -1;
 		free(ids[i]);
 		free(texts[i]);
 	}
+	store_snapshot_end(snap);
+	free(hits);
+	free(nh);
 	return rc;
 }
 

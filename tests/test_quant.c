@@ -273,6 +273,59 @@ static void test_damage(const char *tmp, const char *dir, const float *q, const 
 	free(file);
 }
 
+/* Many queries in one scan equal one scan each: scan_topk_multi against scan_topk (rows in
+ * blocks of uneven sizes, odd dim), and store_search_batch against store_search. */
+static void test_multi(const char *f32store)
+{
+	enum { D = 45, NB = 9, NQ = 7, KK = 13 };
+	static float rows[NB * 100 * D];
+	scan_block bl[NB];
+	uint32_t first = 0;
+	for (int b = 0; b < NB; b++) {
+		uint32_t n = 1 + (uint32_t)(next() % 100);
+		bl[b] = (scan_block){.vecs = rows + (size_t)first * D, .nrows = n, .first_row = first};
+		first += n;
+	}
+	for (size_t i = 0; i < (size_t)first * D; i++)
+		rows[i] = frand();
+	float qs[NQ * D];
+	for (int i = 0; i < NQ * D; i++)
+		qs[i] = frand();
+	threadpool *pool = threadpool_create(3);
+	scan_hit multi[NQ * KK], one[KK];
+	int nm[NQ], n1;
+	emb_err e = {0};
+	CHECK(scan_topk_multi(bl, NB, D, qs, NQ, KK, pool, NULL, multi, nm, &e) == 0, "%s", e.msg);
+	for (int q = 0; q < NQ; q++) {
+		CHECK(scan_topk(bl, NB, D, qs + q * D, KK, pool, one, &n1, &e) == 0, "%s", e.msg);
+		CHECK(n1 == nm[q] && !memcmp(one, multi + q * KK, (size_t)n1 * sizeof *one),
+		      "scan_topk_multi query %d differs from scan_topk", q);
+	}
+	store *s;
+	store_snapshot *snap;
+	CHECK(store_open(f32store, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
+	CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
+	float sq[NQ * DIM];
+	for (int i = 0; i < NQ * DIM; i++)
+		sq[i] = frand() + (i % DIM < 3 ? 0.5f : 0);
+	store_hit bh[NQ * K], h1[K];
+	int bn[NQ];
+	CHECK(store_search_batch(snap, sq, NQ, K, -1, pool, bh, bn, &e) == 0, "%s", e.msg);
+	for (int q = 0; q < NQ; q++) {
+		CHECK(store_search(snap, sq + q * DIM, K, pool, h1, &n1, &e) == 0, "%s", e.msg);
+		CHECK(n1 == bn[q], "store_search_batch query %d: %d hits, not %d", q, bn[q], n1);
+		for (int i = 0; i < n1 && i < bn[q]; i++) {
+			const store_hit *a = &h1[i], *b = &bh[q * K + i];
+			CHECK(a->score == b->score && a->row == b->row && a->id == b->id &&
+			      a->id_len == b->id_len && a->win_index == b->win_index,
+			      "store_search_batch query %d hit %d differs from store_search", q, i);
+		}
+	}
+	store_snapshot_end(snap);
+	store_close(s);
+	threadpool_destroy(pool);
+}
+
 int main(void)
 {
 	test_codes();
@@ -329,6 +382,7 @@ int main(void)
 			}
 		}
 	}
+	test_multi(p[0]);
 	/* Not a bound to hold, a sign of life: the raw compact rankings overlap the exact one. */
 	printf("test_quant: raw top-%d overlap with f32: int8 %.2f, binary %.2f\n", K,
 	       raw_hits[1] / (20.0 * K), raw_hits[2] / (20.0 * K));
