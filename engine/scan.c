@@ -511,9 +511,10 @@ static void scan_task(void *arg, int t)
 		 * before scoring, which then reads the block from L2 (a block split between two
 		 * tasks is read once more: at most one block a task). */
 		if (g && g->checksums && lo == 0) {
+			const void *data = c->cq ? (const void *)bl->codes : (const void *)bl->vecs;
 			uint64_t want;
-			memcpy(&want, (const char *)bl->vecs + bl->nrows * rowb, sizeof want);
-			if (XXH3_64bits_withSeed(bl->vecs, bl->nrows * rowb, bl->seed) != want) {
+			memcpy(&want, (const char *)data + bl->nrows * rowb, sizeof want);
+			if (XXH3_64bits_withSeed(data, bl->nrows * rowb, bl->seed) != want) {
 				guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
 				break;
 			}

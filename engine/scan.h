@@ -18,13 +18,11 @@
  * guard that asks for checksums, the rows are followed by the u64 XXH3-64 of their bytes,
  * seeded with seed. */
 typedef struct scan_block {
-	union {
-		const float *vecs;    /* scan_topk */
-		const uint8_t *codes; /* scan_topk_compact: nrows * row bytes */
-	};
+	const float *vecs;
 	uint32_t nrows;
 	uint32_t first_row;
 	uint64_t seed;
+	const uint8_t *codes; /* scan_topk_compact reads these instead: nrows * row bytes */
 } scan_block;
 
 typedef struct scan_hit {

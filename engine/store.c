@@ -2285,7 +2285,8 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 					 compact ? "compact" : "vector", nb);
 			goto out;
 		}
-		blocks[nb].vecs = val.mv_data;
+		blocks[nb].vecs = compact ? NULL : val.mv_data;
+		blocks[nb].codes = compact ? val.mv_data : NULL;
 		blocks[nb].nrows = (uint32_t)(bytes / rowb);
 		blocks[nb].first_row = b * (uint32_t)s->block_rows;
 		blocks[nb].seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
