@@ -326,6 +326,47 @@ static void test_multi(const char *f32store)
 	threadpool_destroy(pool);
 }
 
+/* A format-2 store (tests/data/store-format2: written by the indexer before compact vectors,
+ * 3 documents of all-MiniLM-L6-v2) reads as it is, and a writer's open upgrades it to format
+ * 3 in place with the same answers and a clean check. */
+static void test_format2(const char *tmp)
+{
+	char dir[600], cmd[1400];
+	snprintf(dir, sizeof dir, "%s/f2", tmp);
+	snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/store-format2/data.mdb '%s/'", dir, dir);
+	CHECK(system(cmd) == 0, "copy the format-2 fixture");
+	float q[384];
+	for (int d = 0; d < 384; d++)
+		q[d] = frand();
+	answer a[2];
+	for (int pass = 0; pass < 2; pass++) {
+		store *s;
+		store_snapshot *snap;
+		store_check_report r;
+		store_hit h[K];
+		emb_err e = {0};
+		CHECK(store_open(dir, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
+		CHECK(store_vtype(s) == QUANT_F32, "format-%d store: not f32", 2 + pass);
+		CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
+		CHECK(store_check(snap, &r, &e) == 0, "%s", e.msg);
+		CHECK(r.format == 2 + pass && r.docs == 3, "pass %d: format %d, %llu documents", pass,
+		      r.format, (unsigned long long)r.docs);
+		memset(&a[pass], 0, sizeof a[pass]);
+		CHECK(store_search(snap, q, K, NULL, h, &a[pass].n, &e) == 0, "%s", e.msg);
+		for (int i = 0; i < a[pass].n; i++) {
+			memcpy(a[pass].id[i], h[i].id, h[i].id_len < 15 ? h[i].id_len : 15);
+			a[pass].score[i] = h[i].score;
+		}
+		store_snapshot_end(snap);
+		store_close(s);
+		if (pass == 0) { /* a writer's open upgrades it */
+			CHECK(store_open(dir, 0, &s, &e) == 0, "open format 2 for writing: %s", e.msg);
+			store_close(s);
+		}
+	}
+	CHECK(a[0].n == 3 && !memcmp(&a[0], &a[1], sizeof a[0]), "answers differ after the upgrade");
+}
+
 int main(void)
 {
 	test_codes();
@@ -383,6 +424,7 @@ int main(void)
 		}
 	}
 	test_multi(p[0]);
+	test_format2(tmp);
 	/* Not a bound to hold, a sign of life: the raw compact rankings overlap the exact one. */
 	printf("test_quant: raw top-%d overlap with f32: int8 %.2f, binary %.2f\n", K,
 	       raw_hits[1] / (20.0 * K), raw_hits[2] / (20.0 * K));
