@@ -519,7 +519,15 @@ static void scan_task(void *arg, int t)
 				break;
 			}
 		}
-		if (hi > lo && c->cq) {
+		if (hi > lo && c->cq && hps) {
+			/* Many compact queries: each 64-row run scored by all of them while in cache. */
+			for (uint32_t r = lo; r < hi; r += 64) {
+				uint32_t n = hi - r < 64 ? hi - r : 64;
+				for (int i = 0; i < c->nq; i++)
+					compact_rows(&hps[i], c->cq + i, c->isa, bl->codes + (size_t)r * rowb, n,
+						     bl->first_row + r, rowb);
+			}
+		} else if (hi > lo && c->cq) {
 			compact_rows(&hp, c->cq, c->isa, bl->codes + (size_t)lo * rowb, hi - lo,
 				     bl->first_row + lo, rowb);
 		} else if (hi > lo && hps) {
@@ -708,6 +716,29 @@ int scan_topk_multi(const scan_block *blocks, size_t nblocks, int dim, const flo
 	if (nq < 1)
 		return emb_errf(err, EMB_EINVAL, "scan: %d queries", nq);
 	return topk_run(blocks, nblocks, dim, qs, nq, NULL, k, pool, g, out, nout, err);
+}
+
+int scan_topk_compact_multi(const scan_block *blocks, size_t nblocks, const scan_cquery *qs,
+			    int nq, int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout,
+			    emb_err *err)
+{
+	if (nq < 1)
+		return emb_errf(err, EMB_EINVAL, "scan: %d queries", nq);
+	for (int i = 1; i < nq; i++)
+		if (qs[i].kind != qs[0].kind || qs[i].dim != qs[0].dim)
+			return emb_errf(err, EMB_EINVAL, "scan: queries of different kinds");
+	scan_guard g2 = {0};
+	if (g) {
+		g2 = *g;
+		g2.max_abs = 0;
+	}
+	int rc = topk_run(blocks, nblocks, qs->dim, NULL, nq, qs, k, pool, &g2, out, nout, err);
+	if (g) {
+		float keep = g->max_abs;
+		*g = g2;
+		g->max_abs = keep;
+	}
+	return rc;
 }
 
 int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,

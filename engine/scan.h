@@ -116,4 +116,12 @@ void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8
 int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
 
+/* scan_topk_compact for nq queries of one kind (qs[0..nq)), every 64-row run scored by all
+ * of them while in cache; query i's hits at out[i * k ..], nout[i] of them, as
+ * scan_topk_compact gives them. Errors as scan_topk_compact, EMB_EINVAL (nq < 1, mixed
+ * kinds). */
+int scan_topk_compact_multi(const scan_block *blocks, size_t nblocks, const scan_cquery *qs,
+			    int nq, int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout,
+			    emb_err *err);
+
 #endif

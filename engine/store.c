@@ -2070,6 +2070,7 @@ typedef struct search_mem {
 	void *cq;          /* the compact query's codes */
 	uint32_t *ublk;    /* rescoring: the distinct f32 blocks of the candidates */
 	MDB_val *uval;     /* ... and their values */
+	int *got;          /* store_search_batch: rows found a query */
 } search_mem;
 
 /* Rescoring: the f32 blocks holding the candidates, each verified by one task. */
@@ -2366,14 +2367,18 @@ out:
 	return status;
 }
 
-/* store_search_batch's f32 path: one scan for the batch's top 2k + 16 rows each; *redo[i]
- * set for the queries whose rows held fewer than k documents (store_search widens them). */
-static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, threadpool *pool,
-		     store_hit *hits, int *nhits, int *redo, search_mem *mem, emb_err *err)
+/* store_search_batch's one scan for the batch: the top 2k + 16 rows of each query (f32), or
+ * of max(N x k, 2k + 16) compact candidates each, rescored (int8, binary); redo[i] set for
+ * the queries whose rows held fewer than k documents (store_search widens those). */
+static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
+		     threadpool *pool, store_hit *hits, int *nhits, int *redo, search_mem *mem,
+		     emb_err *err)
 {
 	store *s = snap->s;
 	int dim = s->dim, status = EMB_OK, rc;
-	size_t rowb = (size_t)dim * sizeof(float), cap = 1024, nb = 0;
+	int compact = s->vtype != QUANT_F32;
+	size_t rowb = compact ? quant_row_bytes(s->vtype, dim) : (size_t)dim * sizeof(float);
+	size_t cap = 1024, nb = 0;
 	float *qn = mem->qn = malloc((size_t)nq * dim * sizeof *qn);
 	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
 	if (!qn || !blocks)
@@ -2385,8 +2390,47 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, threa
 				return emb_errf(err, EMB_EINVAL, "search: query vector %d is not finite", i);
 		normalize(qn + (size_t)i * dim, dim);
 	}
+	if (rescore < 0)
+		rescore = s->vtype == QUANT_INT8 ? STORE_RESCORE_INT8 : STORE_RESCORE_BINARY;
+	scan_cquery *cq = NULL;
+	if (compact) {
+		/* Codes and queries in one allocation: nq queries, then dim bytes of codes each. */
+		char *buf = mem->cq = malloc((size_t)nq * (sizeof *cq + (size_t)dim + 64));
+		float *scales = NULL;
+		if (!buf)
+			return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+		cq = (scan_cquery *)buf;
+		uint8_t *codes = (uint8_t *)(cq + nq);
+		if (s->vtype == QUANT_INT8) {
+			MDB_val sv;
+			rc = meta_get(snap->txn, s->meta, "int8.scales", &sv);
+			if (rc == MDB_NOTFOUND) {
+				for (int i = 0; i < nq; i++)
+					nhits[i] = 0;
+				return EMB_OK; /* no rows yet */
+			}
+			if (rc || sv.mv_size != (size_t)dim * sizeof(float) || !in_map(&snap->mv, &sv))
+				return damaged(err, s, "the int8 scales are malformed");
+			if (!(scales = malloc((size_t)dim * sizeof *scales)))
+				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			memcpy(scales, sv.mv_data, (size_t)dim * sizeof *scales);
+		}
+		for (int i = 0; i < nq; i++) {
+			uint8_t *c = codes + (size_t)i * ((size_t)dim + 64);
+			cq[i] = (scan_cquery){.kind = (int)s->vtype, .dim = dim};
+			if (s->vtype == QUANT_INT8) {
+				quant_i8_query(qn + (size_t)i * dim, dim, scales, (int8_t *)c, &cq[i].bias,
+					       &cq[i].scale);
+				cq[i].q8 = (const int8_t *)c;
+			} else {
+				quant_bin_encode(qn + (size_t)i * dim, dim, c);
+				cq[i].bits = c;
+			}
+		}
+		free(scales);
+	}
 	MDB_cursor *cur;
-	if ((rc = mdb_cursor_open(snap->txn, s->vectors, &cur)) != 0)
+	if ((rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur)) != 0)
 		return mdb_fail(err, rc, "cursor", s->dir);
 	mem->cur = cur;
 	MDB_val key, val;
@@ -2406,8 +2450,10 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, threa
 		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
 		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
 		    bytes / rowb > (size_t)s->block_rows)
-			return damaged(err, s, "vector block %zu is malformed or out of place", nb);
-		blocks[nb].vecs = val.mv_data;
+			return damaged(err, s, "%s block %zu is malformed or out of place",
+				       compact ? "compact" : "vector", nb);
+		blocks[nb].vecs = compact ? NULL : val.mv_data;
+		blocks[nb].codes = compact ? val.mv_data : NULL;
 		blocks[nb].nrows = (uint32_t)(bytes / rowb);
 		blocks[nb].first_row = b * (uint32_t)s->block_rows;
 		blocks[nb].seed = XXH3_64bits(&b, sizeof b);
@@ -2421,28 +2467,45 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, threa
 	uint64_t m = (uint64_t)k * 2 + 16;
 	if (m > total)
 		m = total;
+	uint64_t cand = compact && rescore > 0 ? (uint64_t)rescore * (uint64_t)k : m;
+	if (cand < m)
+		cand = m;
+	if (cand > total)
+		cand = total;
 	if (m == 0) {
 		for (int i = 0; i < nq; i++)
 			nhits[i] = 0;
 		return EMB_OK;
 	}
 	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
-	scan_hit *sh = mem->sh = malloc((size_t)nq * m * sizeof *sh);
-	int *got = malloc((size_t)nq * sizeof *got);
-	if (!sh || !got) {
-		free(got);
+	scan_hit *sh = mem->sh = malloc((size_t)nq * cand * sizeof *sh);
+	int *got = mem->got = malloc((size_t)nq * sizeof *got);
+	if (!sh || !got)
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
-	}
-	status = scan_topk_multi(blocks, nb, dim, qn, nq, (int)m, pool, &guard, sh, got, err);
+	if (compact)
+		status = scan_topk_compact_multi(blocks, nb, cq, nq, (int)cand, pool, &guard, sh, got, err);
+	else
+		status = scan_topk_multi(blocks, nb, dim, qn, nq, (int)cand, pool, &guard, sh, got, err);
 	if (status && guard.failed == SCAN_BAD_BLOCK)
-		status = damaged(err, s, "vector block %zu fails its checksum", guard.bad_block);
+		return damaged(err, s, "%s block %zu fails its checksum", compact ? "compact" : "vector",
+			       guard.bad_block);
 	else if (status && guard.failed)
-		status = damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row, guard.bad_score);
+		return damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row, guard.bad_score);
 	for (int i = 0; i < nq && !status; i++) {
-		status = rows_to_hits(snap, sh + (size_t)i * m, got[i], k, hits + (size_t)i * k, &nhits[i], err);
+		scan_hit *hq = sh + (size_t)i * cand;
+		if (compact && rescore > 0) {
+			free(mem->ublk);
+			free(mem->uval);
+			mem->ublk = NULL;
+			mem->uval = NULL;
+			if ((status = rescore_rows(snap, qn + (size_t)i * dim, hq, (size_t)got[i], pool, mem,
+						   err)) != 0)
+				break;
+		}
+		int g = got[i] > (int)m ? (int)m : got[i];
+		status = rows_to_hits(snap, hq, g, k, hits + (size_t)i * k, &nhits[i], err);
 		redo[i] = nhits[i] < k && m < total;
 	}
-	free(got);
 	return status;
 }
 
@@ -2465,9 +2528,9 @@ int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int
 		free(redo);
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
 	}
-	if (s->vtype == QUANT_F32 && nq > 1) {
-		TRAP_LMDB(s, status, err, batch_run(snap, qs, nq, k, pool, hits, nhits, redo, mem, err),
-			  (void)0);
+	if (nq > 1) {
+		TRAP_LMDB(s, status, err,
+			  batch_run(snap, qs, nq, k, rescore, pool, hits, nhits, redo, mem, err), (void)0);
 	} else {
 		for (int i = 0; i < nq; i++)
 			redo[i] = 1;
@@ -2477,6 +2540,10 @@ int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int
 	free(mem->qn);
 	free(mem->blocks);
 	free(mem->sh);
+	free(mem->cq);
+	free(mem->ublk);
+	free(mem->uval);
+	free(mem->got);
 	free(mem);
 	for (int i = 0; i < nq && !status; i++)
 		if (redo[i])

@@ -321,11 +321,11 @@ int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescor
 			 threadpool *pool, store_hit *hits, int *nhits, emb_err *err);
 
 /* store_search_rescore for nq queries (qs: nq * dim floats); query i's hits go to
- * hits[i * k ..], nhits[i] of them, the same as store_search_rescore gives. On an f32 store
- * the batch is one scan (scan_topk_multi: every row read once for all the queries, each run
- * of rows scored by every query while in cache); a query whose rows held fewer than k
- * documents, and every query of a compact store, is searched on its own. Errors as
- * store_search (no hits for any query). */
+ * hits[i * k ..], nhits[i] of them, the same as store_search_rescore gives. The batch is one
+ * scan (scan_topk_multi, scan_topk_compact_multi: every row or code read once for all the
+ * queries, each run of rows scored by every query while in cache; compact candidates then
+ * rescored query by query); a query whose rows held fewer than k documents is searched again
+ * on its own. Errors as store_search (no hits for any query). */
 int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
 		       threadpool *pool, store_hit *hits, int *nhits, emb_err *err);
 

@@ -274,7 +274,8 @@ static void test_damage(const char *tmp, const char *dir, const float *q, const 
 }
 
 /* Many queries in one scan equal one scan each: scan_topk_multi against scan_topk (rows in
- * blocks of uneven sizes, odd dim), and store_search_batch against store_search. */
+ * blocks of uneven sizes, odd dim), and store_search_batch against store_search_rescore on
+ * an f32, int8 or binary store, rescored and raw. */
 static void test_multi(const char *f32store)
 {
 	enum { D = 45, NB = 9, NQ = 7, KK = 13 };
@@ -310,16 +311,19 @@ static void test_multi(const char *f32store)
 		sq[i] = frand() + (i % DIM < 3 ? 0.5f : 0);
 	store_hit bh[NQ * K], h1[K];
 	int bn[NQ];
-	CHECK(store_search_batch(snap, sq, NQ, K, -1, pool, bh, bn, &e) == 0, "%s", e.msg);
+	for (int rescore = -1; rescore <= 0; rescore++) {
+	CHECK(store_search_batch(snap, sq, NQ, K, rescore, pool, bh, bn, &e) == 0, "%s", e.msg);
 	for (int q = 0; q < NQ; q++) {
-		CHECK(store_search(snap, sq + q * DIM, K, pool, h1, &n1, &e) == 0, "%s", e.msg);
+		CHECK(store_search_rescore(snap, sq + q * DIM, K, rescore, pool, h1, &n1, &e) == 0, "%s", e.msg);
 		CHECK(n1 == bn[q], "store_search_batch query %d: %d hits, not %d", q, bn[q], n1);
 		for (int i = 0; i < n1 && i < bn[q]; i++) {
 			const store_hit *a = &h1[i], *b = &bh[q * K + i];
 			CHECK(a->score == b->score && a->row == b->row && a->id == b->id &&
 			      a->id_len == b->id_len && a->win_index == b->win_index,
-			      "store_search_batch query %d hit %d differs from store_search", q, i);
+			      "%s store_search_batch --rescore %d query %d hit %d differs from store_search",
+			      f32store, rescore, q, i);
 		}
+	}
 	}
 	store_snapshot_end(snap);
 	store_close(s);
@@ -423,7 +427,8 @@ int main(void)
 			}
 		}
 	}
-	test_multi(p[0]);
+	for (int t = 0; t < 3; t++)
+		test_multi(p[t]);
 	test_format2(tmp);
 	/* Not a bound to hold, a sign of life: the raw compact rankings overlap the exact one. */
 	printf("test_quant: raw top-%d overlap with f32: int8 %.2f, binary %.2f\n", K,
