@@ -396,12 +396,7 @@ static int read_inputs(pipeline *p)
 		} else if (!chunk_push(c, &d)) {
 			status = -1;
 		}
-		/* The first chunks ramp up (an eighth, a quarter, a half of --window-docs): the
-		 * engines wait for the first chunk to be read and tokenized, a smaller one starts
-		 * them sooner. */
-		const int limit = seq < 3 && o->window_docs >> (3 - seq) > 0 ? o->window_docs >> (3 - seq)
-									       : o->window_docs;
-		if (c->n >= limit || c->bytes >= CHUNK_MAX_BYTES || status) {
+		if (c->n >= o->window_docs || c->bytes >= CHUNK_MAX_BYTES || status) {
 			/* Documents before a bad one are still committed (nothing is lost). */
 			if (c->fatal)
 				halt_after(p, c);
