@@ -149,7 +149,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 VERSION    := 0.1.0
-PUBLIC_H   := engine/embed.h engine/err.h engine/store.h engine/store_path.h engine/threadpool.h
+PUBLIC_H   := engine/embed.h engine/err.h engine/quant.h engine/store.h engine/store_path.h engine/threadpool.h
 
 $(B)/embedstore.pc: Makefile
 	@mkdir -p $(dir $@)

@@ -11,6 +11,10 @@
  * embed_layernorm adds position ids from arch.pos_offset and token type 0 only when
  * arch.token_types; position_bias (POS_REL_BUCKETS only) builds the per-head bias of every
  * (key - query) distance once per batch, and attention adds it to every layer's scores.
+ * POS_ALIBI (JinaBERT) has no position embedding; its attention runs over keys in chunks
+ * with an online softmax, adding -slope_h * |key - query| as it goes, so neither a bias nor
+ * a score matrix of L x L is ever held (memory per task: one query block x one key chunk).
+ * FFN_GEGLU replaces matmul_bias_gelu(up) by matmul_bias(gated_layers, 2I wide) -> geglu.
  */
 #ifndef EMB_FORWARD_H
 #define EMB_FORWARD_H
@@ -38,5 +42,12 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
  * bidirectional scheme: buckets/2 for each direction, exact below buckets/4, logarithmic up
  * to max_distance, the last bucket beyond. Exposed for its test against the reference. */
 int rel_position_bucket(int rel, int buckets, int max_distance);
+
+/* ALiBi's per-head slopes for `heads` heads into slopes[0..heads): the geometric sequence
+ * 2^(-8/n), 2^(-16/n), ... for n = heads when it is a power of two; otherwise those of the
+ * largest power of two below, followed by every other slope of twice that power (the
+ * published JinaBERT and ALiBi implementations). Computed in double, rounded to float as
+ * they are. Exposed for its test. */
+void alibi_slopes(int heads, float *slopes);
 
 #endif

@@ -6,7 +6,9 @@
  * attention, the output product with residual + LayerNorm, the feed-forward pair with
  * residual + LayerNorm; finally pooling and L2 normalisation. The batch is packed (see
  * forward.h): sequences lie end to end, so matrix products run over all tokens at once and
- * attention runs per (sequence, head) over that sequence's tokens only.
+ * attention runs per (sequence, head) over that sequence's tokens only. JinaBERT (ALiBi,
+ * up to 8192 tokens) has its own attention step, attention_alibi, which never holds an
+ * L x L matrix, and a GEGLU feed-forward (geglu).
  *
  * Products with weights go to gemm.h's kernels (weights packed once at load, the
  * instruction set picked at run time); attention's products to OpenBLAS, single-threaded.
@@ -54,7 +56,8 @@ typedef struct fwd {
 	float *qkv;           /* [T][3H] */
 	float *ctx;           /* [T][H] attention output, before its dense layer */
 	float *tmp;           /* [T][H] */
-	float *up;            /* [T][I] */
+	float *up;            /* [T][I]; FFN_GEGLU: [T][2I] */
+	float *gact;          /* FFN_GEGLU: [T][I], gelu(gated) * non-gated */
 	float *out;           /* [n][H] */
 	int *seq_of;          /* [T] sequence index of each token */
 	atomic_int oom;       /* set by a parallel task that could not allocate */
@@ -70,6 +73,11 @@ typedef struct fwd {
 	/* POS_REL_BUCKETS: bias[h][(key - query) + maxlen - 1], the same for every layer */
 	float *rel;
 	int rel_span;         /* 2 * maxlen - 1, a row of rel */
+
+	/* POS_ALIBI: per-head slopes, and the query blocks attention_alibi's tasks take */
+	float *slopes;        /* [heads] */
+	int *qblk;            /* [2 * nqblk]: sequence, then first query, of each query block */
+	int nqblk;
 
 	const bert_layer_weights *L;
 	const float *ln_g, *ln_b;
@@ -125,10 +133,13 @@ static void embed_layernorm(void *arg, int t)
 	const int H = f->cfg->hidden;
 	int s = f->seq_of[t], pos = f->cfg->arch.pos_offset + t - f->b->offs[s];
 	const float *we = f->w->word_emb + (size_t)f->b->ids[t] * H;
-	const float *pe = f->w->pos_emb + (size_t)pos * H;
+	const float *pe = f->w->pos_emb ? f->w->pos_emb + (size_t)pos * H : NULL;
 	const float *te = f->w->type_emb;
 	float *x = f->x + (size_t)t * H;
-	if (te)
+	if (!pe) /* ALiBi: positions enter in attention only */
+		for (int i = 0; i < H; i++)
+			x[i] = we[i] + (te ? te[i] : 0.0f);
+	else if (te)
 		for (int i = 0; i < H; i++)
 			x[i] = we[i] + pe[i] + te[i];
 	else
@@ -212,6 +223,110 @@ static void attention(void *arg, int task)
 	free(S);
 }
 
+void alibi_slopes(int heads, float *slopes)
+{
+	int p2 = 1;
+	while (p2 * 2 <= heads)
+		p2 *= 2;
+	/* the power-of-two sequence: start^(i+1), start = 2^(-8/p2), as start * start^i */
+	double start = pow(2.0, -pow(2.0, -(log2((double)p2) - 3.0)));
+	for (int i = 0; i < p2; i++)
+		slopes[i] = (float)(start * pow(start, i));
+	if (p2 == heads)
+		return;
+	/* the rest: slopes 0, 2, 4, ... of the sequence for 2 * p2 heads */
+	double start2 = pow(2.0, -pow(2.0, -(log2(2.0 * p2) - 3.0)));
+	for (int i = 0; p2 + i < heads; i++)
+		slopes[p2 + i] = (float)(start2 * pow(start2, 2 * i));
+}
+
+enum { ALIBI_QB = 64, ALIBI_KB = 256 }; /* query block x key chunk: 64 KB of scores */
+
+/* ALiBi self-attention of one query block of one (sequence, head), flash-style: the keys
+ * are visited in chunks of ALIBI_KB; each chunk's scores S = Q K^T / sqrt(d) - slope *
+ * |key - query| are exponentiated against the running row maximum, the running sums and
+ * the output rows rescaled when the maximum grows, and P V accumulated (OpenBLAS for both
+ * products). Memory is ALIBI_QB x (ALIBI_KB + d + 2) floats (under 100 KB) whatever the
+ * length, so 8192-token texts attend in the same scratch as short ones. */
+static void attention_alibi(void *arg, int task)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
+	int blk = task / nh, h = task % nh;
+	int s = f->qblk[2 * blk], q0 = f->qblk[2 * blk + 1];
+	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
+	int qn = L - q0 < ALIBI_QB ? L - q0 : ALIBI_QB;
+	const float *Q = f->qkv + (size_t)(t0 + q0) * 3 * H + h * d;
+	const float *K = f->qkv + (size_t)t0 * 3 * H + H + h * d, *V = K + H;
+	const float slope = f->slopes[h];
+	float *S = malloc(((size_t)ALIBI_QB * ALIBI_KB + (size_t)ALIBI_QB * d + 2 * ALIBI_QB) *
+			  sizeof *S);
+	if (!S) {
+		atomic_store(&f->oom, 1);
+		return;
+	}
+	float *acc = S + ALIBI_QB * ALIBI_KB, *mx = acc + ALIBI_QB * d, *sum = mx + ALIBI_QB;
+	for (int i = 0; i < qn; i++)
+		mx[i] = -INFINITY, sum[i] = 0;
+	memset(acc, 0, (size_t)qn * d * sizeof *acc);
+	for (int k0 = 0; k0 < L; k0 += ALIBI_KB) {
+		int kn = L - k0 < ALIBI_KB ? L - k0 : ALIBI_KB;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, kn, d,
+			    1.0f / sqrtf((float)d), Q, 3 * H, K + (size_t)k0 * 3 * H, 3 * H, 0.0f, S,
+			    kn);
+		for (int i = 0; i < qn; i++) {
+			float *p = S + (size_t)i * kn, m = mx[i];
+			int qi = q0 + i;
+			/* bias as the reference computes it: (-slope) * distance, in float */
+			for (int j = 0; j < kn; j++) {
+				int dist = k0 + j - qi;
+				p[j] += -slope * (float)(dist < 0 ? -dist : dist);
+			}
+			for (int j = 0; j < kn; j++)
+				m = p[j] > m ? p[j] : m;
+			/* on the first chunk mx is -inf: corr is ~1e-38 and scales zeros */
+			float corr = exp_approx(mx[i] - m);
+			mx[i] = m;
+			for (int j = 0; j < kn; j++)
+				p[j] = exp_approx(p[j] - m);
+			float ps = 0;
+			for (int j = 0; j < kn; j++)
+				ps += p[j];
+			sum[i] = sum[i] * corr + ps;
+			if (corr != 1.0f)
+				for (int c = 0; c < d; c++)
+					acc[(size_t)i * d + c] *= corr;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, d, kn, 1.0f, S, kn,
+			    V + (size_t)k0 * 3 * H, 3 * H, 1.0f, acc, d);
+	}
+	float *ctx = f->ctx + (size_t)(t0 + q0) * H + h * d;
+	for (int i = 0; i < qn; i++) {
+		float inv = 1.0f / sum[i];
+		for (int c = 0; c < d; c++)
+			ctx[(size_t)i * H + c] = acc[(size_t)i * d + c] * inv;
+	}
+	free(S);
+}
+
+/* GELU (erf form) as gemm.c's epilogue computes it, for GEGLU's gated half. */
+static float gelu_erf(float x)
+{
+	return 0.5f * x * (1.0f + erf_approx(x * 0.70710678118654752f));
+}
+
+/* GEGLU: gact = gelu(up[:, :I]) * up[:, I:] (JinaBERT's gated half first); one task per
+ * token. */
+static void geglu(void *arg, int t)
+{
+	fwd *f = arg;
+	const int n = f->cfg->intermediate;
+	const float *u = f->up + (size_t)t * 2 * n;
+	float *g = f->gact + (size_t)t * n;
+	for (int j = 0; j < n; j++)
+		g[j] = gelu_erf(u[j]) * u[n + j];
+}
+
 /* x = LayerNorm(x + resid); one task per token. */
 static void add_layernorm(void *arg, int t)
 {
@@ -271,10 +386,12 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	f.qkv = malloc(T * 3 * H * sizeof(float));
 	f.ctx = malloc(T * H * sizeof(float));
 	f.tmp = malloc(T * H * sizeof(float));
-	f.up = malloc(T * FF * sizeof(float));
+	const int geglu_ffn = cfg->arch.ffn == FFN_GEGLU, alibi = cfg->arch.pos == POS_ALIBI;
+	f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
+	f.gact = geglu_ffn ? malloc(T * FF * sizeof(float)) : NULL;
 	f.seq_of = malloc(T * sizeof(int));
 	int rc = EMB_OK;
-	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of) {
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact)) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
 	}
@@ -296,13 +413,31 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		}
 		position_bias(&f, maxlen);
 	}
+	if (alibi) {
+		for (int s = 0; s < b->n; s++)
+			f.nqblk += (b->offs[s + 1] - b->offs[s] + ALIBI_QB - 1) / ALIBI_QB;
+		f.slopes = malloc((size_t)cfg->heads * sizeof(float));
+		f.qblk = malloc(2 * (size_t)f.nqblk * sizeof(int));
+		if (!f.slopes || !f.qblk) {
+			rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
+			goto out;
+		}
+		alibi_slopes(cfg->heads, f.slopes);
+		int k = 0;
+		for (int s = 0; s < b->n; s++)
+			for (int q0 = 0; q0 < b->offs[s + 1] - b->offs[s]; q0 += ALIBI_QB)
+				f.qblk[k++] = s, f.qblk[k++] = q0;
+	}
 
 	const double ln_flops = 10.0 * f.T * H;
 	run_loop(pool, embed_layernorm, &f, f.T, ln_flops);
 	for (int l = 0; l < cfg->layers; l++) {
 		const bert_layer_weights *L = &w->layer[l];
 		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
-		run_loop(pool, attention, &f, b->n * cfg->heads, attn_flops);
+		if (alibi)
+			run_loop(pool, attention_alibi, &f, f.nqblk * cfg->heads, attn_flops);
+		else
+			run_loop(pool, attention, &f, b->n * cfg->heads, attn_flops);
 		if (atomic_load(&f.oom)) {
 			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
 			goto out;
@@ -310,8 +445,14 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
 		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
-		matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
-		matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+		if (geglu_ffn) {
+			matmul_bias(&f, pool, f.x, &L->ffn_up_p, NULL, f.up, f.T, 2 * FF, H, 0);
+			run_loop(pool, geglu, &f, f.T, ln_flops);
+			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+		} else {
+			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
+			matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+		}
 		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
 		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
 	}
@@ -324,5 +465,8 @@ out:
 	free(f.up);
 	free(f.seq_of);
 	free(f.rel);
+	free(f.gact);
+	free(f.slopes);
+	free(f.qblk);
 	return rc;
 }

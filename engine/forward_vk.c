@@ -1,11 +1,16 @@
-/* forward_vk.c — the BERT forward pass recorded into one Vulkan command buffer per batch
- * (see forward_vk.h for the contract, shaders/ for the kernels).
+/* forward_vk.c — the BERT-family forward pass recorded into one Vulkan command buffer per
+ * batch (see forward_vk.h for the contract, shaders/ for the kernels). What the model's
+ * description (cfg->arch) decides is settled at open, in data the kernels read: the first
+ * position id goes into each token's position, a model without token types gets no
+ * token-type row (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
+ * wvec plus a specialization constant that compiles its addition into the attention kernel.
  *
  * Memory plan, all made at open and reused for every batch:
  *   wmat   every Linear weight, f32 or f16, each at a 256-byte aligned offset so that a
  *          descriptor can bind exactly one tensor; wemb the word embeddings (f32);
- *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm), addressed
- *          by float offsets in push constants;
+ *   wvec   every small f32 vector (position/type embeddings, biases, LayerNorm, the relative
+ *          position bias of each head by distance), addressed by float offsets in push
+ *          constants;
  *   x (f32, fp32 path) or x16 (f16 paths)   the residual stream;
  *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens, rows
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
@@ -42,6 +47,8 @@
 #define WAIT_FLOOR_CPU_S 900.0
 #define SLOWEST_GPU_FLOPS 1e10
 #define SLOWEST_CPU_FLOPS 2e7
+/* embed_ln's type_off for a model without token types (layernorm.glsl's NO_TYPES) */
+#define NO_TYPES 0xffffffffu
 
 enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_DOWN, ST_LN2, ST_POOL, ST_N };
 static const char *const step_name[ST_N] = {
@@ -78,7 +85,7 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
 typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
-typedef struct { uint32_t block_off, H; float scale; } pc_attn;
+typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 
@@ -94,7 +101,11 @@ typedef struct layer_off {
 typedef struct chunk { uint32_t tok0, T, seq0, nseq, blk0, nblk; } chunk;
 
 typedef struct slot {
-	vk_buf host;       /* input regions (layout of b->in), then the output vectors */
+	vk_buf host;       /* this submit's input regions, then its output vectors; allocated
+			    * by the first submit that needs it and grown by a later one
+			    * (pinned host memory is slow to get: at open, the capacity's worth
+			    * of it cost an H100 ~0.18 s of start-up) */
+	VkDeviceSize h_seq, h_blk, h_out; /* offsets in host of the regions after the tokens */
 	VkCommandBuffer cb;
 	VkFence fence;
 	float *out;
@@ -110,7 +121,7 @@ struct vk_backend {
 	int prec;
 	uint32_t H, I, L, heads, D, max_seq, budget, rows;
 	uint32_t tok_cap, seq_cap, blk_cap;
-	VkDeviceSize off_tok, off_seq, off_blk, in_bytes, off_out;
+	VkDeviceSize off_tok, off_seq, off_blk, in_bytes;
 	vk_buf wmat, wemb, wvec;
 	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
 	vk_pipe pipe[P_N];
@@ -120,6 +131,9 @@ struct vk_backend {
 	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
 	layer_off *lo;
 	uint32_t emb_pos, emb_type, emb_g, emb_b;
+	/* POS_REL_BUCKETS: wvec offset of the bias rows, rel_span floats a head (distances
+	 * -R..R, R = (rel_span - 1) / 2); rel_span is 0 without a relative bias */
+	uint32_t rel_off, rel_span;
 	slot s[SLOTS];
 	int head, inflight;
 	chunk *chunks;     /* scratch for one submit */
@@ -133,6 +147,9 @@ struct vk_backend {
 	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
+	size_t wmat_bytes, nvec; /* alloc_weights' layout: the matrices' bytes, wvec's floats */
+	int ready;               /* the weights are uploaded (vk_backend_upload) */
+	double t_pipes, t_upload, t_buffers; /* vk_backend_open's account (vk_backend_open_times) */
 };
 
 void vk_options_default(vk_options *o)
@@ -177,7 +194,9 @@ static uint16_t f32_to_f16(float f)
 
 /* --- weights ------------------------------------------------------------------------- */
 
-static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
+/* The weights' layout on the device and its buffers: everything but their values, so that
+ * the device can be made ready while the weights are still being read (vk_backend_prepare). */
+static int alloc_weights(vk_backend *b, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
 	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
@@ -192,7 +211,12 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	/* wvec layout */
 	uint32_t v = 0;
 	b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
-	b->emb_type = v; v += H;
+	if (b->cfg.arch.token_types) {
+		b->emb_type = v; v += H;
+	} else {
+		b->emb_type = NO_TYPES;
+	}
+	b->rel_off = v; v += b->heads * b->rel_span;
 	b->emb_g = v; v += H;
 	b->emb_b = v; v += H;
 	for (uint32_t l = 0; l < L; l++) {
@@ -206,10 +230,17 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		o->ln2_g = v; v += H;
 		o->ln2_b = v; v += H;
 	}
+	b->nvec = v;
+	b->wmat_bytes = off;
 	const size_t nvec = v;
 	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
-	if (emb_bytes > b->c.props.limits.maxStorageBufferRange ||
-	    off > b->c.props.limits.maxStorageBufferRange)
+	/* What a descriptor binds must fit maxStorageBufferRange: the word embeddings, wvec, and
+	 * each Linear weight (a gemm descriptor binds one tensor of wmat). wmat as a whole need
+	 * not: lavapipe's range is 128 MiB, less than the 340 MB of MPNet-base's (or BERT-base's)
+	 * f32 Linear weights. */
+	const VkDeviceSize range = b->c.props.limits.maxStorageBufferRange;
+	const VkDeviceSize widest_w = (VkDeviceSize)(3 * H > I ? 3 * H : I) * H * es;
+	if (emb_bytes > range || nvec * 4 > range || widest_w > range)
 		return emb_errf(err, EMB_EUNSUPPORTED, "model too large for %s: a weight buffer "
 				"exceeds maxStorageBufferRange (%u bytes)", b->c.props.deviceName,
 				b->c.props.limits.maxStorageBufferRange);
@@ -219,12 +250,30 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->wemb, emb_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->wvec, nvec * 4, VK_MEM_DEVICE, err);
+	return rc ? emb_err_prefix(err, "allocating weights: ") : EMB_OK;
+}
+
+/* Converts and copies the weights into the buffers of alloc_weights, through one staging
+ * buffer for all three. */
+static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
+{
+	const uint32_t H = b->H, I = b->I, L = b->L;
+	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
+	const uint32_t rows[4] = { 3 * H, H, I, H }, cols[4] = { H, H, H, I };
+	const size_t off = b->wmat_bytes, nvec = b->nvec;
+	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
+	size_t most = off > nvec * 4 ? off : nvec * 4;
+	most = most > emb_bytes ? most : emb_bytes;
+	vk_buf st;
+	int rc = vk_buf_create(&b->c, &st, most < ((size_t)64 << 20) ? most : (size_t)64 << 20,
+			       VK_MEM_HOST, err);
 	if (rc)
 		return emb_err_prefix(err, "uploading weights: ");
-
 	unsigned char *host = malloc(off > nvec * 4 ? off : nvec * 4);
-	if (!host)
+	if (!host) {
+		vk_buf_destroy(&b->c, &st);
 		return emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
+	}
 	memset(host, 0, off);
 	for (uint32_t l = 0; l < L; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
@@ -245,11 +294,25 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			}
 		}
 	}
-	rc = vk_upload(&b->c, &b->wmat, 0, host, off, err);
+	rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
 	if (!rc) {
 		float *f = (float *)host;
 		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
-		memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+		if (b->emb_type != NO_TYPES)
+			memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+		/* The relative position bias by distance d = key - query, -R..R, through the
+		 * CPU's own bucketing (forward_cpu.c), so both paths put every distance in the
+		 * same bucket; attention.glsl clamps longer distances to +-R, which are in the
+		 * last bucket of their direction (R >= max_distance, or no longer distance
+		 * exists). */
+		const int R = (int)b->rel_span / 2;
+		for (int d = -R; b->rel_span && d <= R; d++) {
+			const int bucket = rel_position_bucket(d, b->cfg.arch.rel_buckets,
+							       b->cfg.arch.rel_max_distance);
+			for (uint32_t h = 0; h < b->heads; h++)
+				f[b->rel_off + h * b->rel_span + (uint32_t)(d + R)] =
+					w->rel_bias[(size_t)bucket * b->heads + h];
+		}
 		memcpy(f + b->emb_g, w->emb_ln_g, H * 4);
 		memcpy(f + b->emb_b, w->emb_ln_b, H * 4);
 		for (uint32_t l = 0; l < L; l++) {
@@ -266,11 +329,12 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			memcpy(f + o->ln2_g, lw->ln2_g, H * 4);
 			memcpy(f + o->ln2_b, lw->ln2_b, H * 4);
 		}
-		rc = vk_upload(&b->c, &b->wvec, 0, host, nvec * 4, err);
+		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
 	}
 	free(host);
 	if (!rc)
-		rc = vk_upload(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, err);
+		rc = vk_upload_via(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, &st, err);
+	vk_buf_destroy(&b->c, &st);
 	return rc ? emb_err_prefix(err, "uploading weights: ") : EMB_OK;
 }
 
@@ -302,7 +366,6 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	b->off_seq = align_up(b->off_tok + (VkDeviceSize)b->tok_cap * 8, ALIGN);
 	b->off_blk = align_up(b->off_seq + (VkDeviceSize)b->seq_cap * 8, ALIGN);
 	b->in_bytes = align_up(b->off_blk + (VkDeviceSize)b->blk_cap * 16, ALIGN);
-	b->off_out = b->in_bytes;
 	const VkDeviceSize out_bytes = (VkDeviceSize)b->seq_cap * H * 4;
 
 	/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
@@ -320,8 +383,6 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
-	for (int i = 0; i < SLOTS && !rc; i++)
-		rc = vk_buf_create(&b->c, &b->s[i].host, b->in_bytes + out_bytes, VK_MEM_HOST, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
 	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn };
@@ -414,6 +475,7 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 
 	memset(in, 0, sizeof in);
 	in[0] = bi(&b->qkv, 0, W);
+	in[2] = bi(&b->wvec, 0, W); /* the relative position bias */
 	in[3] = bi(&b->ctx, 0, W);
 	in[4] = bi(&b->in, b->off_blk, b->in_bytes - b->off_blk);
 	ds_write(b, b->ds_attn, in);
@@ -564,7 +626,13 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * fa16 the register softmax with 16 query rows a subgroup and fa the one with 32 at every
 	 * batch size (no attn_small), for tests and comparisons. */
 	const char *ae = b->c.set.attn;
-	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar");
+	/* A relative position bias (MPNet) is added in the lane kernels (attention.glsl) only:
+	 * the tensor-core ones would need each score's (query, key) pair, which attn_fa.glsl
+	 * would have to derive from the device's register layout, and no test here could run
+	 * them (lavapipe has no cooperative matrices). MPNet-base has head size 64, which takes
+	 * the lane kernel anyway; a head-size-32 MPNet loses tensor-core attention only. */
+	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar") &&
+			    !b->rel_span;
 	const int attn_fa = attn_cm && strcmp(ae, "cm") && cm_layout_ok(b);
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
@@ -608,13 +676,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		if (!names[i] || (i >= P_CM_WH && b->prec != PREC_COOPMAT))
 			continue;
 		/* specialization constant 0: head size (attention), activation (products);
-		 * add_ln_sg: lanes a token and pieces a lane */
+		 * 1: the attention's relative-bias span (attention.glsl); add_ln_sg: lanes a
+		 * token and pieces a lane */
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
 		pipe_job *j = &jobs[nj++];
 		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
 					   : act },
 				 .nspec = i == P_ATTN || i == P_ATTN_SMALL || with_act ? 1 : 0 };
+		if (i == P_ATTN && !attn_cm) {
+			j->spec[1] = b->rel_span;
+			j->nspec = 2;
+		}
 		if (i == P_ADDLN && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
@@ -695,12 +768,19 @@ static int make_slots(vk_backend *b, emb_err *err)
 
 static int check_shapes(const bert_config *cfg, emb_err *err)
 {
-	/* The shaders implement the description's BERT choices only: refusing anything else
-	 * here lets --device auto fall back to the CPU, which runs every description. */
-	if (cfg->arch.pos != POS_ABSOLUTE || cfg->arch.ffn != FFN_ACT || !cfg->arch.token_types ||
-	    cfg->arch.pos_offset != 0)
+	/* The shaders implement BERT's and MPNet's choices of the description (absolute
+	 * positions from any first id, with or without token types, MPNet's relative bias; the
+	 * activation feed-forward; post-LayerNorm): refusing anything else (ALiBi, GEGLU) here
+	 * lets --device auto fall back to the CPU. */
+	if ((cfg->arch.pos != POS_ABSOLUTE && cfg->arch.pos != POS_REL_BUCKETS) ||
+	    cfg->arch.ffn != FFN_ACT || cfg->arch.norm != NORM_POST)
 		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend does not run %s models "
 				"yet (model_type '%s'); the CPU does", cfg->arch.name, cfg->arch.name);
+	if (cfg->arch.pos == POS_REL_BUCKETS &&
+	    (cfg->arch.rel_buckets < 4 || cfg->arch.rel_max_distance < 1))
+		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend needs at least 4 relative "
+				"position buckets and a positive max distance (got %d, %d)",
+				cfg->arch.rel_buckets, cfg->arch.rel_max_distance);
 	const int H = cfg->hidden, D = cfg->heads > 0 ? cfg->hidden / cfg->heads : 0;
 	if (H <= 0 || H > 1024 || H % 8 || cfg->heads <= 0 || H % cfg->heads || D % 4 || D > 128 ||
 	    cfg->intermediate <= 0 || cfg->intermediate % 8 || cfg->layers <= 0)
@@ -711,8 +791,8 @@ static int check_shapes(const bert_config *cfg, emb_err *err)
 	return EMB_OK;
 }
 
-int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
-		    vk_backend **out, emb_err *err)
+int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
+		       emb_err *err)
 {
 	*out = NULL;
 	vk_options def;
@@ -732,8 +812,16 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	b->L = (uint32_t)cfg->layers;
 	b->heads = (uint32_t)cfg->heads;
 	b->D = b->H / b->heads;
-	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < cfg->max_positions
-					? opt->max_seq : cfg->max_positions);
+	/* the longest sequence the position embeddings cover, from the description's first id */
+	const int max_pos = cfg->max_positions - cfg->arch.pos_offset;
+	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < max_pos ? opt->max_seq : max_pos);
+	if (cfg->arch.pos == POS_REL_BUCKETS) {
+		/* distances -R..R biased one by one (attention.glsl); none is longer than
+		 * max_seq - 1, and from max_distance on all are in the last bucket */
+		const uint32_t R = (uint32_t)cfg->arch.rel_max_distance < b->max_seq - 1
+					   ? (uint32_t)cfg->arch.rel_max_distance : b->max_seq - 1;
+		b->rel_span = 2 * R + 1;
+	}
 	b->lo = calloc(b->L, sizeof *b->lo);
 	b->ds_gemm = calloc(4 * (size_t)b->L, sizeof *b->ds_gemm);
 	if (!b->lo || !b->ds_gemm) {
@@ -754,6 +842,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16" : "fp16-coopmat");
 
+	double t = vk_now();
 	rc = vk_buf_create(&b->c, &b->dummy, 256, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = make_pipelines(b, err);
@@ -761,8 +850,10 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	 * that cannot be written costs that open its compile time, nothing else). */
 	if (!rc)
 		vk_ctx_save_pipeline_cache(&b->c);
+	b->t_pipes = vk_now() - t, t += b->t_pipes;
 	if (!rc)
-		rc = upload_weights(b, w, err);
+		rc = alloc_weights(b, err);
+	b->t_upload = vk_now() - t, t += b->t_upload;
 	if (rc) {
 		vk_backend_close(b);
 		return rc;
@@ -810,6 +901,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 		rc = make_descriptors(b, err);
 	if (!rc)
 		rc = make_slots(b, err);
+	b->t_buffers = vk_now() - t;
 	if (rc) {
 		if (rc == EMB_ENOMEM)
 			emb_err_prefix(err, "out of device memory on %s: ", b->c.props.deviceName);
@@ -818,6 +910,28 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
 	}
 	*out = b;
 	return EMB_OK;
+}
+
+int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err)
+{
+	if (b->ready)
+		return emb_errf(err, EMB_EINVAL, "vk_backend_upload: the weights are uploaded already");
+	double t = vk_now();
+	int rc = upload_weights(b, w, err);
+	b->t_upload += vk_now() - t;
+	b->ready = !rc;
+	return rc;
+}
+
+int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
+		    vk_backend **out, emb_err *err)
+{
+	int rc = vk_backend_prepare(cfg, opt, out, err);
+	if (!rc && (rc = vk_backend_upload(*out, w, err))) {
+		vk_backend_close(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 void vk_backend_close(vk_backend *b)
@@ -852,6 +966,15 @@ void vk_backend_close(vk_backend *b)
 	free(b->lo);
 	free(b->ds_gemm);
 	free(b);
+}
+
+void vk_backend_open_times(const vk_backend *b, char *buf, size_t cap)
+{
+	const vk_ctx *c = &b->c;
+	snprintf(buf, cap, "loader %.3f, instance %.3f, device %.3f, layouts+cache file %.3f, "
+		 "pipelines %.3f, weights upload %.3f, activations+descriptors %.3f s",
+		 c->t_loader, c->t_instance, c->t_device, c->t_layouts, b->t_pipes, b->t_upload,
+		 b->t_buffers);
 }
 
 const struct vk_ctx *vk_backend_ctx(const vk_backend *b)
@@ -962,9 +1085,9 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 	/* The previous batch (another slot) may still read `in` and write the activations. */
 	vk_cmd_barrier(c, s->cb);
 	VkBufferCopy reg[3] = {
-		{ b->off_tok, b->off_tok, (VkDeviceSize)ntok * 8 },
-		{ b->off_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
-		{ b->off_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
+		{ 0, b->off_tok, (VkDeviceSize)ntok * 8 },
+		{ s->h_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
+		{ s->h_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
 	};
 	c->vkCmdCopyBuffer(s->cb, s->host.buf, b->in.buf, 3, reg);
 	vk_cmd_barrier(c, s->cb);
@@ -981,7 +1104,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		for (uint32_t l = 0; l < b->L; l++) {
 			const layer_off *o = &b->lo[l];
 			rec_gemm(b, s, G_QKV, l, q->T);
-			pc_attn pa = { q->blk0, b->H, scale };
+			pc_attn pa = { q->blk0, b->H, scale, b->rel_off };
 			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
@@ -994,7 +1117,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		grid1(q->nseq, &gx, &gy);
 		dispatch(b, s, ST_POOL, P_POOL, b->ds_pool, &pp, sizeof pp, gx, gy);
 	}
-	VkBufferCopy oreg = { 0, b->off_out, (VkDeviceSize)nseq * b->H * 4 };
+	VkBufferCopy oreg = { 0, s->h_out, (VkDeviceSize)nseq * b->H * 4 };
 	c->vkCmdCopyBuffer(s->cb, b->outd.buf, s->host.buf, 1, &oreg);
 	VkMemoryBarrier hb = {
 		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
@@ -1027,6 +1150,8 @@ static int check_batch(const vk_backend *b, const fwd_batch *bt, emb_err *err)
 
 int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *err)
 {
+	if (!b->ready)
+		return emb_errf(err, EMB_EINVAL, "forward_vk_submit: no weights (vk_backend_upload)");
 	int rc = check_batch(b, bt, err);
 	if (rc)
 		return rc;
@@ -1042,10 +1167,6 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		return rc;
 	slot *s = &b->s[idx];
 
-	/* Fill the staging slot: (id, position) pairs, per-chunk sequence and block tables. */
-	uint32_t *tok = (uint32_t *)((char *)s->host.map + b->off_tok);
-	uint32_t *seq = (uint32_t *)((char *)s->host.map + b->off_seq);
-	uint32_t *blk = (uint32_t *)((char *)s->host.map + b->off_blk);
 	/* A batch whose attention grid would not give every SM a workgroup takes the kernel
 	 * with half the query block (and twice the workgroups): batch 2 on an H200 ran at
 	 * 4,535-4,546 docs/s with 128-query blocks, 4,748-4,751 with 64 (docs/bench-gpu.md). */
@@ -1060,6 +1181,26 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 			bq = BQ;
 		}
 	}
+	/* The staging slot: (id, position) pairs, the sequence table, the block table, then
+	 * room for the output vectors; grown to a power of two when this batch needs more. */
+	uint64_t blocks = 0;
+	for (int i = 0; i < bt->n; i++)
+		blocks += ((uint32_t)(bt->offs[i + 1] - bt->offs[i]) + bq - 1) / bq;
+	s->h_seq = align_up((VkDeviceSize)ntok * 8, ALIGN);
+	s->h_blk = align_up(s->h_seq + (VkDeviceSize)bt->n * 8, ALIGN);
+	s->h_out = align_up(s->h_blk + blocks * 16, ALIGN);
+	const VkDeviceSize need = s->h_out + (VkDeviceSize)bt->n * b->H * 4;
+	if (s->host.size < need) {
+		VkDeviceSize size = (VkDeviceSize)1 << 20;
+		while (size < need)
+			size *= 2;
+		vk_buf_destroy(&b->c, &s->host);
+		if ((rc = vk_buf_create(&b->c, &s->host, size, VK_MEM_HOST, err)))
+			return rc;
+	}
+	uint32_t *tok = (uint32_t *)s->host.map;
+	uint32_t *seq = (uint32_t *)((char *)s->host.map + s->h_seq);
+	uint32_t *blk = (uint32_t *)((char *)s->host.map + s->h_blk);
 	int nch = 0;
 	uint32_t nblk = 0;
 	chunk *q = NULL;
@@ -1070,9 +1211,9 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 			*q = (chunk){ .tok0 = st, .seq0 = (uint32_t)i, .blk0 = nblk };
 		}
 		const uint32_t rel = q->T; /* sequence start within the chunk */
-		for (uint32_t t = 0; t < len; t++) {
+		for (uint32_t t = 0; t < len; t++) { /* position ids from the description's first */
 			tok[2 * (st + t)] = (uint32_t)bt->ids[st + t];
-			tok[2 * (st + t) + 1] = t;
+			tok[2 * (st + t) + 1] = t + (uint32_t)b->cfg.arch.pos_offset;
 		}
 		seq[2 * i] = rel;
 		seq[2 * i + 1] = len;
@@ -1159,7 +1300,7 @@ int forward_vk_wait(vk_backend *b, emb_err *err)
 		return emb_errf(err, EMB_EDEVICE, "Vulkan: waiting for the GPU failed: %s",
 				vk_result_name(r));
 	if (s->out)
-		memcpy(s->out, (char *)s->host.map + b->off_out, (size_t)s->n * b->H * sizeof(float));
+		memcpy(s->out, (char *)s->host.map + s->h_out, (size_t)s->n * b->H * sizeof(float));
 	collect_profile(b, s);
 	return EMB_OK;
 }

@@ -1,4 +1,4 @@
-/* forward_vk.h — the BERT forward pass on a Vulkan GPU, the GPU twin of forward_cpu.
+/* forward_vk.h — the BERT-family forward pass on a Vulkan GPU, the GPU twin of forward_cpu.
  *
  * A GPU path is slower than the CPU when every operation creates a command buffer, submits
  * and waits. Here everything that can be done once is
@@ -10,6 +10,17 @@
  * Steps, with the names of forward.h: embed_layernorm -> per layer { matmul_bias(qkv) ->
  * attention -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) ->
  * matmul_bias(down) -> add_layernorm } -> pool_normalize.
+ *
+ * Like forward_cpu it walks the model's description (cfg->arch): BERT and MPNet run.
+ * embed_layernorm takes position ids from arch.pos_offset (MPNet: 2) and adds token type 0
+ * only with arch.token_types; position_bias (POS_REL_BUCKETS) is done once at open, not per
+ * batch: each head's bias for every key - query distance up to min(max distance,
+ * max_seq - 1), through forward_cpu's own bucketing (rel_position_bucket), a few KiB uploaded
+ * with the weights, which every layer's attention kernel adds to its scores before the
+ * softmax (no L x L bias is built). The relative bias runs in the lane attention kernels
+ * (attn, attn_h and their CPU-implementation variants) on every precision; a head-size-32
+ * MPNet does not take the tensor-core attention kernels, which have no bias (forward_vk.c
+ * says why).
  *
  * Precisions: fp32 (tiled GEMM, agrees with the CPU to ~1e-6), fp16 (f16 weights and matrix
  * inputs, fp32 accumulation, the residual stream in f16 as PyTorch's fp16 models keep it,
@@ -44,7 +55,8 @@ typedef struct vk_options {
 	int token_budget; /* tokens per pass through the activations; 0 = as many as an
 			     eighth of the GPU's memory holds, 32768 to 262144 (8192 on a CPU
 			     implementation); clamped to the device's limits */
-	int max_seq;      /* longest sequence accepted; 0 = cfg->max_positions */
+	int max_seq;      /* longest sequence accepted; 0 (or more) = what the position
+			     embeddings cover, cfg->max_positions - cfg->arch.pos_offset */
 	vk_settings set;  /* the environment's settings (vk_settings_from_env), or defaults */
 } vk_options;
 
@@ -58,20 +70,38 @@ void vk_options_default(vk_options *o);
  * budget (down to max_seq) before giving up. Errors: EMB_EDEVICE (no loader, no device, a
  * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
  * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
- * 1024 or a head size not a multiple of 4; or a model description, cfg->arch, other than
- * BERT's: "the Vulkan backend does not run mpnet models yet", checked before any device is
- * touched, so --device auto falls back to the CPU), EMB_EINVAL (opt->set.bad: a malformed setting).
+ * 1024 or a head size not a multiple of 4; or a model description, cfg->arch, the shaders do
+ * not implement: ALiBi positions or a GEGLU feed-forward, "the Vulkan backend does not run
+ * X models yet", checked before any device is touched, so --device auto falls back to the
+ * CPU; a Linear weight, the word embeddings or the small vectors beyond the device's
+ * maxStorageBufferRange), EMB_EINVAL (opt->set.bad: a malformed setting).
  * The tests inject the first two failures through opt->set.fail_shader (a shader-name
  * prefix) and opt->set.fail_activations (a budget in tokens above which the activations do
  * not fit). */
 int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_options *opt,
 		    vk_backend **out, emb_err *err);
 
+/* vk_backend_open in two steps, so that a caller can read the weights while the device gets
+ * ready (instance, device, pipelines and buffers take most of a warm open: on an H100
+ * ~0.35 s, the weights' reading ~0.13 s beside it). vk_backend_prepare needs only the
+ * configuration and does everything but the weights' values, with vk_backend_open's errors;
+ * the backend then runs nothing (forward_vk_submit: EMB_EINVAL) until vk_backend_upload has
+ * copied w to the device (EMB_ENOMEM, EMB_EDEVICE; EMB_EINVAL when called twice). On an
+ * upload error the caller closes the backend. cfg and w must describe the same model. */
+int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
+		       emb_err *err);
+int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err);
+
 /* Waits for any batch still running, then frees everything. NULL is allowed. */
 void vk_backend_close(vk_backend *b);
 
 /* The device, e.g. "NVIDIA H200 (Vulkan 1.4, discrete, cooperative matrix)". Never NULL. */
 const char *vk_backend_device_name(const vk_backend *b);
+
+/* Where vk_backend_open's time went, one line into buf (at most cap bytes, NUL-terminated):
+ * "loader 0.002, instance 0.120, device ..., pipelines ..., weights upload ...,
+ * activations+descriptors ... s". For start-up accounts (tool_vk_bench open). */
+void vk_backend_open_times(const vk_backend *b, char *buf, size_t cap);
 
 /* The Vulkan context under b (device properties, pipeline-cache counters), for tests and
  * tools; valid until vk_backend_close. */

@@ -184,7 +184,24 @@ static int read_arch(json_t *c, const char *file, bert_config *cfg, emb_err *err
 	a->pos = POS_ABSOLUTE;
 	a->ffn = FFN_ACT;
 	a->norm = NORM_POST;
-	if (type && strcmp(type, "bert") == 0) {
+	const char *pos = json_string_value(json_object_get(c, "position_embedding_type"));
+	if (type && strcmp(type, "bert") == 0 && pos && strcmp(pos, "alibi") == 0) {
+		/* JinaBERT (jinaai/jina-bert-implementation): BERT's embeddings without the
+		 * position table, symmetric ALiBi, a GEGLU feed-forward; feed_forward_type
+		 * "original" (its default) or "glu"/"reglu" are other models. */
+		const char *ff = json_string_value(json_object_get(c, "feed_forward_type"));
+		if (!ff || strcmp(ff, "geglu") != 0)
+			return emb_errf(err, EMB_EUNSUPPORTED, "%s: unsupported feed_forward_type '%s' "
+					"with ALiBi (JinaBERT needs \"geglu\")", file, ff ? ff : "original");
+		a->family = FAMILY_JINABERT;
+		a->pos = POS_ALIBI;
+		a->ffn = FFN_GEGLU;
+		a->token_types = 1;
+		cfg->type_vocab_size = 2;
+		cfg->layer_norm_eps = 1e-12f;
+		snprintf(a->name, sizeof a->name, "jinabert");
+		return EMB_OK;
+	} else if (type && strcmp(type, "bert") == 0) {
 		a->family = FAMILY_BERT;
 		a->token_types = 1;
 		cfg->type_vocab_size = 2;
@@ -409,12 +426,14 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 
 	const size_t H = (size_t)cfg->hidden, I = (size_t)cfg->intermediate;
 	const model_arch *a = &cfg->arch;
-	const int mpnet = a->family == FAMILY_MPNET;
-	size_t per_layer = 3 * H * H + 3 * H + H * H + H + 2 * H + I * H + I + H * I + H + 2 * H;
+	const int mpnet = a->family == FAMILY_MPNET, geglu = a->ffn == FFN_GEGLU;
+	size_t up = geglu ? 2 * I * H : I * H + I; /* GEGLU: [2I][H], no bias */
+	size_t per_layer = 3 * H * H + 3 * H + H * H + H + 2 * H + up + H * I + H + 2 * H;
 	size_t types = a->token_types ? (size_t)cfg->type_vocab_size * H : 0;
 	size_t rel = a->pos == POS_REL_BUCKETS ? (size_t)a->rel_buckets * cfg->heads : 0;
-	size_t total = (size_t)cfg->vocab_size * H + (size_t)cfg->max_positions * H + types + rel +
-		       2 * H + (size_t)cfg->layers * per_layer;
+	size_t posn = a->pos == POS_ALIBI ? 0 : (size_t)cfg->max_positions * H;
+	size_t total = (size_t)cfg->vocab_size * H + posn + types + rel + 2 * H +
+		       (size_t)cfg->layers * per_layer;
 	w->arena = malloc(total * sizeof(float));
 	w->layer = calloc((size_t)cfg->layers, sizeof *w->layer);
 	w->layers = w->layer ? cfg->layers : 0;
@@ -434,7 +453,8 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		l.prefix = family_prefix;
 
 	if ((rc = take(&l, "embeddings.word_embeddings.weight", cfg->vocab_size, cfg->hidden, NULL, &w->word_emb, err)) ||
-	    (rc = take(&l, "embeddings.position_embeddings.weight", cfg->max_positions, cfg->hidden, NULL, &w->pos_emb, err)) ||
+	    (a->pos != POS_ALIBI &&
+	     (rc = take(&l, "embeddings.position_embeddings.weight", cfg->max_positions, cfg->hidden, NULL, &w->pos_emb, err))) ||
 	    (a->token_types &&
 	     (rc = take(&l, "embeddings.token_type_embeddings.weight", cfg->type_vocab_size, cfg->hidden, NULL, &w->type_emb, err))) ||
 	    (a->pos == POS_REL_BUCKETS &&
@@ -464,7 +484,19 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		"output.dense.weight", "output.dense.bias",
 		"output.LayerNorm.weight", "output.LayerNorm.bias",
 	};
-	const char *const *suffix = mpnet ? mpnet_names : bert_names;
+	/* JinaBERT: BERT's attention, its own feed-forward (no bias on gated_layers: "") */
+	static const char *const jina_names[16] = {
+		"attention.self.query.weight", "attention.self.key.weight",
+		"attention.self.value.weight", "attention.self.query.bias",
+		"attention.self.key.bias", "attention.self.value.bias",
+		"attention.output.dense.weight", "attention.output.dense.bias",
+		"attention.output.LayerNorm.weight", "attention.output.LayerNorm.bias",
+		"mlp.gated_layers.weight", "",
+		"mlp.wo.weight", "mlp.wo.bias",
+		"mlp.layernorm.weight", "mlp.layernorm.bias",
+	};
+	const char *const *suffix = mpnet ? mpnet_names : geglu ? jina_names : bert_names;
+	const int up_rows = geglu ? 2 * cfg->intermediate : cfg->intermediate;
 	for (int i = 0; i < cfg->layers; i++) {
 		bert_layer_weights *L = &w->layer[i];
 		char n[16][128];
@@ -485,8 +517,8 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		    (rc = take(&l, n[7], cfg->hidden, 0, NULL, &L->attn_out_b, err)) ||
 		    (rc = take(&l, n[8], cfg->hidden, 0, NULL, &L->ln1_g, err)) ||
 		    (rc = take(&l, n[9], cfg->hidden, 0, NULL, &L->ln1_b, err)) ||
-		    (rc = take(&l, n[10], cfg->intermediate, cfg->hidden, NULL, &L->ffn_up_w, err)) ||
-		    (rc = take(&l, n[11], cfg->intermediate, 0, NULL, &L->ffn_up_b, err)) ||
+		    (rc = take(&l, n[10], up_rows, cfg->hidden, NULL, &L->ffn_up_w, err)) ||
+		    (!geglu && (rc = take(&l, n[11], cfg->intermediate, 0, NULL, &L->ffn_up_b, err))) ||
 		    (rc = take(&l, n[12], cfg->hidden, cfg->intermediate, NULL, &L->ffn_down_w, err)) ||
 		    (rc = take(&l, n[13], cfg->hidden, 0, NULL, &L->ffn_down_b, err)) ||
 		    (rc = take(&l, n[14], cfg->hidden, 0, NULL, &L->ln2_g, err)) ||
@@ -499,7 +531,7 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		bert_layer_weights *L = &w->layer[i];
 		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
 		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
-		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, cfg->intermediate, cfg->hidden };
+		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
 		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
 		for (int m = 0; m < 4; m++) {
 			if (gemm_pack(p[m], &src[m], 1, rows[m], cols[m], isa)) {

@@ -31,24 +31,30 @@ typedef enum {
 	POS_REL_BUCKETS = 1, /* MPNet: absolute embedding as well, plus a learned per-head bias on
 			      * the attention scores, looked up by the bucket of (key - query)
 			      * position: shared by every layer */
-	POS_ALIBI = 2,       /* JinaBERT (not implemented yet): no embedding, a fixed linear bias */
+	POS_ALIBI = 2,       /* JinaBERT: no position embedding; head h adds -slope_h * |key - query|
+			      * to its scores (symmetric ALiBi, slopes from alibi_slopes in
+			      * forward.h), computed inside the attention loop, never stored */
 } pos_scheme;
 
 typedef enum {
 	FFN_ACT = 0,   /* up -> cfg->act -> down (BERT, MPNet) */
-	FFN_GEGLU = 1, /* JinaBERT (not implemented yet): gated GELU */
+	FFN_GEGLU = 1, /* JinaBERT: mlp.gated_layers [2I][H] without bias, then GELU (erf) of
+			* the first I columns times the last I, then mlp.wo [H][I] + bias */
 } ffn_kind;
 
 typedef enum {
 	NORM_POST = 0, /* LayerNorm after each residual add (BERT, MPNet, JinaBERT) */
 } norm_place;
 
-typedef enum { FAMILY_BERT = 0, FAMILY_MPNET = 1 } model_family;
+/* JinaBERT's config.json says model_type "bert": position_embedding_type "alibi" (with
+ * feed_forward_type "geglu") is what makes it a family of its own. */
+typedef enum { FAMILY_BERT = 0, FAMILY_MPNET = 1, FAMILY_JINABERT = 2 } model_family;
 
 /* The model's architecture, decided once from config.json's model_type by bert_config_load. */
 typedef struct model_arch {
 	model_family family;
-	char name[16];          /* model_type as config.json spells it: "bert", "mpnet" */
+	char name[16];          /* model_type as config.json spells it: "bert", "mpnet"; "jinabert"
+				 * for a "bert" with ALiBi */
 	pos_scheme pos;
 	int pos_offset;         /* position id of a sequence's first token: 0 for BERT,
 				 * padding_idx + 1 = 2 for MPNet (fairseq's convention) */
@@ -88,11 +94,12 @@ typedef struct bert_layer_weights {
 	const float *attn_out_b; /* [H] */
 	const float *ln1_g;      /* [H]    attention.output.LayerNorm */
 	const float *ln1_b;
-	const float *ffn_up_w;   /* [I][H]  intermediate.dense */
-	const float *ffn_up_b;   /* [I] */
-	const float *ffn_down_w; /* [H][I]  output.dense */
+	const float *ffn_up_w;   /* [I][H]  intermediate.dense; FFN_GEGLU: [2I][H]
+				  * mlp.gated_layers (gated rows first) */
+	const float *ffn_up_b;   /* [I]; NULL for FFN_GEGLU (gated_layers has no bias) */
+	const float *ffn_down_w; /* [H][I]  output.dense (JinaBERT: mlp.wo) */
 	const float *ffn_down_b; /* [H] */
-	const float *ln2_g;      /* [H]    output.LayerNorm */
+	const float *ln2_g;      /* [H]    output.LayerNorm (JinaBERT: mlp.layernorm) */
 	const float *ln2_b;
 	/* the four matrices above packed for the CPU kernel gemm_isa_default() picks */
 	gemm_w qkv_p, attn_out_p, ffn_up_p, ffn_down_p;
@@ -100,7 +107,8 @@ typedef struct bert_layer_weights {
 
 typedef struct bert_weights {
 	const float *word_emb;   /* [vocab][H] */
-	const float *pos_emb;    /* [max_positions][H] */
+	const float *pos_emb;    /* [max_positions][H]; NULL for POS_ALIBI (max_positions then only
+				  * bounds the length: 8192 for JinaBERT) */
 	const float *type_emb;   /* [type_vocab][H]; token type 0 is used for every token; NULL
 				  * without arch.token_types */
 	const float *rel_bias;   /* [rel_buckets][heads] for POS_REL_BUCKETS, else NULL */
@@ -115,14 +123,16 @@ typedef struct bert_weights {
 
 /* Reads config.json, modules.json, 1_Pooling/config.json, sentence_bert_config.json and
  * config_sentence_transformers.json of `dir` into *cfg, including cfg->arch. model_type
- * "bert" and "mpnet" load. Errors: EMB_EIO (config.json missing), EMB_EFORMAT (malformed
+ * "bert" and "mpnet" load; "bert" with position_embedding_type "alibi" is JinaBERT, whose
+ * feed_forward_type must be "geglu" (absent means "original", plain GLU: refused). Errors: EMB_EIO (config.json missing), EMB_EFORMAT (malformed
  * JSON or sizes), EMB_EUNSUPPORTED ("unsupported model_type 'x'", unknown hidden_act or
  * pooling mode). */
 int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
 
 /* Loads model.safetensors of `dir` into *w, converting to f32 and checking every tensor's
  * shape against cfg. Tensor names follow cfg->arch.family (BERT: attention.self.query...,
- * MPNet: attention.attn.q..., encoder.relative_attention_bias), with or without the
+ * MPNet: attention.attn.q..., encoder.relative_attention_bias; JinaBERT: BERT's attention,
+ * mlp.gated_layers / mlp.wo / mlp.layernorm, no position table), with or without the
  * family's prefix ("bert.", "mpnet."). Errors: EMB_EIO,
  * EMB_EFORMAT (corrupt file, missing tensor, wrong shape: the message names the tensor). */
 int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, emb_err *err);

@@ -2,7 +2,10 @@
  * Each task owns a contiguous range of rows and a min-heap of its best k; the kernel scores
  * four rows per pass so that every load of the query feeds four FMAs. */
 #include "scan.h"
+#include "quant.h"
 
+#include <cpuid.h>
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 #define XXH_INLINE_ALL
@@ -34,6 +37,20 @@ float scan_dot(const float *a, const float *b, int dim)
 	for (; i < dim; i++)
 		s += a[i] * b[i];
 	return s;
+}
+
+/* One row with dot4's arithmetic (one 8-wide accumulator, then the tail), so a row scores
+ * the same bit for bit wherever it falls in a task and when rescored (scan_score). */
+static float dot1(const float *q, const float *r, int dim)
+{
+	__m256 s = _mm256_setzero_ps();
+	int i = 0;
+	for (; i + 8 <= dim; i += 8)
+		s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(r + i), s);
+	float x = hsum256(s);
+	for (; i < dim; i++)
+		x += q[i] * r[i];
+	return x;
 }
 
 /* Scores rows r[0..4) (each dim floats) against q. */
@@ -75,6 +92,8 @@ static void dot4(const float *q, const float *r, int dim, float out[4])
 	for (int j = 0; j < 4; j++)
 		out[j] = scan_dot(q, r + (size_t)j * dim, dim);
 }
+
+static float dot1(const float *q, const float *r, int dim) { return scan_dot(q, r, dim); }
 #endif
 
 /* "a ranks below b": lower score, or equal score and higher row (lower rows win ties, so the
@@ -134,9 +153,12 @@ typedef struct scan_ctx {
 	const task *tasks;
 	int dim, k;
 	const float *q;
-	scan_hit *heaps; /* ntasks * k */
-	int *counts;     /* ntasks */
+	scan_hit *heaps; /* ntasks * nq * k: task t's heap of query i at (t * nq + i) * k */
+	int *counts;     /* ntasks * nq */
 	scan_guard *g;   /* may be NULL */
+	const scan_cquery *cq; /* compact rows, or NULL: f32 */
+	int isa;         /* compact: the kernel level */
+	int nq;          /* f32: queries q[0..nq * dim), scored together a run of rows at a time */
 } scan_ctx;
 
 /* Records the first failure; later ones (other threads) are dropped. */
@@ -171,12 +193,294 @@ static uint32_t scan_rows(heap *hp, const float *q, const float *v, uint32_t n, 
 				heap_push(hp, (scan_hit){s[j], first + i + (uint32_t)j});
 	}
 	for (; i < n; i++) {
-		float x = scan_dot(q, v + (size_t)i * dim, dim);
+		float x = dot1(q, v + (size_t)i * dim, dim);
 		if (max_abs > 0 && !(x >= -max_abs && x <= max_abs))
 			return i;
 		heap_push(hp, (scan_hit){x, first + i});
 	}
 	return n;
+}
+
+/* ---- compact kernels ------------------------------------------------------------------*/
+
+static int isa_i8, isa_bin; /* 0 unresolved, else level + 1; resolved once (a race writes the same value) */
+
+static void resolve_isa(void)
+{
+	unsigned a, b, c, d;
+	int i8 = SCAN_ISA_SCALAR, bin = SCAN_ISA_SCALAR;
+	int zmm = -1;
+	if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE)) {
+		unsigned lo, hi;
+		__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+		zmm = (lo & 6) != 6 ? -1 : (lo & 0xe6) == 0xe6; /* YMM; opmask and ZMM state enabled by the OS */
+	}
+	if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+		int f = (b >> 16) & 1, bw = (b >> 30) & 1;
+		if (zmm >= 0 && ((b >> 5) & 1)) /* AVX2 (the build's baseline; checked for ARCH=) */
+			i8 = bin = SCAN_ISA_AVX2;
+		if (zmm > 0 && f && bw && ((c >> 11) & 1))
+			i8 = SCAN_ISA_AVX512;
+		if (zmm > 0 && f && bw && ((c >> 14) & 1))
+			bin = SCAN_ISA_AVX512;
+		if (i8 == SCAN_ISA_AVX2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
+			i8 = SCAN_ISA_AVX_VNNI;
+	}
+	__atomic_store_n(&isa_bin, bin + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&isa_i8, i8 + 1, __ATOMIC_RELAXED);
+}
+
+int scan_isa_i8(void)
+{
+	if (!__atomic_load_n(&isa_i8, __ATOMIC_RELAXED))
+		resolve_isa();
+	return __atomic_load_n(&isa_i8, __ATOMIC_RELAXED) - 1;
+}
+
+int scan_isa_bin(void)
+{
+	if (!__atomic_load_n(&isa_bin, __ATOMIC_RELAXED))
+		resolve_isa();
+	return __atomic_load_n(&isa_bin, __ATOMIC_RELAXED) - 1;
+}
+
+const char *scan_kernels(void)
+{
+	int a = scan_isa_i8(), b = scan_isa_bin();
+	/* Eight fixed strings rather than a buffer: nothing to free, nothing shared to write. */
+	static const char *combo[4][4] = {
+		{"int8 scalar, binary scalar", "int8 scalar, binary AVX2", "int8 scalar, binary AVX2", "int8 scalar, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX2, binary scalar", "int8 AVX2, binary AVX2", "int8 AVX2, binary AVX2", "int8 AVX2, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX-VNNI, binary scalar", "int8 AVX-VNNI, binary AVX2", "int8 AVX-VNNI, binary AVX2", "int8 AVX-VNNI, binary AVX-512 VPOPCNTDQ"},
+		{"int8 AVX-512 VNNI, binary scalar", "int8 AVX-512 VNNI, binary AVX2", "int8 AVX-512 VNNI, binary AVX2", "int8 AVX-512 VNNI, binary AVX-512 VPOPCNTDQ"},
+	};
+	return combo[a][b];
+}
+
+static void i8_scalar(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		int32_t s = 0;
+		for (int d = 0; d < dim; d++)
+			s += (int32_t)r[d] * q[d];
+		out[i] = s;
+	}
+}
+
+__attribute__((target("avx2")))
+static inline int32_t hsum_epi32(__m256i v)
+{
+	__m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+	x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+	return _mm_cvtsi128_si32(x);
+}
+
+/* AVX2: 16 bytes at a time widened to 16 bits (u8 x s8 products would saturate VPMADDUBSW's
+ * 16-bit sums), VPMADDWD into 32 bits. */
+__attribute__((target("avx2")))
+static void i8_avx2(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		__m256i acc = _mm256_setzero_si256();
+		int d = 0;
+		for (; d + 16 <= dim; d += 16) {
+			__m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + d)));
+			__m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + d)));
+			acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+		}
+		int32_t s = hsum_epi32(acc);
+		for (; d < dim; d++)
+			s += (int32_t)r[d] * q[d];
+		out[i] = s;
+	}
+}
+
+/* AVX-VNNI: VPDPBUSD on 256 bits, two rows a pass (each query load feeds both). */
+__attribute__((target("avx2,avxvnni")))
+static void i8_avxvnni(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	size_t i = 0;
+	for (; i + 2 <= n; i += 2) {
+		const uint8_t *r0 = rows + i * (size_t)dim, *r1 = r0 + dim;
+		__m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+		int d = 0;
+		for (; d + 32 <= dim; d += 32) {
+			__m256i qv = _mm256_loadu_si256((const __m256i *)(q + d));
+			a0 = _mm256_dpbusd_avx_epi32(a0, _mm256_loadu_si256((const __m256i *)(r0 + d)), qv);
+			a1 = _mm256_dpbusd_avx_epi32(a1, _mm256_loadu_si256((const __m256i *)(r1 + d)), qv);
+		}
+		int32_t s0 = hsum_epi32(a0), s1 = hsum_epi32(a1);
+		for (; d < dim; d++) {
+			s0 += (int32_t)r0[d] * q[d];
+			s1 += (int32_t)r1[d] * q[d];
+		}
+		out[i] = s0;
+		out[i + 1] = s1;
+	}
+	if (i < n)
+		i8_avx2(rows + i * (size_t)dim, n - i, dim, q, out + i);
+}
+
+/* The four rows' sums of a0..a3 in one vector (three VPHADDD instead of four reductions). */
+__attribute__((target("avx512f,avx512bw")))
+static inline __m128i reduce4(__m512i a0, __m512i a1, __m512i a2, __m512i a3)
+{
+	__m256i b0 = _mm256_add_epi32(_mm512_castsi512_si256(a0), _mm512_extracti64x4_epi64(a0, 1));
+	__m256i b1 = _mm256_add_epi32(_mm512_castsi512_si256(a1), _mm512_extracti64x4_epi64(a1, 1));
+	__m256i b2 = _mm256_add_epi32(_mm512_castsi512_si256(a2), _mm512_extracti64x4_epi64(a2, 1));
+	__m256i b3 = _mm256_add_epi32(_mm512_castsi512_si256(a3), _mm512_extracti64x4_epi64(a3, 1));
+	__m256i d = _mm256_hadd_epi32(_mm256_hadd_epi32(b0, b1), _mm256_hadd_epi32(b2, b3));
+	return _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+}
+
+/* AVX-512 VNNI: VPDPBUSD on 512 bits, four rows a pass, the tail by a masked load. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void i8_avx512(const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	int full = dim & ~63;
+	__mmask64 tm = (dim & 63) ? (~0ULL >> (64 - (dim & 63))) : 0;
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		const uint8_t *r0 = rows + i * (size_t)dim, *r1 = r0 + dim, *r2 = r1 + dim, *r3 = r2 + dim;
+		__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+		for (int d = 0; d < full; d += 64) {
+			__m512i qv = _mm512_loadu_si512(q + d);
+			a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(r0 + d), qv);
+			a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(r1 + d), qv);
+			a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(r2 + d), qv);
+			a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512(r3 + d), qv);
+		}
+		if (tm) {
+			__m512i qv = _mm512_maskz_loadu_epi8(tm, q + full);
+			a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(tm, r0 + full), qv);
+			a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tm, r1 + full), qv);
+			a2 = _mm512_dpbusd_epi32(a2, _mm512_maskz_loadu_epi8(tm, r2 + full), qv);
+			a3 = _mm512_dpbusd_epi32(a3, _mm512_maskz_loadu_epi8(tm, r3 + full), qv);
+		}
+		_mm_storeu_si128((__m128i *)(out + i), reduce4(a0, a1, a2, a3));
+	}
+	for (; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)dim;
+		__m512i a = _mm512_setzero_si512();
+		for (int d = 0; d < full; d += 64)
+			a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(r + d), _mm512_loadu_si512(q + d));
+		if (tm)
+			a = _mm512_dpbusd_epi32(a, _mm512_maskz_loadu_epi8(tm, r + full),
+						_mm512_maskz_loadu_epi8(tm, q + full));
+		out[i] = _mm512_reduce_add_epi32(a);
+	}
+}
+
+void scan_i8_dots_at(int isa, const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out)
+{
+	if (isa >= SCAN_ISA_AVX512)
+		i8_avx512(rows, n, dim, q, out);
+	else if (isa == SCAN_ISA_AVX_VNNI)
+		i8_avxvnni(rows, n, dim, q, out);
+	else if (isa == SCAN_ISA_AVX2)
+		i8_avx2(rows, n, dim, q, out);
+	else
+		i8_scalar(rows, n, dim, q, out);
+}
+
+static int32_t popc_bytes(const uint8_t *a, const uint8_t *b, int n)
+{
+	int32_t s = 0;
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x, y;
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		s += __builtin_popcountll(x ^ y);
+	}
+	for (; i < n; i++)
+		s += __builtin_popcount((unsigned)(a[i] ^ b[i]));
+	return s;
+}
+
+static void bin_scalar(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = popc_bytes(rows + i * (size_t)nb, q, nb);
+}
+
+/* AVX2 has no vector popcount: count nibbles by table (VPSHUFB), sum bytes with VPSADBW. */
+__attribute__((target("avx2")))
+static void bin_avx2(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+					     0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+	const __m256i low = _mm256_set1_epi8(0x0f);
+	int full = nb & ~31;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)nb;
+		__m256i acc = _mm256_setzero_si256();
+		for (int d = 0; d < full; d += 32) {
+			__m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(r + d)),
+						     _mm256_loadu_si256((const __m256i *)(q + d)));
+			__m256i c = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
+						    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+			acc = _mm256_add_epi64(acc, _mm256_sad_epu8(c, _mm256_setzero_si256()));
+		}
+		__m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+		s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+		out[i] = (int32_t)_mm_cvtsi128_si64(s) + popc_bytes(r + full, q + full, nb - full);
+	}
+}
+
+/* AVX-512 VPOPCNTDQ: 64 bytes a step, the tail by a masked load. */
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
+static void bin_avx512(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
+{
+	int full = nb & ~63;
+	__mmask64 tm = (nb & 63) ? (~0ULL >> (64 - (nb & 63))) : 0;
+	__m512i qt = _mm512_maskz_loadu_epi8(tm, q + full);
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *r = rows + i * (size_t)nb;
+		__m512i acc = _mm512_setzero_si512();
+		for (int d = 0; d < full; d += 64)
+			acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+				_mm512_loadu_si512(r + d), _mm512_loadu_si512(q + d))));
+		if (tm)
+			acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+				_mm512_maskz_loadu_epi8(tm, r + full), qt)));
+		out[i] = (int32_t)_mm512_reduce_add_epi64(acc);
+	}
+}
+
+void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8_t *q, int32_t *out)
+{
+	if (isa >= SCAN_ISA_AVX512)
+		bin_avx512(rows, n, nbytes, q, out);
+	else if (isa >= SCAN_ISA_AVX2)
+		bin_avx2(rows, n, nbytes, q, out);
+	else
+		bin_scalar(rows, n, nbytes, q, out);
+}
+
+/* Scores n compact rows into the heap, 64 at a time through the kernel. */
+static void compact_rows(heap *hp, const scan_cquery *cq, int isa, const uint8_t *rows,
+			 uint32_t n, uint32_t first, size_t rowb)
+{
+	int32_t raw[64];
+	float inv = 1.0f / (float)cq->dim;
+	for (uint32_t i = 0; i < n; i += 64) {
+		uint32_t m = n - i < 64 ? n - i : 64;
+		const uint8_t *r = rows + (size_t)i * rowb;
+		if (cq->kind == QUANT_INT8)
+			scan_i8_dots_at(isa, r, m, cq->dim, cq->q8, raw);
+		else
+			scan_bin_at(isa, r, m, (int)rowb, cq->bits, raw);
+		for (uint32_t j = 0; j < m; j++) {
+			float s = cq->kind == QUANT_INT8 ? cq->scale * (float)(raw[j] - cq->bias)
+							 : 1.0f - 2.0f * (float)raw[j] * inv;
+			if (hp->n < hp->k || s > hp->h[0].score)
+				heap_push(hp, (scan_hit){s, first + i + j});
+		}
+	}
 }
 
 static void scan_task(void *arg, int t)
@@ -185,8 +489,18 @@ static void scan_task(void *arg, int t)
 	const task *tk = &c->tasks[t];
 	scan_guard *g = c->g;
 	float max_abs = g ? g->max_abs : 0;
-	heap hp = {c->heaps + (size_t)t * c->k, 0, c->k};
-	size_t rowb = (size_t)c->dim * sizeof(float);
+	heap hp = {c->heaps + (size_t)t * c->nq * c->k, 0, c->k};
+	heap *hps = NULL;
+	if (c->nq > 1) {
+		hps = malloc((size_t)c->nq * sizeof *hps);
+		if (!hps) { /* reported as damage would be wrong: fail the scan as out of memory */
+			guard_fail(c->g, SCAN_BAD_BLOCK, (size_t)-1, 0, 0);
+			return;
+		}
+		for (int i = 0; i < c->nq; i++)
+			hps[i] = (heap){c->heaps + ((size_t)t * c->nq + i) * c->k, 0, c->k};
+	}
+	size_t rowb = c->cq ? quant_row_bytes((quant_type)c->cq->kind, c->dim) : (size_t)c->dim * sizeof(float);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;
@@ -197,14 +511,49 @@ static void scan_task(void *arg, int t)
 		 * before scoring, which then reads the block from L2 (a block split between two
 		 * tasks is read once more: at most one block a task). */
 		if (g && g->checksums && lo == 0) {
+			const void *data = c->cq ? (const void *)bl->codes : (const void *)bl->vecs;
 			uint64_t want;
-			memcpy(&want, (const char *)bl->vecs + bl->nrows * rowb, sizeof want);
-			if (XXH3_64bits_withSeed(bl->vecs, bl->nrows * rowb, bl->seed) != want) {
+			memcpy(&want, (const char *)data + bl->nrows * rowb, sizeof want);
+			if (XXH3_64bits_withSeed(data, bl->nrows * rowb, bl->seed) != want) {
 				guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
 				break;
 			}
 		}
-		if (hi > lo) {
+		if (hi > lo && c->cq && hps) {
+			/* Many compact queries: each 64-row run scored by all of them while in cache. */
+			for (uint32_t r = lo; r < hi; r += 64) {
+				uint32_t n = hi - r < 64 ? hi - r : 64;
+				for (int i = 0; i < c->nq; i++)
+					compact_rows(&hps[i], c->cq + i, c->isa, bl->codes + (size_t)r * rowb, n,
+						     bl->first_row + r, rowb);
+			}
+		} else if (hi > lo && c->cq) {
+			compact_rows(&hp, c->cq, c->isa, bl->codes + (size_t)lo * rowb, hi - lo,
+				     bl->first_row + lo, rowb);
+		} else if (hi > lo && hps) {
+			/* Many queries: a run of rows stays in L1/L2 while every query scores it, so
+			 * memory delivers each row once a batch, not once a query. */
+			uint32_t bad = 0, badq = 0;
+			for (uint32_t r = lo; r < hi && !bad; r += 32) {
+				uint32_t n = hi - r < 32 ? hi - r : 32;
+				const float *v = bl->vecs + (size_t)r * c->dim;
+				for (int i = 0; i < c->nq; i++) {
+					uint32_t x = scan_rows(&hps[i], c->q + (size_t)i * c->dim, v, n,
+							       bl->first_row + r, c->dim, max_abs);
+					if (x < n) {
+						bad = r + x + 1;
+						badq = (uint32_t)i;
+						break;
+					}
+				}
+			}
+			if (bad) {
+				guard_fail(g, SCAN_BAD_SCORE, b, bl->first_row + bad - 1,
+					   scan_dot(c->q + (size_t)badq * c->dim,
+						    bl->vecs + (size_t)(bad - 1) * c->dim, c->dim));
+				break;
+			}
+		} else if (hi > lo) {
 			const float *v = bl->vecs + (size_t)lo * c->dim;
 			uint32_t bad = scan_rows(&hp, c->q, v, hi - lo, bl->first_row + lo, c->dim, max_abs);
 			if (bad < hi - lo) {
@@ -214,7 +563,13 @@ static void scan_task(void *arg, int t)
 			}
 		}
 	}
-	c->counts[t] = hp.n;
+	if (hps) {
+		for (int i = 0; i < c->nq; i++)
+			c->counts[(size_t)t * c->nq + i] = hps[i].n;
+		free(hps);
+	} else {
+		c->counts[t] = hp.n;
+	}
 }
 
 static int cmp_hit_desc(const void *a, const void *b)
@@ -227,15 +582,23 @@ static int cmp_hit_desc(const void *a, const void *b)
 	return 0;
 }
 
+float scan_score(const float *q, const float *row, int dim) { return dot1(q, row, dim); }
+
 int scan_topk(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 	      threadpool *pool, scan_hit *out, int *nout, emb_err *err)
 {
 	return scan_topk_guarded(blocks, nblocks, dim, q, k, pool, NULL, out, nout, err);
 }
 
-int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
-		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const float *q, int nq,
+		    const scan_cquery *cq, int k, threadpool *pool, scan_guard *g, scan_hit *out,
+		    int *nout, emb_err *err)
 {
+	scan_guard own = {0};
+	if (nq > 1 && !g)
+		g = &own; /* a task out of memory reports through it */
+	for (int i = 0; i < nq; i++)
+		nout[i] = 0;
 	*nout = 0;
 	if (g)
 		g->failed = 0;
@@ -256,8 +619,8 @@ int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const f
 	uint64_t per = (total + (uint64_t)ntasks - 1) / (uint64_t)ntasks;
 
 	task *tasks = calloc((size_t)ntasks, sizeof *tasks);
-	scan_hit *heaps = malloc((size_t)ntasks * (size_t)k * sizeof *heaps);
-	int *counts = calloc((size_t)ntasks, sizeof *counts);
+	scan_hit *heaps = malloc((size_t)ntasks * (size_t)nq * (size_t)k * sizeof *heaps);
+	int *counts = calloc((size_t)ntasks * (size_t)nq, sizeof *counts);
 	if (!tasks || !heaps || !counts) {
 		free(tasks);
 		free(heaps);
@@ -295,31 +658,102 @@ int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const f
 	}
 	ntasks = t;
 
-	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g};
+	scan_ctx c = {blocks, tasks, dim, k, q, heaps, counts, g, cq,
+		      cq ? (cq->kind == QUANT_INT8 ? scan_isa_i8() : scan_isa_bin()) : 0, nq};
 	threadpool_run(pool, scan_task, &c, ntasks);
 	if (g && g->failed) {
 		free(tasks);
 		free(heaps);
 		free(counts);
+		if (g->failed == SCAN_BAD_BLOCK && g->bad_block == (size_t)-1) {
+			g->failed = 0;
+			return emb_errf(err, EMB_ENOMEM, "scan: out of memory");
+		}
 		if (g->failed == SCAN_BAD_BLOCK)
 			return emb_errf(err, EMB_ESTORE, "scan: block %zu fails its check", g->bad_block);
 		return emb_errf(err, EMB_ESTORE, "scan: row %u scores %g, outside [-%g, %g]",
 				g->bad_row, g->bad_score, g->max_abs, g->max_abs);
 	}
 
-	/* Merge: compact every task's heap, sort, keep k. */
-	size_t n = 0;
-	for (int i = 0; i < ntasks; i++) {
-		memmove(heaps + n, heaps + (size_t)i * k, (size_t)counts[i] * sizeof *heaps);
-		n += (size_t)counts[i];
+	/* Merge, query by query: gather every task's heap, sort, keep k. */
+	scan_hit *all = nq > 1 ? malloc((size_t)ntasks * (size_t)k * sizeof *all) : heaps;
+	if (!all) {
+		free(tasks);
+		free(heaps);
+		free(counts);
+		return emb_errf(err, EMB_ENOMEM, "scan: out of memory");
 	}
-	qsort(heaps, n, sizeof *heaps, cmp_hit_desc);
-	if (n > (size_t)k)
-		n = (size_t)k;
-	memcpy(out, heaps, n * sizeof *out);
-	*nout = (int)n;
+	for (int qi = 0; qi < nq; qi++) {
+		size_t n = 0;
+		for (int i = 0; i < ntasks; i++) {
+			size_t at = ((size_t)i * nq + qi) * k, cnt = (size_t)counts[(size_t)i * nq + qi];
+			memmove(all + n, heaps + at, cnt * sizeof *heaps);
+			n += cnt;
+		}
+		qsort(all, n, sizeof *all, cmp_hit_desc);
+		if (n > (size_t)k)
+			n = (size_t)k;
+		memcpy(out + (size_t)qi * k, all, n * sizeof *out);
+		nout[qi] = (int)n;
+	}
+	if (all != heaps)
+		free(all);
 	free(tasks);
 	free(heaps);
 	free(counts);
 	return EMB_OK;
+}
+
+int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	return topk_run(blocks, nblocks, dim, q, 1, NULL, k, pool, g, out, nout, err);
+}
+
+int scan_topk_multi(const scan_block *blocks, size_t nblocks, int dim, const float *qs, int nq,
+		    int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	if (nq < 1)
+		return emb_errf(err, EMB_EINVAL, "scan: %d queries", nq);
+	return topk_run(blocks, nblocks, dim, qs, nq, NULL, k, pool, g, out, nout, err);
+}
+
+int scan_topk_compact_multi(const scan_block *blocks, size_t nblocks, const scan_cquery *qs,
+			    int nq, int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout,
+			    emb_err *err)
+{
+	if (nq < 1)
+		return emb_errf(err, EMB_EINVAL, "scan: %d queries", nq);
+	for (int i = 1; i < nq; i++)
+		if (qs[i].kind != qs[0].kind || qs[i].dim != qs[0].dim)
+			return emb_errf(err, EMB_EINVAL, "scan: queries of different kinds");
+	scan_guard g2 = {0};
+	if (g) {
+		g2 = *g;
+		g2.max_abs = 0;
+	}
+	int rc = topk_run(blocks, nblocks, qs->dim, NULL, nq, qs, k, pool, &g2, out, nout, err);
+	if (g) {
+		float keep = g->max_abs;
+		*g = g2;
+		g->max_abs = keep;
+	}
+	return rc;
+}
+
+int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err)
+{
+	scan_guard g2;
+	if (g) {
+		g2 = *g;
+		g2.max_abs = 0;
+	}
+	int rc = topk_run(blocks, nblocks, q->dim, NULL, 1, q, k, pool, g ? &g2 : NULL, out, nout, err);
+	if (g) {
+		float keep = g->max_abs;
+		*g = g2;
+		g->max_abs = keep;
+	}
+	return rc;
 }

@@ -22,6 +22,7 @@ typedef struct scan_block {
 	uint32_t nrows;
 	uint32_t first_row;
 	uint64_t seed;
+	const uint8_t *codes; /* scan_topk_compact reads these instead: nrows * row bytes */
 } scan_block;
 
 typedef struct scan_hit {
@@ -31,6 +32,10 @@ typedef struct scan_hit {
 
 /* Dot product of two dim-float vectors (AVX2/FMA when built for it). */
 float scan_dot(const float *a, const float *b, int dim);
+
+/* The score scan_topk gives row against q, bit for bit (its summation order): what a
+ * rescoring of compact candidates uses, so that it reproduces the f32 scan's answer. */
+float scan_score(const float *q, const float *row, int dim);
 
 /* The k rows with the highest q . row over all blocks, best first (ties: lower row first),
  * into out[0..*nout), *nout = min(k, total rows). pool may be NULL. Errors: EMB_EINVAL
@@ -62,5 +67,61 @@ enum { SCAN_BAD_BLOCK = 1, SCAN_BAD_SCORE = 2 };
  * the caller names the store. Other errors as scan_topk. */
 int scan_topk_guarded(const scan_block *blocks, size_t nblocks, int dim, const float *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
+/* scan_topk_guarded for nq queries at once (qs: nq * dim floats): each run of rows is scored
+ * by every query while it is in cache, so memory delivers the rows once for the batch. Query
+ * i's hits go to out[i * k ..], *nout[i] of them, exactly as scan_topk_guarded would give
+ * them. Errors as scan_topk_guarded, EMB_EINVAL (nq < 1). */
+int scan_topk_multi(const scan_block *blocks, size_t nblocks, int dim, const float *qs, int nq,
+		    int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
+/* ---- compact rows (quant.h: int8 codes, sign bits) ------------------------------------
+ * The same scan over rows of 1 byte (int8) or 1 bit (binary) a dimension, for a store that
+ * keeps a compact copy of its vectors: 4x or 32x fewer bytes to read. The kernels are chosen
+ * at run time from cpuid (scan_kernels names them): int8 dot with AVX-512 VNNI (VPDPBUSD on
+ * 512 bits), else AVX-VNNI (the same on 256 bits), else AVX2 (widen to 16 bits, VPMADDWD);
+ * binary Hamming distance with AVX-512 VPOPCNTDQ, else AVX2 (nibble table, VPSHUFB). */
+
+/* What a compact row is scored against. INT8: q8 has dim signed codes and the score of a row
+ * of unsigned codes u is scale * (sum_d u[d] * q8[d] - bias) (quant_i8_query). BINARY: bits
+ * has (dim + 7) / 8 bytes and the score is 1 - 2 * hamming(row, bits) / dim (the cosine of
+ * the two sign vectors). */
+typedef struct scan_cquery {
+	int kind;              /* QUANT_INT8 or QUANT_BINARY (quant.h) */
+	int dim;
+	const int8_t *q8;
+	const uint8_t *bits;
+	int32_t bias;
+	float scale;
+} scan_cquery;
+
+/* Kernel levels, for tests that try each one the CPU has (scan_i8_dots_at, scan_bin_at). */
+enum { SCAN_ISA_SCALAR = 0, SCAN_ISA_AVX2 = 1, SCAN_ISA_AVX_VNNI = 2, SCAN_ISA_AVX512 = 3 };
+
+/* The best level this CPU has for int8 (AVX512: VNNI + BW) and for binary (AVX512:
+ * VPOPCNTDQ + BW; AVX_VNNI never), and the names of the kernels the scans use. */
+int scan_isa_i8(void);
+int scan_isa_bin(void);
+const char *scan_kernels(void);
+
+/* out[i] = sum_d rows[i * dim + d] * q[d] (rows unsigned, q signed), i < n, at level isa
+ * (must not exceed scan_isa_i8(); SCAN_ISA_SCALAR is the reference). */
+void scan_i8_dots_at(int isa, const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out);
+/* out[i] = popcount(rows[i * nbytes ..] xor q), i < n, at level isa (<= scan_isa_bin()). */
+void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8_t *q, int32_t *out);
+
+/* scan_topk_guarded over compact rows (blocks[].codes, quant_row_bytes(q->kind, q->dim)
+ * bytes a row, then the u64 checksum when g asks for it). Ties: lower row first. Errors as
+ * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). */
+int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
+		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
+
+/* scan_topk_compact for nq queries of one kind (qs[0..nq)), every 64-row run scored by all
+ * of them while in cache; query i's hits at out[i * k ..], nout[i] of them, as
+ * scan_topk_compact gives them. Errors as scan_topk_compact, EMB_EINVAL (nq < 1, mixed
+ * kinds). */
+int scan_topk_compact_multi(const scan_block *blocks, size_t nblocks, const scan_cquery *qs,
+			    int nq, int k, threadpool *pool, scan_guard *g, scan_hit *out, int *nout,
+			    emb_err *err);
 
 #endif

@@ -21,6 +21,11 @@ void sha256_final(sha256_ctx *c, uint8_t digest[32]);
 /* One-shot digest of data[0..n). */
 void sha256(const void *data, size_t n, uint8_t digest[32]);
 
+/* 1 when the digests are computed with the CPU's SHA extensions (x86 SHA-NI, chosen at run
+ * time), 0 on the portable code; portable != 0 first switches to the portable code for the
+ * rest of the process (tests compare the two). */
+int sha256_accelerated(int portable);
+
 /* Writes the 64 lowercase hex digits of digest and a NUL to hex[65]. */
 void sha256_hex(const uint8_t digest[32], char hex[65]);
 

@@ -11,6 +11,7 @@
  * Readers: snapshots are MDB_NOTLS read transactions; search hands the scan kernel pointers
  * straight into the map. */
 #include "store.h"
+#include "quant.h"
 #include "scan.h"
 #include "store_path.h"
 
@@ -50,6 +51,9 @@
 struct store {
 	MDB_env *env;
 	MDB_dbi meta, docs, docrows, rowmap, vectors, seen;
+	MDB_dbi cvectors;    /* format 3: compact blocks (valid when has_cvectors) */
+	int has_cvectors;
+	quant_type vtype;    /* meta "vtype": QUANT_F32 keeps no compact copy */
 	int readonly;
 	int format;          /* STORE_FORMAT_VERSION, or 1 (read only, no checksums) */
 	int dim, block_rows; /* 0 until a model is bound */
@@ -427,6 +431,13 @@ static int open_dbis(store *s, emb_err *err)
 			return mdb_fail(err, rc, "open table", s->dir);
 		}
 	}
+	/* Format 3's compact blocks: created by writers, absent from older stores. */
+	rc = mdb_dbi_open(txn, "cvectors", MDB_INTEGERKEY | cflags, &s->cvectors);
+	if (rc && rc != MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "open table", s->dir);
+	}
+	s->has_cvectors = rc == 0;
 	char fmt[16];
 	MDB_stat ms;
 	meta_str(txn, s->meta, "format", fmt, sizeof fmt);
@@ -450,12 +461,29 @@ static int open_dbis(store *s, emb_err *err)
 	} else if (s->format < 1 || (rc = meta_check(s, txn, s->format, err)) != 0) {
 		mdb_txn_abort(txn);
 		return rc ? rc : damaged(err, s, "its format is unreadable ('%s')", fmt);
+	} else if (s->format == 2 && !s->readonly) {
+		/* Format 2 is format 3 with f32 vectors only and no cvectors table (just made):
+		 * the upgrade rewrites nothing but "format". */
+		s->format = STORE_FORMAT_VERSION;
+		snprintf(fmt, sizeof fmt, "%d", STORE_FORMAT_VERSION);
+		if ((rc = meta_put_str(txn, s->meta, "format", fmt)) || (rc = meta_seal(txn, s->meta))) {
+			mdb_txn_abort(txn);
+			return mdb_fail(err, rc, "upgrade to format 3", s->dir);
+		}
 	} else if (s->format < STORE_FORMAT_VERSION && !s->readonly) {
 		mdb_txn_abort(txn);
 		return emb_errf(err, EMB_ESTORE,
 				"store %s has format %d (no checksums); this program writes format %d only: "
 				"rebuild it with --rebuild (searching it still works)",
 				s->dir, s->format, STORE_FORMAT_VERSION);
+	}
+	char vt[16];
+	meta_str(txn, s->meta, "vtype", vt, sizeof vt);
+	if (!vt[0])
+		snprintf(vt, sizeof vt, "f32");
+	if (quant_parse(vt, &s->vtype) || (s->vtype != QUANT_F32 && !s->has_cvectors)) {
+		mdb_txn_abort(txn);
+		return damaged(err, s, "unknown vector type '%s'", vt);
 	}
 	s->dim = meta_int(txn, s->meta, "dim", 0);
 	s->block_rows = meta_int(txn, s->meta, "block_rows", 0);
@@ -803,6 +831,45 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 	return EMB_OK;
 }
 
+quant_type store_vtype(const store *s) { return s->vtype; }
+
+int store_set_vtype(store *s, quant_type vt, emb_err *err)
+{
+	if (vt == s->vtype)
+		return EMB_OK;
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	MDB_txn *txn;
+	int rc = txn_begin(s, 0, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	uint64_t rows = meta_u64(txn, s->meta, "rows");
+	if (rows) {
+		mdb_txn_abort(txn);
+		return emb_errf(err, EMB_ESTORE,
+				"store %s holds %s vectors, not %s: changing the vector type needs --rebuild",
+				s->dir, quant_name(s->vtype), quant_name(vt));
+	}
+	MDB_val k = {strlen("int8.scales"), "int8.scales"};
+	rc = mdb_del(txn, s->meta, &k, NULL);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	if (!rc)
+		rc = mdb_drop(txn, s->cvectors, 0);
+	if (!rc)
+		rc = meta_put_str(txn, s->meta, "vtype", quant_name(vt));
+	if (!rc)
+		rc = meta_seal(txn, s->meta);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "set the vector type", s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	s->vtype = vt;
+	return EMB_OK;
+}
+
 int store_stats_get(store *s, store_stats *st, emb_err *err)
 {
 	memset(st, 0, sizeof *st);
@@ -814,6 +881,8 @@ int store_stats_get(store *s, store_stats *st, emb_err *err)
 	st->rows = meta_u64(txn, s->meta, "rows");
 	st->dim = meta_int(txn, s->meta, "dim", 0);
 	st->block_rows = meta_int(txn, s->meta, "block_rows", 0);
+	st->vtype = s->vtype;
+	st->row_bytes_scan = quant_row_bytes(s->vtype, st->dim);
 	meta_str(txn, s->meta, "created", st->created, sizeof st->created);
 	meta_str(txn, s->meta, "updated", st->updated, sizeof st->updated);
 	mdb_txn_abort(txn);
@@ -824,6 +893,68 @@ int store_stats_get(store *s, store_stats *st, emb_err *err)
 	st->map_size = info.me_mapsize;
 	st->file_size = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	return EMB_OK;
+}
+
+/* The leaf and branch page counts of the id-keyed tables (0 when unreadable) and the page
+ * size, for the transaction estimates. */
+static void id_table_pages(store *s, double lp[6], unsigned *psize)
+{
+	memset(lp, 0, 6 * sizeof *lp);
+	*psize = 4096;
+	pthread_rwlock_rdlock(&s->maplock);
+	MDB_txn *txn;
+	if (txn_begin(s, MDB_RDONLY, &txn) == 0) {
+		const MDB_dbi t[3] = {s->docs, s->docrows, s->seen};
+		for (int i = 0; i < 3; i++) {
+			MDB_stat ms;
+			if (mdb_stat(txn, t[i], &ms) != 0)
+				continue;
+			lp[2 * i] = (double)ms.ms_leaf_pages;
+			lp[2 * i + 1] = (double)ms.ms_branch_pages;
+			*psize = ms.ms_psize;
+		}
+		mdb_txn_abort(txn);
+	}
+	pthread_rwlock_unlock(&s->maplock);
+}
+
+/* k documents at random places dirty L(1 - e^(-k/L)) of a table's L pages (and at least one
+ * leaf of a table still empty). */
+static double txn_pages(const double lp[6], double k)
+{
+	double pages = 0;
+	for (int i = 0; i < 6; i++)
+		pages += lp[i] > 0 ? lp[i] * -expm1(-k / lp[i]) : i % 2 == 0;
+	return pages;
+}
+
+uint64_t store_txn_pages_estimate(store *s, uint64_t docs)
+{
+	double lp[6];
+	unsigned psize;
+	id_table_pages(s, lp, &psize);
+	return (uint64_t)ceil(txn_pages(lp, (double)docs));
+}
+
+uint64_t store_txn_docs_within(store *s, uint64_t bytes)
+{
+	double lp[6];
+	unsigned psize;
+	id_table_pages(s, lp, &psize);
+	const double budget = (double)bytes / psize;
+	if (txn_pages(lp, 1e18) <= budget)
+		return UINT64_MAX; /* every page of the tables fits */
+	uint64_t lo = 1, hi = 2; /* the estimate grows with k: find the last k within */
+	while (txn_pages(lp, (double)hi) <= budget)
+		lo = hi, hi *= 2;
+	while (hi - lo > 1) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (txn_pages(lp, (double)mid) <= budget)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /* ---- the write transaction -------------------------------------------------------------*/
@@ -854,6 +985,7 @@ typedef struct wtx {
 	size_t rowcap, rowcap2;
 	char *zbuf;
 	size_t zcap;
+	float *scales;    /* int8: the store's scales, read (or calibrated) at the first flush */
 	store_apply_result res;
 } wtx;
 
@@ -873,6 +1005,79 @@ static int put_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigne
 		rc = mdb_put(txn, dbi, k, v, flags);
 	}
 	return rc;
+}
+
+/* int8: the store's scales, from meta "int8.scales", or, when the store has none yet (its
+ * first rows), calibrated now from every row in the cache (the first transaction's rows, up
+ * to CACHE_BLOCKS blocks) and recorded. Later rows are coded with these scales (clipped
+ * where they exceed them) until a --rebuild calibrates afresh. */
+static int load_scales(wtx *w)
+{
+	store *s = w->s;
+	size_t bytes = (size_t)s->dim * sizeof(float);
+	if (w->scales)
+		return 0;
+	if (!(w->scales = malloc(bytes)))
+		return ENOMEM;
+	MDB_val v;
+	int rc = meta_get(w->txn, s->meta, "int8.scales", &v);
+	if (rc == 0) {
+		if (v.mv_size != bytes || !in_map(&w->mv, &v)) {
+			damaged(w->err, s, "the int8 scales are malformed");
+			return -1;
+		}
+		memcpy(w->scales, v.mv_data, bytes);
+		for (int d = 0; d < s->dim; d++)
+			if (!(w->scales[d] > 0) || !isfinite(w->scales[d])) {
+				damaged(w->err, s, "int8 scale %d is %g", d, w->scales[d]);
+				return -1;
+			}
+		return 0;
+	}
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	size_t n = 0;
+	for (int i = 0; i < w->ncache; i++)
+		n += w->cache[i].nrows;
+	float *all = malloc((n ? n : 1) * bytes);
+	if (!all)
+		return ENOMEM;
+	n = 0;
+	for (int i = 0; i < w->ncache; i++) {
+		memcpy(all + n * s->dim, w->cache[i].buf, w->cache[i].nrows * bytes);
+		n += w->cache[i].nrows;
+	}
+	quant_i8_scales(all, n, s->dim, w->scales);
+	free(all);
+	return meta_put(w->txn, s->meta, "int8.scales", w->scales, bytes);
+}
+
+/* The compact copy of cached block c (store_vtype != f32): same key, same rows. */
+static int put_compact(wtx *w, cblock *c)
+{
+	store *s = w->s;
+	MDB_val k = {sizeof c->block, &c->block};
+	if (c->nrows == 0) {
+		int rc = mdb_del(w->txn, s->cvectors, &k, NULL);
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	int rc = s->vtype == QUANT_INT8 ? load_scales(w) : 0;
+	if (rc)
+		return rc;
+	size_t rowb = quant_row_bytes(s->vtype, s->dim), bytes = c->nrows * rowb;
+	MDB_val v = {bytes + SUM_BYTES, NULL};
+	if ((rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE)) != 0)
+		return rc;
+	for (uint32_t r = 0; r < c->nrows; r++) {
+		uint8_t *out = (uint8_t *)v.mv_data + r * rowb;
+		const float *x = c->buf + (size_t)r * s->dim;
+		if (s->vtype == QUANT_INT8)
+			quant_i8_encode(x, s->dim, w->scales, out);
+		else
+			quant_bin_encode(x, s->dim, out);
+	}
+	sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
+	return 0;
 }
 
 static int cache_flush(wtx *w)
@@ -897,6 +1102,8 @@ static int cache_flush(wtx *w)
 				sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
 			}
 		}
+		if (!rc && s->vtype != QUANT_F32)
+			rc = put_compact(w, c);
 		if (rc)
 			return rc;
 		c->dirty = 0;
@@ -1582,6 +1789,8 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	int status = EMB_OK;
 	for (int attempt = 0;; attempt++) {
 		memset(&w.res, 0, sizeof w.res);
+		free(w.scales); /* a retry calibrates (or reads) them again in its own transaction */
+		w.scales = NULL;
 		int rc = txn_begin(s, 0, &w.txn);
 		if (rc) {
 			status = mdb_fail(err, rc, "begin write", s->dir);
@@ -1625,7 +1834,64 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	free(w.rowbuf);
 	free(w.rowbuf2);
 	free(w.zbuf);
+	free(w.scales);
 	return status;
+}
+
+int store_retype(store *s, quant_type vt, emb_err *err)
+{
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	if (s->dim <= 0)
+		return store_set_vtype(s, vt, err);
+	for (int attempt = 0;; attempt++) {
+		wtx w = {.s = s, .err = err};
+		int rc = txn_begin(s, 0, &w.txn);
+		if (rc)
+			return mdb_fail(err, rc, "begin write", s->dir);
+		map_view(s, 1, &w.mv);
+		quant_type old = s->vtype;
+		MDB_val k = {strlen("int8.scales"), "int8.scales"};
+		rc = mdb_del(w.txn, s->meta, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+		if (!rc)
+			rc = mdb_drop(w.txn, s->cvectors, 0);
+		if (!rc)
+			rc = meta_put_str(w.txn, s->meta, "vtype", quant_name(vt));
+		s->vtype = vt;
+		/* Block by block through the write cache: the first CACHE_BLOCKS blocks are loaded
+		 * before the first flush, so int8 calibrates on them, as the writer does. */
+		uint64_t rows = meta_u64(w.txn, s->meta, "rows");
+		uint32_t nb = (uint32_t)((rows + (uint64_t)s->block_rows - 1) / (uint64_t)s->block_rows);
+		for (uint32_t b = 0; b < nb && !rc && vt != QUANT_F32; b++) {
+			cblock *c;
+			if ((rc = cache_get(&w, b, &c)) == 0)
+				c->dirty = 1;
+		}
+		if (!rc && vt != QUANT_F32)
+			rc = cache_flush(&w); /* rewrites the f32 blocks unchanged, with their codes */
+		cache_free(&w);
+		free(w.scales);
+		if (!rc)
+			rc = meta_seal(w.txn, s->meta);
+		if (!rc)
+			rc = mdb_txn_commit(w.txn);
+		else
+			mdb_txn_abort(w.txn);
+		if (rc == 0) {
+			pad_file(s);
+			return EMB_OK;
+		}
+		s->vtype = old;
+		if (rc == MDB_MAP_FULL && attempt < 40) {
+			int st = grow_map(s, err);
+			if (st)
+				return st;
+			continue;
+		}
+		return rc == -1 ? (err ? err->code : EMB_ESTORE) : mdb_fail(err, rc, "retype", s->dir);
+	}
 }
 
 int store_seen_clear(store *s, emb_err *err)
@@ -1801,9 +2067,133 @@ typedef struct search_mem {
 	scan_block *blocks;
 	scan_hit *sh;
 	MDB_cursor *cur;
+	void *cq;          /* the compact query's codes */
+	uint32_t *ublk;    /* rescoring: the distinct f32 blocks of the candidates */
+	MDB_val *uval;     /* ... and their values */
+	int *got;          /* store_search_batch: rows found a query */
 } search_mem;
 
-static int search_run(store_snapshot *snap, const float *q, int k, threadpool *pool,
+/* Rescoring: the f32 blocks holding the candidates, each verified by one task. */
+typedef struct verify_ctx {
+	const uint32_t *blk;
+	const MDB_val *val;
+	size_t rowb;
+	int bad; /* 0, or 1 + the index of a block that fails */
+} verify_ctx;
+
+static void verify_task(void *arg, int t)
+{
+	verify_ctx *c = arg;
+	const MDB_val *v = &c->val[t];
+	size_t bytes = v->mv_size - SUM_BYTES;
+	uint64_t want;
+	memcpy(&want, (const char *)v->mv_data + bytes, 8);
+	if (XXH3_64bits_withSeed(v->mv_data, bytes, XXH3_64bits(&c->blk[t], 4)) != want) {
+		int none = 0;
+		__atomic_compare_exchange_n(&c->bad, &none, t + 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	}
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_hit_best(const void *a, const void *b)
+{
+	const scan_hit *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* Replaces the n candidates' compact scores by their exact cosines with qn (f32 rows, their
+ * blocks' checksums verified first, on pool's threads) and sorts them best first. */
+static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
+			threadpool *pool, search_mem *mem, emb_err *err)
+{
+	store *s = snap->s;
+	size_t rowb = (size_t)s->dim * sizeof(float);
+	uint32_t br = (uint32_t)s->block_rows;
+	uint32_t *ub = mem->ublk = malloc((n ? n : 1) * sizeof *ub);
+	MDB_val *uv = mem->uval = malloc((n ? n : 1) * sizeof *uv);
+	if (!ub || !uv)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	for (size_t i = 0; i < n; i++)
+		ub[i] = h[i].row / br;
+	qsort(ub, n, sizeof *ub, cmp_u32);
+	size_t nu = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!nu || ub[nu - 1] != ub[i])
+			ub[nu++] = ub[i];
+	for (size_t i = 0; i < nu; i++) {
+		MDB_val k = {4, &ub[i]};
+		int rc = mdb_get(snap->txn, s->vectors, &k, &uv[i]);
+		if (rc)
+			return damaged(err, s, "vector block %u is missing (%s)", ub[i], mdb_strerror(rc));
+		size_t bytes = uv[i].mv_size - trailer(s);
+		if (!in_map(&snap->mv, &uv[i]) || uv[i].mv_size < trailer(s) + rowb || bytes % rowb ||
+		    bytes / rowb > br)
+			return damaged(err, s, "vector block %u is malformed", ub[i]);
+	}
+	if (s->format >= 2) {
+		verify_ctx vc = {ub, uv, rowb, 0};
+		threadpool_run(pool, verify_task, &vc, (int)nu);
+		if (vc.bad)
+			return damaged(err, s, "vector block %u fails its checksum", ub[vc.bad - 1]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = h[i].row / br, off = h[i].row % br;
+		const uint32_t *f = bsearch(&b, ub, nu, sizeof *ub, cmp_u32);
+		const MDB_val *v = &uv[f - ub];
+		if ((size_t)off >= (v->mv_size - trailer(s)) / rowb)
+			return damaged(err, s, "row %u lies past its vector block", h[i].row);
+		float x = scan_score(qn, (const float *)((const char *)v->mv_data + off * rowb), s->dim);
+		if (!(x >= -1 - SCORE_EPS && x <= 1 + SCORE_EPS))
+			return damaged(err, s, "row %u scores %g, not a cosine", h[i].row, x);
+		h[i].score = x;
+	}
+	qsort(h, n, sizeof *h, cmp_hit_best);
+	return EMB_OK;
+}
+
+/* The first k distinct documents among the top rows sh[0..got), with their row entries
+ * checked, into hits[0..*n). */
+static int rows_to_hits(store_snapshot *snap, const scan_hit *sh, int got, int k, store_hit *hits,
+			int *nout, emb_err *err)
+{
+	store *s = snap->s;
+	int rc, n = 0;
+	*nout = 0;
+	for (int i = 0; i < got && n < k; i++) {
+		MDB_val rk = {4, (void *)&sh[i].row}, ev;
+		if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0)
+			return damaged(err, s, "row %u has no document (%s)", sh[i].row, mdb_strerror(rc));
+		if (!in_map(&snap->mv, &ev) || ev.mv_size <= ROWMAP_HDR + trailer(s) ||
+		    ev.mv_size > ROWMAP_HDR + STORE_MAX_ID_BYTES + trailer(s) ||
+		    !val_sound(s, &sh[i].row, 4, &ev))
+			return damaged(err, s, "the entry of row %u fails its checksum", sh[i].row);
+		const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
+		size_t idl = ev.mv_size - ROWMAP_HDR - trailer(s);
+		int dup = 0;
+		for (int j = 0; j < n && !dup; j++)
+			dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
+		if (dup)
+			continue;
+		MDB_val dk = {idl, (void *)id}, dv;
+		if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0)
+			return damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
+				       sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
+		uint32_t h[3];
+		memcpy(h, ev.mv_data, sizeof h);
+		hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
+	}
+	*nout = n;
+	return EMB_OK;
+}
+
+static int search_run(store_snapshot *snap, const float *q, int k, int rescore, threadpool *pool,
 		      store_hit *hits, int *nhits, search_mem *mem, emb_err *err)
 {
 	store *s = snap->s;
@@ -1825,9 +2215,47 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 		}
 	normalize(qn, dim);
 
+	/* A compact store: the scan reads the compact blocks, the query is coded to match. */
+	int compact = s->vtype != QUANT_F32;
+	scan_cquery cq = {.kind = (int)s->vtype, .dim = dim};
+	size_t rowb = compact ? quant_row_bytes(s->vtype, dim) : (size_t)dim * sizeof(float);
+	if (rescore < 0)
+		rescore = s->vtype == QUANT_INT8 ? STORE_RESCORE_INT8 : STORE_RESCORE_BINARY;
+	if (compact) {
+		if (!(mem->cq = malloc((size_t)dim + 64))) {
+			status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			goto out;
+		}
+		if (s->vtype == QUANT_BINARY) {
+			quant_bin_encode(qn, dim, mem->cq);
+			cq.bits = mem->cq;
+		} else {
+			MDB_val sv;
+			int got = meta_get(snap->txn, s->meta, "int8.scales", &sv);
+			if (got == MDB_NOTFOUND) {
+				status = EMB_OK; /* no rows yet */
+				*nhits = 0;
+				goto out;
+			}
+			if (got || sv.mv_size != (size_t)dim * sizeof(float) || !in_map(&snap->mv, &sv)) {
+				status = damaged(err, s, "the int8 scales are malformed");
+				goto out;
+			}
+			float *scales = malloc((size_t)dim * sizeof *scales);
+			if (!scales) {
+				status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
+				goto out;
+			}
+			memcpy(scales, sv.mv_data, (size_t)dim * sizeof *scales);
+			quant_i8_query(qn, dim, scales, mem->cq, &cq.bias, &cq.scale);
+			free(scales);
+			cq.q8 = mem->cq;
+		}
+	}
+
 	/* Collect the blocks: pointers into the map, no copies. */
 	MDB_cursor *cur;
-	int rc = mdb_cursor_open(snap->txn, s->vectors, &cur);
+	int rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur);
 	if (rc) {
 		status = mdb_fail(err, rc, "cursor", s->dir);
 		goto out;
@@ -1849,15 +2277,17 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 		/* Blocks are dense and full but for the last; each lies in the file. The scan
 		 * threads check their contents (scan_guard). */
 		uint32_t b;
-		size_t rowb = (size_t)dim * sizeof(float), bytes = val.mv_size - trailer(s);
+		size_t bytes = val.mv_size - trailer(s);
 		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
 		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
 		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
 		    bytes / rowb > (size_t)s->block_rows) {
-			status = damaged(err, s, "vector block %zu is malformed or out of place", nb);
+			status = damaged(err, s, "%s block %zu is malformed or out of place",
+					 compact ? "compact" : "vector", nb);
 			goto out;
 		}
-		blocks[nb].vecs = val.mv_data;
+		blocks[nb].vecs = compact ? NULL : val.mv_data;
+		blocks[nb].codes = compact ? val.mv_data : NULL;
 		blocks[nb].nrows = (uint32_t)(bytes / rowb);
 		blocks[nb].first_row = b * (uint32_t)s->block_rows;
 		blocks[nb].seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
@@ -1877,20 +2307,43 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 	 * rows are exactly the top k documents by best window; widen M until k are found or
 	 * every row was taken. */
 	uint64_t m = (uint64_t)k * 2 + 16;
+	/* Compact: the candidates to rescore (all of them rescored; the best m kept). */
+	uint64_t cand = compact && rescore > 0 ? (uint64_t)rescore * (uint64_t)k : m;
 	for (;;) {
 		if (m > total)
 			m = total;
+		if (cand < m)
+			cand = m;
+		if (cand > total)
+			cand = total;
+		if (!compact || rescore == 0)
+			cand = m;
 		free(sh);
-		sh = mem->sh = malloc((size_t)(m ? m : 1) * sizeof *sh);
+		sh = mem->sh = malloc((size_t)(cand ? cand : 1) * sizeof *sh);
 		if (!sh) {
 			status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 			goto out;
 		}
 		int got;
-		status = scan_topk_guarded(blocks, nb, dim, qn, (int)(m ? m : 1), pool, &guard, sh,
-					   &got, err);
+		if (compact)
+			status = scan_topk_compact(blocks, nb, &cq, (int)(cand ? cand : 1), pool, &guard,
+						   sh, &got, err);
+		else
+			status = scan_topk_guarded(blocks, nb, dim, qn, (int)(m ? m : 1), pool, &guard, sh,
+						   &got, err);
+		if (!status && compact && rescore > 0) {
+			free(mem->ublk);
+			free(mem->uval);
+			mem->ublk = NULL;
+			mem->uval = NULL;
+			if ((status = rescore_rows(snap, qn, sh, (size_t)got, pool, mem, err)) != 0)
+				goto out;
+			if ((uint64_t)got > m)
+				got = (int)m;
+		}
 		if (status && guard.failed == SCAN_BAD_BLOCK) {
-			status = damaged(err, s, "vector block %zu fails its checksum", guard.bad_block);
+			status = damaged(err, s, "%s block %zu fails its checksum",
+					 compact ? "compact" : "vector", guard.bad_block);
 			goto out;
 		} else if (status && guard.failed) {
 			status = damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row,
@@ -1900,40 +2353,13 @@ static int search_run(store_snapshot *snap, const float *q, int k, threadpool *p
 			goto out;
 		}
 		int n = 0;
-		for (int i = 0; i < got && n < k; i++) {
-			MDB_val rk = {4, &sh[i].row}, ev;
-			if ((rc = mdb_get(snap->txn, s->rowmap, &rk, &ev)) != 0) {
-				status = damaged(err, s, "row %u has no document (%s)", sh[i].row,
-						 mdb_strerror(rc));
-				goto out;
-			}
-			if (!in_map(&snap->mv, &ev) || ev.mv_size <= ROWMAP_HDR + trailer(s) ||
-			    ev.mv_size > ROWMAP_HDR + STORE_MAX_ID_BYTES + trailer(s) ||
-			    !val_sound(s, &sh[i].row, 4, &ev)) {
-				status = damaged(err, s, "the entry of row %u fails its checksum", sh[i].row);
-				goto out;
-			}
-			const char *id = (const char *)ev.mv_data + ROWMAP_HDR;
-			size_t idl = ev.mv_size - ROWMAP_HDR - trailer(s);
-			int dup = 0;
-			for (int j = 0; j < n && !dup; j++)
-				dup = hits[j].id_len == idl && memcmp(hits[j].id, id, idl) == 0;
-			if (dup)
-				continue;
-			MDB_val dk = {idl, (void *)id}, dv;
-			if ((rc = mdb_get(snap->txn, s->docs, &dk, &dv)) != 0) {
-				status = damaged(err, s, "row %u names document '%.*s', which cannot be found (%s)",
-						 sh[i].row, (int)(idl > 60 ? 60 : idl), id, mdb_strerror(rc));
-				goto out;
-			}
-			uint32_t h[3];
-			memcpy(h, ev.mv_data, sizeof h);
-			hits[n++] = (store_hit){sh[i].score, sh[i].row, id, idl, h[0], h[1], h[2]};
-		}
+		if ((status = rows_to_hits(snap, sh, got, k, hits, &n, err)) != 0)
+			goto out;
 		*nhits = n;
 		if (n >= k || m >= total)
 			break;
 		m *= 4;
+		cand *= 4;
 	}
 out:
 	if (status)
@@ -1941,8 +2367,203 @@ out:
 	return status;
 }
 
+/* store_search_batch's one scan for the batch: the top 2k + 16 rows of each query (f32), or
+ * of max(N x k, 2k + 16) compact candidates each, rescored (int8, binary); redo[i] set for
+ * the queries whose rows held fewer than k documents (store_search widens those). */
+static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
+		     threadpool *pool, store_hit *hits, int *nhits, int *redo, search_mem *mem,
+		     emb_err *err)
+{
+	store *s = snap->s;
+	int dim = s->dim, status = EMB_OK, rc;
+	int compact = s->vtype != QUANT_F32;
+	size_t rowb = compact ? quant_row_bytes(s->vtype, dim) : (size_t)dim * sizeof(float);
+	size_t cap = 1024, nb = 0;
+	float *qn = mem->qn = malloc((size_t)nq * dim * sizeof *qn);
+	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
+	if (!qn || !blocks)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	memcpy(qn, qs, (size_t)nq * dim * sizeof *qn);
+	for (int i = 0; i < nq; i++) {
+		for (int d = 0; d < dim; d++)
+			if (!isfinite(qn[(size_t)i * dim + d]))
+				return emb_errf(err, EMB_EINVAL, "search: query vector %d is not finite", i);
+		normalize(qn + (size_t)i * dim, dim);
+	}
+	if (rescore < 0)
+		rescore = s->vtype == QUANT_INT8 ? STORE_RESCORE_INT8 : STORE_RESCORE_BINARY;
+	scan_cquery *cq = NULL;
+	if (compact) {
+		/* Codes and queries in one allocation: nq queries, then dim bytes of codes each. */
+		char *buf = mem->cq = malloc((size_t)nq * (sizeof *cq + (size_t)dim + 64));
+		float *scales = NULL;
+		if (!buf)
+			return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+		cq = (scan_cquery *)buf;
+		uint8_t *codes = (uint8_t *)(cq + nq);
+		if (s->vtype == QUANT_INT8) {
+			MDB_val sv;
+			rc = meta_get(snap->txn, s->meta, "int8.scales", &sv);
+			if (rc == MDB_NOTFOUND) {
+				for (int i = 0; i < nq; i++)
+					nhits[i] = 0;
+				return EMB_OK; /* no rows yet */
+			}
+			if (rc || sv.mv_size != (size_t)dim * sizeof(float) || !in_map(&snap->mv, &sv))
+				return damaged(err, s, "the int8 scales are malformed");
+			if (!(scales = malloc((size_t)dim * sizeof *scales)))
+				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			memcpy(scales, sv.mv_data, (size_t)dim * sizeof *scales);
+		}
+		for (int i = 0; i < nq; i++) {
+			uint8_t *c = codes + (size_t)i * ((size_t)dim + 64);
+			cq[i] = (scan_cquery){.kind = (int)s->vtype, .dim = dim};
+			if (s->vtype == QUANT_INT8) {
+				quant_i8_query(qn + (size_t)i * dim, dim, scales, (int8_t *)c, &cq[i].bias,
+					       &cq[i].scale);
+				cq[i].q8 = (const int8_t *)c;
+			} else {
+				quant_bin_encode(qn + (size_t)i * dim, dim, c);
+				cq[i].bits = c;
+			}
+		}
+		free(scales);
+	}
+	MDB_cursor *cur;
+	if ((rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur)) != 0)
+		return mdb_fail(err, rc, "cursor", s->dir);
+	mem->cur = cur;
+	MDB_val key, val;
+	uint64_t total = 0;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (nb == cap) {
+			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
+			if (!nbk)
+				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			blocks = mem->blocks = nbk;
+			cap *= 2;
+		}
+		uint32_t b;
+		size_t bytes = val.mv_size - trailer(s);
+		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
+		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
+		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
+		    bytes / rowb > (size_t)s->block_rows)
+			return damaged(err, s, "%s block %zu is malformed or out of place",
+				       compact ? "compact" : "vector", nb);
+		blocks[nb].vecs = compact ? NULL : val.mv_data;
+		blocks[nb].codes = compact ? val.mv_data : NULL;
+		blocks[nb].nrows = (uint32_t)(bytes / rowb);
+		blocks[nb].first_row = b * (uint32_t)s->block_rows;
+		blocks[nb].seed = XXH3_64bits(&b, sizeof b);
+		total += blocks[nb].nrows;
+		nb++;
+	}
+	mdb_cursor_close(cur);
+	mem->cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		return mdb_fail(err, rc, "scan", s->dir);
+	uint64_t m = (uint64_t)k * 2 + 16;
+	if (m > total)
+		m = total;
+	uint64_t cand = compact && rescore > 0 ? (uint64_t)rescore * (uint64_t)k : m;
+	if (cand < m)
+		cand = m;
+	if (cand > total)
+		cand = total;
+	if (m == 0) {
+		for (int i = 0; i < nq; i++)
+			nhits[i] = 0;
+		return EMB_OK;
+	}
+	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
+	scan_hit *sh = mem->sh = malloc((size_t)nq * cand * sizeof *sh);
+	int *got = mem->got = malloc((size_t)nq * sizeof *got);
+	if (!sh || !got)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	if (compact)
+		status = scan_topk_compact_multi(blocks, nb, cq, nq, (int)cand, pool, &guard, sh, got, err);
+	else
+		status = scan_topk_multi(blocks, nb, dim, qn, nq, (int)cand, pool, &guard, sh, got, err);
+	if (status && guard.failed == SCAN_BAD_BLOCK)
+		return damaged(err, s, "%s block %zu fails its checksum", compact ? "compact" : "vector",
+			       guard.bad_block);
+	else if (status && guard.failed)
+		return damaged(err, s, "row %u scores %g, not a cosine", guard.bad_row, guard.bad_score);
+	for (int i = 0; i < nq && !status; i++) {
+		scan_hit *hq = sh + (size_t)i * cand;
+		if (compact && rescore > 0) {
+			free(mem->ublk);
+			free(mem->uval);
+			mem->ublk = NULL;
+			mem->uval = NULL;
+			if ((status = rescore_rows(snap, qn + (size_t)i * dim, hq, (size_t)got[i], pool, mem,
+						   err)) != 0)
+				break;
+		}
+		int g = got[i] > (int)m ? (int)m : got[i];
+		status = rows_to_hits(snap, hq, g, k, hits + (size_t)i * k, &nhits[i], err);
+		redo[i] = nhits[i] < k && m < total;
+	}
+	return status;
+}
+
+int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
+		       threadpool *pool, store_hit *hits, int *nhits, emb_err *err)
+{
+	store *s = snap->s;
+	for (int i = 0; i < nq; i++)
+		nhits[i] = 0;
+	if (k < 1)
+		return emb_errf(err, EMB_EINVAL, "search: k must be >= 1 (got %d)", k);
+	if (nq < 1 || s->dim <= 0)
+		return EMB_OK;
+	int *redo = calloc((size_t)nq, sizeof *redo);
+	if (!redo)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	int status = EMB_OK;
+	search_mem *mem = calloc(1, sizeof *mem);
+	if (!mem) {
+		free(redo);
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	}
+	if (nq > 1) {
+		TRAP_LMDB(s, status, err,
+			  batch_run(snap, qs, nq, k, rescore, pool, hits, nhits, redo, mem, err), (void)0);
+	} else {
+		for (int i = 0; i < nq; i++)
+			redo[i] = 1;
+	}
+	if (mem->cur)
+		mdb_cursor_close(mem->cur);
+	free(mem->qn);
+	free(mem->blocks);
+	free(mem->sh);
+	free(mem->cq);
+	free(mem->ublk);
+	free(mem->uval);
+	free(mem->got);
+	free(mem);
+	for (int i = 0; i < nq && !status; i++)
+		if (redo[i])
+			status = store_search_rescore(snap, qs + (size_t)i * s->dim, k, rescore, pool,
+						      hits + (size_t)i * k, &nhits[i], err);
+	if (status)
+		for (int i = 0; i < nq; i++)
+			nhits[i] = 0;
+	free(redo);
+	return status;
+}
+
 int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		 store_hit *hits, int *nhits, emb_err *err)
+{
+	return store_search_rescore(snap, q, k, -1, pool, hits, nhits, err);
+}
+
+int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescore,
+			 threadpool *pool, store_hit *hits, int *nhits, emb_err *err)
 {
 	store *s = snap->s;
 	*nhits = 0;
@@ -1954,12 +2575,15 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 	if (!mem)
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
 	int status;
-	TRAP_LMDB(s, status, err, search_run(snap, q, k, pool, hits, nhits, mem, err), *nhits = 0);
+	TRAP_LMDB(s, status, err, search_run(snap, q, k, rescore, pool, hits, nhits, mem, err), *nhits = 0);
 	if (mem->cur)
 		mdb_cursor_close(mem->cur);
 	free(mem->qn);
 	free(mem->blocks);
 	free(mem->sh);
+	free(mem->cq);
+	free(mem->ublk);
+	free(mem->uval);
 	free(mem);
 	return status;
 }
@@ -2196,6 +2820,81 @@ static int check_blocks(checker *c)
 	return EMB_OK;
 }
 
+/* Compact blocks (int8, binary): one for every vector block, under the same key, with its
+ * checksum, and equal byte for byte to the codes of that block's f32 rows. */
+static int check_cblocks(checker *c)
+{
+	store *s = c->s;
+	if (s->vtype == QUANT_F32)
+		return EMB_OK;
+	size_t rowb = quant_row_bytes(s->vtype, s->dim), frowb = (size_t)s->dim * sizeof(float);
+	float *scales = NULL;
+	uint8_t *code = malloc(rowb);
+	if (!code)
+		return emb_errf(c->err, EMB_ENOMEM, "check: out of memory");
+	MDB_val sv;
+	if (s->vtype == QUANT_INT8 && meta_get(c->snap->txn, s->meta, "int8.scales", &sv) == 0) {
+		if (sv.mv_size != frowb || !in_map(&c->snap->mv, &sv) || !(scales = malloc(frowb))) {
+			free(code);
+			return broken(c->err, s, "the int8 scales are malformed");
+		}
+		memcpy(scales, sv.mv_data, frowb);
+	}
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint32_t expect = 0;
+	int rc = mdb_cursor_open(c->snap->txn, s->cvectors, &cur), status = EMB_OK;
+	if (rc) {
+		free(code);
+		free(scales);
+		return mdb_fail(c->err, rc, "cursor", s->dir);
+	}
+	c->cur = cur;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), expect++) {
+		uint32_t b = expect;
+		if (k.mv_size == 4)
+			memcpy(&b, k.mv_data, 4);
+		MDB_val fk = {4, &b}, fv;
+		size_t bytes = v.mv_size - trailer(s);
+		if (b != expect || !check_val(c, &b, 4, &v, rowb) || bytes % rowb ||
+		    mdb_get(c->snap->txn, s->vectors, &fk, &fv) != 0 || !in_map(&c->snap->mv, &fv) ||
+		    fv.mv_size < trailer(s) || (fv.mv_size - trailer(s)) / frowb != bytes / rowb ||
+		    (s->vtype == QUANT_INT8 && !scales)) {
+			status = broken(c->err, s, "compact block %u (expected %u) is malformed, out of place, "
+					"fails its checksum or has no vector block", b, expect);
+			break;
+		}
+		for (size_t i = 0; i < bytes / rowb; i++) {
+			float x[s->dim];
+			memcpy(x, (const char *)fv.mv_data + i * frowb, frowb);
+			if (s->vtype == QUANT_INT8)
+				quant_i8_encode(x, s->dim, scales, code);
+			else
+				quant_bin_encode(x, s->dim, code);
+			if (memcmp(code, (const char *)v.mv_data + i * rowb, rowb)) {
+				status = broken(c->err, s, "compact block %u row %zu is not the code of its vector",
+						b, i);
+				break;
+			}
+		}
+		if (status)
+			break;
+		c->r->cblocks++;
+	}
+	close_cur(c);
+	free(code);
+	free(scales);
+	if (status)
+		return status;
+	if (rc != MDB_NOTFOUND)
+		return broken(c->err, s, "the cvectors table is unreadable (%s)", mdb_strerror(rc));
+	if (c->r->cblocks != c->r->blocks)
+		return broken(c->err, s, "%llu compact blocks for %llu vector blocks",
+			      (unsigned long long)c->r->cblocks, (unsigned long long)c->r->blocks);
+	return EMB_OK;
+}
+
 /* The document value of id: checksum, header, and that it decompresses to the lengths it
  * states. *nwin gets its window count. */
 static int check_doc(checker *c, const MDB_val *key, const MDB_val *v, uint32_t *nwin)
@@ -2323,7 +3022,7 @@ static int check_run(checker *c)
 			      rc ? 0ULL : (unsigned long long)st.ms_entries, (unsigned long long)c->docs);
 	if (!s->dim)
 		return c->rows || c->docs ? broken(err, s, "documents but no model") : EMB_OK;
-	if ((rc = check_blocks(c)) == 0)
+	if ((rc = check_blocks(c)) == 0 && (rc = check_cblocks(c)) == 0)
 		rc = check_docs(c);
 	return rc;
 }

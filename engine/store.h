@@ -7,18 +7,22 @@
  *
  * Layout (named databases of one environment):
  *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated"
- *            (text) and "docs", "rows" (u64 counts), "checksum" (see below)
+ *            (text) and "docs", "rows" (u64 counts), "checksum" (see below); "vtype" is
+ *            "f32", "int8" or "binary" (format 3; always "f32" before); "int8.scales"
+ *            (vtype int8, once it has rows: dim f32 per-dimension scales, quant.h)
  *   docs     id -> content hash (16 bytes), lengths, zstd(text | title | metadata JSON)
  *   docrows  id -> u32 row numbers of the document's windows
  *   rowmap   u32 row -> window's byte range in the text, window index, document id
  *   vectors  u32 block -> block_rows packed f32 rows (the last block may be short)
+ *   cvectors u32 block -> the same rows' compact codes (format 3, vtype int8 or binary;
+ *            empty for f32): what a scan reads, the f32 rows being read only to rescore
  *   seen     id -> "" : ids met by the indexer run in progress (for --prune and duplicates)
  * Rows are dense: row r of the store is row r % block_rows of block r / block_rows, and
  * deleting a document moves the last rows into its slots (swap with last), so a scan never
  * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
  * overflow pages and makes a scan one long sequential read.
  *
- * Values, byte by byte (format 2; integers little-endian, as the machines we run on store
+ * Values, byte by byte (format 3; integers little-endian, as the machines we run on store
  * them). SUM(k, v) is XXH3-64 of the value bytes v before the trailer, seeded with XXH3-64
  * of the key bytes k: it detects damage to the value and a value found under the wrong key.
  *   docs     0 u32 magic "DOC2" | 4 content hash [16] | 20 u32 text_len | 24 u32 title_len |
@@ -28,11 +32,21 @@
  *   rowmap   0 u32 window start | 4 u32 window end | 8 u32 window index | 12 id bytes |
  *            end-8 u64 SUM
  *   vectors  f32 [nrows * dim] (unit length, finite) | u64 SUM
+ *   cvectors code [nrows * quant_row_bytes(vtype, dim)] | u64 SUM, row i's code being
+ *            quant_i8_encode (int8: one byte a dimension, code + 128) or quant_bin_encode
+ *            (binary: sign bits, LSB first) of block row i's f32 vector; same key and
+ *            same row count as the vectors block.
  *   meta     "checksum": u64 XXH3-64 over every other meta entry in key order, each fed as
  *            u32 key length, key, u32 value length, value; rewritten by every write.
  *   seen     empty values (no answer depends on them).
  * Format 1 (DOC1 magic, no trailers, no "checksum") is read without checksums and never
- * written: opening one for writing fails with "rebuild it with --rebuild".
+ * written: opening one for writing fails with "rebuild it with --rebuild". Format 2 is
+ * format 3 without the cvectors table (f32 only): read as it is; a writer's open upgrades it
+ * in place (creates the empty table, sets "format" to 3: nothing else changes).
+ * int8 calibration: the scales are the per-dimension max |x| / 127 over the rows of the
+ * first transaction that writes rows into the store (up to 32 blocks, 4,096 rows of 384-d);
+ * later rows use the same scales, components beyond them clip to +-127; --rebuild (a new
+ * store) calibrates afresh, and so does a store emptied of rows when its type is set again.
  * Version rule: "format" changes whenever any of these layouts does; a program reads formats
  * up to its own, writes only its own, and refuses a newer one.
  *
@@ -64,10 +78,11 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "quant.h"
 #include "store_path.h"
 #include "threadpool.h"
 
-#define STORE_FORMAT_VERSION 2
+#define STORE_FORMAT_VERSION 3
 #define STORE_HASH_BYTES 16
 #define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
 
@@ -131,9 +146,40 @@ typedef struct store_stats {
 	int dim, block_rows;
 	char created[32], updated[32]; /* ISO 8601 UTC, "" when unknown */
 	uint64_t map_size, file_size;
+	quant_type vtype;          /* what a scan reads: f32 rows or compact codes */
+	size_t row_bytes_scan;     /* bytes a row that a scan reads (quant_row_bytes) */
 } store_stats;
 /* Fills *st. Errors: EMB_ESTORE (LMDB could not begin a read transaction). */
 int store_stats_get(store *s, store_stats *st, emb_err *err);
+
+/* The store's vector type (meta "vtype"): f32 (no compact copy), int8 or binary. */
+quant_type store_vtype(const store *s);
+
+/* Sets the vector type of a store that holds no rows (a new one, or one emptied): compact
+ * blocks are written for every row from then on. The same type again is a no-op. Errors:
+ * EMB_ESTORE (read-only; a store with rows and another type: "store X holds f32 vectors,
+ * not int8: changing the vector type needs --rebuild"; LMDB failure). */
+int store_set_vtype(store *s, quant_type vt, emb_err *err);
+
+/* Rewrites a store's compact copy for type vt from its f32 rows, in one transaction, int8
+ * calibrating on the first 32 blocks as the writer does: what a rebuild with --vectors gives,
+ * without embedding again. For tools and evaluations (tests/tool_store_retype); the indexer
+ * keeps its rule (changing the type needs --rebuild). Errors as store_apply. */
+int store_retype(store *s, quant_type vt, emb_err *err);
+
+/* An estimate of the pages of the id-keyed tables (docs, docrows, seen) that a write
+ * transaction of `docs` documents with ids in no particular order dirties, from the tables'
+ * leaf and branch page counts now: k ids at random places land on L(1 - e^(-k/L)) of a
+ * table's L pages. LMDB keeps every dirty page of a transaction in malloc'd memory until
+ * the commit, so this is what a transaction costs in memory beyond its new rows; it grows
+ * with the store (at 1M documents a 16,384-document transaction dirtied ~85 MB more than at
+ * 100k) until it reaches ~3 pages a document. The indexer sizes its transactions by it. 0
+ * when the store cannot be read. */
+uint64_t store_txn_pages_estimate(store *s, uint64_t docs);
+
+/* The most documents a transaction may hold for store_txn_pages_estimate to stay within
+ * `bytes` (at least 1; UINT64_MAX when every page of those tables fits). */
+uint64_t store_txn_docs_within(store *s, uint64_t bytes);
 
 /* A 128-bit content hash of n byte strings (lengths included, so part boundaries count). Not
  * cryptographic: it detects changed documents, it does not resist forgery. */
@@ -259,6 +305,30 @@ typedef struct store_hit {
 int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 		 store_hit *hits, int *nhits, emb_err *err);
 
+/* Rescoring factors store_search uses for compact stores: the compact scan keeps
+ * rescore x k rows (at least the rows the per-document step needs) and rescores them with
+ * the f32 rows. Chosen on SciFact (docs/bench-scan.md). */
+#define STORE_RESCORE_INT8 4
+#define STORE_RESCORE_BINARY 10
+
+/* store_search with the rescoring factor: -1 the type's default (above), 0 none (the
+ * compact ranking, its scores the compact estimates: int8 ~ cosine, binary 1 - 2 h / dim),
+ * N > 0: the compact scan keeps max(N x k, 2k + 16) rows (growing as store_search widens),
+ * every one rescored exactly (its f32 block's checksum verified), and the result is the
+ * exact order among them: the exact top k whenever those rows hold it (always when they
+ * cover the store). f32 stores ignore it. Errors as store_search. */
+int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescore,
+			 threadpool *pool, store_hit *hits, int *nhits, emb_err *err);
+
+/* store_search_rescore for nq queries (qs: nq * dim floats); query i's hits go to
+ * hits[i * k ..], nhits[i] of them, the same as store_search_rescore gives. The batch is one
+ * scan (scan_topk_multi, scan_topk_compact_multi: every row or code read once for all the
+ * queries, each run of rows scored by every query while in cache; compact candidates then
+ * rescored query by query); a query whose rows held fewer than k documents is searched again
+ * on its own. Errors as store_search (no hits for any query). */
+int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
+		       threadpool *pool, store_hit *hits, int *nhits, emb_err *err);
+
 /* A document read back: text, title and metadata decompressed into one buffer owned by the
  * view (store_doc_view_free). Each string is NUL-terminated. */
 typedef struct store_doc_view {
@@ -290,13 +360,15 @@ int store_doc_vectors(store_snapshot *snap, const char *id, size_t id_len, uint3
 typedef struct store_check_report {
 	int format;            /* the store's format (1: no checksums to verify) */
 	uint64_t docs, rows, blocks;
+	uint64_t cblocks;      /* compact blocks, each equal to the codes of its vector block */
 	uint64_t checksums;    /* values whose checksum matched */
 	uint64_t text_bytes;   /* document bytes decompressed */
 } store_check_report;
 
 /* Reads the whole snapshot and verifies: the meta table's checksum; every vector block
  * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
- * unit length within 1e-3); every document (checksum, header, decompresses to the lengths
+ * unit length within 1e-3); for int8 and binary stores every compact block (one a vector
+ * block, checksum, the codes of its vector block's rows byte for byte); every document (checksum, header, decompresses to the lengths
  * it states); every row list and row entry (checksums, and each row owned by exactly the
  * document that lists it, at its window index); and the counts in meta. Fills *report (may
  * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,

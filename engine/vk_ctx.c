@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -593,6 +594,13 @@ int vk_ctx_save_pipeline_cache(vk_ctx *c)
 	return 1;
 }
 
+double vk_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set, emb_err *err)
 {
 	memset(c, 0, sizeof *c);
@@ -602,17 +610,22 @@ int vk_ctx_open(vk_ctx *c, int gpu_index, int allow_cpu, const vk_settings *set,
 		vk_settings_default(&c->set);
 	if (c->set.bad[0])
 		return emb_errf(err, EMB_EINVAL, "%s", c->set.bad);
+	double t = vk_now();
 	int rc = load_loader(c, err);
+	c->t_loader = vk_now() - t, t += c->t_loader;
 	if (!rc)
 		rc = create_instance(c, err);
+	c->t_instance = vk_now() - t, t += c->t_instance;
 	if (!rc)
 		rc = pick_device(c, gpu_index, allow_cpu, err);
 	if (!rc)
 		rc = create_device(c, err);
+	c->t_device = vk_now() - t, t += c->t_device;
 	if (!rc)
 		rc = create_layouts(c, err);
 	if (!rc)
 		pcache_open(c);
+	c->t_layouts = vk_now() - t;
 	if (rc)
 		vk_ctx_close(c);
 	return rc;
@@ -816,33 +829,43 @@ void vk_cmd_barrier(vk_ctx *c, VkCommandBuffer cb)
 
 int vk_upload(vk_ctx *c, vk_buf *b, VkDeviceSize off, const void *src, size_t n, emb_err *err)
 {
+	return vk_upload_via(c, b, off, src, n, NULL, err);
+}
+
+int vk_upload_via(vk_ctx *c, vk_buf *b, VkDeviceSize off, const void *src, size_t n,
+		  vk_buf *staging, emb_err *err)
+{
 	if (off + n > b->size)
 		return emb_errf(err, EMB_EINVAL, "vk_upload past the end of a buffer");
 	if (b->map) {
 		memcpy((char *)b->map + off, src, n);
 		return EMB_OK;
 	}
-	const size_t step = (size_t)64 << 20;
-	vk_buf st;
-	int rc = vk_buf_create(c, &st, n < step ? n : step, VK_MEM_HOST, err);
-	if (rc)
-		return rc;
-	VkCommandBuffer cb;
-	rc = vk_cmd_alloc(c, &cb, err);
+	vk_buf own = { 0 }, *st = staging;
+	if (!st) {
+		const size_t piece = (size_t)64 << 20;
+		int rc = vk_buf_create(c, &own, n < piece ? n : piece, VK_MEM_HOST, err);
+		if (rc)
+			return rc;
+		st = &own;
+	}
+	const size_t step = (size_t)st->size;
+	VkCommandBuffer cb = VK_NULL_HANDLE;
+	int rc = vk_cmd_alloc(c, &cb, err);
 	for (size_t done = 0; !rc && done < n;) {
 		size_t k = n - done < step ? n - done : step;
-		memcpy(st.map, (const char *)src + done, k);
+		memcpy(st->map, (const char *)src + done, k);
 		rc = vk_cmd_begin(c, cb, err);
 		if (rc)
 			break;
 		VkBufferCopy reg = { .srcOffset = 0, .dstOffset = off + done, .size = k };
-		c->vkCmdCopyBuffer(cb, st.buf, b->buf, 1, &reg);
+		c->vkCmdCopyBuffer(cb, st->buf, b->buf, 1, &reg);
 		rc = vk_submit_wait(c, cb, 60000, err);
 		done += k;
 	}
 	if (cb)
 		c->vkFreeCommandBuffers(c->device, c->cmd_pool, 1, &cb);
-	vk_buf_destroy(c, &st);
+	vk_buf_destroy(c, &own);
 	return rc;
 }
 

@@ -104,7 +104,15 @@ typedef struct vk_ctx {
 	size_t pcache_loaded;      /* bytes of pipeline data accepted from the file at open */
 	size_t pcache_size;        /* size and XXH3 of the data the file holds as far as this */
 	uint64_t pcache_sum;       /* context knows (to write only what changed) */
+
+	/* Where vk_ctx_open's time went, in seconds (start-up is a product target: warm open
+	 * under half a second): dlopen of the loader, vkCreateInstance, device choice and
+	 * vkCreateDevice, layouts and the pipeline-cache file. */
+	double t_loader, t_instance, t_device, t_layouts;
 } vk_ctx;
+
+/* Seconds on the monotonic clock (for the start-up accounts). */
+double vk_now(void);
 
 /* Opens the Vulkan loader, creates an instance and a logical device with one compute queue.
  * Device choice: gpu_index >= 0 takes that device of the enumeration; otherwise set->gpu if
@@ -156,6 +164,12 @@ void vk_buf_destroy(vk_ctx *c, vk_buf *b);
  * directly when b is mapped), waiting for completion. For one-time uploads (weights).
  * Errors: EMB_ENOMEM, EMB_EDEVICE. */
 int vk_upload(vk_ctx *c, vk_buf *b, VkDeviceSize off, const void *src, size_t n, emb_err *err);
+
+/* vk_upload through `staging`, a host buffer of the caller's (VK_MEM_HOST, any size: the
+ * copy goes in pieces of its size), so that several uploads share one: pinned host memory
+ * is slow to allocate. staging NULL is vk_upload. */
+int vk_upload_via(vk_ctx *c, vk_buf *b, VkDeviceSize off, const void *src, size_t n,
+		  vk_buf *staging, emb_err *err);
 
 /* Fills all of b with zero bytes, waiting for completion. */
 int vk_zero(vk_ctx *c, vk_buf *b, emb_err *err);

@@ -43,11 +43,13 @@ int check_store(const char *path)
 	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB "
 	       "used of a %.0f MB map, created %s, updated %s; verified: %s, %llu documents "
 	       "(%.1f MB decompressed, lengths agree), %llu vectors in %llu blocks (finite, unit "
-	       "length), every row owned by the document listing it, counts\n",
+	       "length)%s%s%s, every row owned by the document listing it, counts\n",
 	       store_dir(s), (unsigned long long)st.docs, (unsigned long long)st.rows, st.dim,
 	       st.block_rows, hm ? m.name : "(none)", st.file_size / 1e6, st.map_size / 1e6,
 	       st.created, st.updated, sums, (unsigned long long)r.docs, r.text_bytes / 1e6,
-	       (unsigned long long)r.rows, (unsigned long long)r.blocks);
+	       (unsigned long long)r.rows, (unsigned long long)r.blocks,
+	       st.vtype != QUANT_F32 ? ", their " : "", st.vtype != QUANT_F32 ? quant_name(st.vtype) : "",
+	       st.vtype != QUANT_F32 ? " codes in as many compact blocks (equal to the vectors' codes)" : "");
 	store_close(s);
 	return 0;
 }

@@ -24,6 +24,7 @@ extern volatile sig_atomic_t g_stop;
 
 typedef struct opts {
 	const char *store, *model;
+	const char *vectors;  /* --vectors f32|int8|binary, or NULL: keep the store's (new: f32) */
 	char **inputs;
 	int ninputs;
 	char **deletes;

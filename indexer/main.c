@@ -193,10 +193,35 @@ int main(int argc, char **argv)
 		}
 		open_path = fresh;
 	}
-	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e)) {
+	/* The vector type: --vectors, else (a rebuild) the live store's, else the store's own. */
+	quant_type vt = QUANT_F32;
+	int set_vt = 0;
+	if (o.vectors) {
+		quant_parse(o.vectors, &vt);
+		set_vt = 1;
+	} else if (o.rebuild) {
+		store *live;
+		if (store_open(o.store, STORE_READONLY, &live, NULL) == 0) {
+			vt = store_vtype(live);
+			set_vt = 1;
+			store_close(live);
+		}
+	}
+	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e) ||
+	    (set_vt && store_set_vtype(x.st, vt, &e))) {
 		fprintf(stderr, "indexer: %s\n", e.msg);
+		/* A refusal (another model, another vector type) is an expected outcome: leave
+		 * nothing behind, so that it stays one line under the leak checker too. */
+		store_close(x.st);
 		if (o.rebuild)
 			store_remove_dir(fresh);
+		store_lock_release(lock);
+		for (int i = 0; i < x.nm; i++)
+			embed_close(x.m[i]);
+		free(x.m);
+		free(o.gpus);
+		free(o.inputs);
+		free(o.deletes);
 		return 1;
 	}
 	if (o.rebuild && o.skip_bad && store_open(o.store, STORE_READONLY, &x.live, NULL) == 0) {

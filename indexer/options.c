@@ -22,6 +22,10 @@ static void usage(FILE *f)
 "  --delete ID          delete a document (repeatable)\n"
 "  --prune              delete documents not present in the inputs\n"
 "  --rebuild            build a fresh store and swap it in atomically when done\n"
+"  --vectors f32|int8|binary  what a search scans, fixed when the store is created\n"
+"                       (default f32; a rebuild keeps the store's unless given): int8\n"
+"                       or binary add compact codes beside the f32 vectors, which rescore\n"
+"                       the compact scan's candidates (search --rescore)\n"
 "  --window N           tokens per window, specials included (default: model max)\n"
 "  --stride N           tokens between window starts (default: window - 2 - 32)\n"
 "  --truncate           one window per document: index the first window only\n"
@@ -91,6 +95,15 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
 		else if (ARG("--prune")) o->prune = 1;
 		else if (ARG("--rebuild")) o->rebuild = 1;
+		else if (ARG("--vectors")) {
+			NEEDV();
+			quant_type t;
+			if (quant_parse(v, &t)) {
+				fprintf(stderr, "indexer: --vectors must be f32, int8 or binary (got '%s')\n", v);
+				exit(2);
+			}
+			o->vectors = v;
+		}
 		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
 		else if (ARG("--no-title")) o->no_title = 1;
 		else if (ARG("--skip-bad")) o->skip_bad = 1;

@@ -1050,13 +1050,18 @@ static chunk *take_done_locked(pipeline *p, uint64_t seq)
  * writer is the slowest stage), up to GROUP_CHUNKS of them share one transaction: with ids
  * in no order every document rewrites a leaf page of each id-keyed table, and a larger
  * transaction rewrites each page once for all the documents it holds (docs/bench-index.md,
- * "Store writer"). */
+ * "Store writer"). But LMDB holds a transaction's dirty pages in memory, and the same
+ * documents dirty more pages the larger the store: a group stays within TXN_DIRTY_BYTES
+ * by store_txn_pages_estimate, which keeps the writer's memory flat in the store's size
+ * (at 1M documents four chunks would dirty ~130 MB, at 100k ~55). */
 #define GROUP_CHUNKS 4
+#define TXN_DIRTY_BYTES ((uint64_t)96 << 20)
 static void *store_thread(void *arg)
 {
 	pipeline *p = arg;
 	uint64_t next = 0; /* the chunk to commit next: commits go in input order */
 	for (;;) {
+		const uint64_t room = store_txn_docs_within(p->x->st, TXN_DIRTY_BYTES);
 		pthread_mutex_lock(&p->mu);
 		chunk *cs[GROUP_CHUNKS];
 		int n = 0;
@@ -1076,19 +1081,23 @@ static void *store_thread(void *arg)
 			pthread_cond_wait(&p->cv, &p->mu);
 		}
 		int drop = n && (cs[0]->failed || cs[0]->seq >= p->keep_below);
+		uint64_t docs = n ? (uint64_t)cs[0]->n : 0;
 		/* the chunks after it that are ready too, up to a fatal or failed one */
 		while (n && !drop && n < GROUP_CHUNKS && !cs[n - 1]->fatal &&
 		       cs[n - 1]->seq + 1 < p->keep_below) {
 			chunk *c = take_done_locked(p, cs[n - 1]->seq + 1);
 			if (!c)
 				break;
-			if (c->failed) { /* back to the list: committed (or dropped) on its own */
+			if (c->failed || docs + (uint64_t)c->n > room) {
+				/* back to the list: committed (or dropped) on its own, or first in the
+				 * next transaction */
 				c->next = p->done;
 				p->done = c;
 				p->ndone++;
 				break;
 			}
 			cs[n++] = c;
+			docs += (uint64_t)c->n;
 		}
 		pthread_mutex_unlock(&p->mu);
 		if (!n)

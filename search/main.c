@@ -36,6 +36,7 @@ typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
 typedef struct opts {
 	const char *store, *model, *queries, *run_name;
 	int k, threads, snippet;
+	int rescore;  /* -1: the store's default */
 	out_format fmt;
 	char *query; /* joined positional words */
 } opts;
@@ -62,8 +63,11 @@ static void usage(FILE *f)
 "  --model DIR       model directory (default: the one recorded in the store)\n"
 "  --threads N       CPU threads, up to %d (default 0: all)\n"
 "  --snippet N       snippet length in bytes (default 240; 0: none)\n"
+"  --rescore N       int8/binary stores: rescore N x k candidates of the compact scan with\n"
+"                    the f32 vectors (default %d for int8, %d for binary; 0: the compact\n"
+"                    ranking and its estimated scores)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
-":help, :q.\n", CLI_MAX_THREADS);
+":help, :q.\n", CLI_MAX_THREADS, STORE_RESCORE_INT8, STORE_RESCORE_BINARY);
 }
 
 static void parse_args(int argc, char **argv, opts *o)
@@ -71,6 +75,7 @@ static void parse_args(int argc, char **argv, opts *o)
 	memset(o, 0, sizeof *o);
 	o->k = 10;
 	o->snippet = 240;
+	o->rescore = -1;
 	size_t qlen = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -80,6 +85,7 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--model")) { NEEDV(); o->model = v; }
 		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = (int)cli_int("search", a, v, 1, 1000000); }
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
+		else if (ARG("--rescore")) { NEEDV(); o->rescore = (int)cli_int("search", a, v, 0, 100000); }
 		else if (ARG("--snippet")) { NEEDV(); o->snippet = (int)cli_int("search", a, v, 0, 1000000); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
@@ -220,8 +226,11 @@ static char *make_snippet(const char *text, size_t tl, uint32_t a, uint32_t b, i
 	return out;
 }
 
-/* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). */
-static int run_query(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink)
+/* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). With
+ * bsnap, the query was answered by a batch (store_search_batch) in that snapshot: bhits[0..bn)
+ * are printed, nothing is searched. */
+static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink,
+			store_snapshot *bsnap, store_hit *bhits, int bn)
 {
 	opts *o = x->o;
 	emb_err e = {0};
@@ -236,15 +245,15 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 		}
 		vec = v;
 	}
-	store_snapshot *snap;
-	if (store_snapshot_begin(x->st, &snap, &e)) {
+	store_snapshot *snap = bsnap;
+	if (!snap && store_snapshot_begin(x->st, &snap, &e)) {
 		fprintf(stderr, "search: %s\n", e.msg);
 		free(v);
 		return -1;
 	}
-	store_hit *hits = malloc((size_t)o->k * sizeof *hits);
-	int n = 0, rc = 0;
-	if (!hits || store_search(snap, vec, o->k, x->pool, hits, &n, &e)) {
+	store_hit *hits = bsnap ? bhits : malloc((size_t)o->k * sizeof *hits);
+	int n = bsnap ? bn : 0, rc = 0;
+	if (!bsnap && (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e))) {
 		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
 		rc = -1;
 		goto out;
@@ -309,11 +318,18 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 		printf("(no documents)\n");
 	}
 out:
-	free(hits);
+	if (!bsnap) {
+		free(hits);
+		store_snapshot_end(snap);
+	}
 	free(v);
-	store_snapshot_end(snap);
 	fflush(stdout);
 	return rc;
+}
+
+static int run_query(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink)
+{
+	return run_query_in(x, qid, q, vec, jsink, NULL, NULL, 0);
 }
 
 /* Lines from a file descriptor through a fixed buffer of MAX_QUERY_LINE bytes: a longer
@@ -475,12 +491,32 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 		fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", r->name, r->lineno, e.msg);
 		rc = -1;
 	}
+	/* The batch in one scan of the store (store_search_batch), in one snapshot. */
+	store_snapshot *snap = NULL;
+	store_hit *hits = NULL;
+	int *nh = NULL;
+	if (!rc && n > 1) {
+		hits = malloc((size_t)n * x->o->k * sizeof *hits);
+		nh = malloc((size_t)n * sizeof *nh);
+		if (!hits || !nh) {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+		} else if (store_snapshot_begin(x->st, &snap, &e) ||
+			   store_search_batch(snap, *vecs, n, x->o->k, x->o->rescore, x->pool, hits, nh, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+		}
+	}
 	for (int i = 0; i < n; i++) {
-		if (!rc && run_query(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL))
+		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL, snap,
+					snap ? hits + (size_t)i * x->o->k : NULL, snap ? nh[i] : 0))
 			rc = -1;
 		free(ids[i]);
 		free(texts[i]);
 	}
+	store_snapshot_end(snap);
+	free(hits);
+	free(nh);
 	return rc;
 }
 

@@ -9,7 +9,19 @@
 // starts at a large negative finite number, never -inf, so no inf - inf can make a NaN.
 //
 // Layout: qkv row t = [q (H) | k (H) | v (H)], head h at columns h*D .. h*D+D; ctx row t =
-// [H], head h at the same columns. Define QKV_F16: qkv and ctx are f16 (packed uints).
+// [H], head h at the same columns.
+//
+// Relative position bias (MPNet; the model description's POS_REL_BUCKETS): with REL_SPAN > 0
+// the score of query position i and key position j gets bias[h][clamp(j - i, -R, R) + R]
+// added before the softmax, R = (REL_SPAN - 1) / 2. The host fills that per-head row from
+// the model's [bucket][head] table once, at open (forward_vk.c), for every distance up to R =
+// min(max_distance, longest sequence - 1): past max_distance every distance is in the last
+// bucket of its direction, so the clamp is exact, no logarithm runs here (the bucket of a
+// distance on a log boundary is the CPU's, rel_position_bucket, by construction), and no
+// L x L bias exists anywhere. Each workgroup stages its head's row (2R + 1 floats, 1 KiB for
+// MPNet) in shared memory. REL_SPAN = 0 (BERT) compiles the bias away.
+//
+// Define QKV_F16: qkv and ctx are f16 (packed uints).
 // Define DIRECT: read keys and values straight from the buffer instead of staging them in
 // shared memory — the variant for CPU implementations (lavapipe), where barriers are
 // coroutine switches and staging only costs time.
@@ -17,6 +29,7 @@
 
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint D = 32;      // head dimension, a multiple of 4
+layout(constant_id = 1) const uint REL_SPAN = 0; // 2R + 1 biased distances, 0: no bias
 const uint D4 = D / 4;
 const uint BKV = 2048 / D;                       // keys per chunk: 16 KiB of K and V in f32
 
@@ -24,6 +37,7 @@ layout(push_constant) uniform PC {
 	uint block_off;  // first block-table entry of this chunk
 	uint H;          // hidden size = heads * D
 	float scale;     // 1/sqrt(D)
+	uint rel_off;    // REL_SPAN > 0: float offset in wvec of head 0's bias row
 } pc;
 
 #if QKV_F16
@@ -35,6 +49,8 @@ layout(std430, binding = 3) writeonly buffer CTX_ { vec4 ctx[]; };
 #endif
 // (kv_start, kv_len, q_start, unused) per block, token indices relative to the chunk.
 layout(std430, binding = 4) readonly buffer BLK_ { uvec4 blocks[]; };
+layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
+shared float relb[REL_SPAN + 1];
 
 #if !DIRECT
 shared vec4 Ks[BKV * D4];
@@ -67,6 +83,12 @@ void main()
 		o[d] = vec4(0);
 	}
 	float m = -1e30, l = 0.0;
+	const int R = int(REL_SPAN / 2), qpos = int(t - kv0);
+	if (REL_SPAN > 0) {
+		for (uint i = tid; i < REL_SPAN; i += 64)
+			relb[i] = wvec[pc.rel_off + h * REL_SPAN + i];
+		barrier();
+	}
 
 	for (uint c = 0; c < kvn; c += BKV) {
 		const uint cn = min(BKV, kvn - c);
@@ -95,6 +117,8 @@ void main()
 			float acc = 0.0;
 			[[unroll]] for (uint d = 0; d < D4; d++)
 				acc += dot(q[d], KEY(j, d));
+			if (REL_SPAN > 0)
+				acc += relb[clamp(int(c + j) - qpos, -R, R) + R];
 			s[j] = acc;
 			if (j < cn)
 				mx = max(mx, acc);

@@ -168,8 +168,28 @@ static int open_only(int argc, char **argv)
 	       vk_backend_device_name(vb), vk_backend_precision_name(vb),
 	       !c->pcache ? "off" : c->pcache_path[0] ? c->pcache_path : "this process only",
 	       c->pcache_loaded, c->pcache_size);
+	char times[256];
+	vk_backend_open_times(vb, times, sizeof times);
+	printf("backend open: %s\n", times);
 	vk_backend_close(vb);
 	bert_weights_free(&w);
+	/* The product's start-up: embed_open reads config, tokenizer and weights while a
+	 * thread makes the device ready (the steps above run one after another). */
+	embed_options eo;
+	embed_options_default(&eo);
+	eo.device = EMBED_DEVICE_GPU;
+	eo.gpu_index = vo.gpu_index;
+	eo.precision = vo.precision == VK_PREC_FP32 ? EMBED_PRECISION_FP32
+		       : vo.precision == VK_PREC_FP16 ? EMBED_PRECISION_FP16 : eo.precision;
+	embed_model *m;
+	t0 = now();
+	if (embed_open(argv[2], &eo, &m, &err)) {
+		fprintf(stderr, "embed_open: %s\n", err.msg);
+		return 1;
+	}
+	printf("embed_open (config, tokenizer, weights; device beside them): %.3f s; %s\n",
+	       now() - t0, embed_device_name(m));
+	embed_close(m);
 	return 0;
 }
 
