@@ -414,6 +414,25 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 	return EMB_OK;
 }
 
+int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
+{
+	const gemm_isa isa = gemm_isa_default();
+	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * cfg->intermediate : cfg->intermediate;
+	for (int i = 0; i < cfg->layers; i++) {
+		bert_layer_weights *L = &w->layer[i];
+		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
+		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
+		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
+		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
+		for (int m = 0; m < 4; m++) {
+			if (gemm_pack(p[m], &src[m], 1, rows[m], cols[m], isa))
+				return emb_errf(err, EMB_ENOMEM, "out of memory packing the weights");
+			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
+		}
+	}
+	return EMB_OK;
+}
+
 int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, emb_err *err)
 {
 	memset(w, 0, sizeof *w);
@@ -526,22 +545,8 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 			goto fail;
 	}
 	/* Packed once here rather than on every product (gemm.h). */
-	const gemm_isa isa = gemm_isa_default();
-	for (int i = 0; i < cfg->layers; i++) {
-		bert_layer_weights *L = &w->layer[i];
-		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
-		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
-		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
-		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
-		for (int m = 0; m < 4; m++) {
-			if (gemm_pack(p[m], &src[m], 1, rows[m], cols[m], isa)) {
-				rc = emb_errf(err, EMB_ENOMEM, "%s: out of memory packing the weights",
-					      path);
-				goto fail;
-			}
-			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
-		}
-	}
+	if ((rc = bert_weights_pack(cfg, w, err)))
+		goto fail;
 	return EMB_OK;
 fail:
 	bert_weights_free(w);

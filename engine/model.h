@@ -129,6 +129,12 @@ typedef struct bert_weights {
  * pooling mode). */
 int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
 
+/* Packs the four matrix products' weights of every layer for gemm.h (qkv_p, attn_out_p,
+ * ffn_up_p, ffn_down_p) from the f32 matrices w points at; bert_weights_load calls it, and
+ * so must anyone who fills a bert_weights by hand before forward_cpu. The packed copies are
+ * freed by bert_weights_free. Errors: EMB_ENOMEM. */
+int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err);
+
 /* Loads model.safetensors of `dir` into *w, converting to f32 and checking every tensor's
  * shape against cfg. Tensor names follow cfg->arch.family (BERT: attention.self.query...,
  * MPNet: attention.attn.q..., encoder.relative_attention_bias; JinaBERT: BERT's attention,

@@ -367,6 +367,13 @@ static void test_base_shapes(void)
 		CHECK(0, "generated weights: %zu floats of %zu", (size_t)(a - w.arena), w.arena_floats);
 		return;
 	}
+	{
+		emb_err perr;
+		if (bert_weights_pack(&cfg, &w, &perr)) {
+			CHECK(0, "packing generated weights: %s", perr.msg);
+			return;
+		}
+	}
 	/* short texts through every layer; the 384-token limit beside short texts (one layer
 	 * on a CPU implementation) */
 	static const int shortl[] = { 1, 9, 40, 3 };
