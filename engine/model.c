@@ -418,6 +418,7 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 {
 	const gemm_isa isa = gemm_isa_default();
 	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * cfg->intermediate : cfg->intermediate;
+	w->layers = cfg->layers; /* what bert_weights_free unpacks */
 	for (int i = 0; i < cfg->layers; i++) {
 		bert_layer_weights *L = &w->layer[i];
 		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
