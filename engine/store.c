@@ -2509,6 +2509,21 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 	return status;
 }
 
+/* Frees a search_mem and what it holds (free(NULL) where a path left a field unset). */
+static void search_mem_free(search_mem *mem)
+{
+	if (mem->cur)
+		mdb_cursor_close(mem->cur);
+	free(mem->qn);
+	free(mem->blocks);
+	free(mem->sh);
+	free(mem->cq);
+	free(mem->ublk);
+	free(mem->uval);
+	free(mem->got);
+	free(mem);
+}
+
 int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int rescore,
 		       threadpool *pool, store_hit *hits, int *nhits, emb_err *err)
 {
@@ -2535,16 +2550,7 @@ int store_search_batch(store_snapshot *snap, const float *qs, int nq, int k, int
 		for (int i = 0; i < nq; i++)
 			redo[i] = 1;
 	}
-	if (mem->cur)
-		mdb_cursor_close(mem->cur);
-	free(mem->qn);
-	free(mem->blocks);
-	free(mem->sh);
-	free(mem->cq);
-	free(mem->ublk);
-	free(mem->uval);
-	free(mem->got);
-	free(mem);
+	search_mem_free(mem);
 	for (int i = 0; i < nq && !status; i++)
 		if (redo[i])
 			status = store_search_rescore(snap, qs + (size_t)i * s->dim, k, rescore, pool,
@@ -2576,15 +2582,7 @@ int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescor
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
 	int status;
 	TRAP_LMDB(s, status, err, search_run(snap, q, k, rescore, pool, hits, nhits, mem, err), *nhits = 0);
-	if (mem->cur)
-		mdb_cursor_close(mem->cur);
-	free(mem->qn);
-	free(mem->blocks);
-	free(mem->sh);
-	free(mem->cq);
-	free(mem->ublk);
-	free(mem->uval);
-	free(mem);
+	search_mem_free(mem);
 	return status;
 }
 
