@@ -59,3 +59,34 @@ def cosine(a, b):
 
 def max_abs_diff(a, b):
     return max(abs(x - y) for x, y in zip(a, b))
+
+
+def load_reference(prefix):
+    """Reads a reference written by scripts/gen-reference: PREFIX.jsonl (a generator line, then
+    one record per text) and PREFIX.f32 (the vectors, little-endian, in text order). Returns
+    (generator metadata, records, reference vectors)."""
+    import struct
+    lines = open(prefix + ".jsonl", encoding="utf-8").read().splitlines()
+    meta = json.loads(lines[0])["generator"]
+    recs = [json.loads(l) for l in lines[1:]]
+    dim = meta["dim"]
+    raw = open(prefix + ".f32", "rb").read()
+    assert len(raw) == 4 * dim * len(recs), prefix + ".f32: size does not match its text list"
+    refs = [list(struct.unpack_from("<%df" % dim, raw, 4 * dim * i)) for i in range(len(recs))]
+    return meta, recs, refs
+
+
+def vectors_off(texts, ours, refs, min_cos=0.99999, max_diff=2e-5):
+    """Compares vector lists text by text; prints the worst cosine and difference and up to
+    ten texts outside the bars. Returns the list of (index, cosine, max diff, text head) off."""
+    assert len(ours) == len(texts), f"{len(ours)} vectors for {len(texts)} texts"
+    worst_cos, worst_diff, bad = 1.0, 0.0, []
+    for i, (t, a, b) in enumerate(zip(texts, ours, refs)):
+        c, d = cosine(a, b), max_abs_diff(a, b)
+        worst_cos, worst_diff = min(worst_cos, c), max(worst_diff, d)
+        if c < min_cos or d > max_diff:
+            bad.append((i, c, d, t[:60]))
+    print(f"{len(texts)} texts: min cosine {worst_cos:.9f}, max |diff| {worst_diff:.3g}")
+    for i, c, d, t in bad[:10]:
+        print(f"  text {i}: cosine {c:.9f} max|diff| {d:.3g}: {t!r}")
+    return bad

@@ -7,24 +7,16 @@ ids. Skipped until scripts/fetch-model all-mpnet-base-v2 has run ($EMBED_MPNET_M
 another copy), and while the tokenizer of this build refuses MPNet's tokenizer.json."""
 import json
 import os
-import struct
 
-from refcheck import EMBED, ROOT, cosine, embed, max_abs_diff, run, skip
+from refcheck import EMBED, ROOT, embed, load_reference, run, skip, vectors_off
 
-PREFIX = os.path.join(ROOT, "tests/data/ref-all-mpnet-base-v2")
 MODEL = os.environ.get("EMBED_MPNET_MODEL") or os.path.join(ROOT, ".cache/models/all-mpnet-base-v2")
 
 if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
     skip("all-mpnet-base-v2 not fetched (scripts/fetch-model all-mpnet-base-v2)")
 
-lines = open(PREFIX + ".jsonl", encoding="utf-8").read().splitlines()
-meta = json.loads(lines[0])["generator"]
-recs = [json.loads(l) for l in lines[1:]]
+meta, recs, refs = load_reference(os.path.join(ROOT, "tests/data/ref-all-mpnet-base-v2"))
 texts = [r["text"] for r in recs]
-dim = meta["dim"]
-raw = open(PREFIX + ".f32", "rb").read()
-assert len(raw) == 4 * dim * len(texts), "reference file size does not match its text list"
-refs = [list(struct.unpack_from("<%df" % dim, raw, 4 * dim * i)) for i in range(len(texts))]
 
 # Under ASan the pass looks for memory errors, not numbers: every seventh text is enough.
 if "asan" in os.environ.get("BUILD", ""):
@@ -41,19 +33,8 @@ assert len(ids) == len(texts), f"{len(ids)} token lists for {len(texts)} texts"
 bad_ids = [i for i, (a, r) in enumerate(zip(ids, recs)) if a != r["ids"]]
 for i in bad_ids[:5]:
     print(f"  text {i} {texts[i][:50]!r}: ours {ids[i][:12]}... theirs {recs[i]['ids'][:12]}...")
-
-ours = embed(texts, "--batch", "16", model=MODEL)
-assert len(ours) == len(texts), f"{len(ours)} vectors for {len(texts)} texts"
-worst_cos, worst_diff, bad = 1.0, 0.0, []
-for i, (t, a, b) in enumerate(zip(texts, ours, refs)):
-    c, d = cosine(a, b), max_abs_diff(a, b)
-    worst_cos, worst_diff = min(worst_cos, c), max(worst_diff, d)
-    if c < 0.99999 or d > 2e-5:
-        bad.append((i, c, d, t[:60]))
-print(f"{len(texts)} texts vs sentence-transformers {meta['sentence_transformers']}: "
-      f"{len(texts) - len(bad_ids)} with equal token ids, min cosine {worst_cos:.9f}, "
-      f"max |diff| {worst_diff:.3g}")
-for i, c, d, t in bad[:10]:
-    print(f"  text {i}: cosine {c:.9f} max|diff| {d:.3g}: {t!r}")
+print(f"against sentence-transformers {meta['sentence_transformers']}: "
+      f"{len(texts) - len(bad_ids)} of {len(texts)} texts with equal token ids")
+bad = vectors_off(texts, embed(texts, "--batch", "16", model=MODEL), refs)
 assert not bad_ids, f"{len(bad_ids)} texts tokenized unlike sentence-transformers"
 assert not bad, f"{len(bad)} texts off the reference"
