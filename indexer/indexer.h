@@ -31,6 +31,7 @@ typedef struct opts {
 	int ndeletes;
 	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
 	int window, stride, threads, batch_tokens, window_docs, queue_chunks;
+	int shard, nshards;   /* --shard I/N: only ids with store_shard_of(id, N) == I (nshards 0: all) */
 	int *gpus, ngpus;     /* --gpu all|LIST: one engine per listed device (ngpus 0: --device) */
 	int gpus_all;         /* --gpu all: every device that is not a CPU implementation */
 	embed_device device;
@@ -106,6 +107,7 @@ typedef struct counts {
 	uint64_t carried;     /* --rebuild: bad records whose stored version was kept */
 	uint64_t uncarried;   /* --rebuild: ... whose stored version could not be (another model) */
 	uint64_t tokens, windows;
+	uint64_t other_shard; /* --shard: documents (and --delete ids) of other shards, passed over */
 } counts;
 
 /* The pipeline's stages, for busy times and the progress line. */

@@ -26,6 +26,9 @@ static void usage(FILE *f)
 "                       (default f32; a rebuild keeps the store's unless given): int8\n"
 "                       or binary add compact codes beside the f32 vectors, which rescore\n"
 "                       the compact scan's candidates (search --rescore)\n"
+"  --shard I/N          index only the documents whose id hashes to shard I of N\n"
+"                       (FNV-1a 64 of the id bytes mod N; README); prune and delete act\n"
+"                       within the shard; the store records I/N and refuses another\n"
 "  --window N           tokens per window, specials included (default: model max)\n"
 "  --stride N           tokens between window starts (default: window - 2 - 32)\n"
 "  --truncate           one window per document: index the first window only\n"
@@ -103,6 +106,17 @@ void parse_args(int argc, char **argv, opts *o)
 				exit(2);
 			}
 			o->vectors = v;
+		}
+		else if (ARG("--shard")) {
+			NEEDV();
+			int si, sn, end = 0;
+			if (sscanf(v, "%d/%d%n", &si, &sn, &end) != 2 || v[end] || sn < 1 || sn > 1000000 ||
+			    si < 0 || si >= sn) {
+				fprintf(stderr, "indexer: --shard must be I/N with 0 <= I < N <= 1000000 (got '%s')\n", v);
+				exit(2);
+			}
+			o->shard = si;
+			o->nshards = sn;
 		}
 		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
 		else if (ARG("--no-title")) o->no_title = 1;
