@@ -92,6 +92,11 @@ int main(int argc, char **argv)
 {
 	opts o;
 	parse_args(argc, argv, &o);
+	if (o.info && !o.ninputs && !o.ndeletes) {
+		free(o.inputs);
+		free(o.deletes);
+		return info_store(o.store);
+	}
 	if (o.check && !o.ninputs && !o.ndeletes) {
 		free(o.inputs);
 		free(o.deletes);

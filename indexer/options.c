@@ -51,7 +51,8 @@ static void usage(FILE *f)
 "  --quiet              no progress, no summary\n"
 "  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
 "  --check              verify the whole store (checksums, vectors, documents, row\n"
-"                       ownership, counts) and print what was verified\n");
+"                       ownership, counts) and print what was verified\n"
+"  --info               print what the store is (model, shard, counts) as one JSON line\n");
 }
 
 /* --gpu all, or a comma-separated list of device numbers. Exits 2 on anything else. */
@@ -123,6 +124,7 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--skip-bad")) o->skip_bad = 1;
 		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
 		else if (ARG("--check")) o->check = 1;
+		else if (ARG("--info")) o->info = 1;
 		else if (ARG("--window")) { NEEDV(); o->window = (int)cli_int("indexer", a, v, 8, INT_MAX); }
 		else if (ARG("--stride")) { NEEDV(); o->stride = (int)cli_int("indexer", a, v, 1, INT_MAX); }
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
@@ -148,7 +150,7 @@ void parse_args(int argc, char **argv, opts *o)
 		usage(stderr);
 		exit(2);
 	}
-	if (!o->check && !o->ninputs && !o->ndeletes && !o->prune) {
+	if (!o->check && !o->info && !o->ninputs && !o->ndeletes && !o->prune) {
 		fprintf(stderr, "indexer: nothing to do (no INPUT, --delete or --prune)\n");
 		exit(2);
 	}
