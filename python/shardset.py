@@ -26,7 +26,9 @@ Rules:
 
     shardset.py shard-of N ID...        the shard of each id (FNV-1a 64 of the UTF-8 bytes mod N)
     shardset.py build SET --shards N [--jobs J] [--indexer BIN] -- INDEXER_ARGS... INPUTS...
-    shardset.py publish SET --generation G --shards N [--indexer BIN]
+    shardset.py next SET                the directory the next build writes (made; an unfinished
+                                        one when there is one), for schedulers' array jobs
+    shardset.py publish SET (--generation G | --dir GEN_DIR) --shards N [--indexer BIN]
     shardset.py status SET
 """
 import argparse
@@ -177,9 +179,13 @@ def main(argv=None):
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--indexer", default="bin/indexer")
+    p = sub.add_parser("next")
+    p.add_argument("set")
     p = sub.add_parser("publish")
     p.add_argument("set")
-    p.add_argument("--generation", type=int, required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--generation", type=int)
+    g.add_argument("--dir", help="a generation directory of SET, as `next` printed it")
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--indexer", default="bin/indexer")
     p = sub.add_parser("status")
@@ -195,8 +201,18 @@ def main(argv=None):
             print(shard_of(i, a.n))
     elif a.cmd == "build":
         print(json.dumps(build(a.set, a.shards, rest, a.jobs, a.indexer)))
+    elif a.cmd == "next":
+        d = gen_dir(a.set, next_generation(a.set))
+        os.makedirs(d, exist_ok=True)
+        print(d)
     elif a.cmd == "publish":
-        print(json.dumps(publish(a.set, a.generation, a.shards, a.indexer)))
+        gen = a.generation
+        if a.dir is not None:
+            m = GEN_RE.match(os.path.basename(os.path.normpath(a.dir)))
+            if not m or os.path.realpath(os.path.dirname(os.path.normpath(a.dir))) != os.path.realpath(a.set):
+                raise SystemExit("shardset: --dir %s is not a generation directory of %s" % (a.dir, a.set))
+            gen = int(m.group(1))
+        print(json.dumps(publish(a.set, gen, a.shards, a.indexer)))
     else:
         m = read_manifest(a.set)
         print(json.dumps({"manifest": m, "generations": generations(a.set),
