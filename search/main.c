@@ -1023,8 +1023,13 @@ int main(int argc, char **argv)
 	opts o;
 	parse_args(argc, argv, &o);
 	ctx x = {.o = &o};
-	if (open_store(&x))
+	if (open_store(&x)) {
+		embed_close(x.m);
+		close_stores(&x);
+		free(o.stores);
+		free(o.query);
 		return 1;
+	}
 	x.pool = threadpool_create(o.threads);
 	int rc = 0;
 	if (o.queries) {
