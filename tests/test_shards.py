@@ -40,7 +40,8 @@ def lap(what):
 
 
 # Under ASan every indexer run costs ~10 s (the model's load and forward, instrumented): the
-# sanitizer pass checks the same code paths with fewer runs (one N, two rebuilds, one recipe).
+# sanitizer pass checks the same C paths with fewer runs (one N, two rebuilds, no recipes:
+# they run the same indexer and search as the rest).
 ASAN = "asan" in os.path.basename(os.path.normpath(BUILD)) or "asan" in BUILD
 NS = (3,) if ASAN else (2, 3, 5)
 GENS = (2, 3) if ASAN else (2, 3, 4)
@@ -83,7 +84,7 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(os.path.join(SCIFACT, "corpus.jsonl")) as f:
         for line in f:
             docs.append(json.loads(line))
-            if len(docs) == (60 if ASAN else 120):
+            if len(docs) == (40 if ASAN else 120):
                 break
     # Ids of other shapes: non-ASCII bytes, an integer (stored as its decimal text).
     docs += [{"_id": "dé-文書-1", "title": "unicode id", "text": "a document whose id is not ASCII"},
@@ -305,20 +306,21 @@ with tempfile.TemporaryDirectory() as tmp:
         t.join()
     check(not mixed_gen, f"searches saw mixed generations or failed: {mixed_gen[:5]}")
     check({f"g{g}" for g in GENS[1:]} <= seen, f"the searches saw generations {sorted(seen)}")
-    check(shardset.generations(setdir) == [GENS[-2], GENS[-1]],
+    check(shardset.generations(setdir) == [GENS[-1] - 1, GENS[-1]],
           f"old generations removed: {shardset.generations(setdir)}")
 
     lap("generations")
     # --- the README's recipes, a loop standing in for the scheduler ----------------------
-    single_small = os.path.join(tmp, "small.store")
-    index(single_small, small)
-    want = search([single_small], "--queries", queries, "--format", "trec", "--k", "10")
+    if not ASAN:
+        single_small = os.path.join(tmp, "small.store")
+        index(single_small, small)
+        want = search([single_small], "--queries", queries, "--format", "trec", "--k", "10")
     readme = open(os.path.join(ROOT, "README.md")).read()
     slurm = re.search(r"`shard.sh`:\n\n```sh\n(.*?)```", readme, re.S).group(1)
     k8s = re.search(r"args:\n        - \|\n((?:          .*\n)+)", readme).group(1)
     k8s = "\n".join(line[10:] for line in k8s.splitlines())
     recipes = (("slurm", slurm, "SLURM_ARRAY_TASK_ID"), ("kubernetes", k8s, "JOB_COMPLETION_INDEX"))
-    for name, script, var in recipes[:1] if ASAN else recipes:
+    for name, script, var in () if ASAN else recipes:
         rset = os.path.join(tmp, "set-" + name)
         rc, gdir, err = run([sys.executable, os.path.join(ROOT, "python/shardset.py"), "next", rset])
         gdir = gdir.strip()
