@@ -870,6 +870,89 @@ int store_set_vtype(store *s, quant_type vt, emb_err *err)
 	return EMB_OK;
 }
 
+uint64_t store_id_hash(const char *id, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)id[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+int store_shard_of(const char *id, size_t len, int count)
+{
+	return count > 1 ? (int)(store_id_hash(id, len) % (uint64_t)count) : 0;
+}
+
+/* Reads meta "shard" in txn: 0 with *index, *count (0/0 when absent), -1 when malformed. */
+static int shard_read(store *s, MDB_txn *txn, int *index, int *count)
+{
+	char buf[32];
+	*index = *count = 0;
+	meta_str(txn, s->meta, "shard", buf, sizeof buf);
+	if (!buf[0])
+		return 0;
+	int i, n, end = 0;
+	if (sscanf(buf, "%d/%d%n", &i, &n, &end) != 2 || buf[end] || n < 1 || i < 0 || i >= n)
+		return -1;
+	*index = i;
+	*count = n;
+	return 0;
+}
+
+int store_shard_get(store *s, int *index, int *count, emb_err *err)
+{
+	MDB_txn *txn;
+	int rc = txn_begin(s, MDB_RDONLY, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	rc = shard_read(s, txn, index, count);
+	mdb_txn_abort(txn);
+	if (rc)
+		return emb_errf(err, EMB_ESTORE, "store %s is damaged: malformed shard in meta; run indexer --check",
+				s->dir);
+	return EMB_OK;
+}
+
+int store_set_shard(store *s, int index, int count, emb_err *err)
+{
+	if (count < 1 || index < 0 || index >= count)
+		return emb_errf(err, EMB_EINVAL, "shard %d/%d: the index must be 0 to count - 1", index, count);
+	int ci, cn;
+	if (store_shard_get(s, &ci, &cn, err))
+		return err ? err->code : EMB_ESTORE;
+	if (cn == count && ci == index)
+		return EMB_OK;
+	if (cn)
+		return emb_errf(err, EMB_ESTORE, "store %s is shard %d/%d, not %d/%d", s->dir, ci, cn,
+				index, count);
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	MDB_txn *txn;
+	int rc = txn_begin(s, 0, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	if (meta_u64(txn, s->meta, "docs")) {
+		mdb_txn_abort(txn);
+		return emb_errf(err, EMB_ESTORE,
+				"store %s holds documents and is not a shard: --shard needs a new store or --rebuild",
+				s->dir);
+	}
+	char buf[32];
+	snprintf(buf, sizeof buf, "%d/%d", index, count);
+	rc = meta_put_str(txn, s->meta, "shard", buf);
+	if (!rc)
+		rc = meta_seal(txn, s->meta);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "record the shard", s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	return EMB_OK;
+}
+
 int store_stats_get(store *s, store_stats *st, emb_err *err)
 {
 	memset(st, 0, sizeof *st);

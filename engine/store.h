@@ -6,7 +6,8 @@
  * scan reads in place without copying a byte.
  *
  * Layout (named databases of one environment):
- *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated"
+ *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated",
+ *            "shard" (optional: "INDEX/COUNT", see Shards below)
  *            (text) and "docs", "rows" (u64 counts), "checksum" (see below); "vtype" is
  *            "f32", "int8" or "binary" (format 3; always "f32" before); "int8.scales"
  *            (vtype int8, once it has rows: dim f32 per-dimension scales, quant.h)
@@ -160,6 +161,35 @@ quant_type store_vtype(const store *s);
  * EMB_ESTORE (read-only; a store with rows and another type: "store X holds f32 vectors,
  * not int8: changing the vector type needs --rebuild"; LMDB failure). */
 int store_set_vtype(store *s, quant_type vt, emb_err *err);
+
+/* ---- shards ----------------------------------------------------------------------------
+ * A shard store holds only the documents whose id falls in its shard: document id (its bytes
+ * as stored, no terminator) belongs to shard store_shard_of(id, len, count), which is
+ *   FNV-1a 64 of the id bytes (h = 0xcbf29ce484222325; for each byte b: h ^= b,
+ *   h *= 0x100000001b3 mod 2^64), taken mod count
+ * (chosen because any tool can reproduce it in five lines: scripts/shardset has it in
+ * Python). The rule is part of the on-disk contract: it never changes for a given count.
+ * A store records its shard in meta "shard" as "INDEX/COUNT" (absent: not a shard, it may
+ * hold any id). Writers of other versions ignore the key, so only this indexer keeps it. */
+
+/* FNV-1a 64 of the id bytes (above). */
+uint64_t store_id_hash(const char *id, size_t len);
+
+/* The shard of id among count (>= 1) shards: store_id_hash(id, len) % count. */
+int store_shard_of(const char *id, size_t len, int count);
+
+/* The shard the store records: *index and *count (0 and 0 when the store is not a shard).
+ * Errors: EMB_ESTORE (LMDB could not begin a read transaction; a malformed "shard" value:
+ * damaged). */
+int store_shard_get(store *s, int *index, int *count, emb_err *err);
+
+/* Records that the store is shard index of count (0 <= index < count). Allowed on a store
+ * that holds no documents, or one that already records the same shard (a no-op). Errors:
+ * EMB_EINVAL (index or count out of range), EMB_ESTORE (read-only; a store that records
+ * another shard, or holds documents and records none: "store X is shard 1/3, not 2/3" /
+ * "store X holds documents and is not a shard: --shard needs a new store or --rebuild";
+ * LMDB failure). */
+int store_set_shard(store *s, int index, int count, emb_err *err);
 
 /* Rewrites a store's compact copy for type vt from its f32 rows, in one transaction, int8
  * calibrating on the first 32 blocks as the writer does: what a rebuild with --vectors gives,

@@ -1,6 +1,10 @@
-/* check.c — indexer --check: verifies a whole store and says what was verified.
+/* check.c — indexer --check: verifies a whole store and says what was verified; indexer
+ * --info: what a store is (model, shard, counts) as one JSON line, for tools that assemble
+ * shard sets (scripts/shardset) without reading LMDB themselves.
  */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "indexer.h"
@@ -52,4 +56,33 @@ int check_store(const char *path)
 	       st.vtype != QUANT_F32 ? " codes in as many compact blocks (equal to the vectors' codes)" : "");
 	store_close(s);
 	return 0;
+}
+
+int info_store(const char *path)
+{
+	store *s = NULL;
+	emb_err e = {0};
+	store_model m;
+	store_stats st;
+	int si = 0, sn = 0;
+	if (store_open(path, STORE_READONLY, &s, &e) || store_model_get(s, &m, &e) ||
+	    store_stats_get(s, &st, &e) || store_shard_get(s, &si, &sn, &e)) {
+		fprintf(stderr, "indexer: %s\n", e.msg);
+		store_close(s);
+		return 1;
+	}
+	json_t *j = json_pack("{s:s, s:{s:s, s:s, s:i, s:s, s:b, s:b, s:i}, s:o, s:I, s:I, s:s, s:I}",
+			      "store", store_dir(s), "model", "name", m.name, "sha256", m.sha256,
+			      "dim", m.dim, "pooling", m.pooling, "normalized", m.normalized,
+			      "needs_prefix", m.needs_prefix, "max_tokens", m.max_tokens,
+			      "shard", sn ? json_pack("[i, i]", si, sn) : json_null(),
+			      "docs", (json_int_t)st.docs, "rows", (json_int_t)st.rows,
+			      "vectors", quant_name(st.vtype), "file_bytes", (json_int_t)st.file_size);
+	char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (out)
+		printf("%s\n", out);
+	free(out);
+	json_decref(j);
+	store_close(s);
+	return out ? 0 : 1;
 }

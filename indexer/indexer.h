@@ -3,7 +3,7 @@
  *
  *   options.c   the command line (parse_args, usage) and the model directory (find_model)
  *   window.c    windowing: tokens, windows, id sequences, byte ranges (window_setup, window_doc)
- *   check.c     --check (check_store)
+ *   check.c     --check (check_store), --info (info_store)
  *   pipeline.c  the run's stages on their threads: read, classify + tokenize, embed, store
  *   main.c      set-up (lock, model, store), deletes, prune, the summary
  */
@@ -29,8 +29,9 @@ typedef struct opts {
 	int ninputs;
 	char **deletes;
 	int ndeletes;
-	int prune, rebuild, skip_bad, quiet, check, truncate, no_title;
+	int prune, rebuild, skip_bad, quiet, check, info, truncate, no_title;
 	int window, stride, threads, batch_tokens, window_docs, queue_chunks;
+	int shard, nshards;   /* --shard I/N: only ids with store_shard_of(id, N) == I (nshards 0: all) */
 	int *gpus, ngpus;     /* --gpu all|LIST: one engine per listed device (ngpus 0: --device) */
 	int gpus_all;         /* --gpu all: every device that is not a CPU implementation */
 	embed_device device;
@@ -50,6 +51,12 @@ void find_model(const opts *o, char *out, size_t cap);
  * line saying what was verified (stdout) or the first damage found (stderr). Returns the
  * exit status: 0 ok, 1 damaged or unreadable. */
 int check_store(const char *path);
+
+/* --info: prints what the store at path is as one JSON line on stdout: {"store": its
+ * directory, "model": {name, sha256, dim, pooling, normalized, needs_prefix, max_tokens},
+ * "shard": [I, N] or null, "docs", "rows", "vectors": f32|int8|binary, "file_bytes"}.
+ * Returns the exit status: 0, or 1 (unreadable, no model yet: message on stderr). */
+int info_store(const char *path);
 
 /* One document of the window in flight. */
 typedef struct wdoc {
@@ -106,6 +113,7 @@ typedef struct counts {
 	uint64_t carried;     /* --rebuild: bad records whose stored version was kept */
 	uint64_t uncarried;   /* --rebuild: ... whose stored version could not be (another model) */
 	uint64_t tokens, windows;
+	uint64_t other_shard; /* --shard: documents (and --delete ids) of other shards, passed over */
 } counts;
 
 /* The pipeline's stages, for busy times and the progress line. */

@@ -92,6 +92,11 @@ int main(int argc, char **argv)
 {
 	opts o;
 	parse_args(argc, argv, &o);
+	if (o.info && !o.ninputs && !o.ndeletes) {
+		free(o.inputs);
+		free(o.deletes);
+		return info_store(o.store);
+	}
 	if (o.check && !o.ninputs && !o.ndeletes) {
 		free(o.inputs);
 		free(o.deletes);
@@ -126,6 +131,30 @@ int main(int argc, char **argv)
 	if (cleaned && !o.quiet)
 		fprintf(stderr, "indexer: store %s: removed %d leftover%s of killed runs\n", o.store,
 			cleaned, cleaned == 1 ? "" : "s");
+
+	/* A shard store takes only its shard's documents: --shard must name the shard the store
+	 * records (a rebuild may change it: the fresh store records the new one). */
+	int live_si = 0, live_sn = 0;
+	{
+		store *live;
+		if (store_open(o.store, STORE_READONLY, &live, NULL) == 0) {
+			if (store_shard_get(live, &live_si, &live_sn, &e)) {
+				fprintf(stderr, "indexer: %s\n", e.msg);
+				live_sn = -1;
+			}
+			store_close(live);
+		}
+	}
+	if (live_sn > 0 && !o.nshards)
+		fprintf(stderr, "indexer: store %s is shard %d/%d: give --shard %d/%d\n", o.store, live_si,
+			live_sn, live_si, live_sn);
+	if (live_sn < 0 || (live_sn > 0 && !o.nshards)) {
+		store_lock_release(lock);
+		free(o.gpus);
+		free(o.inputs);
+		free(o.deletes);
+		return 1;
+	}
 
 	char model_dir[PATH_MAX];
 	find_model(&o, model_dir, sizeof model_dir);
@@ -208,7 +237,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e) ||
-	    (set_vt && store_set_vtype(x.st, vt, &e))) {
+	    (set_vt && store_set_vtype(x.st, vt, &e)) ||
+	    (o.nshards && store_set_shard(x.st, o.shard, o.nshards, &e))) {
 		fprintf(stderr, "indexer: %s\n", e.msg);
 		/* A refusal (another model, another vector type) is an expected outcome: leave
 		 * nothing behind, so that it stays one line under the leak checker too. */
@@ -237,17 +267,23 @@ int main(int argc, char **argv)
 	int status = 0;
 	if (o.ndeletes) {
 		store_op *ops = calloc((size_t)o.ndeletes, sizeof *ops);
-		for (int i = 0; i < o.ndeletes; i++)
-			ops[i] = (store_op){STORE_OP_DELETE, {.id = o.deletes[i], .id_len = strlen(o.deletes[i])}};
-		store_apply_result r;
-		if (store_apply(x.st, ops, o.ndeletes, &r, &e)) {
+		int nops = 0;
+		for (int i = 0; i < o.ndeletes; i++) {
+			size_t l = strlen(o.deletes[i]);
+			if (o.nshards && store_shard_of(o.deletes[i], l, o.nshards) != o.shard)
+				x.c.other_shard++; /* another shard's: its run deletes it */
+			else
+				ops[nops++] = (store_op){STORE_OP_DELETE, {.id = o.deletes[i], .id_len = l}};
+		}
+		store_apply_result r = {0};
+		if (nops && store_apply(x.st, ops, nops, &r, &e)) {
 			fprintf(stderr, "indexer: %s\n", e.msg);
 			status = -1;
 		} else {
 			x.c.deleted += r.deleted;
-			if (r.deleted < (uint64_t)o.ndeletes && !o.quiet)
+			if (r.deleted < (uint64_t)nops && !o.quiet)
 				fprintf(stderr, "indexer: %llu of %d ids to delete were not in the store\n",
-					(unsigned long long)(o.ndeletes - r.deleted), o.ndeletes);
+					(unsigned long long)(nops - r.deleted), nops);
 		}
 		free(ops);
 	}
@@ -326,6 +362,10 @@ int main(int argc, char **argv)
 			(unsigned long long)x.c.windows, peak_rss_kb() / 1024.0,
 			o.store, (unsigned long long)st.docs,
 			(unsigned long long)st.rows);
+		if (o.nshards)
+			fprintf(stderr, "indexer: shard %d/%d: passed over %llu document%s and --delete id%s of other shards\n",
+				o.shard, o.nshards, (unsigned long long)x.c.other_shard,
+				x.c.other_shard == 1 ? "" : "s", x.c.other_shard == 1 ? "" : "s");
 		/* The stages overlap: each one's busy time, against the run's wall time after
 		 * start-up; the embed stage's is the time a batch was on some engine. */
 		double run_el = x.t_start > 0 ? now_s() - x.t_start : 0;

@@ -26,6 +26,9 @@ static void usage(FILE *f)
 "                       (default f32; a rebuild keeps the store's unless given): int8\n"
 "                       or binary add compact codes beside the f32 vectors, which rescore\n"
 "                       the compact scan's candidates (search --rescore)\n"
+"  --shard I/N          index only the documents whose id hashes to shard I of N\n"
+"                       (FNV-1a 64 of the id bytes mod N; README); prune and delete act\n"
+"                       within the shard; the store records I/N and refuses another\n"
 "  --window N           tokens per window, specials included (default: model max)\n"
 "  --stride N           tokens between window starts (default: window - 2 - 32)\n"
 "  --truncate           one window per document: index the first window only\n"
@@ -48,7 +51,8 @@ static void usage(FILE *f)
 "  --quiet              no progress, no summary\n"
 "  --progress-every S   seconds between progress lines when not on a TTY (default 10)\n"
 "  --check              verify the whole store (checksums, vectors, documents, row\n"
-"                       ownership, counts) and print what was verified\n");
+"                       ownership, counts) and print what was verified\n"
+"  --info               print what the store is (model, shard, counts) as one JSON line\n");
 }
 
 /* --gpu all, or a comma-separated list of device numbers. Exits 2 on anything else. */
@@ -104,11 +108,23 @@ void parse_args(int argc, char **argv, opts *o)
 			}
 			o->vectors = v;
 		}
+		else if (ARG("--shard")) {
+			NEEDV();
+			int si, sn, end = 0;
+			if (sscanf(v, "%d/%d%n", &si, &sn, &end) != 2 || v[end] || sn < 1 || sn > 1000000 ||
+			    si < 0 || si >= sn) {
+				fprintf(stderr, "indexer: --shard must be I/N with 0 <= I < N <= 1000000 (got '%s')\n", v);
+				exit(2);
+			}
+			o->shard = si;
+			o->nshards = sn;
+		}
 		else if (ARG("--truncate") || ARG("--no-windows")) o->truncate = 1;
 		else if (ARG("--no-title")) o->no_title = 1;
 		else if (ARG("--skip-bad")) o->skip_bad = 1;
 		else if (ARG("--quiet") || ARG("-q")) o->quiet = 1;
 		else if (ARG("--check")) o->check = 1;
+		else if (ARG("--info")) o->info = 1;
 		else if (ARG("--window")) { NEEDV(); o->window = (int)cli_int("indexer", a, v, 8, INT_MAX); }
 		else if (ARG("--stride")) { NEEDV(); o->stride = (int)cli_int("indexer", a, v, 1, INT_MAX); }
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("indexer", a, v, 0, CLI_MAX_THREADS); }
@@ -134,7 +150,7 @@ void parse_args(int argc, char **argv, opts *o)
 		usage(stderr);
 		exit(2);
 	}
-	if (!o->check && !o->ninputs && !o->ndeletes && !o->prune) {
+	if (!o->check && !o->info && !o->ninputs && !o->ndeletes && !o->prune) {
 		fprintf(stderr, "indexer: nothing to do (no INPUT, --delete or --prune)\n");
 		exit(2);
 	}

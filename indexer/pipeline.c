@@ -371,6 +371,15 @@ static int read_inputs(pipeline *p)
 		if (r == 0)
 			break;
 		p->docs_read++;
+		if (o->nshards && (r > 0 || e.code == EMB_EFORMAT || e.code == EMB_EINVAL) && d.id && d.id_len &&
+		    store_shard_of(d.id, d.id_len, o->nshards) != o->shard) {
+			/* Another shard's document, good or bad: that shard's run reads it. */
+			input_doc_free(&d);
+			pthread_mutex_lock(&p->mu);
+			x->c.other_shard++;
+			pthread_mutex_unlock(&p->mu);
+			continue;
+		}
 		if (r < 0) {
 			if (e.code == EMB_EFORMAT || e.code == EMB_EINVAL) {
 				if (report_bad(p, e.msg)) {

@@ -5,6 +5,14 @@
  *   search --store DIR [--k 10] [--json] QUERY...        one-shot
  *   search --store DIR                                   interactive on a TTY (libedit)
  *   search --store DIR --queries Q.jsonl --format trec   batch evaluation (TREC run lines)
+ *   search --store A --store B ... QUERY                 several stores, merged exactly
+ *   search --stores MANIFEST QUERY                       a shard set (scripts/shardset)
+ *
+ * Several stores: each answers its own top k (one snapshot each) and the lists are merged
+ * (merge_hits): the union of per-store top-k lists holds the top k of all their documents,
+ * so the merge is exact. A shard set's manifest is read once per open: the stores it names
+ * are one generation, and a new manifest (a rebuild swapped in) is noticed by long-lived
+ * readers as a rebuilt store is.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +42,10 @@
 typedef enum { FMT_TEXT, FMT_JSON, FMT_TREC } out_format;
 
 typedef struct opts {
-	const char *store, *model, *queries, *run_name;
+	const char **stores;   /* --store, repeatable */
+	int nstores;
+	const char *manifest;  /* --stores */
+	const char *model, *queries, *run_name;
 	int k, threads, snippet;
 	int rescore;  /* -1: the store's default */
 	out_format fmt;
@@ -43,7 +54,11 @@ typedef struct opts {
 
 typedef struct ctx {
 	opts *o;
-	store *st;
+	int n;                 /* stores open */
+	store **st;            /* [n] */
+	char **paths;          /* [n] their paths, as given or resolved from the manifest */
+	long generation;       /* the manifest's generation (-1: no manifest) */
+	struct stat mst;       /* the manifest file as read: another one means a new generation */
 	embed_model *m;
 	store_model sm;
 	threadpool *pool;
@@ -54,7 +69,10 @@ typedef struct ctx {
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: search --store DIR [options] [QUERY...]\n"
+"usage: search --store DIR [--store DIR2 ...] [options] [QUERY...]\n"
+"       search --stores MANIFEST [options] [QUERY...]\n"
+"  --store DIR       a store; several: searched as one (same model), merged exactly\n"
+"  --stores FILE     a shard set's manifest (scripts/shardset): all its shard stores\n"
 "  --k N             results a query (default 10)\n"
 "  --json            JSON output (one object a query)\n"
 "  --format F        text, json or trec (TREC run lines: qid Q0 docid rank score run)\n"
@@ -81,7 +99,15 @@ static void parse_args(int argc, char **argv, opts *o)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define ARG(n) (strcmp(a, n) == 0)
 #define NEEDV() do { if (!v) { fprintf(stderr, "search: %s needs a value\n", a); exit(2); } i++; } while (0)
-		if (ARG("--store")) { NEEDV(); o->store = v; }
+		if (ARG("--store")) {
+			NEEDV();
+			if (!o->stores && !(o->stores = calloc((size_t)argc, sizeof *o->stores))) {
+				fprintf(stderr, "search: out of memory\n");
+				exit(1);
+			}
+			o->stores[o->nstores++] = v;
+		}
+		else if (ARG("--stores")) { NEEDV(); o->manifest = v; }
 		else if (ARG("--model")) { NEEDV(); o->model = v; }
 		else if (ARG("--k") || ARG("-k")) { NEEDV(); o->k = (int)cli_int("search", a, v, 1, 1000000); }
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
@@ -118,28 +144,202 @@ static void parse_args(int argc, char **argv, opts *o)
 #undef ARG
 #undef NEEDV
 	}
-	if (!o->store) {
-		fprintf(stderr, "search: --store DIR is required\n");
+	if (!o->nstores && !o->manifest) {
+		fprintf(stderr, "search: --store DIR (or --stores MANIFEST) is required\n");
 		usage(stderr);
+		exit(2);
+	}
+	if (o->nstores && o->manifest) {
+		fprintf(stderr, "search: give --store DIR... or --stores MANIFEST, not both\n");
 		exit(2);
 	}
 }
 
-/* Opens (or reopens after a rebuild swap) the store and checks that the model matches. */
-static int open_store(ctx *x)
+static void close_stores(ctx *x)
+{
+	for (int i = 0; i < x->n; i++) {
+		store_close(x->st[i]);
+		if (x->o->manifest)
+			free(x->paths[i]);
+	}
+	free(x->st);
+	if (x->o->manifest)
+		free(x->paths); /* else it is o->stores */
+	x->st = NULL;
+	x->paths = NULL;
+	x->n = 0;
+}
+
+/* The identity fields store_bind_model compares (model_dir is a hint, not identity). */
+static int same_model(const store_model *a, const store_model *b)
+{
+	return !strcmp(a->name, b->name) && !strcmp(a->sha256, b->sha256) && a->dim == b->dim &&
+	       !strcmp(a->pooling, b->pooling) && a->normalized == b->normalized &&
+	       a->needs_prefix == b->needs_prefix && a->max_tokens == b->max_tokens;
+}
+
+/* What a manifest says (scripts/shardset writes it):
+ *   {"format": "embedstore-shardset", "version": 1, "generation": G,
+ *    "model": {"name": ..., "sha256": ..., "dim": D}, "stores": ["gen-G/shard-0.store", ...]}
+ * Store paths are relative to the manifest's directory (or absolute); store i of N must
+ * record shard i/N. */
+typedef struct manifest {
+	long generation;
+	char name[128], sha256[72];
+	int dim;
+	int n;
+	char **paths; /* [n], malloc'd */
+} manifest;
+
+/* Reads the manifest in one open (so one generation), noting the file in x->mst. Returns 0,
+ * or -1 with a message printed. */
+static int read_manifest(ctx *x, manifest *mf)
+{
+	const char *path = x->o->manifest;
+	memset(mf, 0, sizeof *mf);
+	FILE *f = fopen(path, "rb");
+	if (!f || fstat(fileno(f), &x->mst)) {
+		fprintf(stderr, "search: manifest %s: %s\n", path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	json_error_t je;
+	json_t *j = json_loadf(f, 0, &je);
+	fclose(f);
+	json_t *fmt = json_object_get(j, "format"), *ver = json_object_get(j, "version"),
+	       *gen = json_object_get(j, "generation"), *model = json_object_get(j, "model"),
+	       *stores = json_object_get(j, "stores");
+	json_t *mname = json_object_get(model, "name"), *msha = json_object_get(model, "sha256"),
+	       *mdim = json_object_get(model, "dim");
+	if (!j || !json_is_string(fmt) || strcmp(json_string_value(fmt), "embedstore-shardset") ||
+	    !json_is_integer(ver) || !json_is_integer(gen) || !json_is_string(mname) ||
+	    !json_is_string(msha) || !json_is_integer(mdim) || !json_is_array(stores) ||
+	    !json_array_size(stores)) {
+		fprintf(stderr, "search: manifest %s: %s\n", path,
+			!j ? je.text : "not an embedstore-shardset manifest (format, version, generation, model, stores)");
+		json_decref(j);
+		return -1;
+	}
+	if (json_integer_value(ver) != 1) {
+		fprintf(stderr, "search: manifest %s: version %lld is newer than this search reads (1)\n",
+			path, (long long)json_integer_value(ver));
+		json_decref(j);
+		return -1;
+	}
+	mf->generation = (long)json_integer_value(gen);
+	snprintf(mf->name, sizeof mf->name, "%s", json_string_value(mname));
+	snprintf(mf->sha256, sizeof mf->sha256, "%s", json_string_value(msha));
+	mf->dim = (int)json_integer_value(mdim);
+	mf->n = (int)json_array_size(stores);
+	mf->paths = calloc((size_t)mf->n, sizeof *mf->paths);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		slash[1] = 0;
+	else
+		dir[0] = 0;
+	int rc = mf->paths ? 0 : -1;
+	for (int i = 0; !rc && i < mf->n; i++) {
+		json_t *p = json_array_get(stores, (size_t)i);
+		if (!json_is_string(p) || !json_string_length(p)) {
+			fprintf(stderr, "search: manifest %s: stores[%d] is not a path\n", path, i);
+			rc = -1;
+			break;
+		}
+		const char *v = json_string_value(p);
+		size_t l = (v[0] == '/' ? 0 : strlen(dir)) + strlen(v) + 1;
+		if (!(mf->paths[i] = malloc(l))) {
+			rc = -1;
+			break;
+		}
+		snprintf(mf->paths[i], l, "%s%s", v[0] == '/' ? "" : dir, v);
+	}
+	json_decref(j);
+	if (rc) {
+		for (int i = 0; mf->paths && i < mf->n; i++)
+			free(mf->paths[i]);
+		free(mf->paths);
+		mf->paths = NULL;
+	}
+	return rc;
+}
+
+/* Opens the stores: every --store, or those of the manifest's generation. A manifest whose
+ * stores are gone was replaced while it was being read (a rebuild swapped a new generation in
+ * and removed the old): it is read again, a few times. 0, or -1 with a message printed. */
+static int open_stores_once(ctx *x, int *retry)
 {
 	emb_err e = {0};
-	store_close(x->st);
-	x->st = NULL;
-	if (store_open(x->o->store, STORE_READONLY, &x->st, &e)) {
-		fprintf(stderr, "search: %s\n", e.msg);
+	manifest mf = {0};
+	*retry = 0;
+	close_stores(x);
+	x->generation = -1;
+	if (x->o->manifest) {
+		if (read_manifest(x, &mf))
+			return -1;
+		x->n = mf.n;
+		x->paths = mf.paths;
+		x->generation = mf.generation;
+	} else {
+		x->n = x->o->nstores;
+		x->paths = (char **)x->o->stores;
+	}
+	if (!(x->st = calloc((size_t)x->n, sizeof *x->st))) {
+		fprintf(stderr, "search: out of memory\n");
+		if (x->o->manifest) {
+			for (int i = 0; i < x->n; i++)
+				free(x->paths[i]);
+			free(x->paths);
+		}
+		x->paths = NULL;
+		x->n = 0;
 		return -1;
 	}
-	store_model sm;
-	if (store_model_get(x->st, &sm, &e)) {
-		fprintf(stderr, "search: %s\n", e.msg);
-		return -1;
+	store_model first = {0};
+	for (int i = 0; i < x->n; i++) {
+		store_model sm;
+		if (store_open(x->paths[i], STORE_READONLY, &x->st[i], &e)) {
+			*retry = x->o->manifest && e.code == EMB_EIO && access(x->paths[i], F_OK) != 0;
+			if (!*retry)
+				fprintf(stderr, "search: %s\n", e.msg);
+			return -1;
+		}
+		if (store_model_get(x->st[i], &sm, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			return -1;
+		}
+		if (i == 0)
+			first = sm;
+		else if (!same_model(&sm, &first)) {
+			fprintf(stderr, "search: store %s was built with model '%s' (sha256 %.12s, %d dims, %s pooling, "
+				"%d tokens), not '%s' (sha256 %.12s, %d dims, %s pooling, %d tokens) as store %s was: "
+				"stores searched together need one model\n", x->paths[i], sm.name, sm.sha256, sm.dim,
+				sm.pooling, sm.max_tokens, first.name, first.sha256, first.dim, first.pooling,
+				first.max_tokens, x->paths[0]);
+			return -1;
+		}
+		if (x->o->manifest) {
+			int si, sn;
+			if (strcmp(sm.sha256, mf.sha256) || sm.dim != mf.dim) {
+				fprintf(stderr, "search: manifest %s names model '%s' (sha256 %.12s, %d dims), but store %s "
+					"was built with '%s' (sha256 %.12s, %d dims)\n", x->o->manifest, mf.name,
+					mf.sha256, mf.dim, x->paths[i], sm.name, sm.sha256, sm.dim);
+				return -1;
+			}
+			if (store_shard_get(x->st[i], &si, &sn, &e)) {
+				fprintf(stderr, "search: %s\n", e.msg);
+				return -1;
+			}
+			if (si != i || sn != x->n) {
+				fprintf(stderr, "search: manifest %s: store %s is %s%d/%d, but it is listed as shard %d/%d\n",
+					x->o->manifest, x->paths[i], sn ? "shard " : "not a shard, ", si, sn, i, x->n);
+				return -1;
+			}
+		}
 	}
+	store_model sm = first;
 	if (x->m && !strcmp(sm.sha256, x->sm.sha256) && sm.dim == x->sm.dim &&
 	    sm.needs_prefix == x->sm.needs_prefix)
 		return 0; /* same model as before */
@@ -165,11 +365,150 @@ static int open_store(ctx *x)
 	const char *sha = embed_model_sha256(x->m);
 	if (!sha || strcmp(sha, sm.sha256) || embed_dim(x->m) != sm.dim) {
 		fprintf(stderr, "search: model %s (sha256 %.12s) is not the one store %s was built with ('%s', sha256 %.12s)\n",
-			x->model_dir, sha ? sha : "?", x->o->store, sm.name, sm.sha256);
+			x->model_dir, sha ? sha : "?", x->paths[0], sm.name, sm.sha256);
 		return -1;
 	}
 	x->prefix = sm.needs_prefix ? EMBED_PREFIX_QUERY : EMBED_PREFIX_NONE;
 	return 0;
+}
+
+/* Opens (or reopens after a rebuild swap) the stores and checks that the model matches. */
+static int open_store(ctx *x)
+{
+	int retry = 0;
+	for (int attempt = 0; attempt < 5; attempt++) {
+		if (open_stores_once(x, &retry) == 0)
+			return 0;
+		if (!retry)
+			return -1;
+		usleep(100000);
+	}
+	fprintf(stderr, "search: manifest %s: its stores keep disappearing (%s); is a rebuild removing "
+		"the generation it publishes?\n", x->o->manifest, x->n ? x->paths[0] : "?");
+	return -1;
+}
+
+/* 1 when a rebuild swapped a store, or a new manifest replaced the one read: a long-lived
+ * reader reopens. */
+static int stores_stale(ctx *x)
+{
+	if (x->o->manifest) {
+		struct stat sb;
+		if (stat(x->o->manifest, &sb) || sb.st_ino != x->mst.st_ino || sb.st_dev != x->mst.st_dev ||
+		    sb.st_mtim.tv_sec != x->mst.st_mtim.tv_sec || sb.st_mtim.tv_nsec != x->mst.st_mtim.tv_nsec)
+			return 1;
+	}
+	for (int i = 0; i < x->n; i++)
+		if (store_stale(x->st[i], x->paths[i]))
+			return 1;
+	return 0;
+}
+
+/* One result of a search over several stores: the hit and the store (index) it came from. */
+typedef struct mhit {
+	store_hit h;
+	int src;
+} mhit;
+
+static int cmp_id(const mhit *a, const mhit *b)
+{
+	size_t l = a->h.id_len < b->h.id_len ? a->h.id_len : b->h.id_len;
+	int c = memcmp(a->h.id, b->h.id, l);
+	return c ? c : (a->h.id_len > b->h.id_len) - (a->h.id_len < b->h.id_len);
+}
+
+/* Rank order: higher score first; equal scores by id bytes (memcmp, a prefix first), then
+ * by store (the one named first). */
+static int cmp_rank(const void *pa, const void *pb)
+{
+	const mhit *a = pa, *b = pb;
+	if (a->h.score != b->h.score)
+		return a->h.score > b->h.score ? -1 : 1;
+	int c = cmp_id(a, b);
+	return c ? c : a->src - b->src;
+}
+
+/* Id order, the best copy of an id first. */
+static int cmp_id_rank(const void *pa, const void *pb)
+{
+	int c = cmp_id(pa, pb);
+	return c ? c : cmp_rank(pa, pb);
+}
+
+/* Merges the per-store top-k lists of one query (c[0..n), modified) into out[0..*nout):
+ * an id held by several stores counts once, with its best score (its best store's window and
+ * snippet); then rank order, the first k. Exact: a document of the true top k outranks in
+ * its best store only documents that outrank it overall, fewer than k, so it is in that
+ * store's list. A single store's list is kept as it is (its ties stay in row order). */
+static void merge_hits(mhit *c, int n, int k, int nstores, mhit *out, int *nout)
+{
+	if (nstores > 1) {
+		qsort(c, (size_t)n, sizeof *c, cmp_id_rank);
+		int m = 0;
+		for (int i = 0; i < n; i++)
+			if (m == 0 || cmp_id(&c[m - 1], &c[i]))
+				c[m++] = c[i];
+		n = m;
+		qsort(c, (size_t)n, sizeof *c, cmp_rank);
+	}
+	*nout = n < k ? n : k;
+	memcpy(out, c, (size_t)*nout * sizeof *out);
+}
+
+/* nq queries (qs: nq * dim floats) over every store, each in its snapshot snaps[i]; query q's
+ * merged hits go to hits[q * k ..], nh[q] of them. One query: store_search_rescore; more:
+ * store_search_batch (one scan of each store for the batch). 0, or -1 with a message. */
+static int search_all(ctx *x, store_snapshot **snaps, const float *qs, int nq, mhit *hits, int *nh)
+{
+	int k = x->o->k, n = x->n, rc = 0;
+	store_hit *t = malloc((size_t)nq * k * sizeof *t);
+	int *tn = malloc((size_t)nq * sizeof *tn), *cn = calloc((size_t)nq, sizeof *cn);
+	mhit *c = malloc((size_t)nq * n * k * sizeof *c);
+	if (!t || !tn || !cn || !c) {
+		fprintf(stderr, "search: out of memory\n");
+		rc = -1;
+	}
+	emb_err e = {0};
+	for (int s = 0; !rc && s < n; s++) {
+		if (nq == 1 ? store_search_rescore(snaps[s], qs, k, x->o->rescore, x->pool, t, tn, &e)
+			    : store_search_batch(snaps[s], qs, nq, k, x->o->rescore, x->pool, t, tn, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+			break;
+		}
+		for (int q = 0; q < nq; q++)
+			for (int i = 0; i < tn[q]; i++)
+				c[(size_t)q * n * k + cn[q]++] = (mhit){t[(size_t)q * k + i], s};
+	}
+	for (int q = 0; !rc && q < nq; q++)
+		merge_hits(c + (size_t)q * n * k, cn[q], k, n, hits + (size_t)q * k, &nh[q]);
+	free(t);
+	free(tn);
+	free(cn);
+	free(c);
+	return rc;
+}
+
+/* Begins a snapshot of every store (snaps: x->n slots). 0, or -1 (message printed, none
+ * left open). */
+static int begin_all(ctx *x, store_snapshot **snaps)
+{
+	emb_err e = {0};
+	for (int i = 0; i < x->n; i++) {
+		if (store_snapshot_begin(x->st[i], &snaps[i], &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			while (i-- > 0)
+				store_snapshot_end(snaps[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void end_all(ctx *x, store_snapshot **snaps)
+{
+	for (int i = 0; i < x->n; i++)
+		store_snapshot_end(snaps[i]);
 }
 
 /* Bytes of the UTF-8 sequence that starts with byte c (1 for ASCII or a stray byte). */
@@ -227,10 +566,10 @@ static char *make_snippet(const char *text, size_t tl, uint32_t a, uint32_t b, i
 }
 
 /* Runs one query; prints in the chosen format. qid is for TREC and JSON (may be NULL). With
- * bsnap, the query was answered by a batch (store_search_batch) in that snapshot: bhits[0..bn)
- * are printed, nothing is searched. */
+ * bsnaps, the query was answered by a batch (search_all) in those snapshots (one a store):
+ * bhits[0..bn) are printed, nothing is searched. */
 static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec, json_t *jsink,
-			store_snapshot *bsnap, store_hit *bhits, int bn)
+			store_snapshot **bsnaps, mhit *bhits, int bn)
 {
 	opts *o = x->o;
 	emb_err e = {0};
@@ -245,41 +584,45 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 		}
 		vec = v;
 	}
-	store_snapshot *snap = bsnap;
-	if (!snap && store_snapshot_begin(x->st, &snap, &e)) {
-		fprintf(stderr, "search: %s\n", e.msg);
+	store_snapshot **snaps = bsnaps ? bsnaps : calloc((size_t)x->n, sizeof *snaps);
+	if (!snaps || (!bsnaps && begin_all(x, snaps))) {
+		if (!snaps)
+			fprintf(stderr, "search: out of memory\n");
+		free(snaps);
 		free(v);
 		return -1;
 	}
-	store_hit *hits = bsnap ? bhits : malloc((size_t)o->k * sizeof *hits);
-	int n = bsnap ? bn : 0, rc = 0;
-	if (!bsnap && (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e))) {
-		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
+	mhit *hits = bsnaps ? bhits : malloc((size_t)o->k * sizeof *hits);
+	int n = bsnaps ? bn : 0, rc = 0;
+	if (!bsnaps && (!hits || search_all(x, snaps, vec, 1, hits, &n))) {
+		if (!hits)
+			fprintf(stderr, "search: out of memory\n");
 		rc = -1;
 		goto out;
 	}
 	json_t *jres = o->fmt == FMT_JSON ? json_array() : NULL;
 	for (int i = 0; i < n; i++) {
+		const store_hit *h = &hits[i].h;
 		if (o->fmt == FMT_TREC) {
-			printf("%s Q0 %.*s %d %.6f %s\n", qid ? qid : "q", (int)hits[i].id_len, hits[i].id,
-			       i + 1, hits[i].score, o->run_name ? o->run_name : x->sm.name);
+			printf("%s Q0 %.*s %d %.6f %s\n", qid ? qid : "q", (int)h->id_len, h->id,
+			       i + 1, h->score, o->run_name ? o->run_name : x->sm.name);
 			continue;
 		}
 		store_doc_view dv;
-		if (store_doc_get(snap, hits[i].id, hits[i].id_len, &dv, &e)) {
+		if (store_doc_get(snaps[hits[i].src], h->id, h->id_len, &dv, &e)) {
 			fprintf(stderr, "search: %s\n", e.msg);
 			rc = -1;
 			break;
 		}
-		char *snip = o->snippet ? make_snippet(dv.text, dv.text_len, hits[i].win_start,
-						       hits[i].win_end, o->snippet) : NULL;
+		char *snip = o->snippet ? make_snippet(dv.text, dv.text_len, h->win_start,
+						       h->win_end, o->snippet) : NULL;
 		if (o->fmt == FMT_JSON) {
 			json_t *r = json_object();
 			json_object_set_new(r, "rank", json_integer(i + 1));
-			json_object_set_new(r, "score", json_real(hits[i].score));
-			json_object_set_new(r, "id", json_stringn(hits[i].id, hits[i].id_len));
+			json_object_set_new(r, "score", json_real(h->score));
+			json_object_set_new(r, "id", json_stringn(h->id, h->id_len));
 			json_object_set_new(r, "title", json_stringn(dv.title, dv.title_len));
-			json_object_set_new(r, "window", json_integer(hits[i].win_index));
+			json_object_set_new(r, "window", json_integer(h->win_index));
 			if (snip)
 				json_object_set_new(r, "snippet", json_string(snip));
 			if (dv.meta_len) {
@@ -289,7 +632,7 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 			}
 			json_array_append_new(jres, r);
 		} else {
-			printf("%3d  %.4f  %.*s", i + 1, hits[i].score, (int)hits[i].id_len, hits[i].id);
+			printf("%3d  %.4f  %.*s", i + 1, h->score, (int)h->id_len, h->id);
 			if (dv.title_len)
 				printf("  %s", dv.title);
 			printf("\n");
@@ -318,9 +661,10 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 		printf("(no documents)\n");
 	}
 out:
-	if (!bsnap) {
+	if (!bsnaps) {
 		free(hits);
-		store_snapshot_end(snap);
+		end_all(x, snaps);
+		free(snaps);
 	}
 	free(v);
 	fflush(stdout);
@@ -435,7 +779,7 @@ static int parse_query(const linereader *r, const char *line, size_t len, char *
  * generation and lets the old one's disk space go. Returns 0 or -1 (message printed). */
 static int reopen_if_stale(ctx *x)
 {
-	return store_stale(x->st, x->o->store) ? open_store(x) : 0;
+	return stores_stale(x) ? open_store(x) : 0;
 }
 
 /* The check pass over a regular queries file: parses every line, keeps nothing, rewinds.
@@ -491,30 +835,35 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 		fprintf(stderr, "search: %s: batch ending at line %ld: %s\n", r->name, r->lineno, e.msg);
 		rc = -1;
 	}
-	/* The batch in one scan of the store (store_search_batch), in one snapshot. */
-	store_snapshot *snap = NULL;
-	store_hit *hits = NULL;
-	int *nh = NULL;
+	/* The batch in one scan of each store (store_search_batch), in one snapshot each. */
+	store_snapshot **snaps = NULL;
+	mhit *hits = NULL;
+	int *nh = NULL, began = 0;
 	if (!rc && n > 1) {
 		hits = malloc((size_t)n * x->o->k * sizeof *hits);
 		nh = malloc((size_t)n * sizeof *nh);
-		if (!hits || !nh) {
+		snaps = calloc((size_t)x->n, sizeof *snaps);
+		if (!hits || !nh || !snaps) {
 			fprintf(stderr, "search: out of memory\n");
 			rc = -1;
-		} else if (store_snapshot_begin(x->st, &snap, &e) ||
-			   store_search_batch(snap, *vecs, n, x->o->k, x->o->rescore, x->pool, hits, nh, &e)) {
-			fprintf(stderr, "search: %s\n", e.msg);
+		} else if (begin_all(x, snaps)) {
 			rc = -1;
+		} else {
+			began = 1;
+			rc = search_all(x, snaps, *vecs, n, hits, nh);
 		}
 	}
 	for (int i = 0; i < n; i++) {
-		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL, snap,
-					snap ? hits + (size_t)i * x->o->k : NULL, snap ? nh[i] : 0))
+		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL,
+					began ? snaps : NULL, began ? hits + (size_t)i * x->o->k : NULL,
+					began ? nh[i] : 0))
 			rc = -1;
 		free(ids[i]);
 		free(texts[i]);
 	}
-	store_snapshot_end(snap);
+	if (began)
+		end_all(x, snaps);
+	free(snaps);
 	free(hits);
 	free(nh);
 	return rc;
@@ -612,10 +961,18 @@ static void interactive(ctx *x)
 	snprintf(hist, sizeof hist, "%s/.embed_search_history", home ? home : ".");
 	using_history();
 	read_history(hist);
-	store_stats st;
-	if (store_stats_get(x->st, &st, NULL) == 0)
-		printf("store %s: %llu documents, %llu vectors, model %s. Type a query; :help for commands.\n",
-		       x->o->store, (unsigned long long)st.docs, (unsigned long long)st.rows, x->sm.name);
+	uint64_t docs = 0, rows = 0;
+	for (int i = 0; i < x->n; i++) {
+		store_stats st;
+		if (store_stats_get(x->st[i], &st, NULL) == 0) {
+			docs += st.docs;
+			rows += st.rows;
+		}
+	}
+	printf("%s %s%s: %llu documents, %llu vectors, model %s. Type a query; :help for commands.\n",
+	       x->n > 1 ? "stores" : "store", x->o->manifest ? x->o->manifest : x->paths[0],
+	       x->n > 1 && !x->o->manifest ? " and more" : "", (unsigned long long)docs,
+	       (unsigned long long)rows, x->sm.name);
 	for (;;) {
 		char *line = readline("search> ");
 		if (!line)
@@ -648,7 +1005,7 @@ static void interactive(ctx *x)
 			free(line);
 			continue;
 		}
-		if (store_stale(x->st, x->o->store)) {
+		if (stores_stale(x)) {
 			if (open_store(x)) {
 				free(line);
 				break;
@@ -666,8 +1023,13 @@ int main(int argc, char **argv)
 	opts o;
 	parse_args(argc, argv, &o);
 	ctx x = {.o = &o};
-	if (open_store(&x))
+	if (open_store(&x)) {
+		embed_close(x.m);
+		close_stores(&x);
+		free(o.stores);
+		free(o.query);
 		return 1;
+	}
 	x.pool = threadpool_create(o.threads);
 	int rc = 0;
 	if (o.queries) {
@@ -681,7 +1043,8 @@ int main(int argc, char **argv)
 	}
 	threadpool_destroy(x.pool);
 	embed_close(x.m);
-	store_close(x.st);
+	close_stores(&x);
+	free(o.stores);
 	free(o.query);
 	return rc ? 1 : 0;
 }
