@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "indexer.h"
+#include "rerank.h"
 #include "store_path.h"
 #include "threadpool.h"
 
@@ -127,6 +128,30 @@ int main(int argc, char **argv)
 		fprintf(stderr, "indexer: store %s: removed %d leftover%s of killed runs\n", o.store,
 			cleaned, cleaned == 1 ? "" : "s");
 
+	/* --reranker: refuse a directory that is not a cross-encoder now, in one line, rather
+	 * than at the first search; what is recorded is its absolute path. */
+	char reranker[PATH_MAX] = "";
+	if (o.reranker && *o.reranker) {
+		rerank_options ro;
+		rerank_options_default(&ro);
+		ro.embed.threads = 1;
+		ro.embed.quiet = 1;
+		rerank_model *rm;
+		if (rerank_open(o.reranker, &ro, &rm, &e)) {
+			fprintf(stderr, "indexer: --reranker %s: %s\n", o.reranker, e.msg);
+			store_lock_release(lock);
+			return 1;
+		}
+		rerank_close(rm);
+		errno = 0;
+		if (!realpath(o.reranker, reranker) || strlen(reranker) >= STORE_RERANKER_MAX) {
+			fprintf(stderr, "indexer: --reranker %s: %s\n", o.reranker,
+				errno ? strerror(errno) : "path too long");
+			store_lock_release(lock);
+			return 1;
+		}
+	}
+
 	char model_dir[PATH_MAX];
 	find_model(&o, model_dir, sizeof model_dir);
 	/* One engine, or one per device of --gpu (each its own weights on its own device, fed
@@ -207,8 +232,19 @@ int main(int argc, char **argv)
 			store_close(live);
 		}
 	}
+	/* The default reranker: --reranker, else (a rebuild) the live store's. */
+	int set_rr = o.reranker != NULL;
+	if (!o.reranker && o.rebuild) {
+		store *live;
+		if (store_open(o.store, STORE_READONLY, &live, NULL) == 0) {
+			set_rr = store_reranker_get(live, reranker, sizeof reranker, NULL) == 0 &&
+				 reranker[0];
+			store_close(live);
+		}
+	}
 	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e) ||
-	    (set_vt && store_set_vtype(x.st, vt, &e))) {
+	    (set_vt && store_set_vtype(x.st, vt, &e)) ||
+	    (set_rr && store_set_reranker(x.st, reranker, &e))) {
 		fprintf(stderr, "indexer: %s\n", e.msg);
 		/* A refusal (another model, another vector type) is an expected outcome: leave
 		 * nothing behind, so that it stays one line under the leak checker too. */

@@ -26,6 +26,9 @@ static void usage(FILE *f)
 "                       (default f32; a rebuild keeps the store's unless given): int8\n"
 "                       or binary add compact codes beside the f32 vectors, which rescore\n"
 "                       the compact scan's candidates (search --rescore)\n"
+"  --reranker DIR       record DIR as the store's default cross-encoder, which search\n"
+"                       --rerank uses when it names none ('' forgets it; a rebuild keeps\n"
+"                       the live store's unless given)\n"
 "  --window N           tokens per window, specials included (default: model max)\n"
 "  --stride N           tokens between window starts (default: window - 2 - 32)\n"
 "  --truncate           one window per document: index the first window only\n"
@@ -95,6 +98,7 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
 		else if (ARG("--prune")) o->prune = 1;
 		else if (ARG("--rebuild")) o->rebuild = 1;
+		else if (ARG("--reranker")) { NEEDV(); o->reranker = v; }
 		else if (ARG("--vectors")) {
 			NEEDV();
 			quant_type t;

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "embed.h"
+#include "rerank.h"
 #include "store.h"
 #include "threadpool.h"
 
@@ -37,6 +38,10 @@ typedef struct opts {
 	const char *store, *model, *queries, *run_name;
 	int k, threads, snippet;
 	int rescore;  /* -1: the store's default */
+	int rerank;   /* --rerank: rescore the scan's top rerank_k with a cross-encoder */
+	const char *rerank_dir; /* its directory; NULL: the store's default (indexer --reranker) */
+	int rerank_k;
+	embed_device rerank_device;
 	out_format fmt;
 	char *query; /* joined positional words */
 } opts;
@@ -49,6 +54,7 @@ typedef struct ctx {
 	threadpool *pool;
 	embed_prefix prefix;
 	char model_dir[PATH_MAX];
+	rerank_model *rr;     /* --rerank */
 } ctx;
 
 static void usage(FILE *f)
@@ -66,6 +72,11 @@ static void usage(FILE *f)
 "  --rescore N       int8/binary stores: rescore N x k candidates of the compact scan with\n"
 "                    the f32 vectors (default %d for int8, %d for binary; 0: the compact\n"
 "                    ranking and its estimated scores)\n"
+"  --rerank [DIR]    rescore the scan's top --rerank-k documents with the cross-encoder in\n"
+"                    DIR (default: the store's, indexer --reranker) and order by its score;\n"
+"                    both scores are printed (TREC: the cross-encoder's)\n"
+"  --rerank-k N      candidates to rerank (default 100)\n"
+"  --rerank-device cpu|gpu|auto  where the cross-encoder runs (default auto)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
 ":help, :q.\n", CLI_MAX_THREADS, STORE_RESCORE_INT8, STORE_RESCORE_BINARY);
 }
@@ -76,6 +87,8 @@ static void parse_args(int argc, char **argv, opts *o)
 	o->k = 10;
 	o->snippet = 240;
 	o->rescore = -1;
+	o->rerank_k = 100;
+	o->rerank_device = EMBED_DEVICE_AUTO;
 	size_t qlen = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -87,6 +100,20 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
 		else if (ARG("--rescore")) { NEEDV(); o->rescore = (int)cli_int("search", a, v, 0, 100000); }
 		else if (ARG("--snippet")) { NEEDV(); o->snippet = (int)cli_int("search", a, v, 0, 1000000); }
+		else if (ARG("--rerank")) {
+			/* DIR is optional: the next word is taken only when it is a directory */
+			struct stat sb;
+			o->rerank = 1;
+			if (v && stat(v, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+				o->rerank_dir = v;
+				i++;
+			} else if (v && strchr(v, '/')) { /* a path, not a query word: a typo */
+				fprintf(stderr, "search: --rerank %s: not a directory\n", v);
+				exit(2);
+			}
+		}
+		else if (ARG("--rerank-k")) { NEEDV(); o->rerank_k = (int)cli_int("search", a, v, 1, 100000); }
+		else if (ARG("--rerank-device")) { NEEDV(); o->rerank_device = cli_device("search", a, v); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
 			NEEDV();
@@ -172,6 +199,99 @@ static int open_store(ctx *x)
 	return 0;
 }
 
+/* --rerank: opens the cross-encoder named, else the store's default. Returns 0 or -1
+ * (message printed). */
+static int open_reranker(ctx *x)
+{
+	char dir[STORE_RERANKER_MAX];
+	emb_err e = {0};
+	if (x->o->rerank_dir) {
+		snprintf(dir, sizeof dir, "%s", x->o->rerank_dir);
+	} else if (store_reranker_get(x->st, dir, sizeof dir, &e)) {
+		fprintf(stderr, "search: %s\n", e.msg);
+		return -1;
+	} else if (!dir[0]) {
+		fprintf(stderr, "search: --rerank names no cross-encoder and store %s records none "
+			"(give --rerank DIR, or index with --reranker DIR)\n", x->o->store);
+		return -1;
+	}
+	rerank_options ro;
+	rerank_options_default(&ro);
+	ro.embed.device = x->o->rerank_device;
+	ro.embed.threads = x->o->threads;
+	ro.embed.quiet = 1;
+	if (rerank_open(dir, &ro, &x->rr, &e)) {
+		fprintf(stderr, "search: --rerank %s: %s\n", dir, e.msg);
+		return -1;
+	}
+	if (rerank_labels(x->rr) != 1) {
+		fprintf(stderr, "search: --rerank %s: the model has %d labels; ordering needs one "
+			"relevance score\n", dir, rerank_labels(x->rr));
+		return -1;
+	}
+	return 0;
+}
+
+/* Candidates a query takes from the scan: k, or the --rerank-k the cross-encoder reorders. */
+static int scan_k(const ctx *x)
+{
+	return x->rr && x->o->rerank_k > x->o->k ? x->o->rerank_k : x->o->k;
+}
+
+/* --rerank: scores the n hits' documents (title + " " + text, as the indexer embeds them)
+ * against q and writes the order by the cross-encoder's score, highest first (ties keep
+ * the scan's order), to perm, the scores to rs. Returns 0 or -1 (message printed). */
+static int rerank_hits(ctx *x, store_snapshot *snap, const char *q, const store_hit *hits,
+		       int n, int *perm, float *rs)
+{
+	char **texts = calloc((size_t)n + 1, sizeof *texts);
+	size_t *lens = calloc((size_t)n + 1, sizeof *lens);
+	emb_err e = {0};
+	int rc = texts && lens ? 0 : -1;
+	if (rc)
+		fprintf(stderr, "search: out of memory\n");
+	for (int i = 0; !rc && i < n; i++) {
+		store_doc_view dv;
+		if (store_doc_get(snap, hits[i].id, hits[i].id_len, &dv, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+			break;
+		}
+		size_t tl = dv.title_len ? dv.title_len + 1 : 0;
+		texts[i] = malloc(tl + dv.text_len + 1);
+		if (texts[i]) {
+			memcpy(texts[i], dv.title, dv.title_len);
+			if (tl)
+				texts[i][dv.title_len] = ' ';
+			memcpy(texts[i] + tl, dv.text, dv.text_len);
+			lens[i] = tl + dv.text_len;
+		} else {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+		}
+		store_doc_view_free(&dv);
+	}
+	if (!rc && rerank_score(x->rr, q, strlen(q), (const char *const *)texts, lens, n, NULL, rs,
+				&e)) {
+		fprintf(stderr, "search: --rerank: %s\n", e.msg);
+		rc = -1;
+	}
+	/* insertion sort: n is the few hundred candidates of one query */
+	for (int i = 0; !rc && i < n; i++) {
+		int j = i;
+		while (j > 0 && rs[perm[j - 1]] < rs[i]) {
+			perm[j] = perm[j - 1];
+			j--;
+		}
+		perm[j] = i;
+	}
+	for (int i = 0; texts && i < n; i++)
+		free(texts[i]);
+	free(texts);
+	free(lens);
+	return rc;
+}
+
 /* Bytes of the UTF-8 sequence that starts with byte c (1 for ASCII or a stray byte). */
 static size_t utf8_seq_len(unsigned char c)
 {
@@ -251,18 +371,35 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 		free(v);
 		return -1;
 	}
-	store_hit *hits = bsnap ? bhits : malloc((size_t)o->k * sizeof *hits);
+	const int K = scan_k(x);
+	store_hit *hits = bsnap ? bhits : malloc((size_t)K * sizeof *hits);
 	int n = bsnap ? bn : 0, rc = 0;
-	if (!bsnap && (!hits || store_search_rescore(snap, vec, o->k, o->rescore, x->pool, hits, &n, &e))) {
+	int *perm = NULL;
+	float *rs = NULL;
+	if (!bsnap && (!hits || store_search_rescore(snap, vec, K, o->rescore, x->pool, hits, &n, &e))) {
 		fprintf(stderr, "search: %s\n", hits ? e.msg : "out of memory");
 		rc = -1;
 		goto out;
 	}
+	if (x->rr && n > 0) {
+		perm = malloc((size_t)n * sizeof *perm);
+		rs = malloc((size_t)n * sizeof *rs);
+		if (!perm || !rs) {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+			goto out;
+		}
+		if ((rc = rerank_hits(x, snap, q ? q : "", hits, n, perm, rs)))
+			goto out;
+		if (n > o->k)
+			n = o->k;
+	}
 	json_t *jres = o->fmt == FMT_JSON ? json_array() : NULL;
-	for (int i = 0; i < n; i++) {
+	for (int rank = 0; rank < n; rank++) {
+		const int i = perm ? perm[rank] : rank; /* the hit at rank + 1 */
 		if (o->fmt == FMT_TREC) {
 			printf("%s Q0 %.*s %d %.6f %s\n", qid ? qid : "q", (int)hits[i].id_len, hits[i].id,
-			       i + 1, hits[i].score, o->run_name ? o->run_name : x->sm.name);
+			       rank + 1, rs ? rs[i] : hits[i].score, o->run_name ? o->run_name : x->sm.name);
 			continue;
 		}
 		store_doc_view dv;
@@ -275,8 +412,12 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 						       hits[i].win_end, o->snippet) : NULL;
 		if (o->fmt == FMT_JSON) {
 			json_t *r = json_object();
-			json_object_set_new(r, "rank", json_integer(i + 1));
+			json_object_set_new(r, "rank", json_integer(rank + 1));
 			json_object_set_new(r, "score", json_real(hits[i].score));
+			if (rs) {
+				json_object_set_new(r, "rerank_score", json_real(rs[i]));
+				json_object_set_new(r, "scan_rank", json_integer(i + 1));
+			}
 			json_object_set_new(r, "id", json_stringn(hits[i].id, hits[i].id_len));
 			json_object_set_new(r, "title", json_stringn(dv.title, dv.title_len));
 			json_object_set_new(r, "window", json_integer(hits[i].win_index));
@@ -289,7 +430,11 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 			}
 			json_array_append_new(jres, r);
 		} else {
-			printf("%3d  %.4f  %.*s", i + 1, hits[i].score, (int)hits[i].id_len, hits[i].id);
+			if (rs)
+				printf("%3d  %.4f  (scan %.4f, #%d)  %.*s", rank + 1, rs[i], hits[i].score, i + 1,
+				       (int)hits[i].id_len, hits[i].id);
+			else
+				printf("%3d  %.4f  %.*s", rank + 1, hits[i].score, (int)hits[i].id_len, hits[i].id);
 			if (dv.title_len)
 				printf("  %s", dv.title);
 			printf("\n");
@@ -322,6 +467,8 @@ out:
 		free(hits);
 		store_snapshot_end(snap);
 	}
+	free(perm);
+	free(rs);
 	free(v);
 	fflush(stdout);
 	return rc;
@@ -496,20 +643,20 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 	store_hit *hits = NULL;
 	int *nh = NULL;
 	if (!rc && n > 1) {
-		hits = malloc((size_t)n * x->o->k * sizeof *hits);
+		hits = malloc((size_t)n * scan_k(x) * sizeof *hits);
 		nh = malloc((size_t)n * sizeof *nh);
 		if (!hits || !nh) {
 			fprintf(stderr, "search: out of memory\n");
 			rc = -1;
 		} else if (store_snapshot_begin(x->st, &snap, &e) ||
-			   store_search_batch(snap, *vecs, n, x->o->k, x->o->rescore, x->pool, hits, nh, &e)) {
+			   store_search_batch(snap, *vecs, n, scan_k(x), x->o->rescore, x->pool, hits, nh, &e)) {
 			fprintf(stderr, "search: %s\n", e.msg);
 			rc = -1;
 		}
 	}
 	for (int i = 0; i < n; i++) {
 		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL, snap,
-					snap ? hits + (size_t)i * x->o->k : NULL, snap ? nh[i] : 0))
+					snap ? hits + (size_t)i * scan_k(x) : NULL, snap ? nh[i] : 0))
 			rc = -1;
 		free(ids[i]);
 		free(texts[i]);
@@ -666,8 +813,13 @@ int main(int argc, char **argv)
 	opts o;
 	parse_args(argc, argv, &o);
 	ctx x = {.o = &o};
-	if (open_store(&x))
+	if (open_store(&x) || (o.rerank && open_reranker(&x))) {
+		store_close(x.st);
+		embed_close(x.m);
+		rerank_close(x.rr);
+		free(o.query);
 		return 1;
+	}
 	x.pool = threadpool_create(o.threads);
 	int rc = 0;
 	if (o.queries) {
@@ -680,6 +832,7 @@ int main(int argc, char **argv)
 		rc = run_lines(&x);
 	}
 	threadpool_destroy(x.pool);
+	rerank_close(x.rr);
 	embed_close(x.m);
 	store_close(x.st);
 	free(o.query);
