@@ -1,8 +1,9 @@
 /* forward_vk.c — the BERT-family forward pass recorded into one Vulkan command buffer per
  * batch (see forward_vk.h for the contract, shaders/ for the kernels). What the model's
  * description (cfg->arch) decides is settled at open, in data the kernels read: the first
- * position id goes into each token's position, a model without token types gets no
- * token-type row (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
+ * position id goes into each token's position (the token type, when the batch gives types,
+ * into the same word's high 16 bits), a model without token types gets no token-type row
+ * (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
  * wvec plus a specialization constant that compiles its addition into the attention kernel.
  *
  * Memory plan, all made at open and reused for every batch:

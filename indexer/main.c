@@ -30,6 +30,36 @@
 
 volatile sig_atomic_t g_stop;
 
+/* --reranker DIR: a directory that is not a cross-encoder is refused now rather than at the
+ * first search. Writes its absolute path (what the store records) to out. Returns 0, or -1
+ * after one line on stderr. */
+static int check_reranker(const char *dir, char *out, size_t cap)
+{
+	rerank_options ro;
+	rerank_options_default(&ro);
+	ro.embed.threads = 1;
+	ro.embed.quiet = 1;
+	rerank_model *rm;
+	emb_err e = {0};
+	if (rerank_open(dir, &ro, &rm, &e)) {
+		fprintf(stderr, "indexer: --reranker %s: %s\n", dir, e.msg);
+		return -1;
+	}
+	rerank_close(rm);
+	char real[PATH_MAX];
+	if (!realpath(dir, real)) {
+		fprintf(stderr, "indexer: --reranker %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (strlen(real) >= cap || strlen(real) >= STORE_RERANKER_MAX) {
+		fprintf(stderr, "indexer: --reranker %s: path longer than %d bytes\n", dir,
+			STORE_RERANKER_MAX - 1);
+		return -1;
+	}
+	snprintf(out, cap, "%s", real);
+	return 0;
+}
+
 double now_s(void);
 
 static void on_signal(int sig)
@@ -128,28 +158,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "indexer: store %s: removed %d leftover%s of killed runs\n", o.store,
 			cleaned, cleaned == 1 ? "" : "s");
 
-	/* --reranker: refuse a directory that is not a cross-encoder now, in one line, rather
-	 * than at the first search; what is recorded is its absolute path. */
+	/* --reranker: refused now, in one line, before anything is written (and with nothing
+	 * left behind for the leak checker). */
 	char reranker[PATH_MAX] = "";
-	if (o.reranker && *o.reranker) {
-		rerank_options ro;
-		rerank_options_default(&ro);
-		ro.embed.threads = 1;
-		ro.embed.quiet = 1;
-		rerank_model *rm;
-		if (rerank_open(o.reranker, &ro, &rm, &e)) {
-			fprintf(stderr, "indexer: --reranker %s: %s\n", o.reranker, e.msg);
-			store_lock_release(lock);
-			return 1;
-		}
-		rerank_close(rm);
-		errno = 0;
-		if (!realpath(o.reranker, reranker) || strlen(reranker) >= STORE_RERANKER_MAX) {
-			fprintf(stderr, "indexer: --reranker %s: %s\n", o.reranker,
-				errno ? strerror(errno) : "path too long");
-			store_lock_release(lock);
-			return 1;
-		}
+	if (o.reranker && *o.reranker && check_reranker(o.reranker, reranker, sizeof reranker)) {
+		store_lock_release(lock);
+		free(o.gpus);
+		free(o.inputs);
+		free(o.deletes);
+		return 1;
 	}
 
 	char model_dir[PATH_MAX];

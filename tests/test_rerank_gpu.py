@@ -18,7 +18,6 @@ from refcheck import BIN, MODEL, ROOT, SHARED, check, failures, run, skip
 RERANK = os.path.join(BIN, "rerank")
 if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
     skip("model not fetched (run scripts/fetch-model)")
-asan = "asan" in os.environ.get("BUILD", "")
 
 recs = [
     {"query": "does vitamin D deficiency raise the risk of disease",
@@ -30,8 +29,6 @@ recs = [
      "documents": ["Nanomaterials of zero dimension show inductive properties in bone repair "
                    "experiments on rats.", "short", "Gene expression " * 30]},
 ]
-if asan:
-    recs = recs[:1]
 inp = "".join(json.dumps(r) + "\n" for r in recs)
 
 
