@@ -22,7 +22,7 @@ BIN     ?= bin
 
 ENGINE_SRC := $(sort $(wildcard engine/*.c))
 SHADERS    := $(sort $(wildcard shaders/*.comp))
-TOOLS      := $(foreach t,embed indexer search,$(if $(wildcard $(t)/*.c),$(BIN)/$(t)))
+TOOLS      := $(foreach t,embed indexer search rerank,$(if $(wildcard $(t)/*.c),$(BIN)/$(t)))
 TEST_SRC   := $(sort $(wildcard tests/test_*.c))
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz_*.c))
 
@@ -149,7 +149,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 VERSION    := 0.1.0
-PUBLIC_H   := engine/embed.h engine/err.h engine/quant.h engine/store.h engine/store_path.h engine/threadpool.h
+PUBLIC_H   := engine/embed.h engine/err.h engine/rerank.h engine/quant.h engine/store.h engine/store_path.h engine/threadpool.h
 
 $(B)/embedstore.pc: Makefile
 	@mkdir -p $(dir $@)
@@ -164,6 +164,7 @@ $(B)/embedstore.pc: Makefile
 MAN_NAME_embed   = turn texts into sentence-embedding vectors
 MAN_NAME_indexer = embed documents into a vector store
 MAN_NAME_search  = search a vector store
+MAN_NAME_rerank  = score query-document pairs with a cross-encoder
 $(B)/man/%.1: $(BIN)/%
 	@mkdir -p $(dir $@)
 	help2man --no-info --no-discard-stderr --version-string=$(VERSION) \

@@ -1,6 +1,7 @@
 /* embed.c — the public API (embed.h): ties the model files, the tokenizer and the forward
  * passes together, and owns the policy of which device runs a batch. */
 #include "embed.h"
+#include "embed_internal.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -213,32 +214,40 @@ static int gpu_failed(embed_model *m, int rc, emb_err *err)
 
 /* Runs n sequences on the GPU in one batch (forward_vk splits by its own token budget).
  * Under auto, a device failure falls back to the CPU for good, with one warning line. */
-static int gpu_encode(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
-		      float *out, emb_err *err)
+static int gpu_encode(embed_model *m, const int32_t *const *seqs, const uint8_t *const *types,
+		      const int *lens, int n, float *out, emb_err *err)
 {
 	size_t tokens = 0;
 	for (int i = 0; i < n; i++)
 		tokens += (size_t)lens[i];
 	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
 	int32_t *ids = malloc((tokens ? tokens : 1) * sizeof *ids);
-	if (!offs || !ids) {
+	uint8_t *ty = types ? malloc(tokens ? tokens : 1) : NULL;
+	if (!offs || !ids || (types && !ty)) {
 		free(offs);
 		free(ids);
+		free(ty);
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	}
 	offs[0] = 0;
 	for (int i = 0; i < n; i++) {
 		memcpy(ids + offs[i], seqs[i], (size_t)lens[i] * sizeof *ids);
+		if (ty)
+			memcpy(ty + offs[i], types[i], (size_t)lens[i]);
 		offs[i + 1] = offs[i] + lens[i];
 	}
-	fwd_batch b = { n, ids, offs };
+	fwd_batch b = { n, ids, offs, ty };
 	int rc = forward_vk(m->gpu, &b, out, err);
 	free(offs);
 	free(ids);
+	free(ty);
 	return gpu_failed(m, rc, err);
 }
 
-int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb_err *err)
+/* embed_open, and embed_open_pooled when pooling >= 0 (the model's own pooling replaced, no
+ * normalisation: before the GPU backend copies the configuration). */
+static int open_model(const char *dir, const embed_options *opt, int pooling, embed_model **out,
+		      emb_err *err)
 {
 	*out = NULL;
 	embed_options defaults;
@@ -270,6 +279,10 @@ int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb
 	int rc;
 	if ((rc = bert_config_load(m->dir, &m->cfg, err)))
 		goto fail;
+	if (pooling >= 0) {
+		m->cfg.pooling = (pool_kind)pooling;
+		m->cfg.normalize = 0;
+	}
 	if (opt->max_tokens > 0 && opt->max_tokens < m->cfg.max_tokens)
 		m->cfg.max_tokens = opt->max_tokens < 2 ? 2 : opt->max_tokens;
 	gpu_begin(m, opt, &gj);
@@ -309,6 +322,21 @@ fail:
 	embed_close(m);
 	return rc;
 }
+
+int embed_open(const char *dir, const embed_options *opt, embed_model **out, emb_err *err)
+{
+	return open_model(dir, opt, -1, out, err);
+}
+
+int embed_open_pooled(const char *dir, const embed_options *opt, pool_kind pooling,
+		      embed_model **out, emb_err *err)
+{
+	return open_model(dir, opt, (int)pooling, out, err);
+}
+
+const bert_config *embed_config(const embed_model *m) { return &m->cfg; }
+const tokenizer *embed_tokenizer(const embed_model *m) { return m->tok; }
+const char *embed_dir(const embed_model *m) { return m->dir; }
 
 void embed_close(embed_model *m)
 {
@@ -502,17 +530,18 @@ long embed_tokenize_offsets(const embed_model *m, const char *text, size_t len,
 /* Encodes n tokenized sequences: on the GPU when the device policy says so (falling back
  * to the CPU if the GPU fails under auto), else through the CPU forward pass in packed
  * chunks of at most CPU_BATCH_TOKENS tokens (a single longer sequence goes alone). */
-static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *lens, int n,
-			 float *out, emb_err *err)
+static int encode_packed(embed_model *m, const int32_t *const *seqs, const uint8_t *const *types,
+			 const int *lens, int n, float *out, emb_err *err)
 {
 	const int H = m->cfg.hidden;
 	if (embed_device_for_batch(m, n) == EMBED_DEVICE_GPU) {
-		int g = gpu_encode(m, seqs, lens, n, out, err);
+		int g = gpu_encode(m, seqs, types, lens, n, out, err);
 		if (g >= 0)
 			return g;
 	}
 	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
 	int32_t *ids = NULL;
+	uint8_t *ty = NULL;
 	size_t ids_cap = 0;
 	int rc = EMB_OK;
 	if (!offs)
@@ -524,25 +553,32 @@ static int encode_packed(embed_model *m, const int32_t *const *seqs, const int *
 			tokens += (size_t)lens[k];
 		if (tokens > ids_cap) {
 			int32_t *p = realloc(ids, tokens * sizeof *ids);
-			if (!p) {
+			if (p)
+				ids = p;
+			uint8_t *q = types ? realloc(ty, tokens) : NULL;
+			if (q)
+				ty = q;
+			if (!p || (types && !q)) {
 				rc = emb_errf(err, EMB_ENOMEM, "out of memory");
 				break;
 			}
-			ids = p;
 			ids_cap = tokens;
 		}
 		offs[0] = 0;
 		for (int k = i; k < j; k++) {
 			memcpy(ids + offs[k - i], seqs[k], (size_t)lens[k] * sizeof *ids);
+			if (types)
+				memcpy(ty + offs[k - i], types[k], (size_t)lens[k]);
 			offs[k - i + 1] = offs[k - i] + lens[k];
 		}
-		fwd_batch b = { j - i, ids, offs };
+		fwd_batch b = { j - i, ids, offs, ty };
 		rc = forward_cpu(&m->cfg, &m->w, m->pool, &b, out + (size_t)i * H, err);
 		if (rc)
 			break;
 		i = j;
 	}
 	free(ids);
+	free(ty);
 	free(offs);
 	return rc;
 }
@@ -588,7 +624,7 @@ static void async_complete_oldest(embed_model *m)
 		rc = EMB_EDEVICE;
 	if (rc && (!m->gpu || gpu_failed(m, rc, &e) < 0)) {
 		e = (emb_err){0};
-		rc = encode_packed(m, a->seqs, a->lens, a->n, a->out, &e);
+		rc = encode_packed(m, a->seqs, NULL, a->lens, a->n, a->out, &e);
 	}
 	async_finish(a, rc, &e);
 }
@@ -659,7 +695,7 @@ int embed_submit_tokens(embed_model *m, const int32_t *const *seqs, const int *l
 			memcpy(m->pack_ids + m->pack_offs[i], seqs[i], (size_t)lens[i] * sizeof(int32_t));
 			m->pack_offs[i + 1] = m->pack_offs[i] + lens[i];
 		}
-		fwd_batch b = {n, m->pack_ids, m->pack_offs};
+		fwd_batch b = {n, m->pack_ids, m->pack_offs, NULL };
 		rc = forward_vk_submit(m->gpu, &b, out, &e);
 		if (rc == EMB_OK) {
 			pthread_mutex_unlock(&m->lock);
@@ -684,7 +720,7 @@ int embed_submit_tokens(embed_model *m, const int32_t *const *seqs, const int *l
 		m->async_head = head;
 	}
 	e = (emb_err){0};
-	rc = encode_packed(m, seqs, lens, n, out, &e);
+	rc = encode_packed(m, seqs, NULL, lens, n, out, &e);
 	async_finish(&m->async[self], rc, &e);
 	pthread_mutex_unlock(&m->lock);
 	return EMB_OK;
@@ -718,7 +754,26 @@ int embed_encode_tokens(embed_model *m, const int32_t *const *seqs, const int *l
 		return rc;
 	pthread_mutex_lock(&m->lock);
 	async_complete_all(m);
-	rc = encode_packed(m, seqs, lens, n, out, err);
+	rc = encode_packed(m, seqs, NULL, lens, n, out, err);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int embed_encode_typed(embed_model *m, const int32_t *const *seqs, const uint8_t *const *types,
+		       const int *lens, int n, float *out, emb_err *err)
+{
+	int rc = check_tokens(m, seqs, lens, n, err);
+	if (rc)
+		return rc;
+	const int nt = m->cfg.arch.token_types ? m->cfg.type_vocab_size : 1;
+	for (int i = 0; types && i < n; i++)
+		for (int k = 0; k < lens[i]; k++)
+			if (types[i][k] >= nt)
+				return emb_errf(err, EMB_EINVAL, "sequence %d: token type %d out of "
+						"range (the model has %d)", i, types[i][k], nt);
+	pthread_mutex_lock(&m->lock);
+	async_complete_all(m);
+	rc = encode_packed(m, seqs, types, lens, n, out, err);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
@@ -789,7 +844,7 @@ static int gpu_encode_texts(embed_model *m, tok_job *j, int n, float *out, emb_e
 			memcpy(ids + offs[i], j->ids + (size_t)t * cap, (size_t)k * sizeof *ids);
 			offs[i + 1] = offs[i] + k;
 		}
-		fwd_batch b = { np, ids, offs };
+		fwd_batch b = { np, ids, offs, NULL };
 		if (!rc)
 			rc = forward_vk_submit(m->gpu, &b, out + (size_t)p * H, err);
 		if (rc)
@@ -836,7 +891,7 @@ int embed_encode(embed_model *m, const char *const *texts, const size_t *lens, i
 			seqs[i] = j.ids + (size_t)i * cap;
 		}
 		if (!rc)
-			rc = encode_packed(m, seqs, j.counts, n, out, err);
+			rc = encode_packed(m, seqs, NULL, j.counts, n, out, err);
 	}
 	pthread_mutex_unlock(&m->lock);
 out:

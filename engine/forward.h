@@ -8,8 +8,8 @@
  *   -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) -> matmul_bias(down)
  *   -> add_layernorm } -> pool_normalize
  * What each step does is read from the model's description (cfg->arch, model.h):
- * embed_layernorm adds position ids from arch.pos_offset and token type 0 only when
- * arch.token_types; position_bias (POS_REL_BUCKETS only) builds the per-head bias of every
+ * embed_layernorm adds position ids from arch.pos_offset and the token's type row (b->types,
+ * type 0 without them) only when arch.token_types; position_bias (POS_REL_BUCKETS only) builds the per-head bias of every
  * (key - query) distance once per batch, and attention adds it to every layer's scores.
  * POS_ALIBI (JinaBERT) has no position embedding; its attention runs over keys in chunks
  * with an online softmax, adding -slope_h * |key - query| as it goes, so neither a bias nor
@@ -29,6 +29,10 @@ typedef struct fwd_batch {
 	int n;              /* number of sequences */
 	const int32_t *ids; /* all tokens: sequence i is ids[offs[i] .. offs[i+1]) */
 	const int *offs;    /* [n + 1], offs[0] = 0; each length in 1..cfg->max_tokens */
+	const uint8_t *types; /* token type id of every token (a cross-encoder's pair: 0 for
+			       * [CLS] query [SEP], 1 for document [SEP]), each below
+			       * cfg->type_vocab_size; NULL = type 0 everywhere (sentence
+			       * embeddings). Only models with arch.token_types read it. */
 } fwd_batch;
 
 /* Runs the model on the CPU over batch b and writes n pooled (and, if the model says so,

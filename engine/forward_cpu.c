@@ -125,8 +125,9 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n, 2.0 * M * N * K);
 }
 
-/* Embeddings: word + position (from the architecture's offset) + token type 0 where the
- * model has token types, then LayerNorm; one task per token. */
+/* Embeddings: word + position (from the architecture's offset) + the token's type row (0
+ * unless the batch gives types) where the model has token types, then LayerNorm; one task
+ * per token. */
 static void embed_layernorm(void *arg, int t)
 {
 	fwd *f = arg;
@@ -135,6 +136,8 @@ static void embed_layernorm(void *arg, int t)
 	const float *we = f->w->word_emb + (size_t)f->b->ids[t] * H;
 	const float *pe = f->w->pos_emb ? f->w->pos_emb + (size_t)pos * H : NULL;
 	const float *te = f->w->type_emb;
+	if (te && f->b->types) /* a pair's second segment (cross-encoders) */
+		te += (size_t)f->b->types[t] * H;
 	float *x = f->x + (size_t)t * H;
 	if (!pe) /* ALiBi: positions enter in attention only */
 		for (int i = 0; i < H; i++)

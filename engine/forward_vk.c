@@ -1,8 +1,9 @@
 /* forward_vk.c — the BERT-family forward pass recorded into one Vulkan command buffer per
  * batch (see forward_vk.h for the contract, shaders/ for the kernels). What the model's
  * description (cfg->arch) decides is settled at open, in data the kernels read: the first
- * position id goes into each token's position, a model without token types gets no
- * token-type row (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
+ * position id goes into each token's position (the token type, when the batch gives types,
+ * into the same word's high 16 bits), a model without token types gets no token-type row
+ * (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
  * wvec plus a specialization constant that compiles its addition into the attention kernel.
  *
  * Memory plan, all made at open and reused for every batch:
@@ -212,7 +213,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	uint32_t v = 0;
 	b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
 	if (b->cfg.arch.token_types) {
-		b->emb_type = v; v += H;
+		b->emb_type = v; v += (uint32_t)b->cfg.type_vocab_size * H;
 	} else {
 		b->emb_type = NO_TYPES;
 	}
@@ -299,7 +300,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		float *f = (float *)host;
 		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
 		if (b->emb_type != NO_TYPES)
-			memcpy(f + b->emb_type, w->type_emb, H * 4); /* token type 0 only */
+			memcpy(f + b->emb_type, w->type_emb, (size_t)b->cfg.type_vocab_size * H * 4);
 		/* The relative position bias by distance d = key - query, -R..R, through the
 		 * CPU's own bucketing (forward_cpu.c), so both paths put every distance in the
 		 * same bucket; attention.glsl clamps longer distances to +-R, which are in the
@@ -1145,6 +1146,10 @@ static int check_batch(const vk_backend *b, const fwd_batch *bt, emb_err *err)
 		if (bt->ids[t] < 0 || bt->ids[t] >= b->cfg.vocab_size)
 			return emb_errf(err, EMB_EINVAL, "token id %d out of range (vocabulary %d)",
 					(int)bt->ids[t], b->cfg.vocab_size);
+	for (int t = 0; bt->types && t < bt->offs[bt->n]; t++)
+		if (bt->types[t] >= (b->cfg.arch.token_types ? b->cfg.type_vocab_size : 1))
+			return emb_errf(err, EMB_EINVAL, "token type %d out of range (type_vocab_size %d)",
+					bt->types[t], b->cfg.arch.token_types ? b->cfg.type_vocab_size : 0);
 	return EMB_OK;
 }
 
@@ -1211,9 +1216,12 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 			*q = (chunk){ .tok0 = st, .seq0 = (uint32_t)i, .blk0 = nblk };
 		}
 		const uint32_t rel = q->T; /* sequence start within the chunk */
-		for (uint32_t t = 0; t < len; t++) { /* position ids from the description's first */
+		/* position ids from the description's first, in the low 16 bits (max_positions
+		 * is at most 65536); the token type in the high ones (layernorm.glsl) */
+		for (uint32_t t = 0; t < len; t++) {
 			tok[2 * (st + t)] = (uint32_t)bt->ids[st + t];
-			tok[2 * (st + t) + 1] = t + (uint32_t)b->cfg.arch.pos_offset;
+			tok[2 * (st + t) + 1] = (t + (uint32_t)b->cfg.arch.pos_offset) |
+						(bt->types ? (uint32_t)bt->types[st + t] << 16 : 0);
 		}
 		seq[2 * i] = rel;
 		seq[2 * i + 1] = len;
@@ -1314,7 +1322,8 @@ static int run_range(vk_backend *b, const fwd_batch *bt, int i0, int i1, float *
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	for (int i = 0; i <= n; i++)
 		offs[i] = bt->offs[i0 + i] - bt->offs[i0];
-	fwd_batch sub = { .n = n, .ids = bt->ids + bt->offs[i0], .offs = offs };
+	fwd_batch sub = { .n = n, .ids = bt->ids + bt->offs[i0], .offs = offs,
+			  .types = bt->types ? bt->types + bt->offs[i0] : NULL };
 	int rc = forward_vk_submit(b, &sub, out + (size_t)i0 * b->H, err);
 	if (!rc)
 		rc = forward_vk_wait(b, err);

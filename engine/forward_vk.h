@@ -12,8 +12,9 @@
  * matmul_bias(down) -> add_layernorm } -> pool_normalize.
  *
  * Like forward_cpu it walks the model's description (cfg->arch): BERT and MPNet run.
- * embed_layernorm takes position ids from arch.pos_offset (MPNet: 2) and adds token type 0
- * only with arch.token_types; position_bias (POS_REL_BUCKETS) is done once at open, not per
+ * embed_layernorm takes position ids from arch.pos_offset (MPNet: 2) and adds the token's
+ * type row (bt->types, a cross-encoder pair's 0 and 1; type 0 without them) only with
+ * arch.token_types; position_bias (POS_REL_BUCKETS) is done once at open, not per
  * batch: each head's bias for every key - query distance up to min(max distance,
  * max_seq - 1), through forward_cpu's own bucketing (rel_position_bucket), a few KiB uploaded
  * with the weights, which every layer's attention kernel adds to its scores before the

@@ -762,6 +762,48 @@ int store_model_get(store *s, store_model *m, emb_err *err)
 	return EMB_OK;
 }
 
+int store_reranker_get(store *s, char *buf, size_t cap, emb_err *err)
+{
+	MDB_txn *txn;
+	int rc = txn_begin(s, MDB_RDONLY, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	meta_str(txn, s->meta, "reranker.dir", buf, cap);
+	mdb_txn_abort(txn);
+	return EMB_OK;
+}
+
+int store_set_reranker(store *s, const char *dir, emb_err *err)
+{
+	if (s->readonly)
+		return emb_errf(err, EMB_ESTORE, "store %s: opened read-only", s->dir);
+	if (strlen(dir) >= STORE_RERANKER_MAX)
+		return emb_errf(err, EMB_EINVAL, "store %s: reranker path longer than %d bytes",
+				s->dir, STORE_RERANKER_MAX - 1);
+	MDB_txn *txn;
+	int rc = txn_begin(s, 0, &txn);
+	if (rc)
+		return mdb_fail(err, rc, "begin", s->dir);
+	if (*dir) {
+		rc = meta_put_str(txn, s->meta, "reranker.dir", dir);
+	} else {
+		MDB_val k = {strlen("reranker.dir"), (void *)"reranker.dir"};
+		rc = mdb_del(txn, s->meta, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc)
+		rc = meta_seal(txn, s->meta);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, "record reranker", s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
+	return EMB_OK;
+}
+
 static void describe(const store_model *m, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "'%s' (sha256 %.12s, dim %d, %s pooling%s, %d tokens%s)", m->name,

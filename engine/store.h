@@ -140,6 +140,16 @@ int store_stale(const store *s, const char *path);
 int store_model_get(store *s, store_model *m, emb_err *err);
 int store_bind_model(store *s, const store_model *m, emb_err *err);
 
+/* The store's default cross-encoder (rerank.h), which search --rerank uses when it names
+ * none: a model directory recorded by indexer --reranker, at most STORE_RERANKER_MAX - 1
+ * bytes. store_reranker_get writes it to buf ("" when none is recorded; cut to cap - 1
+ * bytes); store_set_reranker records dir ("" forgets it) in one transaction, sealed into
+ * the meta table's checksum. Errors: EMB_ESTORE (read-only, LMDB failure), EMB_EINVAL (a
+ * path too long). */
+#define STORE_RERANKER_MAX 1024
+int store_reranker_get(store *s, char *buf, size_t cap, emb_err *err);
+int store_set_reranker(store *s, const char *dir, emb_err *err);
+
 /* Counts, times and sizes of a store, read in one snapshot. file_size is the part of the
  * map in use (LMDB's last page), map_size the current map (it grows on demand). */
 typedef struct store_stats {

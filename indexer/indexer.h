@@ -25,6 +25,8 @@ extern volatile sig_atomic_t g_stop;
 typedef struct opts {
 	const char *store, *model;
 	const char *vectors;  /* --vectors f32|int8|binary, or NULL: keep the store's (new: f32) */
+	const char *reranker; /* --reranker DIR: the store's default cross-encoder ("" forgets
+			       * it); NULL: keep the store's (a rebuild: the live store's) */
 	char **inputs;
 	int ninputs;
 	char **deletes;

@@ -23,11 +23,42 @@
 #include <unistd.h>
 
 #include "indexer.h"
+#include "rerank.h"
 #include "store_path.h"
 #include "threadpool.h"
 
 
 volatile sig_atomic_t g_stop;
+
+/* --reranker DIR: a directory that is not a cross-encoder is refused now rather than at the
+ * first search. Writes its absolute path (what the store records) to out. Returns 0, or -1
+ * after one line on stderr. */
+static int check_reranker(const char *dir, char *out, size_t cap)
+{
+	rerank_options ro;
+	rerank_options_default(&ro);
+	ro.embed.threads = 1;
+	ro.embed.quiet = 1;
+	rerank_model *rm;
+	emb_err e = {0};
+	if (rerank_open(dir, &ro, &rm, &e)) {
+		fprintf(stderr, "indexer: --reranker %s: %s\n", dir, e.msg);
+		return -1;
+	}
+	rerank_close(rm);
+	char real[PATH_MAX];
+	if (!realpath(dir, real)) {
+		fprintf(stderr, "indexer: --reranker %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (strlen(real) >= cap || strlen(real) >= STORE_RERANKER_MAX) {
+		fprintf(stderr, "indexer: --reranker %s: path longer than %d bytes\n", dir,
+			STORE_RERANKER_MAX - 1);
+		return -1;
+	}
+	snprintf(out, cap, "%s", real);
+	return 0;
+}
 
 double now_s(void);
 
@@ -156,6 +187,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* --reranker: refused now, in one line, before anything is written (and with nothing
+	 * left behind for the leak checker). */
+	char reranker[PATH_MAX] = "";
+	if (o.reranker && *o.reranker && check_reranker(o.reranker, reranker, sizeof reranker)) {
+		store_lock_release(lock);
+		free(o.gpus);
+		free(o.inputs);
+		free(o.deletes);
+		return 1;
+	}
+
 	char model_dir[PATH_MAX];
 	find_model(&o, model_dir, sizeof model_dir);
 	/* One engine, or one per device of --gpu (each its own weights on its own device, fed
@@ -236,9 +278,20 @@ int main(int argc, char **argv)
 			store_close(live);
 		}
 	}
+	/* The default reranker: --reranker, else (a rebuild) the live store's. */
+	int set_rr = o.reranker != NULL;
+	if (!o.reranker && o.rebuild) {
+		store *live;
+		if (store_open(o.store, STORE_READONLY, &live, NULL) == 0) {
+			set_rr = store_reranker_get(live, reranker, sizeof reranker, NULL) == 0 &&
+				 reranker[0];
+			store_close(live);
+		}
+	}
 	if (store_open(open_path, STORE_CREATE, &x.st, &e) || store_bind_model(x.st, &sm, &e) ||
 	    (set_vt && store_set_vtype(x.st, vt, &e)) ||
-	    (o.nshards && store_set_shard(x.st, o.shard, o.nshards, &e))) {
+	    (o.nshards && store_set_shard(x.st, o.shard, o.nshards, &e)) ||
+	    (set_rr && store_set_reranker(x.st, reranker, &e))) {
 		fprintf(stderr, "indexer: %s\n", e.msg);
 		/* A refusal (another model, another vector type) is an expected outcome: leave
 		 * nothing behind, so that it stays one line under the leak checker too. */

@@ -29,6 +29,9 @@ static void usage(FILE *f)
 "  --shard I/N          index only the documents whose id hashes to shard I of N\n"
 "                       (FNV-1a 64 of the id bytes mod N; README); prune and delete act\n"
 "                       within the shard; the store records I/N and refuses another\n"
+"  --reranker DIR       record DIR as the store's default cross-encoder, which search\n"
+"                       --rerank uses when it names none ('' forgets it; a rebuild keeps\n"
+"                       the live store's unless given)\n"
 "  --window N           tokens per window, specials included (default: model max)\n"
 "  --stride N           tokens between window starts (default: window - 2 - 32)\n"
 "  --truncate           one window per document: index the first window only\n"
@@ -99,6 +102,7 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--delete")) { NEEDV(); o->deletes[o->ndeletes++] = (char *)v; }
 		else if (ARG("--prune")) o->prune = 1;
 		else if (ARG("--rebuild")) o->rebuild = 1;
+		else if (ARG("--reranker")) { NEEDV(); o->reranker = v; }
 		else if (ARG("--vectors")) {
 			NEEDV();
 			quant_type t;

@@ -29,6 +29,7 @@
 
 #include "cli.h"
 #include "embed.h"
+#include "rerank.h"
 #include "store.h"
 #include "threadpool.h"
 
@@ -48,6 +49,10 @@ typedef struct opts {
 	const char *model, *queries, *run_name;
 	int k, threads, snippet;
 	int rescore;  /* -1: the store's default */
+	int rerank;   /* --rerank: rescore the scan's top rerank_k with a cross-encoder */
+	const char *rerank_dir; /* its directory; NULL: the store's default (indexer --reranker) */
+	int rerank_k;
+	embed_device rerank_device;
 	out_format fmt;
 	char *query; /* joined positional words */
 } opts;
@@ -64,6 +69,7 @@ typedef struct ctx {
 	threadpool *pool;
 	embed_prefix prefix;
 	char model_dir[PATH_MAX];
+	rerank_model *rr;      /* --rerank */
 } ctx;
 
 static void usage(FILE *f)
@@ -84,6 +90,11 @@ static void usage(FILE *f)
 "  --rescore N       int8/binary stores: rescore N x k candidates of the compact scan with\n"
 "                    the f32 vectors (default %d for int8, %d for binary; 0: the compact\n"
 "                    ranking and its estimated scores)\n"
+"  --rerank [DIR]    rescore the scan's top --rerank-k documents with the cross-encoder in\n"
+"                    DIR (default: the store's, indexer --reranker) and order by its score;\n"
+"                    both scores are printed (TREC: the cross-encoder's)\n"
+"  --rerank-k N      candidates to rerank (default 100)\n"
+"  --rerank-device cpu|gpu|auto  where the cross-encoder runs (default auto)\n"
 "With no QUERY on a terminal, an interactive prompt: type a query, or :k N, :json, :text,\n"
 ":help, :q.\n", CLI_MAX_THREADS, STORE_RESCORE_INT8, STORE_RESCORE_BINARY);
 }
@@ -94,6 +105,8 @@ static void parse_args(int argc, char **argv, opts *o)
 	o->k = 10;
 	o->snippet = 240;
 	o->rescore = -1;
+	o->rerank_k = 100;
+	o->rerank_device = EMBED_DEVICE_AUTO;
 	size_t qlen = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -113,6 +126,20 @@ static void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--threads")) { NEEDV(); o->threads = (int)cli_int("search", a, v, 0, CLI_MAX_THREADS); }
 		else if (ARG("--rescore")) { NEEDV(); o->rescore = (int)cli_int("search", a, v, 0, 100000); }
 		else if (ARG("--snippet")) { NEEDV(); o->snippet = (int)cli_int("search", a, v, 0, 1000000); }
+		else if (ARG("--rerank")) {
+			/* DIR is optional: the next word is taken only when it is a directory */
+			struct stat sb;
+			o->rerank = 1;
+			if (v && stat(v, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+				o->rerank_dir = v;
+				i++;
+			} else if (v && strchr(v, '/')) { /* a path, not a query word: a typo */
+				fprintf(stderr, "search: --rerank %s: not a directory\n", v);
+				exit(2);
+			}
+		}
+		else if (ARG("--rerank-k")) { NEEDV(); o->rerank_k = (int)cli_int("search", a, v, 1, 100000); }
+		else if (ARG("--rerank-device")) { NEEDV(); o->rerank_device = cli_device("search", a, v); }
 		else if (ARG("--json")) o->fmt = FMT_JSON;
 		else if (ARG("--format")) {
 			NEEDV();
@@ -455,12 +482,105 @@ static void merge_hits(mhit *c, int n, int k, int nstores, mhit *out, int *nout)
 	memcpy(out, c, (size_t)*nout * sizeof *out);
 }
 
+/* --rerank: opens the cross-encoder named, else the default the first store records. Returns 0 or -1
+ * (message printed). */
+static int open_reranker(ctx *x)
+{
+	char dir[STORE_RERANKER_MAX];
+	emb_err e = {0};
+	if (x->o->rerank_dir) {
+		snprintf(dir, sizeof dir, "%s", x->o->rerank_dir);
+	} else if (store_reranker_get(x->st[0], dir, sizeof dir, &e)) {
+		fprintf(stderr, "search: %s\n", e.msg);
+		return -1;
+	} else if (!dir[0]) {
+		fprintf(stderr, "search: --rerank names no cross-encoder and store %s records none "
+			"(give --rerank DIR, or index with --reranker DIR)\n", x->paths[0]);
+		return -1;
+	}
+	rerank_options ro;
+	rerank_options_default(&ro);
+	ro.embed.device = x->o->rerank_device;
+	ro.embed.threads = x->o->threads;
+	ro.embed.quiet = 1;
+	if (rerank_open(dir, &ro, &x->rr, &e)) {
+		fprintf(stderr, "search: --rerank %s: %s\n", dir, e.msg);
+		return -1;
+	}
+	if (rerank_labels(x->rr) != 1) {
+		fprintf(stderr, "search: --rerank %s: the model has %d labels; ordering needs one "
+			"relevance score\n", dir, rerank_labels(x->rr));
+		return -1;
+	}
+	return 0;
+}
+
+/* Candidates a query takes from the scan: k, or the --rerank-k the cross-encoder reorders. */
+static int scan_k(const ctx *x)
+{
+	return x->rr && x->o->rerank_k > x->o->k ? x->o->rerank_k : x->o->k;
+}
+
+/* --rerank: scores the n hits' documents (title + " " + text, as the indexer embeds them)
+ * against q and writes the order by the cross-encoder's score, highest first (ties keep
+ * the scan's order), to perm, the scores to rs. Returns 0 or -1 (message printed). */
+static int rerank_hits(ctx *x, store_snapshot **snaps, const char *q, const mhit *hits,
+		       int n, int *perm, float *rs)
+{
+	char **texts = calloc((size_t)n + 1, sizeof *texts);
+	size_t *lens = calloc((size_t)n + 1, sizeof *lens);
+	emb_err e = {0};
+	int rc = texts && lens ? 0 : -1;
+	if (rc)
+		fprintf(stderr, "search: out of memory\n");
+	for (int i = 0; !rc && i < n; i++) {
+		store_doc_view dv;
+		if (store_doc_get(snaps[hits[i].src], hits[i].h.id, hits[i].h.id_len, &dv, &e)) {
+			fprintf(stderr, "search: %s\n", e.msg);
+			rc = -1;
+			break;
+		}
+		size_t tl = dv.title_len ? dv.title_len + 1 : 0;
+		texts[i] = malloc(tl + dv.text_len + 1);
+		if (texts[i]) {
+			memcpy(texts[i], dv.title, dv.title_len);
+			if (tl)
+				texts[i][dv.title_len] = ' ';
+			memcpy(texts[i] + tl, dv.text, dv.text_len);
+			lens[i] = tl + dv.text_len;
+		} else {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+		}
+		store_doc_view_free(&dv);
+	}
+	if (!rc && rerank_score(x->rr, q, strlen(q), (const char *const *)texts, lens, n, NULL, rs,
+				&e)) {
+		fprintf(stderr, "search: --rerank: %s\n", e.msg);
+		rc = -1;
+	}
+	/* insertion sort: n is the few hundred candidates of one query */
+	for (int i = 0; !rc && i < n; i++) {
+		int j = i;
+		while (j > 0 && rs[perm[j - 1]] < rs[i]) {
+			perm[j] = perm[j - 1];
+			j--;
+		}
+		perm[j] = i;
+	}
+	for (int i = 0; texts && i < n; i++)
+		free(texts[i]);
+	free(texts);
+	free(lens);
+	return rc;
+}
+
 /* nq queries (qs: nq * dim floats) over every store, each in its snapshot snaps[i]; query q's
- * merged hits go to hits[q * k ..], nh[q] of them. One query: store_search_rescore; more:
+ * merged hits go to hits[q * k ..], nh[q] of them (k = scan_k). One query: store_search_rescore; more:
  * store_search_batch (one scan of each store for the batch). 0, or -1 with a message. */
 static int search_all(ctx *x, store_snapshot **snaps, const float *qs, int nq, mhit *hits, int *nh)
 {
-	int k = x->o->k, n = x->n, rc = 0;
+	int k = scan_k(x), n = x->n, rc = 0;
 	store_hit *t = malloc((size_t)nq * k * sizeof *t);
 	int *tn = malloc((size_t)nq * sizeof *tn), *cn = calloc((size_t)nq, sizeof *cn);
 	mhit *c = malloc((size_t)nq * n * k * sizeof *c);
@@ -592,20 +712,36 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 		free(v);
 		return -1;
 	}
-	mhit *hits = bsnaps ? bhits : malloc((size_t)o->k * sizeof *hits);
+	mhit *hits = bsnaps ? bhits : malloc((size_t)scan_k(x) * sizeof *hits);
 	int n = bsnaps ? bn : 0, rc = 0;
+	int *perm = NULL;
+	float *rs = NULL;
 	if (!bsnaps && (!hits || search_all(x, snaps, vec, 1, hits, &n))) {
 		if (!hits)
 			fprintf(stderr, "search: out of memory\n");
 		rc = -1;
 		goto out;
 	}
+	if (x->rr && n > 0) {
+		perm = malloc((size_t)n * sizeof *perm);
+		rs = malloc((size_t)n * sizeof *rs);
+		if (!perm || !rs) {
+			fprintf(stderr, "search: out of memory\n");
+			rc = -1;
+			goto out;
+		}
+		if ((rc = rerank_hits(x, snaps, q ? q : "", hits, n, perm, rs)))
+			goto out;
+		if (n > o->k)
+			n = o->k;
+	}
 	json_t *jres = o->fmt == FMT_JSON ? json_array() : NULL;
-	for (int i = 0; i < n; i++) {
+	for (int rank = 0; rank < n; rank++) {
+		const int i = perm ? perm[rank] : rank; /* the hit at rank + 1 */
 		const store_hit *h = &hits[i].h;
 		if (o->fmt == FMT_TREC) {
 			printf("%s Q0 %.*s %d %.6f %s\n", qid ? qid : "q", (int)h->id_len, h->id,
-			       i + 1, h->score, o->run_name ? o->run_name : x->sm.name);
+			       rank + 1, rs ? rs[i] : h->score, o->run_name ? o->run_name : x->sm.name);
 			continue;
 		}
 		store_doc_view dv;
@@ -618,8 +754,12 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 						       h->win_end, o->snippet) : NULL;
 		if (o->fmt == FMT_JSON) {
 			json_t *r = json_object();
-			json_object_set_new(r, "rank", json_integer(i + 1));
+			json_object_set_new(r, "rank", json_integer(rank + 1));
 			json_object_set_new(r, "score", json_real(h->score));
+			if (rs) {
+				json_object_set_new(r, "rerank_score", json_real(rs[i]));
+				json_object_set_new(r, "scan_rank", json_integer(i + 1));
+			}
 			json_object_set_new(r, "id", json_stringn(h->id, h->id_len));
 			json_object_set_new(r, "title", json_stringn(dv.title, dv.title_len));
 			json_object_set_new(r, "window", json_integer(h->win_index));
@@ -632,7 +772,11 @@ static int run_query_in(ctx *x, const char *qid, const char *q, const float *vec
 			}
 			json_array_append_new(jres, r);
 		} else {
-			printf("%3d  %.4f  %.*s", i + 1, h->score, (int)h->id_len, h->id);
+			if (rs)
+				printf("%3d  %.4f  (scan %.4f, #%d)  %.*s", rank + 1, rs[i], h->score, i + 1,
+				       (int)h->id_len, h->id);
+			else
+				printf("%3d  %.4f  %.*s", rank + 1, h->score, (int)h->id_len, h->id);
 			if (dv.title_len)
 				printf("  %s", dv.title);
 			printf("\n");
@@ -666,6 +810,8 @@ out:
 		end_all(x, snaps);
 		free(snaps);
 	}
+	free(perm);
+	free(rs);
 	free(v);
 	fflush(stdout);
 	return rc;
@@ -840,7 +986,7 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 	mhit *hits = NULL;
 	int *nh = NULL, began = 0;
 	if (!rc && n > 1) {
-		hits = malloc((size_t)n * x->o->k * sizeof *hits);
+		hits = malloc((size_t)n * scan_k(x) * sizeof *hits);
 		nh = malloc((size_t)n * sizeof *nh);
 		snaps = calloc((size_t)x->n, sizeof *snaps);
 		if (!hits || !nh || !snaps) {
@@ -855,7 +1001,7 @@ static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, i
 	}
 	for (int i = 0; i < n; i++) {
 		if (!rc && run_query_in(x, ids[i], texts[i], *vecs + (size_t)i * *dim, NULL,
-					began ? snaps : NULL, began ? hits + (size_t)i * x->o->k : NULL,
+					began ? snaps : NULL, began ? hits + (size_t)i * scan_k(x) : NULL,
 					began ? nh[i] : 0))
 			rc = -1;
 		free(ids[i]);
@@ -1023,7 +1169,8 @@ int main(int argc, char **argv)
 	opts o;
 	parse_args(argc, argv, &o);
 	ctx x = {.o = &o};
-	if (open_store(&x)) {
+	if (open_store(&x) || (o.rerank && open_reranker(&x))) {
+		rerank_close(x.rr);
 		embed_close(x.m);
 		close_stores(&x);
 		free(o.stores);
@@ -1042,6 +1189,7 @@ int main(int argc, char **argv)
 		rc = run_lines(&x);
 	}
 	threadpool_destroy(x.pool);
+	rerank_close(x.rr);
 	embed_close(x.m);
 	close_stores(&x);
 	free(o.stores);

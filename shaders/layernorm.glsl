@@ -1,8 +1,9 @@
 // layernorm.glsl — the two LayerNorm steps of BERT, 32 threads per token:
-//   EMBED: x = LN(word_emb[id] + pos_emb[pos] + type_emb[0])         (embed_layernorm)
+//   EMBED: x = LN(word_emb[id] + pos_emb[pos] + type_emb[type])      (embed_layernorm)
 //          pos is the host's: the token's place in its sequence plus the model description's
-//          first position id (0 BERT, 2 MPNet); type_off = NO_TYPES (MPNet) leaves out the
-//          token-type row, a model without token types
+//          first position id (0 BERT, 2 MPNet), in the low 16 bits of the pair's second word;
+//          type (0, or a cross-encoder pair's 1 for the document) in its high 16 bits;
+//          type_off = NO_TYPES (MPNet) leaves out the token-type row, a model without types
 //   else:  x = LN(y + x), y the output of a projection (residual)      (add_layernorm)
 // On the f16 paths the residual step runs as add_ln_sg.comp (subgroup shuffles, 2.1x faster
 // on an H200) wherever the device has subgroup shuffles; this one is its fallback.
@@ -34,7 +35,7 @@ layout(push_constant) uniform PC {
 } pc;
 
 #if EMBED
-layout(std430, binding = 0) readonly buffer TOK_ { uvec2 tok[]; };     // (id, position)
+layout(std430, binding = 0) readonly buffer TOK_ { uvec2 tok[]; };     // (id, position | type << 16)
 layout(std430, binding = 1) readonly buffer WE_ { vec2 word_emb[]; };
 #elif OUT_F16
 layout(std430, binding = 0) readonly buffer Y_ { uint y[]; };          // f16 pairs
@@ -84,8 +85,8 @@ void main()
 		v[k] = vec2(0);
 		if (p < H2) {
 #if EMBED
-			const uint pe = pc.pos_off + it.y * pc.H + 2 * p;
-			const uint te = pc.type_off + 2 * p;
+			const uint pe = pc.pos_off + (it.y & 0xffffu) * pc.H + 2 * p;
+			const uint te = pc.type_off + (it.y >> 16) * pc.H + 2 * p;
 			v[k] = word_emb[it.x * H2 + p] + vec2(wvec[pe], wvec[pe + 1]);
 			if (pc.type_off != NO_TYPES)
 				v[k] += vec2(wvec[te], wvec[te + 1]);

@@ -121,7 +121,7 @@ static void test_family(const char *dir, model_family family, threadpool *pool)
 	double cos, diff;
 
 	/* all sequences packed in one batch, then each alone: both must match */
-	fwd_batch b = { s.n, s.ids, s.offs };
+	fwd_batch b = { s.n, s.ids, s.offs, NULL };
 	rc = forward_cpu(&cfg, &w, pool, &b, got, &err);
 	CHECK(rc == EMB_OK, "%s: %s", dir, err.msg);
 	compare(got, ref, s.n, H, &cos, &diff);
@@ -130,7 +130,7 @@ static void test_family(const char *dir, model_family family, threadpool *pool)
 	CHECK(cos >= 0.99999 && diff <= 2e-5, "%s: off the reference", dir);
 	for (int i = 0; i < s.n; i++) {
 		int offs[2] = { 0, s.offs[i + 1] - s.offs[i] };
-		fwd_batch one = { 1, s.ids + s.offs[i], offs };
+		fwd_batch one = { 1, s.ids + s.offs[i], offs, NULL };
 		rc = forward_cpu(&cfg, &w, NULL, &one, got + (size_t)i * H, &err);
 		CHECK(rc == EMB_OK, "%s: %s", dir, err.msg);
 	}

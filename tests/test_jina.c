@@ -305,7 +305,7 @@ static void test_case(const char *name, int max_len, threadpool *pool)
 	}
 	double t1 = now();
 	float *got = malloc((size_t)n * H * sizeof(float));
-	fwd_batch b = { n, ids, offs };
+	fwd_batch b = { n, ids, offs, NULL };
 	rc = forward_cpu(&cfg, &w, pool, &b, got, &err);
 	CHECK(rc == EMB_OK, "%s: %s", name, err.msg);
 	double t2 = now(), cos, diff;
@@ -324,7 +324,7 @@ static void test_case(const char *name, int max_len, threadpool *pool)
 		/* each sequence alone gives the same */
 		for (int i = 0; i < n; i++) {
 			int one[2] = { 0, offs[i + 1] - offs[i] };
-			fwd_batch ob = { 1, ids + offs[i], one };
+			fwd_batch ob = { 1, ids + offs[i], one, NULL };
 			rc = forward_cpu(&cfg, &w, NULL, &ob, got + (size_t)i * H, &err);
 			CHECK(rc == EMB_OK, "%s", err.msg);
 		}
@@ -463,7 +463,7 @@ static void test_embed_api(threadpool *pool)
 			int n = (int)embed_tokenize(m, text, strlen(text), EMBED_PREFIX_NONE, ids, 256, &err);
 			CHECK(n > 3 && ids[0] == 101 && ids[n - 1] == 102, "tokenize: %d ids", n);
 			int offs[2] = { 0, n };
-			fwd_batch b = { 1, ids, offs };
+			fwd_batch b = { 1, ids, offs, NULL };
 			CHECK(forward_cpu(&cfg, &w, pool, &b, want, &err) == EMB_OK, "%s", err.msg);
 			double cos, diff;
 			compare(got, want, 1, 48, &cos, &diff);

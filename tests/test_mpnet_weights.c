@@ -100,7 +100,7 @@ int main(void)
 #endif
 	for (int i = 0; step > 1 && i < n; i += step) {
 		int one[2] = { 0, offs[i + 1] - offs[i] };
-		fwd_batch b = { 1, ids + offs[i], one };
+		fwd_batch b = { 1, ids + offs[i], one, NULL };
 		if (forward_cpu(&cfg, &w, pool, &b, got + (size_t)i * dim, &err)) {
 			fprintf(stderr, "forward_cpu: %s\n", err.msg);
 			return 1;
@@ -111,7 +111,7 @@ int main(void)
 		int boffs[17];
 		for (int k = 0; k <= m; k++)
 			boffs[k] = offs[i + k] - offs[i];
-		fwd_batch b = { m, ids + offs[i], boffs };
+		fwd_batch b = { m, ids + offs[i], boffs, NULL };
 		if (forward_cpu(&cfg, &w, pool, &b, got + (size_t)i * dim, &err)) {
 			fprintf(stderr, "forward_cpu: %s\n", err.msg);
 			return 1;
@@ -127,7 +127,7 @@ int main(void)
 	double lat[21];
 	for (int r = 0; step == 1 && r < 21; r++) {
 		int one[2] = { 0, offs[1] };
-		fwd_batch b = { 1, ids, one };
+		fwd_batch b = { 1, ids, one, NULL };
 		float v[768];
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		forward_cpu(&cfg, &w, pool, &b, v, &err);
