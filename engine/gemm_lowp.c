@@ -1,0 +1,580 @@
+/* gemm_lowp.c — the bf16 and int8 matrix products of gemm.h (GEMM_BF16, GEMM_INT8): weights
+ * rounded or quantised once at pack time, activations converted once per product
+ * (gemm_prep), and kernels chosen at run time.
+ *
+ * Why: the fp32 kernels (gemm.c) already run near the FMA peak, so the CPU's remaining speed
+ * is in its narrower arithmetic: VDPBF16PS does 32 multiply-adds per instruction where an fp32
+ * FMA does 16, VPDPBUSD 64. Both are opt-in (--precision bf16 / int8) because they change the
+ * vectors (docs/bench-cpu.md has the accuracy each keeps).
+ *
+ * One layout per precision serves every kernel of that precision, and every kernel of a
+ * precision computes exactly the same numbers (gemm.h's contract), so a store embedded on
+ * an AVX-512 machine is searched with the same query vectors on an AVX2 one:
+ *  - bf16: products of two bf16 are exact in fp32; VDPBF16PS adds the odd-k product, then
+ *    the even-k one, to the fp32 accumulator, each addition rounded (to nearest even). The
+ *    fallbacks (AVX-512F, AVX2) widen the bf16 to fp32 by a shift and make the same two
+ *    FMAs in the same order. (VDPBF16PS also treats denormal inputs and results as zero;
+ *    the activations and weights of these models never come near 1e-38.)
+ *  - int8: sums of int8 products are exact in int32 whatever the kernel. VPDPBUSD multiplies
+ *    unsigned by signed bytes, so the VNNI kernels read the activations shifted by +128 and
+ *    subtract 128 * sum_k W[n][k] (precomputed per column) before the epilogue. The AVX2
+ *    kernel has no VNNI: VPMADDUBSW (u8 x s8, pairs summed into saturating int16) on |a| and
+ *    W with a's sign, which stays below 2 * 127 * 127 and so never saturates, then VPMADDWD
+ *    by ones into int32.
+ *
+ * Blocking follows gemm.c: panels of 32 columns of C, k-major, the AVX-512 kernels hold a
+ * 12 x 32 block in 24 zmm registers; the 256-bit kernels walk each panel in two halves of
+ * 16 columns, 4 rows at a time (8 ymm accumulators), so that the bf16 fallback's widened
+ * weights fit in the 16 registers.
+ */
+#include "gemm.h"
+#include "gemm_act.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NRL 32 /* panel width of both layouts */
+#define MRZ 12 /* AVX-512 kernels: rows per block */
+#define MRY 4  /* 256-bit kernels: rows per block (of a 16-column half panel) */
+
+/* --- rounding and quantising */
+
+/* fp32 -> bf16, round to nearest even; NaN stays NaN (quiet). Branch-free so the conversion
+ * loops vectorise. */
+static inline uint32_t bf16_bits(float x)
+{
+	union { float f; uint32_t u; } v = { .f = x };
+	uint32_t r = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
+	uint32_t q = (v.u >> 16) | 0x40u;
+	return (v.u & 0x7fffffffu) > 0x7f800000u ? q : r;
+}
+
+/* |x| <= 127 by construction; round half away from zero, in a form that vectorises. */
+static inline int q8(float x)
+{
+	int v = (int)(x + (x >= 0 ? 0.5f : -0.5f));
+	return v > 127 ? 127 : v < -127 ? -127 : v;
+}
+
+static inline const float *w_row(const float *const *W, int rows, int K, int n)
+{
+	return W[n / rows] + (size_t)(n % rows) * K;
+}
+
+static int uses_shift(gemm_isa isa) /* int8 kernels that read a + 128 */
+{
+	return isa == GEMM_AVX512_VNNI || isa == GEMM_AVX_VNNI;
+}
+
+int gemm_pack_prec(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa,
+		   gemm_prec prec)
+{
+	if (prec == GEMM_F32)
+		return gemm_pack(g, W, parts, N, K, isa);
+	memset(g, 0, sizeof *g);
+	const size_t panels = ((size_t)N + NRL - 1) / NRL, cols = panels * NRL;
+	const int kg = prec == GEMM_BF16 ? (K + 1) / 2 : (K + 3) / 4; /* k groups */
+	const int rows = N / parts;
+	g->N = N, g->K = K, g->nr = NRL, g->isa = isa, g->prec = prec;
+	g->q = aligned_alloc(64, panels * kg * NRL * 4);
+	if (prec == GEMM_INT8) {
+		g->scale = aligned_alloc(64, cols * sizeof(float));
+		g->corr = aligned_alloc(64, cols * sizeof(int32_t));
+	}
+	if (!g->q || (prec == GEMM_INT8 && (!g->scale || !g->corr))) {
+		gemm_w_free(g);
+		return -1;
+	}
+	if (prec == GEMM_BF16) {
+		uint32_t *q = g->q;
+		for (size_t p = 0; p < panels; p++)
+			for (int j = 0; j < NRL; j++) {
+				const int n = (int)p * NRL + j;
+				const float *src = n < N ? w_row(W, rows, K, n) : NULL;
+				for (int k = 0; k < kg; k++) {
+					uint32_t lo = src ? bf16_bits(src[2 * k]) : 0;
+					uint32_t hi = src && 2 * k + 1 < K ? bf16_bits(src[2 * k + 1]) : 0;
+					q[(p * kg + k) * NRL + j] = lo | hi << 16;
+				}
+			}
+		return 0;
+	}
+	int8_t *q = g->q;
+	memset(q, 0, panels * kg * NRL * 4);
+	for (size_t n = 0; n < cols; n++) {
+		g->scale[n] = 0, g->corr[n] = 0;
+		if ((int)n >= N)
+			continue;
+		const float *src = w_row(W, rows, K, (int)n);
+		float amax = 0;
+		for (int k = 0; k < K; k++)
+			amax = fabsf(src[k]) > amax ? fabsf(src[k]) : amax;
+		const float inv = amax > 0 ? 127.0f / amax : 0;
+		int32_t sum = 0;
+		int8_t *dst = q + (n / NRL) * kg * NRL * 4 + (n % NRL) * 4;
+		for (int k = 0; k < K; k++) {
+			int v = q8(src[k] * inv);
+			dst[(size_t)(k / 4) * NRL * 4 + k % 4] = (int8_t)v;
+			sum += v;
+		}
+		g->scale[n] = amax / 127.0f;
+		g->corr[n] = uses_shift(isa) ? 128 * sum : 0;
+	}
+	return 0;
+}
+
+size_t gemm_prep_row_bytes(const gemm_w *g)
+{
+	if (g->prec == GEMM_BF16)
+		return (size_t)(g->K + 1) / 2 * 4;
+	return (size_t)(g->K + 3) / 4 * 4 + sizeof(float); /* values, then the row's scale */
+}
+
+void gemm_prep(const gemm_w *g, const float *A, int M, void *buf)
+{
+	const int K = g->K;
+	const size_t rb = gemm_prep_row_bytes(g);
+	for (int i = 0; i < M; i++) {
+		const float *a = A + (size_t)i * K;
+		unsigned char *row = (unsigned char *)buf + (size_t)i * rb;
+		if (g->prec == GEMM_BF16) {
+			uint16_t *d = (uint16_t *)row;
+			for (int k = 0; k < K; k++)
+				d[k] = (uint16_t)bf16_bits(a[k]);
+			if (K & 1)
+				d[K] = 0;
+			continue;
+		}
+		float amax = 0;
+		int nan = 0;
+		for (int k = 0; k < K; k++) {
+			float v = fabsf(a[k]);
+			amax = v > amax ? v : amax;
+			nan |= a[k] != a[k];
+		}
+		/* a NaN or infinity in the row makes its scale NaN or inf, so the vector comes out
+		 * non-finite as it would in fp32 (embed refuses those) */
+		const float inv = amax > 0 && amax <= 3.4e38f ? 127.0f / amax : 0;
+		const uint8_t shift = uses_shift(g->isa) ? 0x80 : 0;
+		const int kq = (K + 3) / 4 * 4;
+		for (int k = 0; k < K; k++)
+			row[k] = (uint8_t)((uint8_t)q8(a[k] * inv) ^ shift);
+		for (int k = K; k < kq; k++)
+			row[k] = shift;
+		float s = nan ? NAN : amax / 127.0f;
+		memcpy(row + kq, &s, sizeof s);
+	}
+}
+
+/* --- AVX-512 kernels: a 12 x 32 block of C */
+
+typedef struct { __m512 v[MRZ][2]; } accz;
+typedef struct { __m512i v[MRZ][2]; } acczi;
+
+static inline __attribute__((always_inline, target("avx512f"))) void
+store_f32z(const accz *acc, int mr, float *c, int ldc, const float *bias, int nv)
+{
+	__mmask16 m0 = nv >= 16 ? 0xffff : (__mmask16)((1u << nv) - 1);
+	__mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
+	__m512 bz0 = _mm512_setzero_ps(), bz1 = _mm512_setzero_ps();
+	if (bias) {
+		bz0 = _mm512_maskz_loadu_ps(m0, bias);
+		bz1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+	for (int i = 0; i < mr; i++) {
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, _mm512_add_ps(acc->v[i][0], bz0));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, _mm512_add_ps(acc->v[i][1], bz1));
+	}
+}
+
+/* bf16 with VDPBF16PS. a: rows of bf16 pairs (lda pairs a row); b: the panel. */
+static inline __attribute__((always_inline, target("avx512f,avx512bf16"))) void
+kbf16z(const int mr, const uint32_t *a, int lda, const uint32_t *b, int kg, float *c, int ldc,
+       const float *bias, int nv)
+{
+	accz acc;
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm512_setzero_ps();
+	for (int k = 0; k < kg; k++) {
+		__m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
+		b += NRL;
+		for (int i = 0; i < mr; i++) {
+			__m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)i * lda + k]);
+			acc.v[i][0] = _mm512_dpbf16_ps(acc.v[i][0], av, b0);
+			acc.v[i][1] = _mm512_dpbf16_ps(acc.v[i][1], av, b1);
+		}
+	}
+	store_f32z(&acc, mr, c, ldc, bias, nv);
+}
+
+/* bf16 on AVX-512F: widen each half of a pair to fp32 (bf16 is fp32's top 16 bits) and make
+ * VDPBF16PS's two multiply-adds, odd k first. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+kbf16f(const int mr, const uint32_t *a, int lda, const uint32_t *b, int kg, float *c, int ldc,
+       const float *bias, int nv)
+{
+	accz acc;
+	const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm512_setzero_ps();
+	for (int k = 0; k < kg; k++) {
+		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
+		b += NRL;
+		__m512 o0 = _mm512_castsi512_ps(_mm512_and_si512(b0, hi));
+		__m512 o1 = _mm512_castsi512_ps(_mm512_and_si512(b1, hi));
+		__m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16));
+		__m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16));
+		for (int i = 0; i < mr; i++) {
+			uint32_t x = a[(size_t)i * lda + k];
+			__m512 ao = _mm512_castsi512_ps(_mm512_set1_epi32((int)(x & 0xffff0000u)));
+			__m512 ae = _mm512_castsi512_ps(_mm512_set1_epi32((int)(x << 16)));
+			acc.v[i][0] = _mm512_fmadd_ps(ao, o0, acc.v[i][0]);
+			acc.v[i][1] = _mm512_fmadd_ps(ao, o1, acc.v[i][1]);
+			acc.v[i][0] = _mm512_fmadd_ps(ae, e0, acc.v[i][0]);
+			acc.v[i][1] = _mm512_fmadd_ps(ae, e1, acc.v[i][1]);
+		}
+	}
+	store_f32z(&acc, mr, c, ldc, bias, nv);
+}
+
+/* int8 epilogue: C = float(sum - corr) * (scale_a * scale_w) + bias, as one FMA. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+store_i8z(const acczi *acc, int mr, const int32_t *a, int lda, int kg, float *c, int ldc,
+	  const float *bias, const float *sw, const int32_t *corr, int nv)
+{
+	__mmask16 m0 = nv >= 16 ? 0xffff : (__mmask16)((1u << nv) - 1);
+	__mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
+	__m512 bz0 = _mm512_setzero_ps(), bz1 = _mm512_setzero_ps();
+	if (bias) {
+		bz0 = _mm512_maskz_loadu_ps(m0, bias);
+		bz1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+	const __m512 s0 = _mm512_load_ps(sw), s1 = _mm512_load_ps(sw + 16);
+	const __m512i c0 = _mm512_load_si512(corr), c1 = _mm512_load_si512(corr + 16);
+	for (int i = 0; i < mr; i++) {
+		float sa;
+		memcpy(&sa, a + (size_t)i * lda + kg, sizeof sa);
+		__m512 vs = _mm512_set1_ps(sa);
+		__m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc->v[i][0], c0));
+		__m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc->v[i][1], c1));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc, m0,
+				      _mm512_fmadd_ps(v0, _mm512_mul_ps(vs, s0), bz0));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1,
+				      _mm512_fmadd_ps(v1, _mm512_mul_ps(vs, s1), bz1));
+	}
+}
+
+/* int8 with VPDPBUSD (a + 128 as u8, W as s8). a: rows of kg groups of 4 bytes, then the
+ * row's scale (lda = kg + 1 int32 a row). */
+static inline __attribute__((always_inline, target("avx512f,avx512vnni"))) void
+ki8z(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
+     const float *bias, const float *sw, const int32_t *corr, int nv)
+{
+	acczi acc;
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm512_setzero_si512();
+	for (int k = 0; k < kg; k++) {
+		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
+		b += NRL;
+		for (int i = 0; i < mr; i++) {
+			__m512i av = _mm512_set1_epi32(a[(size_t)i * lda + k]);
+			acc.v[i][0] = _mm512_dpbusd_epi32(acc.v[i][0], av, b0);
+			acc.v[i][1] = _mm512_dpbusd_epi32(acc.v[i][1], av, b1);
+		}
+	}
+	store_i8z(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
+}
+
+/* The drivers: panels outer (a panel stays in cache while the rows stream past), row
+ * blocks inner, the block height a compile-time constant in each case of the switch. */
+#define CASES12(X) X(1); X(2); X(3); X(4); X(5); X(6); X(7); X(8); X(9); X(10); X(11); X(12)
+
+#define BF16_DRIVER(name, kern, tgt)                                                         \
+	static __attribute__((target(tgt))) void name(const gemm_w *g, const uint32_t *A,     \
+						      int M, int n0, int n1, const float *bias, \
+						      float *C, int ldc, gemm_act act)          \
+	{                                                                                    \
+		const int kg = (g->K + 1) / 2, lda = kg;                                     \
+		for (int n = n0; n < n1; n += NRL) {                                         \
+			const uint32_t *b = (const uint32_t *)g->q + (size_t)(n / NRL) * kg * NRL; \
+			const float *bi = bias ? bias + n : NULL;                            \
+			const int nv = n1 - n < NRL ? n1 - n : NRL;                          \
+			for (int i = 0; i < M; i += MRZ) {                                   \
+				const uint32_t *a = A + (size_t)i * lda;                     \
+				float *c = C + (size_t)i * ldc + n;                          \
+				const int mr = M - i < MRZ ? M - i : MRZ;                    \
+				switch (mr) {                                                \
+				CASES12(K_##kern);                                           \
+				}                                                            \
+				if (act)                                                     \
+					act_block(c, ldc, mr, nv, act);                      \
+			}                                                                    \
+		}                                                                            \
+	}
+#define K_kbf16z(m) case m: kbf16z(m, a, lda, b, kg, c, ldc, bi, nv); break
+#define K_kbf16f(m) case m: kbf16f(m, a, lda, b, kg, c, ldc, bi, nv); break
+BF16_DRIVER(run_bf16z, kbf16z, "avx512f,avx512bf16")
+BF16_DRIVER(run_bf16f, kbf16f, "avx512f")
+
+#define K_ki8z(m) case m: ki8z(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
+static __attribute__((target("avx512f,avx512vnni"))) void
+run_i8z(const gemm_w *g, const int32_t *A, int M, int n0, int n1, const float *bias, float *C,
+	int ldc, gemm_act act)
+{
+	const int kg = (g->K + 3) / 4, lda = kg + 1;
+	for (int n = n0; n < n1; n += NRL) {
+		const int32_t *b = (const int32_t *)g->q + (size_t)(n / NRL) * kg * NRL;
+		const float *bi = bias ? bias + n : NULL, *sw = g->scale + n;
+		const int32_t *corr = g->corr + n;
+		const int nv = n1 - n < NRL ? n1 - n : NRL;
+		for (int i = 0; i < M; i += MRZ) {
+			const int32_t *a = A + (size_t)i * lda;
+			float *c = C + (size_t)i * ldc + n;
+			const int mr = M - i < MRZ ? M - i : MRZ;
+			switch (mr) {
+			CASES12(K_ki8z);
+			}
+			if (act)
+				act_block(c, ldc, mr, nv, act);
+		}
+	}
+}
+
+/* --- 256-bit kernels: a 4 x 16 block (half a panel: b points at its first column, the
+ * panel's rows are still NRL wide) */
+
+typedef struct { __m256 v[MRY][2]; } accy;
+typedef struct { __m256i v[MRY][2]; } accyi;
+
+static inline __attribute__((always_inline)) void
+masks16(int nv, __m256i *m0, __m256i *m1)
+{
+	const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	*m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), idx);
+	*m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), idx);
+}
+
+static inline __attribute__((always_inline)) void
+kbf16y(const int mr, const uint32_t *a, int lda, const uint32_t *b, int kg, float *c, int ldc,
+       const float *bias, int nv)
+{
+	accy acc;
+	const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm256_setzero_ps();
+	for (int k = 0; k < kg; k++) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));
+		b += NRL;
+		__m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(b0, hi));
+		__m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(b1, hi));
+		__m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16));
+		__m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16));
+		for (int i = 0; i < mr; i++) {
+			uint32_t x = a[(size_t)i * lda + k];
+			__m256 ao = _mm256_castsi256_ps(_mm256_set1_epi32((int)(x & 0xffff0000u)));
+			__m256 ae = _mm256_castsi256_ps(_mm256_set1_epi32((int)(x << 16)));
+			acc.v[i][0] = _mm256_fmadd_ps(ao, o0, acc.v[i][0]);
+			acc.v[i][1] = _mm256_fmadd_ps(ao, o1, acc.v[i][1]);
+			acc.v[i][0] = _mm256_fmadd_ps(ae, e0, acc.v[i][0]);
+			acc.v[i][1] = _mm256_fmadd_ps(ae, e1, acc.v[i][1]);
+		}
+	}
+	__m256i m0, m1;
+	masks16(nv, &m0, &m1);
+	__m256 bz0 = _mm256_setzero_ps(), bz1 = _mm256_setzero_ps();
+	if (bias) {
+		bz0 = _mm256_maskload_ps(bias, m0);
+		bz1 = _mm256_maskload_ps(bias + 8, m1);
+	}
+	for (int i = 0; i < mr; i++) {
+		_mm256_maskstore_ps(c + (size_t)i * ldc, m0, _mm256_add_ps(acc.v[i][0], bz0));
+		_mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1, _mm256_add_ps(acc.v[i][1], bz1));
+	}
+}
+
+static inline __attribute__((always_inline)) void
+store_i8y(const accyi *acc, int mr, const int32_t *a, int lda, int kg, float *c, int ldc,
+	  const float *bias, const float *sw, const int32_t *corr, int nv)
+{
+	__m256i m0, m1;
+	masks16(nv, &m0, &m1);
+	__m256 bz0 = _mm256_setzero_ps(), bz1 = _mm256_setzero_ps();
+	if (bias) {
+		bz0 = _mm256_maskload_ps(bias, m0);
+		bz1 = _mm256_maskload_ps(bias + 8, m1);
+	}
+	const __m256 s0 = _mm256_loadu_ps(sw), s1 = _mm256_loadu_ps(sw + 8);
+	const __m256i c0 = _mm256_loadu_si256((const __m256i *)corr);
+	const __m256i c1 = _mm256_loadu_si256((const __m256i *)(corr + 8));
+	for (int i = 0; i < mr; i++) {
+		float sa;
+		memcpy(&sa, a + (size_t)i * lda + kg, sizeof sa);
+		__m256 vs = _mm256_set1_ps(sa);
+		__m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc->v[i][0], c0));
+		__m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc->v[i][1], c1));
+		_mm256_maskstore_ps(c + (size_t)i * ldc, m0,
+				    _mm256_fmadd_ps(v0, _mm256_mul_ps(vs, s0), bz0));
+		_mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1,
+				    _mm256_fmadd_ps(v1, _mm256_mul_ps(vs, s1), bz1));
+	}
+}
+
+/* int8 with 256-bit VPDPBUSD (AVX-VNNI), a + 128 as u8. */
+static inline __attribute__((always_inline, target("avxvnni"))) void
+ki8v(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
+     const float *bias, const float *sw, const int32_t *corr, int nv)
+{
+	accyi acc;
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm256_setzero_si256();
+	for (int k = 0; k < kg; k++) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));
+		b += NRL;
+		for (int i = 0; i < mr; i++) {
+			__m256i av = _mm256_set1_epi32(a[(size_t)i * lda + k]);
+			acc.v[i][0] = _mm256_dpbusd_avx_epi32(acc.v[i][0], av, b0);
+			acc.v[i][1] = _mm256_dpbusd_avx_epi32(acc.v[i][1], av, b1);
+		}
+	}
+	store_i8y(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
+}
+
+/* int8 on AVX2: |a| (u8) times W with a's sign (s8) by VPMADDUBSW, pairs into int16 that
+ * cannot saturate (|a|, |w| <= 127), then VPMADDWD by ones into the int32 sums. */
+static inline __attribute__((always_inline)) void
+ki8y(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
+     const float *bias, const float *sw, const int32_t *corr, int nv)
+{
+	accyi acc;
+	const __m256i ones = _mm256_set1_epi16(1);
+	for (int i = 0; i < mr; i++)
+		acc.v[i][0] = acc.v[i][1] = _mm256_setzero_si256();
+	for (int k = 0; k < kg; k++) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));
+		b += NRL;
+		for (int i = 0; i < mr; i++) {
+			__m256i av = _mm256_set1_epi32(a[(size_t)i * lda + k]);
+			__m256i aa = _mm256_abs_epi8(av);
+			__m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av));
+			__m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av));
+			acc.v[i][0] = _mm256_add_epi32(acc.v[i][0], _mm256_madd_epi16(p0, ones));
+			acc.v[i][1] = _mm256_add_epi32(acc.v[i][1], _mm256_madd_epi16(p1, ones));
+		}
+	}
+	store_i8y(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
+}
+
+#define CASES4(X) X(1); X(2); X(3); X(4)
+#define K_kbf16y(m) case m: kbf16y(m, a, lda, b, kg, c, ldc, bi, nv); break
+#define K_ki8v(m) case m: ki8v(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
+#define K_ki8y(m) case m: ki8y(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
+
+/* Half panels of 16 columns: the weights of columns [n, n + 16) start 16 words into the
+ * panel's rows when n is the panel's second half. */
+#define Y_DRIVER(name, kern, tgt, int8)                                                      \
+	static __attribute__((target(tgt))) void name(const gemm_w *g, const void *Ap, int M, \
+						      int n0, int n1, const float *bias,       \
+						      float *C, int ldc, gemm_act act)         \
+	{                                                                                    \
+		const int kg = int8 ? (g->K + 3) / 4 : (g->K + 1) / 2, lda = kg + int8;      \
+		const uint32_t *A = Ap;                                                       \
+		for (int n = n0; n < n1; n += 16) {                                          \
+			const void *b = (const uint32_t *)g->q + (size_t)(n / NRL) * kg * NRL \
+					+ n % NRL;                                            \
+			const float *bi = bias ? bias + n : NULL;                            \
+			const float *sw = int8 ? g->scale + n : NULL;                        \
+			const int32_t *corr = int8 ? g->corr + n : NULL;                     \
+			const int nv = n1 - n < 16 ? n1 - n : 16;                            \
+			(void)sw, (void)corr;                                                \
+			for (int i = 0; i < M; i += MRY) {                                   \
+				const void *a = A + (size_t)i * lda;                         \
+				float *c = C + (size_t)i * ldc + n;                          \
+				const int mr = M - i < MRY ? M - i : MRY;                    \
+				switch (mr) {                                                \
+				CASES4(K_##kern);                                            \
+				}                                                            \
+				if (act)                                                     \
+					act_block(c, ldc, mr, nv, act);                      \
+			}                                                                    \
+		}                                                                            \
+	}
+Y_DRIVER(run_bf16y, kbf16y, "avx2,fma", 0)
+Y_DRIVER(run_i8v, ki8v, "avx2,fma,avxvnni", 1)
+Y_DRIVER(run_i8y, ki8y, "avx2,fma", 1)
+
+void gemm_run_prep(const gemm_w *g, const void *Ap, int M, int n0, int n1, const float *bias,
+		   float *C, int ldc, gemm_act act)
+{
+	if (g->prec == GEMM_BF16) {
+		if (g->isa == GEMM_AVX512_BF16)
+			run_bf16z(g, Ap, M, n0, n1, bias, C, ldc, act);
+		else if (g->isa == GEMM_AVX512)
+			run_bf16f(g, Ap, M, n0, n1, bias, C, ldc, act);
+		else
+			run_bf16y(g, Ap, M, n0, n1, bias, C, ldc, act);
+	} else {
+		if (g->isa == GEMM_AVX512_VNNI)
+			run_i8z(g, Ap, M, n0, n1, bias, C, ldc, act);
+		else if (g->isa == GEMM_AVX_VNNI)
+			run_i8v(g, Ap, M, n0, n1, bias, C, ldc, act);
+		else
+			run_i8y(g, Ap, M, n0, n1, bias, C, ldc, act);
+	}
+}
+
+/* --- which kernels this CPU runs */
+
+int gemm_isa_usable(gemm_isa isa, gemm_prec prec)
+{
+	__builtin_cpu_init();
+	const int f = __builtin_cpu_supports("avx512f");
+	switch (isa) {
+	case GEMM_AVX2: return 1;
+	case GEMM_AVX512: return prec != GEMM_INT8 && f;
+	case GEMM_AVX512_BF16: return prec == GEMM_BF16 && f && __builtin_cpu_supports("avx512bf16");
+	case GEMM_AVX512_VNNI:
+		return prec == GEMM_INT8 && f && __builtin_cpu_supports("avx512vnni");
+	case GEMM_AVX_VNNI: return prec == GEMM_INT8 && __builtin_cpu_supports("avxvnni");
+	}
+	return 0;
+}
+
+static gemm_isa pick(gemm_prec prec)
+{
+	const char *e = getenv("EMBED_GEMM_ISA");
+	if (prec == GEMM_F32)
+		return gemm_isa_default();
+	if (e && !strcmp(e, "avx2"))
+		return GEMM_AVX2;
+	if (prec == GEMM_BF16) {
+		if (!(e && !strcmp(e, "avx512")) && gemm_isa_usable(GEMM_AVX512_BF16, prec))
+			return GEMM_AVX512_BF16;
+		return gemm_isa_usable(GEMM_AVX512, prec) ? GEMM_AVX512 : GEMM_AVX2;
+	}
+	if (!(e && !strcmp(e, "avxvnni")) && gemm_isa_usable(GEMM_AVX512_VNNI, prec))
+		return GEMM_AVX512_VNNI;
+	return gemm_isa_usable(GEMM_AVX_VNNI, prec) ? GEMM_AVX_VNNI : GEMM_AVX2;
+}
+
+gemm_isa gemm_isa_for(gemm_prec prec)
+{
+	/* every thread that gets here first computes the same value */
+	static _Atomic int isa[3] = { -1, -1, -1 };
+	int v = atomic_load_explicit(&isa[prec], memory_order_relaxed);
+	if (v < 0) {
+		v = (int)pick(prec);
+		atomic_store_explicit(&isa[prec], v, memory_order_relaxed);
+	}
+	return (gemm_isa)v;
+}
+
+const char *gemm_prec_name(gemm_prec prec)
+{
+	return prec == GEMM_BF16 ? "bf16" : prec == GEMM_INT8 ? "int8" : "fp32";
+}
