@@ -67,6 +67,8 @@ typedef struct fwd {
 	const gemm_w *W;
 	float *C;
 	int M, N, K;
+	unsigned char *aq;    /* bf16 / int8 weights: A converted by gemm_prep, rows of aq_rb */
+	size_t aq_rb;
 	int act;              /* 0 none, else cfg->act + 1 (= gemm_act) */
 	int tile_m, tile_n, tiles_n;
 
@@ -104,8 +106,23 @@ static void matmul_tile(void *arg, int task)
 	int m0 = (task / f->tiles_n) * f->tile_m, n0 = (task % f->tiles_n) * f->tile_n;
 	int m = f->M - m0 < f->tile_m ? f->M - m0 : f->tile_m;
 	int n = f->N - n0 < f->tile_n ? f->N - n0 : f->tile_n;
-	gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias, f->C + (size_t)m0 * f->N,
-		 f->N, (gemm_act)f->act);
+	if (f->W->prec != GEMM_F32)
+		gemm_run_prep(f->W, f->aq + (size_t)m0 * f->aq_rb, m, n0, n0 + n, f->bias,
+			      f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
+	else
+		gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias,
+			 f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
+}
+
+enum { PREP_ROWS = 32 }; /* rows of A a conversion task takes */
+
+/* bf16 / int8: converts rows [task * PREP_ROWS, +PREP_ROWS) of A for the kernel, once for
+ * every column tile of the product. */
+static void prep_rows(void *arg, int task)
+{
+	fwd *f = arg;
+	int i0 = task * PREP_ROWS, m = f->M - i0 < PREP_ROWS ? f->M - i0 : PREP_ROWS;
+	gemm_prep(f->W, f->A + (size_t)i0 * f->K, m, f->aq + (size_t)i0 * f->aq_rb);
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
@@ -122,6 +139,10 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_n = (N + want_n - 1) / want_n;
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
+	if (W->prec != GEMM_F32) {
+		f->aq_rb = gemm_prep_row_bytes(W);
+		run_loop(pool, prep_rows, f, (M + PREP_ROWS - 1) / PREP_ROWS, 10.0 * M * K);
+	}
 	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n, 2.0 * M * N * K);
 }
 
@@ -390,8 +411,13 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
 	f.gact = geglu_ffn ? malloc(T * FF * sizeof(float)) : NULL;
 	f.seq_of = malloc(T * sizeof(int));
+	/* the largest converted activations: bf16 rows of the widest K, 2 bytes a value */
+	const int kmax = FF > H ? FF : H;
+	if (cfg->cpu_prec != GEMM_F32)
+		f.aq = aligned_alloc(64, (T * (2 * (size_t)kmax + 8) + 63) / 64 * 64);
 	int rc = EMB_OK;
-	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact)) {
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact) ||
+	    (cfg->cpu_prec != GEMM_F32 && !f.aq)) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
 	}
@@ -464,6 +490,7 @@ out:
 	free(f.tmp);
 	free(f.up);
 	free(f.seq_of);
+	free(f.aq);
 	free(f.rel);
 	free(f.gact);
 	free(f.slopes);
