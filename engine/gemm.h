@@ -54,7 +54,9 @@ typedef struct gemm_w {
 	float *p;         /* GEMM_F32 panels */
 	void *q;          /* GEMM_BF16 / GEMM_INT8 panels */
 	float *scale;     /* GEMM_INT8: [N rounded up to nr] per-row scales of W */
-	int32_t *corr;    /* GEMM_INT8, VNNI kernels: [N rounded up] 128 * sum_k Wq[n][k] */
+	int32_t *corr;    /* GEMM_INT8, VNNI kernels: [nb][N rounded up] 128 * the sum of
+			   * Wq[n][k] over each block of k (0 for the AVX2 kernel) */
+	int nb;           /* GEMM_INT8: blocks of k with their own activation scale */
 	int N, K;
 	int nr;           /* panel width: 16 (AVX2 fp32) or 32 */
 	gemm_isa isa;     /* the kernel the layout was made for */

@@ -38,6 +38,9 @@
 
 #define NRL 32 /* panel width of both layouts */
 #define MRZ 12 /* AVX-512 kernels: rows per block */
+#define MRZ8 6 /* the int8 one: 12 fp32 and 12 int32 accumulators */
+#define MRY8 2 /* the 256-bit int8 ones: 4 + 4 */
+#define I8_KB 32 /* int8 activations: one scale per block of this many k */
 #define MRY 4  /* 256-bit kernels: rows per block (of a 16-column half panel) */
 
 /* --- rounding and quantising */
@@ -79,10 +82,11 @@ int gemm_pack_prec(gemm_w *g, const float *const *W, int parts, int N, int K, ge
 	const int kg = prec == GEMM_BF16 ? (K + 1) / 2 : (K + 3) / 4; /* k groups */
 	const int rows = N / parts;
 	g->N = N, g->K = K, g->nr = NRL, g->isa = isa, g->prec = prec;
+	g->nb = prec == GEMM_INT8 ? (K + I8_KB - 1) / I8_KB : 0;
 	g->q = aligned_alloc(64, panels * kg * NRL * 4);
 	if (prec == GEMM_INT8) {
 		g->scale = aligned_alloc(64, cols * sizeof(float));
-		g->corr = aligned_alloc(64, cols * sizeof(int32_t));
+		g->corr = aligned_alloc(64, (g->nb ? g->nb : 1) * cols * sizeof(int32_t));
 	}
 	if (!g->q || (prec == GEMM_INT8 && (!g->scale || !g->corr))) {
 		gemm_w_free(g);
@@ -104,8 +108,9 @@ int gemm_pack_prec(gemm_w *g, const float *const *W, int parts, int N, int K, ge
 	}
 	int8_t *q = g->q;
 	memset(q, 0, panels * kg * NRL * 4);
+	memset(g->corr, 0, (size_t)g->nb * cols * sizeof(int32_t));
 	for (size_t n = 0; n < cols; n++) {
-		g->scale[n] = 0, g->corr[n] = 0;
+		g->scale[n] = 0;
 		if ((int)n >= N)
 			continue;
 		const float *src = w_row(W, rows, K, (int)n);
@@ -113,15 +118,14 @@ int gemm_pack_prec(gemm_w *g, const float *const *W, int parts, int N, int K, ge
 		for (int k = 0; k < K; k++)
 			amax = fabsf(src[k]) > amax ? fabsf(src[k]) : amax;
 		const float inv = amax > 0 ? 127.0f / amax : 0;
-		int32_t sum = 0;
 		int8_t *dst = q + (n / NRL) * kg * NRL * 4 + (n % NRL) * 4;
 		for (int k = 0; k < K; k++) {
 			int v = q8(src[k] * inv);
 			dst[(size_t)(k / 4) * NRL * 4 + k % 4] = (int8_t)v;
-			sum += v;
+			if (uses_shift(isa))
+				g->corr[(size_t)(k / I8_KB) * cols + n] += 128 * v;
 		}
 		g->scale[n] = amax / 127.0f;
-		g->corr[n] = uses_shift(isa) ? 128 * sum : 0;
 	}
 	return 0;
 }
@@ -130,7 +134,8 @@ size_t gemm_prep_row_bytes(const gemm_w *g)
 {
 	if (g->prec == GEMM_BF16)
 		return (size_t)(g->K + 1) / 2 * 4;
-	return (size_t)(g->K + 3) / 4 * 4 + sizeof(float); /* values, then the row's scale */
+	/* values, then the scale of each block of I8_KB */
+	return (size_t)(g->K + 3) / 4 * 4 + (size_t)g->nb * sizeof(float);
 }
 
 void gemm_prep(const gemm_w *g, const float *A, int M, void *buf)
@@ -148,24 +153,27 @@ void gemm_prep(const gemm_w *g, const float *A, int M, void *buf)
 				d[K] = 0;
 			continue;
 		}
-		float amax = 0;
-		int nan = 0;
-		for (int k = 0; k < K; k++) {
-			float v = fabsf(a[k]);
-			amax = v > amax ? v : amax;
-			nan |= a[k] != a[k];
-		}
-		/* a NaN or infinity in the row makes its scale NaN or inf, so the vector comes out
-		 * non-finite as it would in fp32 (embed refuses those) */
-		const float inv = amax > 0 && amax <= 3.4e38f ? 127.0f / amax : 0;
 		const uint8_t shift = uses_shift(g->isa) ? 0x80 : 0;
 		const int kq = (K + 3) / 4 * 4;
-		for (int k = 0; k < K; k++)
-			row[k] = (uint8_t)((uint8_t)q8(a[k] * inv) ^ shift);
+		float *scales = (float *)(row + kq);
+		for (int k0 = 0; k0 < K; k0 += I8_KB) {
+			const int k1 = K - k0 < I8_KB ? K : k0 + I8_KB;
+			float amax = 0;
+			int nan = 0;
+			for (int k = k0; k < k1; k++) {
+				float v = fabsf(a[k]);
+				amax = v > amax ? v : amax;
+				nan |= a[k] != a[k];
+			}
+			/* a NaN or infinity makes the block's scale NaN or inf, so the vector comes
+			 * out non-finite as it would in fp32 (embed refuses those) */
+			const float inv = amax > 0 && amax <= 3.4e38f ? 127.0f / amax : 0;
+			for (int k = k0; k < k1; k++)
+				row[k] = (uint8_t)((uint8_t)q8(a[k] * inv) ^ shift);
+			scales[k0 / I8_KB] = nan ? NAN : amax / 127.0f;
+		}
 		for (int k = K; k < kq; k++)
 			row[k] = shift;
-		float s = nan ? NAN : amax / 127.0f;
-		memcpy(row + kq, &s, sizeof s);
 	}
 }
 
@@ -240,11 +248,43 @@ kbf16f(const int mr, const uint32_t *a, int lda, const uint32_t *b, int kg, floa
 	store_f32z(&acc, mr, c, ldc, bias, nv);
 }
 
-/* int8 epilogue: C = float(sum - corr) * (scale_a * scale_w) + bias, as one FMA. */
-static inline __attribute__((always_inline, target("avx512f"))) void
-store_i8z(const acczi *acc, int mr, const int32_t *a, int lda, int kg, float *c, int ldc,
-	  const float *bias, const float *sw, const int32_t *corr, int nv)
+/* int8 with VPDPBUSD (a + 128 as u8, W as s8). a: rows of kg groups of 4 bytes, then one
+ * scale per block of I8_KB (lda = kg + nb int32 a row). Each block's int32 sums, less the
+ * block's +128 correction, are scaled by the block's activation scale into fp32
+ * accumulators; the weight scale and the bias come last: C = f * scale_w + bias. */
+static inline __attribute__((always_inline, target("avx512f,avx512vnni"))) void
+ki8z(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, int nb, float *c,
+     int ldc, const float *bias, const float *sw, const int32_t *corr, size_t cstride, int nv)
 {
+	__m512 f[MRZ8][2];
+	for (int i = 0; i < mr; i++)
+		f[i][0] = f[i][1] = _mm512_setzero_ps();
+	for (int bl = 0; bl < nb; bl++) {
+		__m512i s[MRZ8][2];
+		for (int i = 0; i < mr; i++)
+			s[i][0] = s[i][1] = _mm512_setzero_si512();
+		const int k1 = kg - bl * (I8_KB / 4) < I8_KB / 4 ? kg : (bl + 1) * (I8_KB / 4);
+		for (int k = bl * (I8_KB / 4); k < k1; k++) {
+			__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
+			b += NRL;
+			for (int i = 0; i < mr; i++) {
+				__m512i av = _mm512_set1_epi32(a[(size_t)i * lda + k]);
+				s[i][0] = _mm512_dpbusd_epi32(s[i][0], av, b0);
+				s[i][1] = _mm512_dpbusd_epi32(s[i][1], av, b1);
+			}
+		}
+		const int32_t *cb = corr + (size_t)bl * cstride;
+		const __m512i c0 = _mm512_load_si512(cb), c1 = _mm512_load_si512(cb + 16);
+		for (int i = 0; i < mr; i++) {
+			float sa;
+			memcpy(&sa, a + (size_t)i * lda + kg + bl, sizeof sa);
+			__m512 vs = _mm512_set1_ps(sa);
+			f[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][0], c0)), vs,
+						  f[i][0]);
+			f[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][1], c1)), vs,
+						  f[i][1]);
+		}
+	}
 	__mmask16 m0 = nv >= 16 ? 0xffff : (__mmask16)((1u << nv) - 1);
 	__mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
 	__m512 bz0 = _mm512_setzero_ps(), bz1 = _mm512_setzero_ps();
@@ -253,39 +293,10 @@ store_i8z(const acczi *acc, int mr, const int32_t *a, int lda, int kg, float *c,
 		bz1 = _mm512_maskz_loadu_ps(m1, bias + 16);
 	}
 	const __m512 s0 = _mm512_load_ps(sw), s1 = _mm512_load_ps(sw + 16);
-	const __m512i c0 = _mm512_load_si512(corr), c1 = _mm512_load_si512(corr + 16);
 	for (int i = 0; i < mr; i++) {
-		float sa;
-		memcpy(&sa, a + (size_t)i * lda + kg, sizeof sa);
-		__m512 vs = _mm512_set1_ps(sa);
-		__m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc->v[i][0], c0));
-		__m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc->v[i][1], c1));
-		_mm512_mask_storeu_ps(c + (size_t)i * ldc, m0,
-				      _mm512_fmadd_ps(v0, _mm512_mul_ps(vs, s0), bz0));
-		_mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1,
-				      _mm512_fmadd_ps(v1, _mm512_mul_ps(vs, s1), bz1));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, _mm512_fmadd_ps(f[i][0], s0, bz0));
+		_mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, _mm512_fmadd_ps(f[i][1], s1, bz1));
 	}
-}
-
-/* int8 with VPDPBUSD (a + 128 as u8, W as s8). a: rows of kg groups of 4 bytes, then the
- * row's scale (lda = kg + 1 int32 a row). */
-static inline __attribute__((always_inline, target("avx512f,avx512vnni"))) void
-ki8z(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
-     const float *bias, const float *sw, const int32_t *corr, int nv)
-{
-	acczi acc;
-	for (int i = 0; i < mr; i++)
-		acc.v[i][0] = acc.v[i][1] = _mm512_setzero_si512();
-	for (int k = 0; k < kg; k++) {
-		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
-		b += NRL;
-		for (int i = 0; i < mr; i++) {
-			__m512i av = _mm512_set1_epi32(a[(size_t)i * lda + k]);
-			acc.v[i][0] = _mm512_dpbusd_epi32(acc.v[i][0], av, b0);
-			acc.v[i][1] = _mm512_dpbusd_epi32(acc.v[i][1], av, b1);
-		}
-	}
-	store_i8z(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
 }
 
 /* The drivers: panels outer (a panel stays in cache while the rows stream past), row
@@ -319,23 +330,25 @@ ki8z(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c
 BF16_DRIVER(run_bf16z, kbf16z, "avx512f,avx512bf16")
 BF16_DRIVER(run_bf16f, kbf16f, "avx512f")
 
-#define K_ki8z(m) case m: ki8z(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
+#define CASES6(X) X(1); X(2); X(3); X(4); X(5); X(6)
+#define K_ki8z(m) case m: ki8z(m, a, lda, b, kg, nb, c, ldc, bi, sw, corr, cs, nv); break
 static __attribute__((target("avx512f,avx512vnni"))) void
 run_i8z(const gemm_w *g, const int32_t *A, int M, int n0, int n1, const float *bias, float *C,
 	int ldc, gemm_act act)
 {
-	const int kg = (g->K + 3) / 4, lda = kg + 1;
+	const int kg = (g->K + 3) / 4, nb = g->nb, lda = kg + nb;
+	const size_t cs = ((size_t)g->N + NRL - 1) / NRL * NRL;
 	for (int n = n0; n < n1; n += NRL) {
 		const int32_t *b = (const int32_t *)g->q + (size_t)(n / NRL) * kg * NRL;
 		const float *bi = bias ? bias + n : NULL, *sw = g->scale + n;
 		const int32_t *corr = g->corr + n;
 		const int nv = n1 - n < NRL ? n1 - n : NRL;
-		for (int i = 0; i < M; i += MRZ) {
+		for (int i = 0; i < M; i += MRZ8) {
 			const int32_t *a = A + (size_t)i * lda;
 			float *c = C + (size_t)i * ldc + n;
-			const int mr = M - i < MRZ ? M - i : MRZ;
+			const int mr = M - i < MRZ8 ? M - i : MRZ8;
 			switch (mr) {
-			CASES12(K_ki8z);
+			CASES6(K_ki8z);
 			}
 			if (act)
 				act_block(c, ldc, mr, nv, act);
@@ -396,94 +409,95 @@ kbf16y(const int mr, const uint32_t *a, int lda, const uint32_t *b, int kg, floa
 	}
 }
 
-static inline __attribute__((always_inline)) void
-store_i8y(const accyi *acc, int mr, const int32_t *a, int lda, int kg, float *c, int ldc,
-	  const float *bias, const float *sw, const int32_t *corr, int nv)
-{
-	__m256i m0, m1;
-	masks16(nv, &m0, &m1);
-	__m256 bz0 = _mm256_setzero_ps(), bz1 = _mm256_setzero_ps();
-	if (bias) {
-		bz0 = _mm256_maskload_ps(bias, m0);
-		bz1 = _mm256_maskload_ps(bias + 8, m1);
+/* The 256-bit int8 kernels share ki8z's block structure; `dot` is the one step that differs:
+ * s += a . b over 4 bytes per column, for a block of 16 columns. */
+#define KI8Y_BODY(DOT)                                                                       \
+	__m256 f[MRY8][2];                                                                   \
+	for (int i = 0; i < mr; i++)                                                         \
+		f[i][0] = f[i][1] = _mm256_setzero_ps();                                     \
+	for (int bl = 0; bl < nb; bl++) {                                                    \
+		__m256i s[MRY8][2];                                                          \
+		for (int i = 0; i < mr; i++)                                                 \
+			s[i][0] = s[i][1] = _mm256_setzero_si256();                          \
+		const int k1 = kg - bl * (I8_KB / 4) < I8_KB / 4 ? kg : (bl + 1) * (I8_KB / 4); \
+		for (int k = bl * (I8_KB / 4); k < k1; k++) {                                \
+			__m256i b0 = _mm256_load_si256((const __m256i *)b);                   \
+			__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));             \
+			b += NRL;                                                            \
+			for (int i = 0; i < mr; i++) {                                       \
+				__m256i av = _mm256_set1_epi32(a[(size_t)i * lda + k]);      \
+				s[i][0] = DOT(s[i][0], av, b0);                              \
+				s[i][1] = DOT(s[i][1], av, b1);                              \
+			}                                                                    \
+		}                                                                            \
+		const int32_t *cb = corr + (size_t)bl * cstride;                             \
+		const __m256i c0 = _mm256_loadu_si256((const __m256i *)cb);                  \
+		const __m256i c1 = _mm256_loadu_si256((const __m256i *)(cb + 8));            \
+		for (int i = 0; i < mr; i++) {                                               \
+			float sa;                                                            \
+			memcpy(&sa, a + (size_t)i * lda + kg + bl, sizeof sa);               \
+			__m256 vs = _mm256_set1_ps(sa);                                      \
+			f[i][0] = _mm256_fmadd_ps(                                           \
+				_mm256_cvtepi32_ps(_mm256_sub_epi32(s[i][0], c0)), vs, f[i][0]); \
+			f[i][1] = _mm256_fmadd_ps(                                           \
+				_mm256_cvtepi32_ps(_mm256_sub_epi32(s[i][1], c1)), vs, f[i][1]); \
+		}                                                                            \
+	}                                                                                    \
+	__m256i m0, m1;                                                                      \
+	masks16(nv, &m0, &m1);                                                               \
+	__m256 bz0 = _mm256_setzero_ps(), bz1 = _mm256_setzero_ps();                         \
+	if (bias) {                                                                          \
+		bz0 = _mm256_maskload_ps(bias, m0);                                          \
+		bz1 = _mm256_maskload_ps(bias + 8, m1);                                      \
+	}                                                                                    \
+	const __m256 s0 = _mm256_loadu_ps(sw), s1 = _mm256_loadu_ps(sw + 8);                 \
+	for (int i = 0; i < mr; i++) {                                                       \
+		_mm256_maskstore_ps(c + (size_t)i * ldc, m0, _mm256_fmadd_ps(f[i][0], s0, bz0)); \
+		_mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1,                             \
+				    _mm256_fmadd_ps(f[i][1], s1, bz1));                      \
 	}
-	const __m256 s0 = _mm256_loadu_ps(sw), s1 = _mm256_loadu_ps(sw + 8);
-	const __m256i c0 = _mm256_loadu_si256((const __m256i *)corr);
-	const __m256i c1 = _mm256_loadu_si256((const __m256i *)(corr + 8));
-	for (int i = 0; i < mr; i++) {
-		float sa;
-		memcpy(&sa, a + (size_t)i * lda + kg, sizeof sa);
-		__m256 vs = _mm256_set1_ps(sa);
-		__m256 v0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc->v[i][0], c0));
-		__m256 v1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc->v[i][1], c1));
-		_mm256_maskstore_ps(c + (size_t)i * ldc, m0,
-				    _mm256_fmadd_ps(v0, _mm256_mul_ps(vs, s0), bz0));
-		_mm256_maskstore_ps(c + (size_t)i * ldc + 8, m1,
-				    _mm256_fmadd_ps(v1, _mm256_mul_ps(vs, s1), bz1));
-	}
-}
 
 /* int8 with 256-bit VPDPBUSD (AVX-VNNI), a + 128 as u8. */
+#define DOT_VNNI(s, a, b) _mm256_dpbusd_avx_epi32(s, a, b)
 static inline __attribute__((always_inline, target("avxvnni"))) void
-ki8v(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
-     const float *bias, const float *sw, const int32_t *corr, int nv)
+ki8v(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, int nb, float *c,
+     int ldc, const float *bias, const float *sw, const int32_t *corr, size_t cstride, int nv)
 {
-	accyi acc;
-	for (int i = 0; i < mr; i++)
-		acc.v[i][0] = acc.v[i][1] = _mm256_setzero_si256();
-	for (int k = 0; k < kg; k++) {
-		__m256i b0 = _mm256_load_si256((const __m256i *)b);
-		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));
-		b += NRL;
-		for (int i = 0; i < mr; i++) {
-			__m256i av = _mm256_set1_epi32(a[(size_t)i * lda + k]);
-			acc.v[i][0] = _mm256_dpbusd_avx_epi32(acc.v[i][0], av, b0);
-			acc.v[i][1] = _mm256_dpbusd_avx_epi32(acc.v[i][1], av, b1);
-		}
-	}
-	store_i8y(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
+	KI8Y_BODY(DOT_VNNI)
 }
 
 /* int8 on AVX2: |a| (u8) times W with a's sign (s8) by VPMADDUBSW, pairs into int16 that
- * cannot saturate (|a|, |w| <= 127), then VPMADDWD by ones into the int32 sums. */
-static inline __attribute__((always_inline)) void
-ki8y(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c, int ldc,
-     const float *bias, const float *sw, const int32_t *corr, int nv)
+ * cannot saturate (|a|, |w| <= 127), then VPMADDWD by ones into int32. */
+static inline __attribute__((always_inline)) __m256i dot_avx2(__m256i s, __m256i a, __m256i b)
 {
-	accyi acc;
-	const __m256i ones = _mm256_set1_epi16(1);
-	for (int i = 0; i < mr; i++)
-		acc.v[i][0] = acc.v[i][1] = _mm256_setzero_si256();
-	for (int k = 0; k < kg; k++) {
-		__m256i b0 = _mm256_load_si256((const __m256i *)b);
-		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 8));
-		b += NRL;
-		for (int i = 0; i < mr; i++) {
-			__m256i av = _mm256_set1_epi32(a[(size_t)i * lda + k]);
-			__m256i aa = _mm256_abs_epi8(av);
-			__m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av));
-			__m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av));
-			acc.v[i][0] = _mm256_add_epi32(acc.v[i][0], _mm256_madd_epi16(p0, ones));
-			acc.v[i][1] = _mm256_add_epi32(acc.v[i][1], _mm256_madd_epi16(p1, ones));
-		}
-	}
-	store_i8y(&acc, mr, a, lda, kg, c, ldc, bias, sw, corr, nv);
+	__m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
+	return _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+static inline __attribute__((always_inline)) void
+ki8y(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, int nb, float *c,
+     int ldc, const float *bias, const float *sw, const int32_t *corr, size_t cstride, int nv)
+{
+	KI8Y_BODY(dot_avx2)
 }
 
 #define CASES4(X) X(1); X(2); X(3); X(4)
+#define CASES2(X) X(1); X(2)
 #define K_kbf16y(m) case m: kbf16y(m, a, lda, b, kg, c, ldc, bi, nv); break
-#define K_ki8v(m) case m: ki8v(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
-#define K_ki8y(m) case m: ki8y(m, a, lda, b, kg, c, ldc, bi, sw, corr, nv); break
+#define K_ki8v(m) case m: ki8v(m, a, lda, b, kg, nb, c, ldc, bi, sw, corr, cs, nv); break
+#define K_ki8y(m) case m: ki8y(m, a, lda, b, kg, nb, c, ldc, bi, sw, corr, cs, nv); break
 
 /* Half panels of 16 columns: the weights of columns [n, n + 16) start 16 words into the
  * panel's rows when n is the panel's second half. */
-#define Y_DRIVER(name, kern, tgt, int8)                                                      \
+#define Y_DRIVER(name, kern, tgt, int8, MR, CASES)                                           \
 	static __attribute__((target(tgt))) void name(const gemm_w *g, const void *Ap, int M, \
 						      int n0, int n1, const float *bias,       \
 						      float *C, int ldc, gemm_act act)         \
 	{                                                                                    \
-		const int kg = int8 ? (g->K + 3) / 4 : (g->K + 1) / 2, lda = kg + int8;      \
+		const int kg = int8 ? (g->K + 3) / 4 : (g->K + 1) / 2, nb = g->nb;           \
+		const int lda = kg + nb;                                                     \
+		const size_t cs = ((size_t)g->N + NRL - 1) / NRL * NRL;                      \
 		const uint32_t *A = Ap;                                                       \
+		(void)cs;                                                                    \
 		for (int n = n0; n < n1; n += 16) {                                          \
 			const void *b = (const uint32_t *)g->q + (size_t)(n / NRL) * kg * NRL \
 					+ n % NRL;                                            \
@@ -492,21 +506,21 @@ ki8y(const int mr, const int32_t *a, int lda, const int32_t *b, int kg, float *c
 			const int32_t *corr = int8 ? g->corr + n : NULL;                     \
 			const int nv = n1 - n < 16 ? n1 - n : 16;                            \
 			(void)sw, (void)corr;                                                \
-			for (int i = 0; i < M; i += MRY) {                                   \
+			for (int i = 0; i < M; i += MR) {                                    \
 				const void *a = A + (size_t)i * lda;                         \
 				float *c = C + (size_t)i * ldc + n;                          \
-				const int mr = M - i < MRY ? M - i : MRY;                    \
+				const int mr = M - i < MR ? M - i : MR;                      \
 				switch (mr) {                                                \
-				CASES4(K_##kern);                                            \
+				CASES(K_##kern);                                             \
 				}                                                            \
 				if (act)                                                     \
 					act_block(c, ldc, mr, nv, act);                      \
 			}                                                                    \
 		}                                                                            \
 	}
-Y_DRIVER(run_bf16y, kbf16y, "avx2,fma", 0)
-Y_DRIVER(run_i8v, ki8v, "avx2,fma,avxvnni", 1)
-Y_DRIVER(run_i8y, ki8y, "avx2,fma", 1)
+Y_DRIVER(run_bf16y, kbf16y, "avx2,fma", 0, MRY, CASES4)
+Y_DRIVER(run_i8v, ki8v, "avx2,fma,avxvnni", 1, MRY8, CASES2)
+Y_DRIVER(run_i8y, ki8y, "avx2,fma", 1, MRY8, CASES2)
 
 void gemm_run_prep(const gemm_w *g, const void *Ap, int M, int n0, int n1, const float *bias,
 		   float *C, int ldc, gemm_act act)
