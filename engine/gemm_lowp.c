@@ -58,6 +58,8 @@ static inline uint32_t bf16_bits(float x)
 /* |x| <= 127 by construction; round half away from zero, in a form that vectorises. */
 static inline int q8(float x)
 {
+	if (x != x) /* only in a block whose scale is NaN; (int)NaN is undefined */
+		return 0;
 	int v = (int)(x + (x >= 0 ? 0.5f : -0.5f));
 	return v > 127 ? 127 : v < -127 ? -127 : v;
 }
@@ -130,6 +132,43 @@ int gemm_pack_prec(gemm_w *g, const float *const *W, int parts, int N, int K, ge
 	return 0;
 }
 
+/* One full block of 32 activations quantised (AVX2): the scalar tail's arithmetic (|x| max,
+ * 127 / max, x * inv, + or - 0.5, truncation, clamp), so a row's bytes do not depend on where
+ * its blocks fall. Returns the block's scale. The scalar loop does not vectorise: a max
+ * reduction over floats needs -ffast-math. */
+static float quant_block32(const float *a, uint8_t *out, uint8_t shift)
+{
+	const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256 x[4], m = _mm256_setzero_ps();
+	int nan = 0;
+	for (int j = 0; j < 4; j++) {
+		x[j] = _mm256_loadu_ps(a + 8 * j);
+		m = _mm256_max_ps(_mm256_and_ps(x[j], absm), m);
+		nan |= _mm256_movemask_ps(_mm256_cmp_ps(x[j], x[j], _CMP_UNORD_Q));
+	}
+	m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+	const float amax = _mm256_cvtss_f32(m);
+	const float inv = amax > 0 && amax <= 3.4e38f ? 127.0f / amax : 0;
+	const __m256 r = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+	const __m256 mhalf = _mm256_set1_ps(-0.5f), zero = _mm256_setzero_ps();
+	const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+	__m256i q[4];
+	for (int j = 0; j < 4; j++) {
+		__m256 y = _mm256_mul_ps(x[j], r);
+		y = _mm256_add_ps(y, _mm256_blendv_ps(mhalf, half, _mm256_cmp_ps(y, zero, _CMP_GE_OQ)));
+		/* NaN (only in a row whose scale is NaN) converts to 0 as well */
+		y = _mm256_and_ps(y, _mm256_cmp_ps(y, y, _CMP_ORD_Q));
+		q[j] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(y), lo), hi);
+	}
+	__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+	p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+	p = _mm256_xor_si256(p, _mm256_set1_epi8((char)shift));
+	_mm256_storeu_si256((__m256i *)out, p);
+	return nan ? NAN : amax / 127.0f;
+}
+
 size_t gemm_prep_row_bytes(const gemm_w *g)
 {
 	if (g->prec == GEMM_BF16)
@@ -157,7 +196,11 @@ void gemm_prep(const gemm_w *g, const float *A, int M, void *buf)
 		const int kq = (K + 3) / 4 * 4;
 		float *scales = (float *)(row + kq);
 		for (int k0 = 0; k0 < K; k0 += I8_KB) {
-			const int k1 = K - k0 < I8_KB ? K : k0 + I8_KB;
+			if (K - k0 >= I8_KB) {
+				scales[k0 / I8_KB] = quant_block32(a + k0, row + k0, shift);
+				continue;
+			}
+			const int k1 = K;
 			float amax = 0;
 			int nan = 0;
 			for (int k = k0; k < k1; k++) {
