@@ -21,6 +21,7 @@
 #include "vecmath.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,6 +45,41 @@ static void layernorm_row(float *x, const float *g, const float *b, int n, float
 	float inv = 1.0f / sqrtf(var + eps);
 	for (int i = 0; i < n; i++)
 		x[i] = (x[i] - mean) * inv * g[i] + b[i];
+}
+
+/* The maximum and the sum of a row of attention scores, 8 lanes wide. Written out because
+ * the compiler keeps both loops scalar (a float max needs -ffinite-math-only to vectorise, a
+ * sum -fassociative-math), and each is then a chain of dependent 4-cycle instructions, as
+ * long as the row: together more than the vectorised exponentials between them. AVX2 only,
+ * so every machine sums in the same order and gives the same bits. */
+static float row_max(const float *p, int n)
+{
+	__m256 m = _mm256_set1_ps(-INFINITY);
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		m = _mm256_max_ps(_mm256_loadu_ps(p + j), m);
+	m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+	float mx = _mm256_cvtss_f32(m);
+	for (; j < n; j++)
+		mx = p[j] > mx ? p[j] : mx;
+	return mx;
+}
+
+static float row_sum(const float *p, int n)
+{
+	__m256 s = _mm256_setzero_ps();
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		s = _mm256_add_ps(s, _mm256_loadu_ps(p + j));
+	s = _mm256_add_ps(s, _mm256_permute2f128_ps(s, s, 1));
+	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0x4e));
+	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0xb1));
+	float sum = _mm256_cvtss_f32(s);
+	for (; j < n; j++)
+		sum += p[j];
+	return sum;
 }
 
 /* One forward pass's shared state, handed to the parallel loops. */
@@ -223,19 +259,16 @@ static void attention(void *arg, int task)
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, 1.0f / sqrtf((float)d),
 		    Q, 3 * H, K, 3 * H, 0.0f, S, L);
 	for (int i = 0; i < L; i++) {
-		float *p = S + (size_t)i * L, mx = -INFINITY, sum = 0;
+		float *p = S + (size_t)i * L;
 		if (f->rel) { /* key j, query i: distance j - i */
 			const float *bias = f->rel + (size_t)h * f->rel_span + (f->rel_span / 2 - i);
 			for (int j = 0; j < L; j++)
 				p[j] += bias[j];
 		}
-		for (int j = 0; j < L; j++)
-			mx = p[j] > mx ? p[j] : mx;
+		const float mx = row_max(p, L);
 		for (int j = 0; j < L; j++) /* apart from the sum, so that it vectorises */
 			p[j] = exp_approx(p[j] - mx);
-		for (int j = 0; j < L; j++)
-			sum += p[j];
-		float inv = 1.0f / sum;
+		float inv = 1.0f / row_sum(p, L);
 		for (int j = 0; j < L; j++)
 			p[j] *= inv;
 	}
@@ -303,17 +336,14 @@ static void attention_alibi(void *arg, int task)
 				int dist = k0 + j - qi;
 				p[j] += -slope * (float)(dist < 0 ? -dist : dist);
 			}
-			for (int j = 0; j < kn; j++)
-				m = p[j] > m ? p[j] : m;
+			const float pm = row_max(p, kn);
+			m = pm > m ? pm : m;
 			/* on the first chunk mx is -inf: corr is ~1e-38 and scales zeros */
 			float corr = exp_approx(mx[i] - m);
 			mx[i] = m;
 			for (int j = 0; j < kn; j++)
 				p[j] = exp_approx(p[j] - m);
-			float ps = 0;
-			for (int j = 0; j < kn; j++)
-				ps += p[j];
-			sum[i] = sum[i] * corr + ps;
+			sum[i] = sum[i] * corr + row_sum(p, kn);
 			if (corr != 1.0f)
 				for (int c = 0; c < d; c++)
 					acc[(size_t)i * d + c] *= corr;
