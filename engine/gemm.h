@@ -69,9 +69,12 @@ typedef struct gemm_w {
 gemm_isa gemm_isa_default(void);
 const char *gemm_isa_name(gemm_isa isa);
 
-/* The best kernel this CPU has for `prec` (GEMM_F32: gemm_isa_default()). EMBED_GEMM_ISA=avx2
- * forces GEMM_AVX2, =avx512 the AVX-512F kernels (no BF16 / VNNI), =avxvnni (int8) the
- * 256-bit VNNI kernel where the CPU has it. Read once per precision; thread-safe. */
+/* The best kernel this CPU has for `prec` (GEMM_F32: gemm_isa_default()). bf16 on a CPU with
+ * AVX512_BF16: VDPBF16PS or the AVX-512F kernel, whichever a timing at the first call finds
+ * faster (~4 ms; they give the same bits; VDPBF16PS is half-rate on some CPUs). int8:
+ * AVX-512 VNNI, else AVX-VNNI, else AVX2. EMBED_GEMM_ISA=avx2 forces GEMM_AVX2, =avx512 the AVX-512F
+ * kernels (no BF16 / VNNI), =avx512bf16 VDPBF16PS, =avxvnni (int8) the 256-bit VNNI kernel
+ * where the CPU has it. Read once per precision; thread-safe. */
 gemm_isa gemm_isa_for(gemm_prec prec);
 /* Nonzero when this CPU can run kernel `isa` for `prec` (tests walk every kernel). */
 int gemm_isa_usable(gemm_isa isa, gemm_prec prec);

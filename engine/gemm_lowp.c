@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NRL 32 /* panel width of both layouts */
 #define MRZ 12 /* AVX-512 kernels: rows per block */
@@ -602,6 +603,61 @@ int gemm_isa_usable(gemm_isa isa, gemm_prec prec)
 	return 0;
 }
 
+/* Seconds of 10 products 12 x 256 x 384 on kernel `isa`, the best of 3 rounds. */
+static double time_bf16(gemm_isa isa, const float *const *W, const float *A, void *buf,
+			float *C)
+{
+	gemm_w g;
+	if (gemm_pack_prec(&g, W, 1, 256, 384, isa, GEMM_BF16))
+		return 1e9;
+	gemm_prep(&g, A, 12, buf);
+	double best = 1e9;
+	for (int r = 0; r < 3; r++) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (int i = 0; i < 10; i++)
+			gemm_run_prep(&g, buf, 12, 0, 256, NULL, C, 256, GEMM_ACT_NONE);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+		best = s < best ? s : best;
+	}
+	gemm_w_free(&g);
+	return best;
+}
+
+/* VDPBF16PS is not always the faster bf16 kernel: on the Xeon (Sapphire Rapids class) this
+ * was measured on it runs at half the rate of fp32 FMAs, below the AVX-512F kernel's two
+ * FMAs per pair (110 against 130 GFLOP/s, docs/bench-cpu.md), while CPUs with full-rate
+ * VDPBF16PS do twice the FMAs' work. Both give the same bits, so the choice is made by
+ * timing them once (~4 ms) the first time a bf16 kernel is asked for. */
+static gemm_isa pick_bf16(void)
+{
+	float *W = malloc(sizeof(float) * 256 * 384), *A = malloc(sizeof(float) * 12 * 384);
+	float *C = malloc(sizeof(float) * 12 * 256);
+	void *buf = malloc(12 * 384 * 2 + 64);
+	gemm_isa isa = GEMM_AVX512_BF16;
+	if (W && A && C && buf) {
+		for (int i = 0; i < 256 * 384; i++)
+			W[i] = (float)((i * 7919) % 201 - 100) / 1000.0f;
+		for (int i = 0; i < 12 * 384; i++)
+			A[i] = (float)((i * 104729) % 201 - 100) / 100.0f;
+		const float *wp[1] = { W };
+		double t_dp = 1e9, t_fma = 1e9;
+		for (int r = 0; r < 3; r++) { /* alternated, against a burst of other load; the
+						* first round also warms both up */
+			double a = time_bf16(GEMM_AVX512_BF16, wp, A, buf, C);
+			double b = time_bf16(GEMM_AVX512, wp, A, buf, C);
+			if (r) {
+				t_dp = a < t_dp ? a : t_dp;
+				t_fma = b < t_fma ? b : t_fma;
+			}
+		}
+		isa = t_fma < t_dp ? GEMM_AVX512 : GEMM_AVX512_BF16;
+	}
+	free(W), free(A), free(C), free(buf);
+	return isa;
+}
+
 static gemm_isa pick(gemm_prec prec)
 {
 	const char *e = getenv("EMBED_GEMM_ISA");
@@ -610,8 +666,10 @@ static gemm_isa pick(gemm_prec prec)
 	if (e && !strcmp(e, "avx2"))
 		return GEMM_AVX2;
 	if (prec == GEMM_BF16) {
-		if (!(e && !strcmp(e, "avx512")) && gemm_isa_usable(GEMM_AVX512_BF16, prec))
+		if (e && !strcmp(e, "avx512bf16") && gemm_isa_usable(GEMM_AVX512_BF16, prec))
 			return GEMM_AVX512_BF16;
+		if (!(e && !strcmp(e, "avx512")) && gemm_isa_usable(GEMM_AVX512_BF16, prec))
+			return pick_bf16();
 		return gemm_isa_usable(GEMM_AVX512, prec) ? GEMM_AVX512 : GEMM_AVX2;
 	}
 	if (!(e && !strcmp(e, "avxvnni")) && gemm_isa_usable(GEMM_AVX512_VNNI, prec))
