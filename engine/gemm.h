@@ -1,4 +1,4 @@
-/* gemm.h — fp32 matrix products against a weight matrix packed once, for the CPU forward
+/* gemm.h — matrix products against a weight matrix packed once, for the CPU forward
  * pass (forward_cpu.c).
  *
  * Every Linear layer of a model computes C = A W^T + bias with the same W ([N][K], as
@@ -7,7 +7,8 @@
  * runs its AVX2 kernels on AVX-512 CPUs. gemm_pack() lays W out once in the panels the
  * kernel reads, and the kernel is chosen once per process from what the CPU supports.
  *
- * Contract on numbers: every element of C is bias[n] + the sum over k of A[i][k] W[n][k]
+ * Contract on numbers (GEMM_F32; gemm_prec below gives bf16's and int8's): every element
+ * of C is bias[n] + the sum over k of A[i][k] W[n][k]
  * accumulated in fp32 fused multiply-adds in increasing k, whatever M, the row's position
  * in A, or the column range asked for. A row's result therefore does not depend on its
  * batch-mates (tests/test_batch_invariance) nor on how the caller splits the product into
@@ -41,8 +42,10 @@ typedef enum {
  *    even). Every bf16 kernel gives the same bits.
  *  - GEMM_INT8: W quantised per row of W (output channel) to int8 in [-127, 127] with scale
  *    max|W[n]| / 127; each row of A quantised the same way when the product runs (per token,
- *    dynamic); the integer sums are exact (int32), then C = sum * (scale_A[i] * scale_W[n]) +
- *    bias in fp32. Every int8 kernel gives the same bits. */
+ *    dynamic), but with one scale per block of 32 consecutive k, so that one large channel
+ *    (BERT's LayerNorm outputs have a few) coarsens only its block. Each block's integer sum
+ *    is exact (int32) and is scaled by its block's scale into an fp32 sum over the blocks in
+ *    order; then C = sum * scale_W[n] + bias. Every int8 kernel gives the same bits. */
 typedef enum { GEMM_F32 = 0, GEMM_BF16 = 1, GEMM_INT8 = 2 } gemm_prec;
 
 /* A weight matrix W[N][K] in kernel layout: panels of `nr` columns of C (rows of W).
@@ -72,9 +75,9 @@ const char *gemm_isa_name(gemm_isa isa);
 /* The best kernel this CPU has for `prec` (GEMM_F32: gemm_isa_default()). bf16 on a CPU with
  * AVX512_BF16: VDPBF16PS or the AVX-512F kernel, whichever a timing at the first call finds
  * faster (~4 ms; they give the same bits; VDPBF16PS is half-rate on some CPUs). int8:
- * AVX-512 VNNI, else AVX-VNNI, else AVX2. EMBED_GEMM_ISA=avx2 forces GEMM_AVX2, =avx512 the AVX-512F
- * kernels (no BF16 / VNNI), =avx512bf16 VDPBF16PS, =avxvnni (int8) the 256-bit VNNI kernel
- * where the CPU has it. Read once per precision; thread-safe. */
+ * AVX-512 VNNI, else AVX-VNNI, else AVX2. EMBED_GEMM_ISA=avx2 forces GEMM_AVX2, =avx512
+ * the AVX-512F kernels (no BF16 / VNNI), =avx512bf16 VDPBF16PS, =avxvnni (int8) the 256-bit
+ * VNNI kernel where the CPU has it. Read once per precision; thread-safe. */
 gemm_isa gemm_isa_for(gemm_prec prec);
 /* Nonzero when this CPU can run kernel `isa` for `prec` (tests walk every kernel). */
 int gemm_isa_usable(gemm_isa isa, gemm_prec prec);
@@ -108,7 +111,8 @@ void gemm_run(const gemm_w *g, const float *A, int M, int n0, int n1, const floa
 /* --- GEMM_BF16 and GEMM_INT8: the activations are converted once per product ---
  *
  * A (M rows of K floats, row stride K) is first converted by gemm_prep into rows of
- * gemm_prep_row_bytes(g) bytes each (bf16 pairs; or int8 values then the row's scale), which
+ * gemm_prep_row_bytes(g) bytes each (bf16 pairs; or int8 values then the scale of each block
+ * of 32), which
  * every column tile of the product then reads. Rows are independent: rows [i0, i1) may be
  * converted by separate calls (threads) with A + i0 * K and buf + i0 * row bytes. */
 size_t gemm_prep_row_bytes(const gemm_w *g);

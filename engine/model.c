@@ -414,14 +414,6 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 	return EMB_OK;
 }
 
-/* TEMP: products kept in fp32 under bf16/int8 (EMBED_LOWP_F32=qkv,out,up,down), to measure */
-static int lowp_keep_f32(int m)
-{
-	static const char *names[4] = { "qkv", "out", "up", "down" };
-	const char *e = getenv("EMBED_LOWP_F32");
-	return e && strstr(e, names[m]) != NULL;
-}
-
 int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 {
 	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * cfg->intermediate : cfg->intermediate;
@@ -433,9 +425,7 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
 		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
 		for (int m = 0; m < 4; m++) {
-			gemm_prec prec = cfg->cpu_prec;
-			if (prec != GEMM_F32 && lowp_keep_f32(m))
-				prec = GEMM_F32;
+			const gemm_prec prec = cfg->cpu_prec;
 			if (gemm_pack_prec(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec), prec))
 				return emb_errf(err, EMB_ENOMEM, "out of memory packing the weights");
 			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
