@@ -11,7 +11,9 @@
  * L x L matrix, and a GEGLU feed-forward (geglu).
  *
  * Products with weights go to gemm.h's kernels (weights packed once at load, the
- * instruction set picked at run time); attention's products to OpenBLAS, single-threaded.
+ * instruction set picked at run time; in bf16 or int8 under --precision, cfg->cpu_prec, with
+ * the activations converted once per product by gemm_prep); attention's products to
+ * OpenBLAS, single-threaded.
  * Both run inside our own thread pool: splitting the output into tiles ourselves keeps each
  * element's summation order independent of the batch (so a text's vector does not depend on
  * its batch-mates), and avoids two thread pools fighting over the cores.
