@@ -51,6 +51,11 @@ embed_precision cli_precision(const char *tool, const char *opt, const char *v)
 		return EMBED_PRECISION_FP32;
 	if (v && !strcmp(v, "fp16"))
 		return EMBED_PRECISION_FP16;
-	fprintf(stderr, "%s: %s must be fp32 or fp16 (got '%s')\n", tool, opt, v ? v : "");
+	if (v && !strcmp(v, "bf16"))
+		return EMBED_PRECISION_BF16;
+	if (v && !strcmp(v, "int8"))
+		return EMBED_PRECISION_INT8;
+	fprintf(stderr, "%s: %s must be fp32, fp16, bf16 or int8 (got '%s')\n", tool, opt,
+		v ? v : "");
 	exit(2);
 }

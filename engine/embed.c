@@ -255,6 +255,20 @@ static int open_model(const char *dir, const embed_options *opt, int pooling, em
 		embed_options_default(&defaults);
 		opt = &defaults;
 	}
+	/* bf16 and int8 are the CPU's precisions: the GPU path has its own (fp16, fp32), and a
+	 * store should not mix vectors from two formats, so auto means the CPU with them. */
+	embed_options cpu_only;
+	const int lowp = opt->precision == EMBED_PRECISION_BF16 ||
+			 opt->precision == EMBED_PRECISION_INT8;
+	if (lowp && opt->device == EMBED_DEVICE_GPU)
+		return emb_errf(err, EMB_EUNSUPPORTED, "--precision %s runs on the CPU only "
+				"(--device cpu or auto); the GPU has fp32 and fp16",
+				opt->precision == EMBED_PRECISION_BF16 ? "bf16" : "int8");
+	if (lowp && opt->device == EMBED_DEVICE_AUTO) {
+		cpu_only = *opt;
+		cpu_only.device = EMBED_DEVICE_CPU;
+		opt = &cpu_only;
+	}
 	struct stat sb;
 	if (stat(dir, &sb) != 0)
 		return emb_errf(err, EMB_EIO, "model directory %s: %s", dir, strerror(errno));
@@ -283,6 +297,8 @@ static int open_model(const char *dir, const embed_options *opt, int pooling, em
 		m->cfg.pooling = (pool_kind)pooling;
 		m->cfg.normalize = 0;
 	}
+	m->cfg.cpu_prec = opt->precision == EMBED_PRECISION_BF16   ? GEMM_BF16
+			  : opt->precision == EMBED_PRECISION_INT8 ? GEMM_INT8 : GEMM_F32;
 	if (opt->max_tokens > 0 && opt->max_tokens < m->cfg.max_tokens)
 		m->cfg.max_tokens = opt->max_tokens < 2 ? 2 : opt->max_tokens;
 	gpu_begin(m, opt, &gj);
@@ -310,8 +326,9 @@ static int open_model(const char *dir, const embed_options *opt, int pooling, em
 		rc = emb_errf(err, EMB_ENOMEM, "cannot start %d threads", opt->threads);
 		goto fail_gpu;
 	}
-	snprintf(m->device_name, sizeof m->device_name, "cpu (%d threads)",
-		 threadpool_size(m->pool));
+	snprintf(m->device_name, sizeof m->device_name, "cpu (%d threads%s%s)",
+		 threadpool_size(m->pool), lowp ? ", " : "",
+		 lowp ? gemm_prec_name(m->cfg.cpu_prec) : "");
 	if ((rc = gpu_finish(m, opt, &gj, 1, err)))
 		goto fail;
 	*out = m;

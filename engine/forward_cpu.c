@@ -11,7 +11,9 @@
  * L x L matrix, and a GEGLU feed-forward (geglu).
  *
  * Products with weights go to gemm.h's kernels (weights packed once at load, the
- * instruction set picked at run time); attention's products to OpenBLAS, single-threaded.
+ * instruction set picked at run time; in bf16 or int8 under --precision, cfg->cpu_prec, with
+ * the activations converted once per product by gemm_prep); attention's products to
+ * OpenBLAS, single-threaded.
  * Both run inside our own thread pool: splitting the output into tiles ourselves keeps each
  * element's summation order independent of the batch (so a text's vector does not depend on
  * its batch-mates), and avoids two thread pools fighting over the cores.
@@ -21,6 +23,7 @@
 #include "vecmath.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -46,6 +49,41 @@ static void layernorm_row(float *x, const float *g, const float *b, int n, float
 		x[i] = (x[i] - mean) * inv * g[i] + b[i];
 }
 
+/* The maximum and the sum of a row of attention scores, 8 lanes wide. Written out because
+ * the compiler keeps both loops scalar (a float max needs -ffinite-math-only to vectorise, a
+ * sum -fassociative-math), and each is then a chain of dependent 4-cycle instructions, as
+ * long as the row: together more than the vectorised exponentials between them. AVX2 only,
+ * so every machine sums in the same order and gives the same bits. */
+static float row_max(const float *p, int n)
+{
+	__m256 m = _mm256_set1_ps(-INFINITY);
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		m = _mm256_max_ps(_mm256_loadu_ps(p + j), m);
+	m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+	float mx = _mm256_cvtss_f32(m);
+	for (; j < n; j++)
+		mx = p[j] > mx ? p[j] : mx;
+	return mx;
+}
+
+static float row_sum(const float *p, int n)
+{
+	__m256 s = _mm256_setzero_ps();
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		s = _mm256_add_ps(s, _mm256_loadu_ps(p + j));
+	s = _mm256_add_ps(s, _mm256_permute2f128_ps(s, s, 1));
+	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0x4e));
+	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0xb1));
+	float sum = _mm256_cvtss_f32(s);
+	for (; j < n; j++)
+		sum += p[j];
+	return sum;
+}
+
 /* One forward pass's shared state, handed to the parallel loops. */
 typedef struct fwd {
 	const bert_config *cfg;
@@ -67,6 +105,8 @@ typedef struct fwd {
 	const gemm_w *W;
 	float *C;
 	int M, N, K;
+	unsigned char *aq;    /* bf16 / int8 weights: A converted by gemm_prep, rows of aq_rb */
+	size_t aq_rb;
 	int act;              /* 0 none, else cfg->act + 1 (= gemm_act) */
 	int tile_m, tile_n, tiles_n;
 
@@ -104,8 +144,23 @@ static void matmul_tile(void *arg, int task)
 	int m0 = (task / f->tiles_n) * f->tile_m, n0 = (task % f->tiles_n) * f->tile_n;
 	int m = f->M - m0 < f->tile_m ? f->M - m0 : f->tile_m;
 	int n = f->N - n0 < f->tile_n ? f->N - n0 : f->tile_n;
-	gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias, f->C + (size_t)m0 * f->N,
-		 f->N, (gemm_act)f->act);
+	if (f->W->prec != GEMM_F32)
+		gemm_run_prep(f->W, f->aq + (size_t)m0 * f->aq_rb, m, n0, n0 + n, f->bias,
+			      f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
+	else
+		gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias,
+			 f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
+}
+
+enum { PREP_ROWS = 32 }; /* rows of A a conversion task takes */
+
+/* bf16 / int8: converts rows [task * PREP_ROWS, +PREP_ROWS) of A for the kernel, once for
+ * every column tile of the product. */
+static void prep_rows(void *arg, int task)
+{
+	fwd *f = arg;
+	int i0 = task * PREP_ROWS, m = f->M - i0 < PREP_ROWS ? f->M - i0 : PREP_ROWS;
+	gemm_prep(f->W, f->A + (size_t)i0 * f->K, m, f->aq + (size_t)i0 * f->aq_rb);
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
@@ -122,6 +177,10 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_n = (N + want_n - 1) / want_n;
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
+	if (W->prec != GEMM_F32) {
+		f->aq_rb = gemm_prep_row_bytes(W);
+		run_loop(pool, prep_rows, f, (M + PREP_ROWS - 1) / PREP_ROWS, 10.0 * M * K);
+	}
 	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n, 2.0 * M * N * K);
 }
 
@@ -205,19 +264,16 @@ static void attention(void *arg, int task)
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, 1.0f / sqrtf((float)d),
 		    Q, 3 * H, K, 3 * H, 0.0f, S, L);
 	for (int i = 0; i < L; i++) {
-		float *p = S + (size_t)i * L, mx = -INFINITY, sum = 0;
+		float *p = S + (size_t)i * L;
 		if (f->rel) { /* key j, query i: distance j - i */
 			const float *bias = f->rel + (size_t)h * f->rel_span + (f->rel_span / 2 - i);
 			for (int j = 0; j < L; j++)
 				p[j] += bias[j];
 		}
-		for (int j = 0; j < L; j++)
-			mx = p[j] > mx ? p[j] : mx;
+		const float mx = row_max(p, L);
 		for (int j = 0; j < L; j++) /* apart from the sum, so that it vectorises */
 			p[j] = exp_approx(p[j] - mx);
-		for (int j = 0; j < L; j++)
-			sum += p[j];
-		float inv = 1.0f / sum;
+		float inv = 1.0f / row_sum(p, L);
 		for (int j = 0; j < L; j++)
 			p[j] *= inv;
 	}
@@ -285,17 +341,14 @@ static void attention_alibi(void *arg, int task)
 				int dist = k0 + j - qi;
 				p[j] += -slope * (float)(dist < 0 ? -dist : dist);
 			}
-			for (int j = 0; j < kn; j++)
-				m = p[j] > m ? p[j] : m;
+			const float pm = row_max(p, kn);
+			m = pm > m ? pm : m;
 			/* on the first chunk mx is -inf: corr is ~1e-38 and scales zeros */
 			float corr = exp_approx(mx[i] - m);
 			mx[i] = m;
 			for (int j = 0; j < kn; j++)
 				p[j] = exp_approx(p[j] - m);
-			float ps = 0;
-			for (int j = 0; j < kn; j++)
-				ps += p[j];
-			sum[i] = sum[i] * corr + ps;
+			sum[i] = sum[i] * corr + row_sum(p, kn);
 			if (corr != 1.0f)
 				for (int c = 0; c < d; c++)
 					acc[(size_t)i * d + c] *= corr;
@@ -393,8 +446,13 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
 	f.gact = geglu_ffn ? malloc(T * FF * sizeof(float)) : NULL;
 	f.seq_of = malloc(T * sizeof(int));
+	/* the largest converted activations: bf16 rows of the widest K, 2 bytes a value */
+	const int kmax = FF > H ? FF : H;
+	if (cfg->cpu_prec != GEMM_F32)
+		f.aq = aligned_alloc(64, (T * (2 * (size_t)kmax + 8) + 63) / 64 * 64);
 	int rc = EMB_OK;
-	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact)) {
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact) ||
+	    (cfg->cpu_prec != GEMM_F32 && !f.aq)) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
 	}
@@ -467,6 +525,7 @@ out:
 	free(f.tmp);
 	free(f.up);
 	free(f.seq_of);
+	free(f.aq);
 	free(f.rel);
 	free(f.gact);
 	free(f.slopes);

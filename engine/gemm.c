@@ -18,7 +18,7 @@
  * on M or on tiling.
  */
 #include "gemm.h"
-#include "vecmath.h"
+#include "gemm_act.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -30,27 +30,6 @@
 #define NR512 32
 #define MR256 6
 #define NR256 16
-
-/* The activation over an mr x nv block of C just stored: inlined into each kernel's loop so
- * that it is compiled (and vectorised) for that kernel's instruction set. */
-static inline __attribute__((always_inline)) void act_block(float *c, int ldc, int mr, int nv,
-							     gemm_act act)
-{
-	for (int i = 0; i < mr; i++) {
-		float *r = c + (size_t)i * ldc;
-		if (act == GEMM_ACT_GELU_ERF)
-			for (int j = 0; j < nv; j++)
-				r[j] = 0.5f * r[j] * (1.0f + erf_approx(r[j] * 0.70710678118654752f));
-		else if (act == GEMM_ACT_GELU_TANH)
-			for (int j = 0; j < nv; j++)
-				r[j] = 0.5f * r[j] *
-				       (1.0f + tanhf(0.7978845608028654f *
-						     (r[j] + 0.044715f * r[j] * r[j] * r[j])));
-		else if (act == GEMM_ACT_RELU)
-			for (int j = 0; j < nv; j++)
-				r[j] = r[j] > 0 ? r[j] : 0;
-	}
-}
 
 /* --- AVX-512 */
 
@@ -182,7 +161,13 @@ gemm_isa gemm_isa_default(void)
 
 const char *gemm_isa_name(gemm_isa isa)
 {
-	return isa == GEMM_AVX512 ? "avx512" : "avx2";
+	switch (isa) {
+	case GEMM_AVX512: return "avx512";
+	case GEMM_AVX512_BF16: return "avx512bf16";
+	case GEMM_AVX512_VNNI: return "avx512vnni";
+	case GEMM_AVX_VNNI: return "avxvnni";
+	default: return "avx2";
+	}
 }
 
 int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa)
@@ -216,6 +201,9 @@ int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_is
 void gemm_w_free(gemm_w *g)
 {
 	free(g->p);
+	free(g->q);
+	free(g->scale);
+	free(g->corr);
 	memset(g, 0, sizeof *g);
 }
 

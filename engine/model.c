@@ -416,7 +416,6 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 
 int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 {
-	const gemm_isa isa = gemm_isa_default();
 	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * cfg->intermediate : cfg->intermediate;
 	w->layers = cfg->layers; /* what bert_weights_free unpacks */
 	for (int i = 0; i < cfg->layers; i++) {
@@ -426,7 +425,8 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
 		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
 		for (int m = 0; m < 4; m++) {
-			if (gemm_pack(p[m], &src[m], 1, rows[m], cols[m], isa))
+			const gemm_prec prec = cfg->cpu_prec;
+			if (gemm_pack_prec(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec), prec))
 				return emb_errf(err, EMB_ENOMEM, "out of memory packing the weights");
 			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
 		}

@@ -85,6 +85,9 @@ typedef struct bert_config {
 	char query_prefix[64];   /* e.g. "query: "; "" when the model has none */
 	char passage_prefix[64]; /* e.g. "passage: " */
 	int do_lower_case;     /* informational; the tokenizer applies it */
+	gemm_prec cpu_prec;    /* the number format of the CPU's weight products (gemm.h);
+				* bert_config_load leaves GEMM_F32, embed_open sets --precision
+				* bf16 / int8 here before bert_weights_load packs */
 } bert_config;
 
 typedef struct bert_layer_weights {
@@ -130,7 +133,8 @@ typedef struct bert_weights {
 int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
 
 /* Packs the four matrix products' weights of every layer for gemm.h (qkv_p, attn_out_p,
- * ffn_up_p, ffn_down_p) from the f32 matrices w points at; bert_weights_load calls it, and
+ * ffn_up_p, ffn_down_p) from the f32 matrices w points at, in cfg->cpu_prec for the best
+ * kernel this CPU has for it (gemm_isa_for); bert_weights_load calls it, and
  * so must anyone who fills a bert_weights by hand before forward_cpu. The packed copies are
  * freed by bert_weights_free. Errors: EMB_ENOMEM. */
 int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err);

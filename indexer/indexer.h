@@ -37,6 +37,7 @@ typedef struct opts {
 	int *gpus, ngpus;     /* --gpu all|LIST: one engine per listed device (ngpus 0: --device) */
 	int gpus_all;         /* --gpu all: every device that is not a CPU implementation */
 	embed_device device;
+	embed_precision precision; /* --precision; bf16 / int8 run on the CPU */
 	double progress_every;
 	input_opts in;
 } opts;

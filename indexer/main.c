@@ -215,6 +215,7 @@ int main(int argc, char **argv)
 		embed_options_default(&eo);
 		eo.threads = o.threads;
 		eo.device = o.ngpus ? EMBED_DEVICE_GPU : o.device;
+		eo.precision = o.precision;
 		eo.gpu_index = o.ngpus ? o.gpus[i] : -1;
 		eo.quiet = o.quiet;
 		if (embed_open(model_dir, &eo, &x.m[i], &e)) {

@@ -42,6 +42,8 @@ static void usage(FILE *f)
 "  --max-record-bytes N largest JSONL line or text file (default 64 MiB, at most 1 GiB)\n"
 "  --threads N          CPU threads, at most 1024 (default all)\n"
 "  --device cpu|gpu|auto (default auto)\n"
+"  --precision P        fp32, fp16 (GPU), bf16 or int8 (CPU: faster, vectors within\n"
+"                       cosine 0.9999 / 0.99 of fp32; auto then means the CPU)\n"
 "  --gpu all|N[,N..]    one engine per GPU (Vulkan device numbers as embed --list-devices\n"
 "                       gives them; all: every device that is not a CPU implementation;\n"
 "                       a device named twice runs two engines)\n"
@@ -139,6 +141,7 @@ void parse_args(int argc, char **argv, opts *o)
 		else if (ARG("--window-docs")) { NEEDV(); o->window_docs = (int)cli_int("indexer", a, v, 1, INT_MAX); }
 		else if (ARG("--progress-every")) { NEEDV(); o->progress_every = cli_double("indexer", a, v, 0, 1e9); }
 		else if (ARG("--device")) { NEEDV(); o->device = cli_device("indexer", a, v); }
+		else if (ARG("--precision")) { NEEDV(); o->precision = cli_precision("indexer", a, v); }
 		else if (ARG("--id-field")) { NEEDV(); o->in.id_fields = v; }
 		else if (ARG("--text-field")) { NEEDV(); o->in.text_field = v; }
 		else if (ARG("--title-field")) { NEEDV(); o->in.title_field = v; }

@@ -10,7 +10,9 @@ from refcheck import BIN, MODEL
 CASES = [
     (["embed", "--device", "gpux"], "--device must be cpu, gpu or auto"),
     (["indexer", "--store", "S", "--device", "gpux", "in.jsonl"], "--device must be cpu, gpu or auto"),
-    (["embed", "--precision", "fp8"], "--precision must be fp32 or fp16"),
+    (["embed", "--precision", "fp8"], "--precision must be fp32, fp16, bf16 or int8"),
+    (["indexer", "--store", "S", "--precision", "int4", "in.jsonl"], "--precision must be fp32, fp16, bf16 or int8"),
+    (["search", "--store", "S", "--precision", "bf8", "q"], "--precision must be fp32, fp16, bf16 or int8"),
     (["embed", "--gpu", "first"], "--gpu needs an integer"),
     (["embed", "--batch", "0"], "--batch needs an integer from 1"),
     (["embed", "--threads", "1025"], "--threads needs an integer from 0 to 1024"),

@@ -1,10 +1,11 @@
 /* tool_bench — times the engine in-process for scripts/bench-cpu and scripts/bench-gpu:
- *   tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [DEVICE [LATENCY_TEXTS.jsonl]]
+ *   tool_bench MODEL_DIR TEXTS.jsonl THREADS BATCH [DEVICE [LATENCY_TEXTS.jsonl [PRECISION]]]
  * reads {"text": ...} lines, then prints one JSON line: throughput over all texts in
  * batches of BATCH (docs/s, tokens/s) after a warm-up, and single-text latency p50/p99
  * over the first 200 texts, or over every text of LATENCY_TEXTS when given (so one
  * process measures documents/s on long texts and latency on short queries, and its peak
- * RSS covers both). DEVICE is cpu (default), gpu or auto. */
+ * RSS covers both). DEVICE is cpu (default), gpu or auto; PRECISION fp32 (default), fp16,
+ * bf16 or int8 (embed.h's embed_precision). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,11 @@ int main(int argc, char **argv)
 		return 1;
 	if (argc > 6 && !(qtexts = read_texts(argv[6], &nq)))
 		return 1;
+	if (argc > 7)
+		o.precision = !strcmp(argv[7], "bf16")   ? EMBED_PRECISION_BF16
+			      : !strcmp(argv[7], "int8") ? EMBED_PRECISION_INT8
+			      : !strcmp(argv[7], "fp16") ? EMBED_PRECISION_FP16
+							 : EMBED_PRECISION_FP32;
 
 	embed_model *m;
 	emb_err err = { 0 };
