@@ -1041,12 +1041,12 @@ static int put_compact(wtx *w, cblock *c)
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	}
 	size_t rowb = quant_row_bytes(s->vtype, s->dim), head = cb_head(s, s->vtype);
-	size_t bytes = head + c->nrows * (rowb + SUM_BYTES);
-	MDB_val v = {bytes + SUM_BYTES, NULL};
+	size_t abytes = head + c->nrows * rowb, rbytes = (size_t)c->nrows * SUM_BYTES;
+	MDB_val v = {abytes + rbytes + 2 * SUM_BYTES, NULL};
 	int rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE);
 	if (rc)
 		return rc;
-	uint8_t *codes = (uint8_t *)v.mv_data + head, *sums = codes + c->nrows * rowb;
+	uint8_t *codes = (uint8_t *)v.mv_data + head, *sums = codes + c->nrows * rowb + SUM_BYTES;
 	float *scales = head ? w->tmpscales : NULL;
 	if (scales) {
 		quant_i8_scales(c->buf, c->nrows, s->dim, scales);
@@ -1061,7 +1061,8 @@ static int put_compact(wtx *w, cblock *c)
 		uint64_t rs = row_sum(c->block, r, x, s->dim);
 		memcpy(sums + (size_t)r * SUM_BYTES, &rs, SUM_BYTES);
 	}
-	sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
+	sum_put(&c->block, sizeof c->block, v.mv_data, abytes);
+	sum_put(&c->block, sizeof c->block, sums, rbytes);
 	return 0;
 }
 
@@ -2163,8 +2164,8 @@ static int cmp_hit_best(const void *a, const void *b)
 }
 
 /* Format 4: each candidate's f32 row checked against the row checksum its compact block
- * holds (the scan has verified every compact block of this search), so rescoring reads
- * 1.5 KB a candidate instead of hashing its whole 192 KB f32 block. */
+ * holds (those checksums verified by their own SUM first), so rescoring reads 1.5 KB a
+ * candidate (and 1 KB of row checksums) instead of hashing its whole 192 KB f32 block. */
 static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
 			  const scan_block *cb, size_t ncb, emb_err *err)
 {
@@ -2175,8 +2176,13 @@ static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, si
 		uint32_t b = h[i].row / br, off = h[i].row % br;
 		if (b >= ncb || off >= cb[b].nrows)
 			return damaged(err, s, "row %u lies past its compact block", h[i].row);
-		uint64_t want;
-		memcpy(&want, cb[b].codes + (size_t)cb[b].nrows * crowb + (size_t)off * SUM_BYTES, sizeof want);
+		/* the block's row checksums, under their own SUM (the scan verified the codes only) */
+		const uint8_t *rs = cb[b].codes + (size_t)cb[b].nrows * crowb + SUM_BYTES;
+		uint64_t want, rsum;
+		memcpy(&rsum, rs + (size_t)cb[b].nrows * SUM_BYTES, sizeof rsum);
+		if (val_sum(&b, sizeof b, rs, (size_t)cb[b].nrows * SUM_BYTES) != rsum)
+			return damaged(err, s, "the row checksums of compact block %u fail their checksum", b);
+		memcpy(&want, rs + (size_t)off * SUM_BYTES, sizeof want);
 		MDB_val k = {4, &b}, v;
 		int rc = mdb_get(snap->txn, s->vectors, &k, &v);
 		if (rc)
@@ -2295,7 +2301,8 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 	size_t cap = 1024, nb = 0;
 	size_t rowb = compact ? quant_row_bytes(s->vtype, s->dim) : (size_t)s->dim * sizeof(float);
 	size_t head = compact ? cb_head(s, s->vtype) : 0;
-	size_t per = rowb + (compact && s->format >= 4 ? SUM_BYTES : 0); /* a row's bytes */
+	int rsums = compact && s->format >= 4; /* format 4: the row checksums and their own SUM */
+	size_t per = rowb + (rsums ? SUM_BYTES : 0), extra = rsums ? SUM_BYTES : 0;
 	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
 	if (!blocks)
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
@@ -2316,10 +2323,10 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 			cap *= 2;
 		}
 		uint32_t b;
-		size_t bytes = val.mv_size - trailer(s);
+		size_t bytes = val.mv_size - trailer(s) - extra;
 		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
 		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
-		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + head + per ||
+		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + extra + head + per ||
 		    (bytes - head) % per || (bytes - head) / per > (size_t)s->block_rows)
 			return damaged(err, s, "%s block %zu is malformed or out of place",
 				       compact ? "compact" : "vector", nb);
@@ -2331,8 +2338,8 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 		if (compact) {
 			bl->codes = (const uint8_t *)val.mv_data + head;
 			bl->scales = head ? val.mv_data : NULL;
-			bl->sum_data = val.mv_data;
-			bl->sum_len = bytes;
+			bl->sum_data = val.mv_data; /* format 4: scales and codes; 3: the codes */
+			bl->sum_len = head + (size_t)bl->nrows * rowb;
 		} else {
 			bl->vecs = val.mv_data;
 		}
@@ -2910,7 +2917,9 @@ static int check_cblocks(checker *c)
 	if (s->vtype == QUANT_F32)
 		return EMB_OK;
 	size_t rowb = quant_row_bytes(s->vtype, s->dim), frowb = (size_t)s->dim * sizeof(float);
-	size_t head = cb_head(s, s->vtype), per = rowb + (s->format >= 4 ? SUM_BYTES : 0);
+	size_t head = cb_head(s, s->vtype);
+	int f4 = s->format >= 4;
+	size_t per = rowb + (f4 ? SUM_BYTES : 0), extra = f4 ? SUM_BYTES : 0;
 	float *scales = malloc(frowb), *rows = malloc(frowb * (size_t)s->block_rows);
 	uint8_t *code = malloc(rowb);
 	if (!code || !scales || !rows) {
@@ -2948,8 +2957,23 @@ static int check_cblocks(checker *c)
 		if (k.mv_size == 4)
 			memcpy(&b, k.mv_data, 4);
 		MDB_val fk = {4, &b}, fv;
-		size_t bytes = v.mv_size - trailer(s), n = 0;
-		if (b != expect || !check_val(c, &b, 4, &v, head + per) || (bytes - head) % per ||
+		size_t bytes = v.mv_size - trailer(s) - extra, n = 0;
+		/* format 4: scales and codes | SUM | row checksums | SUM (store.h) */
+		int sound = f4 ? in_map(&c->snap->mv, &v) && v.mv_size >= head + per + 2 * SUM_BYTES &&
+					 (bytes - head) % per == 0
+			       : check_val(c, &b, 4, &v, head + per);
+		if (sound && f4) {
+			size_t nr = (bytes - head) / per, ab = head + nr * rowb;
+			const char *base = v.mv_data;
+			uint64_t sa, sr;
+			memcpy(&sa, base + ab, SUM_BYTES);
+			memcpy(&sr, base + ab + SUM_BYTES + nr * SUM_BYTES, SUM_BYTES);
+			sound = val_sum(&b, 4, base, ab) == sa &&
+				val_sum(&b, 4, base + ab + SUM_BYTES, nr * SUM_BYTES) == sr;
+			if (sound)
+				c->r->checksums += 2;
+		}
+		if (b != expect || !sound || (bytes - head) % per ||
 		    mdb_get(c->snap->txn, s->vectors, &fk, &fv) != 0 || !in_map(&c->snap->mv, &fv) ||
 		    fv.mv_size < trailer(s) || (n = (fv.mv_size - trailer(s)) / frowb) != (bytes - head) / per ||
 		    n > (size_t)s->block_rows || (s->vtype == QUANT_INT8 && s->format < 4 && !have_scales)) {
@@ -2958,7 +2982,7 @@ static int check_cblocks(checker *c)
 			break;
 		}
 		memcpy(rows, fv.mv_data, n * frowb);
-		const uint8_t *codes = (const uint8_t *)v.mv_data + head, *sums = codes + n * rowb;
+		const uint8_t *codes = (const uint8_t *)v.mv_data + head, *sums = codes + n * rowb + SUM_BYTES;
 		if (head) {
 			quant_i8_scales(rows, n, s->dim, scales);
 			if (memcmp(scales, v.mv_data, head)) {

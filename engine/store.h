@@ -33,9 +33,12 @@
  *   rowmap   0 u32 window start | 4 u32 window end | 8 u32 window index | 12 id bytes |
  *            end-8 u64 SUM
  *   vectors  f32 [nrows * dim] (unit length, finite) | u64 SUM
- *   cvectors int8:   f32 scale [dim] | code [nrows * dim] | u64 RSUM [nrows] | u64 SUM
- *            binary: code [nrows * (dim + 7) / 8] | u64 RSUM [nrows] | u64 SUM
- *            Same key and same row count as the vectors block. int8: scale[d] =
+ *   cvectors int8:   A = f32 scale [dim] | code [nrows * dim]
+ *            binary: A = code [nrows * (dim + 7) / 8]
+ *            then A | u64 SUM(A) | R = u64 RSUM [nrows] | u64 SUM(R), both SUMs keyed by
+ *            the block key: a scan verifies A only (the row checksums are 1 KB a block
+ *            that it never reads: 14% of a binary block), rescoring verifies R of the
+ *            blocks holding candidates. Same key and same row count as the vectors block. int8: scale[d] =
  *            quant_i8_scales over this block's f32 rows (max |x[d]| / 127, 1/127 when all
  *            are 0), row i's code quant_i8_encode of its f32 vector with them (one byte a
  *            dimension, code + 128); binary: quant_bin_encode (sign bits, LSB first).
