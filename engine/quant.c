@@ -74,10 +74,10 @@ void quant_i8_query(const float *q, int dim, const float *scales, int8_t *q8, in
 		if (a > m)
 			m = a;
 	}
-	float s = m > 0 ? m / 127.0f : 1.0f;
+	float s = m > 0 ? m / 127.0f : 1.0f, inv = 1.0f / s;
 	int32_t sum = 0;
 	for (int d = 0; d < dim; d++) {
-		float c = q[d] * scales[d] / s;
+		float c = q[d] * scales[d] * inv; /* a product, not a quotient: a scan redoes it for every block */
 		c = c > 127.0f ? 127.0f : c < -127.0f ? -127.0f : c;
 		int v = c == c ? (int)lrintf(c) : 0;
 		q8[d] = (int8_t)v;

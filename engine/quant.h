@@ -7,8 +7,9 @@
  *
  * int8: x[d] ~ scale[d] * c[d], c = round(x[d] / scale[d]) clipped to [-127, 127], stored as
  * the unsigned byte c + 128 (so a VPDPBUSD, unsigned x signed, multiplies a row by a signed
- * query directly; the +128 is one constant per query, QUANT_I8_BIAS). scale[d] = max |x[d]|
- * over the calibration rows / 127 (a dimension that is zero in all of them gets 1/127).
+ * query directly; the +128 is one constant per query and block). scale[d] = max |x[d]|
+ * over the calibration rows / 127 (a dimension that is zero in all of them gets 1/127): in a
+ * store, the rows of one compact block (store.h), so no row is clipped.
  * binary: bit d (byte d / 8, least significant bit first) is 1 when x[d] > 0; the bits past
  * dim in the last byte are 0.
  */
@@ -43,8 +44,8 @@ void quant_bin_encode(const float *x, int dim, uint8_t *out);
  * within range). */
 void quant_i8_decode(const uint8_t *code, int dim, const float *scales, float *x);
 
-/* The query side of an int8 scan: q8[d] = round(q[d] * scale[d] / qs), qs chosen so that the
- * largest |q8| is 127. Then for a row coded c, q . x ~ qs * (sum_d u8[d] * q8[d] - bias),
+/* The query side of an int8 scan: q8[d] = round(q[d] * scale[d] * (1 / qs)), qs chosen so
+ * that the largest |q8| is 127. Then for a row coded c, q . x ~ qs * (sum_d u8[d] * q8[d] - bias),
  * bias = 128 * sum_d q8[d]: *bias and *qs are set. */
 void quant_i8_query(const float *q, int dim, const float *scales, int8_t *q8, int32_t *bias,
 		    float *qs);

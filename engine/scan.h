@@ -15,14 +15,21 @@
 #include "threadpool.h"
 
 /* A run of rows: nrows * dim floats at vecs (any alignment), numbered first_row... With a
- * guard that asks for checksums, the rows are followed by the u64 XXH3-64 of their bytes,
- * seeded with seed. */
+ * guard that asks for checksums, the checked bytes are followed by the u64 XXH3-64 of them,
+ * seeded with seed: the rows themselves, or sum_len bytes from sum_data when sum_data is set
+ * (a store's compact block, whose checksum also covers its scales and row sums). */
 typedef struct scan_block {
 	const float *vecs;
 	uint32_t nrows;
 	uint32_t first_row;
 	uint64_t seed;
 	const uint8_t *codes; /* scan_topk_compact reads these instead: nrows * row bytes */
+	/* int8 only: dim per-dimension scales of this block's codes (store format 4), the
+	 * query being coded against them block by block (scan_cquery.qf); NULL: every block's
+	 * codes share the scales the query's q8 was made with. */
+	const float *scales;
+	const void *sum_data;
+	size_t sum_len;
 } scan_block;
 
 typedef struct scan_hit {
@@ -93,7 +100,15 @@ typedef struct scan_cquery {
 	const uint8_t *bits;
 	int32_t bias;
 	float scale;
+	/* INT8 with blocks that carry their own scales: the unit query (dim floats), coded for
+	 * each such block by scan_i8_query (q8, bias and scale above are then unused). */
+	const float *qf;
 } scan_cquery;
+
+/* quant_i8_query (quant.h), vectorised, bit for bit equal: the query side of an int8 block
+ * with its own scales, which a scan redoes for every block. */
+void scan_i8_query(const float *q, int dim, const float *scales, int8_t *q8, int32_t *bias,
+		   float *qs);
 
 /* Kernel levels, for tests that try each one the CPU has (scan_i8_dots_at, scan_bin_at). */
 enum { SCAN_ISA_SCALAR = 0, SCAN_ISA_AVX2 = 1, SCAN_ISA_AVX_VNNI = 2, SCAN_ISA_AVX512 = 3 };
@@ -112,7 +127,11 @@ void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8
 
 /* scan_topk_guarded over compact rows (blocks[].codes, quant_row_bytes(q->kind, q->dim)
  * bytes a row, then the u64 checksum when g asks for it). Ties: lower row first. Errors as
- * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). */
+ * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). An int8 block's
+ * checksum is verified right after its rows are scored, not before as for f32 rows and sign
+ * bits: the VNNI kernel streams the codes from memory faster than XXH3 does, which then reads
+ * them from L2 (1M rows, 2 threads: 43 instead of 60 ms of CPU, docs/bench-scan.md); a
+ * failure still discards the whole answer. */
 int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
 

@@ -215,6 +215,18 @@ static int sum_ok(const void *key, size_t klen, const MDB_val *v)
 
 static size_t trailer(const store *s) { return s->format >= 2 ? SUM_BYTES : 0; }
 
+/* Format 4 compact blocks (store.h): int8 ones open with their dim f32 scales. */
+static size_t cb_head(const store *s, quant_type vt)
+{
+	return s->format >= 4 && vt == QUANT_INT8 ? (size_t)s->dim * sizeof(float) : 0;
+}
+
+/* The checksum of row i of f32 block b, kept in the compact block (format 4). */
+static uint64_t row_sum(uint32_t b, uint32_t i, const float *row, int dim)
+{
+	return XXH3_64bits_withSeed(row, (size_t)dim * sizeof(float), XXH3_64bits(&b, sizeof b) + i);
+}
+
 /* 1 when the value may be read: a checksummed format checks it, format 1 takes it on trust. */
 static int val_sound(const store *s, const void *key, size_t klen, const MDB_val *v)
 {
@@ -408,8 +420,11 @@ static void pad_file(store *s)
 		return; /* a full disk: the pad is a safety margin, not data */
 }
 
+static int upgrade_compact(store *s, emb_err *err);
+
 static int open_dbis(store *s, emb_err *err)
 {
+	int upgrade = 0;
 	MDB_txn *txn;
 	unsigned tflags = s->readonly ? MDB_RDONLY : 0;
 	unsigned cflags = s->readonly ? 0 : MDB_CREATE;
@@ -461,15 +476,8 @@ static int open_dbis(store *s, emb_err *err)
 	} else if (s->format < 1 || (rc = meta_check(s, txn, s->format, err)) != 0) {
 		mdb_txn_abort(txn);
 		return rc ? rc : damaged(err, s, "its format is unreadable ('%s')", fmt);
-	} else if (s->format == 2 && !s->readonly) {
-		/* Format 2 is format 3 with f32 vectors only and no cvectors table (just made):
-		 * the upgrade rewrites nothing but "format". */
-		s->format = STORE_FORMAT_VERSION;
-		snprintf(fmt, sizeof fmt, "%d", STORE_FORMAT_VERSION);
-		if ((rc = meta_put_str(txn, s->meta, "format", fmt)) || (rc = meta_seal(txn, s->meta))) {
-			mdb_txn_abort(txn);
-			return mdb_fail(err, rc, "upgrade to format 3", s->dir);
-		}
+	} else if ((s->format == 2 || s->format == 3) && !s->readonly) {
+		upgrade = 1; /* below, once the vector type is known */
 	} else if (s->format < STORE_FORMAT_VERSION && !s->readonly) {
 		mdb_txn_abort(txn);
 		return emb_errf(err, EMB_ESTORE,
@@ -491,9 +499,22 @@ static int open_dbis(store *s, emb_err *err)
 		mdb_txn_abort(txn);
 		return damaged(err, s, "dim %d, %d rows a block", s->dim, s->block_rows);
 	}
+	if (upgrade && s->vtype == QUANT_F32) {
+		/* Formats 2 and 3 with f32 vectors only are format 4 (format 2 without the
+		 * cvectors table, just made): the upgrade rewrites nothing but "format". */
+		s->format = STORE_FORMAT_VERSION;
+		snprintf(fmt, sizeof fmt, "%d", STORE_FORMAT_VERSION);
+		if ((rc = meta_put_str(txn, s->meta, "format", fmt)) || (rc = meta_seal(txn, s->meta))) {
+			mdb_txn_abort(txn);
+			return mdb_fail(err, rc, "upgrade to format 4", s->dir);
+		}
+		upgrade = 0;
+	}
 	rc = mdb_txn_commit(txn);
 	if (rc)
 		return mdb_fail(err, rc, "commit", s->dir);
+	if (upgrade && (rc = upgrade_compact(s, err)) != 0)
+		return rc;
 	if (!s->readonly)
 		pad_file(s);
 	return EMB_OK;
@@ -1110,7 +1131,7 @@ typedef struct wtx {
 	size_t rowcap, rowcap2;
 	char *zbuf;
 	size_t zcap;
-	float *scales;    /* int8: the store's scales, read (or calibrated) at the first flush */
+	float *tmpscales; /* int8: dim floats, the scales of the compact block being written */
 	store_apply_result res;
 } wtx;
 
@@ -1132,52 +1153,10 @@ static int put_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigne
 	return rc;
 }
 
-/* int8: the store's scales, from meta "int8.scales", or, when the store has none yet (its
- * first rows), calibrated now from every row in the cache (the first transaction's rows, up
- * to CACHE_BLOCKS blocks) and recorded. Later rows are coded with these scales (clipped
- * where they exceed them) until a --rebuild calibrates afresh. */
-static int load_scales(wtx *w)
-{
-	store *s = w->s;
-	size_t bytes = (size_t)s->dim * sizeof(float);
-	if (w->scales)
-		return 0;
-	if (!(w->scales = malloc(bytes)))
-		return ENOMEM;
-	MDB_val v;
-	int rc = meta_get(w->txn, s->meta, "int8.scales", &v);
-	if (rc == 0) {
-		if (v.mv_size != bytes || !in_map(&w->mv, &v)) {
-			damaged(w->err, s, "the int8 scales are malformed");
-			return -1;
-		}
-		memcpy(w->scales, v.mv_data, bytes);
-		for (int d = 0; d < s->dim; d++)
-			if (!(w->scales[d] > 0) || !isfinite(w->scales[d])) {
-				damaged(w->err, s, "int8 scale %d is %g", d, w->scales[d]);
-				return -1;
-			}
-		return 0;
-	}
-	if (rc != MDB_NOTFOUND)
-		return rc;
-	size_t n = 0;
-	for (int i = 0; i < w->ncache; i++)
-		n += w->cache[i].nrows;
-	float *all = malloc((n ? n : 1) * bytes);
-	if (!all)
-		return ENOMEM;
-	n = 0;
-	for (int i = 0; i < w->ncache; i++) {
-		memcpy(all + n * s->dim, w->cache[i].buf, w->cache[i].nrows * bytes);
-		n += w->cache[i].nrows;
-	}
-	quant_i8_scales(all, n, s->dim, w->scales);
-	free(all);
-	return meta_put(w->txn, s->meta, "int8.scales", w->scales, bytes);
-}
-
-/* The compact copy of cached block c (store_vtype != f32): same key, same rows. */
+/* The compact copy of cached block c (store_vtype != f32), in format 4's layout (store.h):
+ * int8 scales from this block's own rows, so no row is ever clipped and rows written later
+ * calibrate themselves; each row's code; each f32 row's checksum (what rescoring verifies
+ * instead of the whole f32 block). */
 static int put_compact(wtx *w, cblock *c)
 {
 	store *s = w->s;
@@ -1186,22 +1165,29 @@ static int put_compact(wtx *w, cblock *c)
 		int rc = mdb_del(w->txn, s->cvectors, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	}
-	int rc = s->vtype == QUANT_INT8 ? load_scales(w) : 0;
+	size_t rowb = quant_row_bytes(s->vtype, s->dim), head = cb_head(s, s->vtype);
+	size_t abytes = head + c->nrows * rowb, rbytes = (size_t)c->nrows * SUM_BYTES;
+	MDB_val v = {abytes + rbytes + 2 * SUM_BYTES, NULL};
+	int rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE);
 	if (rc)
 		return rc;
-	size_t rowb = quant_row_bytes(s->vtype, s->dim), bytes = c->nrows * rowb;
-	MDB_val v = {bytes + SUM_BYTES, NULL};
-	if ((rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE)) != 0)
-		return rc;
-	for (uint32_t r = 0; r < c->nrows; r++) {
-		uint8_t *out = (uint8_t *)v.mv_data + r * rowb;
-		const float *x = c->buf + (size_t)r * s->dim;
-		if (s->vtype == QUANT_INT8)
-			quant_i8_encode(x, s->dim, w->scales, out);
-		else
-			quant_bin_encode(x, s->dim, out);
+	uint8_t *codes = (uint8_t *)v.mv_data + head, *sums = codes + c->nrows * rowb + SUM_BYTES;
+	float *scales = head ? w->tmpscales : NULL;
+	if (scales) {
+		quant_i8_scales(c->buf, c->nrows, s->dim, scales);
+		memcpy(v.mv_data, scales, head);
 	}
-	sum_put(&c->block, sizeof c->block, v.mv_data, bytes);
+	for (uint32_t r = 0; r < c->nrows; r++) {
+		const float *x = c->buf + (size_t)r * s->dim;
+		if (scales)
+			quant_i8_encode(x, s->dim, scales, codes + r * rowb);
+		else
+			quant_bin_encode(x, s->dim, codes + r * rowb);
+		uint64_t rs = row_sum(c->block, r, x, s->dim);
+		memcpy(sums + (size_t)r * SUM_BYTES, &rs, SUM_BYTES);
+	}
+	sum_put(&c->block, sizeof c->block, v.mv_data, abytes);
+	sum_put(&c->block, sizeof c->block, sums, rbytes);
 	return 0;
 }
 
@@ -1898,7 +1884,8 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 			rc = check_packed(s, d, err);
 		nss += (size_t)d->nwin;
 	}
-	if (!rc && !(w.tmpvec = malloc((size_t)s->dim * sizeof(float))))
+	if (!rc && (!(w.tmpvec = malloc((size_t)s->dim * sizeof(float))) ||
+		    !(w.tmpscales = malloc((size_t)s->dim * sizeof(float)))))
 		rc = emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
 	if (rc) {
 		free(w.ss);
@@ -1914,8 +1901,6 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	int status = EMB_OK;
 	for (int attempt = 0;; attempt++) {
 		memset(&w.res, 0, sizeof w.res);
-		free(w.scales); /* a retry calibrates (or reads) them again in its own transaction */
-		w.scales = NULL;
 		int rc = txn_begin(s, 0, &w.txn);
 		if (rc) {
 			status = mdb_fail(err, rc, "begin write", s->dir);
@@ -1959,7 +1944,7 @@ int store_apply(store *s, const store_op *ops, int n, store_apply_result *res, e
 	free(w.rowbuf);
 	free(w.rowbuf2);
 	free(w.zbuf);
-	free(w.scales);
+	free(w.tmpscales);
 	return status;
 }
 
@@ -1971,9 +1956,13 @@ int store_retype(store *s, quant_type vt, emb_err *err)
 		return store_set_vtype(s, vt, err);
 	for (int attempt = 0;; attempt++) {
 		wtx w = {.s = s, .err = err};
+		if (!(w.tmpscales = malloc((size_t)s->dim * sizeof(float))))
+			return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
 		int rc = txn_begin(s, 0, &w.txn);
-		if (rc)
+		if (rc) {
+			free(w.tmpscales);
 			return mdb_fail(err, rc, "begin write", s->dir);
+		}
 		map_view(s, 1, &w.mv);
 		quant_type old = s->vtype;
 		MDB_val k = {strlen("int8.scales"), "int8.scales"};
@@ -1985,8 +1974,8 @@ int store_retype(store *s, quant_type vt, emb_err *err)
 		if (!rc)
 			rc = meta_put_str(w.txn, s->meta, "vtype", quant_name(vt));
 		s->vtype = vt;
-		/* Block by block through the write cache: the first CACHE_BLOCKS blocks are loaded
-		 * before the first flush, so int8 calibrates on them, as the writer does. */
+		/* Block by block through the write cache (each compact block calibrates on its
+		 * own rows, as the writer does). */
 		uint64_t rows = meta_u64(w.txn, s->meta, "rows");
 		uint32_t nb = (uint32_t)((rows + (uint64_t)s->block_rows - 1) / (uint64_t)s->block_rows);
 		for (uint32_t b = 0; b < nb && !rc && vt != QUANT_F32; b++) {
@@ -1997,7 +1986,7 @@ int store_retype(store *s, quant_type vt, emb_err *err)
 		if (!rc && vt != QUANT_F32)
 			rc = cache_flush(&w); /* rewrites the f32 blocks unchanged, with their codes */
 		cache_free(&w);
-		free(w.scales);
+		free(w.tmpscales);
 		if (!rc)
 			rc = meta_seal(w.txn, s->meta);
 		if (!rc)
@@ -2016,6 +2005,72 @@ int store_retype(store *s, quant_type vt, emb_err *err)
 			continue;
 		}
 		return rc == -1 ? (err ? err->code : EMB_ESTORE) : mdb_fail(err, rc, "retype", s->dir);
+	}
+}
+
+/* A format-3 int8 or binary store opened for writing becomes format 4: every compact block
+ * is written again from its f32 block (verified first) in format 4's layout, in one
+ * transaction (the f32 blocks are not rewritten), and the store-wide int8 scales go. */
+static int upgrade_compact(store *s, emb_err *err)
+{
+	for (int attempt = 0;; attempt++) {
+		wtx w = {.s = s, .err = err};
+		MDB_cursor *cur = NULL;
+		MDB_val k, v;
+		if (!(w.tmpscales = malloc((size_t)(s->dim > 0 ? s->dim : 1) * sizeof(float))))
+			return emb_errf(err, EMB_ENOMEM, "store %s: out of memory", s->dir);
+		int rc = txn_begin(s, 0, &w.txn);
+		if (rc) {
+			free(w.tmpscales);
+			return mdb_fail(err, rc, "begin write", s->dir);
+		}
+		map_view(s, 1, &w.mv);
+		s->format = STORE_FORMAT_VERSION; /* the layout put_compact writes */
+		size_t rowb = (size_t)s->dim * sizeof(float);
+		if (s->dim > 0 && (rc = mdb_cursor_open(w.txn, s->vectors, &cur)) == 0) {
+			for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+			     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+				uint32_t b;
+				size_t n = v.mv_size - SUM_BYTES;
+				if (k.mv_size != 4 || !in_map(&w.mv, &v) || v.mv_size < SUM_BYTES ||
+				    n % rowb || n / rowb > (size_t)s->block_rows ||
+				    (memcpy(&b, k.mv_data, 4), !sum_ok(&b, sizeof b, &v))) {
+					damaged(err, s, "a vector block fails its checksum");
+					rc = -1;
+					break;
+				}
+				cblock c = {b, (uint32_t)(n / rowb), 1, (float *)v.mv_data};
+				if ((rc = put_compact(&w, &c)) != 0)
+					break;
+			}
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+			mdb_cursor_close(cur);
+		}
+		char fmt[16];
+		snprintf(fmt, sizeof fmt, "%d", STORE_FORMAT_VERSION);
+		MDB_val sk = {strlen("int8.scales"), "int8.scales"};
+		if (!rc && (rc = mdb_del(w.txn, s->meta, &sk, NULL)) == MDB_NOTFOUND)
+			rc = 0;
+		if (!rc)
+			rc = meta_put_str(w.txn, s->meta, "format", fmt);
+		if (!rc)
+			rc = meta_seal(w.txn, s->meta);
+		if (!rc)
+			rc = mdb_txn_commit(w.txn);
+		else
+			mdb_txn_abort(w.txn);
+		free(w.tmpscales);
+		if (rc == 0)
+			return EMB_OK;
+		s->format = 3;
+		if (rc == MDB_MAP_FULL && attempt < 40) {
+			int st = grow_map(s, err);
+			if (st)
+				return st;
+			continue;
+		}
+		return rc == -1 ? (err ? err->code : EMB_ESTORE) : mdb_fail(err, rc, "upgrade to format 4", s->dir);
 	}
 }
 
@@ -2233,12 +2288,54 @@ static int cmp_hit_best(const void *a, const void *b)
 	return x->row < y->row ? -1 : x->row > y->row;
 }
 
-/* Replaces the n candidates' compact scores by their exact cosines with qn (f32 rows, their
- * blocks' checksums verified first, on pool's threads) and sorts them best first. */
-static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
-			threadpool *pool, search_mem *mem, emb_err *err)
+/* Format 4: each candidate's f32 row checked against the row checksum its compact block
+ * holds (those checksums verified by their own SUM first), so rescoring reads 1.5 KB a
+ * candidate (and 1 KB of row checksums) instead of hashing its whole 192 KB f32 block. */
+static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
+			  const scan_block *cb, size_t ncb, emb_err *err)
 {
 	store *s = snap->s;
+	size_t rowb = (size_t)s->dim * sizeof(float), crowb = quant_row_bytes(s->vtype, s->dim);
+	uint32_t br = (uint32_t)s->block_rows;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = h[i].row / br, off = h[i].row % br;
+		if (b >= ncb || off >= cb[b].nrows)
+			return damaged(err, s, "row %u lies past its compact block", h[i].row);
+		/* the block's row checksums, under their own SUM (the scan verified the codes only) */
+		const uint8_t *rs = cb[b].codes + (size_t)cb[b].nrows * crowb + SUM_BYTES;
+		uint64_t want, rsum;
+		memcpy(&rsum, rs + (size_t)cb[b].nrows * SUM_BYTES, sizeof rsum);
+		if (val_sum(&b, sizeof b, rs, (size_t)cb[b].nrows * SUM_BYTES) != rsum)
+			return damaged(err, s, "the row checksums of compact block %u fail their checksum", b);
+		memcpy(&want, rs + (size_t)off * SUM_BYTES, sizeof want);
+		MDB_val k = {4, &b}, v;
+		int rc = mdb_get(snap->txn, s->vectors, &k, &v);
+		if (rc)
+			return damaged(err, s, "vector block %u is missing (%s)", b, mdb_strerror(rc));
+		if (!in_map(&snap->mv, &v) || v.mv_size < SUM_BYTES || (size_t)(off + 1) * rowb > v.mv_size - SUM_BYTES)
+			return damaged(err, s, "vector block %u is malformed", b);
+		const float *row = (const float *)((const char *)v.mv_data + off * rowb);
+		if (row_sum(b, off, row, s->dim) != want)
+			return damaged(err, s, "row %u of vector block %u fails its checksum", off, b);
+		float x = scan_score(qn, row, s->dim);
+		if (!(x >= -1 - SCORE_EPS && x <= 1 + SCORE_EPS))
+			return damaged(err, s, "row %u scores %g, not a cosine", h[i].row, x);
+		h[i].score = x;
+	}
+	qsort(h, n, sizeof *h, cmp_hit_best);
+	return EMB_OK;
+}
+
+/* Replaces the n candidates' compact scores by their exact cosines with qn and sorts them
+ * best first: format 4 row by row (rescore_by_row); format 3 with the f32 blocks holding
+ * them, each block's checksum verified first on pool's threads. */
+static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
+			const scan_block *cb, size_t ncb, threadpool *pool, search_mem *mem,
+			emb_err *err)
+{
+	store *s = snap->s;
+	if (s->format >= 4)
+		return rescore_by_row(snap, qn, h, n, cb, ncb, err);
 	size_t rowb = (size_t)s->dim * sizeof(float);
 	uint32_t br = (uint32_t)s->block_rows;
 	uint32_t *ub = mem->ublk = malloc((n ? n : 1) * sizeof *ub);
@@ -2318,17 +2415,81 @@ static int rows_to_hits(store_snapshot *snap, const scan_hit *sh, int got, int k
 	return EMB_OK;
 }
 
+/* The blocks a search scans, in mem->blocks[0..*nb): pointers into the map, no copies;
+ * compact blocks (format 4) split into scales, codes and row checksums. Blocks are dense and
+ * full but for the last, and each lies in the file; the scan threads check their contents
+ * (scan_guard). */
+static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, size_t *nbo,
+			  uint64_t *total, emb_err *err)
+{
+	store *s = snap->s;
+	size_t cap = 1024, nb = 0;
+	size_t rowb = compact ? quant_row_bytes(s->vtype, s->dim) : (size_t)s->dim * sizeof(float);
+	size_t head = compact ? cb_head(s, s->vtype) : 0;
+	int rsums = compact && s->format >= 4; /* format 4: the row checksums and their own SUM */
+	size_t per = rowb + (rsums ? SUM_BYTES : 0), extra = rsums ? SUM_BYTES : 0;
+	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
+	if (!blocks)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur);
+	if (rc)
+		return mdb_fail(err, rc, "cursor", s->dir);
+	mem->cur = cur;
+	MDB_val key, val;
+	*total = 0;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (nb == cap) {
+			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
+			if (!nbk)
+				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+			blocks = mem->blocks = nbk;
+			cap *= 2;
+		}
+		uint32_t b;
+		size_t bytes = val.mv_size - trailer(s) - extra;
+		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
+		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
+		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + extra + head + per ||
+		    (bytes - head) % per || (bytes - head) / per > (size_t)s->block_rows)
+			return damaged(err, s, "%s block %zu is malformed or out of place",
+				       compact ? "compact" : "vector", nb);
+		scan_block *bl = &blocks[nb];
+		memset(bl, 0, sizeof *bl);
+		bl->nrows = (uint32_t)((bytes - head) / per);
+		bl->first_row = b * (uint32_t)s->block_rows;
+		bl->seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
+		if (compact) {
+			bl->codes = (const uint8_t *)val.mv_data + head;
+			bl->scales = head ? val.mv_data : NULL;
+			bl->sum_data = val.mv_data; /* format 4: scales and codes; 3: the codes */
+			bl->sum_len = head + (size_t)bl->nrows * rowb;
+		} else {
+			bl->vecs = val.mv_data;
+		}
+		*total += bl->nrows;
+		nb++;
+	}
+	mdb_cursor_close(cur);
+	mem->cur = NULL;
+	if (rc != MDB_NOTFOUND)
+		return mdb_fail(err, rc, "scan", s->dir);
+	*nbo = nb;
+	return EMB_OK;
+}
+
 static int search_run(store_snapshot *snap, const float *q, int k, int rescore, threadpool *pool,
 		      store_hit *hits, int *nhits, search_mem *mem, emb_err *err)
 {
 	store *s = snap->s;
 	int dim = s->dim;
 	float *qn = mem->qn = malloc((size_t)dim * sizeof *qn);
-	size_t cap = 1024, nb = 0;
-	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
+	size_t nb = 0;
+	scan_block *blocks = NULL;
 	scan_hit *sh = NULL;
 	int status = EMB_OK;
-	if (!qn || !blocks) {
+	if (!qn) {
 		status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
 		goto out;
 	}
@@ -2343,7 +2504,6 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 	/* A compact store: the scan reads the compact blocks, the query is coded to match. */
 	int compact = s->vtype != QUANT_F32;
 	scan_cquery cq = {.kind = (int)s->vtype, .dim = dim};
-	size_t rowb = compact ? quant_row_bytes(s->vtype, dim) : (size_t)dim * sizeof(float);
 	if (rescore < 0)
 		rescore = s->vtype == QUANT_INT8 ? STORE_RESCORE_INT8 : STORE_RESCORE_BINARY;
 	if (compact) {
@@ -2354,6 +2514,8 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 		if (s->vtype == QUANT_BINARY) {
 			quant_bin_encode(qn, dim, mem->cq);
 			cq.bits = mem->cq;
+		} else if (s->format >= 4) {
+			cq.qf = qn; /* coded against each block's own scales by the scan */
 		} else {
 			MDB_val sv;
 			int got = meta_get(snap->txn, s->meta, "int8.scales", &sv);
@@ -2378,53 +2540,10 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 		}
 	}
 
-	/* Collect the blocks: pointers into the map, no copies. */
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur);
-	if (rc) {
-		status = mdb_fail(err, rc, "cursor", s->dir);
-		goto out;
-	}
-	mem->cur = cur;
-	MDB_val key, val;
 	uint64_t total = 0;
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		if (nb == cap) {
-			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
-			if (!nbk) {
-				status = emb_errf(err, EMB_ENOMEM, "search: out of memory");
-				goto out;
-			}
-			blocks = mem->blocks = nbk;
-			cap *= 2;
-		}
-		/* Blocks are dense and full but for the last; each lies in the file. The scan
-		 * threads check their contents (scan_guard). */
-		uint32_t b;
-		size_t bytes = val.mv_size - trailer(s);
-		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
-		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
-		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
-		    bytes / rowb > (size_t)s->block_rows) {
-			status = damaged(err, s, "%s block %zu is malformed or out of place",
-					 compact ? "compact" : "vector", nb);
-			goto out;
-		}
-		blocks[nb].vecs = compact ? NULL : val.mv_data;
-		blocks[nb].codes = compact ? val.mv_data : NULL;
-		blocks[nb].nrows = (uint32_t)(bytes / rowb);
-		blocks[nb].first_row = b * (uint32_t)s->block_rows;
-		blocks[nb].seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
-		total += blocks[nb].nrows;
-		nb++;
-	}
-	mdb_cursor_close(cur);
-	mem->cur = NULL;
-	if (rc != MDB_NOTFOUND) {
-		status = mdb_fail(err, rc, "scan", s->dir);
+	if ((status = collect_blocks(snap, compact, mem, &nb, &total, err)) != 0)
 		goto out;
-	}
+	blocks = mem->blocks;
 	/* The scan threads verify the blocks' checksums as they score them. */
 	scan_guard guard = {.checksums = s->format >= 2, .max_abs = 1 + SCORE_EPS};
 
@@ -2461,7 +2580,7 @@ static int search_run(store_snapshot *snap, const float *q, int k, int rescore, 
 			free(mem->uval);
 			mem->ublk = NULL;
 			mem->uval = NULL;
-			if ((status = rescore_rows(snap, qn, sh, (size_t)got, pool, mem, err)) != 0)
+			if ((status = rescore_rows(snap, qn, sh, (size_t)got, blocks, nb, pool, mem, err)) != 0)
 				goto out;
 			if ((uint64_t)got > m)
 				got = (int)m;
@@ -2502,11 +2621,10 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 	store *s = snap->s;
 	int dim = s->dim, status = EMB_OK, rc;
 	int compact = s->vtype != QUANT_F32;
-	size_t rowb = compact ? quant_row_bytes(s->vtype, dim) : (size_t)dim * sizeof(float);
-	size_t cap = 1024, nb = 0;
+	size_t nb = 0;
 	float *qn = mem->qn = malloc((size_t)nq * dim * sizeof *qn);
-	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
-	if (!qn || !blocks)
+	scan_block *blocks = NULL;
+	if (!qn)
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
 	memcpy(qn, qs, (size_t)nq * dim * sizeof *qn);
 	for (int i = 0; i < nq; i++) {
@@ -2526,7 +2644,7 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 			return emb_errf(err, EMB_ENOMEM, "search: out of memory");
 		cq = (scan_cquery *)buf;
 		uint8_t *codes = (uint8_t *)(cq + nq);
-		if (s->vtype == QUANT_INT8) {
+		if (s->vtype == QUANT_INT8 && s->format < 4) {
 			MDB_val sv;
 			rc = meta_get(snap->txn, s->meta, "int8.scales", &sv);
 			if (rc == MDB_NOTFOUND) {
@@ -2543,7 +2661,9 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 		for (int i = 0; i < nq; i++) {
 			uint8_t *c = codes + (size_t)i * ((size_t)dim + 64);
 			cq[i] = (scan_cquery){.kind = (int)s->vtype, .dim = dim};
-			if (s->vtype == QUANT_INT8) {
+			if (s->vtype == QUANT_INT8 && s->format >= 4) {
+				cq[i].qf = qn + (size_t)i * dim; /* coded block by block by the scan */
+			} else if (s->vtype == QUANT_INT8) {
 				quant_i8_query(qn + (size_t)i * dim, dim, scales, (int8_t *)c, &cq[i].bias,
 					       &cq[i].scale);
 				cq[i].q8 = (const int8_t *)c;
@@ -2554,41 +2674,10 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 		}
 		free(scales);
 	}
-	MDB_cursor *cur;
-	if ((rc = mdb_cursor_open(snap->txn, compact ? s->cvectors : s->vectors, &cur)) != 0)
-		return mdb_fail(err, rc, "cursor", s->dir);
-	mem->cur = cur;
-	MDB_val key, val;
 	uint64_t total = 0;
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		if (nb == cap) {
-			scan_block *nbk = realloc(blocks, cap * 2 * sizeof *blocks);
-			if (!nbk)
-				return emb_errf(err, EMB_ENOMEM, "search: out of memory");
-			blocks = mem->blocks = nbk;
-			cap *= 2;
-		}
-		uint32_t b;
-		size_t bytes = val.mv_size - trailer(s);
-		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
-		    (nb && blocks[nb - 1].nrows != (uint32_t)s->block_rows) ||
-		    !in_map(&snap->mv, &val) || val.mv_size < trailer(s) + rowb || bytes % rowb ||
-		    bytes / rowb > (size_t)s->block_rows)
-			return damaged(err, s, "%s block %zu is malformed or out of place",
-				       compact ? "compact" : "vector", nb);
-		blocks[nb].vecs = compact ? NULL : val.mv_data;
-		blocks[nb].codes = compact ? val.mv_data : NULL;
-		blocks[nb].nrows = (uint32_t)(bytes / rowb);
-		blocks[nb].first_row = b * (uint32_t)s->block_rows;
-		blocks[nb].seed = XXH3_64bits(&b, sizeof b);
-		total += blocks[nb].nrows;
-		nb++;
-	}
-	mdb_cursor_close(cur);
-	mem->cur = NULL;
-	if (rc != MDB_NOTFOUND)
-		return mdb_fail(err, rc, "scan", s->dir);
+	if ((status = collect_blocks(snap, compact, mem, &nb, &total, err)) != 0)
+		return status;
+	blocks = mem->blocks;
 	uint64_t m = (uint64_t)k * 2 + 16;
 	if (m > total)
 		m = total;
@@ -2623,7 +2712,7 @@ static int batch_run(store_snapshot *snap, const float *qs, int nq, int k, int r
 			free(mem->uval);
 			mem->ublk = NULL;
 			mem->uval = NULL;
-			if ((status = rescore_rows(snap, qn + (size_t)i * dim, hq, (size_t)got[i], pool, mem,
+			if ((status = rescore_rows(snap, qn + (size_t)i * dim, hq, (size_t)got[i], blocks, nb, pool, mem,
 						   err)) != 0)
 				break;
 		}
@@ -2944,24 +3033,37 @@ static int check_blocks(checker *c)
 }
 
 /* Compact blocks (int8, binary): one for every vector block, under the same key, with its
- * checksum, and equal byte for byte to the codes of that block's f32 rows. */
+ * checksum, and equal byte for byte to what the writer makes of that block's f32 rows:
+ * format 4, the block's scales (int8), the rows' codes and the rows' checksums; format 3, the
+ * codes with the store-wide scales. */
 static int check_cblocks(checker *c)
 {
 	store *s = c->s;
 	if (s->vtype == QUANT_F32)
 		return EMB_OK;
 	size_t rowb = quant_row_bytes(s->vtype, s->dim), frowb = (size_t)s->dim * sizeof(float);
-	float *scales = NULL;
+	size_t head = cb_head(s, s->vtype);
+	int f4 = s->format >= 4;
+	size_t per = rowb + (f4 ? SUM_BYTES : 0), extra = f4 ? SUM_BYTES : 0;
+	float *scales = malloc(frowb), *rows = malloc(frowb * (size_t)s->block_rows);
 	uint8_t *code = malloc(rowb);
-	if (!code)
+	if (!code || !scales || !rows) {
+		free(code);
+		free(scales);
+		free(rows);
 		return emb_errf(c->err, EMB_ENOMEM, "check: out of memory");
+	}
+	int have_scales = 0;
 	MDB_val sv;
-	if (s->vtype == QUANT_INT8 && meta_get(c->snap->txn, s->meta, "int8.scales", &sv) == 0) {
-		if (sv.mv_size != frowb || !in_map(&c->snap->mv, &sv) || !(scales = malloc(frowb))) {
+	if (s->format < 4 && s->vtype == QUANT_INT8 && meta_get(c->snap->txn, s->meta, "int8.scales", &sv) == 0) {
+		if (sv.mv_size != frowb || !in_map(&c->snap->mv, &sv)) {
 			free(code);
+			free(scales);
+			free(rows);
 			return broken(c->err, s, "the int8 scales are malformed");
 		}
 		memcpy(scales, sv.mv_data, frowb);
+		have_scales = 1;
 	}
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -2970,6 +3072,7 @@ static int check_cblocks(checker *c)
 	if (rc) {
 		free(code);
 		free(scales);
+		free(rows);
 		return mdb_fail(c->err, rc, "cursor", s->dir);
 	}
 	c->cur = cur;
@@ -2979,24 +3082,50 @@ static int check_cblocks(checker *c)
 		if (k.mv_size == 4)
 			memcpy(&b, k.mv_data, 4);
 		MDB_val fk = {4, &b}, fv;
-		size_t bytes = v.mv_size - trailer(s);
-		if (b != expect || !check_val(c, &b, 4, &v, rowb) || bytes % rowb ||
+		size_t bytes = v.mv_size - trailer(s) - extra, n = 0;
+		/* format 4: scales and codes | SUM | row checksums | SUM (store.h) */
+		int sound = f4 ? in_map(&c->snap->mv, &v) && v.mv_size >= head + per + 2 * SUM_BYTES &&
+					 (bytes - head) % per == 0
+			       : check_val(c, &b, 4, &v, head + per);
+		if (sound && f4) {
+			size_t nr = (bytes - head) / per, ab = head + nr * rowb;
+			const char *base = v.mv_data;
+			uint64_t sa, sr;
+			memcpy(&sa, base + ab, SUM_BYTES);
+			memcpy(&sr, base + ab + SUM_BYTES + nr * SUM_BYTES, SUM_BYTES);
+			sound = val_sum(&b, 4, base, ab) == sa &&
+				val_sum(&b, 4, base + ab + SUM_BYTES, nr * SUM_BYTES) == sr;
+			if (sound)
+				c->r->checksums += 2;
+		}
+		if (b != expect || !sound || (bytes - head) % per ||
 		    mdb_get(c->snap->txn, s->vectors, &fk, &fv) != 0 || !in_map(&c->snap->mv, &fv) ||
-		    fv.mv_size < trailer(s) || (fv.mv_size - trailer(s)) / frowb != bytes / rowb ||
-		    (s->vtype == QUANT_INT8 && !scales)) {
+		    fv.mv_size < trailer(s) || (n = (fv.mv_size - trailer(s)) / frowb) != (bytes - head) / per ||
+		    n > (size_t)s->block_rows || (s->vtype == QUANT_INT8 && s->format < 4 && !have_scales)) {
 			status = broken(c->err, s, "compact block %u (expected %u) is malformed, out of place, "
 					"fails its checksum or has no vector block", b, expect);
 			break;
 		}
-		for (size_t i = 0; i < bytes / rowb; i++) {
-			float x[s->dim];
-			memcpy(x, (const char *)fv.mv_data + i * frowb, frowb);
+		memcpy(rows, fv.mv_data, n * frowb);
+		const uint8_t *codes = (const uint8_t *)v.mv_data + head, *sums = codes + n * rowb + SUM_BYTES;
+		if (head) {
+			quant_i8_scales(rows, n, s->dim, scales);
+			if (memcmp(scales, v.mv_data, head)) {
+				status = broken(c->err, s, "compact block %u's scales are not its rows'", b);
+				break;
+			}
+		}
+		for (size_t i = 0; i < n; i++) {
+			const float *x = rows + i * (size_t)s->dim;
 			if (s->vtype == QUANT_INT8)
 				quant_i8_encode(x, s->dim, scales, code);
 			else
 				quant_bin_encode(x, s->dim, code);
-			if (memcmp(code, (const char *)v.mv_data + i * rowb, rowb)) {
-				status = broken(c->err, s, "compact block %u row %zu is not the code of its vector",
+			uint64_t want = s->format >= 4 ? row_sum(b, (uint32_t)i, x, s->dim) : 0, got = 0;
+			if (s->format >= 4)
+				memcpy(&got, sums + i * SUM_BYTES, SUM_BYTES);
+			if (memcmp(code, codes + i * rowb, rowb) || got != want) {
+				status = broken(c->err, s, "compact block %u row %zu is not the code (or checksum) of its vector",
 						b, i);
 				break;
 			}
@@ -3008,6 +3137,7 @@ static int check_cblocks(checker *c)
 	close_cur(c);
 	free(code);
 	free(scales);
+	free(rows);
 	if (status)
 		return status;
 	if (rc != MDB_NOTFOUND)

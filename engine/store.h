@@ -9,13 +9,14 @@
  *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated",
  *            "shard" (optional: "INDEX/COUNT", see Shards below)
  *            (text) and "docs", "rows" (u64 counts), "checksum" (see below); "vtype" is
- *            "f32", "int8" or "binary" (format 3; always "f32" before); "int8.scales"
- *            (vtype int8, once it has rows: dim f32 per-dimension scales, quant.h)
+ *            "f32", "int8" or "binary" (format 3; always "f32" before); format 3 only:
+ *            "int8.scales" (vtype int8, once it has rows: dim f32 per-dimension scales
+ *            shared by every compact block, quant.h)
  *   docs     id -> content hash (16 bytes), lengths, zstd(text | title | metadata JSON)
  *   docrows  id -> u32 row numbers of the document's windows
  *   rowmap   u32 row -> window's byte range in the text, window index, document id
  *   vectors  u32 block -> block_rows packed f32 rows (the last block may be short)
- *   cvectors u32 block -> the same rows' compact codes (format 3, vtype int8 or binary;
+ *   cvectors u32 block -> the same rows' compact codes (format 3 on, vtype int8 or binary;
  *            empty for f32): what a scan reads, the f32 rows being read only to rescore
  *   seen     id -> "" : ids met by the indexer run in progress (for --prune and duplicates)
  * Rows are dense: row r of the store is row r % block_rows of block r / block_rows, and
@@ -23,7 +24,7 @@
  * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
  * overflow pages and makes a scan one long sequential read.
  *
- * Values, byte by byte (format 3; integers little-endian, as the machines we run on store
+ * Values, byte by byte (format 4; integers little-endian, as the machines we run on store
  * them). SUM(k, v) is XXH3-64 of the value bytes v before the trailer, seeded with XXH3-64
  * of the key bytes k: it detects damage to the value and a value found under the wrong key.
  *   docs     0 u32 magic "DOC2" | 4 content hash [16] | 20 u32 text_len | 24 u32 title_len |
@@ -33,21 +34,36 @@
  *   rowmap   0 u32 window start | 4 u32 window end | 8 u32 window index | 12 id bytes |
  *            end-8 u64 SUM
  *   vectors  f32 [nrows * dim] (unit length, finite) | u64 SUM
- *   cvectors code [nrows * quant_row_bytes(vtype, dim)] | u64 SUM, row i's code being
- *            quant_i8_encode (int8: one byte a dimension, code + 128) or quant_bin_encode
- *            (binary: sign bits, LSB first) of block row i's f32 vector; same key and
- *            same row count as the vectors block.
+ *   cvectors int8:   A = f32 scale [dim] | code [nrows * dim]
+ *            binary: A = code [nrows * (dim + 7) / 8]
+ *            then A | u64 SUM(A) | R = u64 RSUM [nrows] | u64 SUM(R), both SUMs keyed by
+ *            the block key: a scan verifies A only (the row checksums are 1 KB a block
+ *            that it never reads: 14% of a binary block), rescoring verifies R of the
+ *            blocks holding candidates. Same key and same row count as the vectors block. int8: scale[d] =
+ *            quant_i8_scales over this block's f32 rows (max |x[d]| / 127, 1/127 when all
+ *            are 0), row i's code quant_i8_encode of its f32 vector with them (one byte a
+ *            dimension, code + 128); binary: quant_bin_encode (sign bits, LSB first).
+ *            RSUM[i] = XXH3-64 of f32 row i's dim * 4 bytes seeded with XXH3-64(key) + i:
+ *            rescoring verifies a candidate's f32 row against it, not its whole block.
+ *            Format 3: code [nrows * row bytes] | u64 SUM, int8 codes with meta
+ *            "int8.scales".
  *   meta     "checksum": u64 XXH3-64 over every other meta entry in key order, each fed as
  *            u32 key length, key, u32 value length, value; rewritten by every write.
  *   seen     empty values (no answer depends on them).
  * Format 1 (DOC1 magic, no trailers, no "checksum") is read without checksums and never
  * written: opening one for writing fails with "rebuild it with --rebuild". Format 2 is
- * format 3 without the cvectors table (f32 only): read as it is; a writer's open upgrades it
- * in place (creates the empty table, sets "format" to 3: nothing else changes).
- * int8 calibration: the scales are the per-dimension max |x| / 127 over the rows of the
- * first transaction that writes rows into the store (up to 32 blocks, 4,096 rows of 384-d);
- * later rows use the same scales, components beyond them clip to +-127; --rebuild (a new
- * store) calibrates afresh, and so does a store emptied of rows when its type is set again.
+ * format 3 without the cvectors table (f32 only), and format 3 differs from 4 only in its
+ * compact blocks (above): both are read as they are; a writer's open upgrades them in place
+ * (format 2 and f32 stores of format 3: the empty table, "format" set to 4, nothing else
+ * changes; int8 and binary stores of format 3: every compact block written again from its
+ * verified f32 block in one transaction, "int8.scales" removed).
+ * int8 calibration (format 4): every compact block carries the scales of its own rows,
+ * recomputed whenever the block is written (rows added, moved by a delete), so no component
+ * is ever clipped, rows arriving later calibrate themselves however the store was filled
+ * (a first run of 3 documents no longer fixes the scales for good), and a block's codes are
+ * a function of its f32 rows alone. The search codes the query against each block's scales
+ * (scan_i8_query, ~0.1 us a block). Format 3 took the scales of the first transaction's rows
+ * and clipped later components to them.
  * Version rule: "format" changes whenever any of these layouts does; a program reads formats
  * up to its own, writes only its own, and refuses a newer one.
  *
@@ -83,7 +99,7 @@
 #include "store_path.h"
 #include "threadpool.h"
 
-#define STORE_FORMAT_VERSION 3
+#define STORE_FORMAT_VERSION 4
 #define STORE_HASH_BYTES 16
 #define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
 

@@ -169,7 +169,8 @@ static void test_scan_kernel(void)
 		v[i] = frand();
 	for (int i = 0; i < D; i++)
 		q[i] = frand();
-	scan_block b[3] = {{v, 1000, 0, 0, NULL}, {v + 1000 * D, 3, 1000, 0, NULL}, {v + 1003 * D, N - 1003, 1003, 0, NULL}};
+	scan_block b[3] = {{.vecs = v, .nrows = 1000, .first_row = 0}, {.vecs = v + 1000 * D, .nrows = 3, .first_row = 1000},
+			    {.vecs = v + 1003 * D, .nrows = N - 1003, .first_row = 1003}};
 	threadpool *pool = threadpool_create(3);
 	scan_hit hits[50];
 	int n;
@@ -200,7 +201,7 @@ static void test_scan_kernel(void)
 		uint32_t len = 1 + (uint32_t)((frand() + 1) * 150);
 		if (row + len > N2)
 			len = N2 - row;
-		bl[nb++] = (scan_block){w + (size_t)row * D2, len, row, 0, NULL};
+		bl[nb++] = (scan_block){.vecs = w + (size_t)row * D2, .nrows = len, .first_row = row};
 		row += len;
 	}
 	scan_hit h2[20];
