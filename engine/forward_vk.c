@@ -661,14 +661,15 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * fa16 the register softmax with 16 query rows a subgroup and fa the one with 32 at every
 	 * batch size (no attn_small), for tests and comparisons. */
 	const char *ae = b->c.set.attn;
-	/* A relative position bias (MPNet) is added in the lane kernels (attention.glsl) only:
-	 * the tensor-core ones would need each score's (query, key) pair, which attn_fa.glsl
-	 * would have to derive from the device's register layout, and no test here could run
-	 * them (lavapipe has no cooperative matrices). MPNet-base has head size 64, which takes
-	 * the lane kernel anyway; a head-size-32 MPNet loses tensor-core attention only. */
-	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar") &&
-			    !b->rel_span && !b->alibi;
-	const int attn_fa = attn_cm && strcmp(ae, "cm") && cm_layout_ok(b);
+	/* attn_fa.glsl's register softmax takes head size 32 (attn_fa, attn_fa16) or 64
+	 * (attn_fa64: all-mpnet-base-v2, JinaBERT) and the by-distance biases (MPNet's relative
+	 * bias, ALiBi), each score's (query, key) pair read off the same layout check; the
+	 * shared-memory softmax (attn_cm) only head size 32 without a bias. */
+	const int bias = b->rel_span || b->alibi;
+	const int cm_any = b->prec == PREC_COOPMAT && strcmp(ae, "scalar");
+	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
+			    cm_layout_ok(b);
+	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	b->small_grid = b->c.sm_count ? b->c.sm_count : SMALL_GRID;
@@ -689,12 +690,12 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = b->ln_lanes ? "add_ln_sg" : h ? "add_ln_h" : "add_ln",
-		[P_ATTN] = attn_fa ? (ae && !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
+		[P_ATTN] = attn_fa ? (b->D == 64 ? "attn_fa64" : !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
 			   : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		/* for batches whose attn_fa grid has fewer workgroups than the device has SMs
 		 * (forward_vk_submit) */
-		[P_ATTN_SMALL] = attn_fa && !ae ? "attn_fa16" : NULL,
+		[P_ATTN_SMALL] = attn_fa && b->D == 32 && !ae ? "attn_fa16" : NULL,
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEGLU] = !b->geglu ? NULL : h ? "geglu_h" : "geglu",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
@@ -720,7 +721,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
 					   : act },
 				 .nspec = i == P_ATTN || i == P_ATTN_SMALL || with_act ? 1 : 0 };
-		if (i == P_ATTN && !attn_cm) {
+		if ((i == P_ATTN || i == P_ATTN_SMALL) && !attn_cm) {
 			j->spec[1] = b->rel_span;
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
