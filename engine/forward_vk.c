@@ -667,8 +667,11 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * shared-memory softmax (attn_cm) only head size 32 without a bias. */
 	const int bias = b->rel_span || b->alibi;
 	const int cm_any = b->prec == PREC_COOPMAT && strcmp(ae, "scalar");
+	/* ALiBi takes attn_fa64 only when asked (set.attn "fa"): on the H100, jina-small's fp16
+	 * vectors through it missed the CPU's (min cosine 0.78 on 1..4,096 tokens) where
+	 * MPNet's relative bias through the same kernel matched (docs/jina-gpu.md) */
 	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
-			    cm_layout_ok(b);
+			    (!b->alibi || !strcmp(ae, "fa")) && cm_layout_ok(b);
 	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;

@@ -20,11 +20,12 @@
  * max_seq - 1), through forward_cpu's own bucketing (rel_position_bucket), a few KiB uploaded
  * with the weights, which every layer's attention kernel adds to its scores before the
  * softmax (no L x L bias is built). The relative bias runs in the lane attention kernels
- * (attn, attn_h and their CPU-implementation variants) on every precision; a head-size-32
- * MPNet does not take the tensor-core attention kernels, which have no bias (forward_vk.c
- * says why). POS_ALIBI (JinaBERT) adds no position row; the same lane attention kernels
- * compute -slope_h * |key - query| from the head's slope (alibi_slopes, uploaded at open),
- * so the bias takes `heads` floats whatever the length (sequences to max_positions, 8192).
+ * (attn, attn_h and their CPU-implementation variants) on every precision, and in the
+ * tensor-core ones of head size 32 and 64 (attn_fa.glsl) on the cooperative-matrix path.
+ * POS_ALIBI (JinaBERT) adds no position row; the lane attention kernels compute
+ * -slope_h * |key - query| from the head's slope (alibi_slopes, uploaded at open), so the
+ * bias takes `heads` floats whatever the length (sequences to max_positions, 8192); the
+ * tensor-core kernel takes ALiBi only when set.attn is "fa" (docs/jina-gpu.md says why).
  * FFN_GEGLU runs the up-projection's 2I rows without activation and bias, then a pass
  * gelu(first I) * (last I) into the down-projection's input.
  *
