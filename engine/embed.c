@@ -372,6 +372,7 @@ void embed_close(embed_model *m)
 int embed_dim(const embed_model *m) { return m->cfg.hidden; }
 int embed_max_tokens(const embed_model *m) { return m->cfg.max_tokens; }
 const char *embed_model_name(const embed_model *m) { return m->name; }
+const char *embed_model_family(const embed_model *m) { return m->cfg.arch.name; }
 int embed_normalized(const embed_model *m) { return m->cfg.normalize; }
 int embed_needs_prefix(const embed_model *m) { return m->cfg.needs_prefix; }
 const char *embed_device_name(const embed_model *m) { return m->device_name; }

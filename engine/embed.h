@@ -91,6 +91,8 @@ int embed_max_tokens(const embed_model *m);
 
 /* Short identity of the model for stores: directory basename, e.g. "all-MiniLM-L6-v2". */
 const char *embed_model_name(const embed_model *m);
+/* The model's family, its description's name (model.h): "bert", "mpnet" or "jinabert". */
+const char *embed_model_family(const embed_model *m);
 
 /* Hex sha256 of model.safetensors (64 chars + NUL). Computed on first call (~0.3 s for a
  * 90 MB file) and remembered per file version in ~/.cache/embedstore/weights-sha256, so

@@ -4,7 +4,9 @@
  * position id goes into each token's position (the token type, when the batch gives types,
  * into the same word's high 16 bits), a model without token types gets no token-type row
  * (NO_TYPES), and POS_REL_BUCKETS a per-head bias row of every distance in
- * wvec plus a specialization constant that compiles its addition into the attention kernel.
+ * wvec plus a specialization constant that compiles its addition into the attention kernel;
+ * POS_ALIBI no position row (NO_POS), the heads' slopes in wvec and another specialization
+ * constant; FFN_GEGLU an up-projection of 2I rows (zero bias) and a geglu pass into gact.
  *
  * Memory plan, all made at open and reused for every batch:
  *   wmat   every Linear weight, f32 or f16, each at a 256-byte aligned offset so that a
@@ -13,7 +15,8 @@
  *          position bias of each head by distance), addressed by float offsets in push
  *          constants;
  *   x (f32, fp32 path) or x16 (f16 paths)   the residual stream;
- *   qkv, ctx, tmp, ffn   the products' outputs; all activations for `budget` tokens, rows
+ *   qkv, ctx, tmp, ffn (and gact, GEGLU's product of ffn's halves)   the products'
+ *          outputs; all activations for `budget` tokens, rows
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
  *          the buffer);
  *   in     the batch's token ids, sequence table and attention block table, copied from a
@@ -48,13 +51,16 @@
 #define WAIT_FLOOR_CPU_S 900.0
 #define SLOWEST_GPU_FLOPS 1e10
 #define SLOWEST_CPU_FLOPS 2e7
-/* embed_ln's type_off for a model without token types (layernorm.glsl's NO_TYPES) */
+/* embed_ln's type_off for a model without token types (layernorm.glsl's NO_TYPES), pos_off
+ * for one without position embeddings (NO_POS: ALiBi) */
 #define NO_TYPES 0xffffffffu
+#define NO_POS 0xffffffffu
 
-enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_DOWN, ST_LN2, ST_POOL, ST_N };
+enum step { ST_EMBED, ST_QKV, ST_ATTN, ST_OUT, ST_LN1, ST_UP, ST_GEGLU, ST_DOWN, ST_LN2, ST_POOL,
+	    ST_N };
 static const char *const step_name[ST_N] = {
 	"embed_layernorm", "matmul_bias (qkv)", "attention", "matmul_bias (out)",
-	"add_layernorm (attn)", "matmul_bias_gelu (up)", "matmul_bias (down)",
+	"add_layernorm (attn)", "matmul_bias_gelu (up)", "geglu", "matmul_bias (down)",
 	"add_layernorm (ffn)", "pool_normalize",
 };
 
@@ -62,7 +68,7 @@ static const char *const step_name[ST_N] = {
  * (the residual stream is f16 there): tiled (P_GEMM_HH), or on cooperative matrices in four
  * tile sizes (W 128x96 where N is a multiple of 96, L 128x64, S 64x64, T 32x64), each
  * without and with the activation (A: a specialization constant of the same shader). */
-enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEMM_F32, P_GEMM_HH,
+enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GEMM_HH,
        P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
@@ -89,6 +95,7 @@ typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
+typedef struct { uint32_t T, I; } pc_geglu;
 
 typedef struct layer_off {
 	VkDeviceSize w[4];          /* byte offsets in wmat: qkv, out, up, down */
@@ -124,17 +131,24 @@ struct vk_backend {
 	uint32_t tok_cap, seq_cap, blk_cap;
 	VkDeviceSize off_tok, off_seq, off_blk, in_bytes;
 	vk_buf wmat, wemb, wvec;
-	vk_buf x, x16, qkv, ctx, tmp, ffn, in, outd, dummy;
+	vk_buf x, x16, qkv, ctx, tmp, ffn, gact, in, outd, dummy;
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
 	VkDescriptorPool dpool;
-	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, *ds_gemm;
+	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, ds_geglu, *ds_gemm;
 	layer_off *lo;
 	uint32_t emb_pos, emb_type, emb_g, emb_b;
 	/* POS_REL_BUCKETS: wvec offset of the bias rows, rel_span floats a head (distances
 	 * -R..R, R = (rel_span - 1) / 2); rel_span is 0 without a relative bias */
 	uint32_t rel_off, rel_span;
+	/* POS_ALIBI: rel_off is the heads' slopes instead (attention.glsl's ALIBI) */
+	int alibi;
+	/* FFN_GEGLU: the up-projection has up_n = 2I rows (gated half first) and no bias of
+	 * the model's (a zero row in wvec), and geglu.glsl turns its output (ffn) into the
+	 * down-projection's input (gact); else up_n = I */
+	int geglu;
+	uint32_t up_n;
 	slot s[SLOTS];
 	int head, inflight;
 	chunk *chunks;     /* scratch for one submit */
@@ -201,7 +215,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
 	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
-	const uint32_t rows[4] = { 3 * H, H, I, H }, cols[4] = { H, H, H, I };
+	const uint32_t rows[4] = { 3 * H, H, b->up_n, H }, cols[4] = { H, H, H, I };
 	VkDeviceSize off = 0;
 	for (uint32_t l = 0; l < L; l++)
 		for (int g = 0; g < 4; g++) {
@@ -211,20 +225,24 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		}
 	/* wvec layout */
 	uint32_t v = 0;
-	b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
+	if (b->cfg.arch.pos == POS_ALIBI) {
+		b->emb_pos = NO_POS;
+	} else {
+		b->emb_pos = v; v += (uint32_t)b->cfg.max_positions * H;
+	}
 	if (b->cfg.arch.token_types) {
 		b->emb_type = v; v += (uint32_t)b->cfg.type_vocab_size * H;
 	} else {
 		b->emb_type = NO_TYPES;
 	}
-	b->rel_off = v; v += b->heads * b->rel_span;
+	b->rel_off = v; v += b->alibi ? b->heads : b->heads * b->rel_span;
 	b->emb_g = v; v += H;
 	b->emb_b = v; v += H;
 	for (uint32_t l = 0; l < L; l++) {
 		layer_off *o = &b->lo[l];
 		o->bias[G_QKV] = v; v += 3 * H;
 		o->bias[G_OUT] = v; v += H;
-		o->bias[G_UP] = v; v += I;
+		o->bias[G_UP] = v; v += b->up_n;
 		o->bias[G_DOWN] = v; v += H;
 		o->ln1_g = v; v += H;
 		o->ln1_b = v; v += H;
@@ -240,7 +258,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	 * not: lavapipe's range is 128 MiB, less than the 340 MB of MPNet-base's (or BERT-base's)
 	 * f32 Linear weights. */
 	const VkDeviceSize range = b->c.props.limits.maxStorageBufferRange;
-	const VkDeviceSize widest_w = (VkDeviceSize)(3 * H > I ? 3 * H : I) * H * es;
+	const VkDeviceSize widest_w = (VkDeviceSize)(3 * H > b->up_n ? 3 * H : b->up_n) * H * es;
 	if (emb_bytes > range || nvec * 4 > range || widest_w > range)
 		return emb_errf(err, EMB_EUNSUPPORTED, "model too large for %s: a weight buffer "
 				"exceeds maxStorageBufferRange (%u bytes)", b->c.props.deviceName,
@@ -260,7 +278,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
 	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
-	const uint32_t rows[4] = { 3 * H, H, I, H }, cols[4] = { H, H, H, I };
+	const uint32_t rows[4] = { 3 * H, H, b->up_n, H }, cols[4] = { H, H, H, I };
 	const size_t off = b->wmat_bytes, nvec = b->nvec;
 	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
 	size_t most = off > nvec * 4 ? off : nvec * 4;
@@ -298,7 +316,10 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
 	if (!rc) {
 		float *f = (float *)host;
-		memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
+		if (b->emb_pos != NO_POS)
+			memcpy(f + b->emb_pos, w->pos_emb, (size_t)b->cfg.max_positions * H * 4);
+		if (b->alibi) /* the same slopes as forward_cpu's */
+			alibi_slopes((int)b->heads, f + b->rel_off);
 		if (b->emb_type != NO_TYPES)
 			memcpy(f + b->emb_type, w->type_emb, (size_t)b->cfg.type_vocab_size * H * 4);
 		/* The relative position bias by distance d = key - query, -R..R, through the
@@ -323,7 +344,10 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			for (uint32_t i = 0; i < H; i++)
 				f[o->bias[G_QKV] + i] *= b->q_scale;
 			memcpy(f + o->bias[G_OUT], lw->attn_out_b, H * 4);
-			memcpy(f + o->bias[G_UP], lw->ffn_up_b, I * 4);
+			if (lw->ffn_up_b)
+				memcpy(f + o->bias[G_UP], lw->ffn_up_b, (size_t)b->up_n * 4);
+			else /* GEGLU's gated_layers have no bias */
+				memset(f + o->bias[G_UP], 0, (size_t)b->up_n * 4);
 			memcpy(f + o->bias[G_DOWN], lw->ffn_down_b, H * 4);
 			memcpy(f + o->ln1_g, lw->ln1_g, H * 4);
 			memcpy(f + o->ln1_b, lw->ln1_b, H * 4);
@@ -343,7 +367,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 
 static void free_activations(vk_backend *b)
 {
-	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->in, &b->outd };
+	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
+			   &b->outd };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&b->c, bufs[i]);
 	for (int i = 0; i < SLOTS; i++)
@@ -379,14 +404,16 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->tmp, rows * H * ea, VK_MEM_DEVICE, err);
 	if (!rc)
-		rc = vk_buf_create(&b->c, &b->ffn, rows * I * ea, VK_MEM_DEVICE, err);
+		rc = vk_buf_create(&b->c, &b->ffn, rows * b->up_n * ea, VK_MEM_DEVICE, err);
+	if (!rc && b->geglu)
+		rc = vk_buf_create(&b->c, &b->gact, rows * I * ea, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
-	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn };
+	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact };
 	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 		if (z[i]->buf)
 			rc = vk_zero(&b->c, z[i], err);
@@ -420,7 +447,7 @@ static void ds_write(vk_backend *b, VkDescriptorSet ds, VkDescriptorBufferInfo i
 
 static int make_descriptors(vk_backend *b, emb_err *err)
 {
-	const uint32_t nsets = 4 + 4 * b->L;
+	const uint32_t nsets = 5 + 4 * b->L;
 	VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 				    .descriptorCount = nsets * VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = {
@@ -457,7 +484,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	b->ds_attn = sets[1];
 	b->ds_ln = sets[2];
 	b->ds_pool = sets[3];
-	memcpy(b->ds_gemm, sets + 4, 4 * b->L * sizeof *sets);
+	b->ds_geglu = sets[4];
+	memcpy(b->ds_gemm, sets + 5, 4 * b->L * sizeof *sets);
 	free(sets);
 
 	const VkDeviceSize W = VK_WHOLE_SIZE;
@@ -476,7 +504,7 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 
 	memset(in, 0, sizeof in);
 	in[0] = bi(&b->qkv, 0, W);
-	in[2] = bi(&b->wvec, 0, W); /* the relative position bias */
+	in[2] = bi(&b->wvec, 0, W); /* the relative position bias, or the ALiBi slopes */
 	in[3] = bi(&b->ctx, 0, W);
 	in[4] = bi(&b->in, b->off_blk, b->in_bytes - b->off_blk);
 	ds_write(b, b->ds_attn, in);
@@ -496,7 +524,14 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	in[4] = bi(&b->in, b->off_seq, b->off_blk - b->off_seq);
 	ds_write(b, b->ds_pool, in);
 
-	const vk_buf *gin[4] = { xin, &b->ctx, xin, &b->ffn };
+	if (b->geglu) {
+		memset(in, 0, sizeof in);
+		in[0] = bi(&b->ffn, 0, W);
+		in[3] = bi(&b->gact, 0, W);
+		ds_write(b, b->ds_geglu, in);
+	}
+
+	const vk_buf *gin[4] = { xin, &b->ctx, xin, b->geglu ? &b->gact : &b->ffn };
 	const vk_buf *gout[4] = { &b->qkv, &b->tmp, &b->ffn, &b->tmp };
 	for (uint32_t l = 0; l < b->L; l++)
 		for (int g = 0; g < 4; g++) {
@@ -602,7 +637,7 @@ typedef struct pipe_job {
 	vk_ctx *c;
 	vk_pipe *p;
 	const char *name;
-	uint32_t spec[2];
+	uint32_t spec[3];
 	int nspec, rc;
 	emb_err err;
 } pipe_job;
@@ -627,14 +662,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * fa16 the register softmax with 16 query rows a subgroup and fa the one with 32 at every
 	 * batch size (no attn_small), for tests and comparisons. */
 	const char *ae = b->c.set.attn;
-	/* A relative position bias (MPNet) is added in the lane kernels (attention.glsl) only:
-	 * the tensor-core ones would need each score's (query, key) pair, which attn_fa.glsl
-	 * would have to derive from the device's register layout, and no test here could run
-	 * them (lavapipe has no cooperative matrices). MPNet-base has head size 64, which takes
-	 * the lane kernel anyway; a head-size-32 MPNet loses tensor-core attention only. */
-	const int attn_cm = b->prec == PREC_COOPMAT && b->D == 32 && strcmp(ae, "scalar") &&
-			    !b->rel_span;
-	const int attn_fa = attn_cm && strcmp(ae, "cm") && cm_layout_ok(b);
+	/* attn_fa.glsl's register softmax takes head size 32 (attn_fa, attn_fa16) or 64
+	 * (attn_fa64: all-mpnet-base-v2, JinaBERT) and the by-distance biases (MPNet's relative
+	 * bias, ALiBi), each score's (query, key) pair read off the same layout check; the
+	 * shared-memory softmax (attn_cm) only head size 32 without a bias. */
+	const int bias = b->rel_span || b->alibi;
+	const int cm_any = b->prec == PREC_COOPMAT && strcmp(ae, "scalar");
+	/* ALiBi takes attn_fa64 only when asked (set.attn "fa"): on the H100, jina-small's fp16
+	 * vectors through it missed the CPU's (min cosine 0.78 on 1..4,096 tokens) where
+	 * MPNet's relative bias through the same kernel matched (docs/jina-gpu.md) */
+	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
+			    (!b->alibi || !strcmp(ae, "fa")) && cm_layout_ok(b);
+	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
 	b->small_grid = b->c.sm_count ? b->c.sm_count : SMALL_GRID;
@@ -655,13 +694,14 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	const char *names[P_N] = {
 		[P_EMBED] = h ? "embed_ln_h" : "embed_ln",
 		[P_ADDLN] = b->ln_lanes ? "add_ln_sg" : h ? "add_ln_h" : "add_ln",
-		[P_ATTN] = attn_fa ? (ae && !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
+		[P_ATTN] = attn_fa ? (b->D == 64 ? "attn_fa64" : !strcmp(ae, "fa16") ? "attn_fa16" : "attn_fa")
 			   : attn_cm ? "attn_cm"
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		/* for batches whose attn_fa grid has fewer workgroups than the device has SMs
 		 * (forward_vk_submit) */
-		[P_ATTN_SMALL] = attn_fa && !ae ? "attn_fa16" : NULL,
+		[P_ATTN_SMALL] = attn_fa && b->D == 32 && !ae ? "attn_fa16" : NULL,
 		[P_POOL] = h ? "pool_h" : "pool",
+		[P_GEGLU] = !b->geglu ? NULL : h ? "geglu_h" : "geglu",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
 		[P_GEMM_HH] = h ? (cpu ? "gemm_hh_cpu" : "gemm_hh") : NULL,
 		[P_CM_WH] = "gemm_cm_wh", [P_CM_WHA] = "gemm_cm_wha",
@@ -685,9 +725,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
 					   : act },
 				 .nspec = i == P_ATTN || i == P_ATTN_SMALL || with_act ? 1 : 0 };
-		if (i == P_ATTN && !attn_cm) {
+		if ((i == P_ATTN || i == P_ATTN_SMALL) && !attn_cm) {
 			j->spec[1] = b->rel_span;
-			j->nspec = 2;
+			j->spec[2] = (uint32_t)b->alibi;
+			j->nspec = 3;
 		}
 		if (i == P_ADDLN && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
@@ -712,9 +753,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			*err = jobs[k].err;
 			return jobs[k].rc;
 		}
-	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
+	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	for (int g = 0; g < 4; g++) {
-		const int up = g == G_UP;
+		const int up = g == G_UP && !b->geglu; /* GEGLU's product has no activation */
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
@@ -769,12 +810,13 @@ static int make_slots(vk_backend *b, emb_err *err)
 
 static int check_shapes(const bert_config *cfg, emb_err *err)
 {
-	/* The shaders implement BERT's and MPNet's choices of the description (absolute
-	 * positions from any first id, with or without token types, MPNet's relative bias; the
-	 * activation feed-forward; post-LayerNorm): refusing anything else (ALiBi, GEGLU) here
-	 * lets --device auto fall back to the CPU. */
-	if ((cfg->arch.pos != POS_ABSOLUTE && cfg->arch.pos != POS_REL_BUCKETS) ||
-	    cfg->arch.ffn != FFN_ACT || cfg->arch.norm != NORM_POST)
+	/* The shaders implement every choice of model.h's description (absolute positions from
+	 * any first id, with or without token types, MPNet's relative bias, ALiBi; the
+	 * activation or GEGLU feed-forward; post-LayerNorm): refusing anything else here lets
+	 * --device auto fall back to the CPU. */
+	if ((cfg->arch.pos != POS_ABSOLUTE && cfg->arch.pos != POS_REL_BUCKETS &&
+	     cfg->arch.pos != POS_ALIBI) ||
+	    (cfg->arch.ffn != FFN_ACT && cfg->arch.ffn != FFN_GEGLU) || cfg->arch.norm != NORM_POST)
 		return emb_errf(err, EMB_EUNSUPPORTED, "the Vulkan backend does not run %s models "
 				"yet (model_type '%s'); the CPU does", cfg->arch.name, cfg->arch.name);
 	if (cfg->arch.pos == POS_REL_BUCKETS &&
@@ -813,9 +855,15 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	b->L = (uint32_t)cfg->layers;
 	b->heads = (uint32_t)cfg->heads;
 	b->D = b->H / b->heads;
+	b->alibi = cfg->arch.pos == POS_ALIBI;
+	b->geglu = cfg->arch.ffn == FFN_GEGLU;
+	b->up_n = b->geglu ? 2 * b->I : b->I;
 	/* the longest sequence the position embeddings cover, from the description's first id */
 	const int max_pos = cfg->max_positions - cfg->arch.pos_offset;
 	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < max_pos ? opt->max_seq : max_pos);
+	/* a token's position shares its 32-bit word with its type (16 bits each, layernorm.glsl) */
+	if (b->max_seq + (uint32_t)cfg->arch.pos_offset > 0xffffu)
+		b->max_seq = 0xffffu - (uint32_t)cfg->arch.pos_offset;
 	if (cfg->arch.pos == POS_REL_BUCKETS) {
 		/* distances -R..R biased one by one (attention.glsl); none is longer than
 		 * max_seq - 1, and from max_distance on all are in the last bucket */
@@ -863,7 +911,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	/* Token budget: as asked (or the default), no larger than the device lets one buffer
 	 * be, at least one longest sequence; halved while the device is out of memory. */
 	const int is_cpu = b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
-	const uint64_t widest = (uint64_t)(3 * b->H > b->I ? 3 * b->H : b->I) *
+	const uint64_t widest = (uint64_t)(3 * b->H > b->up_n ? 3 * b->H : b->up_n) *
 				(b->prec == PREC_FP32 ? 4 : 2);
 	/* Default on a GPU: activations for up to 256k tokens, at most an eighth of the largest
 	 * device-local heap. Fewer passes through the layers mean fewer drains of the GPU
@@ -879,7 +927,8 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 			    b->c.mem.memoryHeaps[i].size > heap)
 				heap = b->c.mem.memoryHeaps[i].size;
 		const uint64_t ea = b->prec == PREC_FP32 ? 4 : 2; /* as in alloc_activations */
-		const uint64_t row = (uint64_t)(6 * b->H + b->I) * ea; /* x or x16, tmp, qkv, ctx, ffn */
+		/* x or x16, tmp, qkv, ctx, ffn (and GEGLU's gact) */
+		const uint64_t row = (uint64_t)(6 * b->H + b->up_n + (b->geglu ? b->I : 0)) * ea;
 		budget = heap / 8 / row;
 		budget = budget < 32768 ? 32768 : budget > 262144 ? 262144 : budget;
 	}
@@ -1040,8 +1089,8 @@ static void grid1(uint32_t n, uint32_t *gx, uint32_t *gy)
 static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 {
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
-	const uint32_t N[4] = { 3 * b->H, b->H, b->I, b->H }, K[4] = { b->H, b->H, b->H, b->I };
-	const uint32_t act = g == G_UP ? (uint32_t)b->cfg.act + 1 : 0;
+	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
+	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
 	const int with_act = p == P_CM_WHA || p == P_CM_LHA;
@@ -1110,6 +1159,11 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
 			rec_gemm(b, s, G_UP, l, q->T);
+			if (b->geglu) {
+				pc_geglu pg = { q->T, b->I };
+				grid1((q->T * (b->I / 2) + 255) / 256, &gx, &gy);
+				dispatch(b, s, ST_GEGLU, P_GEGLU, b->ds_geglu, &pg, sizeof pg, gx, gy);
+			}
 			rec_gemm(b, s, G_DOWN, l, q->T);
 			rec_ln(b, s, ST_LN2, q->T, o->ln2_g, o->ln2_b);
 		}
@@ -1253,11 +1307,13 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 				"Vulkan: vkQueueSubmit failed: %s", vk_result_name(r));
 	s->out = out;
 	s->n = bt->n;
-	/* Products 2(4H^2 + 2HI) a token and layer, attention 4 H x its sequence's length. */
+	/* Products 2(4H^2 + H(up_n + I)) a token and layer, attention 4 H x its sequence's
+	 * length. */
 	s->work = 0;
 	for (int i = 0; i < bt->n; i++) {
 		const double len = bt->offs[i + 1] - bt->offs[i];
-		s->work += len * (2.0 * (4.0 * b->H * b->H + 2.0 * b->H * b->I) + 4.0 * b->H * len);
+		s->work += len * (2.0 * (4.0 * b->H * b->H + (double)b->H * (b->up_n + b->I)) +
+				  4.0 * b->H * len);
 	}
 	s->work *= b->L;
 	b->inflight++;

@@ -8,10 +8,12 @@
  * budget run as several passes over the same activations inside that one command buffer.
  *
  * Steps, with the names of forward.h: embed_layernorm -> per layer { matmul_bias(qkv) ->
- * attention -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) ->
- * matmul_bias(down) -> add_layernorm } -> pool_normalize.
+ * attention -> matmul_bias(out) -> add_layernorm -> matmul_bias_gelu(up) (FFN_GEGLU:
+ * matmul_bias(up, 2I rows) -> geglu) -> matmul_bias(down) -> add_layernorm } ->
+ * pool_normalize.
  *
- * Like forward_cpu it walks the model's description (cfg->arch): BERT and MPNet run.
+ * Like forward_cpu it walks the model's description (cfg->arch): BERT, MPNet and JinaBERT
+ * run.
  * embed_layernorm takes position ids from arch.pos_offset (MPNet: 2) and adds the token's
  * type row (bt->types, a cross-encoder pair's 0 and 1; type 0 without them) only with
  * arch.token_types; position_bias (POS_REL_BUCKETS) is done once at open, not per
@@ -19,9 +21,14 @@
  * max_seq - 1), through forward_cpu's own bucketing (rel_position_bucket), a few KiB uploaded
  * with the weights, which every layer's attention kernel adds to its scores before the
  * softmax (no L x L bias is built). The relative bias runs in the lane attention kernels
- * (attn, attn_h and their CPU-implementation variants) on every precision; a head-size-32
- * MPNet does not take the tensor-core attention kernels, which have no bias (forward_vk.c
- * says why).
+ * (attn, attn_h and their CPU-implementation variants) on every precision, and in the
+ * tensor-core ones of head size 32 and 64 (attn_fa.glsl) on the cooperative-matrix path.
+ * POS_ALIBI (JinaBERT) adds no position row; the lane attention kernels compute
+ * -slope_h * |key - query| from the head's slope (alibi_slopes, uploaded at open), so the
+ * bias takes `heads` floats whatever the length (sequences to max_positions, 8192); the
+ * tensor-core kernel takes ALiBi only when set.attn is "fa" (docs/jina-gpu.md says why).
+ * FFN_GEGLU runs the up-projection's 2I rows without activation and bias, then a pass
+ * gelu(first I) * (last I) into the down-projection's input.
  *
  * Precisions: fp32 (tiled GEMM, agrees with the CPU to ~1e-6), fp16 (f16 weights and matrix
  * inputs, fp32 accumulation, the residual stream in f16 as PyTorch's fp16 models keep it,
@@ -72,9 +79,9 @@ void vk_options_default(vk_options *o);
  * shader that fails to load: the message says which), EMB_ENOMEM ("out of device memory:
  * ..."), EMB_EUNSUPPORTED (a model shape the shaders do not handle, e.g. hidden size over
  * 1024 or a head size not a multiple of 4; or a model description, cfg->arch, the shaders do
- * not implement: ALiBi positions or a GEGLU feed-forward, "the Vulkan backend does not run
- * X models yet", checked before any device is touched, so --device auto falls back to the
- * CPU; a Linear weight, the word embeddings or the small vectors beyond the device's
+ * not implement (a position scheme, feed-forward or norm placement other than model.h's),
+ * "the Vulkan backend does not run X models yet", checked before any device is touched, so
+ * --device auto falls back to the CPU; a Linear weight, the word embeddings or the small vectors beyond the device's
  * maxStorageBufferRange), EMB_EINVAL (opt->set.bad: a malformed setting).
  * The tests inject the first two failures through opt->set.fail_shader (a shader-name
  * prefix) and opt->set.fail_activations (a budget in tokens above which the activations do

@@ -762,6 +762,7 @@ static void read_model(store *s, MDB_txn *txn, store_model *m)
 	memset(m, 0, sizeof *m);
 	meta_str(txn, s->meta, "model.name", m->name, sizeof m->name);
 	meta_str(txn, s->meta, "model.sha256", m->sha256, sizeof m->sha256);
+	meta_str(txn, s->meta, "model.family", m->family, sizeof m->family);
 	meta_str(txn, s->meta, "model.pooling", m->pooling, sizeof m->pooling);
 	meta_str(txn, s->meta, "model.dir", m->model_dir, sizeof m->model_dir);
 	m->dim = meta_int(txn, s->meta, "dim", 0);
@@ -827,8 +828,8 @@ int store_set_reranker(store *s, const char *dir, emb_err *err)
 
 static void describe(const store_model *m, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "'%s' (sha256 %.12s, dim %d, %s pooling%s, %d tokens%s)", m->name,
-		 m->sha256, m->dim, m->pooling, m->normalized ? ", normalised" : "", m->max_tokens,
+	snprintf(buf, cap, "'%s' (%s family, sha256 %.12s, dim %d, %s pooling%s, %d tokens%s)",
+		 m->name, m->family[0] ? m->family : "unrecorded", m->sha256, m->dim, m->pooling, m->normalized ? ", normalised" : "", m->max_tokens,
 		 m->needs_prefix ? ", query/passage prefixes" : "");
 }
 
@@ -845,7 +846,10 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 	store_model cur;
 	read_model(s, txn, &cur);
 	if (cur.name[0]) {
-		if (strcmp(cur.name, m->name) || strcmp(cur.sha256, m->sha256) || cur.dim != m->dim ||
+		const int family_differs = cur.family[0] && m->family[0] &&
+					   strcmp(cur.family, m->family);
+		if (strcmp(cur.name, m->name) || family_differs || strcmp(cur.sha256, m->sha256) ||
+		    cur.dim != m->dim ||
 		    strcmp(cur.pooling, m->pooling) || cur.normalized != m->normalized ||
 		    cur.needs_prefix != m->needs_prefix || cur.max_tokens != m->max_tokens) {
 			mdb_txn_abort(txn);
@@ -858,6 +862,8 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 		}
 		if (strcmp(cur.model_dir, m->model_dir) && m->model_dir[0])
 			rc = meta_put_str(txn, s->meta, "model.dir", m->model_dir);
+		if (!rc && !cur.family[0] && m->family[0]) /* a store from before families */
+			rc = meta_put_str(txn, s->meta, "model.family", m->family);
 	} else {
 		char buf[32];
 		int br = BLOCK_BYTES_TARGET / (m->dim * 4);
@@ -865,6 +871,7 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 			br = 1;
 		rc = meta_put_str(txn, s->meta, "model.name", m->name);
 		if (!rc) rc = meta_put_str(txn, s->meta, "model.sha256", m->sha256);
+		if (!rc && m->family[0]) rc = meta_put_str(txn, s->meta, "model.family", m->family);
 		if (!rc) rc = meta_put_str(txn, s->meta, "model.pooling", m->pooling);
 		if (!rc) rc = meta_put_str(txn, s->meta, "model.dir", m->model_dir);
 		snprintf(buf, sizeof buf, "%d", m->dim);

@@ -6,8 +6,9 @@
  * scan reads in place without copying a byte.
  *
  * Layout (named databases of one environment):
- *   meta     "format", "model.*", "dim", "vtype", "block_rows", "created", "updated",
- *            "shard" (optional: "INDEX/COUNT", see Shards below)
+ *   meta     "format", "model.*" (model.family since the family was recorded: "bert",
+ *            "mpnet", "jinabert"; absent in older stores), "dim", "vtype", "block_rows",
+ *            "created", "updated", "shard" (optional: "INDEX/COUNT", see Shards below)
  *            (text) and "docs", "rows" (u64 counts), "checksum" (see below); "vtype" is
  *            "f32", "int8" or "binary" (format 3; always "f32" before); format 3 only:
  *            "int8.scales" (vtype int8, once it has rows: dim f32 per-dimension scales
@@ -107,9 +108,15 @@ typedef struct store store;
 typedef struct store_snapshot store_snapshot;
 
 /* The identity of the model that produced a store's vectors. Two models are the same when
- * name, sha256, dim, pooling, normalisation, prefix rule and max_tokens all match. */
+ * name, family, sha256, dim, pooling, normalisation, prefix rule and max_tokens all match.
+ * A store written before the family was recorded has family "": it matches any family (its
+ * sha256 still pins the weights), and the first writer that binds a model records that
+ * model's family in it (a meta entry more; the format is unchanged, and older programs
+ * read and check such a store as before). */
 typedef struct store_model {
 	char name[128];       /* e.g. "all-MiniLM-L6-v2" */
+	char family[16];      /* the architecture, model.h's model_arch.name: "bert", "mpnet",
+			       * "jinabert"; "" unknown (an older store) */
 	char sha256[72];      /* hex sha256 of model.safetensors */
 	int dim;              /* vector dimension */
 	char pooling[16];     /* "mean", "cls", "max" */
@@ -152,7 +159,9 @@ int store_stale(const store *s, const char *path);
 
 /* Model identity. store_model_get: EMB_ESTORE "store has no model yet" for an empty store.
  * store_bind_model records m in a store that has none, or checks that the recorded identity
- * equals m and fails with EMB_ESTORE and a message naming both models when it does not. */
+ * equals m (an empty family on either side matches any) and fails with EMB_ESTORE and a
+ * message naming both models, families included, when it does not; a store without a
+ * recorded family gets m's. */
 int store_model_get(store *s, store_model *m, emb_err *err);
 int store_bind_model(store *s, const store_model *m, emb_err *err);
 

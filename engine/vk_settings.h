@@ -18,7 +18,8 @@ typedef struct vk_settings {
 	/* Kernel choices that the defaults make by device and batch, forced for tests and
 	 * comparisons: */
 	char attn[8];          /* EMBED_VK_ATTN: "" by device, scalar, cm, fa (128-query blocks
-				* at every size) or fa16 (64-query blocks at every size) */
+				* at every size; for ALiBi, attn_fa64 at all) or fa16 (64-query
+				* blocks at every size) */
 	int small_tiles;       /* EMBED_VK_SMALL_TILES: -1 by grid size, 0 large tiles, 1 64x64,
 				* 2 32x64 */
 	int tiles96;           /* EMBED_VK_TILES96: 1 128x96 tiles where N allows, 0 never */

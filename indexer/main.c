@@ -238,6 +238,7 @@ int main(int argc, char **argv)
 
 	store_model sm = {0};
 	snprintf(sm.name, sizeof sm.name, "%s", embed_model_name(x.m[0]));
+	snprintf(sm.family, sizeof sm.family, "%s", embed_model_family(x.m[0]));
 	const char *sha = embed_model_sha256(x.m[0]);
 	if (!sha) {
 		fprintf(stderr, "indexer: cannot hash the weights of %s\n", model_dir);
@@ -313,6 +314,7 @@ int main(int argc, char **argv)
 		store_model lm;
 		x.live_same_model = store_model_get(x.live, &lm, NULL) == 0 &&
 				    !strcmp(lm.sha256, sm.sha256) && lm.dim == sm.dim &&
+				    (!lm.family[0] || !strcmp(lm.family, sm.family)) &&
 				    !strcmp(lm.pooling, sm.pooling) && lm.normalized == sm.normalized &&
 				    lm.needs_prefix == sm.needs_prefix && lm.max_tokens == sm.max_tokens;
 	}

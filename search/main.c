@@ -395,6 +395,12 @@ static int open_stores_once(ctx *x, int *retry)
 		return -1;
 	}
 	const char *sha = embed_model_sha256(x->m);
+	if (sm.family[0] && strcmp(embed_model_family(x->m), sm.family)) {
+		fprintf(stderr, "search: model %s is a %s model; store %s was built with a %s "
+			"model ('%s')\n", x->model_dir, embed_model_family(x->m), x->paths[0],
+			sm.family, sm.name);
+		return -1;
+	}
 	if (!sha || strcmp(sha, sm.sha256) || embed_dim(x->m) != sm.dim) {
 		fprintf(stderr, "search: model %s (sha256 %.12s) is not the one store %s was built with ('%s', sha256 %.12s)\n",
 			x->model_dir, sha ? sha : "?", x->paths[0], sm.name, sm.sha256);

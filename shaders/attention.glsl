@@ -21,6 +21,12 @@
 // L x L bias exists anywhere. Each workgroup stages its head's row (2R + 1 floats, 1 KiB for
 // MPNet) in shared memory. REL_SPAN = 0 (BERT) compiles the bias away.
 //
+// ALiBi (JinaBERT; POS_ALIBI): with ALIBI = 1 the score gets -slope_h * |j - i| added, the
+// head's slope read from wvec[rel_off + h] (alibi_slopes, forward.h, uploaded at open). A
+// by-distance row as for MPNet would need 2L - 1 floats a head (64 KiB of shared memory at
+// 8192 tokens) for a bias that is one multiply, so it is computed here, as the CPU's
+// attention_alibi computes it: (-slope) * float(distance), added to the scaled score.
+//
 // Define QKV_F16: qkv and ctx are f16 (packed uints).
 // Define DIRECT: read keys and values straight from the buffer instead of staging them in
 // shared memory — the variant for CPU implementations (lavapipe), where barriers are
@@ -30,6 +36,7 @@
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint D = 32;      // head dimension, a multiple of 4
 layout(constant_id = 1) const uint REL_SPAN = 0; // 2R + 1 biased distances, 0: no bias
+layout(constant_id = 2) const uint ALIBI = 0;    // 1: symmetric ALiBi from the head's slope
 const uint D4 = D / 4;
 const uint BKV = 2048 / D;                       // keys per chunk: 16 KiB of K and V in f32
 
@@ -37,7 +44,8 @@ layout(push_constant) uniform PC {
 	uint block_off;  // first block-table entry of this chunk
 	uint H;          // hidden size = heads * D
 	float scale;     // 1/sqrt(D)
-	uint rel_off;    // REL_SPAN > 0: float offset in wvec of head 0's bias row
+	uint rel_off;    // REL_SPAN > 0: float offset in wvec of head 0's bias row; ALIBI:
+			 // of the heads' slopes
 } pc;
 
 #if QKV_F16
@@ -89,6 +97,7 @@ void main()
 			relb[i] = wvec[pc.rel_off + h * REL_SPAN + i];
 		barrier();
 	}
+	const float nslope = ALIBI != 0 ? -wvec[pc.rel_off + h] : 0.0;
 
 	for (uint c = 0; c < kvn; c += BKV) {
 		const uint cn = min(BKV, kvn - c);
@@ -119,6 +128,8 @@ void main()
 				acc += dot(q[d], KEY(j, d));
 			if (REL_SPAN > 0)
 				acc += relb[clamp(int(c + j) - qpos, -R, R) + R];
+			if (ALIBI != 0)
+				acc += nslope * float(abs(int(c + j) - qpos));
 			s[j] = acc;
 			if (j < cn)
 				mx = max(mx, acc);

@@ -35,6 +35,16 @@
 // lane's two rows an element belongs to is the same for every lane, so the host passes it as
 // a specialization constant and the compiler needs no selects.
 //
+// Head size HD (a #define: 32, MiniLM; 64, MPNet-base and JinaBERT, attn_fa64.comp): the
+// products take HD/16 fragments along the head, the rest is the same.
+//
+// A by-distance bias (the model description's position schemes, as attention.glsl has them):
+// with REL_SPAN > 0 (MPNet) each score gets its head's bias row, staged in shared memory, at
+// clamp(key - query, -R, R) + R; with ALIBI = 1 (JinaBERT) -slope_h * |key - query|. Both in
+// log2 units here (times log2 e, like the scores). An element's (query, key) pair comes from
+// the same layout matrix as its column: row and column of element e are read off it once, so
+// key - query is (chunk start - row block start) + 16 n + (column - row of e).
+//
 // Same launch, block table layout and NaN precautions as attn_cm.comp: rows past the sequence are
 // zeros, masked keys get p = 0, the running maximum starts finite, and the first chunk holds
 // at least one real key.
@@ -51,30 +61,39 @@
 #ifndef SGS
 #define SGS 4
 #endif
+#ifndef HD
+#define HD 32
+#endif
 #define THREADS (32 * SGS)
 layout(local_size_x = THREADS) in;
 
 layout(push_constant) uniform PC {
 	uint block_off;  // first block-table entry of this chunk
 	uint H;          // hidden size = heads * 32
-	float scale;     // unused: the queries arrive scaled by log2(e)/sqrt(32)
+	float scale;     // unused: the queries arrive scaled by log2(e)/sqrt(HD)
+	uint rel_off;    // REL_SPAN > 0: wvec offset of head 0's bias row; ALIBI: of the slopes
 } pc;
 
 layout(std430, binding = 0) readonly buffer QKV_ { uvec4 qkv[]; };   // 8 halfs each
 layout(std430, binding = 3) writeonly buffer CTX_ { uvec4 ctx[]; };
 // (kv_start, kv_len, q_start, unused) per block, token indices relative to the chunk.
 layout(std430, binding = 4) readonly buffer BLK_ { uvec4 blocks[]; };
+layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 
 #define F32M fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 #define F16M fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 
-const uint D = 32, D8 = D / 8;  // head size; the host picks this kernel only for D == 32
+const uint D = HD, D8 = D / 8, DK = D / 16;  // head size, in uvec4s, in 16-wide fragments
 const uint BQ = 16 * RB * SGS, BKV = 64, SR16 = 16 * RB;   // SR16: rows a subgroup
 const uint SR = D8 + 1;         // staged row stride in uvec4: 8 halfs of padding (banks)
 const uint NE = 8;              // elements a lane holds of a 16x16 fp32 matrix (host-checked)
 // Bit e: element e is in the lane's second row (the host reads it off the device).
 layout(constant_id = 0) const uint SECOND = 0xccu;
 bool second(uint e) { return ((SECOND >> e) & 1u) != 0u; }
+layout(constant_id = 1) const uint REL_SPAN = 0; // 2R + 1 biased distances, 0: no bias
+layout(constant_id = 2) const uint ALIBI = 0;    // 1: symmetric ALiBi from the head's slope
+const float LOG2E = 1.4426950408889634;
+shared float relb[REL_SPAN + 1];
 
 shared uvec4 Qs[BQ * SR];       // queries, later each subgroup's 16x32 f16 output
 shared uvec4 Ks[BKV * SR];
@@ -100,25 +119,34 @@ void main()
 	}
 	[[unroll]] for (uint i = tid; i < 256; i += THREADS)
 		Lay[i] = float(i);
+	if (REL_SPAN > 0)
+		for (uint i = tid; i < REL_SPAN; i += THREADS)
+			relb[i] = wvec[pc.rel_off + h * REL_SPAN + i] * LOG2E;
+	const float nslope = ALIBI != 0 ? -wvec[pc.rel_off + h] * LOG2E : 0.0;
+	const int R = int(REL_SPAN / 2);
 	barrier();
-	F16M qf[RB][2];
+	F16M qf[RB][DK];
 	[[unroll]] for (uint r = 0; r < RB; r++)
-		[[unroll]] for (uint kd = 0; kd < 2; kd++)
+		[[unroll]] for (uint kd = 0; kd < DK; kd++)
 			coopMatLoadNV(qf[r][kd], Qs, (sg * SR16 + r * 16) * SR + kd * 2, SR, false);
-	// The column of each element (for masking the keys past the sequence).
+	// The column of each element (for masking the keys past the sequence), and column
+	// minus row (for the bias's distance).
 	uint colOf[NE];
+	int dOf[NE];
 	{
 		F32M lay;
 		coopMatLoadNV(lay, Lay, 0, 16, false);
-		[[unroll]] for (uint e = 0; e < NE; e++)
+		[[unroll]] for (uint e = 0; e < NE; e++) {
 			colOf[e] = uint(lay[e]) % 16;
+			dOf[e] = int(colOf[e]) - int(uint(lay[e]) / 16);
+		}
 	}
 
-	F32M o[RB][2];
+	F32M o[RB][DK];
 	vec2 m[RB], l[RB];   // per row slot: running maximum (log2 units), sum
 	[[unroll]] for (uint r = 0; r < RB; r++) {
-		o[r][0] = F32M(0.0);
-		o[r][1] = F32M(0.0);
+		[[unroll]] for (uint j = 0; j < DK; j++)
+			o[r][j] = F32M(0.0);
 		m[r] = vec2(-1e30);
 		l[r] = vec2(0.0);
 	}
@@ -159,13 +187,21 @@ void main()
 		[[unroll]] for (uint n = 0; n < 4; n++) {
 			[[unroll]] for (uint r = 0; r < RB; r++)
 				s[r][n] = F32M(0.0);
-			[[unroll]] for (uint kd = 0; kd < 2; kd++) {
+			[[unroll]] for (uint kd = 0; kd < DK; kd++) {
 				F16M kf;
 				coopMatLoadNV(kf, Ks, (n * 16) * SR + kd * 2, SR, true);
 				[[unroll]] for (uint r = 0; r < RB; r++)
 					s[r][n] = coopMatMulAddNV(qf[r][kd], kf, s[r][n]);
 			}
 			[[unroll]] for (uint r = 0; r < RB; r++) {
+				// key - query of element e: base + dOf[e]
+				const int base = int(c0 + n * 16) - int(q0 - kv0 + sg * SR16 + r * 16);
+				if (REL_SPAN > 0)
+					[[unroll]] for (uint e = 0; e < NE; e++)
+						s[r][n][e] += relb[clamp(base + dOf[e], -R, R) + R];
+				if (ALIBI != 0)
+					[[unroll]] for (uint e = 0; e < NE; e++)
+						s[r][n][e] += nslope * float(abs(base + dOf[e]));
 				if (cn < BKV)
 					[[unroll]] for (uint e = 0; e < NE; e++)
 						if (n * 16 + colOf[e] >= cn)
@@ -207,7 +243,7 @@ void main()
 			ps += vec2(subgroupShuffleXor(ps.x, 2), subgroupShuffleXor(ps.y, 2));
 			l[r] = l[r] * corr[r] + ps;
 		}
-		[[unroll]] for (uint j = 0; j < 2; j++) {
+		[[unroll]] for (uint j = 0; j < DK; j++) {
 			[[unroll]] for (uint r = 0; r < RB; r++)
 				[[unroll]] for (uint e = 0; e < NE; e++)
 					o[r][j][e] *= second(e) ? corr[r].y : corr[r].x;
@@ -223,7 +259,7 @@ void main()
 	// O / l, as f16, through this subgroup's own rows of Qs (its queries are in qf).
 	[[unroll]] for (uint r = 0; r < RB; r++) {
 		const vec2 inv = 1.0 / l[r];
-		[[unroll]] for (uint j = 0; j < 2; j++) {
+		[[unroll]] for (uint j = 0; j < DK; j++) {
 			[[unroll]] for (uint e = 0; e < NE; e++)
 				o[r][j][e] *= second(e) ? inv.y : inv.x;
 			F16M oh = F16M(o[r][j]);
@@ -232,13 +268,13 @@ void main()
 	}
 	subgroupMemoryBarrierShared();
 	subgroupBarrier();
-	const uint half_ = lane % 2;
+	const uint half_ = lane % 2, HW = D8 / 2;  // two lanes a row, HW uvec4s each
 	[[unroll]] for (uint r = 0; r < RB; r++) {
 		const uint row = sg * SR16 + r * 16 + lane / 2, t = q0 + row;
 		if (t < end) {
-			const uint dst = t * (pc.H / 8) + hq + half_ * 2;
-			ctx[dst] = Qs[row * SR + half_ * 2];
-			ctx[dst + 1] = Qs[row * SR + half_ * 2 + 1];
+			const uint dst = t * (pc.H / 8) + hq + half_ * HW;
+			[[unroll]] for (uint k = 0; k < HW; k++)
+				ctx[dst + k] = Qs[row * SR + half_ * HW + k];
 		}
 	}
 }

@@ -3,7 +3,9 @@
 //          pos is the host's: the token's place in its sequence plus the model description's
 //          first position id (0 BERT, 2 MPNet), in the low 16 bits of the pair's second word;
 //          type (0, or a cross-encoder pair's 1 for the document) in its high 16 bits;
-//          type_off = NO_TYPES (MPNet) leaves out the token-type row, a model without types
+//          type_off = NO_TYPES (MPNet) leaves out the token-type row, a model without token
+//          types; pos_off = NO_POS (JinaBERT, whose positions enter in attention only, as
+//          ALiBi) leaves out the position row
 //   else:  x = LN(y + x), y the output of a projection (residual)      (add_layernorm)
 // On the f16 paths the residual step runs as add_ln_sg.comp (subgroup shuffles, 2.1x faster
 // on an H200) wherever the device has subgroup shuffles; this one is its fallback.
@@ -28,7 +30,7 @@ layout(push_constant) uniform PC {
 	uint T;          // tokens in this chunk
 	uint H;          // hidden size, even, at most 1024
 	uint tok_off;    // EMBED: first (id, position) pair of the chunk
-	uint pos_off;    // EMBED: float offsets into wvec
+	uint pos_off;    // EMBED: float offsets into wvec; NO_POS: no position embeddings
 	uint type_off;   // EMBED: NO_TYPES when the model has no token types
 	uint g_off, b_off;
 	float eps;
@@ -50,6 +52,7 @@ layout(std430, binding = 3) buffer X_ { vec2 x[]; };
 #endif
 
 const uint NO_TYPES = 0xffffffffu;
+const uint NO_POS = 0xffffffffu;
 const uint MAXP = 16;      // pairs per thread: 32 * 16 * 2 = 1024 = largest H
 shared float red[32 * TPW];
 
@@ -87,7 +90,9 @@ void main()
 #if EMBED
 			const uint pe = pc.pos_off + (it.y & 0xffffu) * pc.H + 2 * p;
 			const uint te = pc.type_off + (it.y >> 16) * pc.H + 2 * p;
-			v[k] = word_emb[it.x * H2 + p] + vec2(wvec[pe], wvec[pe + 1]);
+			v[k] = word_emb[it.x * H2 + p];
+			if (pc.pos_off != NO_POS)
+				v[k] += vec2(wvec[pe], wvec[pe + 1]);
 			if (pc.type_off != NO_TYPES)
 				v[k] += vec2(wvec[te], wvec[te + 1]);
 #elif OUT_F16

@@ -152,9 +152,10 @@ def build_model(torch, layers, H, NH, I, eps):
         def forward(self, ids):
             n = ids.shape[0]
             x = self.ln(self.word(ids) + self.types(torch.zeros_like(ids)))
-            pos = torch.arange(n)
+            pos = torch.arange(n, device=ids.device)
             dist = (pos[None, :] - pos[:, None]).abs().to(torch.float32)  # |key - query|
-            bias = -self.slopes[:, None, None] * dist[None]
+            # in float32, then in the model's dtype (scripts/bench-gpu runs it in fp16/bf16)
+            bias = (-self.slopes[:, None, None] * dist[None]).to(x.dtype)
             for layer in self.layers:
                 x = layer(x, bias)
             return nn.functional.normalize(x.mean(0), dim=0)

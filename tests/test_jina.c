@@ -14,9 +14,15 @@
  * (EMBED_JINA_ONLY=NAME runs that case alone, all its lengths: for timing.)
  * Each must match with max |diff| <= 2e-5 and cosine >= 0.99999. Also: the description
  * read from config.json, the slopes for 6, 8, 12 and 16 heads, checks that the comparison
- * can fail (no ALiBi, GEGLU halves swapped), the GPU's clean refusal, a config without
- * feed_forward_type "geglu" refused, and embed_open --device auto on a tiny JinaBERT with
- * a BERT tokenizer.json. */
+ * can fail (no ALiBi, GEGLU halves swapped), a config without feed_forward_type "geglu"
+ * refused, and embed_open --device auto and --device gpu on a tiny JinaBERT with a BERT
+ * tokenizer.json.
+ * The Vulkan path (forward_vk), where any Vulkan device exists (lavapipe in make test):
+ * fp32 against the CPU and PyTorch within the same bars, fp16 (cooperative matrices where
+ * the device has them) cosine >= 0.9995, never NaN/Inf; tiny at every length to 1,200
+ * (past the attention kernel's query block and key chunk), small to 65 tokens on lavapipe
+ * and every case's lengths (to 4,096, base to 2,048) on a GPU; the GPU comparison can fail
+ * too (GEGLU halves swapped in the uploaded weights, no ALiBi). */
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
@@ -31,6 +37,7 @@
 #include "model.h"
 #include "testutil.h"
 #include "threadpool.h"
+#include "vk_ctx.h"
 
 #define VOCAB 30528
 
@@ -246,8 +253,131 @@ static double now(void)
 	return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* The Vulkan device the GPU cases run on: 0 none (they are skipped), 1 a CPU implementation
+ * (lavapipe: fewer and shorter texts on the larger shapes), 2 a GPU. One context stays open
+ * for the whole run, so that LeakSanitizer can name what lavapipe leaks (as test_vk_mpnet). */
+static int vk_device;
+static vk_ctx keep_driver_loaded;
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:libvulkan_lvp.so\nleak:libLLVM\n";
+}
+
+/* forward_vk at precision prec on the batch; NULL after an error (reported). */
+static float *gpu_run(const char *what, const bert_config *cfg, const bert_weights *w,
+		      const fwd_batch *b, vk_precision prec, const char *attn)
+{
+	vk_options o;
+	vk_options_default(&o);
+	vk_settings_from_env(&o.set);
+	if (attn) /* a kernel forced, as EMBED_VK_ATTN does */
+		snprintf(o.set.attn, sizeof o.set.attn, "%s", attn);
+	o.allow_cpu = 1;
+	o.precision = prec;
+	vk_backend *vb = NULL;
+	emb_err err = { 0 };
+	int rc = vk_backend_open(cfg, w, &o, &vb, &err);
+	CHECK(rc == EMB_OK, "%s: vk_backend_open: %s", what, err.msg);
+	if (rc)
+		return NULL;
+	float *got = malloc((size_t)b->n * cfg->hidden * sizeof *got);
+	rc = forward_vk(vb, b, got, &err);
+	CHECK(rc == EMB_OK, "%s: forward_vk: %s", what, err.msg);
+	vk_backend_close(vb);
+	if (rc)
+		free(got), got = NULL;
+	return got;
+}
+
+/* The GPU (fp32, then fp16: the cooperative-matrix path where the device has it) against
+ * the CPU's vectors cpu and PyTorch's ref: fp32 within the CPU's own bars (max |diff| <=
+ * 2e-5, cosine >= 0.99999), fp16 cosine >= 0.9995, never NaN or Inf. For tiny, also that
+ * the GPU comparison can fail: the GEGLU halves swapped, or no ALiBi. */
+static void gpu_case(const char *name, const bert_config *cfg, bert_weights *w, const fwd_batch *b,
+		     const float *cpu, const float *ref)
+{
+	const int H = cfg->hidden, n = b->n;
+	/* EMBED_JINA_DIAG=1: fp16 also with the tensor-core attention forced (EMBED_VK_ATTN=fa:
+	 * attn_fa64 with ALiBi, which the default leaves out), and every sequence's cosine
+	 * below 0.99999 printed */
+	const char *dg = getenv("EMBED_JINA_DIAG");
+	const int diag = dg && *dg == '1';
+	for (int k = 0; k < 2 + diag; k++) {
+		const int fp32 = k == 0;
+		char what[80];
+		snprintf(what, sizeof what, "jina-%s on the GPU, %s%s", name, fp32 ? "fp32" : "fp16",
+			 k == 2 ? " (attention fa forced)" : "");
+		float *got = gpu_run(what, cfg, w, b, fp32 ? VK_PREC_FP32 : VK_PREC_FP16,
+				     k == 2 ? "fa" : NULL);
+		if (!got)
+			continue;
+		double cos, diff, rcos, rdiff;
+		compare(got, cpu, n, H, &cos, &diff);
+		compare(got, ref, n, H, &rcos, &rdiff);
+		int bad = 0;
+		for (size_t i = 0; i < (size_t)n * H; i++)
+			bad += !isfinite(got[i]);
+		printf("%s: %d sequences of %d..%d tokens: vs CPU fp32 max |diff| %.3g, min cosine "
+		       "%.9f; vs PyTorch %.3g, %.9f; non-finite %d\n", what, n, b->offs[1] - b->offs[0],
+		       b->offs[n] - b->offs[n - 1], diff, cos, rdiff, rcos, bad);
+		fflush(stdout);
+		CHECK(bad == 0, "%s: %d non-finite values", what, bad);
+		for (int i = 0; diag && i < n; i++) {
+			double c1, d1;
+			compare(got + (size_t)i * H, cpu + (size_t)i * H, 1, H, &c1, &d1);
+			if (c1 < 0.99999)
+				printf("  sequence %d (%d tokens): cosine %.6f, max |diff| %.3g\n", i,
+				       b->offs[i + 1] - b->offs[i], c1, d1);
+		}
+		if (fp32)
+			CHECK(diff <= 2e-5 && cos >= 0.99999 && rdiff <= 2e-5 && rcos >= 0.99999,
+			      "%s: off the CPU or PyTorch", what);
+		else if (k == 2) /* a diagnosis, not a bar */
+			;
+		else
+			CHECK(cos >= 0.9995 && rcos >= 0.9995, "%s: cosine %.6f vs CPU", what, cos);
+		free(got);
+	}
+	if (strcmp(name, "tiny") != 0)
+		return;
+	/* The comparison can fail on the GPU too: the GEGLU halves swapped in the weights it
+	 * uploads (the f32 matrices, not the CPU's packed copy), or no ALiBi (a description
+	 * with zero position embeddings instead). */
+	const size_t nI = (size_t)cfg->intermediate;
+	float *sw = malloc(2 * nI * H * sizeof *sw);
+	const float *orig = w->layer[0].ffn_up_w;
+	memcpy(sw, orig + nI * H, nI * H * sizeof *sw);
+	memcpy(sw + nI * H, orig, nI * H * sizeof *sw);
+	w->layer[0].ffn_up_w = sw;
+	float *got = gpu_run("jina-tiny, GEGLU halves swapped", cfg, w, b, VK_PREC_FP32, NULL);
+	w->layer[0].ffn_up_w = orig;
+	free(sw);
+	double cos, diff;
+	if (got) {
+		compare(got, cpu, n, H, &cos, &diff);
+		printf("jina-tiny on the GPU with the GEGLU halves swapped: max |diff| %.3g (must miss)\n",
+		       diff);
+		CHECK(diff > 1e-3, "GPU: GEGLU halves swapped still match (diff %.3g)", diff);
+		free(got);
+	}
+	bert_config noalibi = *cfg;
+	noalibi.arch.pos = POS_ABSOLUTE;
+	float *zeros = calloc((size_t)cfg->max_positions * H, sizeof *zeros);
+	w->pos_emb = zeros;
+	got = gpu_run("jina-tiny without ALiBi", &noalibi, w, b, VK_PREC_FP32, NULL);
+	w->pos_emb = NULL;
+	free(zeros);
+	if (got) {
+		compare(got, cpu, n, H, &cos, &diff);
+		printf("jina-tiny on the GPU without ALiBi: max |diff| %.3g (must miss)\n", diff);
+		CHECK(diff > 1e-3, "GPU: no ALiBi still matches (diff %.3g)", diff);
+		free(got);
+	}
+}
+
 /* max_len: sequences longer than this are left out (their reference rows skipped). */
-static void test_case(const char *name, int max_len, threadpool *pool)
+static void test_case(const char *name, int max_len, int gpu_max_len, threadpool *pool)
 {
 	char tmp[256];
 	test_tmpdir(tmp);
@@ -356,12 +486,17 @@ static void test_case(const char *name, int max_len, threadpool *pool)
 		compare(got, ref, n, H, &cos, &diff);
 		CHECK(diff > 1e-3, "jina-tiny: GEGLU halves swapped still match (diff %.3g)", diff);
 
-		/* The GPU does not run JinaBERT yet: refused before any device is touched. */
-		vk_backend *vb = NULL;
-		emb_err e = { 0 };
-		rc = vk_backend_open(&cfg, &w, NULL, &vb, &e);
-		CHECK(rc == EMB_EUNSUPPORTED && vb == NULL && strstr(e.msg, "jinabert"),
-		      "vk_backend_open on JinaBERT: rc %d '%s'", rc, e.msg);
+	}
+	if (vk_device && gpu_max_len > 0) {
+		/* the GPU on the sequences of at most gpu_max_len tokens, in one batch */
+		int m = 0;
+		while (m < n && offs[m + 1] - offs[m] <= gpu_max_len)
+			m++;
+		fwd_batch gb = { m, ids, offs, NULL };
+		rc = forward_cpu(&cfg, &w, pool, &gb, got, &err);
+		CHECK(rc == EMB_OK, "%s: %s", name, err.msg);
+		if (m > 0 && rc == EMB_OK)
+			gpu_case(name, &cfg, &w, &gb, got, ref);
 	}
 	free(got), free(ref), free(ref_all), free(ids), free(offs);
 	json_decref(lens);
@@ -448,8 +583,10 @@ static void test_embed_api(threadpool *pool)
 	int rc = embed_open(tmp, &o, &m, &err);
 	CHECK(rc == EMB_OK, "embed_open(auto) on tiny JinaBERT: %s", err.msg);
 	if (m) {
-		CHECK(strncmp(embed_device_name(m), "cpu", 3) == 0 && embed_max_tokens(m) == 8192,
-		      "device %s, max tokens %d", embed_device_name(m), embed_max_tokens(m));
+		/* auto takes real GPUs only, and the CPU for single texts */
+		CHECK((vk_device == 2 || strncmp(embed_device_name(m), "cpu", 3) == 0) &&
+		      embed_max_tokens(m) == 8192, "device %s, max tokens %d", embed_device_name(m),
+		      embed_max_tokens(m));
 		const char *text = "ALiBi lets JinaBERT read 8192 tokens: symmetric, linear biases.";
 		float got[48], want[48];
 		rc = embed_encode(m, &text, NULL, 1, EMBED_PREFIX_NONE, got, &err);
@@ -472,15 +609,52 @@ static void test_embed_api(threadpool *pool)
 		}
 		embed_close(m);
 	}
+	/* --device gpu runs it on the Vulkan device (lavapipe in make test), as the CPU does */
 	o.device = EMBED_DEVICE_GPU;
+	o.precision = EMBED_PRECISION_FP32;
 	m = NULL;
 	rc = embed_open(tmp, &o, &m, &err);
-	CHECK(rc == EMB_EUNSUPPORTED && !m && strstr(err.msg, "--device gpu") &&
-	      strstr(err.msg, "jinabert"), "embed_open(gpu) on tiny JinaBERT: rc %d '%s'", rc, err.msg);
+	if (!vk_device) {
+		printf("embed_open --device gpu on JinaBERT: skipped (no Vulkan device)\n");
+	} else {
+		CHECK(rc == EMB_OK, "embed_open(gpu) on tiny JinaBERT: rc %d '%s'", rc, err.msg);
+		if (m) {
+			const char *texts[2] = { "ALiBi lets JinaBERT read 8192 tokens: symmetric, linear biases.",
+						 "GEGLU" };
+			float g[2][48], c[2][48];
+			CHECK(embed_encode(m, texts, NULL, 2, EMBED_PREFIX_NONE, &g[0][0], &err) == EMB_OK,
+			      "embed_encode(gpu): %s", err.msg);
+			embed_close(m);
+			o.device = EMBED_DEVICE_CPU;
+			m = NULL;
+			CHECK(embed_open(tmp, &o, &m, &err) == EMB_OK &&
+			      embed_encode(m, texts, NULL, 2, EMBED_PREFIX_NONE, &c[0][0], &err) == EMB_OK,
+			      "embed(cpu): %s", err.msg);
+			double cos, diff;
+			compare(&g[0][0], &c[0][0], 2, 48, &cos, &diff);
+			printf("tiny JinaBERT through embed_open --device gpu (fp32): max |diff| %.3g "
+			       "against --device cpu\n", diff);
+			CHECK(diff <= 2e-5, "embed --device gpu vs cpu: diff %.3g", diff);
+		}
+	}
 	embed_close(m);
-	printf("tiny JinaBERT through embed_open: --device auto runs on the CPU, --device gpu: %s\n",
-	       err.msg);
 	rm_rf(tmp);
+}
+
+/* The longest sequence of case `name` the GPU runs. On lavapipe every tiny sequence (past
+ * the attention kernel's 64-query block and 256-key chunk of head size 8) and small's to 65
+ * tokens (head size 64: past its 32-key chunk and 64-query block; longer ones cost minutes
+ * there), no base; on a GPU every length the CPU runs. */
+static int gpu_limit(const char *name)
+{
+	const char *gm = getenv("EMBED_JINA_GPU_MAX"); /* for diagnosis on lavapipe */
+	if (!vk_device)
+		return 0;
+	if (gm && atoi(gm) > 0)
+		return atoi(gm);
+	if (vk_device == 2 || strcmp(name, "tiny") == 0)
+		return 8192;
+	return strcmp(name, "small") == 0 ? 65 : 0;
 }
 
 int main(void)
@@ -488,21 +662,27 @@ int main(void)
 	openblas_set_num_threads(1); /* forward_cpu threads the products itself */
 	threadpool *pool = threadpool_create(2);
 	const char *only = getenv("EMBED_JINA_ONLY"); /* one case, for timing */
+	emb_err verr = { 0 };
+	if (vk_ctx_open(&keep_driver_loaded, -1, 1, NULL, &verr) == EMB_OK)
+		vk_device = keep_driver_loaded.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 1 : 2;
+	else
+		printf("GPU cases skipped: %s\n", verr.msg);
 	if (only && *only) {
-		test_case(only, 8192, pool);
+		const char *mx = getenv("EMBED_JINA_MAX"); /* the longest length, for timing */
+		test_case(only, mx && atoi(mx) > 0 ? atoi(mx) : 8192, gpu_limit(only), pool);
 		threadpool_destroy(pool);
 		return test_failures ? 1 : 0;
 	}
 	test_slopes();
 	test_refusals();
-	test_case("tiny", 8192, pool);
+	test_case("tiny", 8192, gpu_limit("tiny"), pool);
 	const char *lng = getenv("EMBED_JINA_LONG");
 	const int long_ = lng && *lng == '1';
-	test_case("small", long_ ? 8192 : 4096, pool);
+	test_case("small", long_ ? 8192 : 4096, gpu_limit("small"), pool);
 #ifdef __SANITIZE_ADDRESS__
 	printf("jina-base: skipped under ASan (the plain pass checks its numbers)\n");
 #else
-	test_case("base", long_ ? 8192 : 2048, pool);
+	test_case("base", long_ ? 8192 : 2048, gpu_limit("base"), pool);
 #endif
 	test_embed_api(pool);
 	threadpool_destroy(pool);

@@ -553,6 +553,24 @@ int main(void)
 		CHECK(store_bind_model(s, &other, &e) == EMB_ESTORE);
 		CHECK(strstr(e.msg, "test-model") != NULL);
 	}
+	/* The family is part of the identity. This store was bound without one, as stores
+	 * from before families were: any family matches it, and the first one bound is
+	 * recorded; from then on another family's vectors are refused, naming both. */
+	{
+		store_model fam = m;
+		snprintf(fam.family, sizeof fam.family, "bert");
+		OK(store_bind_model(s, &fam, E));
+		OK(store_model_get(s, &got, E));
+		CHECK(strcmp(got.family, "bert") == 0);
+		OK(store_bind_model(s, &fam, E));
+		OK(store_bind_model(s, &m, E)); /* a caller that knows no family */
+		snprintf(fam.family, sizeof fam.family, "mpnet");
+		emb_err e = {0};
+		CHECK(store_bind_model(s, &fam, &e) == EMB_ESTORE);
+		CHECK(strstr(e.msg, "bert family") && strstr(e.msg, "mpnet family"));
+		OK(store_model_get(s, &got, E));
+		CHECK(strcmp(got.family, "bert") == 0);
+	}
 
 	/* Round trip of one document. */
 	put(s, 1, 1, 3);
