@@ -548,7 +548,7 @@ static int32_t compact_cut(const scan_cquery *cq, float worst, float inv)
 static void compact_rows(heap *hp, const scan_cquery *cq, int isa, const uint8_t *rows,
 			 uint32_t n, uint32_t first, size_t rowb)
 {
-	int32_t raw[64];
+	int32_t raw[64] = {0}; /* the cut reads all 64 lanes; those past a short run stay 0, masked out */
 	float inv = 1.0f / (float)cq->dim;
 	int i8 = cq->kind == QUANT_INT8;
 	for (uint32_t i = 0; i < n; i += 64) {

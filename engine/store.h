@@ -379,7 +379,8 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 /* store_search with the rescoring factor: -1 the type's default (above), 0 none (the
  * compact ranking, its scores the compact estimates: int8 ~ cosine, binary 1 - 2 h / dim),
  * N > 0: the compact scan keeps max(N x k, 2k + 16) rows (growing as store_search widens),
- * every one rescored exactly (its f32 block's checksum verified), and the result is the
+ * every one rescored exactly (its f32 row's checksum verified: format 4 keeps one a row in
+ * the compact block; format 3, the whole f32 block's), and the result is the
  * exact order among them: the exact top k whenever those rows hold it (always when they
  * cover the store). f32 stores ignore it. Errors as store_search. */
 int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescore,
