@@ -882,7 +882,10 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		vk_backend_close(b);
 		return rc;
 	}
-	if (opt->precision == VK_PREC_FP32)
+	/* JinaBERT (ALiBi) takes fp32 unless fp16 is asked for: its fp16 vectors on an H100's
+	 * cooperative-matrix path missed the CPU's (min cosine 0.78, docs/jina-gpu.md) while
+	 * fp32 there and fp16 on lavapipe matched; the default is the path measured right. */
+	if (opt->precision == VK_PREC_FP32 || (opt->precision == VK_PREC_DEFAULT && b->alibi))
 		b->prec = PREC_FP32;
 	else if (b->c.has_coopmat)
 		b->prec = PREC_COOPMAT;
