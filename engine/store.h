@@ -399,7 +399,7 @@ typedef struct store_check_report {
  * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
  * unit length within 1e-3); for int8 and binary stores every compact block (one a vector
  * block, checksum, the codes of its vector block's rows byte for byte); every document (checksum, header, decompresses to the lengths
- * it states); every row list and row entry (checksums, and each row owned by exactly the
+ * it states; in a shard store, its id in the store's shard); every row list and row entry (checksums, and each row owned by exactly the
  * document that lists it, at its window index); and the counts in meta. Fills *report (may
  * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,
  * EMB_ENOMEM. For `indexer --check` and tests. */
