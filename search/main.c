@@ -269,7 +269,7 @@ static int read_manifest(ctx *x, manifest *mf)
 /* Opens the stores: every --store, or those of the manifest's generation. A manifest whose
  * stores are gone was replaced while it was being read (a rebuild swapped a new generation in
  * and removed the old): it is read again, a few times. 0, or -1 with a message printed. */
-static int open_stores_once(ctx *x, int *retry)
+static int open_stores_once(ctx *x, int *retry, int last)
 {
 	emb_err e = {0};
 	manifest mf = {0};
@@ -301,9 +301,10 @@ static int open_stores_once(ctx *x, int *retry)
 	for (int i = 0; i < x->n; i++) {
 		store_model sm;
 		if (store_open(x->paths[i], STORE_READONLY, &x->st[i], &e)) {
-			*retry = x->o->manifest && e.code == EMB_EIO && access(x->paths[i], F_OK) != 0;
+			*retry = !last && x->o->manifest && e.code == EMB_EIO && access(x->paths[i], F_OK) != 0;
 			if (!*retry)
-				fprintf(stderr, "search: %s\n", e.msg);
+				fprintf(stderr, "search: %s%s%s%s\n", e.msg, last ? " (a store named by " : "",
+					last ? x->o->manifest : "", last ? ")" : "");
 			return -1;
 		}
 		if (store_model_get(x->st[i], &sm, &e)) {
@@ -376,16 +377,13 @@ static int open_stores_once(ctx *x, int *retry)
 static int open_store(ctx *x)
 {
 	int retry = 0;
-	for (int attempt = 0; attempt < 5; attempt++) {
-		if (open_stores_once(x, &retry) == 0)
+	for (int attempt = 0;; attempt++) {
+		if (open_stores_once(x, &retry, attempt == 4) == 0)
 			return 0;
 		if (!retry)
 			return -1;
 		usleep(100000);
 	}
-	fprintf(stderr, "search: manifest %s: its stores keep disappearing (%s); is a rebuild removing "
-		"the generation it publishes?\n", x->o->manifest, x->n ? x->paths[0] : "?");
-	return -1;
 }
 
 /* 1 when a rebuild swapped a store, or a new manifest replaced the one read: a long-lived
