@@ -167,7 +167,7 @@ int store_set_vtype(store *s, quant_type vt, emb_err *err);
  * as stored, no terminator) belongs to shard store_shard_of(id, len, count), which is
  *   FNV-1a 64 of the id bytes (h = 0xcbf29ce484222325; for each byte b: h ^= b,
  *   h *= 0x100000001b3 mod 2^64), taken mod count
- * (chosen because any tool can reproduce it in five lines: scripts/shardset has it in
+ * (chosen because any tool can reproduce it in five lines: python/shardset.py has it in
  * Python). The rule is part of the on-disk contract: it never changes for a given count.
  * A store records its shard in meta "shard" as "INDEX/COUNT" (absent: not a shard, it may
  * hold any id). Writers of other versions ignore the key, so only this indexer keeps it. */

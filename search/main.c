@@ -6,7 +6,7 @@
  *   search --store DIR                                   interactive on a TTY (libedit)
  *   search --store DIR --queries Q.jsonl --format trec   batch evaluation (TREC run lines)
  *   search --store A --store B ... QUERY                 several stores, merged exactly
- *   search --stores MANIFEST QUERY                       a shard set (scripts/shardset)
+ *   search --stores MANIFEST QUERY                       a shard set (python/shardset.py)
  *
  * Several stores: each answers its own top k (one snapshot each) and the lists are merged
  * (merge_hits): the union of per-store top-k lists holds the top k of all their documents,
@@ -72,7 +72,7 @@ static void usage(FILE *f)
 "usage: search --store DIR [--store DIR2 ...] [options] [QUERY...]\n"
 "       search --stores MANIFEST [options] [QUERY...]\n"
 "  --store DIR       a store; several: searched as one (same model), merged exactly\n"
-"  --stores FILE     a shard set's manifest (scripts/shardset): all its shard stores\n"
+"  --stores FILE     a shard set's manifest (python/shardset.py): all its shard stores\n"
 "  --k N             results a query (default 10)\n"
 "  --json            JSON output (one object a query)\n"
 "  --format F        text, json or trec (TREC run lines: qid Q0 docid rank score run)\n"
@@ -178,7 +178,7 @@ static int same_model(const store_model *a, const store_model *b)
 	       a->needs_prefix == b->needs_prefix && a->max_tokens == b->max_tokens;
 }
 
-/* What a manifest says (scripts/shardset writes it):
+/* What a manifest says (python/shardset.py writes it):
  *   {"format": "embedstore-shardset", "version": 1, "generation": G,
  *    "model": {"name": ..., "sha256": ..., "dim": D}, "stores": ["gen-G/shard-0.store", ...]}
  * Store paths are relative to the manifest's directory (or absolute); store i of N must
