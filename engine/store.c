@@ -3200,6 +3200,9 @@ static int check_docs(checker *c)
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint64_t docs = 0, listed = 0;
+	int si, sn;
+	if (shard_read(s, txn, &si, &sn))
+		return broken(c->err, s, "its shard in meta is malformed");
 	int rc = mdb_cursor_open(txn, s->docs, &cur);
 	if (rc)
 		return mdb_fail(c->err, rc, "cursor", s->dir);
@@ -3217,6 +3220,11 @@ static int check_docs(checker *c)
 			return st;
 		}
 		int idl = (int)(k.mv_size > 60 ? 60 : k.mv_size);
+		if (sn && store_shard_of(k.mv_data, k.mv_size, sn) != si) {
+			close_cur(c);
+			return broken(c->err, s, "document '%.*s' belongs to shard %d/%d, not to the store's %d/%d",
+				      idl, (char *)k.mv_data, store_shard_of(k.mv_data, k.mv_size, sn), sn, si, sn);
+		}
 		MDB_val lv;
 		if ((rc = mdb_get(txn, s->docrows, &k, &lv)) != 0 || !check_val(c, k.mv_data, k.mv_size, &lv, 0) ||
 		    (lv.mv_size - trailer(s)) != (size_t)nwin * 4) {

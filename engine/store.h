@@ -202,7 +202,7 @@ int store_set_vtype(store *s, quant_type vt, emb_err *err);
  * as stored, no terminator) belongs to shard store_shard_of(id, len, count), which is
  *   FNV-1a 64 of the id bytes (h = 0xcbf29ce484222325; for each byte b: h ^= b,
  *   h *= 0x100000001b3 mod 2^64), taken mod count
- * (chosen because any tool can reproduce it in five lines: scripts/shardset has it in
+ * (chosen because any tool can reproduce it in five lines: python/shardset.py has it in
  * Python). The rule is part of the on-disk contract: it never changes for a given count.
  * A store records its shard in meta "shard" as "INDEX/COUNT" (absent: not a shard, it may
  * hold any id). Writers of other versions ignore the key, so only this indexer keeps it. */
@@ -435,7 +435,7 @@ typedef struct store_check_report {
  * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
  * unit length within 1e-3); for int8 and binary stores every compact block (one a vector
  * block, checksum, the codes of its vector block's rows byte for byte); every document (checksum, header, decompresses to the lengths
- * it states); every row list and row entry (checksums, and each row owned by exactly the
+ * it states; in a shard store, its id in the store's shard); every row list and row entry (checksums, and each row owned by exactly the
  * document that lists it, at its window index); and the counts in meta. Fills *report (may
  * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,
  * EMB_ENOMEM. For `indexer --check` and tests. */

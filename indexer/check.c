@@ -1,6 +1,6 @@
 /* check.c — indexer --check: verifies a whole store and says what was verified; indexer
  * --info: what a store is (model, shard, counts) as one JSON line, for tools that assemble
- * shard sets (scripts/shardset) without reading LMDB themselves.
+ * shard sets (python/shardset.py) without reading LMDB themselves.
  */
 #include <jansson.h>
 #include <stdio.h>

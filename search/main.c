@@ -6,7 +6,7 @@
  *   search --store DIR                                   interactive on a TTY (libedit)
  *   search --store DIR --queries Q.jsonl --format trec   batch evaluation (TREC run lines)
  *   search --store A --store B ... QUERY                 several stores, merged exactly
- *   search --stores MANIFEST QUERY                       a shard set (scripts/shardset)
+ *   search --stores MANIFEST QUERY                       a shard set (python/shardset.py)
  *
  * Several stores: each answers its own top k (one snapshot each) and the lists are merged
  * (merge_hits): the union of per-store top-k lists holds the top k of all their documents,
@@ -79,7 +79,7 @@ static void usage(FILE *f)
 "usage: search --store DIR [--store DIR2 ...] [options] [QUERY...]\n"
 "       search --stores MANIFEST [options] [QUERY...]\n"
 "  --store DIR       a store; several: searched as one (same model), merged exactly\n"
-"  --stores FILE     a shard set's manifest (scripts/shardset): all its shard stores\n"
+"  --stores FILE     a shard set's manifest (python/shardset.py): all its shard stores\n"
 "  --k N             results a query (default 10)\n"
 "  --json            JSON output (one object a query)\n"
 "  --format F        text, json or trec (TREC run lines: qid Q0 docid rank score run)\n"
@@ -209,7 +209,7 @@ static int same_model(const store_model *a, const store_model *b)
 	       a->needs_prefix == b->needs_prefix && a->max_tokens == b->max_tokens;
 }
 
-/* What a manifest says (scripts/shardset writes it):
+/* What a manifest says (python/shardset.py writes it):
  *   {"format": "embedstore-shardset", "version": 1, "generation": G,
  *    "model": {"name": ..., "sha256": ..., "dim": D}, "stores": ["gen-G/shard-0.store", ...]}
  * Store paths are relative to the manifest's directory (or absolute); store i of N must
@@ -300,7 +300,7 @@ static int read_manifest(ctx *x, manifest *mf)
 /* Opens the stores: every --store, or those of the manifest's generation. A manifest whose
  * stores are gone was replaced while it was being read (a rebuild swapped a new generation in
  * and removed the old): it is read again, a few times. 0, or -1 with a message printed. */
-static int open_stores_once(ctx *x, int *retry)
+static int open_stores_once(ctx *x, int *retry, int last)
 {
 	emb_err e = {0};
 	manifest mf = {0};
@@ -332,9 +332,10 @@ static int open_stores_once(ctx *x, int *retry)
 	for (int i = 0; i < x->n; i++) {
 		store_model sm;
 		if (store_open(x->paths[i], STORE_READONLY, &x->st[i], &e)) {
-			*retry = x->o->manifest && e.code == EMB_EIO && access(x->paths[i], F_OK) != 0;
+			*retry = !last && x->o->manifest && e.code == EMB_EIO && access(x->paths[i], F_OK) != 0;
 			if (!*retry)
-				fprintf(stderr, "search: %s\n", e.msg);
+				fprintf(stderr, "search: %s%s%s%s\n", e.msg, last ? " (a store named by " : "",
+					last ? x->o->manifest : "", last ? ")" : "");
 			return -1;
 		}
 		if (store_model_get(x->st[i], &sm, &e)) {
@@ -414,16 +415,13 @@ static int open_stores_once(ctx *x, int *retry)
 static int open_store(ctx *x)
 {
 	int retry = 0;
-	for (int attempt = 0; attempt < 5; attempt++) {
-		if (open_stores_once(x, &retry) == 0)
+	for (int attempt = 0;; attempt++) {
+		if (open_stores_once(x, &retry, attempt == 4) == 0)
 			return 0;
 		if (!retry)
 			return -1;
 		usleep(100000);
 	}
-	fprintf(stderr, "search: manifest %s: its stores keep disappearing (%s); is a rebuild removing "
-		"the generation it publishes?\n", x->o->manifest, x->n ? x->paths[0] : "?");
-	return -1;
 }
 
 /* 1 when a rebuild swapped a store, or a new manifest replaced the one read: a long-lived
