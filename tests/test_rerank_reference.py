@@ -97,6 +97,18 @@ with tempfile.TemporaryDirectory() as tmp:
             wrong = score(d, rs[:1], "--max-tokens", str(MAXT // 2))
             check(worst(wrong[0]["logits"], rs[0]["logits"]) > 100 * TOL,
                   f"truncating at {MAXT // 2} still matched the {MAXT}-token logits")
+            # more pairs than one forward batch takes (256): the same scores as in small groups
+            many = [f"document {i}: vitamin {i % 7} and disease {i % 11}" for i in range(300)]
+            inp = json.dumps({"query": "vitamin and disease", "documents": many}) + "\n"
+            inp3 = "".join(json.dumps({"query": "vitamin and disease", "documents": many[j:j + 100]})
+                           + "\n" for j in range(0, 300, 100))
+            rc, o1, err = run([RERANK, "--model", d, "--threads", "2"], input=inp)
+            rc3, o3, err3 = run([RERANK, "--model", d, "--threads", "2"], input=inp3)
+            assert rc == 0 and rc3 == 0, err + err3
+            one = json.loads(o1)["logits"]
+            groups = [x for l in o3.splitlines() for x in json.loads(l)["logits"]]
+            check(len(one) == 300 and one == groups,
+                  "300 pairs in one call differ from the same pairs in groups of 100")
             # bad input: one line naming FILE:LINE, after the records before it
             bad = os.path.join(tmp, "bad.jsonl")
             good = json.dumps({"query": "q", "documents": ["d"]})
