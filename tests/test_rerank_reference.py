@@ -129,6 +129,24 @@ with tempfile.TemporaryDirectory() as tmp:
             rc, _, err = run([RERANK, "--model", MODEL, "--info"])
             check(rc == 1 and "not a cross-encoder" in err,
                   f"a sentence-embedding model was not refused: {err!r}")
+            # config.json settings the loader refuses, naming the file
+            for key, val, want in (("id2label", [0], 'bad "id2label"'),
+                                   ("sentence_transformers",
+                                    {"activation_fn": "torch.nn.modules.activation.ReLU"},
+                                    "unsupported activation_fn"),
+                                   ("architectures", ["MPNetForSequenceClassification"],
+                                    "not a cross-encoder")):
+                bd = os.path.join(tmp, "bad-" + key)
+                os.makedirs(bd)
+                for f in os.listdir(d):
+                    if f != "config.json":
+                        os.symlink(os.path.join(d, f), os.path.join(bd, f))
+                cfg = json.load(open(os.path.join(d, "config.json")))
+                cfg[key] = val
+                json.dump(cfg, open(os.path.join(bd, "config.json"), "w"))
+                rc, _, err = run([RERANK, "--model", bd, "--info"])
+                check(rc == 1 and want in err and "config.json" in err and err.count("\n") == 1,
+                      f"config {key}={val}: exit {rc}, {err!r}")
             rc, info, err = run([RERANK, "--model", d, "--info"])
             check(rc == 0 and json.loads(info)["activation"] == "sigmoid" and
                   json.loads(info)["max_tokens"] == MAXT, f"--info: {info!r} {err!r}")
