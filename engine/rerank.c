@@ -377,48 +377,59 @@ static void head(const rerank_model *m, const float *x, float *logit)
 		free(p);
 }
 
+/* Pairs a forward batch takes at most: bounds the ids and pooled rows held at once (a
+ * search's --rerank-k may be large) while keeping a query's usual 100 candidates one batch,
+ * one GPU submission. */
+#define RERANK_CHUNK 256
+
 int rerank_score(rerank_model *m, const char *query, size_t qlen, const char *const *docs,
 		 const size_t *dlens, int n, float *logits, float *scores, emb_err *err)
 {
 	if (n <= 0)
 		return EMB_OK;
+	const int c = n < RERANK_CHUNK ? n : RERANK_CHUNK;
 	const size_t cap = (size_t)m->cfg->max_tokens, H = (size_t)m->cfg->hidden;
-	int32_t *ids = malloc((size_t)n * cap * sizeof *ids);
-	uint8_t *types = malloc((size_t)n * cap);
-	const int32_t **seqs = malloc((size_t)n * sizeof *seqs);
-	const uint8_t **tys = malloc((size_t)n * sizeof *tys);
-	int *lens = malloc((size_t)n * sizeof *lens);
-	float *pooled = malloc((size_t)n * H * sizeof *pooled);
+	int32_t *ids = malloc((size_t)c * cap * sizeof *ids);
+	uint8_t *types = malloc((size_t)c * cap);
+	const int32_t **seqs = malloc((size_t)c * sizeof *seqs);
+	const uint8_t **tys = malloc((size_t)c * sizeof *tys);
+	int *lens = malloc((size_t)c * sizeof *lens);
+	float *pooled = malloc((size_t)c * H * sizeof *pooled);
 	int rc = EMB_OK;
 	if (!ids || !types || !seqs || !tys || !lens || !pooled) {
-		rc = emb_errf(err, EMB_ENOMEM, "out of memory for %d pairs", n);
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory for %d pairs", c);
 		goto out;
 	}
-	for (int i = 0; i < n; i++) {
-		size_t dl = dlens ? dlens[i] : strlen(docs[i]);
-		long k = rerank_tokenize_pair(m, query, qlen, docs[i], dl, ids + (size_t)i * cap,
-					      types + (size_t)i * cap, cap, err);
-		if (k < 0) {
-			rc = emb_err_prefix(err, "pair %d: ", i);
-			goto out;
+	for (int i0 = 0; i0 < n; i0 += c) {
+		const int nc = n - i0 < c ? n - i0 : c;
+		for (int k = 0; k < nc; k++) {
+			const int i = i0 + k;
+			size_t dl = dlens ? dlens[i] : strlen(docs[i]);
+			long t = rerank_tokenize_pair(m, query, qlen, docs[i], dl, ids + (size_t)k * cap,
+						      types + (size_t)k * cap, cap, err);
+			if (t < 0) {
+				rc = emb_err_prefix(err, "pair %d: ", i);
+				goto out;
+			}
+			seqs[k] = ids + (size_t)k * cap;
+			tys[k] = types + (size_t)k * cap;
+			lens[k] = (int)t;
 		}
-		seqs[i] = ids + (size_t)i * cap;
-		tys[i] = types + (size_t)i * cap;
-		lens[i] = (int)k;
-	}
-	if ((rc = embed_encode_typed(m->enc, seqs, tys, lens, n, pooled, err)))
-		goto out;
-	for (int i = 0; i < n; i++) {
-		float lg[MAX_LABELS];
-		head(m, pooled + (size_t)i * H, lg);
-		for (int j = 0; j < m->labels; j++) {
-			float s = m->act == RERANK_ACT_SIGMOID ? 1.0f / (1.0f + expf(-lg[j]))
-				: m->act == RERANK_ACT_TANH  ? tanhf(lg[j])
-							     : lg[j];
-			if (logits)
-				logits[(size_t)i * m->labels + j] = lg[j];
-			if (scores)
-				scores[(size_t)i * m->labels + j] = s;
+		if ((rc = embed_encode_typed(m->enc, seqs, tys, lens, nc, pooled, err)))
+			goto out;
+		for (int k = 0; k < nc; k++) {
+			const size_t i = (size_t)(i0 + k);
+			float lg[MAX_LABELS];
+			head(m, pooled + (size_t)k * H, lg);
+			for (int j = 0; j < m->labels; j++) {
+				float s = m->act == RERANK_ACT_SIGMOID ? 1.0f / (1.0f + expf(-lg[j]))
+					: m->act == RERANK_ACT_TANH  ? tanhf(lg[j])
+								     : lg[j];
+				if (logits)
+					logits[i * m->labels + j] = lg[j];
+				if (scores)
+					scores[i * m->labels + j] = s;
+			}
 		}
 	}
 out:

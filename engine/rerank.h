@@ -100,9 +100,9 @@ long rerank_tokenize_pair(const rerank_model *m, const char *query, size_t qlen,
 
 /* Scores n documents against one query: logits[i * labels + j] is label j's logit for
  * docs[i] (dlens[i] bytes; dlens NULL for NUL-terminated texts), scores the same after the
- * activation; either output may be NULL. Every pair is one batch of the encoder (on the
- * GPU one submission when it fits the device's capacity). A pair's score does not depend
- * on its batch-mates. Errors: EMB_EINVAL (invalid UTF-8: the message names the document
+ * activation; either output may be NULL. The pairs go to the encoder 256 at a time, each
+ * group one batch (on the GPU one submission when it fits the device's capacity), so memory
+ * stays bounded whatever n. A pair's score does not depend on its batch-mates. Errors: EMB_EINVAL (invalid UTF-8: the message names the document
  * index), EMB_ENOMEM, EMB_EDEVICE. */
 int rerank_score(rerank_model *m, const char *query, size_t qlen, const char *const *docs,
 		 const size_t *dlens, int n, float *logits, float *scores, emb_err *err);

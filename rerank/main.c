@@ -181,7 +181,7 @@ int main(int argc, char **argv)
 			else if (!strcmp(optarg, "cls")) opt.pooling = RERANK_POOL_CLS;
 			else if (!strcmp(optarg, "mean")) opt.pooling = RERANK_POOL_MEAN;
 			else {
-				fprintf(stderr, "rerank: --pooling needs auto, pooler, cls or mean\n");
+				fprintf(stderr, "rerank: --pooling must be auto, pooler, cls or mean\n");
 				return 2;
 			}
 			break;
@@ -191,7 +191,7 @@ int main(int argc, char **argv)
 			else if (!strcmp(optarg, "sigmoid")) opt.activation = RERANK_ACT_SIGMOID;
 			else if (!strcmp(optarg, "tanh")) opt.activation = RERANK_ACT_TANH;
 			else {
-				fprintf(stderr, "rerank: --activation needs default, identity, sigmoid or tanh\n");
+				fprintf(stderr, "rerank: --activation must be default, identity, sigmoid or tanh\n");
 				return 2;
 			}
 			break;

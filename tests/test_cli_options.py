@@ -1,4 +1,4 @@
-"""The three tools read option values one way (engine/cli.c): a mistyped value is a usage
+"""The tools read option values one way (engine/cli.c): a mistyped value is a usage
 error (exit 2, one line naming the option and the value) before any work, never a silent
 default — the indexer used to turn `--device gpux` into auto."""
 import os
@@ -24,6 +24,15 @@ CASES = [
     (["indexer", "--store", "S", "--gpu", "0,x", "in.jsonl"], "--gpu must be all or device numbers"),
     (["indexer", "--store", "S", "--gpu", "", "in.jsonl"], "--gpu must be all or device numbers"),
     (["indexer", "--store", "S", "--queue-chunks", "0", "in.jsonl"], "--queue-chunks needs an integer from 1"),
+    (["search", "--store", "S", "--rerank-k", "0", "q"], "--rerank-k needs an integer from 1"),
+    (["search", "--store", "S", "--rerank-device", "tpu", "q"], "--rerank-device must be cpu, gpu or auto"),
+    (["search", "--store", "S", "--rerank", "./no/such/dir", "q"], "--rerank ./no/such/dir: not a directory"),
+    (["rerank", "--model", "M", "--threads", "1025"], "--threads needs an integer from 0 to 1024"),
+    (["rerank", "--model", "M", "--max-tokens", "2"], "--max-tokens needs an integer from 3"),
+    (["rerank", "--model", "M", "--device", "gpux"], "--device must be cpu, gpu or auto"),
+    (["rerank", "--model", "M", "--pooling", "max"], "--pooling must be auto, pooler, cls or mean"),
+    (["rerank", "--model", "M", "--activation", "relu"], "--activation must be default, identity, sigmoid or tanh"),
+    (["rerank"], "no model: give --model DIR"),
 ]
 
 failed = 0

@@ -97,6 +97,18 @@ with tempfile.TemporaryDirectory() as tmp:
             wrong = score(d, rs[:1], "--max-tokens", str(MAXT // 2))
             check(worst(wrong[0]["logits"], rs[0]["logits"]) > 100 * TOL,
                   f"truncating at {MAXT // 2} still matched the {MAXT}-token logits")
+            # more pairs than one forward batch takes (256): the same scores as in small groups
+            many = [f"document {i}: vitamin {i % 7} and disease {i % 11}" for i in range(300)]
+            inp = json.dumps({"query": "vitamin and disease", "documents": many}) + "\n"
+            inp3 = "".join(json.dumps({"query": "vitamin and disease", "documents": many[j:j + 100]})
+                           + "\n" for j in range(0, 300, 100))
+            rc, o1, err = run([RERANK, "--model", d, "--threads", "2"], input=inp)
+            rc3, o3, err3 = run([RERANK, "--model", d, "--threads", "2"], input=inp3)
+            assert rc == 0 and rc3 == 0, err + err3
+            one = json.loads(o1)["logits"]
+            groups = [x for l in o3.splitlines() for x in json.loads(l)["logits"]]
+            check(len(one) == 300 and one == groups,
+                  "300 pairs in one call differ from the same pairs in groups of 100")
             # bad input: one line naming FILE:LINE, after the records before it
             bad = os.path.join(tmp, "bad.jsonl")
             good = json.dumps({"query": "q", "documents": ["d"]})
@@ -117,6 +129,24 @@ with tempfile.TemporaryDirectory() as tmp:
             rc, _, err = run([RERANK, "--model", MODEL, "--info"])
             check(rc == 1 and "not a cross-encoder" in err,
                   f"a sentence-embedding model was not refused: {err!r}")
+            # config.json settings the loader refuses, naming the file
+            for key, val, want in (("id2label", [0], 'bad "id2label"'),
+                                   ("sentence_transformers",
+                                    {"activation_fn": "torch.nn.modules.activation.ReLU"},
+                                    "unsupported activation_fn"),
+                                   ("architectures", ["MPNetForSequenceClassification"],
+                                    "not a cross-encoder")):
+                bd = os.path.join(tmp, "bad-" + key)
+                os.makedirs(bd)
+                for f in os.listdir(d):
+                    if f != "config.json":
+                        os.symlink(os.path.join(d, f), os.path.join(bd, f))
+                cfg = json.load(open(os.path.join(d, "config.json")))
+                cfg[key] = val
+                json.dump(cfg, open(os.path.join(bd, "config.json"), "w"))
+                rc, _, err = run([RERANK, "--model", bd, "--info"])
+                check(rc == 1 and want in err and "config.json" in err and err.count("\n") == 1,
+                      f"config {key}={val}: exit {rc}, {err!r}")
             rc, info, err = run([RERANK, "--model", d, "--info"])
             check(rc == 0 and json.loads(info)["activation"] == "sigmoid" and
                   json.loads(info)["max_tokens"] == MAXT, f"--info: {info!r} {err!r}")
