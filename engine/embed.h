@@ -32,13 +32,16 @@ typedef enum {
 	EMBED_PRECISION_DEFAULT = 0, /* fastest path that meets the accuracy bar */
 	EMBED_PRECISION_FP32 = 1,
 	EMBED_PRECISION_FP16 = 2,    /* GPU only: fp16 inputs, fp32 accumulation */
-	/* CPU only (--device cpu; refused with EMB_EUNSUPPORTED for the GPU and auto): the
-	 * weight products in a narrower format, the rest (attention, LayerNorm, softmax, GELU,
-	 * pooling) in fp32. Faster, and the vectors differ from fp32's: bf16 keeps cosine
-	 * >= 0.9999 with them, int8 >= 0.99 (tests/test_precision.py; docs/bench-cpu.md). */
+	/* CPU only (embed_open refuses them with EMB_EUNSUPPORTED under EMBED_DEVICE_GPU;
+	 * under EMBED_DEVICE_AUTO the model runs on the CPU): the weight products in a narrower
+	 * format, the rest (attention, LayerNorm, softmax, GELU, pooling) in fp32. The vectors
+	 * differ from fp32's: bf16 keeps cosine >= 0.9999 with them, int8 >= 0.99
+	 * (tests/test_precision.py). int8 is ~3x fp32 on queries and ~1.5x
+	 * on documents; bf16 is faster on queries but slower on documents where VDPBF16PS is
+	 * half-rate (docs/bench-cpu.md). */
 	EMBED_PRECISION_BF16 = 3,    /* weights and activations rounded to bfloat16 */
 	EMBED_PRECISION_INT8 = 4,    /* int8 weights per output channel, int8 activations per
-				      * token, int32 sums */
+				      * token and block of 32, int32 sums */
 } embed_precision;
 
 /* How texts are prefixed before tokenizing. E5 models need "query: " / "passage: ". */

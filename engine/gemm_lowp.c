@@ -3,9 +3,11 @@
  * (gemm_prep), and kernels chosen at run time.
  *
  * Why: the fp32 kernels (gemm.c) already run near the FMA peak, so the CPU's remaining speed
- * is in its narrower arithmetic: VDPBF16PS does 32 multiply-adds per instruction where an fp32
- * FMA does 16, VPDPBUSD 64. Both are opt-in (--precision bf16 / int8) because they change the
- * vectors (docs/bench-cpu.md has the accuracy each keeps).
+ * is in its narrower arithmetic: VPDPBUSD does 64 multiply-adds per instruction where an fp32
+ * FMA does 16; VDPBF16PS 32 (but at half the FMA rate on some CPUs, the Xeon measured in
+ * docs/bench-cpu.md among them, hence the timed choice in pick_bf16). Both are opt-in
+ * (--precision bf16 / int8) because they change the vectors (docs/bench-cpu.md has the
+ * accuracy each keeps).
  *
  * One layout per precision serves every kernel of that precision, and every kernel of a
  * precision computes exactly the same numbers (gemm.h's contract), so a store embedded on
@@ -15,17 +17,19 @@
  *    fallbacks (AVX-512F, AVX2) widen the bf16 to fp32 by a shift and make the same two
  *    FMAs in the same order. (VDPBF16PS also treats denormal inputs and results as zero;
  *    the activations and weights of these models never come near 1e-38.)
- *  - int8: sums of int8 products are exact in int32 whatever the kernel. VPDPBUSD multiplies
- *    unsigned by signed bytes, so the VNNI kernels read the activations shifted by +128 and
- *    subtract 128 * sum_k W[n][k] (precomputed per column) before the epilogue. The AVX2
- *    kernel has no VNNI: VPMADDUBSW (u8 x s8, pairs summed into saturating int16) on |a| and
- *    W with a's sign, which stays below 2 * 127 * 127 and so never saturates, then VPMADDWD
- *    by ones into int32.
+ *  - int8: sums of int8 products are exact in int32 whatever the kernel. Each block of 32 k
+ *    (one activation scale each) is summed in int32, then scaled into fp32 accumulators in
+ *    block order. VPDPBUSD multiplies unsigned by signed bytes, so the VNNI kernels read the
+ *    activations shifted by +128 and subtract 128 * the block's sum of W[n][k] (precomputed
+ *    per block and column). The AVX2 kernel has no VNNI: VPMADDUBSW (u8 x s8, pairs summed
+ *    into saturating int16) on |a| and W with a's sign, which stays below 2 * 127 * 127 and
+ *    so never saturates, then VPMADDWD by ones into int32.
  *
  * Blocking follows gemm.c: panels of 32 columns of C, k-major, the AVX-512 kernels hold a
- * 12 x 32 block in 24 zmm registers; the 256-bit kernels walk each panel in two halves of
- * 16 columns, 4 rows at a time (8 ymm accumulators), so that the bf16 fallback's widened
- * weights fit in the 16 registers.
+ * 12 x 32 block in 24 zmm registers (int8: 6 x 32, an fp32 and an int32 accumulator each);
+ * the 256-bit kernels walk each panel in two halves of 16 columns, 4 rows at a time (int8: 2)
+ * so that the bf16 fallback's widened weights and int8's two accumulators fit in the 16
+ * registers.
  */
 #include "gemm.h"
 #include "gemm_act.h"
