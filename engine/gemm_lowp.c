@@ -34,6 +34,7 @@
 #include "gemm.h"
 #include "gemm_act.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -592,6 +593,15 @@ void gemm_run_prep(const gemm_w *g, const void *Ap, int M, int n0, int n1, const
 
 /* --- which kernels this CPU runs */
 
+/* AVX-VNNI (CPUID.(EAX=7,ECX=1):EAX bit 4), read from cpuid: clang 14's
+ * __builtin_cpu_supports does not know "avxvnni". Its registers are AVX2's, which the build
+ * assumes. */
+static int has_avx_vnni(void)
+{
+	unsigned a, b, c, d;
+	return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1);
+}
+
 int gemm_isa_usable(gemm_isa isa, gemm_prec prec)
 {
 	__builtin_cpu_init();
@@ -602,7 +612,7 @@ int gemm_isa_usable(gemm_isa isa, gemm_prec prec)
 	case GEMM_AVX512_BF16: return prec == GEMM_BF16 && f && __builtin_cpu_supports("avx512bf16");
 	case GEMM_AVX512_VNNI:
 		return prec == GEMM_INT8 && f && __builtin_cpu_supports("avx512vnni");
-	case GEMM_AVX_VNNI: return prec == GEMM_INT8 && __builtin_cpu_supports("avxvnni");
+	case GEMM_AVX_VNNI: return prec == GEMM_INT8 && has_avx_vnni();
 	}
 	return 0;
 }
