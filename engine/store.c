@@ -420,6 +420,24 @@ static void pad_file(store *s)
 		return; /* a full disk: the pad is a safety margin, not data */
 }
 
+/* Ends a transaction that changed the meta table: with rc 0 reseals the table's checksum,
+ * commits and tops up the file's pad; otherwise (or when sealing or the commit fails)
+ * aborts and reports "cannot WHAT". Every metadata setter ends here, so none forgets the
+ * seal or the pad. */
+static int meta_finish(store *s, MDB_txn *txn, int rc, const char *what, emb_err *err)
+{
+	if (!rc)
+		rc = meta_seal(txn, s->meta);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return mdb_fail(err, rc, what, s->dir);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_fail(err, rc, "commit", s->dir);
+	pad_file(s);
+	return EMB_OK;
+}
+
 static int upgrade_compact(store *s, emb_err *err);
 
 static int open_dbis(store *s, emb_err *err)
@@ -814,16 +832,7 @@ int store_set_reranker(store *s, const char *dir, emb_err *err)
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
-	if (!rc)
-		rc = meta_seal(txn, s->meta);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return mdb_fail(err, rc, "record reranker", s->dir);
-	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_fail(err, rc, "commit", s->dir);
-	pad_file(s);
-	return EMB_OK;
+	return meta_finish(s, txn, rc, "record reranker", err);
 }
 
 static void describe(const store_model *m, char *buf, size_t cap)
@@ -889,15 +898,8 @@ int store_bind_model(store *s, const store_model *m, emb_err *err)
 			s->block_rows = br;
 		}
 	}
-	if (!rc)
-		rc = meta_seal(txn, s->meta);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return mdb_fail(err, rc, "record model", s->dir);
-	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_fail(err, rc, "commit", s->dir);
-	pad_file(s);
+	if ((rc = meta_finish(s, txn, rc, "record model", err)))
+		return rc;
 	return EMB_OK;
 }
 
@@ -928,14 +930,8 @@ int store_set_vtype(store *s, quant_type vt, emb_err *err)
 		rc = mdb_drop(txn, s->cvectors, 0);
 	if (!rc)
 		rc = meta_put_str(txn, s->meta, "vtype", quant_name(vt));
-	if (!rc)
-		rc = meta_seal(txn, s->meta);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return mdb_fail(err, rc, "set the vector type", s->dir);
-	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_fail(err, rc, "commit", s->dir);
+	if ((rc = meta_finish(s, txn, rc, "set the vector type", err)))
+		return rc;
 	s->vtype = vt;
 	return EMB_OK;
 }
@@ -1012,15 +1008,7 @@ int store_set_shard(store *s, int index, int count, emb_err *err)
 	char buf[32];
 	snprintf(buf, sizeof buf, "%d/%d", index, count);
 	rc = meta_put_str(txn, s->meta, "shard", buf);
-	if (!rc)
-		rc = meta_seal(txn, s->meta);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return mdb_fail(err, rc, "record the shard", s->dir);
-	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_fail(err, rc, "commit", s->dir);
-	return EMB_OK;
+	return meta_finish(s, txn, rc, "record the shard", err);
 }
 
 int store_stats_get(store *s, store_stats *st, emb_err *err)

@@ -15,6 +15,8 @@ SHARED = os.path.join(ROOT, "..", "shared")
 EMBED = os.path.join(BIN, "embed")
 INDEXER = os.path.join(BIN, "indexer")
 SEARCH = os.path.join(BIN, "search")
+# The sanitizer pass (BUILD=build/asan) runs the same tests; slow ones check fewer cases there.
+ASAN = "asan" in os.environ.get("BUILD", "build")
 
 # Checks that fail are collected, so that one run reports every failure, not the first.
 failures = []
@@ -40,6 +42,17 @@ def run(args, input=None, timeout=300):
 def skip(why):
     print("skipped: " + why)
     sys.exit(77)
+
+
+def scifact_or_skip():
+    """The SciFact directory of ../shared, with the default model fetched; skips the test
+    (exit 77) when either is missing."""
+    d = os.path.join(SHARED, "data", "scifact")
+    if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
+        skip("model not fetched (run scripts/fetch-model)")
+    if not os.path.exists(os.path.join(d, "corpus.jsonl")):
+        skip("../shared/data/scifact missing")
+    return d
 
 
 def embed(texts, *args, model=MODEL):

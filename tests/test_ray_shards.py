@@ -14,25 +14,16 @@ import sys
 import tempfile
 import time
 
-from refcheck import INDEXER, MODEL, ROOT, SEARCH, SHARED, check, failures, run
+from refcheck import ASAN, INDEXER, MODEL, ROOT, SEARCH, check, failures, run, scifact_or_skip
 
 try:
     import ray  # noqa: F401
 except ImportError:
     print("skipped: ray not installed (scripts/setup installs it into .venv)")
     sys.exit(77)
-SCIFACT = os.path.join(SHARED, "data", "scifact")
-if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
-    print("skipped: model not fetched (run scripts/fetch-model)")
-    sys.exit(77)
-if not os.path.exists(os.path.join(SCIFACT, "corpus.jsonl")):
-    print("skipped: ../shared/data/scifact missing")
-    sys.exit(77)
-
-from refcheck import BUILD  # noqa: E402
+SCIFACT = scifact_or_skip()
 
 # Under ASan every indexer is ~10x slower: fewer documents, the same kill and checks.
-ASAN = "asan" in BUILD
 NDOCS = 60 if ASAN else 150
 # Windows of 64 tokens (SciFact documents have ~5), committed 4 documents at a time, progress
 # every 0.2 s: each shard runs long enough, even on a quiet machine, to be killed mid-run

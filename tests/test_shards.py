@@ -19,18 +19,12 @@ import tempfile
 import threading
 import time
 
-from refcheck import BUILD, INDEXER, MODEL, ROOT, SEARCH, SHARED, check, failures, run
+from refcheck import ASAN, INDEXER, MODEL, ROOT, SEARCH, check, failures, run, scifact_or_skip
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import shardset  # noqa: E402
 
-SCIFACT = os.path.join(SHARED, "data", "scifact")
-if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
-    print("skipped: model not fetched (run scripts/fetch-model)")
-    sys.exit(77)
-if not os.path.exists(os.path.join(SCIFACT, "corpus.jsonl")):
-    print("skipped: ../shared/data/scifact missing")
-    sys.exit(77)
+SCIFACT = scifact_or_skip()
 
 T0 = time.time()
 
@@ -42,7 +36,6 @@ def lap(what):
 # Under ASan every indexer run costs ~10 s (the model's load and forward, instrumented): the
 # sanitizer pass checks the same C paths with fewer runs (one N, two rebuilds, no recipes:
 # they run the same indexer and search as the rest).
-ASAN = "asan" in os.path.basename(os.path.normpath(BUILD)) or "asan" in BUILD
 NS = (3,) if ASAN else (2, 3, 5)
 GENS = (2, 3) if ASAN else (2, 3, 4)
 
