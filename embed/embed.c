@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "embed.h"
+#include "linereader.h"
 
 static void usage(FILE *f)
 {
@@ -31,7 +32,9 @@ static void usage(FILE *f)
 		"  --format F         jsonl (default) or f32 (raw little-endian float32 rows)\n"
 		"  --prefix P         query, passage or none (default none; E5 models need one)\n"
 		"  --jsonl            input lines are JSON objects with a \"text\" field\n"
-		"  --tokens           print token ids instead of embeddings\n");
+		"  --tokens           print token ids instead of embeddings\n"
+		"  --max-line-bytes N longest input line (default 64 MiB, at most 1 GiB); a longer\n"
+		"                     line stops with embed: stdin:LINE: line longer than N bytes\n");
 }
 
 typedef struct cli {
@@ -155,6 +158,7 @@ int main(int argc, char **argv)
 	embed_options_default(&opt);
 	char model[PATH_MAX] = "";
 	cli c = { .batch = 64 };
+	size_t max_line = (size_t)64 << 20;
 	static const struct option longopts[] = {
 		{ "model", required_argument, 0, 'm' }, { "device", required_argument, 0, 'd' },
 		{ "gpu", required_argument, 0, 'g' }, { "precision", required_argument, 0, 'p' },
@@ -162,6 +166,7 @@ int main(int argc, char **argv)
 		{ "format", required_argument, 0, 'f' }, { "prefix", required_argument, 0, 'x' },
 		{ "jsonl", no_argument, 0, 'j' }, { "tokens", no_argument, 0, 'k' },
 		{ "list-devices", no_argument, 0, 'L' }, { "help", no_argument, 0, 'h' },
+		{ "max-line-bytes", required_argument, 0, 'M' },
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
@@ -184,6 +189,10 @@ int main(int argc, char **argv)
 			else if (!strcmp(optarg, "passage")) c.prefix = EMBED_PREFIX_PASSAGE;
 			else if (!strcmp(optarg, "none")) c.prefix = EMBED_PREFIX_NONE;
 			else { fprintf(stderr, "embed: --prefix must be query, passage or none\n"); return 2; }
+			break;
+		case 'M':
+			max_line = (size_t)cli_int("embed", "--max-line-bytes", optarg, 1,
+						   (long long)LINE_READER_MAX_CAP);
 			break;
 		case 'j': c.jsonl = 1; break;
 		case 'k': c.tokens = 1; break;
@@ -226,21 +235,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	long lineno = 0;
-	int rc = 0;
-	while (!rc && (len = getline(&line, &cap, stdin)) >= 0) {
-		lineno++;
-		if (len > 0 && line[len - 1] == '\n')
-			line[--len] = 0;
-		rc = add_line(&c, line, (size_t)len, lineno);
-	}
-	if (!rc && ferror(stdin)) {
-		fprintf(stderr, "embed: stdin: %s\n", strerror(errno));
-		rc = 1;
-	}
+	line_reader in;
+	int rc = line_reader_init(&in, 0, "embed", "stdin", max_line) ? 1 : 0;
+	char *line;
+	size_t len;
+	int got = 0;
+	while (!rc && (got = line_reader_next(&in, &line, &len)) > 0)
+		rc = add_line(&c, line, len, in.lineno);
+	if (got < 0) /* the lines before the bad one are still answered, as a stream's would be */
+		rc = flush_batch(&c) | 1;
 	if (!rc)
 		rc = flush_batch(&c);
 	for (int i = 0; i < c.n; i++)
@@ -249,7 +252,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "embed: stdout: %s\n", strerror(errno));
 		rc = 1;
 	}
-	free(line);
+	line_reader_free(&in);
 	free(c.texts);
 	free(c.lens);
 	free(c.lines);

@@ -3,14 +3,17 @@
  * every document's score, in input order. The engine's rerank.h does the work; this file
  * reads, checks and prints. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "linereader.h"
 #include "rerank.h"
 
 static void usage(FILE *f)
@@ -27,6 +30,7 @@ static void usage(FILE *f)
 		"  --activation default|identity|sigmoid|tanh   scores from logits\n"
 		"  --tokens             print each pair's {\"ids\": [...], \"types\": [...]} instead\n"
 		"  --info               print the model's settings and exit\n"
+		"  --max-line-bytes N   longest input line (default 64 MiB, at most 1 GiB)\n"
 		"A malformed line stops with rerank: FILE:LINE: ... (exit 1) after the lines before it.\n");
 }
 
@@ -156,13 +160,15 @@ int main(int argc, char **argv)
 	rerank_options_default(&opt);
 	const char *model = getenv("EMBED_RERANK_MODEL");
 	int tokens = 0, info = 0;
+	size_t max_line = (size_t)64 << 20;
 	static const struct option lo[] = {
 		{ "model", required_argument, 0, 'm' },     { "device", required_argument, 0, 'd' },
 		{ "gpu", required_argument, 0, 'g' },       { "precision", required_argument, 0, 'p' },
 		{ "threads", required_argument, 0, 't' },   { "max-tokens", required_argument, 0, 'x' },
 		{ "pooling", required_argument, 0, 'P' },   { "activation", required_argument, 0, 'a' },
 		{ "tokens", no_argument, 0, 'T' },          { "info", no_argument, 0, 'i' },
-		{ "help", no_argument, 0, 'h' },            { 0, 0, 0, 0 },
+		{ "help", no_argument, 0, 'h' },            { "max-line-bytes", required_argument, 0, 'M' },
+		{ 0, 0, 0, 0 },
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "m:h", lo, NULL)) != -1) {
@@ -195,6 +201,10 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'M':
+			max_line = (size_t)cli_int("rerank", "--max-line-bytes", optarg, 1,
+						   (long long)LINE_READER_MAX_CAP);
+			break;
 		case 'T': tokens = 1; break;
 		case 'i': info = 1; break;
 		case 'h': usage(stdout); return 0;
@@ -210,12 +220,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *name = optind < argc ? argv[optind] : "-";
-	FILE *in = stdin;
-	if (strcmp(name, "-") != 0 && !(in = fopen(name, "r"))) {
+	int fd = 0;
+	if (strcmp(name, "-") != 0 && (fd = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
 		fprintf(stderr, "rerank: %s: %s\n", name, strerror(errno));
 		return 1;
 	}
-	if (in == stdin)
+	if (fd == 0)
 		name = "stdin";
 	rerank_model *m;
 	emb_err err = {0};
@@ -231,26 +241,23 @@ int main(int argc, char **argv)
 		rerank_close(m);
 		return 0;
 	}
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	long lineno = 0;
-	int rc = 0;
-	while (!rc && (len = getline(&line, &cap, in)) >= 0) {
-		lineno++;
-		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+	line_reader in;
+	int rc = line_reader_init(&in, fd, "rerank", name, max_line) ? 1 : 0;
+	char *line;
+	size_t len;
+	int got = 0;
+	while (!rc && (got = line_reader_next(&in, &line, &len)) > 0) {
+		while (len > 0 && line[len - 1] == '\r')
 			len--;
 		if (len == 0)
 			continue;
-		rc = one_line(m, name, lineno, line, (size_t)len, tokens);
+		rc = one_line(m, name, in.lineno, line, len, tokens);
 	}
-	if (!rc && ferror(in)) {
-		fprintf(stderr, "rerank: %s: %s\n", name, strerror(errno));
+	if (got < 0)
 		rc = 1;
-	}
-	free(line);
-	if (in != stdin)
-		fclose(in);
+	line_reader_free(&in);
+	if (fd != 0)
+		close(fd);
 	rerank_close(m);
 	return rc;
 }

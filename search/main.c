@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include <editline/readline.h>
 
 #include "cli.h"
+#include "linereader.h"
 #include "embed.h"
 #include "rerank.h"
 #include "store.h"
@@ -831,71 +831,9 @@ static int run_query(ctx *x, const char *qid, const char *q, const float *vec, j
 	return run_query_in(x, qid, q, vec, jsink, NULL, NULL, 0);
 }
 
-/* Lines from a file descriptor through a fixed buffer of MAX_QUERY_LINE bytes: a longer
- * line is an error instead of an ever-growing allocation. */
-typedef struct linereader {
-	int fd;
-	const char *name; /* for messages: the file, or "stdin" */
-	char *buf;        /* MAX_QUERY_LINE + 1 bytes */
-	size_t start, end; /* unread bytes: buf[start..end) */
-	int eof;
-	long lineno;
-} linereader;
-
-/* Next line (without its newline, NUL-terminated, valid until the next call) in *line.
- * Returns 1 for a line, 0 at the end, -1 after printing an error naming FILE:LINE (a read
- * error, or a line over the cap). */
-static int lr_next(linereader *r, char **line, size_t *len)
-{
-	for (;;) {
-		char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
-		if (nl || (r->eof && r->start < r->end)) {
-			size_t e = nl ? (size_t)(nl - r->buf) : r->end;
-			r->buf[e] = 0;
-			*line = r->buf + r->start;
-			*len = e - r->start;
-			r->start = nl ? e + 1 : e;
-			r->lineno++;
-			return 1;
-		}
-		if (r->eof)
-			return 0;
-		if (r->start > 0) {
-			memmove(r->buf, r->buf + r->start, r->end - r->start);
-			r->end -= r->start;
-			r->start = 0;
-		}
-		if (r->end == MAX_QUERY_LINE) {
-			fprintf(stderr, "search: %s:%ld: query line longer than %d bytes\n", r->name,
-				r->lineno + 1, MAX_QUERY_LINE);
-			return -1;
-		}
-		ssize_t got = read(r->fd, r->buf + r->end, MAX_QUERY_LINE - r->end);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			fprintf(stderr, "search: %s:%ld: %s\n", r->name, r->lineno + 1, strerror(errno));
-			return -1;
-		}
-		if (got == 0)
-			r->eof = 1;
-		r->end += (size_t)got;
-	}
-}
-
-/* Whether lr_next would return without waiting for the writer: a streaming client (a pipe)
- * gets its answer as soon as its query is in, while a file still runs in full batches. */
-static int lr_ready(const linereader *r)
-{
-	if (r->eof || memchr(r->buf + r->start, '\n', r->end - r->start))
-		return 1;
-	struct pollfd p = {.fd = r->fd, .events = POLLIN};
-	return poll(&p, 1, 0) > 0;
-}
-
 /* Parses a query line: 1 with *id and *text (malloc'd), 0 for a blank line, -1 with a
  * message (naming FILE:LINE) in msg. */
-static int parse_query(const linereader *r, const char *line, size_t len, char **id, char **text,
+static int parse_query(const line_reader *r, const char *line, size_t len, char **id, char **text,
 		       char msg[512])
 {
 	if (strspn(line, " \t\r") == len)
@@ -939,12 +877,12 @@ static int reopen_if_stale(ctx *x)
 
 /* The check pass over a regular queries file: parses every line, keeps nothing, rewinds.
  * Returns 0, or -1 with the first error printed. */
-static int check_queries(linereader *r)
+static int check_queries(line_reader *r)
 {
 	char *line, *id, *text, msg[512];
 	size_t len;
 	int got;
-	while ((got = lr_next(r, &line, &len)) > 0) {
+	while ((got = line_reader_next(r, &line, &len)) > 0) {
 		int ok = parse_query(r, line, len, &id, &text, msg);
 		if (ok < 0) {
 			fprintf(stderr, "search: %s\n", msg);
@@ -957,14 +895,7 @@ static int check_queries(linereader *r)
 	}
 	if (got < 0)
 		return -1;
-	if (lseek(r->fd, 0, SEEK_SET) != 0) {
-		fprintf(stderr, "search: %s: %s\n", r->name, strerror(errno));
-		return -1;
-	}
-	r->start = r->end = 0;
-	r->eof = 0;
-	r->lineno = 0;
-	return 0;
+	return line_reader_rewind(r);
 }
 
 /* Queries encoded in one forward pass (--queries). */
@@ -972,7 +903,7 @@ enum { QUERY_BATCH = 32 };
 
 /* Encodes a batch of n <= QUERY_BATCH queries in one forward pass and answers each; frees
  * them. The store is reopened first if a rebuild swapped it (maybe with another model). */
-static int answer_batch(ctx *x, const linereader *r, char **ids, char **texts, int n,
+static int answer_batch(ctx *x, const line_reader *r, char **ids, char **texts, int n,
 			float **vecs, int *dim)
 {
 	emb_err e = {0};
@@ -1033,18 +964,18 @@ static int run_file(ctx *x)
 {
 	const char *name = x->o->queries;
 	int stream = !strcmp(name, "-");
-	linereader r = {.fd = stream ? 0 : open(name, O_RDONLY | O_CLOEXEC),
-			.name = stream ? "stdin" : name};
+	const char *shown = stream ? "stdin" : name;
+	int fd = stream ? 0 : open(name, O_RDONLY | O_CLOEXEC);
+	line_reader r = {.fd = -1};
 	struct stat sb;
 	int rc = 0;
-	if (r.fd < 0 || fstat(r.fd, &sb)) {
-		fprintf(stderr, "search: %s: %s\n", r.name, strerror(errno));
+	if (fd < 0 || fstat(fd, &sb)) {
+		fprintf(stderr, "search: %s: %s\n", shown, strerror(errno));
 		rc = -1;
 	} else if (S_ISDIR(sb.st_mode)) {
-		fprintf(stderr, "search: %s: is a directory, not a queries file\n", r.name);
+		fprintf(stderr, "search: %s: is a directory, not a queries file\n", shown);
 		rc = -1;
-	} else if (!(r.buf = malloc(MAX_QUERY_LINE + 1))) {
-		fprintf(stderr, "search: out of memory\n");
+	} else if (line_reader_init(&r, fd, "search", shown, MAX_QUERY_LINE)) {
 		rc = -1;
 	} else if (S_ISREG(sb.st_mode)) {
 		rc = check_queries(&r);
@@ -1055,11 +986,11 @@ static int run_file(ctx *x)
 	while (!rc) {
 		char *line;
 		size_t len;
-		int got = lr_next(&r, &line, &len);
+		int got = line_reader_next(&r, &line, &len);
 		int ok = got > 0 ? parse_query(&r, line, len, &ids[nb], &texts[nb], msg) : 0;
 		nb += ok > 0;
 		int end = got <= 0 || ok < 0;
-		if (nb && (end || nb == QUERY_BATCH || !lr_ready(&r))) {
+		if (nb && (end || nb == QUERY_BATCH || !line_reader_ready(&r))) {
 			rc = answer_batch(x, &r, ids, texts, nb, &vecs, &dim);
 			nb = 0;
 		}
@@ -1075,25 +1006,23 @@ static int run_file(ctx *x)
 		free(ids[i]);
 		free(texts[i]);
 	}
-	free(r.buf);
+	line_reader_free(&r);
 	free(vecs);
-	if (!stream && r.fd >= 0)
-		close(r.fd);
+	if (!stream && fd >= 0)
+		close(fd);
 	return rc;
 }
 
 /* Queries one a line on stdin (not a terminal): each answered as it comes. */
 static int run_lines(ctx *x)
 {
-	linereader r = {.fd = 0, .name = "stdin", .buf = malloc(MAX_QUERY_LINE + 1)};
-	if (!r.buf) {
-		fprintf(stderr, "search: out of memory\n");
+	line_reader r;
+	if (line_reader_init(&r, 0, "search", "stdin", MAX_QUERY_LINE))
 		return -1;
-	}
 	int rc = 0, got;
 	char *line;
 	size_t n;
-	while ((got = lr_next(&r, &line, &n)) > 0) {
+	while ((got = line_reader_next(&r, &line, &n)) > 0) {
 		while (n && line[n - 1] == '\r')
 			line[--n] = 0;
 		if (!n)
@@ -1105,7 +1034,7 @@ static int run_lines(ctx *x)
 		if (run_query(x, NULL, line, NULL, NULL))
 			rc = -1;
 	}
-	free(r.buf);
+	line_reader_free(&r);
 	return got < 0 ? -1 : rc;
 }
 

@@ -68,6 +68,18 @@ rc, out, err = run(["--device", "tpu"], b"x\n")
 assert rc == 2 and "--device" in err, err
 rc, out, err = run(["--batch", "0"], b"x\n")
 assert rc == 2 and "--batch" in err, err
+# a line over --max-line-bytes stops after the lines before it are answered; a line of
+# exactly the cap is taken; /dev/zero (one endless line) ends in an error, not in memory
+rc, out, err = run(["--tokens", "--max-line-bytes", "1000"], b"ok\n" + b"a" * 1001 + b"\n")
+assert rc == 1 and "stdin:2: line longer than 1000 bytes" in err and len(out.splitlines()) == 1, (rc, err)
+rc, out, err = run(["--tokens", "--max-line-bytes", "1000"], b"ok\n" + b"a " * 500 + b"\r\n")
+assert rc == 1 and "stdin:2:" in err, (rc, err)  # the '\r' counts: 1,001 bytes
+rc, out, err = run(["--tokens", "--max-line-bytes", "1000"], b"ok\n" + b"a " * 500 + b"\n")
+assert rc == 0 and len(out.splitlines()) == 2, (rc, err)
+with open("/dev/zero", "rb") as z:
+    p = subprocess.run([EMBED, "--model", MODEL, "--max-line-bytes", "3000000"], stdin=z,
+                       capture_output=True, timeout=60)
+assert p.returncode == 1 and b"stdin:1: line longer than 3000000 bytes" in p.stderr, p.stderr
 p = subprocess.run([EMBED, "--model", "/nonexistent"], input=b"x\n", capture_output=True)
 assert p.returncode == 1 and b"/nonexistent" in p.stderr and p.stderr.count(b"\n") == 1, p.stderr
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from refcheck import BIN, MODEL, ROOT, check, failures, run, skip
+from refcheck import ASAN, BIN, MODEL, ROOT, check, failures, run, skip
 
 RERANK = os.path.join(BIN, "rerank")
 REF = os.path.join(ROOT, "tests/data/rerank-ref.jsonl")
@@ -31,13 +31,12 @@ if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
 lines = open(REF, encoding="utf-8").read().splitlines()
 meta = json.loads(lines[0])["generator"]
 recs = [json.loads(l) for l in lines[1:]]
-asan = "asan" in os.environ.get("BUILD", "")
 ARGS = {"default": [], "legacy-identity": ["--activation", "legacy-identity"],
         "labels3": ["--labels", "3"], "max64": ["--max-length", "64"]}
 # Under ASan (memory errors, not numbers, at a fraction of the speed) the 64-token model
 # alone, where every path runs: truncation on both sides, the pooling choices, bad input.
-EXTRAS, MAXT = ("max64", 64) if asan else ("default", 512)
-if asan:
+EXTRAS, MAXT = ("max64", 64) if ASAN else ("default", 512)
+if ASAN:
     ARGS = {"max64": ARGS["max64"]}
 
 
@@ -126,6 +125,15 @@ with tempfile.TemporaryDirectory() as tmp:
                 f.write(b'{"query": "q", "documents": ["ok", "\xff"]}\n')
             rc, _, err = run([RERANK, "--model", d, bad])
             check(rc == 1 and "bad.jsonl:1:" in err, f"invalid UTF-8: exit {rc}, {err!r}")
+            # a line past --max-line-bytes, and /dev/zero (one endless line): an error naming
+            # the line after the records before it, never a buffer that grows with the input
+            with open(bad, "w") as f:
+                f.write(good + "\n" + json.dumps({"query": "q", "documents": ["x" * 5000]}) + "\n")
+            rc, o3, err = run([RERANK, "--model", d, "--max-line-bytes", "4096", bad])
+            check(rc == 1 and "bad.jsonl:2: line longer than 4096 bytes" in err and
+                  len(o3.splitlines()) == 1, f"over-long line: exit {rc}, {err!r}")
+            rc, o3, err = run([RERANK, "--model", d, "--max-line-bytes", "1000000", "/dev/zero"])
+            check(rc == 1 and "/dev/zero:1: line longer than" in err, f"/dev/zero: exit {rc}, {err!r}")
             rc, _, err = run([RERANK, "--model", MODEL, "--info"])
             check(rc == 1 and "not a cross-encoder" in err,
                   f"a sentence-embedding model was not refused: {err!r}")

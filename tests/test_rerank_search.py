@@ -16,15 +16,14 @@ import subprocess
 import sys
 import tempfile
 
-from refcheck import BIN, INDEXER, MODEL, ROOT, SEARCH, check, failures, run, skip
+from refcheck import ASAN, BIN, INDEXER, MODEL, ROOT, SEARCH, check, failures, run, skip
 
 RERANK = os.path.join(BIN, "rerank")
 if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
     skip("model not fetched (run scripts/fetch-model)")
 
 # Under ASan (memory errors, not numbers) 20 documents and two batched queries.
-asan = "asan" in os.environ.get("BUILD", "")
-recs = [json.loads(l) for l in open(os.path.join(ROOT, "sample/scifact-200.jsonl"))][:20 if asan else 40]
+recs = [json.loads(l) for l in open(os.path.join(ROOT, "sample/scifact-200.jsonl"))][:20 if ASAN else 40]
 Q = "does vitamin D deficiency raise the risk of disease"
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +79,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # --queries: batched scans answer as one-at-a-time search
     qf = os.path.join(tmp, "q.jsonl")
-    qs = [Q, "cholesterol and dementia", "bone mineral density"][:2 if asan else 3]
+    qs = [Q, "cholesterol and dementia", "bone mineral density"][:2 if ASAN else 3]
     with open(qf, "w") as f:
         f.write("".join(json.dumps({"_id": str(i), "text": q}) + "\n" for i, q in enumerate(qs)))
     trec = search("--queries", qf, "--format", "trec", "--k", "4", "--rerank", ce,

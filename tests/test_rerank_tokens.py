@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from refcheck import BIN, MODEL, ROOT, SHARED, check, failures, run, skip
+from refcheck import ASAN, BIN, MODEL, ROOT, SHARED, check, failures, run, skip
 
 try:
     from tokenizers import Tokenizer
@@ -27,7 +27,6 @@ if not os.path.exists(os.path.join(SCIFACT, "corpus.jsonl")):
     skip("no SciFact at " + SCIFACT)
 
 RERANK = os.path.join(BIN, "rerank")
-asan = "asan" in os.environ.get("BUILD", "")
 rng = random.Random(int(os.environ.get("SEED", "18")))
 queries = [json.loads(l)["text"] for l in open(os.path.join(SCIFACT, "queries.jsonl"))]
 docs = [json.loads(l)["text"] for l in open(os.path.join(SCIFACT, "corpus.jsonl"))]
@@ -35,9 +34,9 @@ docs = [json.loads(l)["text"] for l in open(os.path.join(SCIFACT, "corpus.jsonl"
 # (first text, its second texts): 1,000 query x document pairs, 400 document x query,
 # 400 document x document, 40 with an empty side.
 groups = []
-for _ in range(100 if not asan else 10):
+for _ in range(100 if not ASAN else 10):
     groups.append((rng.choice(queries), rng.sample(docs, 10)))
-for _ in range(40 if not asan else 4):
+for _ in range(40 if not ASAN else 4):
     groups.append((rng.choice(docs), rng.sample(queries, 5) + rng.sample(docs, 5)))
 groups.append(("", rng.sample(docs, 10) + [""]))
 groups.append((rng.choice(docs), [""] * 3 + rng.sample(queries, 3)))
