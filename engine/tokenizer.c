@@ -25,6 +25,7 @@
  * prefix), so encoding mallocs nothing and a tokenizer can be shared by threads.
  */
 #include "tokenizer.h"
+#include "json_vocab.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -760,13 +761,49 @@ static int load_json_file(const char *path, json_t **out, emb_err *err)
 			jerr.text);
 }
 
+/* The whole of f, NUL-terminated, or NULL (the caller then reads the file through jansson,
+ * which words the error). */
+static char *read_all(FILE *f, size_t *len)
+{
+	if (fseek(f, 0, SEEK_END) != 0)
+		return NULL;
+	long n = ftell(f);
+	if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
+		return NULL;
+	char *buf = malloc((size_t)n + 1);
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		return NULL;
+	}
+	if (buf) {
+		buf[n] = 0;
+		*len = (size_t)n;
+	}
+	return buf;
+}
+
+/* As load_json_file, from text already read. */
+static int load_json_text(const char *path, const char *text, size_t len, json_t **out,
+			  emb_err *err)
+{
+	json_error_t jerr;
+	*out = json_loadb(text, len, 0, &jerr);
+	if (*out)
+		return EMB_OK;
+	return emb_errf(err, EMB_EFORMAT, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+			jerr.text);
+}
+
 static bool bool_field(json_t *obj, const char *key, bool dflt)
 {
 	json_t *v = json_object_get(obj, key);
 	return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 
-static int load_tokenizer_json(tokenizer *t, const char *path, json_t *root, emb_err *err)
+/* fv: the vocabulary already read by json_vocab_take (root's model.vocab is then an empty
+ * object), or NULL to read it from root. */
+static int load_tokenizer_json(tokenizer *t, const char *path, json_t *root,
+			       const json_vocab *fv, emb_err *err)
 {
 	json_t *model = json_object_get(root, "model");
 	if (!json_is_object(model))
@@ -801,7 +838,7 @@ static int load_tokenizer_json(tokenizer *t, const char *path, json_t *root, emb
 				path, json_is_string(pt) ? json_string_value(pt) : "none");
 
 	json_t *vocab = json_object_get(model, "vocab");
-	if (!json_is_object(vocab) || json_object_size(vocab) == 0)
+	if (!fv && (!json_is_object(vocab) || json_object_size(vocab) == 0))
 		return emb_errf(err, EMB_EFORMAT, "%s: model.vocab is not a non-empty object",
 				path);
 	json_t *prefix = json_object_get(model, "continuing_subword_prefix");
@@ -819,22 +856,27 @@ static int load_tokenizer_json(tokenizer *t, const char *path, json_t *root, emb
 		t->max_word_chars = (uint32_t)m;
 	}
 
-	size_t count = json_object_size(vocab), k = 0;
+	size_t count = fv ? fv->n : json_object_size(vocab), k = 0;
 	struct vocab_entry *entries = malloc(count * sizeof *entries);
 	if (!entries)
 		return emb_errf(err, EMB_ENOMEM, "out of memory for the vocabulary");
 	const char *key;
 	json_t *val;
 	int rc = EMB_OK;
-	json_object_foreach(vocab, key, val) {
-		json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
-		if (id < 0 || id >= (1 << 24)) {
-			rc = emb_errf(err, EMB_EFORMAT, "%s: vocab entry \"%.40s\" has a bad id",
-				      path, key);
-			break;
+	for (size_t i = 0; fv && i < fv->n && !rc; i++) /* ids checked by json_vocab_take */
+		rc = set_token(t, fv->ent[i].id, fv->keys + fv->ent[i].off, fv->ent[i].len,
+			       &entries[k++], err);
+	if (!fv) {
+		json_object_foreach(vocab, key, val) {
+			json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
+			if (id < 0 || id >= (1 << 24)) {
+				rc = emb_errf(err, EMB_EFORMAT,
+					      "%s: vocab entry \"%.40s\" has a bad id", path, key);
+				break;
+			}
+			if ((rc = set_token(t, (int32_t)id, key, strlen(key), &entries[k++], err)))
+				break;
 		}
-		if ((rc = set_token(t, (int32_t)id, key, strlen(key), &entries[k++], err)))
-			break;
 	}
 	if (!rc)
 		rc = build_tables(t, entries, k, prefix ? json_string_value(prefix) : "##", err);
@@ -1062,9 +1104,18 @@ int tokenizer_load(const char *dir, tokenizer **out, emb_err *err)
 	}
 	probe = fopen(json_path, "rb");
 	if (probe) {
+		json_vocab fv = {0};
+		int fast = 0;
+		size_t len;
+		char *text = read_all(probe, &len);
 		fclose(probe);
-		if (!(rc = load_json_file(json_path, &root, err)))
-			rc = load_tokenizer_json(t, json_path, root, err);
+		if (text && (fast = json_vocab_take(text, len, &fv)) < 0)
+			rc = emb_errf(err, EMB_ENOMEM, "out of memory for the vocabulary");
+		else if (!(rc = text ? load_json_text(json_path, text, len, &root, err)
+				     : load_json_file(json_path, &root, err)))
+			rc = load_tokenizer_json(t, json_path, root, fast ? &fv : NULL, err);
+		json_vocab_free(&fv);
+		free(text);
 		t->file = json_path;
 		json_path = NULL;
 	} else if (errno == ENOENT && (probe = fopen(txt_path, "rb"))) {
