@@ -56,7 +56,12 @@ struct embed_model {
 	int32_t *pack_ids;    /* packing buffer of the async GPU path (forward_vk_submit copies) */
 	int *pack_offs;
 	size_t pack_ids_cap, pack_offs_cap;
+	int cpu_calls;  /* CPU encodes so far, while the fp32 weights are unpacked */
+	int cpu_packed; /* bert_weights_pack has run */
 };
+/* A CPU call of at least this many tokens packs the fp32 weights at once: a product's panels
+ * laid out on the fly cost about as much as 8-16 rows of the product itself. */
+#define CPU_PACK_TOKENS 64
 #define ASYNC_SLOTS 2
 
 void embed_fetched_model_dir(const char *name, char *buf, size_t size)
@@ -556,6 +561,20 @@ static int encode_packed(embed_model *m, const int32_t *const *seqs, const uint8
 		int g = gpu_encode(m, seqs, types, lens, n, out, err);
 		if (g >= 0)
 			return g;
+	}
+	/* fp32 weights stay unpacked (model.c) until a call brings enough rows to repay packing,
+	 * or a second call shows the model is kept open for more: laying a product's panels out
+	 * on the fly costs about what packing costs once, so one short query never packs. */
+	if (!m->cpu_packed) {
+		long tokens = 0;
+		for (int i = 0; i < n; i++)
+			tokens += lens[i];
+		if (tokens >= CPU_PACK_TOKENS || m->cpu_calls++ > 0) {
+			int rc = bert_weights_pack(&m->cfg, &m->w, err);
+			if (rc)
+				return rc;
+			m->cpu_packed = 1;
+		}
 	}
 	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
 	int32_t *ids = NULL;

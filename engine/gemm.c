@@ -22,6 +22,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,9 @@
 #define NR512 32
 #define MR256 6
 #define NR256 16
+
+/* Panel n / nr of W's layout: from the packed copy, or laid out now (gemm_defer). */
+static const float *panel_of(const gemm_w *g, int n);
 
 /* --- AVX-512 */
 
@@ -69,7 +73,7 @@ run512(const gemm_w *g, const float *A, int M, int n0, int n1, const float *bias
 {
 	const int K = g->K, lda = K;
 	for (int n = n0; n < n1; n += NR512) {
-		const float *b = g->p + (size_t)(n / NR512) * K * NR512;
+		const float *b = panel_of(g, n);
 		const float *bi = bias ? bias + n : NULL;
 		int nv = n1 - n < NR512 ? n1 - n : NR512;
 		for (int i = 0; i < M; i += MR512) {
@@ -125,7 +129,7 @@ static void run256(const gemm_w *g, const float *A, int M, int n0, int n1, const
 {
 	const int K = g->K, lda = K;
 	for (int n = n0; n < n1; n += NR256) {
-		const float *b = g->p + (size_t)(n / NR256) * K * NR256;
+		const float *b = panel_of(g, n);
 		const float *bi = bias ? bias + n : NULL;
 		int nv = n1 - n < NR256 ? n1 - n : NR256;
 		for (int i = 0; i < M; i += MR256) {
@@ -170,32 +174,87 @@ const char *gemm_isa_name(gemm_isa isa)
 	}
 }
 
-int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa)
+/* Lays out panel p (columns p * nr .. + nr of C, i.e. rows of W) as gemm.h describes: K rows
+ * of nr floats, zero past N. Rows of W are read as nr streams, the panel written in order. */
+static void pack_panel(const float *const *W, int parts, int N, int K, int nr, size_t p,
+		       float *dst)
+{
+	const float *src[NR512];
+	const int rows = N / parts;
+	for (int j = 0; j < nr; j++) {
+		int n = (int)p * nr + j;
+		src[j] = n < N ? W[n / rows] + (size_t)(n % rows) * K : NULL;
+	}
+	for (int k = 0; k < K; k++, dst += nr)
+		for (int j = 0; j < nr; j++)
+			dst[j] = src[j] ? src[j][k] : 0.0f;
+}
+
+int gemm_defer(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa)
 {
 	memset(g, 0, sizeof *g);
-	const int nr = isa == GEMM_AVX512 ? NR512 : NR256;
-	const size_t panels = ((size_t)N + nr - 1) / nr;
-	const size_t bytes = panels * K * nr * sizeof(float);
-	g->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-	if (!g->p)
+	if (parts < 1 || parts > GEMM_MAX_PARTS || N % parts)
 		return -1;
-	g->N = N, g->K = K, g->nr = nr, g->isa = isa;
-	const int rows = N / parts;
-	for (size_t p = 0; p < panels; p++) {
-		float *dst = g->p + p * K * nr;
-		for (int j = 0; j < nr; j++) {
-			int n = (int)p * nr + j;
-			if (n >= N) {
-				for (int k = 0; k < K; k++)
-					dst[(size_t)k * nr + j] = 0;
-				continue;
-			}
-			const float *src = W[n / rows] + (size_t)(n % rows) * K;
-			for (int k = 0; k < K; k++)
-				dst[(size_t)k * nr + j] = src[k];
-		}
+	g->N = N, g->K = K, g->nr = isa == GEMM_AVX512 ? NR512 : NR256, g->isa = isa;
+	g->parts = parts;
+	for (int i = 0; i < parts; i++)
+		g->src[i] = W[i];
+	return 0;
+}
+
+int gemm_pack_deferred(gemm_w *g)
+{
+	if (g->p || !g->src[0])
+		return 0;
+	const size_t panels = ((size_t)g->N + g->nr - 1) / g->nr;
+	const size_t bytes = panels * g->K * g->nr * sizeof(float);
+	float *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+	if (!p)
+		return -1;
+	for (size_t i = 0; i < panels; i++)
+		pack_panel(g->src, g->parts, g->N, g->K, g->nr, i, p + i * g->K * g->nr);
+	g->p = p;
+	return 0;
+}
+
+int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa)
+{
+	if (gemm_defer(g, W, parts, N, K, isa) || gemm_pack_deferred(g)) {
+		memset(g, 0, sizeof *g);
+		return -1;
 	}
 	return 0;
+}
+
+/* An unpacked matrix's panel, laid out on the fly in this thread's buffer (freed with the
+ * thread): the same floats gemm_pack_deferred would store, so the kernels' results are the
+ * same bits packed or not. */
+static pthread_key_t fly_key;
+static pthread_once_t fly_once = PTHREAD_ONCE_INIT;
+static void fly_key_make(void) { pthread_key_create(&fly_key, free); }
+
+typedef struct fly_buf {
+	size_t floats;
+	float f[] __attribute__((aligned(64)));
+} fly_buf;
+
+static const float *panel_of(const gemm_w *g, int n)
+{
+	const size_t p = (size_t)(n / g->nr), floats = (size_t)g->K * g->nr;
+	if (g->p)
+		return g->p + p * floats;
+	pthread_once(&fly_once, fly_key_make);
+	fly_buf *b = pthread_getspecific(fly_key);
+	if (!b || b->floats < floats) {
+		free(b);
+		b = aligned_alloc(64, (sizeof *b + floats * sizeof(float) + 63) / 64 * 64);
+		if (!b)
+			abort(); /* a few hundred KB; the caller promised memory for the product */
+		b->floats = floats;
+		pthread_setspecific(fly_key, b);
+	}
+	pack_panel(g->src, g->parts, g->N, g->K, g->nr, p, b->f);
+	return b->f;
 }
 
 void gemm_w_free(gemm_w *g)

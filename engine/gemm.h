@@ -48,6 +48,9 @@ typedef enum {
  *    order; then C = sum * scale_W[n] + bias. Every int8 kernel gives the same bits. */
 typedef enum { GEMM_F32 = 0, GEMM_BF16 = 1, GEMM_INT8 = 2 } gemm_prec;
 
+/* The most matrices gemm_pack concatenates (query, key, value). */
+#define GEMM_MAX_PARTS 3
+
 /* A weight matrix W[N][K] in kernel layout: panels of `nr` columns of C (rows of W).
  * GEMM_F32: each panel K rows of nr floats (p[panel][k][j] = W[panel * nr + j][k], zero past
  * N). GEMM_BF16: nr = 32, each panel ceil(K/2) rows of 32 uint32, each the bf16 pair
@@ -64,6 +67,9 @@ typedef struct gemm_w {
 	int nr;           /* panel width: 16 (AVX2 fp32) or 32 */
 	gemm_isa isa;     /* the kernel the layout was made for */
 	gemm_prec prec;
+	/* GEMM_F32 made by gemm_defer: the unpacked W (p NULL until gemm_pack_deferred) */
+	const float *src[GEMM_MAX_PARTS];
+	int parts;
 } gemm_w;
 
 /* The kernel this process uses: AVX-512 where the CPU has AVX512F, else AVX2 (the build's
@@ -88,6 +94,17 @@ const char *gemm_prec_name(gemm_prec prec);
  * one QKV matrix without a concatenated copy). Returns 0, or -1 when out of memory. */
 int gemm_pack(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa);
 void gemm_w_free(gemm_w *g);
+
+/* GEMM_F32 without packing yet: *g records W (borrowed: it must outlive g, or g's packing)
+ * and gemm_run lays each panel out on the fly in a per-thread buffer (K x nr floats) for the
+ * product at hand, so that a process that runs one short product per matrix (a one-shot
+ * query) never writes the packed copy. gemm_pack_deferred then packs it for good (idempotent;
+ * 0, or -1 when out of memory, g unchanged). The results are the same bits either way: the
+ * same panel layout feeds the same kernel. parts as for gemm_pack (at most GEMM_MAX_PARTS,
+ * dividing N); returns 0, or -1 for a bad parts. Not thread-safe against gemm_run on the same
+ * g: pack while no product runs. */
+int gemm_defer(gemm_w *g, const float *const *W, int parts, int N, int K, gemm_isa isa);
+int gemm_pack_deferred(gemm_w *g);
 
 /* gemm_pack for any precision: `isa` must be usable for `prec` (gemm_isa_usable). Weights
  * are rounded (GEMM_BF16) or quantised (GEMM_INT8) here, once. */

@@ -426,7 +426,10 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
 		for (int m = 0; m < 4; m++) {
 			const gemm_prec prec = cfg->cpu_prec;
-			if (gemm_pack_prec(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec), prec))
+			if (p[m]->p || p[m]->q)
+				continue; /* packed by an earlier call */
+			if (prec == GEMM_F32 && p[m]->src[0] ? gemm_pack_deferred(p[m])
+			    : gemm_pack_prec(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec), prec))
 				return emb_errf(err, EMB_ENOMEM, "out of memory packing the weights");
 			drop_mapped(&w->st, src[m], (size_t)rows[m] * cols[m] * sizeof(float));
 		}
@@ -545,9 +548,24 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 		    (rc = take(&l, n[15], cfg->hidden, 0, NULL, &L->ln2_b, err)))
 			goto fail;
 	}
-	/* Packed once here rather than on every product (gemm.h). */
-	if ((rc = bert_weights_pack(cfg, w, err)))
-		goto fail;
+	/* bf16 / int8: rounded or quantised once, here. fp32: packed by the first caller that
+	 * runs enough products to repay it (embed.c); until then each product lays out the
+	 * panels it reads on the fly (gemm_defer), so a process that embeds one query never
+	 * writes a packed copy, and a GPU-only one never packs at all. */
+	if (cfg->cpu_prec != GEMM_F32) {
+		if ((rc = bert_weights_pack(cfg, w, err)))
+			goto fail;
+		return EMB_OK;
+	}
+	for (int i = 0; i < cfg->layers; i++) {
+		bert_layer_weights *L = &w->layer[i];
+		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
+		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
+		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
+		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
+		for (int m = 0; m < 4; m++)
+			gemm_defer(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(GEMM_F32));
+	}
 	return EMB_OK;
 fail:
 	bert_weights_free(w);

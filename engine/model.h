@@ -134,9 +134,12 @@ int bert_config_load(const char *dir, bert_config *cfg, emb_err *err);
 
 /* Packs the four matrix products' weights of every layer for gemm.h (qkv_p, attn_out_p,
  * ffn_up_p, ffn_down_p) from the f32 matrices w points at, in cfg->cpu_prec for the best
- * kernel this CPU has for it (gemm_isa_for); bert_weights_load calls it, and
- * so must anyone who fills a bert_weights by hand before forward_cpu. The packed copies are
- * freed by bert_weights_free. Errors: EMB_ENOMEM. */
+ * kernel this CPU has for it (gemm_isa_for). Matrices already packed are left as they are,
+ * so it may be called again: bert_weights_load leaves fp32 weights unpacked (gemm_defer:
+ * forward_cpu runs on them, laying panels out per product) and embed.c calls this once
+ * encoding shows the model will be used for more than a query. Anyone who fills a
+ * bert_weights by hand calls it before forward_cpu. The packed copies are freed by
+ * bert_weights_free. Errors: EMB_ENOMEM. */
 int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err);
 
 /* Loads model.safetensors of `dir` into *w, converting to f32 and checking every tensor's

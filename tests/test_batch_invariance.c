@@ -112,6 +112,21 @@ int main(void)
 	printf("1 thread vs 2 threads: max |diff| %g\n", d);
 	CHECK(d <= 1e-6f, "thread count changed vectors by %g", d);
 	embed_close(m);
+
+	/* A model's first short call runs on weights not packed yet (gemm_defer: panels laid out
+	 * per product), later calls on the packed copy: the same bits either way. alone[2..3]
+	 * came after packing (the calls for texts 0 and 1 came first). */
+	o.threads = 2;
+	for (int i = 2; i < 4; i++) {
+		float v[384];
+		CHECK(embed_open(test_model_dir(), &o, &m, &err) == 0, "%s", err.msg);
+		CHECK(embed_encode(m, (const char *const *)&texts[i], NULL, 1, EMBED_PREFIX_NONE, v,
+				   &err) == 0, "%s", err.msg);
+		CHECK(!memcmp(v, alone + (size_t)i * D, (size_t)D * sizeof(float)),
+		      "text %d: first call (unpacked weights) differs from a packed call by %g", i,
+		      max_diff(v, alone + (size_t)i * D, D));
+		embed_close(m);
+	}
 	for (int i = 0; i < N; i++)
 		free(texts[i]);
 	free(alone);

@@ -56,6 +56,26 @@ static void check_shape(gemm_isa isa, int M, int N, int K, int parts)
 		      "%s M=%d N=%d K=%d: row %d alone differs from the row in the batch",
 		      gemm_isa_name(isa), M, N, K, i);
 	}
+	/* unpacked (gemm_defer: panels laid out on the fly) gives the same bits, whole or in
+	 * column pieces, with an activation too; and again once packed late */
+	gemm_w dw;
+	float *C3 = malloc(sizeof(float) * M * N), *C4 = malloc(sizeof(float) * M * N);
+	CHECK(gemm_defer(&dw, wp, parts, N, K, isa) == 0 && dw.p == NULL, "defer");
+	for (int act = GEMM_ACT_NONE; act <= GEMM_ACT_GELU_ERF; act++) {
+		gemm_run(&g, A, M, 0, N, bias, C4, N, (gemm_act)act);
+		for (int n0 = 0; n0 < N; n0 += 2 * dw.nr)
+			gemm_run(&dw, A, M, n0, n0 + 2 * dw.nr < N ? n0 + 2 * dw.nr : N, bias, C3, N,
+				 (gemm_act)act);
+		CHECK(memcmp(C3, C4, sizeof(float) * M * N) == 0,
+		      "%s M=%d N=%d K=%d act %d: unpacked product differs from packed",
+		      gemm_isa_name(isa), M, N, K, act);
+	}
+	CHECK(gemm_pack_deferred(&dw) == 0 && dw.p && gemm_pack_deferred(&dw) == 0, "late pack");
+	gemm_run(&dw, A, M, 0, N, bias, C3, N, GEMM_ACT_NONE);
+	CHECK(memcmp(C3, C, sizeof(float) * M * N) == 0, "%s M=%d N=%d K=%d: late pack differs",
+	      gemm_isa_name(isa), M, N, K);
+	gemm_w_free(&dw);
+	free(C3), free(C4);
 	/* no bias: the sum alone */
 	gemm_run(&g, A, 1, 0, N, NULL, C2, N, GEMM_ACT_NONE);
 	for (int n = 0; n < N; n++)
