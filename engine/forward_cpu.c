@@ -220,7 +220,7 @@ static void prep_row(void *arg, int r)
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
- * every thread busy, whole panels of W wide. bf16 / int8: `prepped` says the LayerNorm
+ * every thread busy (two a thread), whole panels of W wide. bf16 / int8: `prepped` says the LayerNorm
  * before has already converted A into f->aq (prep_next). */
 static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *W,
 			const float *bias, float *C, int M, int N, int K, int act, int prepped)
@@ -231,6 +231,12 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_m = 128;
 	int tiles_m = (M + f->tile_m - 1) / f->tile_m;
 	int want_n = tiles_m >= 2 * threads ? 1 : (2 * threads + tiles_m - 1) / tiles_m;
+	/* a short query: one column range a thread, so that each streams one contiguous run of
+	 * panels and gemm.c's prefetch of the next panel never stops at a tile's end (2-5%
+	 * faster than two ranges a thread at 2 threads; the caller claims a sleeping worker's
+	 * range itself, threadpool.c) */
+	if (M <= 48)
+		want_n = threads;
 	f->tile_n = (N + want_n - 1) / want_n;
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
