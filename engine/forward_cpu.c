@@ -157,7 +157,8 @@ typedef struct fwd {
  * alone. A hand-off to a spinning worker costs about a microsecond (threadpool.c); one to a
  * sleeping worker (after a pause longer than its spin) tens. With 2 threads and 4 us, a
  * 20-token query splits every product, attention and the bf16 / int8 conversions of A
- * before its 1536-wide product, and keeps its LayerNorms (~2 us) on one thread.
+ * before its 1536-wide product; its fp32 LayerNorms (~2 us) stay on one thread, the bf16 /
+ * int8 ones (which also convert their rows) split.
  * docs/bench-cpu.md has the measurements. */
 #define MIN_PARALLEL_NS 4000.0
 
@@ -220,8 +221,8 @@ static void prep_row(void *arg, int r)
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
- * every thread busy (two a thread), whole panels of W wide. bf16 / int8: `prepped` says the LayerNorm
- * before has already converted A into f->aq (prep_next). */
+ * every thread busy (two a thread), whole panels of W wide. bf16 / int8: `prepped` says the
+ * LayerNorm before has already converted A into f->aq (prep_next). */
 static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *W,
 			const float *bias, float *C, int M, int N, int K, int act, int prepped)
 {
