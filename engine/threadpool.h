@@ -20,8 +20,8 @@ int threadpool_size(const threadpool *p);
 
 /* Calls fn(arg, i) for every i in [0, ntasks), spread over the pool's threads, and returns
  * when all calls have returned (their writes visible to the caller). Tasks are handed out
- * in order, one at a time, so uneven tasks balance. Not reentrant: one loop at a time per pool (callers serialise). A NULL pool
- * runs every task on the calling thread. */
+ * in order, one at a time, so uneven tasks balance. Not reentrant: one loop at a time per
+ * pool (callers serialise). A NULL pool runs every task on the calling thread. */
 void threadpool_run(threadpool *p, void (*fn)(void *arg, int task), void *arg, int ntasks);
 
 /* Stops and joins the workers and frees the pool. NULL is allowed. */
