@@ -31,20 +31,43 @@
 
 /* --- building blocks of the steps below */
 
+/* The sum of a row, 32 lanes wide (four 8-lane accumulators, then a fixed tree), for
+ * LayerNorm's mean and variance: the scalar loop the compiler keeps (a float sum needs
+ * -fassociative-math to vectorise) is a chain of dependent 4-cycle adds, 384 long at
+ * MiniLM's width, twice a row. AVX2 only, so every machine sums in the same order. With
+ * `mean` given, sums (x - mean)^2 instead. */
+static float row_sum32(const float *x, int n, const float *mean)
+{
+	__m256 s[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+			_mm256_setzero_ps() };
+	const __m256 m = _mm256_set1_ps(mean ? *mean : 0.0f);
+	int i = 0;
+	for (; i + 32 <= n; i += 32)
+		for (int j = 0; j < 4; j++) {
+			__m256 v = _mm256_loadu_ps(x + i + 8 * j);
+			if (mean) {
+				v = _mm256_sub_ps(v, m);
+				s[j] = _mm256_fmadd_ps(v, v, s[j]);
+			} else {
+				s[j] = _mm256_add_ps(s[j], v);
+			}
+		}
+	__m256 t = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+	t = _mm256_add_ps(t, _mm256_permute2f128_ps(t, t, 1));
+	t = _mm256_add_ps(t, _mm256_shuffle_ps(t, t, 0x4e));
+	t = _mm256_add_ps(t, _mm256_shuffle_ps(t, t, 0xb1));
+	float r = _mm256_cvtss_f32(t);
+	for (; i < n; i++)
+		r += mean ? (x[i] - *mean) * (x[i] - *mean) : x[i];
+	return r;
+}
+
 /* y = LayerNorm(x) * g + b over one row of n, in place; two passes like PyTorch. */
 static void layernorm_row(float *x, const float *g, const float *b, int n, float eps)
 {
-	float mean = 0;
-	for (int i = 0; i < n; i++)
-		mean += x[i];
-	mean /= (float)n;
-	float var = 0;
-	for (int i = 0; i < n; i++) {
-		float d = x[i] - mean;
-		var += d * d;
-	}
-	var /= (float)n;
-	float inv = 1.0f / sqrtf(var + eps);
+	const float mean = row_sum32(x, n, NULL) / (float)n;
+	const float var = row_sum32(x, n, &mean) / (float)n;
+	const float inv = 1.0f / sqrtf(var + eps);
 	for (int i = 0; i < n; i++)
 		x[i] = (x[i] - mean) * inv * g[i] + b[i];
 }
@@ -122,20 +145,57 @@ typedef struct fwd {
 	const bert_layer_weights *L;
 	const float *ln_g, *ln_b;
 	const float *resid;   /* add_layernorm: x = LN(x + resid) */
+	const gemm_w *prep_next; /* bf16 / int8: the LayerNorm steps also convert their rows
+				  * of x into aq for this product (the next one x feeds) */
+
+	/* run_rows: row_fn(f, r) for r in [0, nrows), rows_chunk rows a task */
+	void (*row_fn)(void *, int);
+	int nrows, rows_chunk;
 } fwd;
 
-/* Below this many floating-point operations a parallel loop runs on the calling thread alone:
- * waking a sleeping worker and waiting for it costs tens of microseconds (futex wake, the
- * worker's wake-up, the join), more than the loop would save. At ~150 GFLOP/s a core, 4
- * MFLOP is ~25 us. A 20-token query's layer norms, attention and pooling stay on one thread;
- * its QKV and feed-forward products (18-24 MFLOP) are split. docs/bench-cpu.md has the
- * measurement. */
-#define MIN_PARALLEL_FLOPS 4e6
+/* Below this many nanoseconds of estimated work a parallel loop runs on the calling thread
+ * alone. A hand-off to a spinning worker costs about a microsecond (threadpool.c); one to a
+ * sleeping worker (after a pause longer than its spin) tens. With 2 threads and 4 us, a
+ * 20-token query splits every product, attention and the bf16 / int8 conversions of A
+ * before its 1536-wide product; its fp32 LayerNorms (~2 us) stay on one thread, the bf16 /
+ * int8 ones (which also convert their rows) split.
+ * docs/bench-cpu.md has the measurements. */
+#define MIN_PARALLEL_NS 4000.0
+
+/* Rough speeds on one core, for the estimates above: products in flops a nanosecond by
+ * precision (tool_gemm_bench at 12-20 rows: fp32 ~170, bf16 ~140, int8 ~380, halved for the
+ * A conversions and tails), everything else in nanoseconds per element. */
+static double gemm_flops_per_ns(gemm_prec p)
+{
+	return p == GEMM_INT8 ? 200.0 : p == GEMM_BF16 ? 100.0 : 120.0;
+}
 
 static void run_loop(threadpool *pool, void (*fn)(void *, int), fwd *f, int ntasks,
-		     double flops)
+		     double est_ns)
 {
-	threadpool_run(flops < MIN_PARALLEL_FLOPS ? NULL : pool, fn, f, ntasks);
+	threadpool_run(est_ns < MIN_PARALLEL_NS ? NULL : pool, fn, f, ntasks);
+}
+
+static void rows_task(void *arg, int task)
+{
+	fwd *f = arg;
+	int r0 = task * f->rows_chunk, r1 = r0 + f->rows_chunk < f->nrows ? r0 + f->rows_chunk
+									  : f->nrows;
+	for (int r = r0; r < r1; r++)
+		f->row_fn(f, r);
+}
+
+/* fn(f, r) for every row r in [0, nrows): four chunks of rows a thread (rows cost the same,
+ * and a claim is an atomic on a line both cores write), one when it runs alone. */
+static void run_rows(threadpool *pool, void (*fn)(void *, int), fwd *f, int nrows,
+		     double est_ns)
+{
+	if (nrows <= 0)
+		return;
+	int tasks = est_ns < MIN_PARALLEL_NS ? 1 : 4 * threadpool_size(pool);
+	f->row_fn = fn, f->nrows = nrows;
+	f->rows_chunk = (nrows + tasks - 1) / tasks;
+	run_loop(pool, rows_task, f, (nrows + f->rows_chunk - 1) / f->rows_chunk, est_ns);
 }
 
 static void matmul_tile(void *arg, int task)
@@ -152,21 +212,19 @@ static void matmul_tile(void *arg, int task)
 			 f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
 }
 
-enum { PREP_ROWS = 32 }; /* rows of A a conversion task takes */
-
-/* bf16 / int8: converts rows [task * PREP_ROWS, +PREP_ROWS) of A for the kernel, once for
- * every column tile of the product. */
-static void prep_rows(void *arg, int task)
+/* bf16 / int8: converts row r of A for the kernel, once for every column tile of the
+ * product. */
+static void prep_row(void *arg, int r)
 {
 	fwd *f = arg;
-	int i0 = task * PREP_ROWS, m = f->M - i0 < PREP_ROWS ? f->M - i0 : PREP_ROWS;
-	gemm_prep(f->W, f->A + (size_t)i0 * f->K, m, f->aq + (size_t)i0 * f->aq_rb);
+	gemm_prep(f->W, f->A + (size_t)r * f->K, 1, f->aq + (size_t)r * f->aq_rb);
 }
 
 /* C[M][N] = act(A[M][K] W[N][K]^T + bias), W packed (gemm.h): tiles small enough to keep
- * every thread busy, whole panels of W wide. */
+ * every thread busy (two a thread), whole panels of W wide. bf16 / int8: `prepped` says the
+ * LayerNorm before has already converted A into f->aq (prep_next). */
 static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *W,
-			const float *bias, float *C, int M, int N, int K, int act)
+			const float *bias, float *C, int M, int N, int K, int act, int prepped)
 {
 	f->A = A, f->W = W, f->bias = bias, f->C = C, f->M = M, f->N = N, f->K = K;
 	f->act = act;
@@ -174,14 +232,20 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_m = 128;
 	int tiles_m = (M + f->tile_m - 1) / f->tile_m;
 	int want_n = tiles_m >= 2 * threads ? 1 : (2 * threads + tiles_m - 1) / tiles_m;
+	/* a short query: one column range a thread, so that each streams one contiguous run of
+	 * panels and gemm.c's prefetch of the next panel never stops at a tile's end (2-5%
+	 * faster than two ranges a thread at 2 threads; the caller claims a sleeping worker's
+	 * range itself, threadpool.c) */
+	if (M <= 48)
+		want_n = threads;
 	f->tile_n = (N + want_n - 1) / want_n;
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
-	if (W->prec != GEMM_F32) {
-		f->aq_rb = gemm_prep_row_bytes(W);
-		run_loop(pool, prep_rows, f, (M + PREP_ROWS - 1) / PREP_ROWS, 10.0 * M * K);
-	}
-	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n, 2.0 * M * N * K);
+	f->aq_rb = W->prec != GEMM_F32 ? gemm_prep_row_bytes(W) : 0;
+	if (W->prec != GEMM_F32 && !prepped)
+		run_rows(pool, prep_row, f, M, 0.3 * M * K);
+	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n,
+		 2.0 * M * N * K / gemm_flops_per_ns(W->prec));
 }
 
 /* Embeddings: word + position (from the architecture's offset) + the token's type row (0
@@ -208,6 +272,8 @@ static void embed_layernorm(void *arg, int t)
 		for (int i = 0; i < H; i++)
 			x[i] = we[i] + pe[i];
 	layernorm_row(x, f->w->emb_ln_g, f->w->emb_ln_b, H, f->cfg->layer_norm_eps);
+	if (f->prep_next)
+		gemm_prep(f->prep_next, x, 1, f->aq + (size_t)t * gemm_prep_row_bytes(f->prep_next));
 }
 
 int rel_position_bucket(int rel, int buckets, int max_distance)
@@ -393,6 +459,8 @@ static void add_layernorm(void *arg, int t)
 	for (int i = 0; i < H; i++)
 		x[i] += r[i];
 	layernorm_row(x, f->ln_g, f->ln_b, H, f->cfg->layer_norm_eps);
+	if (f->prep_next)
+		gemm_prep(f->prep_next, x, 1, f->aq + (size_t)t * gemm_prep_row_bytes(f->prep_next));
 }
 
 /* Pooling over one sequence's tokens, then L2 normalisation if the model has it. */
@@ -490,34 +558,43 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 				f.qblk[k++] = s, f.qblk[k++] = q0;
 	}
 
-	const double ln_flops = 10.0 * f.T * H;
-	run_loop(pool, embed_layernorm, &f, f.T, ln_flops);
+	/* estimated nanoseconds of each step on one core (see MIN_PARALLEL_NS) */
+	const int lowp = w->layer[0].qkv_p.prec != GEMM_F32;
+	const double ln_ns = 0.3 * f.T * H * (lowp ? 2 : 1); /* with lowp, the conversion too */
+	const double attn_ns = 1500.0 * (alibi ? f.nqblk : b->n) * cfg->heads + attn_flops / 30;
+	f.prep_next = lowp ? &w->layer[0].qkv_p : NULL;
+	run_rows(pool, embed_layernorm, &f, f.T, ln_ns);
 	for (int l = 0; l < cfg->layers; l++) {
 		const bert_layer_weights *L = &w->layer[l];
-		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0);
+		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0, lowp);
 		if (alibi)
-			run_loop(pool, attention_alibi, &f, f.nqblk * cfg->heads, attn_flops);
+			run_loop(pool, attention_alibi, &f, f.nqblk * cfg->heads, attn_ns);
 		else
-			run_loop(pool, attention, &f, b->n * cfg->heads, attn_flops);
+			run_loop(pool, attention, &f, b->n * cfg->heads, attn_ns);
 		if (atomic_load(&f.oom)) {
 			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
 			goto out;
 		}
-		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0);
+		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0, 0);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
-		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
+		f.prep_next = lowp ? &L->ffn_up_p : NULL;
+		run_rows(pool, add_layernorm, &f, f.T, ln_ns);
 		if (geglu_ffn) {
-			matmul_bias(&f, pool, f.x, &L->ffn_up_p, NULL, f.up, f.T, 2 * FF, H, 0);
-			run_loop(pool, geglu, &f, f.T, ln_flops);
-			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+			matmul_bias(&f, pool, f.x, &L->ffn_up_p, NULL, f.up, f.T, 2 * FF, H, 0, lowp);
+			run_rows(pool, geglu, &f, f.T, 1.0 * f.T * FF);
+			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
+				    0, 0);
 		} else {
-			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H, cfg->act + 1);
-			matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF, 0);
+			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H,
+				    cfg->act + 1, lowp);
+			matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
+				    0, 0);
 		}
 		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
-		run_loop(pool, add_layernorm, &f, f.T, ln_flops);
+		f.prep_next = lowp && l + 1 < cfg->layers ? &w->layer[l + 1].qkv_p : NULL;
+		run_rows(pool, add_layernorm, &f, f.T, ln_ns);
 	}
-	run_loop(pool, pool_normalize, &f, b->n, ln_flops);
+	run_loop(pool, pool_normalize, &f, b->n, 0.5 * f.T * H);
 out:
 	free(f.x);
 	free(f.qkv);
