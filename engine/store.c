@@ -2470,44 +2470,100 @@ static int cmp_hit_best(const void *a, const void *b)
 	return x->row < y->row ? -1 : x->row > y->row;
 }
 
-/* Format 4: each candidate's f32 row checked against the row checksum its compact block
+/* Format 4 on: each candidate's f32 row checked against the row checksum its compact block
  * holds (those checksums verified by their own SUM first), so rescoring reads 1.5 KB a
- * candidate (and 1 KB of row checksums) instead of hashing its whole 192 KB f32 block. */
-static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
-			  const scan_block *cb, size_t ncb, emb_err *err)
+ * candidate (and 1 KB of row checksums) instead of hashing its whole 192 KB f32 block. The
+ * caller finds the rows (LMDB lookups, on its own thread); the pool's tasks check and score
+ * them, each a run of candidates, and record a failure per candidate, so that the one
+ * reported (the first) does not depend on the threads. */
+typedef struct rowscore_ctx {
+	const store *s;
+	const float *qn;
+	scan_hit *h;
+	size_t n, per;
+	const scan_block *cb;
+	const MDB_val *val; /* candidate i's f32 block */
+	uint32_t *bad;      /* per candidate: 0, or 1 row checksums, 2 row, 3 not a cosine */
+} rowscore_ctx;
+
+static void rowscore_task(void *arg, int t)
 {
-	store *s = snap->s;
+	rowscore_ctx *c = arg;
+	const store *s = c->s;
 	size_t rowb = (size_t)s->dim * sizeof(float), crowb = quant_row_bytes(s->vtype, s->dim);
 	uint32_t br = (uint32_t)s->block_rows, G = cgroup(s), cbr = br * G;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t cbi = h[i].row / cbr, coff = h[i].row % cbr;
-		uint32_t b = h[i].row / br, off = h[i].row % br;
-		if (cbi >= ncb || coff >= cb[cbi].nrows)
-			return damaged(err, s, "row %u lies past its compact block", h[i].row);
+	size_t end = ((size_t)t + 1) * c->per < c->n ? ((size_t)t + 1) * c->per : c->n;
+	for (size_t i = (size_t)t * c->per; i < end; i++) {
+		uint32_t row = c->h[i].row, cbi = row / cbr, coff = row % cbr, b = row / br, off = row % br;
+		const scan_block *cb = &c->cb[cbi];
 		/* f32 block b's row checksums, under their own SUM (the scan verified the codes
 		 * only); in a group (format 5 binary) they follow those of the blocks before it,
 		 * each block's with its SUM */
-		uint32_t j = coff / br, m = cb[cbi].nrows - j * br < br ? cb[cbi].nrows - j * br : br;
-		const uint8_t *rs = cb[cbi].codes + (size_t)cb[cbi].nrows * crowb + SUM_BYTES +
+		uint32_t j = coff / br, m = cb->nrows - j * br < br ? cb->nrows - j * br : br;
+		const uint8_t *rs = cb->codes + (size_t)cb->nrows * crowb + SUM_BYTES +
 				    (size_t)j * (br + (G > 1)) * SUM_BYTES;
 		uint64_t want, rsum;
 		memcpy(&rsum, rs + (size_t)m * SUM_BYTES, sizeof rsum);
-		if (val_sum(&b, sizeof b, rs, (size_t)m * SUM_BYTES) != rsum)
-			return damaged(err, s, "the row checksums of compact block %u fail their checksum", cbi);
+		if (val_sum(&b, sizeof b, rs, (size_t)m * SUM_BYTES) != rsum) {
+			c->bad[i] = 1;
+			continue;
+		}
 		memcpy(&want, rs + (size_t)off * SUM_BYTES, sizeof want);
-		MDB_val k = {4, &b}, v;
-		int rc = mdb_get(snap->txn, s->vectors, &k, &v);
+		const float *r = (const float *)((const char *)c->val[i].mv_data + off * rowb);
+		if (row_sum(b, off, r, s->dim) != want) {
+			c->bad[i] = 2;
+			continue;
+		}
+		float x = scan_score(c->qn, r, s->dim);
+		if (!(x >= -1 - SCORE_EPS && x <= 1 + SCORE_EPS)) {
+			c->bad[i] = 3;
+			continue;
+		}
+		c->h[i].score = x;
+	}
+}
+
+static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, size_t n,
+			  const scan_block *cb, size_t ncb, threadpool *pool, search_mem *mem,
+			  emb_err *err)
+{
+	store *s = snap->s;
+	size_t rowb = (size_t)s->dim * sizeof(float);
+	uint32_t br = (uint32_t)s->block_rows, cbr = br * cgroup(s);
+	MDB_val *uv = mem->uval = malloc((n ? n : 1) * sizeof *uv);
+	uint32_t *bad = mem->ublk = calloc(n ? n : 1, sizeof *bad);
+	if (!uv || !bad)
+		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		uint32_t cbi = h[i].row / cbr, coff = h[i].row % cbr, b = h[i].row / br, off = h[i].row % br;
+		if (cbi >= ncb || coff >= cb[cbi].nrows)
+			return damaged(err, s, "row %u lies past its compact block", h[i].row);
+		MDB_val k = {4, &b};
+		int rc = mdb_get(snap->txn, s->vectors, &k, &uv[i]);
 		if (rc)
 			return damaged(err, s, "vector block %u is missing (%s)", b, mdb_strerror(rc));
-		if (!in_map(&snap->mv, &v) || v.mv_size < SUM_BYTES || (size_t)(off + 1) * rowb > v.mv_size - SUM_BYTES)
+		if (!in_map(&snap->mv, &uv[i]) || uv[i].mv_size < SUM_BYTES ||
+		    (size_t)(off + 1) * rowb > uv[i].mv_size - SUM_BYTES)
 			return damaged(err, s, "vector block %u is malformed", b);
-		const float *row = (const float *)((const char *)v.mv_data + off * rowb);
-		if (row_sum(b, off, row, s->dim) != want)
+	}
+	/* a task a 32 candidates, at most two a thread: a task costs a wake-up */
+	int ntasks = (int)((n + 31) / 32), most = 2 * threadpool_size(pool);
+	if (ntasks > most)
+		ntasks = most;
+	if (ntasks < 1)
+		ntasks = 1;
+	rowscore_ctx c = {s, qn, h, n, (n + (size_t)ntasks - 1) / (size_t)ntasks, cb, uv, bad};
+	threadpool_run(pool, rowscore_task, &c, ntasks);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = h[i].row / br, off = h[i].row % br;
+		if (bad[i] == 1)
+			return damaged(err, s, "the row checksums of compact block %u fail their checksum",
+				       h[i].row / cbr);
+		if (bad[i] == 2)
 			return damaged(err, s, "row %u of vector block %u fails its checksum", off, b);
-		float x = scan_score(qn, row, s->dim);
-		if (!(x >= -1 - SCORE_EPS && x <= 1 + SCORE_EPS))
-			return damaged(err, s, "row %u scores %g, not a cosine", h[i].row, x);
-		h[i].score = x;
+		if (bad[i] == 3)
+			return damaged(err, s, "row %u scores %g, not a cosine", h[i].row,
+				       scan_score(qn, (const float *)((const char *)uv[i].mv_data + off * rowb), s->dim));
 	}
 	qsort(h, n, sizeof *h, cmp_hit_best);
 	return EMB_OK;
@@ -2522,7 +2578,7 @@ static int rescore_rows(store_snapshot *snap, const float *qn, scan_hit *h, size
 {
 	store *s = snap->s;
 	if (s->format >= 4)
-		return rescore_by_row(snap, qn, h, n, cb, ncb, err);
+		return rescore_by_row(snap, qn, h, n, cb, ncb, pool, mem, err);
 	size_t rowb = (size_t)s->dim * sizeof(float);
 	uint32_t br = (uint32_t)s->block_rows;
 	uint32_t *ub = mem->ublk = malloc((n ? n : 1) * sizeof *ub);
