@@ -432,10 +432,49 @@ static void bin_avx2(const uint8_t *rows, size_t n, int nb, const uint8_t *q, in
 	}
 }
 
+/* 48-byte rows (384-d, the default model's): four rows are three full 64-byte loads against
+ * the query repeated, and their 24 qword counts become four row sums with six permutes and
+ * one shuffle, where the row-at-a-time loop below pays a masked load and a full horizontal
+ * reduction a row. */
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
+static size_t bin_avx512_48(const uint8_t *rows, size_t n, const uint8_t *q, int32_t *out)
+{
+	uint8_t qq[192];
+	for (int i = 0; i < 4; i++)
+		memcpy(qq + 48 * i, q, 48);
+	const __m512i q0 = _mm512_loadu_si512(qq), q1 = _mm512_loadu_si512(qq + 64),
+		      q2 = _mm512_loadu_si512(qq + 128);
+	/* lane l of sum m: count 3l + m of the 24 (counts 0-15 in c0, c1; 16-23 in c2) */
+	const __m512i lo0 = _mm512_setr_epi64(0, 3, 6, 9, 12, 15, 0, 0), hi0 = _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 2, 5);
+	const __m512i lo1 = _mm512_setr_epi64(1, 4, 7, 10, 13, 0, 0, 0), hi1 = _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 3, 6);
+	const __m512i lo2 = _mm512_setr_epi64(2, 5, 8, 11, 14, 0, 0, 0), hi2 = _mm512_setr_epi64(0, 0, 0, 0, 0, 1, 4, 7);
+	const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		const uint8_t *r = rows + i * 48;
+		__m512i c0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r), q0));
+		__m512i c1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 64), q1));
+		__m512i c2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 128), q2));
+		__m512i s0 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo0, c1), 0xC0, hi0, c2);
+		__m512i s1 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo1, c1), 0xE0, hi1, c2);
+		__m512i s2 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo2, c1), 0xE0, hi2, c2);
+		__m512i h = _mm512_add_epi64(_mm512_add_epi64(s0, s1), s2); /* lanes 2r, 2r + 1: row r's halves */
+		__m512i t = _mm512_add_epi64(h, _mm512_shuffle_epi32(h, _MM_PERM_BADC));
+		_mm_storeu_si128((__m128i *)(out + i), _mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, t)));
+	}
+	return i;
+}
+
 /* AVX-512 VPOPCNTDQ: 64 bytes a step, the tail by a masked load. */
 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
 static void bin_avx512(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
 {
+	if (nb == 48) {
+		size_t done = bin_avx512_48(rows, n, q, out);
+		rows += done * 48;
+		n -= done;
+		out += done;
+	}
 	int full = nb & ~63;
 	__mmask64 tm = (nb & 63) ? (~0ULL >> (64 - (nb & 63))) : 0;
 	__m512i qt = _mm512_maskz_loadu_epi8(tm, q + full);
