@@ -11,8 +11,11 @@
 #include "scan.h"
 #include "store.h"
 #include "threadpool.h"
+#include "xxh_wide.h"
 
 #include <lmdb.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -744,10 +747,33 @@ static void test_groups(const char *tmp)
 		store_close(st[t]);
 }
 
+/* The scan's AVX-512 XXH3 (xxh_wide) gives XXH3's values: every length to 1,100 bytes (all
+ * of XXH3's size classes: 0-16, 17-128, 129-240, longer; stripe and block edges) and a few
+ * long ones, at odd offsets, with varied seeds. Skipped where the CPU lacks AVX-512. */
+static void test_xxh_wide(void)
+{
+	if (!xxh_wide_ok()) {
+		printf("test_quant: no AVX-512: xxh_wide not compared\n");
+		return;
+	}
+	static uint8_t buf[300000];
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (uint8_t)next();
+	size_t longs[] = {4096, 6144, 65536, 196608, 299990};
+	for (size_t n = 0; n < 1100 + 5; n++) {
+		size_t len = n < 1100 ? n : longs[n - 1100];
+		uint64_t seed = next();
+		size_t off = n % 7;
+		CHECK(xxh_wide(buf + off, len, seed) == XXH3_64bits_withSeed(buf + off, len, seed),
+		      "xxh_wide differs from XXH3 at %zu bytes", len);
+	}
+}
+
 int main(void)
 {
 	test_codes();
 	test_kernels();
+	test_xxh_wide();
 
 	for (int i = 0; i < NDOC; i++) {
 		nwin[i] = 1 + (int)(next() % 3);
