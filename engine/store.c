@@ -2546,14 +2546,14 @@ static int rescore_by_row(store_snapshot *snap, const float *qn, scan_hit *h, si
 		    (size_t)(off + 1) * rowb > uv[i].mv_size - SUM_BYTES)
 			return damaged(err, s, "vector block %u is malformed", b);
 	}
-	/* a task a 32 candidates, at most two a thread: a task costs a wake-up */
-	int ntasks = (int)((n + 31) / 32), most = 2 * threadpool_size(pool);
+	/* On the pool only from 512 candidates (a task a 128, at most two a thread): waking the
+	 * pool's threads again cost more than it saved for binary's default 100 (1M-row store,
+	 * 1,000 searches alternated, loaded VM: the same median, 3.23 against 2.84 ms best wall) */
+	int ntasks = n < 512 ? 1 : (int)((n + 127) / 128), most = 2 * threadpool_size(pool);
 	if (ntasks > most)
 		ntasks = most;
-	if (ntasks < 1)
-		ntasks = 1;
 	rowscore_ctx c = {s, qn, h, n, (n + (size_t)ntasks - 1) / (size_t)ntasks, cb, uv, bad};
-	threadpool_run(pool, rowscore_task, &c, ntasks);
+	threadpool_run(ntasks > 1 ? pool : NULL, rowscore_task, &c, ntasks);
 	for (size_t i = 0; i < n; i++) {
 		uint32_t b = h[i].row / br, off = h[i].row % br;
 		if (bad[i] == 1)
