@@ -46,6 +46,9 @@ $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
+# The AVX-512 copy of XXH3 (engine/xxh_wide.c): called only where cpuid reports AVX-512.
+$(B)/engine/xxh_wide.o: ARCH = -march=x86-64-v4
+
 $(B)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -11,6 +11,7 @@
 #include <string.h>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+#include "xxh_wide.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -432,10 +433,49 @@ static void bin_avx2(const uint8_t *rows, size_t n, int nb, const uint8_t *q, in
 	}
 }
 
+/* 48-byte rows (384-d, the default model's): four rows are three full 64-byte loads against
+ * the query repeated, and their 24 qword counts become four row sums with six permutes and
+ * one shuffle, where the row-at-a-time loop below pays a masked load and a full horizontal
+ * reduction a row. */
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
+static size_t bin_avx512_48(const uint8_t *rows, size_t n, const uint8_t *q, int32_t *out)
+{
+	uint8_t qq[192];
+	for (int i = 0; i < 4; i++)
+		memcpy(qq + 48 * i, q, 48);
+	const __m512i q0 = _mm512_loadu_si512(qq), q1 = _mm512_loadu_si512(qq + 64),
+		      q2 = _mm512_loadu_si512(qq + 128);
+	/* lane l of sum m: count 3l + m of the 24 (counts 0-15 in c0, c1; 16-23 in c2) */
+	const __m512i lo0 = _mm512_setr_epi64(0, 3, 6, 9, 12, 15, 0, 0), hi0 = _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 2, 5);
+	const __m512i lo1 = _mm512_setr_epi64(1, 4, 7, 10, 13, 0, 0, 0), hi1 = _mm512_setr_epi64(0, 0, 0, 0, 0, 0, 3, 6);
+	const __m512i lo2 = _mm512_setr_epi64(2, 5, 8, 11, 14, 0, 0, 0), hi2 = _mm512_setr_epi64(0, 0, 0, 0, 0, 1, 4, 7);
+	const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		const uint8_t *r = rows + i * 48;
+		__m512i c0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r), q0));
+		__m512i c1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 64), q1));
+		__m512i c2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 128), q2));
+		__m512i s0 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo0, c1), 0xC0, hi0, c2);
+		__m512i s1 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo1, c1), 0xE0, hi1, c2);
+		__m512i s2 = _mm512_mask_permutexvar_epi64(_mm512_permutex2var_epi64(c0, lo2, c1), 0xE0, hi2, c2);
+		__m512i h = _mm512_add_epi64(_mm512_add_epi64(s0, s1), s2); /* lanes 2r, 2r + 1: row r's halves */
+		__m512i t = _mm512_add_epi64(h, _mm512_shuffle_epi32(h, _MM_PERM_BADC));
+		_mm_storeu_si128((__m128i *)(out + i), _mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, t)));
+	}
+	return i;
+}
+
 /* AVX-512 VPOPCNTDQ: 64 bytes a step, the tail by a masked load. */
 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
 static void bin_avx512(const uint8_t *rows, size_t n, int nb, const uint8_t *q, int32_t *out)
 {
+	if (nb == 48) {
+		size_t done = bin_avx512_48(rows, n, q, out);
+		rows += done * 48;
+		n -= done;
+		out += done;
+	}
 	int full = nb & ~63;
 	__mmask64 tm = (nb & 63) ? (~0ULL >> (64 - (nb & 63))) : 0;
 	__m512i qt = _mm512_maskz_loadu_epi8(tm, q + full);
@@ -581,6 +621,10 @@ static void compact_rows(heap *hp, const scan_cquery *cq, int isa, const uint8_t
 	}
 }
 
+/* xxh_wide_ok(), once (a race writes the same value): the AVX-512 XXH3 streams blocks from
+ * memory faster (1M-row binary scan: 5.39 vs 5.65 ms of CPU, docs/bench-scan.md). */
+static int wide = -1;
+
 /* 1 when block bl's checked bytes match their checksum trailer. */
 static int block_sound(const scan_ctx *c, const scan_block *bl, size_t rowb)
 {
@@ -588,7 +632,9 @@ static int block_sound(const scan_ctx *c, const scan_block *bl, size_t rowb)
 	size_t len = bl->sum_data ? bl->sum_len : bl->nrows * rowb;
 	/* The trailer is read after the hash has streamed up to it: read first, its cache miss
 	 * stalled every block (a third of a binary scan's CPU time at 1M rows). */
-	uint64_t got = XXH3_64bits_withSeed(data, len, bl->seed), want;
+	uint64_t got = __atomic_load_n(&wide, __ATOMIC_RELAXED) > 0 ? xxh_wide(data, len, bl->seed)
+								 : XXH3_64bits_withSeed(data, len, bl->seed);
+	uint64_t want;
 	memcpy(&want, (const char *)data + len, sizeof want);
 	return got == want;
 }
@@ -623,6 +669,8 @@ static void scan_task(void *arg, int t)
 	 * (the popcount kernel streams memory slower than XXH3 does: binary at 1M rows, 2
 	 * threads, 9.8 ms of CPU hashing first, 12.2 hashing after). */
 	int hash_first = !c->cq || c->cq->kind != QUANT_INT8;
+	if (__atomic_load_n(&wide, __ATOMIC_RELAXED) < 0)
+		__atomic_store_n(&wide, xxh_wide_ok(), __ATOMIC_RELAXED);
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;
@@ -763,10 +811,26 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 		free(counts);
 		return emb_errf(err, EMB_ENOMEM, "scan: out of memory for %d heaps of %d", ntasks, k);
 	}
-	/* Cut the row sequence into ntasks runs of ~per rows, possibly splitting blocks. */
+	/* Cut the row sequence into ntasks runs of ~per rows, possibly splitting blocks; with at
+	 * least 8 blocks a task, only between blocks (a split block is hashed whole by one task
+	 * and read again by the next: with a binary store's 4,096-row groups that is up to a
+	 * 192 KB value more a task). */
 	int t = 0;
 	size_t b = 0;
 	uint32_t off = 0;
+	if (nblocks >= (size_t)ntasks * 8) {
+		uint64_t done = 0;
+		for (; t < ntasks && b < nblocks; t++) {
+			tasks[t].b0 = b;
+			tasks[t].r0 = 0;
+			uint64_t goal = total * (uint64_t)(t + 1) / (uint64_t)ntasks;
+			while (b < nblocks && (done < goal || b == tasks[t].b0))
+				done += blocks[b++].nrows;
+			tasks[t].b1 = b;
+			tasks[t].r1 = blocks[b - 1].nrows;
+		}
+		b = nblocks; /* all assigned: the loop below is skipped */
+	}
 	while (t < ntasks && b < nblocks) {
 		tasks[t].b0 = b;
 		tasks[t].r0 = off;

@@ -18,14 +18,15 @@
  *   rowmap   u32 row -> window's byte range in the text, window index, document id
  *   vectors  u32 block -> block_rows packed f32 rows (the last block may be short)
  *   cvectors u32 block -> the same rows' compact codes (format 3 on, vtype int8 or binary;
- *            empty for f32): what a scan reads, the f32 rows being read only to rescore
+ *            empty for f32): what a scan reads, the f32 rows being read only to rescore;
+ *            format 5 binary: u32 group -> the codes of 32 consecutive vector blocks
  *   seen     id -> "" : ids met by the indexer run in progress (for --prune and duplicates)
  * Rows are dense: row r of the store is row r % block_rows of block r / block_rows, and
  * deleting a document moves the last rows into its slots (swap with last), so a scan never
  * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
  * overflow pages and makes a scan one long sequential read.
  *
- * Values, byte by byte (format 4; integers little-endian, as the machines we run on store
+ * Values, byte by byte (format 5; integers little-endian, as the machines we run on store
  * them). SUM(k, v) is XXH3-64 of the value bytes v before the trailer, seeded with XXH3-64
  * of the key bytes k: it detects damage to the value and a value found under the wrong key.
  *   docs     0 u32 magic "DOC2" | 4 content hash [16] | 20 u32 text_len | 24 u32 title_len |
@@ -46,6 +47,17 @@
  *            dimension, code + 128); binary: quant_bin_encode (sign bits, LSB first).
  *            RSUM[i] = XXH3-64 of f32 row i's dim * 4 bytes seeded with XXH3-64(key) + i:
  *            rescoring verifies a candidate's f32 row against it, not its whole block.
+ *            Format 5, binary stores only (int8 as above): group g (key u32 g) codes the
+ *            n rows of vector blocks 32g .. 32g + 31 (n = 32 * block_rows for every group
+ *            but the last): A = code [n * (dim + 7) / 8] | u64 SUM(A) keyed by g, then for
+ *            each of those blocks b in order, its m rows' R = u64 RSUM [m] | u64 SUM(R)
+ *            keyed by b (RSUM as above): a scan streams a few hundred 192 KB values with
+ *            one checksum each instead of a 6 KB value a block (8.9 -> 5.9 ms of CPU at
+ *            1M rows, docs/bench-scan.md), and rescoring still hashes 1 KB of row
+ *            checksums a candidate. A group is rewritten whole at the end of each
+ *            transaction that wrote one of its vector blocks (the blocks it did not write
+ *            copied from the group's previous, verified, value). Format 4 binary stores:
+ *            one compact block per vector block, as int8.
  *            Format 3: code [nrows * row bytes] | u64 SUM, int8 codes with meta
  *            "int8.scales".
  *   meta     "checksum": u64 XXH3-64 over every other meta entry in key order, each fed as
@@ -53,11 +65,13 @@
  *   seen     empty values (no answer depends on them).
  * Format 1 (DOC1 magic, no trailers, no "checksum") is read without checksums and never
  * written: opening one for writing fails with "rebuild it with --rebuild". Format 2 is
- * format 3 without the cvectors table (f32 only), and format 3 differs from 4 only in its
- * compact blocks (above): both are read as they are; a writer's open upgrades them in place
- * (format 2 and f32 stores of format 3: the empty table, "format" set to 4, nothing else
- * changes; int8 and binary stores of format 3: every compact block written again from its
- * verified f32 block in one transaction, "int8.scales" removed).
+ * format 3 without the cvectors table (f32 only), format 3 differs from 4 only in its
+ * compact blocks (above), and format 4 from 5 only in binary stores' compact blocks: all are
+ * read as they are; a writer's open upgrades them in place (format 2, f32 stores of formats
+ * 3 and 4, int8 stores of format 4: the empty table if missing, "format" set to 5, nothing
+ * else changes; int8 stores of format 3 and binary stores of formats 3 and 4: every compact
+ * block written again from its verified f32 block in one transaction, "int8.scales"
+ * removed).
  * int8 calibration (format 4): every compact block carries the scales of its own rows,
  * recomputed whenever the block is written (rows added, moved by a delete), so no component
  * is ever clipped, rows arriving later calibrate themselves however the store was filled
@@ -100,7 +114,7 @@
 #include "store_path.h"
 #include "threadpool.h"
 
-#define STORE_FORMAT_VERSION 4
+#define STORE_FORMAT_VERSION 5
 #define STORE_HASH_BYTES 16
 #define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
 
@@ -426,7 +440,8 @@ int store_doc_vectors(store_snapshot *snap, const char *id, size_t id_len, uint3
 typedef struct store_check_report {
 	int format;            /* the store's format (1: no checksums to verify) */
 	uint64_t docs, rows, blocks;
-	uint64_t cblocks;      /* compact blocks, each equal to the codes of its vector block */
+	uint64_t cblocks;      /* compact blocks (or groups), each equal to the codes of its vector
+				* block(s) */
 	uint64_t checksums;    /* values whose checksum matched */
 	uint64_t text_bytes;   /* document bytes decompressed */
 } store_check_report;
@@ -434,7 +449,8 @@ typedef struct store_check_report {
 /* Reads the whole snapshot and verifies: the meta table's checksum; every vector block
  * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
  * unit length within 1e-3); for int8 and binary stores every compact block (one a vector
- * block, checksum, the codes of its vector block's rows byte for byte); every document (checksum, header, decompresses to the lengths
+ * block, or one a group of 32 in format 5 binary stores; checksums, the codes and row
+ * checksums of its vector blocks' rows byte for byte); every document (checksum, header, decompresses to the lengths
  * it states; in a shard store, its id in the store's shard); every row list and row entry (checksums, and each row owned by exactly the
  * document that lists it, at its window index); and the counts in meta. Fills *report (may
  * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,

@@ -44,6 +44,13 @@ int check_store(const char *path)
 		snprintf(sums, sizeof sums, "%llu checksums", (unsigned long long)r.checksums);
 	else
 		snprintf(sums, sizeof sums, "format %d has no checksums (--rebuild adds them)", r.format);
+	/* format 5 binary stores group 32 vector blocks a compact block */
+	char cb[128];
+	if (r.cblocks == r.blocks)
+		snprintf(cb, sizeof cb, " codes in as many compact blocks (equal to the vectors' codes)");
+	else
+		snprintf(cb, sizeof cb, " codes in %llu compact blocks of up to 32 vector blocks (equal to the vectors' codes)",
+			 (unsigned long long)r.cblocks);
 	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB "
 	       "used of a %.0f MB map, created %s, updated %s; verified: %s, %llu documents "
 	       "(%.1f MB decompressed, lengths agree), %llu vectors in %llu blocks (finite, unit "
@@ -53,7 +60,7 @@ int check_store(const char *path)
 	       st.created, st.updated, sums, (unsigned long long)r.docs, r.text_bytes / 1e6,
 	       (unsigned long long)r.rows, (unsigned long long)r.blocks,
 	       st.vtype != QUANT_F32 ? ", their " : "", st.vtype != QUANT_F32 ? quant_name(st.vtype) : "",
-	       st.vtype != QUANT_F32 ? " codes in as many compact blocks (equal to the vectors' codes)" : "");
+	       st.vtype != QUANT_F32 ? cb : "");
 	store_close(s);
 	return 0;
 }

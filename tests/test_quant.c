@@ -11,8 +11,11 @@
 #include "scan.h"
 #include "store.h"
 #include "threadpool.h"
+#include "xxh_wide.h"
 
 #include <lmdb.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -399,8 +402,10 @@ static void test_format2(const char *tmp)
  * fixture_vec, scales from a first transaction of 40 rows, the 100 later rows reaching past
  * them) read as they are, answer exactly when rescoring covers the store (against a brute
  * force in doubles over the same vectors, made here), and a writer's open upgrades them to
- * format 4 (per-block scales, row checksums) with the same exact answers, a clean check, and
- * writes that work. */
+ * format 5 (per-block scales, row checksums; binary: one compact block for both vector
+ * blocks) with the same exact answers, a clean check, and writes that work; so do
+ * tests/data/store-format4-int8 and -binary (dev/store-fixtures/gen-format4.c: the same rows
+ * written by format 4, whose binary compact blocks are one a vector block). */
 static void fixture_vec(int i, float *x)
 {
 	uint64_t r = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(i + 1) * 0xBF58476D1CE4E5B9ULL;
@@ -424,12 +429,13 @@ static void test_format3(const char *tmp)
 	for (int i = 0; i < 140; i++)
 		fixture_vec(i, v[i]);
 	const char *names[2] = {"int8", "binary"};
-	for (int t = 0; t < 2; t++) {
+	for (int ft = 0; ft < 4; ft++) {
+		int t = ft % 2, from = 3 + ft / 2; /* format 3 int8, binary; format 4 int8, binary */
 		char dir[600], cmd[1400];
-		snprintf(dir, sizeof dir, "%s/f3-%s", tmp, names[t]);
-		snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/store-format3-%s/data.mdb '%s/'", dir,
-			 names[t], dir);
-		CHECK(system(cmd) == 0, "copy the format-3 fixture");
+		snprintf(dir, sizeof dir, "%s/f%d-%s", tmp, from, names[t]);
+		snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/store-format%d-%s/data.mdb '%s/'", dir,
+			 from, names[t], dir);
+		CHECK(system(cmd) == 0, "copy the format-%d fixture", from);
 		for (int qi = 0; qi < 4; qi++) {
 			float q[384];
 			for (int d = 0; d < 384; d++)
@@ -458,13 +464,14 @@ static void test_format3(const char *tmp)
 			for (int pass = 0; pass < 2; pass++) {
 				answer a;
 				emb_err e = {0};
-				CHECK(ask(dir, q, 140 / K + 1, &a, &e) == 0, "format-3 %s pass %d: %s", names[t], pass, e.msg);
-				CHECK(a.n == K, "format-3 %s: %d hits", names[t], a.n);
+				CHECK(ask(dir, q, 140 / K + 1, &a, &e) == 0, "format-%d %s pass %d: %s", from, names[t], pass,
+				      e.msg);
+				CHECK(a.n == K, "format-%d %s: %d hits", from, names[t], a.n);
 				for (int j = 0; j < a.n; j++) {
 					char want[16];
 					snprintf(want, sizeof want, "d%d", best[j]);
 					CHECK(!strcmp(a.id[j], want) && fabs(a.score[j] - sc[best[j]]) < 1e-5,
-					      "format-%d %s query %d hit %d: %s %g, not %s %g", pass ? 4 : 3, names[t],
+					      "format-%d %s query %d hit %d: %s %g, not %s %g", pass ? STORE_FORMAT_VERSION : from, names[t],
 					      qi, j, a.id[j], a.score[j], want, sc[best[j]]);
 				}
 				CHECK(ask(dir, q, 0, &a, &e) == 0 && a.n == K, "raw: %s", e.msg);
@@ -473,16 +480,18 @@ static void test_format3(const char *tmp)
 				store_check_report r;
 				CHECK(store_open(dir, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
 				CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
-				CHECK(store_check(snap, &r, &e) == 0, "format-3 %s check: %s", names[t], e.msg);
-				int want_format = qi == 0 && pass == 0 ? 3 : STORE_FORMAT_VERSION;
-				CHECK(r.format == want_format && r.docs == 140 && r.cblocks == 2,
+				CHECK(store_check(snap, &r, &e) == 0, "format-%d %s check: %s", from, names[t], e.msg);
+				int want_format = qi == 0 && pass == 0 ? from : STORE_FORMAT_VERSION;
+				/* format 5 groups a binary store's 2 vector blocks into one compact block */
+				unsigned long long want_cb = t == 1 && want_format >= 5 ? 1 : 2;
+				CHECK(r.format == want_format && r.docs == 140 && r.cblocks == want_cb,
 				      "%s query %d pass %d: format %d (not %d), %llu documents, %llu compact blocks",
 				      names[t], qi, pass, r.format, want_format, (unsigned long long)r.docs,
 				      (unsigned long long)r.cblocks);
 				store_snapshot_end(snap);
 				store_close(s);
 				if (qi == 0 && pass == 0) { /* a writer's open upgrades it */
-					CHECK(store_open(dir, 0, &s, &e) == 0, "open format 3 for writing: %s", e.msg);
+					CHECK(store_open(dir, 0, &s, &e) == 0, "open format %d for writing: %s", from, e.msg);
 					store_close(s);
 				}
 			}
@@ -594,10 +603,177 @@ static void test_calibration(const char *tmp)
 	      K, overlap[1], overlap[0], NQ * K);
 }
 
+/* Format 5 groups a binary store's compact blocks, 32 vector blocks a value: documents
+ * added and deleted in later transactions (deletes move the last rows into the holes, across
+ * groups; a group filled, emptied, dropped), then a retype away and back. After each step
+ * the binary store checks clean with one compact block a group, answers exactly as an f32
+ * store fed the same operations when rescoring covers it, and its raw answer (--rescore 0)
+ * has the sign-bit scores that an independent count over the live vectors gives. 1536-d
+ * rows: 32 a vector block, 1,024 a group. */
+#define GD 1536
+#define GN 2700
+static float gvec[GN][GD];
+static int galive[GN];
+
+static void groups_step(const char *pf, const char *pb, int step)
+{
+	emb_err e = {0};
+	store *s;
+	store_snapshot *snap;
+	store_check_report r;
+	CHECK(store_open(pb, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
+	CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
+	CHECK(store_check(snap, &r, &e) == 0, "groups step %d: check: %s", step, e.msg);
+	CHECK(r.format == STORE_FORMAT_VERSION && r.cblocks == (r.rows + 1023) / 1024 && r.blocks == (r.rows + 31) / 32,
+	      "groups step %d: format %d, %llu rows in %llu blocks, %llu compact blocks", step, r.format,
+	      (unsigned long long)r.rows, (unsigned long long)r.blocks, (unsigned long long)r.cblocks);
+	uint64_t live = 0;
+	for (int i = 0; i < GN; i++)
+		live += (uint64_t)galive[i];
+	CHECK(r.rows == live && r.docs == live, "groups step %d: %llu rows, %llu live", step,
+	      (unsigned long long)r.rows, (unsigned long long)live);
+	store_snapshot_end(snap);
+	store_close(s);
+	for (int qi = 0; qi < 4; qi++) {
+		static float q[GD];
+		for (int d = 0; d < GD; d++)
+			q[d] = frand();
+		answer exact, a;
+		CHECK(ask(pf, q, -1, &exact, &e) == 0, "%s", e.msg);
+		CHECK(ask(pb, q, (int)(live / K + 1), &a, &e) == 0, "%s", e.msg);
+		CHECK(exact.n == K && !memcmp(&a, &exact, sizeof a), "groups step %d query %d: rescored binary is not "
+		      "the f32 answer (first %s %g vs %s %g)", step, qi, a.id[0], a.score[0], exact.id[0], exact.score[0]);
+		CHECK(ask(pb, q, 0, &a, &e) == 0 && a.n == K, "raw: %s", e.msg);
+		/* the independent count: every live row's sign-bit score, the K best */
+		float best[K];
+		for (int j = 0; j < K; j++)
+			best[j] = -2;
+		for (int i = 0; i < GN; i++) {
+			if (!galive[i])
+				continue;
+			int ham = 0;
+			for (int d = 0; d < GD; d++)
+				ham += (q[d] > 0) != (gvec[i][d] > 0);
+			float sc = 1.0f - 2.0f * (float)ham * (1.0f / (float)GD);
+			for (int j = 0; j < K; j++)
+				if (sc > best[j]) {
+					memmove(best + j + 1, best + j, (size_t)(K - 1 - j) * sizeof *best);
+					best[j] = sc;
+					break;
+				}
+			for (int j = 0; j < K; j++) {
+				char id[16];
+				snprintf(id, sizeof id, "g%d", i);
+				if (!strcmp(a.id[j], id))
+					CHECK(a.score[j] == sc, "groups step %d: raw %s scores %g, its bits %g", step, id,
+					      a.score[j], sc);
+			}
+		}
+		for (int j = 0; j < K; j++)
+			CHECK(a.score[j] == best[j], "groups step %d query %d: raw hit %d scores %g, not %g", step, qi, j,
+			      a.score[j], best[j]);
+	}
+}
+
+static void test_groups(const char *tmp)
+{
+	char pf[600], pb[600];
+	snprintf(pf, sizeof pf, "%s/groups-f32", tmp);
+	snprintf(pb, sizeof pb, "%s/groups-binary", tmp);
+	for (int i = 0; i < GN; i++) {
+		double ss = 0;
+		for (int d = 0; d < GD; d++) {
+			gvec[i][d] = frand();
+			ss += (double)gvec[i][d] * gvec[i][d];
+		}
+		for (int d = 0; d < GD; d++)
+			gvec[i][d] = (float)(gvec[i][d] / sqrt(ss));
+	}
+	static char ids[GN][16];
+	static store_op ops[GN];
+	store *st[2];
+	emb_err e = {0};
+	const char *paths[2] = {pf, pb};
+	for (int t = 0; t < 2; t++) {
+		CHECK(store_open(paths[t], STORE_CREATE, &st[t], &e) == 0, "%s", e.msg);
+		store_model m = {0};
+		strcpy(m.name, "groups-test");
+		strcpy(m.sha256, "1");
+		strcpy(m.pooling, "mean");
+		m.dim = GD;
+		m.normalized = 1;
+		m.max_tokens = 128;
+		CHECK(store_bind_model(st[t], &m, &e) == 0 && store_set_vtype(st[t], t ? QUANT_BINARY : QUANT_F32, &e) == 0,
+		      "%s", e.msg);
+	}
+	for (int i = 0; i < GN; i++)
+		snprintf(ids[i], 16, "g%d", i);
+	/* steps: [0, 600) in one transaction; [600, 2600) in the next (groups 0 and 1 full, 2
+	 * begun); 400 deletes and 30 new documents in one; deletes down to one and a bit groups
+	 * (group 2 dropped); then a retype to int8 and back */
+	int steps[4][2] = {{0, 600}, {600, 2600}, {2600, 2630}, {0, 0}};
+	for (int step = 0; step < 5; step++) {
+		int n = 0;
+		if (step < 3)
+			for (int i = steps[step][0]; i < steps[step][1]; i++) {
+				ops[n++] = (store_op){STORE_OP_PUT, {.id = ids[i], .id_len = strlen(ids[i]), .text = "",
+								     .nwin = 1, .vecs = gvec[i]}};
+				galive[i] = 1;
+			}
+		if (step == 2 || step == 3) {
+			int want = step == 2 ? 400 : 0, live = 0;
+			for (int i = 0; i < GN; i++)
+				live += galive[i];
+			if (step == 3)
+				want = live - 1100; /* leaves 1,100 rows: group 0 full, group 1 76 rows */
+			for (int d = 0; d < want;) {
+				int i = (int)(next() % 2630);
+				if (!galive[i] || (step == 2 && i >= 2600))
+					continue;
+				galive[i] = 0;
+				ops[n++] = (store_op){STORE_OP_DELETE, {.id = ids[i], .id_len = strlen(ids[i])}};
+				d++;
+			}
+		}
+		for (int t = 0; t < 2 && n; t++)
+			CHECK(store_apply(st[t], ops, n, NULL, &e) == 0, "groups step %d: %s", step, e.msg);
+		if (step == 4) {
+			CHECK(store_retype(st[1], QUANT_INT8, &e) == 0 && store_retype(st[1], QUANT_BINARY, &e) == 0,
+			      "retype: %s", e.msg);
+		}
+		groups_step(pf, pb, step);
+	}
+	for (int t = 0; t < 2; t++)
+		store_close(st[t]);
+}
+
+/* The scan's AVX-512 XXH3 (xxh_wide) gives XXH3's values: every length to 1,100 bytes (all
+ * of XXH3's size classes: 0-16, 17-128, 129-240, longer; stripe and block edges) and a few
+ * long ones, at odd offsets, with varied seeds. Skipped where the CPU lacks AVX-512. */
+static void test_xxh_wide(void)
+{
+	if (!xxh_wide_ok()) {
+		printf("test_quant: no AVX-512: xxh_wide not compared\n");
+		return;
+	}
+	static uint8_t buf[300000];
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (uint8_t)next();
+	size_t longs[] = {4096, 6144, 65536, 196608, 299990};
+	for (size_t n = 0; n < 1100 + 5; n++) {
+		size_t len = n < 1100 ? n : longs[n - 1100];
+		uint64_t seed = next();
+		size_t off = n % 7;
+		CHECK(xxh_wide(buf + off, len, seed) == XXH3_64bits_withSeed(buf + off, len, seed),
+		      "xxh_wide differs from XXH3 at %zu bytes", len);
+	}
+}
+
 int main(void)
 {
 	test_codes();
 	test_kernels();
+	test_xxh_wide();
 
 	for (int i = 0; i < NDOC; i++) {
 		nwin[i] = 1 + (int)(next() % 3);
@@ -656,6 +832,7 @@ int main(void)
 	test_format2(tmp);
 	test_format3(tmp);
 	test_calibration(tmp);
+	test_groups(tmp);
 	/* Not a bound to hold, a sign of life: the raw compact rankings overlap the exact one. */
 	printf("test_quant: raw top-%d overlap with f32: int8 %.2f, binary %.2f\n", K,
 	       raw_hits[1] / (20.0 * K), raw_hits[2] / (20.0 * K));
