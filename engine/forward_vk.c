@@ -699,7 +699,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			   : h ? (cpu ? "attn_h_cpu" : "attn_h") : (cpu ? "attn_cpu" : "attn"),
 		/* for batches whose attn_fa grid has fewer workgroups than the device has SMs
 		 * (forward_vk_submit) */
-		[P_ATTN_SMALL] = attn_fa && b->D == 32 && !ae ? "attn_fa16" : NULL,
+		[P_ATTN_SMALL] = attn_fa && b->D == 32 && !ae[0] ? "attn_fa16" : NULL,
 		[P_POOL] = h ? "pool_h" : "pool",
 		[P_GEGLU] = !b->geglu ? NULL : h ? "geglu_h" : "geglu",
 		[P_GEMM_F32] = h ? NULL : cpu ? "gemm_f32_cpu" : "gemm_f32",
@@ -767,6 +767,12 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			b->gemm_pipe[g] = up ? P_CM_LHA : P_CM_LH;
 		else
 			b->gemm_pipe[g] = P_GEMM_HH;
+		/* set.gemm (EMBED_VK_GEMM, tests and diagnosis): one kernel for every product of
+		 * the cooperative-matrix path, where the shape allows it */
+		const char *fg = b->c.set.gemm;
+		if (b->prec == PREC_COOPMAT && fg[0] && N[g] % 64 == 0 && K[g] % 64 == 0)
+			b->gemm_pipe[g] = !strcmp(fg, "hh") ? P_GEMM_HH : !strcmp(fg, "hs")
+					  ? (up ? P_CM_HSA : P_CM_HS) : (up ? P_CM_LHA : P_CM_LH);
 	}
 	return EMB_OK;
 }
@@ -1098,7 +1104,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	int p = b->gemm_pipe[g];
 	const int with_act = p == P_CM_WHA || p == P_CM_LHA;
 	const int large = with_act || p == P_CM_WH || p == P_CM_LH;
-	if (b->small_tiles && large && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid) {
+	if (b->small_tiles && large && !b->c.set.gemm[0] && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid) {
 		int t = b->small_tiles;
 		if (t == 3) /* auto: the largest tile whose grid still fills the chip */
 			t = (N[g] / 64) * ((M + 63) / 64) < b->small_grid ? 2 : 1;

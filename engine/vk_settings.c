@@ -69,6 +69,12 @@ void vk_settings_from_env(vk_settings *s)
 		else
 			snprintf(s->attn, sizeof s->attn, "%s", v);
 	}
+	if ((v = env_value("EMBED_VK_GEMM"))) {
+		if (strcmp(v, "lh") && strcmp(v, "hs") && strcmp(v, "hh"))
+			snprintf(s->bad, sizeof s->bad, "EMBED_VK_GEMM=%.40s is not lh, hs or hh", v);
+		else
+			snprintf(s->gemm, sizeof s->gemm, "%s", v);
+	}
 	x = s->small_tiles;
 	env_long(s, "EMBED_VK_SMALL_TILES", 0, 2, &x);
 	s->small_tiles = (int)x;

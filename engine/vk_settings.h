@@ -23,6 +23,9 @@ typedef struct vk_settings {
 	int small_tiles;       /* EMBED_VK_SMALL_TILES: -1 by grid size, 0 large tiles, 1 64x64,
 				* 2 32x64 */
 	int tiles96;           /* EMBED_VK_TILES96: 1 128x96 tiles where N allows, 0 never */
+	char gemm[4];          /* EMBED_VK_GEMM: "" by shape and grid; on the cooperative-matrix
+				* path every product forced to one kernel: lh (128x64 tiles),
+				* hs (64x64), hh (the tiled f16 kernel without tensor cores) */
 	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
 	/* The persistent pipeline cache (vk_ctx.h): */
 	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
