@@ -24,6 +24,9 @@ typedef struct vk_settings {
 				* 2 32x64 */
 	int tiles96;           /* EMBED_VK_TILES96: 1 128x96 tiles where N allows, 0 never */
 	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
+	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
+				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
+				* down; the others stay fp16); default 15, all four */
 	/* The persistent pipeline cache (vk_ctx.h): */
 	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
 	char cache_dir[512];   /* the directory for its file (cache_dir.h: XDG_CACHE_HOME or
