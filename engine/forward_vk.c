@@ -71,8 +71,9 @@ static const char *const step_name[ST_N] = {
 enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GEMM_HH,
        P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA,
        /* --precision int8: the activations' quantising pass, the int8 products
-	* (gemm_i8.glsl) in 128x96 and 128x64 tiles, without and with the activation */
-       P_QUANT, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_N };
+	* (gemm_i8.glsl) in 128x96, 128x64 and (small grids) 64x64 tiles, without and with
+	* the activation */
+       P_QUANT, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -81,6 +82,7 @@ static const uint32_t gemm_tile[P_N][2] = {
 	[P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
 	[P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
 	[P_I8_W] = { 96, 256 }, [P_I8_WA] = { 96, 256 }, [P_I8_L] = { 64, 256 }, [P_I8_LA] = { 64, 256 },
+	[P_I8_S] = { 64, 64 }, [P_I8_SA] = { 64, 64 },
 };
 #define I8_K_STEP 128 /* gemm_i8.glsl's K_STEP: an int8 product's K is a multiple of it */
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than the device
@@ -771,6 +773,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
 		[P_I8_L] = b->i8 ? "gemm_i8_l" : NULL, [P_I8_LA] = b->i8 ? "gemm_i8_l" : NULL,
+		[P_I8_S] = b->i8 ? "gemm_i8_s" : NULL, [P_I8_SA] = b->i8 ? "gemm_i8_s" : NULL,
 	};
 	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? BQ_FA : BQ;
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
@@ -783,7 +786,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		 * 1: the attention's relative-bias span (attention.glsl); add_ln_sg: lanes a
 		 * token and pieces a lane */
 		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA ||
-				     i == P_I8_WA || i == P_I8_LA;
+				     i == P_I8_WA || i == P_I8_LA || i == P_I8_SA;
 		pipe_job *j = &jobs[nj++];
 		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
@@ -1187,6 +1190,9 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		grid1((M + 3) / 4, &gx, &gy);
 		dispatch(b, s, steps[g], P_QUANT, b->ds_quant[g], &pq, sizeof pq, gx, gy);
 		pc.act = b->lo[l].wscale[g];
+		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
+		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
+			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : P_I8_S;
 		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
 		return;

@@ -7,7 +7,7 @@ fake quantisation in fp32 gives the same sums up to fp32 rounding): weights symm
 with one scale per output channel (max|w| / 127), activations symmetric int8 with one scale
 per token (GROUP 0) or per GROUP values of a token, rounded to nearest. Optional SmoothQuant
 migration (--alpha) on the LayerNorm-fed inputs (qkv, up), which folds into the LayerNorm's
-gamma/beta and W's columns exactly, from calibration maxima of the first --calib texts.
+W's columns, x divided by them in the quantising pass, from calibration maxima of the first --calib texts.
 
     /tmp/i15-venv/bin/python dev/int8/quant-study.py MODEL_DIR IDS.bin [--every N]
         [--configs all:0,ffn:0,...]
@@ -43,12 +43,19 @@ def fq_w(w):
     return torch.round(w / s).clamp(-127, 127) * s
 
 class QLinear(torch.nn.Module):
-    def __init__(self, lin, group):
+    """SmoothQuant factors s (per input channel) divide x before its quantisation and
+    multiply W's columns: exact before rounding, and free in quant_i8.comp's pass (BERT's
+    post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
+    def __init__(self, lin, group, s=None):
         super().__init__()
-        self.w = fq_w(lin.weight.data.clone())
+        self.s = s
+        w = lin.weight.data.clone()
+        self.w = fq_w(w * s if s is not None else w)
         self.b = lin.bias.data.clone()
         self.group = group
     def forward(self, x):
+        if self.s is not None:
+            x = x / self.s
         return torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b)
 
 def embed(model, docs, bs=64):
@@ -74,7 +81,7 @@ def embed(model, docs, bs=64):
 PRODUCTS = {"qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
             "out": ("attention.output.dense",), "up": ("intermediate.dense",),
             "down": ("output.dense",)}
-SETS = {"all": ["qkv", "out", "up", "down"], "ffn": ["up", "down"], "nodown": ["qkv", "out", "up"],
+SETS = {"all": ["qkv", "out", "up", "down"], "ffn": ["up", "down"], "nodown": ["qkv", "out", "up"], "noqkv": ["out", "up", "down"], "outdown": ["out", "down"], "outup": ["out", "up"],
         "qkv": ["qkv"], "out": ["out"], "up": ["up"], "down": ["down"], "qkvup": ["qkv", "up"],
         "attn": ["qkv", "out"]}
 
@@ -89,32 +96,20 @@ def setmod(root, path, m):
         root = getattr(root, p)
     setattr(root, last, m)
 
-def smooth(model, docs, alpha):
-    """SmoothQuant on qkv's and up's inputs (LayerNorm outputs): s_j = max|X_j|^a / max|W_j|^(1-a)."""
-    stats = {}
-    hooks = []
-    layers = model.encoder.layer
-    for l, layer in enumerate(layers):
-        for name, mod in (("qkv", layer.attention.self.query), ("up", layer.intermediate.dense)):
-            def hk(m, inp, out, key=(l, name)):
+def calib_max(model, docs, which):
+    """max |x| per input channel of every product in `which`, over the calibration texts"""
+    stats, hooks = {}, []
+    for l, layer in enumerate(model.encoder.layer):
+        for p in which:
+            mod = getmod(layer, PRODUCTS[p][0])
+            def hk(m, inp, out, key=(l, p)):
                 a = inp[0].detach().abs().reshape(-1, inp[0].shape[-1]).amax(0)
                 stats[key] = torch.maximum(stats.get(key, a), a)
             hooks.append(mod.register_forward_hook(hk))
     embed(model, docs)
     for h in hooks:
         h.remove()
-    for l, layer in enumerate(layers):
-        # qkv's input is the previous LayerNorm's output (embeddings' LN for layer 0)
-        ln_prev = model.embeddings.LayerNorm if l == 0 else layers[l - 1].output.LayerNorm
-        lins = [layer.attention.self.query, layer.attention.self.key, layer.attention.self.value]
-        for ln, lins, key in ((ln_prev, lins, (l, "qkv")),
-                              (layer.attention.output.LayerNorm, [layer.intermediate.dense], (l, "up"))):
-            wmax = torch.stack([x.weight.abs().amax(0) for x in lins]).amax(0)
-            s = (stats[key].clamp_min(1e-5) ** alpha / wmax.clamp_min(1e-5) ** (1 - alpha)).clamp_min(1e-5)
-            ln.weight.data /= s
-            ln.bias.data /= s
-            for x in lins:
-                x.weight.data *= s
+    return stats
 
 def main():
     ap = argparse.ArgumentParser()
@@ -135,12 +130,15 @@ def main():
         which, group = parts[0], int(parts[1])
         alpha = float(parts[2]) if len(parts) > 2 else None
         m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
-        if alpha is not None:
-            smooth(m, docs[::max(1, len(docs) // a.calib)], alpha)
-        for layer in m.encoder.layer:
+        stats = calib_max(m, docs[::max(1, len(docs) // a.calib)], SETS[which]) if alpha is not None else {}
+        for l, layer in enumerate(m.encoder.layer):
             for p in SETS[which]:
+                s = None
+                if alpha is not None:
+                    wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
+                    s = (stats[(l, p)].clamp_min(1e-5) ** alpha / wmax.clamp_min(1e-5) ** (1 - alpha))
                 for path in PRODUCTS[p]:
-                    setmod(layer, path, QLinear(getmod(layer, path), group))
+                    setmod(layer, path, QLinear(getmod(layer, path), group, s))
         v = embed(m, docs)
         cos = (v * ref).sum(-1)
         srt = cos.sort().values
