@@ -19,6 +19,9 @@
  *          outputs; all activations for `budget` tokens, rows
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
  *          the buffer);
+ *   qa, qs (--precision int8 only)   the int8 products' quantised input (int8 rows) and
+ *          its scales (one fp32 a token), written by quant_i8.comp before each product;
+ *          the int8 weights sit in wmat, their scales (and SmoothQuant factors) in wvec;
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
  *   outd   pooled vectors, copied back to the staging slot at the end.
@@ -103,13 +106,15 @@ typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 typedef struct { uint32_t T, I; } pc_geglu;
-typedef struct { uint32_t T, K; } pc_quant;
+typedef struct { uint32_t T, K, sinv_off; } pc_quant; /* sinv_off: NO_SMOOTH, or 1/s in wvec */
+#define NO_SMOOTH 0xffffffffu
 
 typedef struct layer_off {
 	VkDeviceSize w[4];          /* byte offsets in wmat: qkv, out, up, down */
 	VkDeviceSize wbytes[4];
 	uint32_t bias[4];           /* float offsets in wvec */
 	uint32_t wscale[4];         /* int8 products: the weights' scales (one a row) in wvec */
+	uint32_t sinv[4];           /* their SmoothQuant factors' inverses (K floats), or NO_SMOOTH */
 	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
 } layer_off;
 
@@ -144,6 +149,7 @@ struct vk_backend {
 	/* --precision int8: which products run int8 (bit g, G_QKV...), 0 none; their
 	 * activations quantised (qa: int8 rows of K bytes, qs: one fp32 scale a row) */
 	unsigned i8;
+	int smooth;        /* set.int8_calib names activation maxima: SmoothQuant factors */
 	vk_buf qa, qs;
 	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
@@ -262,11 +268,18 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		o->ln1_b = v; v += H;
 		o->ln2_g = v; v += H;
 		o->ln2_b = v; v += H;
-		for (int g = 0; g < 4; g++)
+		for (int g = 0; g < 4; g++) {
+			o->sinv[g] = NO_SMOOTH;
 			if (b->i8 >> g & 1) {
 				o->wscale[g] = v;
 				v += rows[g];
 			}
+			if (b->i8 >> g & 1 && b->smooth) {
+				v = (v + 3) & ~3u; /* quant_i8.comp reads them as vec4 */
+				o->sinv[g] = v;
+				v += cols[g];
+			}
+		}
 	}
 	b->nvec = v;
 	b->wmat_bytes = off;
@@ -291,17 +304,38 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	return rc ? emb_err_prefix(err, "allocating weights: ") : EMB_OK;
 }
 
-/* max |w[i] * k| over a row of n: an int8 row's scale times 127 */
-static float row_absmax(const float *w, uint32_t n, float k)
+/* Reads set.int8_calib (dev/int8/calibrate.py): "EMBI8CAL", uint32 layers, hidden,
+ * intermediate, then per layer the activation maxima of the four products' input channels,
+ * qkv[H], out[H], up[H], down[I]. */
+static int read_calib(vk_backend *b, float **out, emb_err *err)
 {
-	float mx = 0;
-	for (uint32_t i = 0; i < n; i++)
-		mx = fmaxf(mx, fabsf(w[i] * k));
-	return mx;
+	const size_t n = (size_t)b->L * (3 * b->H + b->I);
+	FILE *f = fopen(b->c.set.int8_calib, "rb");
+	if (!f)
+		return emb_errf(err, EMB_EIO, "EMBED_VK_INT8_CALIB %s: cannot open", b->c.set.int8_calib);
+	char magic[8];
+	uint32_t hd[3];
+	float *v = malloc(n * 4);
+	int ok = v && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "EMBI8CAL", 8) &&
+		 fread(hd, 4, 3, f) == 3 && hd[0] == b->L && hd[1] == b->H && hd[2] == b->I &&
+		 fread(v, 4, n, f) == n && fgetc(f) == EOF;
+	fclose(f);
+	if (!ok) {
+		free(v);
+		return emb_errf(err, EMB_EINVAL, "EMBED_VK_INT8_CALIB %s: not activation maxima of "
+				"this model's shapes (%u layers, %u, %u)", b->c.set.int8_calib, b->L,
+				b->H, b->I);
+	}
+	*out = v;
+	return EMB_OK;
 }
 
 /* Converts and copies the weights into the buffers of alloc_weights, through one staging
- * buffer for all three. */
+ * buffer for all three. int8 products: each row (output channel) quantised with its own
+ * scale, max|w| / 127; with SmoothQuant factors s (per input channel, alpha 0.5:
+ * s = sqrt(max|x| / max|w|) from the calibration maxima and the column's largest weight)
+ * the columns are multiplied by s first, and quant_i8.comp divides the activations by it,
+ * which leaves the product unchanged before rounding and evens the channels' ranges. */
 static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
@@ -322,7 +356,14 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
 	}
 	memset(host, 0, off);
-	for (uint32_t l = 0; l < L; l++) {
+	/* the int8 products' scales and factors, at their wvec offsets until wvec is staged */
+	float *fv = b->i8 ? calloc(nvec, 4) : NULL, *calib = NULL;
+	float *sfac = b->i8 ? malloc((size_t)(I > H ? I : H) * 4) : NULL;
+	if (b->i8 && (!fv || !sfac))
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
+	if (!rc && b->smooth)
+		rc = read_calib(b, &calib, err);
+	for (uint32_t l = 0; l < L && !rc; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
 		const float *src[4] = { lw->qkv_w, lw->attn_out_w, lw->ffn_up_w, lw->ffn_down_w };
 		for (int g = 0; g < 4; g++) {
@@ -334,13 +375,29 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 				/* int8, symmetric, one scale a row (output channel): max|w| / 127,
 				 * written into wvec below */
 				int8_t *q = (int8_t *)dst;
+				const uint32_t K = cols[g];
+				for (uint32_t c = 0; c < K; c++)
+					sfac[c] = 1.0f;
+				if (calib) {
+					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
+					for (uint32_t c = 0; c < K; c++) {
+						float wm = 0;
+						for (uint32_t r = 0; r < rows[g]; r++)
+							wm = fmaxf(wm, fabsf(src[g][(size_t)r * K + c]));
+						sfac[c] = sqrtf(fmaxf(xm[c], 1e-5f) / fmaxf(wm, 1e-5f));
+						fv[b->lo[l].sinv[g] + c] = 1.0f / sfac[c];
+					}
+				}
 				for (uint32_t r = 0; r < rows[g]; r++) {
-					const float *wr = src[g] + (size_t)r * cols[g];
-					const float k = (size_t)r * cols[g] < nq ? b->q_scale : 1.0f;
-					const float mx = row_absmax(wr, cols[g], k);
+					const float *wr = src[g] + (size_t)r * K;
+					const float k = (size_t)r * K < nq ? b->q_scale : 1.0f;
+					float mx = 0;
+					for (uint32_t c = 0; c < K; c++)
+						mx = fmaxf(mx, fabsf(wr[c] * k * sfac[c]));
 					const float inv = mx > 0 ? 127.0f / mx : 0.0f;
-					for (uint32_t c = 0; c < cols[g]; c++)
-						q[(size_t)r * cols[g] + c] = (int8_t)lrintf(wr[c] * k * inv);
+					for (uint32_t c = 0; c < K; c++)
+						q[(size_t)r * K + c] = (int8_t)lrintf(wr[c] * k * sfac[c] * inv);
+					fv[b->lo[l].wscale[g] + r] = mx / 127.0f;
 				}
 			} else if (es == 4) {
 				memcpy(dst, src[g], n * 4);
@@ -353,7 +410,10 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			}
 		}
 	}
-	rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
+	free(calib);
+	free(sfac);
+	if (!rc)
+		rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
 	if (!rc) {
 		float *f = (float *)host;
 		if (b->emb_pos != NO_POS)
@@ -393,14 +453,17 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			memcpy(f + o->ln1_b, lw->ln1_b, H * 4);
 			memcpy(f + o->ln2_g, lw->ln2_g, H * 4);
 			memcpy(f + o->ln2_b, lw->ln2_b, H * 4);
-			const float *src[4] = { lw->qkv_w, lw->attn_out_w, lw->ffn_up_w, lw->ffn_down_w };
-			for (int g = 0; g < 4; g++)
-				for (uint32_t r = 0; b->i8 >> g & 1 && r < rows[g]; r++)
-					f[o->wscale[g] + r] = row_absmax(src[g] + (size_t)r * cols[g], cols[g],
-									 g == G_QKV && r < H ? b->q_scale : 1.0f) / 127.0f;
+			for (int g = 0; g < 4; g++) {
+				if (!(b->i8 >> g & 1))
+					continue;
+				memcpy(f + o->wscale[g], fv + o->wscale[g], rows[g] * 4);
+				if (o->sinv[g] != NO_SMOOTH)
+					memcpy(f + o->sinv[g], fv + o->sinv[g], cols[g] * 4);
+			}
 		}
 		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
 	}
+	free(fv);
 	free(host);
 	if (!rc)
 		rc = vk_upload_via(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, &st, err);
@@ -588,6 +651,7 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 			continue;
 		memset(in, 0, sizeof in);
 		in[0] = bi(gin[g], 0, W);
+		in[2] = bi(&b->wvec, 0, W);
 		in[3] = bi(&b->qa, 0, W);
 		in[4] = bi(&b->qs, 0, W);
 		ds_write(b, b->ds_quant[g], in);
@@ -974,6 +1038,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		for (int g = 0; g < 4; g++)
 			if (b->c.set.int8_products >> g & 1 && N[g] % 64 == 0 && K[g] % I8_K_STEP == 0)
 				b->i8 |= 1u << g;
+		b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
@@ -1185,7 +1250,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	if (b->i8 >> g & 1) {
 		/* quantise the input (one subgroup a row, 4 a workgroup), then the int8 product,
 		 * which reads W's scales where the others read the activation code */
-		pc_quant pq = { M, K[g] };
+		pc_quant pq = { M, K[g], b->lo[l].sinv[g] };
 		uint32_t gx, gy;
 		grid1((M + 3) / 4, &gx, &gy);
 		dispatch(b, s, steps[g], P_QUANT, b->ds_quant[g], &pq, sizeof pq, gx, gy);

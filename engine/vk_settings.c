@@ -79,6 +79,8 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_products;
 	env_long(s, "EMBED_VK_INT8_PRODUCTS", 0, 15, &x);
 	s->int8_products = (int)x;
+	if ((v = env_value("EMBED_VK_INT8_CALIB")))
+		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;
 	env_long(s, "EMBED_VK_PIPELINE_CACHE", 0, 1, &x);
 	s->pipeline_cache = (int)x;

@@ -27,6 +27,9 @@ typedef struct vk_settings {
 	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
 				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
 				* down; the others stay fp16); default 15, all four */
+	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
+				* dev/int8/calibrate.py: SmoothQuant factors for the int8
+				* products (forward_vk.c); "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */
 	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
 	char cache_dir[512];   /* the directory for its file (cache_dir.h: XDG_CACHE_HOME or
