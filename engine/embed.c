@@ -155,7 +155,8 @@ static void gpu_begin(embed_model *m, const embed_options *opt, gpu_job *j)
 	j->vo.gpu_index = opt->gpu_index;
 	j->vo.allow_cpu = opt->device == EMBED_DEVICE_GPU;
 	j->vo.precision = opt->precision == EMBED_PRECISION_FP32 ? VK_PREC_FP32
-			  : opt->precision == EMBED_PRECISION_FP16 ? VK_PREC_FP16 : VK_PREC_DEFAULT;
+			  : opt->precision == EMBED_PRECISION_FP16 ? VK_PREC_FP16
+			  : opt->precision == EMBED_PRECISION_INT8 ? VK_PREC_INT8 : VK_PREC_DEFAULT;
 	j->vo.max_seq = m->cfg.max_tokens;
 	j->started = 1;
 	if (pthread_create(&j->th, NULL, gpu_prepare_run, j) != 0) {
@@ -263,15 +264,16 @@ static int open_model(const char *dir, const embed_options *opt, int pooling, em
 		embed_options_default(&defaults);
 		opt = &defaults;
 	}
-	/* bf16 and int8 are the CPU's precisions: the GPU path has its own (fp16, fp32), and a
-	 * store should not mix vectors from two formats, so auto means the CPU with them. */
+	/* bf16 is the CPU's precision; int8 runs on either, but the GPU's (int8 cooperative
+	 * matrices, one activation scale a token: forward_vk.h) gives other vectors than the
+	 * CPU's (a scale per 32 values), and a store should not mix vectors from two formats,
+	 * so auto means the CPU with them; --device gpu --precision int8 asks for the GPU's. */
 	embed_options cpu_only;
 	const int lowp = opt->precision == EMBED_PRECISION_BF16 ||
 			 opt->precision == EMBED_PRECISION_INT8;
-	if (lowp && opt->device == EMBED_DEVICE_GPU)
-		return emb_errf(err, EMB_EUNSUPPORTED, "--precision %s runs on the CPU only "
-				"(--device cpu or auto); the GPU has fp32 and fp16",
-				opt->precision == EMBED_PRECISION_BF16 ? "bf16" : "int8");
+	if (opt->precision == EMBED_PRECISION_BF16 && opt->device == EMBED_DEVICE_GPU)
+		return emb_errf(err, EMB_EUNSUPPORTED, "--precision bf16 runs on the CPU only "
+				"(--device cpu or auto); the GPU has fp32, fp16 and int8");
 	if (lowp && opt->device == EMBED_DEVICE_AUTO) {
 		cpu_only = *opt;
 		cpu_only.device = EMBED_DEVICE_CPU;

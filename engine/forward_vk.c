@@ -19,6 +19,9 @@
  *          outputs; all activations for `budget` tokens, rows
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
  *          the buffer);
+ *   qa, qs (--precision int8 only)   the int8 products' quantised input (int8 rows) and
+ *          its scales (one fp32 a token), written by quant_i8.comp before each product;
+ *          the int8 weights sit in wmat, their scales (and SmoothQuant factors) in wvec;
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
  *   outd   pooled vectors, copied back to the staging slot at the end.
@@ -69,7 +72,11 @@ static const char *const step_name[ST_N] = {
  * tile sizes (W 128x96 where N is a multiple of 96, L 128x64, S 64x64, T 32x64), each
  * without and with the activation (A: a specialization constant of the same shader). */
 enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GEMM_HH,
-       P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA, P_N };
+       P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA,
+       /* --precision int8: the activations' quantising pass, the int8 products
+	* (gemm_i8.glsl) in 128x96, 128x64 and (small grids) 64x64 tiles, without and with
+	* the activation */
+       P_QUANT, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -77,7 +84,10 @@ static const uint32_t gemm_tile[P_N][2] = {
 	[P_CM_LH] = { 64, 256 }, [P_CM_LHA] = { 64, 256 },
 	[P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
 	[P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
+	[P_I8_W] = { 96, 256 }, [P_I8_WA] = { 96, 256 }, [P_I8_L] = { 64, 256 }, [P_I8_LA] = { 64, 256 },
+	[P_I8_S] = { 64, 64 }, [P_I8_SA] = { 64, 64 },
 };
+#define I8_K_STEP 128 /* gemm_i8.glsl's K_STEP: an int8 product's K is a multiple of it */
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than the device
  * has SMs (small_grid: VK_NV_shader_sm_builtins, else SMALL_GRID) runs with 64x64 tiles (4x
  * the workgroups), or 32x64 tiles (8x) where the 64x64 grid is still below it: an H200 has
@@ -96,11 +106,15 @@ typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn
 typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 typedef struct { uint32_t T, I; } pc_geglu;
+typedef struct { uint32_t T, K, sinv_off; } pc_quant; /* sinv_off: NO_SMOOTH, or 1/s in wvec */
+#define NO_SMOOTH 0xffffffffu
 
 typedef struct layer_off {
 	VkDeviceSize w[4];          /* byte offsets in wmat: qkv, out, up, down */
 	VkDeviceSize wbytes[4];
 	uint32_t bias[4];           /* float offsets in wvec */
+	uint32_t wscale[4];         /* int8 products: the weights' scales (one a row) in wvec */
+	uint32_t sinv[4];           /* their SmoothQuant factors' inverses (K floats), or NO_SMOOTH */
 	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
 } layer_off;
 
@@ -132,6 +146,12 @@ struct vk_backend {
 	VkDeviceSize off_tok, off_seq, off_blk, in_bytes;
 	vk_buf wmat, wemb, wvec;
 	vk_buf x, x16, qkv, ctx, tmp, ffn, gact, in, outd, dummy;
+	/* --precision int8: which products run int8 (bit g, G_QKV...), 0 none; their
+	 * activations quantised (qa: int8 rows of K bytes, qs: one fp32 scale a row) */
+	unsigned i8;
+	int smooth;        /* set.int8_calib names activation maxima: SmoothQuant factors */
+	vk_buf qa, qs;
+	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
@@ -220,7 +240,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	for (uint32_t l = 0; l < L; l++)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
-			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * es;
+			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
 	/* wvec layout */
@@ -248,6 +268,18 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		o->ln1_b = v; v += H;
 		o->ln2_g = v; v += H;
 		o->ln2_b = v; v += H;
+		for (int g = 0; g < 4; g++) {
+			o->sinv[g] = NO_SMOOTH;
+			if (b->i8 >> g & 1) {
+				o->wscale[g] = v;
+				v += rows[g];
+			}
+			if (b->i8 >> g & 1 && b->smooth) {
+				v = (v + 3) & ~3u; /* quant_i8.comp reads them as vec4 */
+				o->sinv[g] = v;
+				v += cols[g];
+			}
+		}
 	}
 	b->nvec = v;
 	b->wmat_bytes = off;
@@ -272,8 +304,38 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 	return rc ? emb_err_prefix(err, "allocating weights: ") : EMB_OK;
 }
 
+/* Reads set.int8_calib (dev/int8/calibrate.py): "EMBI8CAL", uint32 layers, hidden,
+ * intermediate, then per layer the activation maxima of the four products' input channels,
+ * qkv[H], out[H], up[H], down[I]. */
+static int read_calib(vk_backend *b, float **out, emb_err *err)
+{
+	const size_t n = (size_t)b->L * (3 * b->H + b->I);
+	FILE *f = fopen(b->c.set.int8_calib, "rb");
+	if (!f)
+		return emb_errf(err, EMB_EIO, "EMBED_VK_INT8_CALIB %s: cannot open", b->c.set.int8_calib);
+	char magic[8];
+	uint32_t hd[3];
+	float *v = malloc(n * 4);
+	int ok = v && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "EMBI8CAL", 8) &&
+		 fread(hd, 4, 3, f) == 3 && hd[0] == b->L && hd[1] == b->H && hd[2] == b->I &&
+		 fread(v, 4, n, f) == n && fgetc(f) == EOF;
+	fclose(f);
+	if (!ok) {
+		free(v);
+		return emb_errf(err, EMB_EINVAL, "EMBED_VK_INT8_CALIB %s: not activation maxima of "
+				"this model's shapes (%u layers, %u, %u)", b->c.set.int8_calib, b->L,
+				b->H, b->I);
+	}
+	*out = v;
+	return EMB_OK;
+}
+
 /* Converts and copies the weights into the buffers of alloc_weights, through one staging
- * buffer for all three. */
+ * buffer for all three. int8 products: each row (output channel) quantised with its own
+ * scale, max|w| / 127; with SmoothQuant factors s (per input channel, alpha 0.5:
+ * s = sqrt(max|x| / max|w|) from the calibration maxima and the column's largest weight)
+ * the columns are multiplied by s first, and quant_i8.comp divides the activations by it,
+ * which leaves the product unchanged before rounding and evens the channels' ranges. */
 static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 {
 	const uint32_t H = b->H, I = b->I, L = b->L;
@@ -294,7 +356,14 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 		return emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
 	}
 	memset(host, 0, off);
-	for (uint32_t l = 0; l < L; l++) {
+	/* the int8 products' scales and factors, at their wvec offsets until wvec is staged */
+	float *fv = b->i8 ? calloc(nvec, 4) : NULL, *calib = NULL;
+	float *sfac = b->i8 ? malloc((size_t)(I > H ? I : H) * 4) : NULL;
+	if (b->i8 && (!fv || !sfac))
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
+	if (!rc && b->smooth)
+		rc = read_calib(b, &calib, err);
+	for (uint32_t l = 0; l < L && !rc; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
 		const float *src[4] = { lw->qkv_w, lw->attn_out_w, lw->ffn_up_w, lw->ffn_down_w };
 		for (int g = 0; g < 4; g++) {
@@ -302,7 +371,35 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			unsigned char *dst = host + b->lo[l].w[g];
 			/* the query rows (the first H of qkv) times q_scale */
 			const size_t nq = g == G_QKV && b->q_scale != 1.0f ? (size_t)H * H : 0;
-			if (es == 4) {
+			if (b->i8 >> g & 1) {
+				/* int8, symmetric, one scale a row (output channel): max|w| / 127,
+				 * written into wvec below */
+				int8_t *q = (int8_t *)dst;
+				const uint32_t K = cols[g];
+				for (uint32_t c = 0; c < K; c++)
+					sfac[c] = 1.0f;
+				if (calib) {
+					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
+					for (uint32_t c = 0; c < K; c++) {
+						float wm = 0;
+						for (uint32_t r = 0; r < rows[g]; r++)
+							wm = fmaxf(wm, fabsf(src[g][(size_t)r * K + c]));
+						sfac[c] = sqrtf(fmaxf(xm[c], 1e-5f) / fmaxf(wm, 1e-5f));
+						fv[b->lo[l].sinv[g] + c] = 1.0f / sfac[c];
+					}
+				}
+				for (uint32_t r = 0; r < rows[g]; r++) {
+					const float *wr = src[g] + (size_t)r * K;
+					const float k = (size_t)r * K < nq ? b->q_scale : 1.0f;
+					float mx = 0;
+					for (uint32_t c = 0; c < K; c++)
+						mx = fmaxf(mx, fabsf(wr[c] * k * sfac[c]));
+					const float inv = mx > 0 ? 127.0f / mx : 0.0f;
+					for (uint32_t c = 0; c < K; c++)
+						q[(size_t)r * K + c] = (int8_t)lrintf(wr[c] * k * sfac[c] * inv);
+					fv[b->lo[l].wscale[g] + r] = mx / 127.0f;
+				}
+			} else if (es == 4) {
 				memcpy(dst, src[g], n * 4);
 				for (size_t i = 0; i < nq; i++)
 					((float *)dst)[i] *= b->q_scale;
@@ -313,7 +410,10 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			}
 		}
 	}
-	rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
+	free(calib);
+	free(sfac);
+	if (!rc)
+		rc = vk_upload_via(&b->c, &b->wmat, 0, host, off, &st, err);
 	if (!rc) {
 		float *f = (float *)host;
 		if (b->emb_pos != NO_POS)
@@ -353,9 +453,17 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 			memcpy(f + o->ln1_b, lw->ln1_b, H * 4);
 			memcpy(f + o->ln2_g, lw->ln2_g, H * 4);
 			memcpy(f + o->ln2_b, lw->ln2_b, H * 4);
+			for (int g = 0; g < 4; g++) {
+				if (!(b->i8 >> g & 1))
+					continue;
+				memcpy(f + o->wscale[g], fv + o->wscale[g], rows[g] * 4);
+				if (o->sinv[g] != NO_SMOOTH)
+					memcpy(f + o->sinv[g], fv + o->sinv[g], cols[g] * 4);
+			}
 		}
 		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
 	}
+	free(fv);
 	free(host);
 	if (!rc)
 		rc = vk_upload_via(&b->c, &b->wemb, 0, w->word_emb, emb_bytes, &st, err);
@@ -368,7 +476,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 static void free_activations(vk_backend *b)
 {
 	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
-			   &b->outd };
+			   &b->outd, &b->qa, &b->qs };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&b->c, bufs[i]);
 	for (int i = 0; i < SLOTS; i++)
@@ -411,9 +519,13 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
 	if (!rc)
 		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
+	if (!rc && b->i8)
+		rc = vk_buf_create(&b->c, &b->qa, rows * (I > H ? I : H), VK_MEM_DEVICE, err);
+	if (!rc && b->i8)
+		rc = vk_buf_create(&b->c, &b->qs, rows * 4, VK_MEM_DEVICE, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
-	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact };
+	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs };
 	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 		if (z[i]->buf)
 			rc = vk_zero(&b->c, z[i], err);
@@ -447,7 +559,7 @@ static void ds_write(vk_backend *b, VkDescriptorSet ds, VkDescriptorBufferInfo i
 
 static int make_descriptors(vk_backend *b, emb_err *err)
 {
-	const uint32_t nsets = 5 + 4 * b->L;
+	const uint32_t nsets = 9 + 4 * b->L;
 	VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 				    .descriptorCount = nsets * VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = {
@@ -485,7 +597,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	b->ds_ln = sets[2];
 	b->ds_pool = sets[3];
 	b->ds_geglu = sets[4];
-	memcpy(b->ds_gemm, sets + 5, 4 * b->L * sizeof *sets);
+	memcpy(b->ds_quant, sets + 5, 4 * sizeof *sets);
+	memcpy(b->ds_gemm, sets + 9, 4 * b->L * sizeof *sets);
 	free(sets);
 
 	const VkDeviceSize W = VK_WHOLE_SIZE;
@@ -533,13 +646,26 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 
 	const vk_buf *gin[4] = { xin, &b->ctx, xin, b->geglu ? &b->gact : &b->ffn };
 	const vk_buf *gout[4] = { &b->qkv, &b->tmp, &b->ffn, &b->tmp };
+	for (int g = 0; g < 4; g++) {
+		if (!(b->i8 >> g & 1))
+			continue;
+		memset(in, 0, sizeof in);
+		in[0] = bi(gin[g], 0, W);
+		in[2] = bi(&b->wvec, 0, W);
+		in[3] = bi(&b->qa, 0, W);
+		in[4] = bi(&b->qs, 0, W);
+		ds_write(b, b->ds_quant[g], in);
+	}
 	for (uint32_t l = 0; l < b->L; l++)
 		for (int g = 0; g < 4; g++) {
+			const int q = b->i8 >> g & 1;
 			memset(in, 0, sizeof in);
-			in[0] = bi(gin[g], 0, W);
+			in[0] = bi(q ? &b->qa : gin[g], 0, W);
 			in[1] = bi(&b->wmat, b->lo[l].w[g], b->lo[l].wbytes[g]);
 			in[2] = bi(&b->wvec, 0, W);
 			in[3] = bi(gout[g], 0, W);
+			if (q)
+				in[4] = bi(&b->qs, 0, W);
 			ds_write(b, b->ds_gemm[4 * l + g], in);
 		}
 	return EMB_OK;
@@ -708,6 +834,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_LH] = "gemm_cm_lh", [P_CM_LHA] = "gemm_cm_lh",
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
+		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
+		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
+		[P_I8_L] = b->i8 ? "gemm_i8_l" : NULL, [P_I8_LA] = b->i8 ? "gemm_i8_l" : NULL,
+		[P_I8_S] = b->i8 ? "gemm_i8_s" : NULL, [P_I8_SA] = b->i8 ? "gemm_i8_s" : NULL,
 	};
 	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? BQ_FA : BQ;
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
@@ -719,7 +849,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		/* specialization constant 0: head size (attention), activation (products);
 		 * 1: the attention's relative-bias span (attention.glsl); add_ln_sg: lanes a
 		 * token and pieces a lane */
-		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA;
+		const int with_act = i == P_CM_LHA || i == P_CM_HSA || i == P_CM_HTA || i == P_CM_WHA ||
+				     i == P_I8_WA || i == P_I8_LA || i == P_I8_SA;
 		pipe_job *j = &jobs[nj++];
 		*j = (pipe_job){ .c = &b->c, .p = &b->pipe[i], .name = names[i],
 				 .spec = { i == P_ATTN || i == P_ATTN_SMALL ? (attn_fa ? b->cm_second : b->D)
@@ -758,6 +889,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		const int up = g == G_UP && !b->geglu; /* GEGLU's product has no activation */
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
+		else if (b->i8 >> g & 1)
+			b->gemm_pipe[g] = N[g] % 96 == 0 ? (up ? P_I8_WA : P_I8_W) : (up ? P_I8_LA : P_I8_L);
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
 		 * 156 -> 204 TFLOP/s, up 134 -> 152, down 154 -> 173 (docs/bench-gemm.md).
 		 * set.tiles96 = 0 (EMBED_VK_TILES96=0) keeps the 128x64 ones (comparisons, tests). */
@@ -897,8 +1030,25 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		b->prec = PREC_COOPMAT;
 	else
 		b->prec = opt->precision == VK_PREC_FP16 ? PREC_FP16 : PREC_FP32;
+	if (opt->precision == VK_PREC_INT8) {
+		if (!b->c.has_coopmat_i8) {
+			rc = emb_errf(err, EMB_EUNSUPPORTED, "--precision int8 on the GPU needs 8-bit "
+				      "cooperative matrices (16x16x32 s8, VK_NV_cooperative_matrix), "
+				      "which %s lacks", b->c.props.deviceName);
+			vk_backend_close(b);
+			return rc;
+		}
+		/* the products whose shapes gemm_i8.glsl's tiles divide; the rest stay fp16 */
+		const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H };
+		const uint32_t K[4] = { b->H, b->H, b->H, b->I };
+		for (int g = 0; g < 4; g++)
+			if (b->c.set.int8_products >> g & 1 && N[g] % 64 == 0 && K[g] % I8_K_STEP == 0)
+				b->i8 |= 1u << g;
+		b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
+	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
-		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16" : "fp16-coopmat");
+		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
+		 : b->i8 == 15 ? "int8-coopmat" : b->i8 ? "int8-coopmat (some products)" : "fp16-coopmat");
 
 	double t = vk_now();
 	rc = vk_buf_create(&b->c, &b->dummy, 256, VK_MEM_DEVICE, err);
@@ -937,7 +1087,8 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 				heap = b->c.mem.memoryHeaps[i].size;
 		const uint64_t ea = b->prec == PREC_FP32 ? 4 : 2; /* as in alloc_activations */
 		/* x or x16, tmp, qkv, ctx, ffn (and GEGLU's gact) */
-		const uint64_t row = (uint64_t)(6 * b->H + b->up_n + (b->geglu ? b->I : 0)) * ea;
+		const uint64_t row = (uint64_t)(6 * b->H + b->up_n + (b->geglu ? b->I : 0)) * ea +
+				     (b->i8 ? (b->I > b->H ? b->I : b->H) + 4 : 0);
 		budget = heap / 8 / row;
 		budget = budget < 32768 ? 32768 : budget > 262144 ? 262144 : budget;
 	}
@@ -1102,6 +1253,21 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
+	if (b->i8 >> g & 1) {
+		/* quantise the input (one subgroup a row, 4 a workgroup), then the int8 product,
+		 * which reads W's scales where the others read the activation code */
+		pc_quant pq = { M, K[g], b->lo[l].sinv[g] };
+		uint32_t gx, gy;
+		grid1((M + 3) / 4, &gx, &gy);
+		dispatch(b, s, steps[g], P_QUANT, b->ds_quant[g], &pq, sizeof pq, gx, gy);
+		pc.act = b->lo[l].wscale[g];
+		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
+		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
+			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : P_I8_S;
+		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
+			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
+		return;
+	}
 	const int with_act = p == P_CM_WHA || p == P_CM_LHA;
 	const int large = with_act || p == P_CM_WH || p == P_CM_LH;
 	if (b->small_tiles && large && !b->c.set.gemm[0] && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid) {

@@ -54,6 +54,11 @@ typedef enum {
 	VK_PREC_DEFAULT = 0, /* fp16 on cooperative matrices where available, else fp32 */
 	VK_PREC_FP32 = 1,
 	VK_PREC_FP16 = 2,    /* cooperative matrices where available, else the tiled f16 path */
+	VK_PREC_INT8 = 3,    /* fp16 as above, with the products (set.int8_products) int8 x
+			      * int8 -> int32 on 8-bit cooperative matrices: weights quantised
+			      * at upload (one scale an output channel), activations by a pass
+			      * before each product (one scale a token); devices without
+			      * 16x16x32 s8 matrices refuse it (EMB_EUNSUPPORTED) */
 } vk_precision;
 
 typedef struct vk_options {

@@ -145,10 +145,11 @@ static int device_has_ext(vk_ctx *c, VkPhysicalDevice pd, const char *name)
 	return ok;
 }
 
-/* Whether the device lists 16x16x16 f16*f16+f32 subgroup cooperative matrices. The loader
+/* Whether the device lists 16x16x16 f16*f16+f32 subgroup cooperative matrices (int8 = 0), or
+ * 16x16x32 s8*s8+s32 ones (int8 = 1: gemm_i8.glsl, --precision int8). The loader
  * hands out this entry point whenever any driver knows it, so the device's own extension
  * list is checked first: calling it on a device without the extension jumps to NULL. */
-static int coopmat_shape_ok(vk_ctx *c, VkPhysicalDevice pd)
+static int coopmat_shape(vk_ctx *c, VkPhysicalDevice pd, int int8)
 {
 	if (!c->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
 	    !device_has_ext(c, pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME))
@@ -164,7 +165,13 @@ static int coopmat_shape_ok(vk_ctx *c, VkPhysicalDevice pd)
 	int ok = 0;
 	if (c->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, p) == VK_SUCCESS) {
 		for (uint32_t i = 0; i < n; i++)
-			if (p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 &&
+			if (int8 ? p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 32 &&
+				   p[i].AType == VK_COMPONENT_TYPE_SINT8_NV &&
+				   p[i].BType == VK_COMPONENT_TYPE_SINT8_NV &&
+				   p[i].CType == VK_COMPONENT_TYPE_SINT32_NV &&
+				   p[i].DType == VK_COMPONENT_TYPE_SINT32_NV &&
+				   p[i].scope == VK_SCOPE_SUBGROUP_NV
+				 : p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 &&
 			    p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
 			    p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
 			    p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
@@ -325,9 +332,10 @@ static int create_device(vk_ctx *c, emb_err *err)
 
 	c->has_f16 = f11.storageBuffer16BitAccess && f12.shaderFloat16;
 	c->has_coopmat = ext_cm && cmf.cooperativeMatrix && c->has_f16 && f12.vulkanMemoryModel &&
-			 c->subgroup_size == 32 && coopmat_shape_ok(c, c->phys);
+			 c->subgroup_size == 32 && coopmat_shape(c, c->phys, 0);
 	if (c->set.no_coopmat)
 		c->has_coopmat = 0;
+	c->has_coopmat_i8 = c->has_coopmat && f12.shaderInt8 && coopmat_shape(c, c->phys, 1);
 
 	c->capture_stats = ext_stats && pef.pipelineExecutableInfo;
 
@@ -347,6 +355,7 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
 		.pNext = c->has_coopmat ? (void *)&en_cm : after_cm,
 		.shaderFloat16 = (VkBool32)c->has_f16,
+		.shaderInt8 = (VkBool32)c->has_coopmat_i8,
 		.vulkanMemoryModel = (VkBool32)c->has_coopmat,
 	};
 	VkPhysicalDeviceVulkan11Features en11 = {
@@ -679,7 +688,7 @@ int vk_list_devices(char *buf, size_t cap, emb_err *err)
 		int w = snprintf(buf + used, cap > used ? cap - used : 0, "%u: %s (%s, Vulkan %u.%u%s)\n",
 				 i, p.deviceName, type_name(p.deviceType),
 				 VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion),
-				 coopmat_shape_ok(&c, pd[i]) ? ", cooperative matrix" : "");
+				 coopmat_shape(&c, pd[i], 0) ? ", cooperative matrix" : "");
 		if (w > 0 && used + (size_t)w < cap)
 			used += (size_t)w;
 	}

@@ -79,6 +79,7 @@ typedef struct vk_ctx {
 	/* What the device offers (and what was enabled on it). */
 	int has_f16;        /* shaderFloat16 + storageBuffer16BitAccess */
 	int has_coopmat;    /* NV cooperative matrix 16x16x16 f16*f16+f32, subgroup size 32 */
+	int has_coopmat_i8; /* has_coopmat, shaderInt8 and 16x16x32 s8*s8+s32 matrices (enabled) */
 	int has_study;      /* set.study_exts offered by the device and enabled */
 	int has_timestamps;
 	int capture_stats;  /* set.stats and the driver reports pipeline statistics */

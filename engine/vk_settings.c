@@ -16,6 +16,7 @@ void vk_settings_default(vk_settings *s)
 	s->gpu = -1;
 	s->small_tiles = -1;
 	s->tiles96 = 1;
+	s->int8_products = 15;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 }
@@ -81,6 +82,11 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->tiles96;
 	env_long(s, "EMBED_VK_TILES96", 0, 1, &x);
 	s->tiles96 = (int)x;
+	x = s->int8_products;
+	env_long(s, "EMBED_VK_INT8_PRODUCTS", 0, 15, &x);
+	s->int8_products = (int)x;
+	if ((v = env_value("EMBED_VK_INT8_CALIB")))
+		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;
 	env_long(s, "EMBED_VK_PIPELINE_CACHE", 0, 1, &x);
 	s->pipeline_cache = (int)x;

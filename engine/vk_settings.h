@@ -27,6 +27,12 @@ typedef struct vk_settings {
 				* path every product forced to one kernel: lh (128x64 tiles),
 				* hs (64x64), hh (the tiled f16 kernel without tensor cores) */
 	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
+	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
+				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
+				* down; the others stay fp16); default 15, all four */
+	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
+				* dev/int8/calibrate.py: SmoothQuant factors for the int8
+				* products (forward_vk.c); "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */
 	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
 	char cache_dir[512];   /* the directory for its file (cache_dir.h: XDG_CACHE_HOME or

@@ -125,7 +125,8 @@ static int open_only(int argc, char **argv)
 		else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
 			i++;
 			vo.precision = !strcmp(argv[i], "fp32") ? VK_PREC_FP32
-				       : !strcmp(argv[i], "fp16") ? VK_PREC_FP16 : VK_PREC_DEFAULT;
+				       : !strcmp(argv[i], "fp16") ? VK_PREC_FP16
+				       : !strcmp(argv[i], "int8") ? VK_PREC_INT8 : VK_PREC_DEFAULT;
 		} else {
 			fprintf(stderr, "unknown option %s\n", argv[i]);
 			return 2;
@@ -180,7 +181,8 @@ static int open_only(int argc, char **argv)
 	eo.device = EMBED_DEVICE_GPU;
 	eo.gpu_index = vo.gpu_index;
 	eo.precision = vo.precision == VK_PREC_FP32 ? EMBED_PRECISION_FP32
-		       : vo.precision == VK_PREC_FP16 ? EMBED_PRECISION_FP16 : eo.precision;
+		       : vo.precision == VK_PREC_FP16 ? EMBED_PRECISION_FP16
+		       : vo.precision == VK_PREC_INT8 ? EMBED_PRECISION_INT8 : eo.precision;
 	embed_model *m;
 	t0 = now();
 	if (embed_open(argv[2], &eo, &m, &err)) {
@@ -203,7 +205,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: tool_vk_bench tokenize MODEL_DIR CORPUS.jsonl IDS.bin\n"
 				"       tool_vk_bench open MODEL_DIR [--gpu N] [--precision P]\n"
 				"       tool_vk_bench run MODEL_DIR IDS.bin [--batches LIST] [--precision "
-				"fp32|fp16|default] [--threads N] [--no-cpu] [--check] [--gpu N] [--max-batches N] [--budget TOKENS]\n");
+				"fp32|fp16|int8|default] [--threads N] [--no-cpu] [--check] [--gpu N] [--max-batches N] [--budget TOKENS]\n");
 		return 2;
 	}
 	const char *model = argv[2], *idsfile = argv[3];
@@ -218,7 +220,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
 			i++;
 			vo.precision = !strcmp(argv[i], "fp32") ? VK_PREC_FP32
-				       : !strcmp(argv[i], "fp16") ? VK_PREC_FP16 : VK_PREC_DEFAULT;
+				       : !strcmp(argv[i], "fp16") ? VK_PREC_FP16
+				       : !strcmp(argv[i], "int8") ? VK_PREC_INT8 : VK_PREC_DEFAULT;
 		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			threads = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--gpu") && i + 1 < argc)
@@ -299,21 +302,37 @@ int main(int argc, char **argv)
 
 	if (check) {
 		/* Every document: GPU (this precision) against CPU fp32, in batches of 256. */
-		double min_cos = 1, max_diff = 0;
-		int nonfinite = 0, checked = 0;
+		double min_cos = 1, max_diff = 0, sum_cos = 0;
+		int nonfinite = 0, checked = 0, below999 = 0, below9995 = 0;
 		/* every check_every-th document (all lengths), in batches of up to 256 */
 		uint32_t nsel = (n + (uint32_t)check_every - 1) / (uint32_t)check_every;
 		doc *sel = malloc(nsel * sizeof *sel);
 		for (uint32_t i = 0; i < nsel; i++)
 			sel[i] = d[i * (uint32_t)check_every];
+		/* EMBED_CHECK_REF=FILE keeps the CPU's vectors between runs (read when the file
+		 * holds as many, else computed and written): several GPU settings checked against
+		 * one CPU pass, which takes most of a check's time */
+		const char *refp = getenv("EMBED_CHECK_REF");
+		float *ref_all = malloc((size_t)nsel * H * 4);
+		int have_ref = 0;
+		FILE *rf = refp ? fopen(refp, "rb") : NULL;
+		if (rf) {
+			have_ref = fread(ref_all, 4, (size_t)nsel * H, rf) == (size_t)nsel * H &&
+				   fgetc(rf) == EOF;
+			fclose(rf);
+		}
 		for (uint32_t s = 0; s < nsel; s += 256) {
 			int B = (int)(nsel - s < 256 ? nsel - s : 256);
 			make_batch(sel, (int)s, B, ids, offs, &bt);
 			checked += B;
-			if (forward_cpu(&cfg, &w, pool, &bt, out_c, &err) || forward_vk(vb, &bt, out_g, &err)) {
+			if (have_ref)
+				memcpy(out_c, ref_all + (size_t)s * H, (size_t)B * H * 4);
+			if ((!have_ref && forward_cpu(&cfg, &w, pool, &bt, out_c, &err)) ||
+			    forward_vk(vb, &bt, out_g, &err)) {
 				fprintf(stderr, "check: %s\n", err.msg);
 				return 1;
 			}
+			memcpy(ref_all + (size_t)s * H, out_c, (size_t)B * H * 4);
 			for (int i = 0; i < B; i++) {
 				double dot = 0, na = 0, nb = 0;
 				for (int k = 0; k < H; k++) {
@@ -328,12 +347,22 @@ int main(int argc, char **argv)
 				double c = dot / sqrt(na * nb);
 				if (!(c >= min_cos))
 					min_cos = c;
+				sum_cos += c;
+				below999 += !(c >= 0.999);
+				below9995 += !(c >= 0.9995);
 			}
 		}
 		free(sel);
+		if (refp && !have_ref && (rf = fopen(refp, "wb"))) {
+			fwrite(ref_all, 4, (size_t)nsel * H, rf);
+			fclose(rf);
+		}
+		free(ref_all);
 		printf("Accuracy, GPU %s vs CPU fp32 (same weights), %d documents (every %d-th of the "
-		       "length-sorted corpus): min cosine %.6f, max |diff| %.3g, non-finite %d\n\n",
-		       vk_backend_precision_name(vb), checked, check_every, min_cos, max_diff, nonfinite);
+		       "length-sorted corpus): min cosine %.6f, max |diff| %.3g, non-finite %d; mean "
+		       "cosine %.6f, below 0.999: %d, below 0.9995: %d\n\n",
+		       vk_backend_precision_name(vb), checked, check_every, min_cos, max_diff, nonfinite,
+		       sum_cos / (checked ? checked : 1), below999, below9995);
 	}
 
 	printf("| batch | CPU ms/batch | CPU docs/s | GPU ms/batch | GPU docs/s | GPU tokens/s | "

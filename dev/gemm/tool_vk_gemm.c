@@ -11,7 +11,16 @@
  *     TN, TM  the kernel's tile (columns, rows); TILES row tiles per workgroup (default 1)
  *     OUT     h (f16 output: runs the qkv product, and the up product with GELU) or
  *             f (f32 output: the out and down products); H or F: the same, unchecked
- *             (for diagnostic kernels that skip part of the work)
+ *             (for diagnostic kernels that skip part of the work); a: f16 output on all
+ *             four products (as the forward pass runs them); i: an int8 kernel
+ *             (shaders/gemm_i8.glsl) on all four, f16 output
+ *
+ * int8 kernels get the same f16 inputs quantised as --precision int8 does: A with one
+ * scale a row (per token), W one a row (per output channel), each max|x| / 127, rounded to
+ * nearest. They are checked against the double-precision product of the quantised values
+ * (the kernel's own error: int32 sums are exact, so only the scaling and the f16 store
+ * differ), and the error against the unquantised f16 inputs' product is printed beside it
+ * (quantisation's error, on random data: not the model's).
  *
  * With EMBED_VK_STATS=1 the driver's statistics for each pipeline (registers, spills) are
  * printed where it offers them. Output: one line per (variant, product). */
@@ -133,6 +142,22 @@ static void coopmat_report(vk_ctx *c, FILE *f)
 					TY(p[i].CType), TY(p[i].ResultType), p[i].scope,
 					p[i].saturatingAccumulation ? " saturating" : "");
 	}
+	if (c->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV &&
+	    c->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(c->phys, &n, NULL) == VK_SUCCESS &&
+	    n && n <= 256) {
+		VkCooperativeMatrixPropertiesNV p[256];
+		for (uint32_t i = 0; i < n; i++)
+			p[i] = (VkCooperativeMatrixPropertiesNV){
+				.sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV };
+		if (c->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(c->phys, &n, p) == VK_SUCCESS)
+			for (uint32_t i = 0; i < n; i++)
+				fprintf(f, "NV coopmat %ux%ux%u %s*%s+%s->%s scope %u\n", p[i].MSize,
+					p[i].NSize, p[i].KSize, TY(p[i].AType), TY(p[i].BType),
+					TY(p[i].CType), TY(p[i].DType), p[i].scope);
+	}
+	fprintf(f, "int8 cooperative matrices (16x16x32, shaderInt8): %s\n",
+		c->has_coopmat_i8 ? "enabled" : "no");
+	n = 0;
 	pfn_cm2_flex_props gf = (pfn_cm2_flex_props)c->vkGetInstanceProcAddr(c->instance,
 		"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
 	n = 0;
@@ -212,17 +237,23 @@ int main(int argc, char **argv)
 	}
 
 	const uint32_t KMAX = 1536, NMAX = 1536, MPAD = M + 1024;
-	vk_buf A, W, V, C, HC;
+	vk_buf A, W, V, C, HC, AQ, WQ, SA;
 	if (vk_buf_create(&c, &A, (VkDeviceSize)MPAD * KMAX * 2, VK_MEM_DEVICE, &err) ||
 	    vk_buf_create(&c, &W, (VkDeviceSize)NMAX * KMAX * 2, VK_MEM_DEVICE, &err) ||
-	    vk_buf_create(&c, &V, NMAX * 4, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &AQ, (VkDeviceSize)MPAD * KMAX, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &WQ, (VkDeviceSize)NMAX * KMAX, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &SA, (VkDeviceSize)MPAD * 4, VK_MEM_DEVICE, &err) ||
+	    vk_buf_create(&c, &V, 2 * NMAX * 4, VK_MEM_DEVICE, &err) ||
 	    vk_buf_create(&c, &C, (VkDeviceSize)MPAD * NMAX * 4, VK_MEM_DEVICE, &err) ||
 	    vk_buf_create(&c, &HC, (VkDeviceSize)MPAD * NMAX * 4, VK_MEM_HOST, &err))
 		die(&err);
 	/* Inputs: A ~ U(-1,1), W ~ U(-1,1)/sqrt(K) per shape, bias ~ U(-0.5,0.5). A is filled for
 	 * the widest K; a product with smaller K reads its rows with its own stride. */
 	uint16_t *a = malloc((size_t)MPAD * KMAX * 2), *wt = malloc((size_t)NMAX * KMAX * 2);
-	float *bias = malloc(NMAX * 4);
+	float *bias = malloc(2 * NMAX * 4), *sw = bias + NMAX; /* V: bias, then W's scales */
+	int8_t *aq = malloc((size_t)MPAD * KMAX), *wq = malloc((size_t)NMAX * KMAX);
+	float *sa = malloc((size_t)MPAD * 4);
+	uint32_t q_K = 0; /* the K that aq holds A quantised for */
 	for (size_t i = 0; i < (size_t)MPAD * KMAX; i++)
 		a[i] = f2h(frand());
 	for (uint32_t i = 0; i < NMAX; i++)
@@ -236,28 +267,31 @@ int main(int argc, char **argv)
 		{ "up+gelu", 1536, 384, 1, 1 }, { "down", 384, 1536, 0, 0 },
 	};
 
-	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_BINDINGS };
+	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2 * VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-					   .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps };
+					   .maxSets = 2, .poolSizeCount = 1, .pPoolSizes = &ps };
 	VkDescriptorPool pool;
 	c.vkCreateDescriptorPool(c.device, &pci, NULL, &pool);
 	VkDescriptorSetAllocateInfo dai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
 					    .descriptorPool = pool, .descriptorSetCount = 1,
 					    .pSetLayouts = &c.dsl };
-	VkDescriptorSet ds;
-	c.vkAllocateDescriptorSets(c.device, &dai, &ds);
-	VkDescriptorBufferInfo bi[VK_BINDINGS] = {
-		{ A.buf, 0, VK_WHOLE_SIZE }, { W.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
-		{ C.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
-	};
-	VkWriteDescriptorSet wr[VK_BINDINGS];
-	for (int i = 0; i < VK_BINDINGS; i++)
-		wr[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-						.dstSet = ds, .dstBinding = (uint32_t)i,
-						.descriptorCount = 1,
-						.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-						.pBufferInfo = &bi[i] };
-	c.vkUpdateDescriptorSets(c.device, VK_BINDINGS, wr, 0, NULL);
+	VkDescriptorSet dsets[2]; /* f16 kernels, int8 kernels */
+	for (int d = 0; d < 2; d++) {
+		c.vkAllocateDescriptorSets(c.device, &dai, &dsets[d]);
+		VkDescriptorBufferInfo bi[VK_BINDINGS] = {
+			{ d ? AQ.buf : A.buf, 0, VK_WHOLE_SIZE }, { d ? WQ.buf : W.buf, 0, VK_WHOLE_SIZE },
+			{ V.buf, 0, VK_WHOLE_SIZE }, { C.buf, 0, VK_WHOLE_SIZE },
+			{ d ? SA.buf : V.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
+		};
+		VkWriteDescriptorSet wr[VK_BINDINGS];
+		for (int i = 0; i < VK_BINDINGS; i++)
+			wr[i] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+							.dstSet = dsets[d], .dstBinding = (uint32_t)i,
+							.descriptorCount = 1,
+							.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+							.pBufferInfo = &bi[i] };
+		c.vkUpdateDescriptorSets(c.device, VK_BINDINGS, wr, 0, NULL);
+	}
 
 	VkQueryPool qp;
 	VkQueryPoolCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -280,8 +314,10 @@ int main(int argc, char **argv)
 		}
 		const uint32_t tn = (uint32_t)atoi(tok[1]), tm = (uint32_t)atoi(tok[2]);
 		const uint32_t tiles = nt > 4 ? (uint32_t)atoi(tok[4]) : 1;
-		const int f16 = tok[3][0] == 'h' || tok[3][0] == 'H';
+		const int i8 = tok[3][0] == 'i', all4 = i8 || tok[3][0] == 'a';
+		const int f16 = all4 || tok[3][0] == 'h' || tok[3][0] == 'H';
 		const int nocheck = tok[3][0] == 'H' || tok[3][0] == 'F'; /* diagnostic kernels */
+		const VkDescriptorSet ds = dsets[i8];
 		/* two pipelines: without and with the activation (specialization constant 0) */
 		vk_pipe pp[2];
 		int rc = 0;
@@ -307,7 +343,7 @@ int main(int argc, char **argv)
 		}
 		vk_pipe_report(&c, &pp[0], stdout);
 		for (int s = 0; s < 4; s++) {
-			if ((int)shapes[s].f16 != f16)
+			if ((int)shapes[s].f16 != f16 && !all4)
 				continue;
 			const uint32_t N = shapes[s].N, K = shapes[s].K;
 			if (N % tn) {
@@ -319,7 +355,35 @@ int main(int argc, char **argv)
 				wt[i] = f2h(ws * frand());
 			if (vk_upload(&c, &W, 0, wt, (size_t)N * K * 2, &err))
 				die(&err);
-			pc_gemm pcg = { M, N, K, 0, shapes[s].act };
+			if (i8) {
+				for (uint32_t n = 0; n < N; n++) {
+					float mx = 0;
+					for (uint32_t k = 0; k < K; k++)
+						mx = fmaxf(mx, fabsf(h2f(wt[(size_t)n * K + k])));
+					sw[n] = mx > 0 ? mx / 127.0f : 1.0f;
+					for (uint32_t k = 0; k < K; k++)
+						wq[(size_t)n * K + k] = (int8_t)lrintf(h2f(wt[(size_t)n * K + k]) / sw[n]);
+				}
+				if (q_K != K) {
+					for (uint32_t r = 0; r < MPAD; r++) {
+						float mx = 0;
+						for (uint32_t k = 0; k < K; k++)
+							mx = fmaxf(mx, fabsf(h2f(a[(size_t)r * K + k])));
+						sa[r] = mx > 0 ? mx / 127.0f : 1.0f;
+						for (uint32_t k = 0; k < K; k++)
+							aq[(size_t)r * K + k] = (int8_t)lrintf(h2f(a[(size_t)r * K + k]) / sa[r]);
+					}
+					q_K = K;
+					if (vk_upload(&c, &AQ, 0, aq, (size_t)MPAD * K, &err) ||
+					    vk_upload(&c, &SA, 0, sa, (size_t)MPAD * 4, &err))
+						die(&err);
+				}
+				if (vk_upload(&c, &WQ, 0, wq, (size_t)N * K, &err) ||
+				    vk_upload(&c, &V, NMAX * 4, sw, NMAX * 4, &err))
+					die(&err);
+			}
+			/* the int8 kernels read W's scales at float offset NMAX (the 5th word) */
+			pc_gemm pcg = { M, N, K, 0, i8 ? NMAX : shapes[s].act };
 			const uint32_t gx = N / tn, gy = (M + tm * tiles - 1) / (tm * tiles);
 			double warm_start = 0;
 			for (int round = 0; round < 3; round++) {
@@ -359,20 +423,31 @@ int main(int argc, char **argv)
 					continue;
 				if (!round) {
 					/* 4096 random elements (and the last row) against double sums */
-					double maxerr = 0;
+					double maxerr = 0, qerr = 0;
 					for (int q = 0; q < 4096 + (int)N; q++) {
 						uint32_t r = q < 4096 ? (uint32_t)((rng = rng * 6364136223846793005ull + 1) >> 33) % M : M - 1;
 						uint32_t col = q < 4096 ? (uint32_t)(rng >> 13) % N : (uint32_t)(q - 4096);
-						double ref = bias[col];
+						double ref = bias[col], reff = bias[col];
 						for (uint32_t k = 0; k < K; k++)
-							ref += (double)h2f(a[(size_t)r * K + k]) * h2f(wt[(size_t)col * K + k]);
-						if (shapes[s].act)
+							reff += (double)h2f(a[(size_t)r * K + k]) * h2f(wt[(size_t)col * K + k]);
+						if (i8) {
+							int64_t sum = 0;
+							for (uint32_t k = 0; k < K; k++)
+								sum += (int64_t)aq[(size_t)r * K + k] * wq[(size_t)col * K + k];
+							ref += (double)sa[r] * sw[col] * (double)sum;
+						} else {
+							ref = reff;
+						}
+						if (shapes[s].act) {
 							ref = up_act == 3 ? fmax(ref, 0.0) : gelu(ref);
+							reff = up_act == 3 ? fmax(reff, 0.0) : gelu(reff);
+						}
 						double got = f16 ? h2f(((uint16_t *)HC.map)[(size_t)r * N + col])
 								 : ((float *)HC.map)[(size_t)r * N + col];
 						double e = fabs(got - ref) / (1.0 + fabs(ref));
 						if (!(e <= maxerr))
 							maxerr = isnan(e) ? INFINITY : e;
+						qerr = fmax(qerr, fabs(got - reff) / (1.0 + fabs(reff)));
 					}
 					const double bar = f16 ? hbar : fbar;
 					if (!(maxerr <= bar)) {
@@ -381,7 +456,11 @@ int main(int argc, char **argv)
 						bad++;
 						break;
 					}
-					printf("%-40s %-8s max rel error %.3g\n", argv[v], shapes[s].name, maxerr);
+					if (i8)
+						printf("%-40s %-8s max rel error %.3g (against the unquantised "
+						       "inputs' product: %.3g)\n", argv[v], shapes[s].name, maxerr, qerr);
+					else
+						printf("%-40s %-8s max rel error %.3g\n", argv[v], shapes[s].name, maxerr);
 					continue;
 				}
 				uint64_t t[2];
@@ -398,12 +477,15 @@ int main(int argc, char **argv)
 	}
 	c.vkDestroyQueryPool(c.device, qp, NULL);
 	c.vkDestroyDescriptorPool(c.device, pool, NULL);
-	vk_buf *bufs[] = { &A, &W, &V, &C, &HC };
+	vk_buf *bufs[] = { &A, &W, &V, &C, &HC, &AQ, &WQ, &SA };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&c, bufs[i]);
 	vk_ctx_close(&c);
 	free(a);
 	free(wt);
 	free(bias);
+	free(aq);
+	free(wq);
+	free(sa);
 	return bad ? 1 : 0;
 }

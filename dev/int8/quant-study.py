@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""quant-study.py — which of the four products of all-MiniLM-L6-v2 can be int8 on the GPU,
+and at what activation-scale granularity, for a cosine >= 0.999 against fp32 on every text.
+
+Simulates what shaders/gemm_i8.glsl computes (int8 x int8 products are exact in int32, so
+fake quantisation in fp32 gives the same sums up to fp32 rounding): weights symmetric int8
+with one scale per output channel (max|w| / 127), activations symmetric int8 with one scale
+per token (GROUP 0) or per GROUP values of a token, rounded to nearest. Optional SmoothQuant
+migration (--alpha) on the LayerNorm-fed inputs (qkv, up), which folds into the LayerNorm's
+W's columns, x divided by them in the quantising pass, from calibration maxima of the first --calib texts.
+
+    /tmp/i15-venv/bin/python dev/int8/quant-study.py MODEL_DIR IDS.bin [--every N]
+        [--configs all:0,ffn:0,...]
+
+IDS.bin is tool_vk_bench's token-id file (scripts/bench-gpu --ids); every N-th text by
+length is used (the 1,037-document check is every 5th of SciFact's 5,183).
+Prints min / 0.1% / 1% / mean cosine per config against the unquantised fp32 model.
+"""
+import argparse, struct, sys
+import torch
+from transformers import AutoModel
+
+def read_ids(path):
+    data = open(path, "rb").read()
+    n = struct.unpack_from("<I", data, 0)[0]
+    off, docs = 4, []
+    for _ in range(n):
+        ln = struct.unpack_from("<I", data, off)[0]
+        docs.append(list(struct.unpack_from("<%di" % ln, data, off + 4)))
+        off += 4 + 4 * ln
+    return docs
+
+def fq_act(x, group):
+    # x [..., K]; symmetric int8, one scale a token (group 0) or per `group` values
+    shp = x.shape
+    if group:
+        x = x.reshape(*shp[:-1], shp[-1] // group, group)
+    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
+    return (torch.round(x / s).clamp(-127, 127) * s).reshape(shp)
+
+def fq_w(w):
+    s = w.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(w / s).clamp(-127, 127) * s
+
+class QLinear(torch.nn.Module):
+    """SmoothQuant factors s (per input channel) divide x before its quantisation and
+    multiply W's columns: exact before rounding, and free in quant_i8.comp's pass (BERT's
+    post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
+    def __init__(self, lin, group, s=None):
+        super().__init__()
+        self.s = s
+        w = lin.weight.data.clone()
+        self.w = fq_w(w * s if s is not None else w)
+        self.b = lin.bias.data.clone()
+        self.group = group
+    def forward(self, x):
+        if self.s is not None:
+            x = x / self.s
+        return torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b)
+
+def embed(model, docs, bs=64):
+    out = []
+    order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
+    res = [None] * len(docs)
+    with torch.no_grad():
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            L = max(len(docs[j]) for j in idx)
+            ids = torch.zeros(len(idx), L, dtype=torch.long)
+            m = torch.zeros(len(idx), L, dtype=torch.long)
+            for r, j in enumerate(idx):
+                ids[r, :len(docs[j])] = torch.tensor(docs[j])
+                m[r, :len(docs[j])] = 1
+            h = model(input_ids=ids, attention_mask=m).last_hidden_state
+            v = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+            v = torch.nn.functional.normalize(v, dim=-1)
+            for r, j in enumerate(idx):
+                res[j] = v[r]
+    return torch.stack(res)
+
+PRODUCTS = {"qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+            "out": ("attention.output.dense",), "up": ("intermediate.dense",),
+            "down": ("output.dense",)}
+SETS = {"all": ["qkv", "out", "up", "down"], "ffn": ["up", "down"], "nodown": ["qkv", "out", "up"], "noqkv": ["out", "up", "down"], "outdown": ["out", "down"], "outup": ["out", "up"],
+        "qkv": ["qkv"], "out": ["out"], "up": ["up"], "down": ["down"], "qkvup": ["qkv", "up"],
+        "attn": ["qkv", "out"]}
+
+def getmod(root, path):
+    for p in path.split("."):
+        root = getattr(root, p)
+    return root
+
+def setmod(root, path, m):
+    *head, last = path.split(".")
+    for p in head:
+        root = getattr(root, p)
+    setattr(root, last, m)
+
+def calib_max(model, docs, which):
+    """max |x| per input channel of every product in `which`, over the calibration texts"""
+    stats, hooks = {}, []
+    for l, layer in enumerate(model.encoder.layer):
+        for p in which:
+            mod = getmod(layer, PRODUCTS[p][0])
+            def hk(m, inp, out, key=(l, p)):
+                a = inp[0].detach().abs().reshape(-1, inp[0].shape[-1]).amax(0)
+                stats[key] = torch.maximum(stats.get(key, a), a)
+            hooks.append(mod.register_forward_hook(hk))
+    embed(model, docs)
+    for h in hooks:
+        h.remove()
+    return stats
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("ids")
+    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--configs", default="all:0,all:32,all:128,nodown:0,ffn:0,qkvup:0,down:0,out:0,qkv:0,up:0")
+    ap.add_argument("--calib", type=int, default=200)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    docs = read_ids(a.ids)
+    docs = sorted(docs, key=len)[::a.every]
+    print(f"{len(docs)} texts, {sum(map(len, docs))} tokens")
+    base = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
+    ref = embed(base, docs)
+    for cfg in a.configs.split(","):
+        parts = cfg.split(":")
+        which, group = parts[0], int(parts[1])
+        alpha = float(parts[2]) if len(parts) > 2 else None
+        m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
+        stats = calib_max(m, docs[::max(1, len(docs) // a.calib)], SETS[which]) if alpha is not None else {}
+        for l, layer in enumerate(m.encoder.layer):
+            for p in SETS[which]:
+                s = None
+                if alpha is not None:
+                    wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
+                    s = (stats[(l, p)].clamp_min(1e-5) ** alpha / wmax.clamp_min(1e-5) ** (1 - alpha))
+                for path in PRODUCTS[p]:
+                    setmod(layer, path, QLinear(getmod(layer, path), group, s))
+        v = embed(m, docs)
+        cos = (v * ref).sum(-1)
+        srt = cos.sort().values
+        n = len(srt)
+        worst = int(cos.argmin())
+        print(f"{cfg:16s} min {srt[0]:.5f} p0.1 {srt[int(n * 0.001)]:.5f} p1 {srt[int(n * 0.01)]:.5f} "
+              f"mean {cos.mean():.6f}  below 0.999: {int((cos < 0.999).sum())}/{n}  "
+              f"worst text {len(docs[worst])} tokens", flush=True)
+
+main()

@@ -1,0 +1,145 @@
+// gemm_i8.glsl — the int8 tensor-core matrix product of --precision int8 on the GPU:
+// C = act(sa[m] · sw[n] · (Aq · Wqᵀ)[m][n] + bias[n]) with int8 Aq [M][K] (one scale sa per
+// row: per token), int8 Wq [N][K] (one scale sw per output channel, quantised at open), int32
+// accumulation through GL_NV_cooperative_matrix's integer matrices (16x16x32 s8*s8+s32,
+// which Debian's glslc 2023.2 compiles), f16 C [M][N].
+//
+// Why int8: the device's int8 MMAs run at twice its f16 rate, and an int8 fragment of
+// 16x32 carries twice the K of a 16x16 f16 fragment in the same 16 bytes a lane, so each
+// fragment load from shared memory (what bounds the f16 kernel, docs/bench-gemm.md) feeds
+// twice the multiply-adds.
+//
+// Layout as gemm_coopmat.glsl's (whose comments say why): a workgroup of WARPS_M x WARPS_N
+// subgroups computes TILES_M tiles of TILE_M x TILE_N one after another down the rows; K
+// advances K_STEP bytes (128) at a time through shared memory, rows padded by 16 bytes. The
+// slices go from global to shared memory directly (no register prefetch).
+//
+// Epilogue: the accumulators are exact int32 sums; each subgroup stores one 16x16 fragment
+// at a time to its own 1 KB of shared memory, and every lane converts 8 neighbouring
+// elements of one row (row lane/2, columns (lane%2)*8..+7): scales, bias, activation (a
+// specialization constant), one 16-byte f16 store. No workgroup barrier is needed for it.
+// Rows past M are written too (stale rows of A times W), which nothing reads; the sa
+// buffer must hold as many rows as the A buffer (padded to TILE_M * TILES_M).
+//
+// Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
+// shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_memory_scope_semantics : enable
+#extension GL_NV_cooperative_matrix : enable
+#extension GL_NV_integer_cooperative_matrix : enable
+#extension GL_EXT_shader_explicit_arithmetic_types_int8 : enable
+#extension GL_EXT_shader_explicit_arithmetic_types_int32 : enable
+#include "common.glsl"
+
+#ifndef TILE_M
+#define TILE_M 128
+#define TILE_N 96
+#endif
+#ifndef WARPS_M
+#define WARPS_M 2
+#define WARPS_N 2
+#endif
+#ifndef TILES_M
+#define TILES_M 2
+#endif
+#ifndef K_STEP
+#define K_STEP 128
+#endif
+#define WARPS (WARPS_M * WARPS_N)
+#if (TILE_M % (32 * WARPS * 16 / K_STEP)) != 0 || (TILE_N % (32 * WARPS * 16 / K_STEP)) != 0
+#error "gemm_i8.glsl: the tile's rows do not split evenly over the workgroup's threads"
+#endif
+
+layout(local_size_x = 32 * WARPS) in;
+
+layout(push_constant) uniform PC {
+	uint M, N, K;
+	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
+	uint scale_off;
+} pc;
+layout(constant_id = 0) const uint ACT = ACT_NONE;
+
+layout(std430, binding = 0) readonly buffer A_ { uvec4 a[]; };   // 16 int8 each
+layout(std430, binding = 1) readonly buffer W_ { uvec4 w[]; };
+layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
+layout(std430, binding = 3) writeonly buffer C_ { uvec4 c[]; };  // 8 halfs each
+layout(std430, binding = 4) readonly buffer S_ { float sa[]; };  // one scale a row of A
+
+const uint BM = TILE_M, BN = TILE_N, BK = K_STEP, THREADS = 32 * WARPS;
+const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;
+const uint FM = SM_ / 16, FN = SN_ / 16;
+const uint SROW = BK / 16 + 1;      // shared row stride in uvec4 (16 bytes of padding)
+
+shared uvec4 Sh[(BM + BN) * SROW];
+#define As(i) Sh[i]
+#define Bs(i) Sh[BM * SROW + (i)]
+shared ivec4 St[WARPS * 64];        // one 16x16 int32 fragment per subgroup
+
+void main()
+{
+	const uint tid = gl_LocalInvocationID.x;
+	const uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+	const uint wm = sg / WARPS_N, wn = sg % WARPS_N;
+	const uint n0 = gl_WorkGroupID.x * BN;
+	const uint mt0 = gl_WorkGroupID.y * TILES_M;
+	const uint mtiles = min(TILES_M, (pc.M + BM - 1) / BM - mt0);
+	const uint K16 = pc.K / 16, NK = pc.K / BK, steps = mtiles * NK;
+
+	icoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
+	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
+	const uint r0 = tid / KQ, kq = tid % KQ;
+
+	for (uint s = 0; s < steps; s++) {
+		const uint ks = s % NK, m0 = (mt0 + s / NK) * BM;
+		if (ks == 0)
+			[[unroll]] for (uint i = 0; i < FM; i++)
+				[[unroll]] for (uint j = 0; j < FN; j++)
+					acc[i][j] = icoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0);
+		barrier();
+		{
+			const uint kn = ks * KQ + kq;
+			[[unroll]] for (uint i = 0; i < LOADS; i++)
+				As((r0 + i * RSTEP) * SROW + kq) = a[(m0 + r0 + i * RSTEP) * K16 + kn];
+			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
+				Bs((r0 + i * RSTEP) * SROW + kq) = w[(n0 + r0 + i * RSTEP) * K16 + kn];
+		}
+		barrier();
+		[[unroll]] for (uint kk = 0; kk < BK / 32; kk++) {
+			icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
+			[[unroll]] for (uint i = 0; i < FM; i++)
+				coopMatLoadNV(fa[i], Sh, (wm * SM_ + i * 16) * SROW + kk * 2, SROW, false);
+			[[unroll]] for (uint j = 0; j < FN; j++) {
+				icoopmatNV<8, gl_ScopeSubgroup, 32, 16> fb;
+				// W rows are B's columns: column-major B with the same row stride.
+				coopMatLoadNV(fb, Sh, BM * SROW + (wn * SN_ + j * 16) * SROW + kk * 2, SROW, true);
+				[[unroll]] for (uint i = 0; i < FM; i++)
+					acc[i][j] = coopMatMulAddNV(fa[i], fb, acc[i][j]);
+			}
+		}
+
+		if (ks == NK - 1) {
+			const uint r = lane / 2, cq = (lane % 2) * 2;   // row; ivec4 column of St
+			[[unroll]] for (uint i = 0; i < FM; i++) {
+				const uint row = m0 + wm * SM_ + i * 16 + r;
+				const float s_row = sa[row];
+				[[unroll]] for (uint j = 0; j < FN; j++) {
+					coopMatStoreNV(acc[i][j], St, sg * 64, 4, false);
+					subgroupMemoryBarrierShared();
+					subgroupBarrier();
+					const ivec4 q0 = St[sg * 64 + r * 4 + cq], q1 = St[sg * 64 + r * 4 + cq + 1];
+					subgroupBarrier();
+					const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
+					float v[8] = { float(q0.x), float(q0.y), float(q0.z), float(q0.w),
+						       float(q1.x), float(q1.y), float(q1.z), float(q1.w) };
+					[[unroll]] for (uint e = 0; e < 8; e++)
+						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
+								wvec[pc.bias_off + col + e], ACT);
+					c[(row * pc.N + col) / 8] = uvec4(packHalf2x16(vec2(v[0], v[1])),
+									  packHalf2x16(vec2(v[2], v[3])),
+									  packHalf2x16(vec2(v[4], v[5])),
+									  packHalf2x16(vec2(v[6], v[7])));
+				}
+			}
+		}
+	}
+}
