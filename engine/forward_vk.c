@@ -797,8 +797,14 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	/* ALiBi takes attn_fa64 only when asked (set.attn "fa"): on the H100, jina-small's fp16
 	 * vectors through it missed the CPU's (min cosine 0.78 on 1..4,096 tokens) where
 	 * MPNet's relative bias through the same kernel matched (docs/jina-gpu.md) */
-	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
-			    (!b->alibi || !strcmp(ae, "fa")) && cm_layout_ok(b);
+	/* Head size 32 (MiniLM) takes attn_fa / attn_fa16 only when asked (set.attn "fa" or
+	 * "fa16"), attn_cm by default: on an H100 (2026-12-05, docs/bench-gpu.md) MiniLM's fp16
+	 * vectors through attn_fa and attn_fa16 missed the CPU's (min cosine 0.35-0.55 in
+	 * test_vk_forward) while attn_cm matched (0.99999956), in a build after attn_fa.glsl was
+	 * generalised to head size 64 (dbcf7fc); a guard until a device run locates it. */
+	const int fa_asked = !strcmp(ae, "fa") || !strcmp(ae, "fa16");
+	const int attn_fa = cm_any && ((b->D == 32 && fa_asked) || b->D == 64) &&
+			    strcmp(ae, "cm") && (!b->alibi || !strcmp(ae, "fa")) && cm_layout_ok(b);
 	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
