@@ -46,7 +46,7 @@ for prec, bar in BARS.items():
     check(avx2 == ours[:40], f"{prec}: the AVX2 kernels differ from the default ones")
 
 for prec in BARS:
-    rc, out, err = run([EMBED, "--device", "gpu", "--precision", prec], input="x\n")
+    rc, out, err = run([EMBED, "--model", MODEL, "--device", "gpu", "--precision", prec], input="x\n")
     if prec == "bf16":
         check(rc != 0 and "CPU only" in err, f"--device gpu --precision {prec}: exit {rc}, {err!r}")
     else:
