@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store.h" /* store_id_hash: FNV-1a 64 */
 #include "utf8.h"
 
 typedef struct scan {
@@ -275,14 +276,6 @@ static int decode_vocab(const char *start, const char *stop, json_vocab *v)
 	}
 }
 
-static uint32_t fnv1a(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
-}
-
 /* 1 when two entries share a key (jansson would keep one of them: declined), 0 when none,
  * -1 out of memory. */
 static int has_duplicates(const json_vocab *v)
@@ -297,7 +290,7 @@ static int has_duplicates(const json_vocab *v)
 	int dup = 0;
 	for (size_t i = 0; i < v->n && !dup; i++) {
 		const char *k = v->keys + v->ent[i].off;
-		for (size_t j = fnv1a(k, v->ent[i].len) & (size - 1);; j = (j + 1) & (size - 1)) {
+		for (size_t j = (size_t)store_id_hash(k, v->ent[i].len) & (size - 1);; j = (j + 1) & (size - 1)) {
 			if (!slot[j]) {
 				slot[j] = (uint32_t)i + 1;
 				break;

@@ -414,9 +414,12 @@ static int take(loader *l, const char *name, int64_t rows, int64_t cols, float *
 	return EMB_OK;
 }
 
-int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
+/* The four products' matrices of every layer, packed for gemm.h (pack) or recorded for packing
+ * later (!pack, fp32 only: gemm_defer). Matrices packed already are left as they are. */
+static int prepare_matrices(const bert_config *cfg, bert_weights *w, int pack, emb_err *err)
 {
 	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * cfg->intermediate : cfg->intermediate;
+	const gemm_prec prec = cfg->cpu_prec;
 	w->layers = cfg->layers; /* what bert_weights_free unpacks */
 	for (int i = 0; i < cfg->layers; i++) {
 		bert_layer_weights *L = &w->layer[i];
@@ -425,9 +428,12 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
 		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
 		for (int m = 0; m < 4; m++) {
-			const gemm_prec prec = cfg->cpu_prec;
 			if (p[m]->p || p[m]->q)
-				continue; /* packed by an earlier call */
+				continue;
+			if (!pack) {
+				gemm_defer(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec));
+				continue;
+			}
 			if (prec == GEMM_F32 && p[m]->src[0] ? gemm_pack_deferred(p[m])
 			    : gemm_pack_prec(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(prec), prec))
 				return emb_errf(err, EMB_ENOMEM, "out of memory packing the weights");
@@ -435,6 +441,11 @@ int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
 		}
 	}
 	return EMB_OK;
+}
+
+int bert_weights_pack(const bert_config *cfg, bert_weights *w, emb_err *err)
+{
+	return prepare_matrices(cfg, w, 1, err);
 }
 
 int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, emb_err *err)
@@ -552,20 +563,8 @@ int bert_weights_load(const char *dir, const bert_config *cfg, bert_weights *w, 
 	 * runs enough products to repay it (embed.c); until then each product lays out the
 	 * panels it reads on the fly (gemm_defer), so a process that embeds one query never
 	 * writes a packed copy, and a GPU-only one never packs at all. */
-	if (cfg->cpu_prec != GEMM_F32) {
-		if ((rc = bert_weights_pack(cfg, w, err)))
-			goto fail;
-		return EMB_OK;
-	}
-	for (int i = 0; i < cfg->layers; i++) {
-		bert_layer_weights *L = &w->layer[i];
-		gemm_w *p[4] = { &L->qkv_p, &L->attn_out_p, &L->ffn_up_p, &L->ffn_down_p };
-		const float *src[4] = { L->qkv_w, L->attn_out_w, L->ffn_up_w, L->ffn_down_w };
-		const int rows[4] = { 3 * cfg->hidden, cfg->hidden, up_rows, cfg->hidden };
-		const int cols[4] = { cfg->hidden, cfg->hidden, cfg->hidden, cfg->intermediate };
-		for (int m = 0; m < 4; m++)
-			gemm_defer(p[m], &src[m], 1, rows[m], cols[m], gemm_isa_for(GEMM_F32));
-	}
+	if ((rc = prepare_matrices(cfg, w, cfg->cpu_prec != GEMM_F32, err)))
+		goto fail;
 	return EMB_OK;
 fail:
 	bert_weights_free(w);
