@@ -206,11 +206,13 @@ static uint32_t scan_rows(heap *hp, const float *q, const float *v, uint32_t n, 
 /* ---- compact kernels ------------------------------------------------------------------*/
 
 static int isa_i8, isa_bin; /* 0 unresolved, else level + 1; resolved once (a race writes the same value) */
+static int isa_i8_mask;     /* bit per int8 level the CPU has: the levels do not nest (AMD's
+			     * Zen 4 has AVX-512 VNNI but not the VEX-coded AVX-VNNI) */
 
 static void resolve_isa(void)
 {
 	unsigned a, b, c, d;
-	int i8 = SCAN_ISA_SCALAR, bin = SCAN_ISA_SCALAR;
+	int i8 = SCAN_ISA_SCALAR, bin = SCAN_ISA_SCALAR, mask = 1 << SCAN_ISA_SCALAR;
 	int zmm = -1;
 	if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE)) {
 		unsigned lo, hi;
@@ -219,17 +221,33 @@ static void resolve_isa(void)
 	}
 	if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
 		int f = (b >> 16) & 1, bw = (b >> 30) & 1;
-		if (zmm >= 0 && ((b >> 5) & 1)) /* AVX2 (the build's baseline; checked for ARCH=) */
+		if (zmm >= 0 && ((b >> 5) & 1)) { /* AVX2 (the build's baseline; checked for ARCH=) */
 			i8 = bin = SCAN_ISA_AVX2;
-		if (zmm > 0 && f && bw && ((c >> 11) & 1))
+			mask |= 1 << SCAN_ISA_AVX2;
+		}
+		if (zmm > 0 && f && bw && ((c >> 11) & 1)) {
 			i8 = SCAN_ISA_AVX512;
+			mask |= 1 << SCAN_ISA_AVX512;
+		}
 		if (zmm > 0 && f && bw && ((c >> 14) & 1))
 			bin = SCAN_ISA_AVX512;
-		if (i8 == SCAN_ISA_AVX2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
-			i8 = SCAN_ISA_AVX_VNNI;
+		if (zmm >= 0 && ((b >> 5) & 1) && __get_cpuid_count(7, 1, &a, &b, &c, &d) &&
+		    ((a >> 4) & 1)) {
+			mask |= 1 << SCAN_ISA_AVX_VNNI;
+			if (i8 == SCAN_ISA_AVX2)
+				i8 = SCAN_ISA_AVX_VNNI;
+		}
 	}
+	__atomic_store_n(&isa_i8_mask, mask, __ATOMIC_RELAXED);
 	__atomic_store_n(&isa_bin, bin + 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&isa_i8, i8 + 1, __ATOMIC_RELAXED);
+}
+
+int scan_isa_i8_has(int isa)
+{
+	scan_isa_i8();
+	return isa >= 0 && isa <= SCAN_ISA_AVX512 &&
+	       ((__atomic_load_n(&isa_i8_mask, __ATOMIC_RELAXED) >> isa) & 1);
 }
 
 int scan_isa_i8(void)

@@ -117,10 +117,13 @@ enum { SCAN_ISA_SCALAR = 0, SCAN_ISA_AVX2 = 1, SCAN_ISA_AVX_VNNI = 2, SCAN_ISA_A
  * VPOPCNTDQ + BW; AVX_VNNI never), and the names of the kernels the scans use. */
 int scan_isa_i8(void);
 int scan_isa_bin(void);
+/* Whether this CPU can run int8 level `isa`: the levels do not nest (a CPU may have AVX512
+ * and not AVX_VNNI, as AMD's Zen 4 does), so a test tries each level this says it has. */
+int scan_isa_i8_has(int isa);
 const char *scan_kernels(void);
 
 /* out[i] = sum_d rows[i * dim + d] * q[d] (rows unsigned, q signed), i < n, at level isa
- * (must not exceed scan_isa_i8(); SCAN_ISA_SCALAR is the reference). */
+ * (one scan_isa_i8_has() reports; SCAN_ISA_SCALAR is the reference). */
 void scan_i8_dots_at(int isa, const uint8_t *rows, size_t n, int dim, const int8_t *q, int32_t *out);
 /* out[i] = popcount(rows[i * nbytes ..] xor q), i < n, at level isa (<= scan_isa_bin()). */
 void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8_t *q, int32_t *out);
