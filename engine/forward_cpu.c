@@ -6,23 +6,23 @@
  * attention, the output product with residual + LayerNorm, the feed-forward pair with
  * residual + LayerNorm; finally pooling and L2 normalisation. The batch is packed (see
  * forward.h): sequences lie end to end, so matrix products run over all tokens at once and
- * attention runs per (sequence, head) over that sequence's tokens only. JinaBERT (ALiBi,
- * up to 8192 tokens) has its own attention step, attention_alibi, which never holds an
- * L x L matrix, and a GEGLU feed-forward (geglu).
+ * attention runs per (sequence, head) over that sequence's tokens only (attention.h's
+ * kernel: scores, softmax and the product with V fused, in bounded memory). JinaBERT (ALiBi,
+ * up to 8192 tokens) splits attention further, into blocks of query rows
+ * (attention_alibi), and has a GEGLU feed-forward (geglu).
  *
  * Products with weights go to gemm.h's kernels (weights packed once at load, the
  * instruction set picked at run time; in bf16 or int8 under --precision, cfg->cpu_prec, with
- * the activations converted once per product by gemm_prep); attention's products to
- * OpenBLAS, single-threaded.
+ * the activations converted once per product by gemm_prep).
  * Both run inside our own thread pool: splitting the output into tiles ourselves keeps each
  * element's summation order independent of the batch (so a text's vector does not depend on
  * its batch-mates), and avoids two thread pools fighting over the cores.
  */
+#include "attention.h"
 #include "forward.h"
 #include "gemm.h"
 #include "vecmath.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -72,41 +72,6 @@ static void layernorm_row(float *x, const float *g, const float *b, int n, float
 		x[i] = (x[i] - mean) * inv * g[i] + b[i];
 }
 
-/* The maximum and the sum of a row of attention scores, 8 lanes wide. Written out because
- * the compiler keeps both loops scalar (a float max needs -ffinite-math-only to vectorise, a
- * sum -fassociative-math), and each is then a chain of dependent 4-cycle instructions, as
- * long as the row: together more than the vectorised exponentials between them. AVX2 only,
- * so every machine sums in the same order and gives the same bits. */
-static float row_max(const float *p, int n)
-{
-	__m256 m = _mm256_set1_ps(-INFINITY);
-	int j = 0;
-	for (; j + 8 <= n; j += 8)
-		m = _mm256_max_ps(_mm256_loadu_ps(p + j), m);
-	m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-	m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
-	float mx = _mm256_cvtss_f32(m);
-	for (; j < n; j++)
-		mx = p[j] > mx ? p[j] : mx;
-	return mx;
-}
-
-static float row_sum(const float *p, int n)
-{
-	__m256 s = _mm256_setzero_ps();
-	int j = 0;
-	for (; j + 8 <= n; j += 8)
-		s = _mm256_add_ps(s, _mm256_loadu_ps(p + j));
-	s = _mm256_add_ps(s, _mm256_permute2f128_ps(s, s, 1));
-	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0x4e));
-	s = _mm256_add_ps(s, _mm256_shuffle_ps(s, s, 0xb1));
-	float sum = _mm256_cvtss_f32(s);
-	for (; j < n; j++)
-		sum += p[j];
-	return sum;
-}
-
 /* One forward pass's shared state, handed to the parallel loops. */
 typedef struct fwd {
 	const bert_config *cfg;
@@ -147,6 +112,13 @@ typedef struct fwd {
 	const float *resid;   /* add_layernorm: x = LN(x + resid) */
 	const gemm_w *prep_next; /* bf16 / int8: the LayerNorm steps also convert their rows
 				  * of x into aq for this product (the next one x feeds) */
+
+	/* ffn_rows: a scratch block of FFN_ROWS x I floats for each thread, claimed per task */
+	unsigned char *ffn_scratch; /* [nslots] blocks of ffn_slot_bytes: the activations, then
+				     * (bf16 / int8) their conversion for the down product */
+	size_t ffn_slot_bytes;
+	atomic_int *ffn_busy; /* [nslots]: 1 while a task holds that block */
+	int nslots;
 
 	/* run_rows: row_fn(f, r) for r in [0, nrows), rows_chunk rows a task */
 	void (*row_fn)(void *, int);
@@ -311,41 +283,33 @@ static void position_bias(fwd *f, int maxlen)
 	}
 }
 
-/* Self-attention of one (sequence, head): softmax(Q K^T / sqrt(d)) V over that sequence's
- * tokens only, which is the per-sequence mask of a padded implementation. Both products go
- * to OpenBLAS, reading the head's columns of the packed QKV rows in place (stride 3H). */
+/* Self-attention of one (sequence, head): softmax(Q K^T / sqrt(d) + bias) V over that
+ * sequence's tokens only, which is the per-sequence mask of a padded implementation; the
+ * head's columns of the packed QKV rows are read in place (stride 3H). attention.h has the
+ * kernel. */
+static void attend(fwd *f, int s, int h, int q0, int qn)
+{
+	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
+	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
+	const float *Q = f->qkv + (size_t)t0 * 3 * H + h * d;
+	attn_head a = {
+		.q = Q, .k = Q + H, .v = Q + 2 * H, .ld = 3 * H,
+		.out = f->ctx + (size_t)t0 * H + h * d, .ldo = H,
+		.L = L, .d = d, .scale = 1.0f / sqrtf((float)d),
+		/* MPNet: rel[h] from distance -(maxlen - 1), so distance 0 at rel_span / 2 */
+		.rel = f->rel ? f->rel + (size_t)h * f->rel_span + f->rel_span / 2 : NULL,
+		.alibi_slope = f->slopes ? f->slopes[h] : 0.0f,
+	};
+	if (attention_rows(&a, q0, qn, gemm_isa_default()))
+		atomic_store(&f->oom, 1);
+}
+
+/* One task a (sequence, head). */
 static void attention(void *arg, int task)
 {
 	fwd *f = arg;
-	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
-	int s = task / nh, h = task % nh;
-	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
-	const float *Q = f->qkv + (size_t)t0 * 3 * H + h * d;
-	const float *K = Q + H, *V = Q + 2 * H;
-	float *S = malloc((size_t)L * L * sizeof *S);
-	if (!S) {
-		atomic_store(&f->oom, 1);
-		return;
-	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, d, 1.0f / sqrtf((float)d),
-		    Q, 3 * H, K, 3 * H, 0.0f, S, L);
-	for (int i = 0; i < L; i++) {
-		float *p = S + (size_t)i * L;
-		if (f->rel) { /* key j, query i: distance j - i */
-			const float *bias = f->rel + (size_t)h * f->rel_span + (f->rel_span / 2 - i);
-			for (int j = 0; j < L; j++)
-				p[j] += bias[j];
-		}
-		const float mx = row_max(p, L);
-		for (int j = 0; j < L; j++) /* apart from the sum, so that it vectorises */
-			p[j] = exp_approx(p[j] - mx);
-		float inv = 1.0f / row_sum(p, L);
-		for (int j = 0; j < L; j++)
-			p[j] *= inv;
-	}
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, d, L, 1.0f, S, L, V, 3 * H,
-		    0.0f, f->ctx + (size_t)t0 * H + h * d, H);
-	free(S);
+	const int nh = f->cfg->heads, s = task / nh;
+	attend(f, s, task % nh, 0, f->b->offs[s + 1] - f->b->offs[s]);
 }
 
 void alibi_slopes(int heads, float *slopes)
@@ -365,70 +329,52 @@ void alibi_slopes(int heads, float *slopes)
 		slopes[p2 + i] = (float)(start2 * pow(start2, 2 * i));
 }
 
-enum { ALIBI_QB = 64, ALIBI_KB = 256 }; /* query block x key chunk: 64 KB of scores */
+/* ALiBi models take texts to 8,192 tokens: one task a (block of ALIBI_QB query rows, head),
+ * so that a long text spreads over the threads (the kernel bounds the memory). */
+enum { ALIBI_QB = 256 };
 
-/* ALiBi self-attention of one query block of one (sequence, head), flash-style: the keys
- * are visited in chunks of ALIBI_KB; each chunk's scores S = Q K^T / sqrt(d) - slope *
- * |key - query| are exponentiated against the running row maximum, the running sums and
- * the output rows rescaled when the maximum grows, and P V accumulated (OpenBLAS for both
- * products). Memory is ALIBI_QB x (ALIBI_KB + d + 2) floats (under 100 KB) whatever the
- * length, so 8192-token texts attend in the same scratch as short ones. */
 static void attention_alibi(void *arg, int task)
 {
 	fwd *f = arg;
-	const int H = f->cfg->hidden, nh = f->cfg->heads, d = H / nh;
-	int blk = task / nh, h = task % nh;
-	int s = f->qblk[2 * blk], q0 = f->qblk[2 * blk + 1];
-	int t0 = f->b->offs[s], L = f->b->offs[s + 1] - t0;
-	int qn = L - q0 < ALIBI_QB ? L - q0 : ALIBI_QB;
-	const float *Q = f->qkv + (size_t)(t0 + q0) * 3 * H + h * d;
-	const float *K = f->qkv + (size_t)t0 * 3 * H + H + h * d, *V = K + H;
-	const float slope = f->slopes[h];
-	float *S = malloc(((size_t)ALIBI_QB * ALIBI_KB + (size_t)ALIBI_QB * d + 2 * ALIBI_QB) *
-			  sizeof *S);
-	if (!S) {
-		atomic_store(&f->oom, 1);
-		return;
+	const int nh = f->cfg->heads;
+	int blk = task / nh, s = f->qblk[2 * blk], q0 = f->qblk[2 * blk + 1];
+	int L = f->b->offs[s + 1] - f->b->offs[s];
+	attend(f, s, task % nh, q0, L - q0 < ALIBI_QB ? L - q0 : ALIBI_QB);
+}
+
+/* The feed-forward pair of one block of FFN_ROWS tokens: up-projection with its activation
+ * into a block of scratch, then the down-projection of those rows into tmp. Run block by
+ * block, the [T][I] activations never go out to memory: a block's (768 KB for MiniLM)
+ * stays in the core's L2 between the two products, and the next block on that thread
+ * writes over the same lines. The products are gemm_run's, row for row, so the bits are
+ * those of the two whole products. */
+enum { FFN_ROWS = 128 };
+
+static void ffn_rows(void *arg, int task)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden, FF = f->cfg->intermediate;
+	const int m0 = task * FFN_ROWS, m = f->T - m0 < FFN_ROWS ? f->T - m0 : FFN_ROWS;
+	const gemm_w *up_w = &f->L->ffn_up_p, *down_w = &f->L->ffn_down_p;
+	int slot = 0; /* at most nslots tasks run at once: one of the blocks is free */
+	while (atomic_exchange(&f->ffn_busy[slot], 1))
+		slot = (slot + 1) % f->nslots;
+	float *up = (float *)(f->ffn_scratch + (size_t)slot * f->ffn_slot_bytes);
+	const gemm_act act = (gemm_act)(f->cfg->act + 1);
+	if (up_w->prec == GEMM_F32) /* bf16 / int8: the LayerNorm before converted x (prep_next) */
+		gemm_run(up_w, f->x + (size_t)m0 * H, m, 0, FF, f->L->ffn_up_b, up, FF, act);
+	else
+		gemm_run_prep(up_w, f->aq + (size_t)m0 * gemm_prep_row_bytes(up_w), m, 0, FF,
+			      f->L->ffn_up_b, up, FF, act);
+	float *out = f->tmp + (size_t)m0 * H;
+	if (down_w->prec == GEMM_F32) {
+		gemm_run(down_w, up, m, 0, H, f->L->ffn_down_b, out, H, GEMM_ACT_NONE);
+	} else {
+		unsigned char *aq = (unsigned char *)up + (size_t)FFN_ROWS * FF * sizeof(float);
+		gemm_prep(down_w, up, m, aq);
+		gemm_run_prep(down_w, aq, m, 0, H, f->L->ffn_down_b, out, H, GEMM_ACT_NONE);
 	}
-	float *acc = S + ALIBI_QB * ALIBI_KB, *mx = acc + ALIBI_QB * d, *sum = mx + ALIBI_QB;
-	for (int i = 0; i < qn; i++)
-		mx[i] = -INFINITY, sum[i] = 0;
-	memset(acc, 0, (size_t)qn * d * sizeof *acc);
-	for (int k0 = 0; k0 < L; k0 += ALIBI_KB) {
-		int kn = L - k0 < ALIBI_KB ? L - k0 : ALIBI_KB;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, kn, d,
-			    1.0f / sqrtf((float)d), Q, 3 * H, K + (size_t)k0 * 3 * H, 3 * H, 0.0f, S,
-			    kn);
-		for (int i = 0; i < qn; i++) {
-			float *p = S + (size_t)i * kn, m = mx[i];
-			int qi = q0 + i;
-			/* bias as the reference computes it: (-slope) * distance, in float */
-			for (int j = 0; j < kn; j++) {
-				int dist = k0 + j - qi;
-				p[j] += -slope * (float)(dist < 0 ? -dist : dist);
-			}
-			const float pm = row_max(p, kn);
-			m = pm > m ? pm : m;
-			/* on the first chunk mx is -inf: corr is ~1e-38 and scales zeros */
-			float corr = exp_approx(mx[i] - m);
-			mx[i] = m;
-			for (int j = 0; j < kn; j++)
-				p[j] = exp_approx(p[j] - m);
-			sum[i] = sum[i] * corr + row_sum(p, kn);
-			if (corr != 1.0f)
-				for (int c = 0; c < d; c++)
-					acc[(size_t)i * d + c] *= corr;
-		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, d, kn, 1.0f, S, kn,
-			    V + (size_t)k0 * 3 * H, 3 * H, 1.0f, acc, d);
-	}
-	float *ctx = f->ctx + (size_t)(t0 + q0) * H + h * d;
-	for (int i = 0; i < qn; i++) {
-		float inv = 1.0f / sum[i];
-		for (int c = 0; c < d; c++)
-			ctx[(size_t)i * H + c] = acc[(size_t)i * d + c] * inv;
-	}
-	free(S);
+	atomic_store(&f->ffn_busy[slot], 0);
 }
 
 /* GELU (erf form) as gemm.c's epilogue computes it, for GEGLU's gated half. */
@@ -511,7 +457,24 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	f.ctx = malloc(T * H * sizeof(float));
 	f.tmp = malloc(T * H * sizeof(float));
 	const int geglu_ffn = cfg->arch.ffn == FFN_GEGLU, alibi = cfg->arch.pos == POS_ALIBI;
-	f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
+	/* GELU feed-forwards of enough blocks to keep every thread busy go block by block
+	 * (ffn_rows) and need no [T][I] buffer */
+	const int nthreads = threadpool_size(pool);
+	const int ffn_blocks = !geglu_ffn &&
+			       (f.T + FFN_ROWS - 1) / FFN_ROWS >= 2 * nthreads
+				       ? (f.T + FFN_ROWS - 1) / FFN_ROWS : 0;
+	if (ffn_blocks) {
+		f.nslots = nthreads;
+		f.ffn_slot_bytes = (size_t)FFN_ROWS * FF * sizeof(float);
+		if (cfg->cpu_prec != GEMM_F32)
+			f.ffn_slot_bytes += FFN_ROWS * gemm_prep_row_bytes(&w->layer[0].ffn_down_p);
+		f.ffn_slot_bytes = (f.ffn_slot_bytes + 63) / 64 * 64;
+		f.ffn_scratch = aligned_alloc(64, (size_t)nthreads * f.ffn_slot_bytes);
+		f.ffn_busy = calloc((size_t)nthreads, sizeof *f.ffn_busy);
+		f.up = (float *)f.ffn_scratch; /* for the check below */
+	} else {
+		f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
+	}
 	f.gact = geglu_ffn ? malloc(T * FF * sizeof(float)) : NULL;
 	f.seq_of = malloc(T * sizeof(int));
 	/* the largest converted activations: bf16 rows of the widest K, 2 bytes a value */
@@ -520,6 +483,7 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		f.aq = aligned_alloc(64, (T * (2 * (size_t)kmax + 8) + 63) / 64 * 64);
 	int rc = EMB_OK;
 	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact) ||
+	    (ffn_blocks && !f.ffn_busy) ||
 	    (cfg->cpu_prec != GEMM_F32 && !f.aq)) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
@@ -584,6 +548,9 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 			run_rows(pool, geglu, &f, f.T, 1.0 * f.T * FF);
 			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
 				    0, 0);
+		} else if (ffn_blocks) {
+			f.L = L;
+			run_loop(pool, ffn_rows, &f, ffn_blocks, 4.0 * f.T * FF * H);
 		} else {
 			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H,
 				    cfg->act + 1, lowp);
@@ -600,7 +567,10 @@ out:
 	free(f.qkv);
 	free(f.ctx);
 	free(f.tmp);
-	free(f.up);
+	if (f.up != (float *)f.ffn_scratch)
+		free(f.up);
+	free(f.ffn_scratch);
+	free((void *)f.ffn_busy);
 	free(f.seq_of);
 	free(f.aq);
 	free(f.rel);
