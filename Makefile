@@ -14,7 +14,7 @@ ALL_CFLAGS = -std=c17 $(OPT) $(ARCH) -fno-math-errno -fno-trapping-math -g -Wall
 	-D_GNU_SOURCE -pthread -Iengine -I$(B) $(SAN) $(CFLAGS)
 # No -lvulkan: engine/vk_ctx.c dlopens libvulkan.so.1, so the tools start (CPU path) on
 # machines without a Vulkan loader.
-LDLIBS  := -llmdb -lzstd -lutf8proc -ljansson -lopenblas -ldl -lm -pthread
+LDLIBS  := -llmdb -lzstd -lutf8proc -ljansson -ldl -lm -pthread
 
 # B is the build directory: build/ normally, build/asan/ for the sanitizer pass.
 B       ?= build

@@ -3,7 +3,6 @@
 #include "embed.h"
 #include "embed_internal.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,8 +27,6 @@
  * the number of texts a caller hands us. */
 #define CPU_BATCH_TOKENS 8192
 
-/* OpenBLAS (pthread build): stops its thread server; exported, not in cblas.h. */
-extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 struct embed_model {
 	char dir[PATH_MAX];
@@ -329,15 +326,6 @@ static int open_model(const char *dir, const embed_options *opt, int pooling, em
 			      m->cfg.vocab_size);
 		goto fail_gpu;
 	}
-	/* We tile matrix products over our own threads; OpenBLAS must not add its own. Its
-	 * pthread build starts one server thread a CPU when the library loads, and those spin on
-	 * sched_yield for a while before sleeping: a one-shot search paid 15-20 ms of CPU for
-	 * them (perf stat, docs/bench-cpu.md). Shutting the server down is what OpenBLAS does
-	 * itself before a fork; with one thread set it is not restarted. Weak: the OpenMP and
-	 * serial builds have no such server (and no such function). */
-	openblas_set_num_threads(1);
-	if (blas_thread_shutdown_)
-		blas_thread_shutdown_();
 	m->pool = threadpool_create(opt->threads);
 	if (!m->pool) {
 		rc = emb_errf(err, EMB_ENOMEM, "cannot start %d threads", opt->threads);

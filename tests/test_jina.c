@@ -23,7 +23,6 @@
  * (past the attention kernel's query block and key chunk), small to 65 tokens on lavapipe
  * and every case's lengths (to 4,096, base to 2,048) on a GPU; the GPU comparison can fail
  * too (GEGLU halves swapped in the uploaded weights, no ALiBi). */
-#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <sys/resource.h>
@@ -659,7 +658,6 @@ static int gpu_limit(const char *name)
 
 int main(void)
 {
-	openblas_set_num_threads(1); /* forward_cpu threads the products itself */
 	threadpool *pool = threadpool_create(2);
 	const char *only = getenv("EMBED_JINA_ONLY"); /* one case, for timing */
 	emb_err verr = { 0 };

@@ -12,7 +12,6 @@
  * under 1 GFLOP/s on the 2-core CI machine, so there the long-input cases use the first layer
  * of the model only (the kernels are the same for every layer), and the full 6 layers run on
  * short texts; on a real GPU every case uses the whole model. */
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -239,7 +238,6 @@ int main(void)
 	}
 	/* Accept sequences up to the position limit (512), beyond sentence-transformers' 256. */
 	cfg.max_tokens = cfg.max_positions;
-	openblas_set_num_threads(1); /* forward_cpu threads the products itself */
 	threadpool *pool = threadpool_create(0);
 
 	vk_options o;

@@ -20,7 +20,6 @@
  * does; on a real GPU every case runs the whole model. Under ASan (make test's second pass,
  * which looks for memory errors rather than numbers, at a fraction of the speed) the large
  * shapes run 2 layers and fewer texts. Exits 77 only without any Vulkan device. */
-#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -514,7 +513,6 @@ int main(void)
 	}
 	cpu_device = keep_driver_loaded.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
 	printf("device: %s\n", keep_driver_loaded.name);
-	openblas_set_num_threads(1); /* forward_cpu threads the products itself */
 	pool = threadpool_create(0);
 	test_tiny();
 	test_base_shapes();

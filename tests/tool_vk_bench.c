@@ -20,7 +20,6 @@
  * GPU throughput keeps two batches in flight (forward_vk_submit/wait); latency is the
  * median of synchronous single batches. Output: a Markdown table on stdout. */
 #include <jansson.h>
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,9 +275,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	double t_load = now() - t0;
-	/* forward_cpu tiles the products over its own threads; OpenBLAS must not add more
-	 * (16 x 16 threads on the GPU machine made the CPU path ~30x slower). */
-	openblas_set_num_threads(1);
 	threadpool *pool = threadpool_create(threads);
 	t0 = now();
 	vk_backend *vb;

@@ -2,7 +2,7 @@
  * (docs/bench-scan.md, "Store format 5"); not built by make. Against the current tree:
  *   cc -std=c17 -O2 -g -march=x86-64-v3 -D_GNU_SOURCE -pthread -Iengine -o /tmp/lb \
  *      dev/scan-layout/layout-bench.c build/libengine.a -llmdb -lzstd -lutf8proc -ljansson \
- *      -lopenblas -ldl -lm -lxxhash -pthread
+ *      -ldl -lm -lxxhash -pthread
  *   /tmp/lb 1000000 STORE 0              build a binary store of 1M random unit 384-d rows
  *   /tmp/lb 0 STORE 2 600 R              600 searches, --rescore R (under perf record)
  *   /tmp/lb 0 STORE 4 300 32             the checked and unchecked compact scan of STORE's

@@ -3,7 +3,7 @@
  * bits; no per-row checksums), kept so that tests/test_quant proves later programs still read
  * them and upgrade them on a write. Built and run once against commit 86214d4 (format 3):
  *   cc -std=c17 -O2 -march=x86-64-v3 -D_GNU_SOURCE -Iengine dev/store-fixtures/gen-format3.c \
- *      build/libengine.a -llmdb -lzstd -lutf8proc -ljansson -lopenblas -ldl -lm -pthread
+ *      build/libengine.a -llmdb -lzstd -lutf8proc -ljansson -ldl -lm -pthread
  *   ./a.out tests/data
  * 140 rows of 384-d (two vector blocks: 128 + 12), documents "d0".."d139", one window each,
  * row i of document "di" = fixture_vec(i) (the same xorshift as tests/test_quant.c), written

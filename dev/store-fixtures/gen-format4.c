@@ -4,7 +4,7 @@
  * still read them and upgrade them on a write (format 5 groups a binary store's compact
  * blocks). Built and run once against commit 533500d (format 4):
  *   cc -std=c17 -O2 -march=x86-64-v3 -D_GNU_SOURCE -Iengine dev/store-fixtures/gen-format4.c \
- *      build/libengine.a -llmdb -lzstd -lutf8proc -ljansson -lopenblas -ldl -lm -pthread
+ *      build/libengine.a -llmdb -lzstd -lutf8proc -ljansson -ldl -lm -pthread
  *   ./a.out tests/data
  * 140 rows of 384-d (two vector blocks: 128 + 12), documents "d0".."d139", one window each,
  * row i of document "di" = fixture_vec(i) (the same xorshift as tests/test_quant.c), written
