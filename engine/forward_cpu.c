@@ -112,6 +112,8 @@ typedef struct fwd {
 	const float *resid;   /* add_layernorm: x = LN(x + resid) */
 	const gemm_w *prep_next; /* bf16 / int8: the LayerNorm steps also convert their rows
 				  * of x into aq for this product (the next one x feeds) */
+	int ln_rows;          /* the product into tmp may finish its rows with add_layernorm */
+	int ln_done;          /* ... and did: every tile held whole rows */
 
 	/* ffn_rows: a scratch block of FFN_ROWS x I floats for each thread, claimed per task */
 	unsigned char *ffn_scratch; /* [nslots] blocks of ffn_slot_bytes: the activations, then
@@ -170,6 +172,20 @@ static void run_rows(threadpool *pool, void (*fn)(void *, int), fwd *f, int nrow
 	run_loop(pool, rows_task, f, (nrows + f->rows_chunk - 1) / f->rows_chunk, est_ns);
 }
 
+/* x = LayerNorm(x + resid); one task per token. */
+static void add_layernorm(void *arg, int t)
+{
+	fwd *f = arg;
+	const int H = f->cfg->hidden;
+	float *x = f->x + (size_t)t * H;
+	const float *r = f->resid + (size_t)t * H;
+	for (int i = 0; i < H; i++)
+		x[i] += r[i];
+	layernorm_row(x, f->ln_g, f->ln_b, H, f->cfg->layer_norm_eps);
+	if (f->prep_next)
+		gemm_prep(f->prep_next, x, 1, f->aq + (size_t)t * gemm_prep_row_bytes(f->prep_next));
+}
+
 static void matmul_tile(void *arg, int task)
 {
 	fwd *f = arg;
@@ -182,6 +198,9 @@ static void matmul_tile(void *arg, int task)
 	else
 		gemm_run(f->W, f->A + (size_t)m0 * f->K, m, n0, n0 + n, f->bias,
 			 f->C + (size_t)m0 * f->N, f->N, (gemm_act)f->act);
+	if (f->ln_done) /* whole rows: their residual + LayerNorm while they are in cache */
+		for (int r = m0; r < m0 + m; r++)
+			add_layernorm(f, r);
 }
 
 /* bf16 / int8: converts row r of A for the kernel, once for every column tile of the
@@ -214,6 +233,11 @@ static void matmul_bias(fwd *f, threadpool *pool, const float *A, const gemm_w *
 	f->tile_n = (f->tile_n + W->nr - 1) / W->nr * W->nr;
 	f->tiles_n = (N + f->tile_n - 1) / f->tile_n;
 	f->aq_rb = W->prec != GEMM_F32 ? gemm_prep_row_bytes(W) : 0;
+	/* bf16 / int8: the LayerNorm's conversion for the next product writes aq rows in that
+	 * product's row size, which must be this one's, or it would write over rows another tile
+	 * is still reading (the down-projection's K is I, the next product's H) */
+	f->ln_done = f->ln_rows && f->tiles_n == 1 &&
+		     (W->prec == GEMM_F32 || !f->prep_next || gemm_prep_row_bytes(f->prep_next) == f->aq_rb);
 	if (W->prec != GEMM_F32 && !prepped)
 		run_rows(pool, prep_row, f, M, 0.3 * M * K);
 	run_loop(pool, matmul_tile, f, tiles_m * f->tiles_n,
@@ -375,6 +399,8 @@ static void ffn_rows(void *arg, int task)
 		gemm_run_prep(down_w, aq, m, 0, H, f->L->ffn_down_b, out, H, GEMM_ACT_NONE);
 	}
 	atomic_store(&f->ffn_busy[slot], 0);
+	for (int r = m0; r < m0 + m; r++) /* whole rows: residual + LayerNorm now */
+		add_layernorm(f, r);
 }
 
 /* GELU (erf form) as gemm.c's epilogue computes it, for GEGLU's gated half. */
@@ -393,20 +419,6 @@ static void geglu(void *arg, int t)
 	float *g = f->gact + (size_t)t * n;
 	for (int j = 0; j < n; j++)
 		g[j] = gelu_erf(u[j]) * u[n + j];
-}
-
-/* x = LayerNorm(x + resid); one task per token. */
-static void add_layernorm(void *arg, int t)
-{
-	fwd *f = arg;
-	const int H = f->cfg->hidden;
-	float *x = f->x + (size_t)t * H;
-	const float *r = f->resid + (size_t)t * H;
-	for (int i = 0; i < H; i++)
-		x[i] += r[i];
-	layernorm_row(x, f->ln_g, f->ln_b, H, f->cfg->layer_norm_eps);
-	if (f->prep_next)
-		gemm_prep(f->prep_next, x, 1, f->aq + (size_t)t * gemm_prep_row_bytes(f->prep_next));
 }
 
 /* Pooling over one sequence's tokens, then L2 normalisation if the model has it. */
@@ -539,27 +551,38 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 			rc = emb_errf(err, EMB_ENOMEM, "out of memory for attention scores");
 			goto out;
 		}
-		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0, 0);
+		/* x = LN(x + dense(ctx)); the LayerNorm inside the product's tiles when they hold
+		 * whole rows (then each row is done while in cache, and one round is saved) */
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
 		f.prep_next = lowp ? &L->ffn_up_p : NULL;
-		run_rows(pool, add_layernorm, &f, f.T, ln_ns);
+		f.ln_rows = 1;
+		matmul_bias(&f, pool, f.ctx, &L->attn_out_p, L->attn_out_b, f.tmp, f.T, H, H, 0, 0);
+		f.ln_rows = 0;
+		if (!f.ln_done)
+			run_rows(pool, add_layernorm, &f, f.T, ln_ns);
+		/* x = LN(x + ffn(x)), the same way */
+		f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
+		f.prep_next = lowp && l + 1 < cfg->layers ? &w->layer[l + 1].qkv_p : NULL;
 		if (geglu_ffn) {
 			matmul_bias(&f, pool, f.x, &L->ffn_up_p, NULL, f.up, f.T, 2 * FF, H, 0, lowp);
 			run_rows(pool, geglu, &f, f.T, 1.0 * f.T * FF);
+			f.ln_rows = 1;
 			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
 				    0, 0);
-		} else if (ffn_blocks) {
+		} else if (ffn_blocks) { /* ffn_rows does the LayerNorm of its rows */
 			f.L = L;
 			run_loop(pool, ffn_rows, &f, ffn_blocks, 4.0 * f.T * FF * H);
+			f.ln_done = 1;
 		} else {
 			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H,
 				    cfg->act + 1, lowp);
+			f.ln_rows = 1;
 			matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
 				    0, 0);
 		}
-		f.resid = f.tmp, f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
-		f.prep_next = lowp && l + 1 < cfg->layers ? &w->layer[l + 1].qkv_p : NULL;
-		run_rows(pool, add_layernorm, &f, f.T, ln_ns);
+		f.ln_rows = 0;
+		if (!f.ln_done)
+			run_rows(pool, add_layernorm, &f, f.T, ln_ns);
 	}
 	run_loop(pool, pool_normalize, &f, b->n, 0.5 * f.T * H);
 out:
