@@ -683,12 +683,16 @@ static void scan_task(void *arg, int t)
 			hps[i] = (heap){c->heaps + ((size_t)t * c->nq + i) * c->k, 0, c->k};
 	}
 	size_t rowb = c->cq ? quant_row_bytes((quant_type)c->cq->kind, c->dim) : (size_t)c->dim * sizeof(float);
-	/* int8 codes: checked after scoring (scan.h says why); f32 rows and sign bits before
-	 * (the popcount kernel streams memory slower than XXH3 does: binary at 1M rows, 2
-	 * threads, 9.8 ms of CPU hashing first, 12.2 hashing after). */
-	int hash_first = !c->cq || c->cq->kind != QUANT_INT8;
+	/* Each block is hashed just before it is scored, so the scoring reads it from L2 (f32
+	 * rows and sign bits: the kernels stream memory slower than XXH3 does; binary at 1M rows,
+	 * 2 threads, 9.8 ms of CPU hashing first, 12.2 hashing after). The exception is int8
+	 * codes where only the scalar XXH3 runs: it streams memory slower than the VNNI kernel
+	 * (60 against 43 ms of CPU at 1M rows), so the block is scored first and hashed from L2.
+	 * With the AVX-512 XXH3 hashing first is faster for int8 too (AMD EPYC, 300 searches of
+	 * 1M rows: 16.5-17.9 against 22.4-24.8 ms; docs/bench-scan.md). */
 	if (__atomic_load_n(&wide, __ATOMIC_RELAXED) < 0)
 		__atomic_store_n(&wide, xxh_wide_ok(), __ATOMIC_RELAXED);
+	int hash_first = !c->cq || c->cq->kind != QUANT_INT8 || __atomic_load_n(&wide, __ATOMIC_RELAXED) > 0;
 	for (size_t b = tk->b0; b < tk->b1; b++) {
 		const scan_block *bl = &c->blocks[b];
 		uint32_t lo = b == tk->b0 ? tk->r0 : 0;

@@ -130,11 +130,11 @@ void scan_bin_at(int isa, const uint8_t *rows, size_t n, int nbytes, const uint8
 
 /* scan_topk_guarded over compact rows (blocks[].codes, quant_row_bytes(q->kind, q->dim)
  * bytes a row, then the u64 checksum when g asks for it). Ties: lower row first. Errors as
- * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). An int8 block's
- * checksum is verified right after its rows are scored, not before as for f32 rows and sign
- * bits: the VNNI kernel streams the codes from memory faster than XXH3 does, which then reads
- * them from L2 (1M rows, 2 threads: 43 instead of 60 ms of CPU, docs/bench-scan.md); a
- * failure still discards the whole answer. */
+ * scan_topk_guarded (g->max_abs is ignored: compact scores are estimates). Each block's
+ * checksum is verified just before its rows are scored, except int8 blocks on a CPU without
+ * the AVX-512 XXH3 (xxh_wide.h): there the VNNI kernel streams the codes from memory faster
+ * than the scalar XXH3 does, so the block is scored first and hashed from L2 (scan.c has the
+ * measurements); a failure still discards the whole answer. */
 int scan_topk_compact(const scan_block *blocks, size_t nblocks, const scan_cquery *q, int k,
 		      threadpool *pool, scan_guard *g, scan_hit *out, int *nout, emb_err *err);
 
