@@ -483,7 +483,6 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		f.ffn_slot_bytes = (f.ffn_slot_bytes + 63) / 64 * 64;
 		f.ffn_scratch = aligned_alloc(64, (size_t)nthreads * f.ffn_slot_bytes);
 		f.ffn_busy = calloc((size_t)nthreads, sizeof *f.ffn_busy);
-		f.up = (float *)f.ffn_scratch; /* for the check below */
 	} else {
 		f.up = malloc(T * FF * (geglu_ffn ? 2 : 1) * sizeof(float));
 	}
@@ -494,8 +493,8 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	if (cfg->cpu_prec != GEMM_F32)
 		f.aq = aligned_alloc(64, (T * (2 * (size_t)kmax + 8) + 63) / 64 * 64);
 	int rc = EMB_OK;
-	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.up || !f.seq_of || (geglu_ffn && !f.gact) ||
-	    (ffn_blocks && !f.ffn_busy) ||
+	if (!f.x || !f.qkv || !f.ctx || !f.tmp || !f.seq_of || (geglu_ffn && !f.gact) ||
+	    (ffn_blocks ? !f.ffn_scratch || !f.ffn_busy : !f.up) ||
 	    (cfg->cpu_prec != GEMM_F32 && !f.aq)) {
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for a batch of %zu tokens", T);
 		goto out;
@@ -590,8 +589,7 @@ out:
 	free(f.qkv);
 	free(f.ctx);
 	free(f.tmp);
-	if (f.up != (float *)f.ffn_scratch)
-		free(f.up);
+	free(f.up);
 	free(f.ffn_scratch);
 	free((void *)f.ffn_busy);
 	free(f.seq_of);
