@@ -6,6 +6,7 @@
  * give the same bits.
  */
 #include "attention.h"
+#include "vecmath.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -48,7 +49,7 @@ static inline __attribute__((always_inline)) __mmask16 mask16(int n)
 /* 2^n from the rounding trick's t (vecmath.h): its low bits hold n + 0x400000 */
 static inline __attribute__((always_inline, target("avx512f"))) __m512 pow2_512(__m512 t)
 {
-	__m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000 - 127));
+	__m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)EXP_BIAS_BITS));
 	return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
 }
 
@@ -140,7 +141,7 @@ static inline __attribute__((always_inline)) __m256i mask8(int n)
 
 static inline __attribute__((always_inline)) __m256 pow2_256(__m256 t)
 {
-	__m256i e = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000 - 127));
+	__m256i e = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32((int)EXP_BIAS_BITS));
 	return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
 }
 

@@ -17,11 +17,11 @@
  * returned when either is NaN). */
 static inline __attribute__((always_inline)) AK_ATTR V AK(vexp)(V x)
 {
-	x = V_MAX(V_SET1(-87.0f), V_MIN(V_SET1(88.0f), x));
-	V t = V_FMADD(x, V_SET1(1.44269504088896341f), V_SET1(12582912.0f));
-	V n = V_SUB(t, V_SET1(12582912.0f));
-	V r = V_FNMADD(n, V_SET1(0.693145751953125f), x);
-	r = V_FNMADD(n, V_SET1(1.428606765330187e-06f), r);
+	x = V_MAX(V_SET1(EXP_LO), V_MIN(V_SET1(EXP_HI), x));
+	V t = V_FMADD(x, V_SET1(EXP_LOG2E), V_SET1(EXP_ROUND));
+	V n = V_SUB(t, V_SET1(EXP_ROUND));
+	V r = V_FNMADD(n, V_SET1(EXP_LN2_HI), x);
+	r = V_FNMADD(n, V_SET1(EXP_LN2_LO), r);
 	V p = V_SET1(1.0f / 5040);
 	p = V_FMADD(p, r, V_SET1(1.0f / 720));
 	p = V_FMADD(p, r, V_SET1(1.0f / 120));

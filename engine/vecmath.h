@@ -11,16 +11,25 @@
 
 #include <stdint.h>
 
+/* exp_approx's constants, shared with its vector form in attention_kern.h */
+#define EXP_LO -87.0f
+#define EXP_HI 88.0f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_ROUND 12582912.0f              /* 1.5 * 2^23: see exp_approx */
+#define EXP_LN2_HI 0.693145751953125f
+#define EXP_LN2_LO 1.428606765330187e-06f
+#define EXP_BIAS_BITS (0x4B400000u - 127u) /* EXP_ROUND's bits, less the exponent bias */
+
 /* exp(x); NaN for NaN (which passes the clamp and makes p NaN). */
 static inline float exp_approx(float x)
 {
-	x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+	x = x < EXP_LO ? EXP_LO : x > EXP_HI ? EXP_HI : x;
 	/* round to nearest integer: adding 1.5 * 2^23 = 0x1.8p23 pushes the fraction out of the
 	 * mantissa and leaves n in t's low bits */
-	union { float f; uint32_t u; } t = { .f = x * 1.44269504088896341f + 12582912.0f };
-	float n = t.f - 12582912.0f;
-	float r = x - n * 0.693145751953125f;   /* ln 2, high part */
-	r = r - n * 1.428606765330187e-06f;     /* ln 2, low part */
+	union { float f; uint32_t u; } t = { .f = x * EXP_LOG2E + EXP_ROUND };
+	float n = t.f - EXP_ROUND;
+	float r = x - n * EXP_LN2_HI;   /* ln 2, high part */
+	r = r - n * EXP_LN2_LO;         /* ln 2, low part */
 	float p = 1.0f / 5040;
 	p = p * r + 1.0f / 720;
 	p = p * r + 1.0f / 120;
@@ -31,7 +40,7 @@ static inline float exp_approx(float x)
 	p = p * r + 1.0f;
 	/* 2^n built from t's bits in unsigned arithmetic, defined for every input (NaN
 	 * included): converting NaN to int, or shifting a negative int, would be undefined. */
-	union { uint32_t u; float f; } scale = { .u = (t.u - 0x4B400000u + 127u) << 23 };
+	union { uint32_t u; float f; } scale = { .u = (t.u - EXP_BIAS_BITS) << 23 };
 	return p * scale.f;
 }
 
