@@ -3,7 +3,8 @@
  *   cc -std=c17 -O2 -g -march=x86-64-v3 -D_GNU_SOURCE -pthread -Iengine -o /tmp/lb \
  *      dev/scan-layout/layout-bench.c build/libengine.a -llmdb -lzstd -lutf8proc -ljansson \
  *      -ldl -lm -lxxhash -pthread
- *   /tmp/lb 1000000 STORE 0              build a binary store of 1M random unit 384-d rows
+ *   /tmp/lb 1000000 STORE 0 [int8]       build a binary (or int8) store of 1M random unit
+ *                                        384-d rows
  *   /tmp/lb 0 STORE 2 600 R              600 searches, --rescore R (under perf record)
  *   /tmp/lb 0 STORE 4 300 32             the checked and unchecked compact scan of STORE's
  *                                        codes (format 4: one LMDB value a vector block) in
@@ -40,7 +41,7 @@ int main(int argc, char **argv)
 	if (mode == 0) {
 		if (store_open(path, STORE_CREATE, &s, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
 		store_model m = {0}; strcpy(m.name, "random"); strcpy(m.sha256, "0"); strcpy(m.pooling, "mean"); m.dim = dim; m.normalized = 1; m.max_tokens = 256;
-		if (store_bind_model(s, &m, &e) || store_set_vtype(s, QUANT_BINARY, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
+		if (store_bind_model(s, &m, &e) || store_set_vtype(s, argc > 4 && !strcmp(argv[4], "int8") ? QUANT_INT8 : QUANT_BINARY, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
 		enum { B = 20000 };
 		store_op *ops = calloc(B, sizeof *ops); char (*ids)[16] = malloc(16 * B); float *v = malloc(sizeof(float) * B * dim);
 		for (long done = 0; done < n;) {
