@@ -15,15 +15,7 @@ import argparse, struct, sys, os
 import torch
 from transformers import AutoModel
 
-def read_ids(path):
-    data = open(path, "rb").read()
-    n = struct.unpack_from("<I", data, 0)[0]
-    off, docs = 4, []
-    for _ in range(n):
-        ln = struct.unpack_from("<I", data, off)[0]
-        docs.append(list(struct.unpack_from("<%di" % ln, data, off + 4)))
-        off += 4 + 4 * ln
-    return docs
+from ids import read_ids  # dev/int8/ids.py, beside this script
 
 ap = argparse.ArgumentParser()
 ap.add_argument("model"); ap.add_argument("ids"); ap.add_argument("out")

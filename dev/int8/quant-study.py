@@ -16,19 +16,11 @@ IDS.bin is tool_vk_bench's token-id file (scripts/bench-gpu --ids); every N-th t
 length is used (the 1,037-document check is every 5th of SciFact's 5,183).
 Prints min / 0.1% / 1% / mean cosine per config against the unquantised fp32 model.
 """
-import argparse, struct, sys
+import argparse, sys
 import torch
 from transformers import AutoModel
 
-def read_ids(path):
-    data = open(path, "rb").read()
-    n = struct.unpack_from("<I", data, 0)[0]
-    off, docs = 4, []
-    for _ in range(n):
-        ln = struct.unpack_from("<I", data, off)[0]
-        docs.append(list(struct.unpack_from("<%di" % ln, data, off + 4)))
-        off += 4 + 4 * ln
-    return docs
+from ids import read_ids  # dev/int8/ids.py, beside this script
 
 def fq_act(x, group):
     # x [..., K]; symmetric int8, one scale a token (group 0) or per `group` values
