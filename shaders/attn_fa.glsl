@@ -5,8 +5,10 @@
 // GL_NV_cooperative_matrix says nothing of which lane holds which element, so the kernel
 // could neither take a row's maximum nor scale a row of the output in place.
 //
-// Here the element layout is read at run time instead: loading a 16x16 matrix of the numbers
-// 0..255 tells each lane the row and column of every element it holds. The host checks once
+// Here the element layout is read at run time instead: an MMA whose result holds 16·row +
+// column at each element (cm_index.glsl) tells each lane the row and column of every
+// accumulator element it holds (a loaded matrix need not be laid out like a result: on an
+// H100 they differ). The host checks once
 // per device (forward_vk.c, shaders/cm_layout.comp) that the layout has the shape this kernel
 // relies on — each lane holds 8 elements in two rows, and the four lanes of a quad (xor 1, 2)
 // hold the same two rows and between them all 16 columns, as NVIDIA's tensor cores lay out
@@ -42,7 +44,7 @@
 // with REL_SPAN > 0 (MPNet) each score gets its head's bias row, staged in shared memory, at
 // clamp(key - query, -R, R) + R; with ALIBI = 1 (JinaBERT) -slope_h * |key - query|. Both in
 // log2 units here (times log2 e, like the scores). An element's (query, key) pair comes from
-// the same layout matrix as its column: row and column of element e are read off it once, so
+// the same index matrix as its column: row and column of element e are read off it once, so
 // key - query is (chunk start - row block start) + 16 n + (column - row of e).
 //
 // Same launch, block table layout and NaN precautions as attn_cm.comp: rows past the sequence are
@@ -54,6 +56,7 @@
 #extension GL_NV_cooperative_matrix : enable
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : enable
 #include "common.glsl"
+#include "cm_index.glsl"
 
 #ifndef RB
 #define RB 1
@@ -98,7 +101,6 @@ shared float relb[REL_SPAN + 1];
 shared uvec4 Qs[BQ * SR];       // queries, later each subgroup's 16x32 f16 output
 shared uvec4 Ks[BKV * SR];
 shared uvec4 Vs[BKV * SR];
-shared float Lay[256];
 
 void main()
 {
@@ -117,8 +119,7 @@ void main()
 		const uint t = q0 + r;
 		Qs[r * SR + d] = t < end ? qkv[t * row8 + hq + d] : uvec4(0);
 	}
-	[[unroll]] for (uint i = tid; i < 256; i += THREADS)
-		Lay[i] = float(i);
+	cm_index_stage(tid, THREADS);
 	if (REL_SPAN > 0)
 		for (uint i = tid; i < REL_SPAN; i += THREADS)
 			relb[i] = wvec[pc.rel_off + h * REL_SPAN + i] * LOG2E;
@@ -134,8 +135,7 @@ void main()
 	uint colOf[NE];
 	int dOf[NE];
 	{
-		F32M lay;
-		coopMatLoadNV(lay, Lay, 0, 16, false);
+		const F32M lay = cm_index();
 		[[unroll]] for (uint e = 0; e < NE; e++) {
 			colOf[e] = uint(lay[e]) % 16;
 			dOf[e] = int(colOf[e]) - int(uint(lay[e]) / 16);

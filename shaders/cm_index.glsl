@@ -1,0 +1,40 @@
+// cm_index.glsl — the 16x16 fp32 matrix whose element (row, column) holds 16·row + column,
+// made as the result of an MMA, so that a lane learns where an MMA puts each element of an
+// accumulator it holds (attn_fa.glsl, cm_layout.comp).
+//
+// GL_NV_cooperative_matrix leaves the element layout to the implementation, and a matrix
+// loaded from memory need not be laid out like a product's result of the same type: on an
+// H100 with driver 580 the two differ, and attn_fa.glsl, which took its layout from a loaded
+// matrix, masked and summed the wrong elements (docs/bench-gpu.md, 2026-12-06). Here
+// A (row r: 16r, 1, then zeros) times B (row 0: ones, row 1: 0..15, then zeros) gives
+// 16r·1 + 1·c: every value at most 255, exact in f16 and fp32.
+shared uvec4 CmIdx[64];  // A's 16 rows of 2 uvec4, then B's
+
+void cm_index_stage(uint tid, uint nthreads)
+{
+	for (uint i = tid; i < 64; i += nthreads) {
+		uvec4 v = uvec4(0);
+		if (i < 32) {
+			if (i % 2 == 0)
+				v.x = packHalf2x16(vec2(16.0 * float(i / 2), 1.0));
+		} else {
+			const uint k = (i - 32) / 2;
+			const float c = 8.0 * float(i % 2);
+			if (k == 0)
+				v = uvec4(packHalf2x16(vec2(1.0)));
+			else if (k == 1)
+				v = uvec4(packHalf2x16(vec2(c, c + 1.0)), packHalf2x16(vec2(c + 2.0, c + 3.0)),
+					  packHalf2x16(vec2(c + 4.0, c + 5.0)), packHalf2x16(vec2(c + 6.0, c + 7.0)));
+		}
+		CmIdx[i] = v;
+	}
+}
+
+// After cm_index_stage and a barrier.
+fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> cm_index()
+{
+	fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a, b;
+	coopMatLoadNV(a, CmIdx, 0, 2, false);
+	coopMatLoadNV(b, CmIdx, 32, 2, false);
+	return coopMatMulAddNV(a, b, fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0));
+}
