@@ -181,6 +181,7 @@ struct vk_backend {
 	uint32_t bq;           /* the attention kernel's query block */
 	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
+	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 	size_t wmat_bytes, nvec; /* alloc_weights' layout: the matrices' bytes, wvec's floats */
 	int ready;               /* the weights are uploaded (vk_backend_upload) */
@@ -717,6 +718,9 @@ static int cm_layout_ok(vk_backend *b)
 	const uint32_t *v = out.map;
 	if (v[0] != NE)
 		goto done;
+	/* the element layout of an MMA's result (v + 1) and of a loaded matrix (after it):
+	 * attn_fa.glsl uses the first; whether they agree is reported by the profile */
+	b->cm_load_same = !memcmp(v + 1, v + 1 + LANES * NE, LANES * NE * sizeof *v);
 	ok = 1;
 	for (int lane = 0; lane < LANES && ok; lane++) {
 		/* this lane: two rows, its elements split between them */
@@ -794,17 +798,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * shared-memory softmax (attn_cm) only head size 32 without a bias. */
 	const int bias = b->rel_span || b->alibi;
 	const int cm_any = b->prec == PREC_COOPMAT && strcmp(ae, "scalar");
-	/* ALiBi takes attn_fa64 only when asked (set.attn "fa"): on the H100, jina-small's fp16
-	 * vectors through it missed the CPU's (min cosine 0.78 on 1..4,096 tokens) where
-	 * MPNet's relative bias through the same kernel matched (docs/jina-gpu.md) */
-	/* Head size 32 (MiniLM) takes attn_fa / attn_fa16 only when asked (set.attn "fa" or
-	 * "fa16"), attn_cm by default: on an H100 (2026-12-05, docs/bench-gpu.md) MiniLM's fp16
-	 * vectors through attn_fa and attn_fa16 missed the CPU's (min cosine 0.35-0.55 in
-	 * test_vk_forward) while attn_cm matched (0.99999956), in a build after attn_fa.glsl was
-	 * generalised to head size 64 (dbcf7fc); a guard until a device run locates it. */
-	const int fa_asked = !strcmp(ae, "fa") || !strcmp(ae, "fa16");
-	const int attn_fa = cm_any && ((b->D == 32 && fa_asked) || b->D == 64) &&
-			    strcmp(ae, "cm") && (!b->alibi || !strcmp(ae, "fa")) && cm_layout_ok(b);
+	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
+			    cm_layout_ok(b);
 	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
@@ -1027,10 +1022,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		vk_backend_close(b);
 		return rc;
 	}
-	/* JinaBERT (ALiBi) takes fp32 unless fp16 is asked for: its fp16 vectors on an H100's
-	 * cooperative-matrix path missed the CPU's (min cosine 0.78, docs/jina-gpu.md) while
-	 * fp32 there and fp16 on lavapipe matched; the default is the path measured right. */
-	if (opt->precision == VK_PREC_FP32 || (opt->precision == VK_PREC_DEFAULT && b->alibi))
+	if (opt->precision == VK_PREC_FP32)
 		b->prec = PREC_FP32;
 	else if (b->c.has_coopmat)
 		b->prec = PREC_COOPMAT;
@@ -1609,9 +1601,11 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 	for (int i = 0; i < ST_N; i++)
 		total += b->prof_ns[i];
 	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s%s%s, "
-		"second-row accumulator elements 0x%02x):\n", b->prof_batches, b->c.name,
-		b->prec_name, b->pipe[P_ATTN].name, b->pipe[P_ATTN_SMALL].pipe ? " or, small grids, " : "",
-		b->pipe[P_ATTN_SMALL].pipe ? b->pipe[P_ATTN_SMALL].name : "", b->cm_second);
+		"second-row accumulator elements 0x%02x, loaded matrices %s):\n", b->prof_batches,
+		b->c.name, b->prec_name, b->pipe[P_ATTN].name,
+		b->pipe[P_ATTN_SMALL].pipe ? " or, small grids, " : "",
+		b->pipe[P_ATTN_SMALL].pipe ? b->pipe[P_ATTN_SMALL].name : "", b->cm_second,
+		b->cm_load_same ? "laid out alike" : "laid out otherwise");
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%  %8.3f ms a submission\n", step_name[i],
 			b->prof_ns[i] / 1e6, total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0,
