@@ -1,0 +1,109 @@
+#!/bin/bash
+# gpu-checks.sh — one device call's worth of GPU checks and rows, for the lent machine (no
+# compiler, no network: everything arrives packed). Steps are named on the command line and
+# each runs under its own time limit, writing its log to $OUT/NAME.log, so a call cut short
+# still returns what ran.
+#
+# Here, from the repository root (a build of the commit to check):
+#   scripts/convert-f16 .cache/models/all-MiniLM-L6-v2 .dev/minilm-f16
+#   build/tests/tool_vk_bench tokenize .dev/minilm-f16 ../shared/data/scifact/corpus.jsonl .dev/scifact-ids.bin
+#   python3 scripts/bench-rerank --queries 10 --pairs-only && cp build/bench-rerank/pairs.jsonl .dev/pairs.jsonl
+#   DEV_DIR=.dev/g scripts/pack-device test_vk_forward test_jina test_vk_mpnet tool_vk_bench tool_rerank_bench rerank
+# then one run call, carrying .dev/g/dev.tar.xz .dev/minilm-f16 .dev/scifact-ids.bin .dev/pairs.jsonl:
+#   bash dev/device/gpu-checks.sh minilm-attn jina-diag rerank ...
+# Steps:
+#   minilm-attn   test_vk_forward on the real MiniLM (f16 copy), attention default / fa / fa16
+#   jina-diag     test_jina, jina-small 1..4,096 tokens, EMBED_JINA_DIAG: plain, products
+#                 without tensor cores (EMBED_VK_GEMM=hh), 64x64 tiles (hs), the shared-memory
+#                 LayerNorm (EMBED_VK_LN_TREE=1)
+#   jina-test     test_jina as make test runs it, and test_vk_mpnet
+#   rerank        GPU rerank latency (fp16, fp32), CPU 16 threads, and scripts/rerank-torch
+#   minilm-bench  scripts/bench-gpu on SciFact, MiniLM, batches 1,2,10,100,1000 (PyTorch too)
+#   minilm-attn-bench  tool_vk_bench, attention default vs EMBED_VK_ATTN=cm, alternating
+#   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
+#   jina-fa       test_jina diagnosis (jina-small 1..4,096 tokens), default settings only
+#   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
+#   int8          int8 products: accuracy and batch-1000 rows for several product sets
+set -u
+cd "$(dirname "$0")/../.."
+D=${DEV_DIR:-.dev/g}
+# Logs go to $OUT/w and are packed into $OUT/logs.tar.gz at the end (a device call returns
+# only a few files).
+OUT=${OUT:-/tmp/gpu-checks-out}
+RES=$OUT
+OUT=$RES/w
+mkdir -p "$OUT"
+trap 'tar czf "$RES/logs.tar.gz" -C "$OUT" . ; cp "$OUT/steps.log" "$RES/" 2>/dev/null' EXIT
+[ -x $D/bin/tool_vk_bench ] || tar xJf $D/dev.tar.xz -C $D
+export VK_ICD_FILENAMES=${GPU_ICD:-$PWD/$D/bin/nvidia_icd.json} LD_LIBRARY_PATH=$PWD/$D/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+B=$D/bin
+M=.dev/minilm-f16
+IDS=.dev/scifact-ids.bin
+step() { # NAME LIMIT_S CMD...
+	local name=$1 lim=$2; shift 2
+	local t0=$(date +%s)
+	echo "=== $name: $*" | tee -a "$OUT/steps.log"
+	timeout "$lim" "$@" > "$OUT/$name.log" 2>&1
+	local rc=$?
+	echo "=== $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.log"
+	tail -n ${TAILN:-12} "$OUT/$name.log"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+for s in "$@"; do
+case $s in
+minilm-attn)
+	for a in default fa fa16; do
+		if [ $a = default ]; then e=; else e=$a; fi
+		EMBED_MODEL=$M EMBED_VK_ATTN=$e step vkf-$a 150 $B/test_vk_forward
+	done ;;
+jina-diag)
+	for v in plain gemm-hh gemm-hs ln-tree; do
+		(
+		case $v in
+		gemm-hh) export EMBED_VK_GEMM=hh ;; gemm-hs) export EMBED_VK_GEMM=hs ;;
+		ln-tree) export EMBED_VK_LN_TREE=1 ;;
+		esac
+		TAILN=30 EMBED_JINA_DIAG=1 EMBED_JINA_ONLY=small EMBED_JINA_MAX=4096 \
+			step jina-$v 120 $B/test_jina
+		)
+	done ;;
+layout)
+	EMBED_VK_PROFILE=1 step layout 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 2,1000 --max-batches 2 ;;
+jina-fa)
+	TAILN=30 EMBED_JINA_DIAG=1 EMBED_JINA_ONLY=small EMBED_JINA_MAX=4096 step jina-fa 120 $B/test_jina ;;
+jina-test)
+	step jina-all 200 $B/test_jina
+	step vk-mpnet 150 $B/test_vk_mpnet ;;
+rerank)
+	R=/tmp/ce16
+	[ -f $R/model.safetensors ] || python3 scripts/gen-cross-encoder $R --from $M > /dev/null
+	for p in fp16 fp32; do
+		step rerank-gpu-$p 120 $B/tool_rerank_bench --model $R --device gpu --precision $p < .dev/pairs.jsonl
+		$B/rerank --model $R --device gpu --precision $p .dev/pairs.jsonl > $OUT/rerank-gpu-$p.jsonl 2>&1
+	done
+	step rerank-cpu16 150 $B/tool_rerank_bench --model $R --device cpu --threads 16 < .dev/pairs.jsonl
+	$B/rerank --model $R --device cpu .dev/pairs.jsonl > $OUT/rerank-cpu.jsonl 2>&1
+	$B/rerank --model $R --tokens .dev/pairs.jsonl > /tmp/tokens.jsonl
+	step rerank-torch 150 python3 scripts/rerank-torch $R /tmp/tokens.jsonl cuda fp16,fp32 ;;
+minilm-bench)
+	step bench-minilm 300 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 1,2,10,100,1000 --out $OUT/bench-minilm.md ;;
+minilm-attn-bench)
+	for r in 1 2; do
+		for a in default cm; do
+			if [ $a = default ]; then e=; else e=$a; fi
+			EMBED_VK_ATTN=$e step attnbench-$a-$r 90 $B/tool_vk_bench run $M $IDS --no-cpu \
+				--batches 1,2,10,100,1000 --check-every 5
+		done
+	done ;;
+jina-8192)
+	step bench-jina 400 python3 scripts/bench-gpu --tool $B/tool_vk_bench --jina-shaped /tmp/jb \
+		--seq-lens 2048,8192 --jina-check-max 2048 --out $OUT/bench-jina.md ;;
+int8)
+	for p in 15 10 7 12; do
+		EMBED_VK_INT8_PRODUCTS=$p step int8-$p 90 $B/tool_vk_bench run $M $IDS --no-cpu \
+			--batches 1,100,1000 --check-every 5 --precision int8
+	done ;;
+*) echo "gpu-checks: unknown step $s" >&2 ;;
+esac
+done
