@@ -7,8 +7,8 @@
 //
 // Here the element layout is read at run time instead: an MMA whose result holds 16·row +
 // column at each element (cm_index.glsl) tells each lane the row and column of every
-// accumulator element it holds (a loaded matrix need not be laid out like a result: on an
-// H100 they differ). The host checks once
+// accumulator element it holds (indices read off a loaded matrix were wrong on an H100).
+// The host checks once
 // per device (forward_vk.c, shaders/cm_layout.comp) that the layout has the shape this kernel
 // relies on — each lane holds 8 elements in two rows, and the four lanes of a quad (xor 1, 2)
 // hold the same two rows and between them all 16 columns, as NVIDIA's tensor cores lay out

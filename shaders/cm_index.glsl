@@ -2,12 +2,14 @@
 // made as the result of an MMA, so that a lane learns where an MMA puts each element of an
 // accumulator it holds (attn_fa.glsl, cm_layout.comp).
 //
-// GL_NV_cooperative_matrix leaves the element layout to the implementation, and a matrix
-// loaded from memory need not be laid out like a product's result of the same type: on an
-// H100 with driver 580 the two differ, and attn_fa.glsl, which took its layout from a loaded
-// matrix, masked and summed the wrong elements (docs/bench-gpu.md, 2026-12-06). Here
-// A (row r: 16r, 1, then zeros) times B (row 0: ones, row 1: 0..15, then zeros) gives
-// 16r·1 + 1·c: every value at most 255, exact in f16 and fp32.
+// GL_NV_cooperative_matrix leaves the element layout to the implementation and has no
+// "use" for a matrix, so a driver may lay out a matrix that is only loaded and read otherwise
+// than the accumulators of a product. On an H100 (driver 580) attn_fa.glsl, which read its
+// indices off a loaded matrix, masked and summed the wrong elements (1-token texts: cosine
+// 0.77), though the same load in this probe alone matches the product's layout
+// (docs/bench-gpu.md, 2026-12-06); a product's result is the accumulators' layout by
+// construction. A (row r: 16r, 1, then zeros) times B (row 0: ones, row 1: 0..15, then
+// zeros) gives 16r·1 + 1·c: every value at most 255, exact in f16 and fp32.
 shared uvec4 CmIdx[64];  // A's 16 rows of 2 uvec4, then B's
 
 void cm_index_stage(uint tid, uint nthreads)
