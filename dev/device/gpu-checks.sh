@@ -23,7 +23,10 @@
 #   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
 #   jina-fa       test_jina diagnosis (jina-small 1..4,096 tokens), default settings only
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
-#   int8          int8 products: accuracy and batch-1000 rows for several product sets
+#   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
+#                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
+#   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
+#   mpnet-bench   scripts/bench-gpu --mpnet-shaped (carry .dev/scifact-mpnet-ids.bin)
 set -u
 cd "$(dirname "$0")/../.."
 D=${DEV_DIR:-.dev/g}
@@ -37,11 +40,18 @@ trap 'tar czf "$RES/logs.tar.gz" -C "$OUT" . ; cp "$OUT/steps.log" "$RES/" 2>/de
 [ -x $D/bin/tool_vk_bench ] || tar xJf $D/dev.tar.xz -C $D
 export VK_ICD_FILENAMES=${GPU_ICD:-$PWD/$D/bin/nvidia_icd.json} LD_LIBRARY_PATH=$PWD/$D/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 B=$D/bin
+for f in .dev/*.bin.xz; do [ -f "${f%.xz}" ] || xz -dk "$f"; done  # ids carried compressed
 M=.dev/minilm-f16
 IDS=.dev/scifact-ids.bin
+# Steps stop being started, and a running one is cut, DEADLINE seconds after the start (the
+# call's own limit should be a little longer, so that the logs are still packed).
+T_END=$(( $(date +%s) + ${DEADLINE:-570} ))
 step() { # NAME LIMIT_S CMD...
 	local name=$1 lim=$2; shift 2
 	local t0=$(date +%s)
+	local left=$(( T_END - t0 ))
+	if [ $left -lt 15 ]; then echo "=== $name: skipped (deadline)" | tee -a "$OUT/steps.log"; return; fi
+	[ $lim -le $left ] || lim=$left
 	echo "=== $name: $*" | tee -a "$OUT/steps.log"
 	timeout "$lim" "$@" > "$OUT/$name.log" 2>&1
 	local rc=$?
@@ -85,6 +95,17 @@ rerank)
 	$B/rerank --model $R --device cpu .dev/pairs.jsonl > $OUT/rerank-cpu.jsonl 2>&1
 	$B/rerank --model $R --tokens .dev/pairs.jsonl > /tmp/tokens.jsonl
 	step rerank-torch 150 python3 scripts/rerank-torch $R /tmp/tokens.jsonl cuda fp16,fp32 ;;
+rerank-st)
+	R=/tmp/ce16
+	[ -f $R/model.safetensors ] || python3 scripts/gen-cross-encoder $R --from $M > /dev/null
+	for p in fp16 fp32; do
+		step rerank-st-$p 120 python3 scripts/bench-rerank --tool $B/tool_rerank_bench --pairs .dev/pairs.jsonl \
+			--model $R --device gpu --precision $p --st-device cuda --st-dtype $p --threads 16 --reps 2 \
+			--out $OUT/rerank.md
+	done ;;
+mpnet-bench)
+	EMBED_VK_PROFILE=1 step bench-mpnet 200 python3 scripts/bench-gpu --tool $B/tool_vk_bench --mpnet-shaped /tmp/mp \
+		--ids .dev/scifact-mpnet-ids.bin --no-cpu --check-every 20 --batches 1,10,100,1000 --out $OUT/bench-mpnet.md ;;
 minilm-bench)
 	step bench-minilm 300 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 1,2,10,100,1000 --out $OUT/bench-minilm.md ;;
@@ -100,9 +121,12 @@ jina-8192)
 	step bench-jina 400 python3 scripts/bench-gpu --tool $B/tool_vk_bench --jina-shaped /tmp/jb \
 		--seq-lens 2048,8192 --jina-check-max 2048 --out $OUT/bench-jina.md ;;
 int8)
-	for p in 15 10 7 12; do
-		EMBED_VK_INT8_PRODUCTS=$p step int8-$p 90 $B/tool_vk_bench run $M $IDS --no-cpu \
+	for p in 15 10 7 7c 15c; do
+		(
+		[ "${p%c}" = "$p" ] || export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin
+		EMBED_VK_INT8_PRODUCTS=${p%c} step int8-$p 60 $B/tool_vk_bench run $M $IDS --no-cpu \
 			--batches 1,100,1000 --check-every 5 --precision int8
+		)
 	done ;;
 *) echo "gpu-checks: unknown step $s" >&2 ;;
 esac
