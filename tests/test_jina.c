@@ -297,18 +297,19 @@ static void gpu_case(const char *name, const bert_config *cfg, bert_weights *w, 
 		     const float *cpu, const float *ref)
 {
 	const int H = cfg->hidden, n = b->n;
-	/* EMBED_JINA_DIAG=1: fp16 also with the tensor-core attention forced (EMBED_VK_ATTN=fa:
-	 * attn_fa64 with ALiBi, which the default leaves out), and every sequence's cosine
-	 * below 0.99999 printed */
+	/* EMBED_JINA_DIAG=1: fp16 also with the lane attention kernel (EMBED_VK_ATTN=scalar)
+	 * instead of the default tensor-core one (attn_fa64 with ALiBi on the cooperative-matrix
+	 * path), and every sequence's cosine below 0.99999 printed: which of the two a miss
+	 * follows (docs/jina-gpu.md) */
 	const char *dg = getenv("EMBED_JINA_DIAG");
 	const int diag = dg && *dg == '1';
 	for (int k = 0; k < 2 + diag; k++) {
 		const int fp32 = k == 0;
 		char what[80];
 		snprintf(what, sizeof what, "jina-%s on the GPU, %s%s", name, fp32 ? "fp32" : "fp16",
-			 k == 2 ? " (attention fa forced)" : "");
+			 k == 2 ? " (lane attention)" : "");
 		float *got = gpu_run(what, cfg, w, b, fp32 ? VK_PREC_FP32 : VK_PREC_FP16,
-				     k == 2 ? "fa" : NULL);
+				     k == 2 ? "scalar" : NULL);
 		if (!got)
 			continue;
 		double cos, diff, rcos, rdiff;
