@@ -10,6 +10,9 @@
  *                                        codes (format 4: one LMDB value a vector block) in
  *                                        the map, copied contiguous, and regrouped 32 blocks
  *                                        a checksum, round robin, CPU time
+ *   /tmp/lb 1 STORE 6 300                the int8 compact scan (format 4/5 values, one an f32
+ *                                        block) in the map and copied contiguous, checked
+ *                                        and unchecked, wall and CPU time
  *   /tmp/lb 0 OLD 5 NEW 200              store_search_rescore raw and default, two stores
  *                                        (format 4 and 5) interleaved query by query */
 #include "scan.h"
@@ -84,6 +87,30 @@ int main(int argc, char **argv)
 	uint8_t *cont = aligned_alloc(1 << 21, ((nb * 7200) + (1<<21)) & ~((size_t)(1<<21)-1)); madvise(cont, nb * 7200, MADV_HUGEPAGE);
 	size_t off = 0;
 	uint8_t qb[48];
+	if (mode == 6) { /* int8 (format 4/5 values): in the map, copied contiguous; checked, unchecked */
+		MDB_cursor *cur; mdb_cursor_open(txn, dbi, &cur); MDB_val k, v; size_t cnt = 0, tot = 0;
+		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) { cnt++; tot += (v.mv_size + 63) & ~(size_t)63; }
+		scan_block *ml = calloc(cnt, sizeof *ml), *cl = calloc(cnt, sizeof *cl);
+		size_t cap = (tot + (1 << 21)) & ~((size_t)(1 << 21) - 1); uint8_t *buf = aligned_alloc(1 << 21, cap); madvise(buf, cap, MADV_HUGEPAGE);
+		size_t i = 0, o = 0, head = (size_t)dim * 4;
+		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
+			uint32_t b; memcpy(&b, k.mv_data, 4); uint32_t nr = (uint32_t)((v.mv_size - 16 - head) / (dim + 8));
+			ml[i] = (scan_block){.nrows = nr, .first_row = b * 128, .seed = XXH3_64bits(&b, 4), .codes = (const uint8_t *)v.mv_data + head,
+					     .scales = v.mv_data, .sum_data = v.mv_data, .sum_len = head + (size_t)nr * dim};
+			memcpy(buf + o, v.mv_data, v.mv_size); cl[i] = ml[i]; cl[i].codes = buf + o + head; cl[i].scales = (const float *)(buf + o); cl[i].sum_data = buf + o;
+			o += (v.mv_size + 63) & ~(size_t)63; }
+		int it = atoi(argv[4]); static double cw[4][2000], ww[4][2000]; scan_hit sh[100]; int got;
+		const char *nm[4] = {"map checked", "contig checked", "map unchecked", "contig unchecked"};
+		for (int r = 0; r < it; r++) for (int vv = 0; vv < 4; vv++) {
+			float qq[384], ss = 0; for (int j = 0; j < dim; j++) { qq[j] = frand(); ss += qq[j] * qq[j]; } for (int j = 0; j < dim; j++) qq[j] /= sqrtf(ss);
+			scan_cquery cq = {.kind = QUANT_INT8, .dim = dim, .qf = qq}; scan_guard g = {.checksums = 1};
+			double c0 = cpu(), w0 = now();
+			if (scan_topk_compact(vv % 2 ? cl : ml, cnt, &cq, 100, pool, vv < 2 ? &g : NULL, sh, &got, &e)) { printf("fail %d %s\n", vv, e.msg); return 1; }
+			cw[vv][r] = cpu() - c0; ww[vv][r] = now() - w0; }
+		printf("%zu int8 blocks, %.1f MB\n", cnt, o / 1e6);
+		for (int vv = 0; vv < 4; vv++) { qsort(cw[vv], it, 8, cmpd); qsort(ww[vv], it, 8, cmpd); printf("%-18s wall median %.3f ms min %.3f | cpu median %.3f\n", nm[vv], ww[vv][it/2]*1e3, ww[vv][0]*1e3, cw[vv][it/2]*1e3); }
+		return 0;
+	}
 	if (mode == 4) {
 		MDB_cursor *cur; mdb_cursor_open(txn, dbi, &cur); MDB_val k, v; size_t i = 0;
 		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
