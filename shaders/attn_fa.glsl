@@ -7,12 +7,11 @@
 //
 // Here the element layout is read at run time instead: an MMA whose result holds 16·row +
 // column at each element (cm_index.glsl) tells each lane the row and column of every
-// accumulator element it holds (indices read off a loaded matrix were wrong on an H100).
-// The host checks once
-// per device (forward_vk.c, shaders/cm_layout.comp) that the layout has the shape this kernel
-// relies on — each lane holds 8 elements in two rows, and the four lanes of a quad (xor 1, 2)
-// hold the same two rows and between them all 16 columns, as NVIDIA's tensor cores lay out
-// an accumulator — and keeps attn_cm.comp where it does not.
+// accumulator element it holds (indices read off a loaded matrix were wrong on an H100). The
+// host checks once per device (forward_vk.c, shaders/cm_layout.comp) that the layout has the
+// shape this kernel relies on — each lane holds 8 elements in two rows, and the four lanes of
+// a quad (xor 1, 2) hold the same two rows and between them all 16 columns, as NVIDIA's
+// tensor cores lay out an accumulator — and keeps attn_cm.comp where it does not.
 //
 // Per 64-key chunk, for each of its 16-row query blocks, a subgroup computes S = Q·Kᵀ (four
 // 16x16 fp32 matrices, 8 MMAs), the row maxima in its registers plus two quad shuffles,
