@@ -362,6 +362,61 @@ static void test_multi(const char *f32store)
 /* A format-2 store (tests/data/store-format2: written by the indexer before compact vectors,
  * 3 documents of all-MiniLM-L6-v2) reads as it is, and a writer's open upgrades it to format
  * 4 in place with the same answers and a clean check. */
+/* Many binary queries in one scan (scan.c's 16-queries-a-pass kernel where the CPU has
+ * AVX-512 VPOPCNTDQ and the rows are whole dwords, at most 256 bytes; the one-query kernels
+ * elsewhere) equal one scan each, bit for bit: row sizes on and off that path, query counts
+ * around the 16-lane groups, k from 1 to past the block, low-entropy codes so that most
+ * distances tie (ties go to the lower row), a query repeated. */
+static void test_bin_multi(void)
+{
+	static uint8_t codes[3000 * 260];
+	const int nbs[] = {48, 96, 8, 6, 260}, nqs[] = {2, 16, 17, 40}, ks[] = {1, 13, 100, 2500};
+	threadpool *pool = threadpool_create(3);
+	int cases = 0;
+	for (size_t ib = 0; ib < sizeof nbs / sizeof *nbs; ib++) {
+		const int nb = nbs[ib];
+		for (size_t i = 0; i < sizeof codes; i++) /* mostly zeros: few distinct distances */
+			codes[i] = (next() % 4 == 0) ? (uint8_t)(1u << (next() % 8)) : 0;
+		scan_block bl[12];
+		uint32_t first = 0;
+		int nbl = 0;
+		while (nbl < 12 && first < 2800) {
+			uint32_t n = 1 + (uint32_t)(next() % 400);
+			if (first + n > 3000)
+				n = 3000 - first;
+			bl[nbl++] = (scan_block){.codes = codes + (size_t)first * nb, .nrows = n, .first_row = first};
+			first += n;
+		}
+		static uint8_t qb[40][260];
+		scan_cquery cq[40];
+		for (int q = 0; q < 40; q++) {
+			for (int i = 0; i < nb; i++)
+				qb[q][i] = q == 5 ? qb[2][i] : (next() % 4 == 0) ? (uint8_t)(1u << (next() % 8)) : 0;
+			cq[q] = (scan_cquery){.kind = QUANT_BINARY, .dim = nb * 8, .bits = qb[q]};
+		}
+		for (size_t iq = 0; iq < sizeof nqs / sizeof *nqs; iq++)
+			for (size_t ik = 0; ik < sizeof ks / sizeof *ks; ik++) {
+				const int nq = nqs[iq], k = ks[ik];
+				static scan_hit multi[40 * 2500], one[2500];
+				int nm[40], n1;
+				emb_err e = {0};
+				CHECK(scan_topk_compact_multi(bl, (size_t)nbl, cq, nq, k, pool, NULL, multi, nm, &e) == 0,
+				      "%s", e.msg);
+				for (int q = 0; q < nq; q++) {
+					CHECK(scan_topk_compact(bl, (size_t)nbl, cq + q, k, pool, NULL, one, &n1, &e) == 0,
+					      "%s", e.msg);
+					CHECK(n1 == nm[q] && !memcmp(one, multi + (size_t)q * k, (size_t)n1 * sizeof *one),
+					      "binary, %d-byte rows, %d queries, k %d: query %d differs from its own scan",
+					      nb, nq, k, q);
+				}
+				cases++;
+			}
+	}
+	printf("test_quant: many binary queries equal one scan each in %d cases (%s)\n", cases,
+	       scan_kernels());
+	threadpool_destroy(pool);
+}
+
 static void test_format2(const char *tmp)
 {
 	char dir[600], cmd[1400];
@@ -831,6 +886,7 @@ int main(void)
 	}
 	for (int t = 0; t < 3; t++)
 		test_multi(p[t]);
+	test_bin_multi();
 	test_format2(tmp);
 	test_format3(tmp);
 	test_calibration(tmp);
