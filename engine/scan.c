@@ -907,9 +907,12 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 		return EMB_OK;
 
 	/* Enough tasks to balance uneven threads, few enough that each reads a long run
-	 * (>= 4096 rows) and merging the heaps stays cheap. */
+	 * (>= 4096 rows) and merging the heaps stays cheap. Many compact queries take one task
+	 * a thread: each task fills nq heaps from empty, which there costs more than the rows'
+	 * scoring (300 binary queries x 1M rows: 0.24-0.20 s with four tasks a thread, 0.20
+	 * with two, 0.16 with one; f32 and int8 batches alike at all three, docs/bench-scan.md). */
 	int nthreads = threadpool_size(pool);
-	uint64_t want = (uint64_t)nthreads * 4;
+	uint64_t want = (uint64_t)nthreads * (nq > 1 && cq && cq->kind == QUANT_BINARY ? 1 : 4);
 	uint64_t by_size = total / 4096 + 1;
 	int ntasks = (int)(want < by_size ? want : by_size);
 	uint64_t per = (total + (uint64_t)ntasks - 1) / (uint64_t)ntasks;
