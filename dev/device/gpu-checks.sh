@@ -7,9 +7,16 @@
 # Here, from the repository root (a build of the commit to check):
 #   scripts/convert-f16 .cache/models/all-MiniLM-L6-v2 .dev/minilm-f16
 #   build/tests/tool_vk_bench tokenize .dev/minilm-f16 ../shared/data/scifact/corpus.jsonl .dev/scifact-ids.bin
+#   build/tests/tool_vk_bench tokenize .cache/models/all-mpnet-base-v2 ../shared/data/scifact/corpus.jsonl \
+#       .dev/scifact-mpnet-ids.bin                                     (mpnet-bench only)
+#   xz -k -9 .dev/scifact-ids.bin .dev/scifact-mpnet-ids.bin          (carried compressed)
 #   python3 scripts/bench-rerank --queries 10 --pairs-only && cp build/bench-rerank/pairs.jsonl .dev/pairs.jsonl
+#   <python with transformers> dev/int8/calibrate.py .cache/models/all-MiniLM-L6-v2 .dev/scifact-ids.bin \
+#       .dev/int8-calib.bin                                            (int8 only)
 #   DEV_DIR=.dev/g scripts/pack-device test_vk_forward test_jina test_vk_mpnet tool_vk_bench tool_rerank_bench rerank
-# then one run call, carrying .dev/g/dev.tar.xz .dev/minilm-f16 .dev/scifact-ids.bin .dev/pairs.jsonl:
+# then one run call, carrying .dev/g/dev.tar.xz .dev/minilm-f16 .dev/scifact-ids.bin.xz and what the
+# steps need (.dev/pairs.jsonl, .dev/scifact-mpnet-ids.bin.xz, .dev/int8-calib.bin; the working
+# tree and the carried files together under 64 MiB):
 #   bash dev/device/gpu-checks.sh minilm-attn jina-diag rerank ...
 # Steps:
 #   minilm-attn   test_vk_forward on the real MiniLM (f16 copy), attention default / fa / fa16
