@@ -10,9 +10,10 @@
  *                                        codes (format 4: one LMDB value a vector block) in
  *                                        the map, copied contiguous, and regrouped 32 blocks
  *                                        a checksum, round robin, CPU time
- *   /tmp/lb 1 STORE 6 300                the int8 compact scan (format 4/5 values, one an f32
- *                                        block) in the map and copied contiguous, checked
- *                                        and unchecked, wall and CPU time
+ *   /tmp/lb 1 STORE 6 300 [nohuge]       the int8 compact scan (format 4/5 values, one an f32
+ *                                        block) in the map and copied contiguous (in huge
+ *                                        pages unless nohuge), checked and unchecked, wall
+ *                                        and CPU time
  *   /tmp/lb 0 OLD 5 NEW 200              store_search_rescore raw and default, two stores
  *                                        (format 4 and 5) interleaved query by query */
 #include "scan.h"
@@ -91,7 +92,8 @@ int main(int argc, char **argv)
 		MDB_cursor *cur; mdb_cursor_open(txn, dbi, &cur); MDB_val k, v; size_t cnt = 0, tot = 0;
 		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) { cnt++; tot += (v.mv_size + 63) & ~(size_t)63; }
 		scan_block *ml = calloc(cnt, sizeof *ml), *cl = calloc(cnt, sizeof *cl);
-		size_t cap = (tot + (1 << 21)) & ~((size_t)(1 << 21) - 1); uint8_t *buf = aligned_alloc(1 << 21, cap); madvise(buf, cap, MADV_HUGEPAGE);
+		size_t cap = (tot + (1 << 21)) & ~((size_t)(1 << 21) - 1); uint8_t *buf = aligned_alloc(1 << 21, cap);
+		madvise(buf, cap, argc > 5 && !strcmp(argv[5], "nohuge") ? MADV_NOHUGEPAGE : MADV_HUGEPAGE);
 		size_t i = 0, o = 0, head = (size_t)dim * 4;
 		for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
 			uint32_t b; memcpy(&b, k.mv_data, 4); uint32_t nr = (uint32_t)((v.mv_size - 16 - head) / (dim + 8));
