@@ -20,7 +20,8 @@
 #   bash dev/device/gpu-checks.sh minilm-attn jina-diag rerank ...
 # Steps:
 #   minilm-attn   test_vk_forward on the real MiniLM (f16 copy), attention default / fa / fa16
-#   jina-diag     test_jina, jina-small 1..4,096 tokens, EMBED_JINA_DIAG: plain, products
+#   jina-diag     test_jina, jina-small 1..4,096 tokens, EMBED_JINA_DIAG (default attention and
+#                 the lane kernel, every short text's cosine): plain, products
 #                 without tensor cores (EMBED_VK_GEMM=hh), 64x64 tiles (hs), the shared-memory
 #                 LayerNorm (EMBED_VK_LN_TREE=1)
 #   jina-test     test_jina as make test runs it, and test_vk_mpnet
@@ -28,7 +29,6 @@
 #   minilm-bench  scripts/bench-gpu on SciFact, MiniLM, batches 1,2,10,100,1000 (PyTorch too)
 #   minilm-attn-bench  tool_vk_bench, attention default vs EMBED_VK_ATTN=cm, alternating
 #   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
-#   jina-fa       test_jina diagnosis (jina-small 1..4,096 tokens), default settings only
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
 #   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
@@ -53,6 +53,10 @@ IDS=.dev/scifact-ids.bin
 # Steps stop being started, and a running one is cut, DEADLINE seconds after the start (the
 # call's own limit should be a little longer, so that the logs are still packed).
 T_END=$(( $(date +%s) + ${DEADLINE:-570} ))
+# The cross-encoder for the rerank steps: ms-marco-MiniLM-L-6-v2's shapes on the carried f16
+# MiniLM (scripts/gen-cross-encoder), made once a machine.
+R=/tmp/ce16
+ce16() { [ -f $R/model.safetensors ] || python3 scripts/gen-cross-encoder $R --from $M > /dev/null; }
 step() { # NAME LIMIT_S CMD...
 	local name=$1 lim=$2; shift 2
 	local t0=$(date +%s)
@@ -70,8 +74,7 @@ for s in "$@"; do
 case $s in
 minilm-attn)
 	for a in default fa fa16; do
-		if [ $a = default ]; then e=; else e=$a; fi
-		EMBED_MODEL=$M EMBED_VK_ATTN=$e step vkf-$a 150 $B/test_vk_forward
+		EMBED_MODEL=$M EMBED_VK_ATTN=${a#default} step vkf-$a 150 $B/test_vk_forward
 	done ;;
 jina-diag)
 	for v in plain gemm-hh gemm-hs ln-tree; do
@@ -86,14 +89,11 @@ jina-diag)
 	done ;;
 layout)
 	EMBED_VK_PROFILE=1 step layout 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 2,1000 --max-batches 2 ;;
-jina-fa)
-	TAILN=30 EMBED_JINA_DIAG=1 EMBED_JINA_ONLY=small EMBED_JINA_MAX=4096 step jina-fa 120 $B/test_jina ;;
 jina-test)
 	step jina-all 200 $B/test_jina
 	step vk-mpnet 150 $B/test_vk_mpnet ;;
 rerank)
-	R=/tmp/ce16
-	[ -f $R/model.safetensors ] || python3 scripts/gen-cross-encoder $R --from $M > /dev/null
+	ce16
 	for p in fp16 fp32; do
 		step rerank-gpu-$p 120 $B/tool_rerank_bench --model $R --device gpu --precision $p < .dev/pairs.jsonl
 		$B/rerank --model $R --device gpu --precision $p .dev/pairs.jsonl > $OUT/rerank-gpu-$p.jsonl 2>&1
@@ -103,8 +103,7 @@ rerank)
 	$B/rerank --model $R --tokens .dev/pairs.jsonl > /tmp/tokens.jsonl
 	step rerank-torch 150 python3 scripts/rerank-torch $R /tmp/tokens.jsonl cuda fp16,fp32 ;;
 rerank-st)
-	R=/tmp/ce16
-	[ -f $R/model.safetensors ] || python3 scripts/gen-cross-encoder $R --from $M > /dev/null
+	ce16
 	for p in fp16 fp32; do
 		step rerank-st-$p 120 python3 scripts/bench-rerank --tool $B/tool_rerank_bench --pairs .dev/pairs.jsonl \
 			--model $R --device gpu --precision $p --st-device cuda --st-dtype $p --threads 16 --reps 2 \
@@ -119,8 +118,7 @@ minilm-bench)
 minilm-attn-bench)
 	for r in 1 2; do
 		for a in default cm; do
-			if [ $a = default ]; then e=; else e=$a; fi
-			EMBED_VK_ATTN=$e step attnbench-$a-$r 90 $B/tool_vk_bench run $M $IDS --no-cpu \
+			EMBED_VK_ATTN=${a#default} step attnbench-$a-$r 90 $B/tool_vk_bench run $M $IDS --no-cpu \
 				--batches 1,2,10,100,1000 --check-every 5
 		done
 	done ;;
