@@ -907,7 +907,7 @@ static int topk_run(const scan_block *blocks, size_t nblocks, int dim, const flo
 		return EMB_OK;
 
 	/* Enough tasks to balance uneven threads, few enough that each reads a long run
-	 * (>= 4096 rows) and merging the heaps stays cheap. Many compact queries take one task
+	 * (>= 4096 rows) and merging the heaps stays cheap. Many binary queries take one task
 	 * a thread: each task fills nq heaps from empty, which there costs more than the rows'
 	 * scoring (300 binary queries x 1M rows: 0.24-0.20 s with four tasks a thread, 0.20
 	 * with two, 0.16 with one; f32 and int8 batches alike at all three, docs/bench-scan.md). */
