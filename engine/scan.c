@@ -737,6 +737,60 @@ static int block_sound(const scan_ctx *c, const scan_block *bl, size_t rowb)
 	return got == want;
 }
 
+/* Scores rows [lo, hi) of compact block bl into the task's heap hp (one query) or heaps
+ * hps (c->nq queries). Blocks with their own int8 scales have the queries coded against
+ * them (into bq, codes at bq8), again at each new set of scales (scale_rows). */
+static void compact_block(const scan_ctx *c, const scan_block *bl, uint32_t lo, uint32_t hi, heap *hp,
+			  heap *hps, scan_cquery *bq, int8_t *bq8)
+{
+	size_t rowb = quant_row_bytes((quant_type)c->cq->kind, c->dim);
+	for (uint32_t r0 = lo, r1; r0 < hi; r0 = r1) {
+		const scan_cquery *cq = c->cq;
+		r1 = hi;
+		if (bq) {
+			const float *scales = bl->scales;
+			if (bl->scale_rows) {
+				uint32_t set = r0 / bl->scale_rows;
+				scales += (size_t)set * c->dim;
+				if ((set + 1) * bl->scale_rows < hi)
+					r1 = (set + 1) * bl->scale_rows;
+			}
+			for (int i = 0; i < c->nq; i++) {
+				bq[i] = cq[i];
+				if (scales && cq[i].qf) {
+					int8_t *q8 = bq8 + (size_t)i * ((size_t)c->dim + 64);
+					scan_i8_query(cq[i].qf, c->dim, scales, q8, &bq[i].bias, &bq[i].scale);
+					bq[i].q8 = q8;
+				}
+			}
+			cq = bq;
+		}
+		const uint8_t *codes = bl->codes;
+		uint32_t first = bl->first_row;
+		if (hps && cq->kind == QUANT_BINARY && c->isa >= SCAN_ISA_AVX512 && rowb % 4 == 0 &&
+		    rowb <= 256) {
+			/* Many binary queries, 16 a pass over each 1,024-row run (48 KB at 384 bits,
+			 * read from L2 by the passes after the first). */
+			for (uint32_t r = r0; r < r1; r += 1024) {
+				uint32_t n = r1 - r < 1024 ? r1 - r : 1024;
+				for (int g = 0; g < c->nq; g += 16)
+					bin_rows_q16(hps + g, cq + g, c->nq - g < 16 ? c->nq - g : 16,
+						     codes + (size_t)r * rowb, n, first + r, rowb);
+			}
+		} else if (hps) {
+			/* Many compact queries: each 64-row run scored by all of them while in cache. */
+			for (uint32_t r = r0; r < r1; r += 64) {
+				uint32_t n = r1 - r < 64 ? r1 - r : 64;
+				for (int i = 0; i < c->nq; i++)
+					compact_rows(&hps[i], cq + i, c->isa, codes + (size_t)r * rowb, n, first + r,
+						     rowb);
+			}
+		} else {
+			compact_rows(hp, cq, c->isa, codes + (size_t)r0 * rowb, r1 - r0, first + r0, rowb);
+		}
+	}
+}
+
 static void scan_task(void *arg, int t)
 {
 	scan_ctx *c = arg;
@@ -787,39 +841,8 @@ static void scan_task(void *arg, int t)
 			guard_fail(g, SCAN_BAD_BLOCK, b, 0, 0);
 			break;
 		}
-		const scan_cquery *cq = c->cq;
-		if (hi > lo && cq && bq) {
-			for (int i = 0; i < c->nq; i++) {
-				bq[i] = cq[i];
-				if (bl->scales && cq[i].qf) {
-					int8_t *q8 = bq8 + (size_t)i * ((size_t)c->dim + 64);
-					scan_i8_query(cq[i].qf, c->dim, bl->scales, q8, &bq[i].bias, &bq[i].scale);
-					bq[i].q8 = q8;
-				}
-			}
-			cq = bq;
-		}
-		if (hi > lo && cq && hps && cq->kind == QUANT_BINARY && c->isa >= SCAN_ISA_AVX512 &&
-		    rowb % 4 == 0 && rowb <= 256) {
-			/* Many binary queries, 16 a pass over each 1,024-row run (48 KB at 384 bits,
-			 * read from L2 by the passes after the first). */
-			for (uint32_t r = lo; r < hi; r += 1024) {
-				uint32_t n = hi - r < 1024 ? hi - r : 1024;
-				for (int g = 0; g < c->nq; g += 16)
-					bin_rows_q16(hps + g, cq + g, c->nq - g < 16 ? c->nq - g : 16,
-						     bl->codes + (size_t)r * rowb, n, bl->first_row + r, rowb);
-			}
-		} else if (hi > lo && cq && hps) {
-			/* Many compact queries: each 64-row run scored by all of them while in cache. */
-			for (uint32_t r = lo; r < hi; r += 64) {
-				uint32_t n = hi - r < 64 ? hi - r : 64;
-				for (int i = 0; i < c->nq; i++)
-					compact_rows(&hps[i], cq + i, c->isa, bl->codes + (size_t)r * rowb, n,
-						     bl->first_row + r, rowb);
-			}
-		} else if (hi > lo && cq) {
-			compact_rows(&hp, cq, c->isa, bl->codes + (size_t)lo * rowb, hi - lo,
-				     bl->first_row + lo, rowb);
+		if (hi > lo && c->cq) {
+			compact_block(c, bl, lo, hi, &hp, hps, bq, bq8);
 		} else if (hi > lo && hps) {
 			/* Many queries: a run of rows stays in L1/L2 while every query scores it, so
 			 * memory delivers each row once a batch, not once a query. */

@@ -26,8 +26,11 @@ typedef struct scan_block {
 	const uint8_t *codes; /* scan_topk_compact reads these instead: nrows * row bytes */
 	/* int8 only: dim per-dimension scales of this block's codes (store format 4), the
 	 * query being coded against them block by block (scan_cquery.qf); NULL: every block's
-	 * codes share the scales the query's q8 was made with. */
+	 * codes share the scales the query's q8 was made with. With scale_rows > 0 the block
+	 * has a set of dim scales for each scale_rows rows, one after another (store format 6:
+	 * a value holding several blocks), and the query is coded again for each set. */
 	const float *scales;
+	uint32_t scale_rows;
 	const void *sum_data;
 	size_t sum_len;
 } scan_block;

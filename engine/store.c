@@ -221,27 +221,34 @@ static size_t cb_head(const store *s, quant_type vt)
 	return s->format >= 4 && vt == QUANT_INT8 ? (size_t)s->dim * sizeof(float) : 0;
 }
 
-/* Format 5: a binary store's compact block codes BIN_GROUP consecutive f32 blocks (4,096
- * rows, 192 KB of sign bits), so that a scan streams a few hundred long values instead of
- * thousands of 6 KB ones, each its own cache-cold start and checksum set-up (1M rows, 2
- * threads: 8.9 -> 5.9 ms of CPU for the checked scan alone, docs/bench-scan.md). int8
- * blocks (48 KB) keep one f32 block each: their codes stream well already, and their
- * scales stay those of 128 rows. */
+/* Grouped compact values: one value codes several consecutive f32 blocks, so that a scan
+ * streams long values instead of many short ones, each its own cache-cold start and
+ * checksum set-up, scattered between the f32 blocks in the file. Binary (format 5): 32
+ * blocks, 4,096 rows, 192 KB of sign bits (1M rows, 2 threads: 8.9 -> 5.9 ms of CPU for the
+ * checked scan alone, docs/bench-scan.md). int8 (format 6): 4 blocks, 512 rows, 192 KB of
+ * codes and 6 KB of scales, each block keeping the scales of its own 128 rows; the same
+ * bytes scanned contiguously were 13-16% faster than as 48 KB values in the map, and a
+ * group still fits in L2 between its hash and its scoring (docs/bench-scan.md). */
 #define BIN_GROUP 32
+#define I8_GROUP 4
 static uint32_t cgroup(const store *s)
 {
-	return s->format >= 5 && s->vtype == QUANT_BINARY ? BIN_GROUP : 1;
+	if (s->vtype == QUANT_BINARY)
+		return s->format >= 5 ? BIN_GROUP : 1;
+	return s->vtype == QUANT_INT8 && s->format >= 6 ? I8_GROUP : 1;
 }
 
-/* The row count n of a format-5 grouped compact value of `size` bytes: size = n * rowb +
- * SUM + n * SUM + ceil(n / br) * SUM (codes, their SUM, then each f32 block's row
- * checksums with their own SUM). 0 when no n fits, or n exceeds max. */
-static uint32_t group_rows(size_t size, size_t rowb, uint32_t br, uint32_t max)
+/* The row count n of a grouped compact value of `size` bytes (store.h): size = nb * head +
+ * n * rowb + SUM + n * SUM + nb * SUM for the nb = ceil(n / br) f32 blocks it codes (their
+ * scales, head bytes each, int8 only; the codes and their SUM; each block's row checksums
+ * with their own SUM). 0 when no n fits, or n exceeds max. */
+static uint32_t group_rows(size_t size, size_t rowb, size_t head, uint32_t br, uint32_t max)
 {
 	for (uint32_t nb = 1; (uint64_t)(nb - 1) * br < max; nb++) {
-		if (size < SUM_BYTES + (size_t)nb * SUM_BYTES)
+		size_t fixed = SUM_BYTES + (size_t)nb * (SUM_BYTES + head);
+		if (size < fixed)
 			return 0;
-		size_t rest = size - SUM_BYTES - (size_t)nb * SUM_BYTES;
+		size_t rest = size - fixed;
 		if (rest % (rowb + SUM_BYTES))
 			continue;
 		size_t n = rest / (rowb + SUM_BYTES);
@@ -547,8 +554,8 @@ static int open_dbis(store *s, emb_err *err)
 		mdb_txn_abort(txn);
 		return damaged(err, s, "dim %d, %d rows a block", s->dim, s->block_rows);
 	}
-	if (upgrade && (s->vtype == QUANT_F32 || (s->format == 4 && s->vtype == QUANT_INT8))) {
-		/* Formats 2 to 4 with f32 vectors only, and format 4 int8, are format 5 (format 2
+	if (upgrade && (s->vtype == QUANT_F32 || (s->format == 5 && s->vtype == QUANT_BINARY))) {
+		/* Formats 2 to 5 with f32 vectors only, and format 5 binary, are format 6 (format 2
 		 * without the cvectors table, just made): the upgrade rewrites nothing but
 		 * "format". */
 		s->format = STORE_FORMAT_VERSION;
@@ -1158,9 +1165,9 @@ typedef struct wtx {
 	char *zbuf;
 	size_t zcap;
 	float *tmpscales; /* int8: dim floats, the scales of the compact block being written */
-	/* Grouped compact blocks (format 5 binary): the f32 blocks written by this transaction,
-	 * as (group, bit mask of its blocks) pairs; each group is rewritten once, at the end
-	 * (groups_flush), from them and its previous value. */
+	/* Grouped compact values (format 6, both compact types): the f32 blocks written by
+	 * this transaction, as (group, bit mask of its blocks) pairs; each group is rewritten
+	 * once, at the end (groups_flush), from them and its previous value. */
 	struct tgroup { uint32_t g, mask; } *tg;
 	size_t ntg, captg;
 	store_apply_result res;
@@ -1182,44 +1189,6 @@ static int put_append(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigne
 		rc = mdb_put(txn, dbi, k, v, flags);
 	}
 	return rc;
-}
-
-/* The compact copy of cached block c (store_vtype != f32), in format 4's layout (store.h):
- * int8 scales from this block's own rows, so no row is ever clipped and rows written later
- * calibrate themselves; each row's code; each f32 row's checksum (what rescoring verifies
- * instead of the whole f32 block). */
-static int put_compact(wtx *w, cblock *c)
-{
-	store *s = w->s;
-	MDB_val k = {sizeof c->block, &c->block};
-	if (c->nrows == 0) {
-		int rc = mdb_del(w->txn, s->cvectors, &k, NULL);
-		return rc == MDB_NOTFOUND ? 0 : rc;
-	}
-	size_t rowb = quant_row_bytes(s->vtype, s->dim), head = cb_head(s, s->vtype);
-	size_t abytes = head + c->nrows * rowb, rbytes = (size_t)c->nrows * SUM_BYTES;
-	MDB_val v = {abytes + rbytes + 2 * SUM_BYTES, NULL};
-	int rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE);
-	if (rc)
-		return rc;
-	uint8_t *codes = (uint8_t *)v.mv_data + head, *sums = codes + c->nrows * rowb + SUM_BYTES;
-	float *scales = head ? w->tmpscales : NULL;
-	if (scales) {
-		quant_i8_scales(c->buf, c->nrows, s->dim, scales);
-		memcpy(v.mv_data, scales, head);
-	}
-	for (uint32_t r = 0; r < c->nrows; r++) {
-		const float *x = c->buf + (size_t)r * s->dim;
-		if (scales)
-			quant_i8_encode(x, s->dim, scales, codes + r * rowb);
-		else
-			quant_bin_encode(x, s->dim, codes + r * rowb);
-		uint64_t rs = row_sum(c->block, r, x, s->dim);
-		memcpy(sums + (size_t)r * SUM_BYTES, &rs, SUM_BYTES);
-	}
-	sum_put(&c->block, sizeof c->block, v.mv_data, abytes);
-	sum_put(&c->block, sizeof c->block, sums, rbytes);
-	return 0;
 }
 
 /* Notes that f32 block b was written: its group's compact value is rewritten at the end. */
@@ -1248,31 +1217,33 @@ static int cmp_tgroup(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Group g's compact value (format 5 binary, store.h) for the transaction's w->rows rows:
- * the codes and row checksums of the blocks this transaction wrote are made from their f32
- * blocks (read back and verified), the others copied from the group's previous value
+/* Group g's compact value (store.h, format 6) for the transaction's w->rows rows: the
+ * scales, codes and row checksums of the blocks this transaction wrote are made from their
+ * f32 blocks (read back and verified), the others copied from the group's previous value
  * (verified first: a damaged group is an error, never copied on). */
 static int put_group(wtx *w, uint32_t g, uint32_t mask)
 {
 	store *s = w->s;
 	uint32_t G = cgroup(s), br = (uint32_t)s->block_rows, per = G * br;
 	size_t rowb = quant_row_bytes(s->vtype, s->dim), frowb = (size_t)s->dim * sizeof(float);
+	size_t head = cb_head(s, s->vtype); /* int8: each block's scales */
 	uint64_t first = (uint64_t)g * per;
 	uint32_t n = w->rows > first ? (uint32_t)(w->rows - first < per ? w->rows - first : per) : 0;
 	MDB_val k = {sizeof g, &g}, ov;
 	uint8_t *old = NULL;
-	uint32_t on = 0;
+	uint32_t on = 0, onb = 0;
 	int rc = mdb_get(w->txn, s->cvectors, &k, &ov);
 	if (rc == 0) {
-		on = group_rows(ov.mv_size, rowb, br, per);
+		on = group_rows(ov.mv_size, rowb, head, br, per);
+		onb = (on + br - 1) / br;
 		const uint8_t *p = ov.mv_data;
 		int ok = on && in_map(&w->mv, &ov);
-		uint32_t onb = (on + br - 1) / br;
 		if (ok) {
+			size_t ab = (size_t)onb * head + (size_t)on * rowb;
 			uint64_t want;
-			memcpy(&want, p + (size_t)on * rowb, SUM_BYTES);
-			ok = val_sum(&g, sizeof g, p, (size_t)on * rowb) == want;
-			const uint8_t *r = p + (size_t)on * rowb + SUM_BYTES;
+			memcpy(&want, p + ab, SUM_BYTES);
+			ok = val_sum(&g, sizeof g, p, ab) == want;
+			const uint8_t *r = p + ab + SUM_BYTES;
 			for (uint32_t j = 0; ok && j < onb; j++) {
 				uint32_t b = g * G + j, m = on - j * br < br ? on - j * br : br;
 				memcpy(&want, r + (size_t)m * SUM_BYTES, SUM_BYTES);
@@ -1296,13 +1267,16 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 		return rc;
 	}
 	uint32_t nb = (n + br - 1) / br;
-	MDB_val v = {(size_t)n * rowb + SUM_BYTES + (size_t)n * SUM_BYTES + (size_t)nb * SUM_BYTES, NULL};
+	size_t ab = (size_t)nb * head + (size_t)n * rowb;
+	MDB_val v = {ab + SUM_BYTES + (size_t)n * SUM_BYTES + (size_t)nb * SUM_BYTES, NULL};
 	if ((rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE)) != 0) {
 		free(old);
 		return rc;
 	}
-	uint8_t *codes = v.mv_data, *r = codes + (size_t)n * rowb + SUM_BYTES;
-	const uint8_t *osums = old ? old + (size_t)on * rowb + SUM_BYTES : NULL;
+	uint8_t *scales = v.mv_data, *codes = scales + (size_t)nb * head, *r = codes + (size_t)n * rowb + SUM_BYTES;
+	const uint8_t *ocodes = old ? old + (size_t)onb * head : NULL;
+	const uint8_t *osums = old ? ocodes + (size_t)on * rowb + SUM_BYTES : NULL;
+	float *sc = head ? w->tmpscales : NULL;
 	for (uint32_t j = 0; j < nb && !rc; j++) {
 		uint32_t b = g * G + j, m = n - j * br < br ? n - j * br : br;
 		uint8_t *c = codes + (size_t)j * br * rowb;
@@ -1314,9 +1288,16 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 				rc = -1;
 				break;
 			}
+			if (sc) {
+				quant_i8_scales((const float *)fv.mv_data, m, s->dim, sc);
+				memcpy(scales + (size_t)j * head, sc, head);
+			}
 			for (uint32_t i = 0; i < m; i++) {
 				const float *x = (const float *)((const char *)fv.mv_data + i * frowb);
-				quant_bin_encode(x, s->dim, c + (size_t)i * rowb);
+				if (sc)
+					quant_i8_encode(x, s->dim, sc, c + (size_t)i * rowb);
+				else
+					quant_bin_encode(x, s->dim, c + (size_t)i * rowb);
 				uint64_t rs = row_sum(b, i, x, s->dim);
 				memcpy(r + (size_t)i * SUM_BYTES, &rs, SUM_BYTES);
 			}
@@ -1325,7 +1306,8 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 			rc = -1;
 			break;
 		} else {
-			memcpy(c, old + (size_t)j * br * rowb, (size_t)m * rowb);
+			memcpy(scales + (size_t)j * head, old + (size_t)j * head, head);
+			memcpy(c, ocodes + (size_t)j * br * rowb, (size_t)m * rowb);
 			/* the old value's row checksums of block j: m of them after j full blocks' */
 			memcpy(r, osums + (size_t)j * (br + 1) * SUM_BYTES, (size_t)m * SUM_BYTES);
 		}
@@ -1333,7 +1315,7 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 		r += (size_t)(m + 1) * SUM_BYTES;
 	}
 	if (!rc)
-		sum_put(&g, sizeof g, codes, (size_t)n * rowb);
+		sum_put(&g, sizeof g, scales, ab);
 	free(old);
 	return rc;
 }
@@ -1378,7 +1360,7 @@ static int cache_flush(wtx *w)
 			}
 		}
 		if (!rc && s->vtype != QUANT_F32)
-			rc = cgroup(s) > 1 ? touch_block(w, c->block) : put_compact(w, c);
+			rc = touch_block(w, c->block); /* its group is rewritten at the end */
 		if (rc)
 			return rc;
 		c->dirty = 0;
@@ -2179,10 +2161,10 @@ int store_retype(store *s, quant_type vt, emb_err *err)
 	}
 }
 
-/* A format-3 int8 or binary store, or a format-4 binary one, opened for writing becomes
- * format 5: every compact block is written again from its f32 block (verified first) in
- * format 5's layout (int8: format 4's, one block each; binary: grouped, put_group), in one
- * transaction (the f32 blocks are not rewritten), and the store-wide int8 scales go. */
+/* An int8 store of formats 3 to 5, or a binary one of formats 3 and 4, opened for writing
+ * becomes format 6: every compact value is written again from its f32 blocks (verified
+ * first) in format 6's groups (put_group), in one transaction (the f32 blocks are not
+ * rewritten), and format 3's store-wide int8 scales go. */
 static int upgrade_compact(store *s, emb_err *err)
 {
 	int was = s->format;
@@ -2198,12 +2180,10 @@ static int upgrade_compact(store *s, emb_err *err)
 			return mdb_fail(err, rc, "begin write", s->dir);
 		}
 		map_view(s, 1, &w.mv);
-		s->format = STORE_FORMAT_VERSION; /* the layout put_compact and put_group write */
-		int grouped = cgroup(s) > 1;
+		s->format = STORE_FORMAT_VERSION; /* the layout put_group writes */
 		w.rows = meta_u64(w.txn, s->meta, "rows");
 		size_t rowb = (size_t)s->dim * sizeof(float);
-		if (grouped)
-			rc = mdb_drop(w.txn, s->cvectors, 0); /* the old keys are blocks, not groups */
+		rc = mdb_drop(w.txn, s->cvectors, 0); /* the old keys may be blocks, not groups */
 		if (!rc && s->dim > 0 && (rc = mdb_cursor_open(w.txn, s->vectors, &cur)) == 0) {
 			for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 			     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -2216,8 +2196,7 @@ static int upgrade_compact(store *s, emb_err *err)
 					rc = -1;
 					break;
 				}
-				cblock c = {b, (uint32_t)(n / rowb), 1, (float *)v.mv_data};
-				if ((rc = grouped ? touch_block(&w, b) : put_compact(&w, &c)) != 0)
+				if ((rc = touch_block(&w, b)) != 0)
 					break;
 			}
 			if (rc == MDB_NOTFOUND)
@@ -2497,7 +2476,7 @@ static void rowscore_task(void *arg, int t)
 		uint32_t row = c->h[i].row, cbi = row / cbr, coff = row % cbr, b = row / br, off = row % br;
 		const scan_block *cb = &c->cb[cbi];
 		/* f32 block b's row checksums, under their own SUM (the scan verified the codes
-		 * only); in a group (format 5 binary) they follow those of the blocks before it,
+		 * only); in a group (format 5 binary, 6) they follow those of the blocks before it,
 		 * each block's with its SUM */
 		uint32_t j = coff / br, m = cb->nrows - j * br < br ? cb->nrows - j * br : br;
 		const uint8_t *rs = cb->codes + (size_t)cb->nrows * crowb + SUM_BYTES +
@@ -2671,8 +2650,8 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 	size_t head = compact ? cb_head(s, s->vtype) : 0;
 	int rsums = compact && s->format >= 4; /* format 4: the row checksums and their own SUM */
 	size_t per = rowb + (rsums ? SUM_BYTES : 0), extra = rsums ? SUM_BYTES : 0;
-	/* format 5 binary: a value codes G f32 blocks (rows found by group_rows) */
-	uint32_t G = compact ? cgroup(s) : 1, cbr = (uint32_t)s->block_rows * G;
+	/* grouped (format 5 binary, 6 int8): a value codes G f32 blocks (rows by group_rows) */
+	uint32_t G = compact ? cgroup(s) : 1, br = (uint32_t)s->block_rows, cbr = br * G;
 	scan_block *blocks = mem->blocks = malloc(cap * sizeof *blocks);
 	if (!blocks)
 		return emb_errf(err, EMB_ENOMEM, "search: out of memory");
@@ -2692,7 +2671,7 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 			blocks = mem->blocks = nbk;
 			cap *= 2;
 		}
-		uint32_t b, grows = G > 1 ? group_rows(val.mv_size, rowb, (uint32_t)s->block_rows, cbr) : 0;
+		uint32_t b, grows = G > 1 ? group_rows(val.mv_size, rowb, head, br, cbr) : 0;
 		size_t bytes = val.mv_size - trailer(s) - extra;
 		if (key.mv_size != 4 || (memcpy(&b, key.mv_data, 4), b != nb) ||
 		    (nb && blocks[nb - 1].nrows != cbr) || !in_map(&snap->mv, &val) ||
@@ -2707,10 +2686,13 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 		bl->first_row = b * cbr;
 		bl->seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
 		if (compact) {
-			bl->codes = (const uint8_t *)val.mv_data + head;
+			/* int8: scales then codes (a group: each block's scales, then all the codes) */
+			size_t heads = G > 1 ? (size_t)((bl->nrows + br - 1) / br) * head : head;
+			bl->codes = (const uint8_t *)val.mv_data + heads;
 			bl->scales = head ? val.mv_data : NULL;
-			bl->sum_data = val.mv_data; /* format 4: scales and codes; 3: the codes */
-			bl->sum_len = head + (size_t)bl->nrows * rowb;
+			bl->scale_rows = head && G > 1 ? br : 0;
+			bl->sum_data = val.mv_data; /* format 4 on: scales and codes; 3: the codes */
+			bl->sum_len = heads + (size_t)bl->nrows * rowb;
 		} else {
 			bl->vecs = val.mv_data;
 		}
@@ -3282,38 +3264,47 @@ static int check_blocks(checker *c)
  * checksum, and equal byte for byte to what the writer makes of that block's f32 rows:
  * format 4, the block's scales (int8), the rows' codes and the rows' checksums; format 3, the
  * codes with the store-wide scales. */
-/* Format 5 binary: each group dense and in place, its codes' SUM and every f32 block's
- * row-checksum SUM, each code and row checksum equal to the one its f32 row gives, and one
- * group a BIN_GROUP vector blocks. */
+/* Grouped compact values (format 5 binary, 6 int8): each group dense and in place, its
+ * SUM and every f32 block's row-checksum SUM, each block's scales (int8) those of its f32
+ * rows, each code and row checksum equal to the one its f32 row gives, and one group a
+ * cgroup() vector blocks. */
 static int check_cgroups(checker *c)
 {
 	store *s = c->s;
 	uint32_t G = cgroup(s), br = (uint32_t)s->block_rows, cbr = G * br;
 	size_t rowb = quant_row_bytes(s->vtype, s->dim), frowb = (size_t)s->dim * sizeof(float);
+	size_t head = cb_head(s, s->vtype);
 	uint8_t *code = malloc(rowb);
-	if (!code)
+	float *sc = malloc(frowb);
+	if (!code || !sc) {
+		free(code);
+		free(sc);
 		return emb_errf(c->err, EMB_ENOMEM, "check: out of memory");
+	}
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint32_t expect = 0, last_n = 0;
 	int rc = mdb_cursor_open(c->snap->txn, s->cvectors, &cur), status = EMB_OK;
 	if (rc) {
 		free(code);
+		free(sc);
 		return mdb_fail(c->err, rc, "cursor", s->dir);
 	}
 	c->cur = cur;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !status;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), expect++) {
-		uint32_t g = expect, n = 0;
+		uint32_t g = expect, n = 0, nb = 0;
 		if (k.mv_size == 4)
 			memcpy(&g, k.mv_data, 4);
 		int sound = k.mv_size == 4 && g == expect && (!expect || last_n == cbr) &&
-			    in_map(&c->snap->mv, &v) && (n = group_rows(v.mv_size, rowb, br, cbr)) != 0;
-		const uint8_t *base = v.mv_data;
+			    in_map(&c->snap->mv, &v) && (n = group_rows(v.mv_size, rowb, head, br, cbr)) != 0;
+		nb = (n + br - 1) / br;
+		const uint8_t *base = v.mv_data, *codes = base + (size_t)nb * head;
+		size_t ab = (size_t)nb * head + (size_t)n * rowb;
 		uint64_t want, got;
 		if (sound) {
-			memcpy(&want, base + (size_t)n * rowb, SUM_BYTES);
-			sound = val_sum(&g, 4, base, (size_t)n * rowb) == want;
+			memcpy(&want, base + ab, SUM_BYTES);
+			sound = val_sum(&g, 4, base, ab) == want;
 		}
 		if (!sound) {
 			status = broken(c->err, s, "compact block %u (expected %u) is malformed, out of place "
@@ -3321,8 +3312,8 @@ static int check_cgroups(checker *c)
 			break;
 		}
 		c->r->checksums++;
-		const uint8_t *r = base + (size_t)n * rowb + SUM_BYTES;
-		for (uint32_t j = 0; j * br < n && !status; j++) {
+		const uint8_t *r = base + ab + SUM_BYTES;
+		for (uint32_t j = 0; j < nb && !status; j++) {
 			uint32_t b = g * G + j, m = n - j * br < br ? n - j * br : br;
 			MDB_val fk = {4, &b}, fv;
 			memcpy(&want, r + (size_t)m * SUM_BYTES, SUM_BYTES);
@@ -3334,11 +3325,22 @@ static int check_cgroups(checker *c)
 				break;
 			}
 			c->r->checksums++;
+			if (head) {
+				quant_i8_scales((const float *)fv.mv_data, m, s->dim, sc);
+				if (memcmp(sc, base + (size_t)j * head, head)) {
+					status = broken(c->err, s, "compact block %u: the scales of vector block %u "
+							"are not its rows'", g, b);
+					break;
+				}
+			}
 			for (uint32_t i = 0; i < m; i++) {
 				const float *x = (const float *)((const char *)fv.mv_data + i * frowb);
-				quant_bin_encode(x, s->dim, code);
+				if (head)
+					quant_i8_encode(x, s->dim, sc, code);
+				else
+					quant_bin_encode(x, s->dim, code);
 				memcpy(&got, r + (size_t)i * SUM_BYTES, SUM_BYTES);
-				if (memcmp(code, base + ((size_t)j * br + i) * rowb, rowb) ||
+				if (memcmp(code, codes + ((size_t)j * br + i) * rowb, rowb) ||
 				    got != row_sum(b, i, x, s->dim)) {
 					status = broken(c->err, s, "compact block %u row %u is not the code (or "
 							"checksum) of its vector", g, j * br + i);
@@ -3352,6 +3354,7 @@ static int check_cgroups(checker *c)
 	}
 	close_cur(c);
 	free(code);
+	free(sc);
 	if (status)
 		return status;
 	if (rc != MDB_NOTFOUND)

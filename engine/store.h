@@ -17,16 +17,17 @@
  *   docrows  id -> u32 row numbers of the document's windows
  *   rowmap   u32 row -> window's byte range in the text, window index, document id
  *   vectors  u32 block -> block_rows packed f32 rows (the last block may be short)
- *   cvectors u32 block -> the same rows' compact codes (format 3 on, vtype int8 or binary;
- *            empty for f32): what a scan reads, the f32 rows being read only to rescore;
- *            format 5 binary: u32 group -> the codes of 32 consecutive vector blocks
+ *   cvectors u32 group -> the compact codes of consecutive vector blocks (format 6; vtype
+ *            int8 or binary; empty for f32): what a scan reads, the f32 rows being read
+ *            only to rescore. int8: 4 vector blocks a group, binary: 32 (formats 3 and 4: u32
+ *            block -> that block's codes; format 5: binary grouped as now, int8 by block)
  *   seen     id -> "" : ids met by the indexer run in progress (for --prune and duplicates)
  * Rows are dense: row r of the store is row r % block_rows of block r / block_rows, and
  * deleting a document moves the last rows into its slots (swap with last), so a scan never
  * reads a hole. Packing many rows a value keeps LMDB from giving every vector its own
  * overflow pages and makes a scan one long sequential read.
  *
- * Values, byte by byte (format 5; integers little-endian, as the machines we run on store
+ * Values, byte by byte (format 6; integers little-endian, as the machines we run on store
  * them). SUM(k, v) is XXH3-64 of the value bytes v before the trailer, seeded with XXH3-64
  * of the key bytes k: it detects damage to the value and a value found under the wrong key.
  *   docs     0 u32 magic "DOC2" | 4 content hash [16] | 20 u32 text_len | 24 u32 title_len |
@@ -36,28 +37,28 @@
  *   rowmap   0 u32 window start | 4 u32 window end | 8 u32 window index | 12 id bytes |
  *            end-8 u64 SUM
  *   vectors  f32 [nrows * dim] (unit length, finite) | u64 SUM
- *   cvectors int8:   A = f32 scale [dim] | code [nrows * dim]
- *            binary: A = code [nrows * (dim + 7) / 8]
- *            then A | u64 SUM(A) | R = u64 RSUM [nrows] | u64 SUM(R), both SUMs keyed by
- *            the block key: a scan verifies A only (the row checksums are 1 KB a block
- *            that it never reads: 14% of a binary block), rescoring verifies R of the
- *            blocks holding candidates. Same key and same row count as the vectors block. int8: scale[d] =
- *            quant_i8_scales over this block's f32 rows (max |x[d]| / 127, 1/127 when all
- *            are 0), row i's code quant_i8_encode of its f32 vector with them (one byte a
- *            dimension, code + 128); binary: quant_bin_encode (sign bits, LSB first).
- *            RSUM[i] = XXH3-64 of f32 row i's dim * 4 bytes seeded with XXH3-64(key) + i:
- *            rescoring verifies a candidate's f32 row against it, not its whole block.
- *            Format 5, binary stores only (int8 as above): group g (key u32 g) codes the
- *            n rows of vector blocks 32g .. 32g + 31 (n = 32 * block_rows for every group
- *            but the last): A = code [n * (dim + 7) / 8] | u64 SUM(A) keyed by g, then for
- *            each of those blocks b in order, its m rows' R = u64 RSUM [m] | u64 SUM(R)
- *            keyed by b (RSUM as above): a scan streams a few hundred 192 KB values with
- *            one checksum each instead of a 6 KB value a block (8.9 -> 5.9 ms of CPU at
- *            1M rows, docs/bench-scan.md), and rescoring still hashes 1 KB of row
- *            checksums a candidate. A group is rewritten whole at the end of each
- *            transaction that wrote one of its vector blocks (the blocks it did not write
- *            copied from the group's previous, verified, value). Format 4 binary stores:
- *            one compact block per vector block, as int8.
+ *   cvectors group g (key u32 g) codes the n rows of vector blocks G*g .. G*g + G-1 (G = 4
+ *            int8, 32 binary; n = G * block_rows for every group but the last), nb =
+ *            ceil(n / block_rows) blocks:
+ *              A = int8:   f32 scale [nb][dim] | code [n * dim]
+ *                  binary: code [n * (dim + 7) / 8]
+ *              A | u64 SUM(A) keyed by g, then for each of the nb blocks b in order, its m
+ *              rows' R = u64 RSUM [m] | u64 SUM(R) keyed by b.
+ *            int8: scale[j][d] = quant_i8_scales over block j's f32 rows (max |x[d]| / 127,
+ *            1/127 when all are 0), each row's code quant_i8_encode of its f32 vector with
+ *            its block's scales (one byte a dimension, code + 128); binary: quant_bin_encode
+ *            (sign bits, LSB first). RSUM[i] = XXH3-64 of f32 row i's dim * 4 bytes seeded
+ *            with XXH3-64(key) + i: rescoring verifies a candidate's f32 row against it, not
+ *            its whole block, and hashes its block's 1 KB of row checksums; a scan verifies
+ *            A only. A scan streams a few thousand ~200 KB values with one checksum each
+ *            instead of a short value a block, scattered between the f32 blocks (binary:
+ *            8.9 -> 5.9 ms of CPU at 1M rows; int8: the same codes scanned contiguously
+ *            13-16% faster than as 48 KB values; docs/bench-scan.md). A group is rewritten
+ *            whole at the end of each transaction that wrote one of its vector blocks (the
+ *            blocks it did not write copied from the group's previous, verified, value).
+ *            Format 5: binary as format 6; int8 one value a vector block (key b): A = f32
+ *            scale [dim] | code [nrows * dim], then A | SUM(A) | R | SUM(R) keyed by b.
+ *            Format 4: both types one value a vector block, as format 5's int8.
  *            Format 3: code [nrows * row bytes] | u64 SUM, int8 codes with meta
  *            "int8.scales".
  *   meta     "checksum": u64 XXH3-64 over every other meta entry in key order, each fed as
@@ -65,15 +66,14 @@
  *   seen     empty values (no answer depends on them).
  * Format 1 (DOC1 magic, no trailers, no "checksum") is read without checksums and never
  * written: opening one for writing fails with "rebuild it with --rebuild". Format 2 is
- * format 3 without the cvectors table (f32 only), format 3 differs from 4 only in its
- * compact blocks (above), and format 4 from 5 only in binary stores' compact blocks: all are
- * read as they are; a writer's open upgrades them in place (format 2, f32 stores of formats
- * 3 and 4, int8 stores of format 4: the empty table if missing, "format" set to 5, nothing
- * else changes; int8 stores of format 3 and binary stores of formats 3 and 4: every compact
- * block written again from its verified f32 block in one transaction, "int8.scales"
- * removed).
- * int8 calibration (format 4): every compact block carries the scales of its own rows,
- * recomputed whenever the block is written (rows added, moved by a delete), so no component
+ * format 3 without the cvectors table (f32 only), formats 3, 4 and 5 differ from 6 only in
+ * their compact values (above): all are read as they are; a writer's open upgrades them in
+ * place (f32 stores of formats 2 to 5 and binary stores of format 5: the empty table if
+ * missing, "format" set to 6, nothing else changes; int8 stores of formats 3 to 5 and binary
+ * stores of formats 3 and 4: every compact value written again from its verified f32 blocks
+ * in one transaction, "int8.scales" removed).
+ * int8 calibration (format 4 on): every vector block's codes carry the scales of its own
+ * rows, recomputed whenever the block is written (rows added, moved by a delete), so no component
  * is ever clipped, rows arriving later calibrate themselves however the store was filled
  * (a first run of 3 documents no longer fixes the scales for good), and a block's codes are
  * a function of its f32 rows alone. The search codes the query against each block's scales
@@ -114,7 +114,7 @@
 #include "store_path.h"
 #include "threadpool.h"
 
-#define STORE_FORMAT_VERSION 5
+#define STORE_FORMAT_VERSION 6
 #define STORE_HASH_BYTES 16
 #define STORE_MAX_ID_BYTES 480   /* LMDB keys are at most 511 bytes */
 
@@ -393,8 +393,8 @@ int store_search(store_snapshot *snap, const float *q, int k, threadpool *pool,
 /* store_search with the rescoring factor: -1 the type's default (above), 0 none (the
  * compact ranking, its scores the compact estimates: int8 ~ cosine, binary 1 - 2 h / dim),
  * N > 0: the compact scan keeps max(N x k, 2k + 16) rows (growing as store_search widens),
- * every one rescored exactly (its f32 row's checksum verified: format 4 keeps one a row in
- * the compact block; format 3, the whole f32 block's), and the result is the
+ * every one rescored exactly (its f32 row's checksum verified: format 4 on keeps one a row in
+ * the compact value; format 3, the whole f32 block's), and the result is the
  * exact order among them: the exact top k whenever those rows hold it (always when they
  * cover the store). f32 stores ignore it. Errors as store_search. */
 int store_search_rescore(store_snapshot *snap, const float *q, int k, int rescore,
@@ -448,9 +448,10 @@ typedef struct store_check_report {
 
 /* Reads the whole snapshot and verifies: the meta table's checksum; every vector block
  * (dense, full but the last, lies in the file, checksum) and every vector in it (finite,
- * unit length within 1e-3); for int8 and binary stores every compact block (one a vector
- * block, or one a group of 32 in format 5 binary stores; checksums, the codes and row
- * checksums of its vector blocks' rows byte for byte); every document (checksum, header, decompresses to the lengths
+ * unit length within 1e-3); for int8 and binary stores every compact value (one a group of
+ * 4 (int8) or 32 (binary) vector blocks in format 6, older formats as store.h's layout
+ * says; checksums, the scales, codes and row checksums of its vector blocks' rows byte for
+ * byte); every document (checksum, header, decompresses to the lengths
  * it states; in a shard store, its id in the store's shard); every row list and row entry (checksums, and each row owned by exactly the
  * document that lists it, at its window index); and the counts in meta. Fills *report (may
  * be NULL). Errors: EMB_ESTORE "store DIR is damaged: WHAT" for the first failure found,

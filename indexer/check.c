@@ -44,12 +44,12 @@ int check_store(const char *path)
 		snprintf(sums, sizeof sums, "%llu checksums", (unsigned long long)r.checksums);
 	else
 		snprintf(sums, sizeof sums, "format %d has no checksums (--rebuild adds them)", r.format);
-	/* format 5 binary stores group 32 vector blocks a compact block */
+	/* format 6 groups 4 (int8) or 32 (binary) vector blocks a compact value */
 	char cb[128];
 	if (r.cblocks == r.blocks)
 		snprintf(cb, sizeof cb, " codes in as many compact blocks (equal to the vectors' codes)");
 	else
-		snprintf(cb, sizeof cb, " codes in %llu compact blocks of up to 32 vector blocks (equal to the vectors' codes)",
+		snprintf(cb, sizeof cb, " codes in %llu compact values of several vector blocks (equal to the vectors' codes)",
 			 (unsigned long long)r.cblocks);
 	printf("store %s: ok; %llu documents, %llu rows, dim %d, %d rows a block, model %s, %.1f MB "
 	       "used of a %.0f MB map, created %s, updated %s; verified: %s, %llu documents "

@@ -459,10 +459,11 @@ static void test_format2(const char *tmp)
  * fixture_vec, scales from a first transaction of 40 rows, the 100 later rows reaching past
  * them) read as they are, answer exactly when rescoring covers the store (against a brute
  * force in doubles over the same vectors, made here), and a writer's open upgrades them to
- * format 5 (per-block scales, row checksums; binary: one compact block for both vector
- * blocks) with the same exact answers, a clean check, and writes that work; so do
+ * format 6 (per-block scales, row checksums; one compact value for both vector blocks)
+ * with the same exact answers, a clean check, and writes that work; so do
  * tests/data/store-format4-int8 and -binary (dev/store-fixtures/gen-format4.c: the same rows
- * written by format 4, whose binary compact blocks are one a vector block). */
+ * written by format 4, whose compact blocks are one a vector block) and -format5-
+ * (gen-format5.c: format 5, binary grouped as in format 6, int8 one a vector block). */
 static void fixture_vec(int i, float *x)
 {
 	uint64_t r = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(i + 1) * 0xBF58476D1CE4E5B9ULL;
@@ -486,8 +487,8 @@ static void test_format3(const char *tmp)
 	for (int i = 0; i < 140; i++)
 		fixture_vec(i, v[i]);
 	const char *names[2] = {"int8", "binary"};
-	for (int ft = 0; ft < 4; ft++) {
-		int t = ft % 2, from = 3 + ft / 2; /* format 3 int8, binary; format 4 int8, binary */
+	for (int ft = 0; ft < 6; ft++) {
+		int t = ft % 2, from = 3 + ft / 2; /* formats 3, 4, 5: int8, binary */
 		char dir[600], cmd[1400];
 		snprintf(dir, sizeof dir, "%s/f%d-%s", tmp, from, names[t]);
 		snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/store-format%d-%s/data.mdb '%s/'", dir,
@@ -539,8 +540,9 @@ static void test_format3(const char *tmp)
 				CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
 				CHECK(store_check(snap, &r, &e) == 0, "format-%d %s check: %s", from, names[t], e.msg);
 				int want_format = qi == 0 && pass == 0 ? from : STORE_FORMAT_VERSION;
-				/* format 5 groups a binary store's 2 vector blocks into one compact block */
-				unsigned long long want_cb = t == 1 && want_format >= 5 ? 1 : 2;
+				/* format 5 groups a binary store's 2 vector blocks into one compact value,
+				 * format 6 an int8 store's too */
+				unsigned long long want_cb = want_format >= (t == 1 ? 5 : 6) ? 1 : 2;
 				CHECK(r.format == want_format && r.docs == 140 && r.cblocks == want_cb,
 				      "%s query %d pass %d: format %d (not %d), %llu documents, %llu compact blocks",
 				      names[t], qi, pass, r.format, want_format, (unsigned long long)r.docs,
@@ -660,37 +662,44 @@ static void test_calibration(const char *tmp)
 	      K, overlap[1], overlap[0], NQ * K);
 }
 
-/* Format 5 groups a binary store's compact blocks, 32 vector blocks a value: documents
- * added and deleted in later transactions (deletes move the last rows into the holes, across
- * groups; a group filled, emptied, dropped), then a retype away and back. After each step
- * the binary store checks clean with one compact block a group, answers exactly as an f32
- * store fed the same operations when rescoring covers it, and its raw answer (--rescore 0)
- * has the sign-bit scores that an independent count over the live vectors gives. 1536-d
- * rows: 32 a vector block, 1,024 a group. */
+/* Format 6 groups compact blocks, 32 vector blocks a value for binary, 4 for int8:
+ * documents added and deleted in later transactions (deletes move the last rows into the
+ * holes, across groups; a group filled, emptied, dropped), then a retype away and back.
+ * After each step the binary and int8 stores check clean (store_check recomputes every
+ * block's scales and codes from its f32 rows) with one compact value a group, answer
+ * exactly as an f32 store fed the same operations when rescoring covers them, and the
+ * binary store's raw answer (--rescore 0) has the sign-bit scores that an independent count
+ * over the live vectors gives. 1536-d rows: 32 a vector block, 1,024 a binary group, 128
+ * an int8 group. */
 #define GD 1536
 #define GN 2700
 static float gvec[GN][GD];
 static int galive[GN];
 
-static void groups_step(const char *pf, const char *pb, int step)
+static void groups_step(const char *pf, const char *pb, const char *pi, int step)
 {
 	emb_err e = {0};
-	store *s;
-	store_snapshot *snap;
-	store_check_report r;
-	CHECK(store_open(pb, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
-	CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
-	CHECK(store_check(snap, &r, &e) == 0, "groups step %d: check: %s", step, e.msg);
-	CHECK(r.format == STORE_FORMAT_VERSION && r.cblocks == (r.rows + 1023) / 1024 && r.blocks == (r.rows + 31) / 32,
-	      "groups step %d: format %d, %llu rows in %llu blocks, %llu compact blocks", step, r.format,
-	      (unsigned long long)r.rows, (unsigned long long)r.blocks, (unsigned long long)r.cblocks);
 	uint64_t live = 0;
 	for (int i = 0; i < GN; i++)
 		live += (uint64_t)galive[i];
-	CHECK(r.rows == live && r.docs == live, "groups step %d: %llu rows, %llu live", step,
-	      (unsigned long long)r.rows, (unsigned long long)live);
-	store_snapshot_end(snap);
-	store_close(s);
+	for (int t = 0; t < 2; t++) {
+		store *s;
+		store_snapshot *snap;
+		store_check_report r;
+		uint64_t per = t ? 128 : 1024; /* rows a group: int8, binary */
+		CHECK(store_open(t ? pi : pb, STORE_READONLY, &s, &e) == 0, "%s", e.msg);
+		CHECK(store_snapshot_begin(s, &snap, &e) == 0, "%s", e.msg);
+		CHECK(store_check(snap, &r, &e) == 0, "groups step %d: %s check: %s", step, t ? "int8" : "binary", e.msg);
+		CHECK(r.format == STORE_FORMAT_VERSION && r.cblocks == (r.rows + per - 1) / per &&
+			      r.blocks == (r.rows + 31) / 32,
+		      "groups step %d %s: format %d, %llu rows in %llu blocks, %llu compact blocks", step,
+		      t ? "int8" : "binary", r.format, (unsigned long long)r.rows, (unsigned long long)r.blocks,
+		      (unsigned long long)r.cblocks);
+		CHECK(r.rows == live && r.docs == live, "groups step %d: %llu rows, %llu live", step,
+		      (unsigned long long)r.rows, (unsigned long long)live);
+		store_snapshot_end(snap);
+		store_close(s);
+	}
 	for (int qi = 0; qi < 4; qi++) {
 		static float q[GD];
 		for (int d = 0; d < GD; d++)
@@ -700,6 +709,24 @@ static void groups_step(const char *pf, const char *pb, int step)
 		CHECK(ask(pb, q, (int)(live / K + 1), &a, &e) == 0, "%s", e.msg);
 		CHECK(exact.n == K && !memcmp(&a, &exact, sizeof a), "groups step %d query %d: rescored binary is not "
 		      "the f32 answer (first %s %g vs %s %g)", step, qi, a.id[0], a.score[0], exact.id[0], exact.score[0]);
+		CHECK(ask(pi, q, (int)(live / K + 1), &a, &e) == 0, "%s", e.msg);
+		CHECK(!memcmp(&a, &exact, sizeof a), "groups step %d query %d: rescored int8 is not the f32 answer "
+		      "(first %s %g vs %s %g)", step, qi, a.id[0], a.score[0], exact.id[0], exact.score[0]);
+		/* int8 raw scores: each near its row's cosine (codes read with another block's
+		 * scales are far off) */
+		CHECK(ask(pi, q, 0, &a, &e) == 0 && a.n == K, "raw: %s", e.msg);
+		double qq = 0;
+		for (int d = 0; d < GD; d++)
+			qq += (double)q[d] * q[d];
+		for (int j = 0; j < K; j++) {
+			int i = atoi(a.id[j] + 1);
+			double cs = 0;
+			for (int d = 0; d < GD; d++)
+				cs += (double)q[d] * gvec[i][d];
+			cs /= sqrt(qq);
+			CHECK(galive[i] && fabs(a.score[j] - cs) < 2e-3, "groups step %d query %d: raw int8 %s scores %g, "
+			      "its cosine %g", step, qi, a.id[j], a.score[j], cs);
+		}
 		CHECK(ask(pb, q, 0, &a, &e) == 0 && a.n == K, "raw: %s", e.msg);
 		/* the independent count: every live row's sign-bit score, the K best */
 		float best[K];
@@ -734,13 +761,16 @@ static void groups_step(const char *pf, const char *pb, int step)
 
 static void test_groups(const char *tmp)
 {
-	char pf[600], pb[600];
+	char pf[600], pb[600], pi[600];
 	snprintf(pf, sizeof pf, "%s/groups-f32", tmp);
 	snprintf(pb, sizeof pb, "%s/groups-binary", tmp);
+	snprintf(pi, sizeof pi, "%s/groups-int8", tmp);
 	for (int i = 0; i < GN; i++) {
 		double ss = 0;
 		for (int d = 0; d < GD; d++) {
-			gvec[i][d] = frand();
+			/* rows written together (a vector block's) put their weight in the same quarter
+			 * of the dimensions, so the blocks of an int8 group have far apart scales */
+			gvec[i][d] = frand() * (d / (GD / 4) == i / 32 % 4 ? 1.0f : 0.05f);
 			ss += (double)gvec[i][d] * gvec[i][d];
 		}
 		for (int d = 0; d < GD; d++)
@@ -748,10 +778,11 @@ static void test_groups(const char *tmp)
 	}
 	static char ids[GN][16];
 	static store_op ops[GN];
-	store *st[2];
+	store *st[3];
 	emb_err e = {0};
-	const char *paths[2] = {pf, pb};
-	for (int t = 0; t < 2; t++) {
+	const char *paths[3] = {pf, pb, pi};
+	const quant_type vt[3] = {QUANT_F32, QUANT_BINARY, QUANT_INT8};
+	for (int t = 0; t < 3; t++) {
 		CHECK(store_open(paths[t], STORE_CREATE, &st[t], &e) == 0, "%s", e.msg);
 		store_model m = {0};
 		strcpy(m.name, "groups-test");
@@ -760,14 +791,14 @@ static void test_groups(const char *tmp)
 		m.dim = GD;
 		m.normalized = 1;
 		m.max_tokens = 128;
-		CHECK(store_bind_model(st[t], &m, &e) == 0 && store_set_vtype(st[t], t ? QUANT_BINARY : QUANT_F32, &e) == 0,
+		CHECK(store_bind_model(st[t], &m, &e) == 0 && store_set_vtype(st[t], vt[t], &e) == 0,
 		      "%s", e.msg);
 	}
 	for (int i = 0; i < GN; i++)
 		snprintf(ids[i], 16, "g%d", i);
 	/* steps: [0, 600) in one transaction; [600, 2600) in the next (groups 0 and 1 full, 2
 	 * begun); 400 deletes and 30 new documents in one; deletes down to one and a bit groups
-	 * (group 2 dropped); then a retype to int8 and back */
+	 * (group 2 dropped); then retypes away and back (binary: to int8, int8: to binary) */
 	int steps[4][2] = {{0, 600}, {600, 2600}, {2600, 2630}, {0, 0}};
 	for (int step = 0; step < 5; step++) {
 		int n = 0;
@@ -782,7 +813,7 @@ static void test_groups(const char *tmp)
 			for (int i = 0; i < GN; i++)
 				live += galive[i];
 			if (step == 3)
-				want = live - 1100; /* leaves 1,100 rows: group 0 full, group 1 76 rows */
+				want = live - 1100; /* leaves 1,100 rows: binary group 0 full, group 1 76 rows */
 			for (int d = 0; d < want;) {
 				int i = (int)(next() % 2630);
 				if (!galive[i] || (step == 2 && i >= 2600))
@@ -792,15 +823,17 @@ static void test_groups(const char *tmp)
 				d++;
 			}
 		}
-		for (int t = 0; t < 2 && n; t++)
+		for (int t = 0; t < 3 && n; t++)
 			CHECK(store_apply(st[t], ops, n, NULL, &e) == 0, "groups step %d: %s", step, e.msg);
 		if (step == 4) {
 			CHECK(store_retype(st[1], QUANT_INT8, &e) == 0 && store_retype(st[1], QUANT_BINARY, &e) == 0,
 			      "retype: %s", e.msg);
+			CHECK(store_retype(st[2], QUANT_BINARY, &e) == 0 && store_retype(st[2], QUANT_INT8, &e) == 0,
+			      "retype: %s", e.msg);
 		}
-		groups_step(pf, pb, step);
+		groups_step(pf, pb, pi, step);
 	}
-	for (int t = 0; t < 2; t++)
+	for (int t = 0; t < 3; t++)
 		store_close(st[t]);
 }
 

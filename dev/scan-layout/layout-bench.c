@@ -1,5 +1,7 @@
 /* layout-bench.c — the measurements behind store format 5's grouped binary blocks
- * (docs/bench-scan.md, "Store format 5"); not built by make. Against the current tree:
+ * (docs/bench-scan.md, "Store format 5") and format 6's grouped int8 ones; not built by
+ * make. Modes 4 and 6 read one compact value a vector block (formats 4 and 5): run them on
+ * a checkout of 868e323 or earlier, whose writer makes such stores. Build:
  *   cc -std=c17 -O2 -g -march=x86-64-v3 -D_GNU_SOURCE -pthread -Iengine -o /tmp/lb \
  *      dev/scan-layout/layout-bench.c build/libengine.a -llmdb -lzstd -lutf8proc -ljansson \
  *      -ldl -lm -lxxhash -pthread
