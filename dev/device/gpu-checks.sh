@@ -13,7 +13,9 @@
 #   python3 scripts/bench-rerank --queries 10 --pairs-only && cp build/bench-rerank/pairs.jsonl .dev/pairs.jsonl
 #   <python with transformers> dev/int8/calibrate.py .cache/models/all-MiniLM-L6-v2 .dev/scifact-ids.bin \
 #       .dev/int8-calib.bin                                            (int8 only)
+#   tar cJf .dev/scifact.tar.xz -C ../shared/data scifact                (ndcg only)
 #   DEV_DIR=.dev/g scripts/pack-device test_vk_forward test_jina test_vk_mpnet tool_vk_bench tool_rerank_bench rerank
+#       (ndcg: also indexer search)
 # then one run call, carrying .dev/g/dev.tar.xz .dev/minilm-f16 .dev/scifact-ids.bin.xz and what the
 # steps need (.dev/pairs.jsonl, .dev/scifact-mpnet-ids.bin.xz, .dev/int8-calib.bin; the working
 # tree and the carried files together under 64 MiB):
@@ -34,6 +36,9 @@
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
 #   mpnet-bench   scripts/bench-gpu --mpnet-shaped (carry .dev/scifact-mpnet-ids.bin)
+#   ndcg          scripts/eval-beir on SciFact (carry .dev/scifact.tar.xz) with the f16 MiniLM:
+#                 documents on the CPU in fp32 (16 threads), on the GPU in fp16 and in int8
+#                 with the product sets of the int8 step; queries on the CPU in fp32
 set -u
 cd "$(dirname "$0")/../.."
 D=${DEV_DIR:-.dev/g}
@@ -125,6 +130,19 @@ minilm-attn-bench)
 jina-8192)
 	step bench-jina 400 python3 scripts/bench-gpu --tool $B/tool_vk_bench --jina-shaped /tmp/jb \
 		--seq-lens 2048,8192 --jina-check-max 2048 --out $OUT/bench-jina.md ;;
+ndcg)
+	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
+	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	rm -rf /tmp/e-* /tmp/.e-*  # fresh stores: an existing one would be reused (no precision in it)
+	step ndcg-cpu-fp32 240 $ev --store /tmp/e-cpu --device cpu
+	step ndcg-gpu-fp16 120 $ev --store /tmp/e-fp16 --device gpu
+	for p in 15 10 7c; do
+		(
+		[ "${p%c}" = "$p" ] || export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin
+		EMBED_VK_INT8_PRODUCTS=${p%c} step ndcg-int8-$p 120 $ev --store /tmp/e-int8-$p --device gpu \
+			--precision int8
+		)
+	done ;;
 int8)
 	for p in 15 10 7 7c 15c; do
 		(
