@@ -455,15 +455,14 @@ static void test_format2(const char *tmp)
 	CHECK(a[0].n == 3 && !memcmp(&a[0], &a[1], sizeof a[0]), "answers differ after the upgrade");
 }
 
-/* tests/data/store-format3-int8 and -binary (dev/store-fixtures/gen-format3.c: 140 rows of
+/* tests/data/store-format3-int8 and -binary (dev/store-fixtures/gen-fixtures.c: 140 rows of
  * fixture_vec, scales from a first transaction of 40 rows, the 100 later rows reaching past
  * them) read as they are, answer exactly when rescoring covers the store (against a brute
  * force in doubles over the same vectors, made here), and a writer's open upgrades them to
  * format 6 (per-block scales, row checksums; one compact value for both vector blocks)
- * with the same exact answers, a clean check, and writes that work; so do
- * tests/data/store-format4-int8 and -binary (dev/store-fixtures/gen-format4.c: the same rows
- * written by format 4, whose compact blocks are one a vector block) and -format5-
- * (gen-format5.c: format 5, binary grouped as in format 6, int8 one a vector block). */
+ * with the same exact answers, a clean check, and writes that work; so do the same rows
+ * written by format 4 (compact blocks one a vector block) and by format 5 (binary grouped
+ * as in format 6, int8 one a vector block). */
 static void fixture_vec(int i, float *x)
 {
 	uint64_t r = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(i + 1) * 0xBF58476D1CE4E5B9ULL;

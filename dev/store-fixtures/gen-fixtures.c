@@ -1,14 +1,21 @@
-/* gen-format4.c — writes tests/data/store-format4-int8 and store-format4-binary: stores of
- * format 4 (int8 codes with per-block scales; binary sign bits, one compact block per f32
- * block; row checksums after the codes), kept so that tests/test_quant proves later programs
- * still read them and upgrade them on a write (format 5 groups a binary store's compact
- * blocks). Built and run once against commit 533500d (format 4):
- *   cc -std=c17 -O2 -march=x86-64-v3 -D_GNU_SOURCE -Iengine dev/store-fixtures/gen-format4.c \
+/* gen-fixtures.c — writes tests/data/store-formatF-int8 and store-formatF-binary: stores in the
+ * format of the build it is linked with, kept so that tests/test_quant proves later programs
+ * still read each old format and upgrade it on a write. Each pair was written once, by a
+ * checkout of the commit that still wrote that format:
+ *   format 3  86214d4  int8 codes with the store-wide scales of the first transaction,
+ *                      binary sign bits, no per-row checksums
+ *   format 4  533500d  per-block int8 scales, row checksums after the codes, one compact
+ *                      block per vector block for both types
+ *   format 5  868e323  binary codes grouped 32 vector blocks a value, int8 as format 4
+ * On such a checkout (its build/libengine.a):
+ *   cc -std=c17 -O2 -march=x86-64-v3 -D_GNU_SOURCE -Iengine dev/store-fixtures/gen-fixtures.c \
  *      build/libengine.a -llmdb -lzstd -lutf8proc -ljansson -ldl -lm -pthread
- *   ./a.out tests/data
- * 140 rows of 384-d (two vector blocks: 128 + 12), documents "d0".."d139", one window each,
- * row i of document "di" = fixture_vec(i) (the same xorshift as tests/test_quant.c), written
- * as 40 rows in a first transaction, then 100 (so the scales came from the first 40 only). */
+ *   ./a.out F tests/data      (refuses when the build writes another format than F)
+ * then keep only data.mdb of each store directory (store_open makes a link to a versioned
+ * directory). 140 rows of 384-d (two vector blocks: 128 + 12), documents "d0".."d139", one
+ * window each, row i of document "di" = fixture_vec(i) (the same xorshift as
+ * tests/test_quant.c), written as 40 rows in a first transaction, then 100 (in format 3 the
+ * scales came from the first 40 only; later rows reach past them). */
 #include "store.h"
 #include <math.h>
 #include <stdio.h>
@@ -32,10 +39,14 @@ static void fixture_vec(int i, float *x)
 
 int main(int argc, char **argv)
 {
+	if (argc != 3 || atoi(argv[1]) != STORE_FORMAT_VERSION) {
+		fprintf(stderr, "usage: gen-fixtures F DIR, F this build's store format (%d)\n", STORE_FORMAT_VERSION);
+		return 2;
+	}
 	const char *names[2] = {"int8", "binary"};
 	for (int t = 0; t < 2; t++) {
 		char path[1024];
-		snprintf(path, sizeof path, "%s/store-format4-%s", argv[1], names[t]);
+		snprintf(path, sizeof path, "%s/store-format%s-%s", argv[2], argv[1], names[t]);
 		emb_err e = {0};
 		store *s;
 		if (store_open(path, STORE_CREATE, &s, &e)) { fprintf(stderr, "%s\n", e.msg); return 1; }
