@@ -11,8 +11,10 @@
 //
 // Layout as gemm_coopmat.glsl's (whose comments say why): a workgroup of WARPS_M x WARPS_N
 // subgroups computes TILES_M tiles of TILE_M x TILE_N one after another down the rows; K
-// advances K_STEP bytes (128) at a time through shared memory, rows padded by 16 bytes. The
-// slices go from global to shared memory directly (no register prefetch).
+// advances K_STEP bytes (128) at a time through shared memory, rows padded by 16 bytes. With
+// I8_PREFETCH (the default) the next slice of A and W is fetched into registers while the
+// tensor cores work on the current one: on the H100 that made the products 6-12% faster
+// (down 640 -> 571 us at M = 245760) and the batch-1000 forward pass 4.6% (docs/bench-gemm.md).
 //
 // Epilogue: the accumulators are exact int32 sums; each subgroup stores one 16x16 fragment
 // at a time to its own 1 KB of shared memory, and every lane converts 8 neighbouring
@@ -44,6 +46,9 @@
 #endif
 #ifndef K_STEP
 #define K_STEP 128
+#endif
+#ifndef I8_PREFETCH
+#define I8_PREFETCH 1
 #endif
 #define WARPS (WARPS_M * WARPS_N)
 #if (TILE_M % (32 * WARPS * 16 / K_STEP)) != 0 || (TILE_N % (32 * WARPS * 16 / K_STEP)) != 0
@@ -88,6 +93,17 @@ void main()
 	icoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
 	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
 	const uint r0 = tid / KQ, kq = tid % KQ;
+#if I8_PREFETCH
+	// the next slice is fetched into registers while the tensor cores work on this one
+	uvec4 ra[LOADS], rb[LOADS_B];
+	{
+		const uint m0 = mt0 * BM;
+		[[unroll]] for (uint i = 0; i < LOADS; i++)
+			ra[i] = a[(m0 + r0 + i * RSTEP) * K16 + kq];
+		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
+			rb[i] = w[(n0 + r0 + i * RSTEP) * K16 + kq];
+	}
+#endif
 
 	for (uint s = 0; s < steps; s++) {
 		const uint ks = s % NK, m0 = (mt0 + s / NK) * BM;
@@ -96,6 +112,20 @@ void main()
 				[[unroll]] for (uint j = 0; j < FN; j++)
 					acc[i][j] = icoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0);
 		barrier();
+#if I8_PREFETCH
+		[[unroll]] for (uint i = 0; i < LOADS; i++)
+			As((r0 + i * RSTEP) * SROW + kq) = ra[i];
+		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
+			Bs((r0 + i * RSTEP) * SROW + kq) = rb[i];
+		barrier();
+		if (s + 1 < steps) {
+			const uint m1 = (mt0 + (s + 1) / NK) * BM, kn = ((s + 1) % NK) * KQ + kq;
+			[[unroll]] for (uint i = 0; i < LOADS; i++)
+				ra[i] = a[(m1 + r0 + i * RSTEP) * K16 + kn];
+			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
+				rb[i] = w[(n0 + r0 + i * RSTEP) * K16 + kn];
+		}
+#else
 		{
 			const uint kn = ks * KQ + kq;
 			[[unroll]] for (uint i = 0; i < LOADS; i++)
@@ -104,6 +134,7 @@ void main()
 				Bs((r0 + i * RSTEP) * SROW + kq) = w[(n0 + r0 + i * RSTEP) * K16 + kn];
 		}
 		barrier();
+#endif
 		[[unroll]] for (uint kk = 0; kk < BK / 32; kk++) {
 			icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fa[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++)
