@@ -258,6 +258,47 @@ static uint32_t group_rows(size_t size, size_t rowb, size_t head, uint32_t br, u
 	return 0;
 }
 
+/* Where a grouped compact value of n rows keeps its parts (store.h): the nb blocks' scales
+ * from byte 0 (int8), the codes from `codes`, SUM(A) at `sum`; block j's row checksums
+ * (group_rsums) after it. */
+typedef struct glayout {
+	uint32_t n, nb;
+	size_t codes, sum;
+} glayout;
+
+static glayout group_layout(const store *s, uint32_t n)
+{
+	uint32_t br = (uint32_t)s->block_rows, nb = (n + br - 1) / br;
+	size_t codes = (size_t)nb * cb_head(s, s->vtype);
+	return (glayout){n, nb, codes, codes + (size_t)n * quant_row_bytes(s->vtype, s->dim)};
+}
+
+/* Block j's row checksums in a group of layout l: *m of them (then their SUM). */
+static size_t group_rsums(const store *s, const glayout *l, uint32_t j, uint32_t *m)
+{
+	uint32_t br = (uint32_t)s->block_rows;
+	*m = l->n - j * br < br ? l->n - j * br : br;
+	return l->sum + SUM_BYTES + (size_t)j * (br + 1) * SUM_BYTES;
+}
+
+/* 1 when group g's value p (layout l) matches its SUM and every block's row checksums
+ * match theirs. */
+static int group_sound(const store *s, uint32_t g, const uint8_t *p, const glayout *l)
+{
+	uint64_t want;
+	memcpy(&want, p + l->sum, SUM_BYTES);
+	if (val_sum(&g, sizeof g, p, l->sum) != want)
+		return 0;
+	for (uint32_t j = 0; j < l->nb; j++) {
+		uint32_t b = g * cgroup(s) + j, m;
+		const uint8_t *r = p + group_rsums(s, l, j, &m);
+		memcpy(&want, r + (size_t)m * SUM_BYTES, SUM_BYTES);
+		if (val_sum(&b, sizeof b, r, (size_t)m * SUM_BYTES) != want)
+			return 0;
+	}
+	return 1;
+}
+
 /* The checksum of row i of f32 block b, kept in the compact block (format 4). */
 static uint64_t row_sum(uint32_t b, uint32_t i, const float *row, int dim)
 {
@@ -1231,27 +1272,11 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 	uint32_t n = w->rows > first ? (uint32_t)(w->rows - first < per ? w->rows - first : per) : 0;
 	MDB_val k = {sizeof g, &g}, ov;
 	uint8_t *old = NULL;
-	uint32_t on = 0, onb = 0;
+	glayout ol = {0};
 	int rc = mdb_get(w->txn, s->cvectors, &k, &ov);
 	if (rc == 0) {
-		on = group_rows(ov.mv_size, rowb, head, br, per);
-		onb = (on + br - 1) / br;
-		const uint8_t *p = ov.mv_data;
-		int ok = on && in_map(&w->mv, &ov);
-		if (ok) {
-			size_t ab = (size_t)onb * head + (size_t)on * rowb;
-			uint64_t want;
-			memcpy(&want, p + ab, SUM_BYTES);
-			ok = val_sum(&g, sizeof g, p, ab) == want;
-			const uint8_t *r = p + ab + SUM_BYTES;
-			for (uint32_t j = 0; ok && j < onb; j++) {
-				uint32_t b = g * G + j, m = on - j * br < br ? on - j * br : br;
-				memcpy(&want, r + (size_t)m * SUM_BYTES, SUM_BYTES);
-				ok = val_sum(&b, sizeof b, r, (size_t)m * SUM_BYTES) == want;
-				r += (size_t)(m + 1) * SUM_BYTES;
-			}
-		}
-		if (!ok) {
+		ol = group_layout(s, group_rows(ov.mv_size, rowb, head, br, per));
+		if (!ol.n || !in_map(&w->mv, &ov) || !group_sound(s, g, ov.mv_data, &ol)) {
 			damaged(w->err, s, "compact block %u fails its checksum", g);
 			return -1;
 		}
@@ -1266,20 +1291,17 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 		rc = old ? mdb_del(w->txn, s->cvectors, &k, NULL) : 0;
 		return rc;
 	}
-	uint32_t nb = (n + br - 1) / br;
-	size_t ab = (size_t)nb * head + (size_t)n * rowb;
-	MDB_val v = {ab + SUM_BYTES + (size_t)n * SUM_BYTES + (size_t)nb * SUM_BYTES, NULL};
+	const glayout l = group_layout(s, n);
+	MDB_val v = {l.sum + SUM_BYTES + (size_t)n * SUM_BYTES + (size_t)l.nb * SUM_BYTES, NULL};
 	if ((rc = put_append(w->txn, s->cvectors, &k, &v, MDB_RESERVE)) != 0) {
 		free(old);
 		return rc;
 	}
-	uint8_t *scales = v.mv_data, *codes = scales + (size_t)nb * head, *r = codes + (size_t)n * rowb + SUM_BYTES;
-	const uint8_t *ocodes = old ? old + (size_t)onb * head : NULL;
-	const uint8_t *osums = old ? ocodes + (size_t)on * rowb + SUM_BYTES : NULL;
+	uint8_t *val = v.mv_data;
 	float *sc = head ? w->tmpscales : NULL;
-	for (uint32_t j = 0; j < nb && !rc; j++) {
-		uint32_t b = g * G + j, m = n - j * br < br ? n - j * br : br;
-		uint8_t *c = codes + (size_t)j * br * rowb;
+	for (uint32_t j = 0; j < l.nb && !rc; j++) {
+		uint32_t b = g * G + j, m;
+		uint8_t *c = val + l.codes + (size_t)j * br * rowb, *r = val + group_rsums(s, &l, j, &m);
 		if (mask >> j & 1) {
 			MDB_val fk = {sizeof b, &b}, fv;
 			if ((rc = mdb_get(w->txn, s->vectors, &fk, &fv)) != 0 || !in_map(&w->mv, &fv) ||
@@ -1290,7 +1312,7 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 			}
 			if (sc) {
 				quant_i8_scales((const float *)fv.mv_data, m, s->dim, sc);
-				memcpy(scales + (size_t)j * head, sc, head);
+				memcpy(val + (size_t)j * head, sc, head);
 			}
 			for (uint32_t i = 0; i < m; i++) {
 				const float *x = (const float *)((const char *)fv.mv_data + i * frowb);
@@ -1301,21 +1323,20 @@ static int put_group(wtx *w, uint32_t g, uint32_t mask)
 				uint64_t rs = row_sum(b, i, x, s->dim);
 				memcpy(r + (size_t)i * SUM_BYTES, &rs, SUM_BYTES);
 			}
-		} else if (!old || (uint64_t)j * br + m > on) {
+		} else if (!old || (uint64_t)j * br + m > ol.n) {
 			damaged(w->err, s, "compact block %u lacks the rows of vector block %u", g, b);
 			rc = -1;
 			break;
 		} else {
-			memcpy(scales + (size_t)j * head, old + (size_t)j * head, head);
-			memcpy(c, ocodes + (size_t)j * br * rowb, (size_t)m * rowb);
-			/* the old value's row checksums of block j: m of them after j full blocks' */
-			memcpy(r, osums + (size_t)j * (br + 1) * SUM_BYTES, (size_t)m * SUM_BYTES);
+			uint32_t om;
+			memcpy(val + (size_t)j * head, old + (size_t)j * head, head);
+			memcpy(c, old + ol.codes + (size_t)j * br * rowb, (size_t)m * rowb);
+			memcpy(r, old + group_rsums(s, &ol, j, &om), (size_t)m * SUM_BYTES);
 		}
 		sum_put(&b, sizeof b, r, (size_t)m * SUM_BYTES);
-		r += (size_t)(m + 1) * SUM_BYTES;
 	}
 	if (!rc)
-		sum_put(&g, sizeof g, scales, ab);
+		sum_put(&g, sizeof g, val, l.sum);
 	free(old);
 	return rc;
 }
@@ -2469,8 +2490,8 @@ static void rowscore_task(void *arg, int t)
 {
 	rowscore_ctx *c = arg;
 	const store *s = c->s;
-	size_t rowb = (size_t)s->dim * sizeof(float), crowb = quant_row_bytes(s->vtype, s->dim);
-	uint32_t br = (uint32_t)s->block_rows, G = cgroup(s), cbr = br * G;
+	size_t rowb = (size_t)s->dim * sizeof(float);
+	uint32_t br = (uint32_t)s->block_rows, cbr = br * cgroup(s);
 	size_t end = ((size_t)t + 1) * c->per < c->n ? ((size_t)t + 1) * c->per : c->n;
 	for (size_t i = (size_t)t * c->per; i < end; i++) {
 		uint32_t row = c->h[i].row, cbi = row / cbr, coff = row % cbr, b = row / br, off = row % br;
@@ -2478,9 +2499,9 @@ static void rowscore_task(void *arg, int t)
 		/* f32 block b's row checksums, under their own SUM (the scan verified the codes
 		 * only); in a group (format 5 binary, 6) they follow those of the blocks before it,
 		 * each block's with its SUM */
-		uint32_t j = coff / br, m = cb->nrows - j * br < br ? cb->nrows - j * br : br;
-		const uint8_t *rs = cb->codes + (size_t)cb->nrows * crowb + SUM_BYTES +
-				    (size_t)j * (br + (G > 1)) * SUM_BYTES;
+		const glayout l = group_layout(s, cb->nrows);
+		uint32_t m;
+		const uint8_t *rs = (const uint8_t *)cb->sum_data + group_rsums(s, &l, coff / br, &m);
 		uint64_t want, rsum;
 		memcpy(&rsum, rs + (size_t)m * SUM_BYTES, sizeof rsum);
 		if (val_sum(&b, sizeof b, rs, (size_t)m * SUM_BYTES) != rsum) {
@@ -2687,12 +2708,12 @@ static int collect_blocks(store_snapshot *snap, int compact, search_mem *mem, si
 		bl->seed = XXH3_64bits(&b, sizeof b); /* SUM's seed: the key's hash */
 		if (compact) {
 			/* int8: scales then codes (a group: each block's scales, then all the codes) */
-			size_t heads = G > 1 ? (size_t)((bl->nrows + br - 1) / br) * head : head;
-			bl->codes = (const uint8_t *)val.mv_data + heads;
+			const glayout l = group_layout(s, bl->nrows); /* one block's too */
+			bl->codes = (const uint8_t *)val.mv_data + l.codes;
 			bl->scales = head ? val.mv_data : NULL;
 			bl->scale_rows = head && G > 1 ? br : 0;
 			bl->sum_data = val.mv_data; /* format 4 on: scales and codes; 3: the codes */
-			bl->sum_len = heads + (size_t)bl->nrows * rowb;
+			bl->sum_len = l.sum;
 		} else {
 			bl->vecs = val.mv_data;
 		}
@@ -3293,38 +3314,30 @@ static int check_cgroups(checker *c)
 	c->cur = cur;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !status;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), expect++) {
-		uint32_t g = expect, n = 0, nb = 0;
+		uint32_t g = expect, n = 0;
 		if (k.mv_size == 4)
 			memcpy(&g, k.mv_data, 4);
 		int sound = k.mv_size == 4 && g == expect && (!expect || last_n == cbr) &&
 			    in_map(&c->snap->mv, &v) && (n = group_rows(v.mv_size, rowb, head, br, cbr)) != 0;
-		nb = (n + br - 1) / br;
-		const uint8_t *base = v.mv_data, *codes = base + (size_t)nb * head;
-		size_t ab = (size_t)nb * head + (size_t)n * rowb;
-		uint64_t want, got;
-		if (sound) {
-			memcpy(&want, base + ab, SUM_BYTES);
-			sound = val_sum(&g, 4, base, ab) == want;
-		}
-		if (!sound) {
+		const glayout l = group_layout(s, n);
+		const uint8_t *base = v.mv_data, *codes = base + l.codes;
+		uint64_t got;
+		if (!sound || !group_sound(s, g, base, &l)) {
 			status = broken(c->err, s, "compact block %u (expected %u) is malformed, out of place "
-					"or fails its checksum", g, expect);
+					"or fails a checksum", g, expect);
 			break;
 		}
-		c->r->checksums++;
-		const uint8_t *r = base + ab + SUM_BYTES;
-		for (uint32_t j = 0; j < nb && !status; j++) {
-			uint32_t b = g * G + j, m = n - j * br < br ? n - j * br : br;
+		c->r->checksums += 1 + l.nb;
+		for (uint32_t j = 0; j < l.nb && !status; j++) {
+			uint32_t b = g * G + j, m;
+			const uint8_t *r = base + group_rsums(s, &l, j, &m);
 			MDB_val fk = {4, &b}, fv;
-			memcpy(&want, r + (size_t)m * SUM_BYTES, SUM_BYTES);
-			if (val_sum(&b, 4, r, (size_t)m * SUM_BYTES) != want ||
-			    mdb_get(c->snap->txn, s->vectors, &fk, &fv) != 0 || !in_map(&c->snap->mv, &fv) ||
+			if (mdb_get(c->snap->txn, s->vectors, &fk, &fv) != 0 || !in_map(&c->snap->mv, &fv) ||
 			    fv.mv_size != (size_t)m * frowb + SUM_BYTES) {
-				status = broken(c->err, s, "compact block %u: the row checksums of vector block %u "
-						"fail their checksum, or the block has other rows", g, b);
+				status = broken(c->err, s, "compact block %u: vector block %u is missing or has "
+						"other rows", g, b);
 				break;
 			}
-			c->r->checksums++;
 			if (head) {
 				quant_i8_scales((const float *)fv.mv_data, m, s->dim, sc);
 				if (memcmp(sc, base + (size_t)j * head, head)) {
@@ -3347,7 +3360,6 @@ static int check_cgroups(checker *c)
 					break;
 				}
 			}
-			r += (size_t)(m + 1) * SUM_BYTES;
 		}
 		last_n = n;
 		c->r->cblocks++;
