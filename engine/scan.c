@@ -739,7 +739,8 @@ static int block_sound(const scan_ctx *c, const scan_block *bl, size_t rowb)
 
 /* Scores rows [lo, hi) of compact block bl into the task's heap hp (one query) or heaps
  * hps (c->nq queries). Blocks with their own int8 scales have the queries coded against
- * them (into bq, codes at bq8), again at each new set of scales (scale_rows). */
+ * them (into bq, codes at bq8: scan_task allocates them for such queries), again at each
+ * new set of scales (scale_rows); other blocks are scored with the queries as given. */
 static void compact_block(const scan_ctx *c, const scan_block *bl, uint32_t lo, uint32_t hi, heap *hp,
 			  heap *hps, scan_cquery *bq, int8_t *bq8)
 {
@@ -747,7 +748,7 @@ static void compact_block(const scan_ctx *c, const scan_block *bl, uint32_t lo, 
 	for (uint32_t r0 = lo, r1; r0 < hi; r0 = r1) {
 		const scan_cquery *cq = c->cq;
 		r1 = hi;
-		if (bq) {
+		if (bl->scales && cq->qf) {
 			const float *scales = bl->scales;
 			if (bl->scale_rows) {
 				uint32_t set = r0 / bl->scale_rows;
@@ -757,7 +758,7 @@ static void compact_block(const scan_ctx *c, const scan_block *bl, uint32_t lo, 
 			}
 			for (int i = 0; i < c->nq; i++) {
 				bq[i] = cq[i];
-				if (scales && cq[i].qf) {
+				if (cq[i].qf) {
 					int8_t *q8 = bq8 + (size_t)i * ((size_t)c->dim + 64);
 					scan_i8_query(cq[i].qf, c->dim, scales, q8, &bq[i].bias, &bq[i].scale);
 					bq[i].q8 = q8;
