@@ -140,6 +140,11 @@ int main(void)
 						  NULL);
 			c.vkCmdPushConstants(cb, c.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof pc, &pc);
 			c.vkCmdDispatch(cb, (T + per - 1) / (per ? per : 1), 1, 1);
+			VkMemoryBarrier hb = { .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+					       .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+					       .dstAccessMask = VK_ACCESS_HOST_READ_BIT };
+			c.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+					       0, 1, &hb, 0, NULL, 0, NULL); /* the host reads the results */
 			CHECK(vk_submit_wait(&c, cb, 60000, &err) == 0, "%s", err.msg);
 			c.vkResetCommandBuffer(cb, 0);
 			for (uint32_t r = 0; r < T; r++) {
