@@ -36,6 +36,15 @@
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
 #   mpnet-bench   scripts/bench-gpu --mpnet-shaped (carry .dev/scifact-mpnet-ids.bin)
+#   int8-rows     test_vk_forward on the real MiniLM, tool_vk_bench fp16 and int8 alternating
+#                 twice (batches 1, 100, 1000), then PyTorch alone (bench-gpu --torch-only)
+#   gemm-i8       tool_vk_gemm --M 245760 on the int8 kernel (gemm_i8_w) and on each
+#                 $D/bin/spv/i8_*.spv, twice, one process a spec (pack tool_vk_gemm; SPV
+#                 variants, e.g. without the prefetch: printf '#version 450\n#define TILE_M 128\n
+#                 #define TILE_N 96\n#define WARPS_M 2\n#define WARPS_N 2\n#define TILES_M 2\n
+#                 #define I8_PREFETCH 0\n#include "gemm_i8.glsl"\n' > $D/spv/i8_np.comp &&
+#                 glslc --target-env=vulkan1.2 -O -Ishaders -o $D/spv/i8_np.spv $D/spv/i8_np.comp,
+#                 before pack-device, which copies $D/spv)
 #   ndcg          scripts/eval-beir on SciFact (carry .dev/scifact.tar.xz) with the f16 MiniLM:
 #                 documents on the CPU in fp32 (16 threads), on the GPU in fp16 and in int8
 #                 with the product sets of the int8 step; queries on the CPU in fp32
@@ -142,6 +151,22 @@ ndcg)
 		EMBED_VK_INT8_PRODUCTS=${p%c} step ndcg-int8-$p 120 $ev --store /tmp/e-int8-$p --device gpu \
 			--precision int8
 		)
+	done ;;
+int8-rows)
+	EMBED_MODEL=$M step vkf-rows 240 $B/test_vk_forward
+	for r in 1 2; do
+		for p in default int8; do
+			step rows-$p-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 1,100,1000 \
+				--check-every 5 --precision $p
+		done
+	done
+	step torch-rows 240 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 1,100,1000 --torch-only --out $OUT/torch-rows.md ;;
+gemm-i8)
+	for r in 1 2; do
+		for spec in gemm_i8_w:96:128:i:2 $(ls $B/spv/i8_*.spv 2>/dev/null | sed 's/$/:96:128:i:2/'); do
+			step gemm-i8-$(basename ${spec%%:*} .spv)-$r 60 $B/tool_vk_gemm --M 245760 $spec
+		done
 	done ;;
 int8)
 	for p in 15 10 7 7c 15c; do
