@@ -73,10 +73,11 @@ static const char *const step_name[ST_N] = {
  * without and with the activation (A: a specialization constant of the same shader). */
 enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GEMM_HH,
        P_CM_WH, P_CM_WHA, P_CM_LH, P_CM_LHA, P_CM_HS, P_CM_HSA, P_CM_HT, P_CM_HTA,
-       /* --precision int8: the activations' quantising pass, the int8 products
+       /* --precision int8: the activations' quantising pass (rows of H, rows of the FFN's
+	* width), the residual LayerNorm that also quantises its output, the int8 products
 	* (gemm_i8.glsl) in 128x96, 128x64 and (small grids) 64x64 tiles, without and with
 	* the activation */
-       P_QUANT, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA, P_N };
+       P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -103,7 +104,8 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 /* Push-constant blocks, mirroring the shaders' layouts. */
 typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
-typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; } pc_ln;
+/* sinv_off: P_ADDLN_Q only, the next product's SmoothQuant factors (or NO_SMOOTH) */
+typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; uint32_t sinv_off; } pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 typedef struct { uint32_t T, I; } pc_geglu;
 typedef struct { uint32_t T, K, sinv_off; } pc_quant; /* sinv_off: NO_SMOOTH, or 1/s in wvec */
@@ -183,6 +185,7 @@ struct vk_backend {
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
+	uint32_t quant_lanes[2]; /* lanes a row in quant_i8.comp: rows of H, rows of I */
 	size_t wmat_bytes, nvec; /* alloc_weights' layout: the matrices' bytes, wvec's floats */
 	int ready;               /* the weights are uploaded (vk_backend_upload) */
 	double t_pipes, t_upload, t_buffers; /* vk_backend_open's account (vk_backend_open_times) */
@@ -628,6 +631,10 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	in[2] = bi(&b->wvec, 0, W);
 	if (b->x.buf)
 		in[3] = bi(&b->x, 0, W);
+	if (b->i8) { /* add_ln_sg.comp's QUANT output (int8 runs the f16 stream: no x) */
+		in[3] = bi(&b->qa, 0, W);
+		in[4] = bi(&b->qs, 0, W);
+	}
 	if (b->x16.buf)
 		in[5] = bi(&b->x16, 0, W);
 	ds_write(b, b->ds_ln, in);
@@ -670,6 +677,17 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 			ds_write(b, b->ds_gemm[4 * l + g], in);
 		}
 	return EMB_OK;
+}
+
+/* quant_i8.comp's lanes a row for rows of `pieces` uvec4s: the largest power of two up to
+ * 32 and the smallest subgroup the device may give (a row's lanes share one subgroup) that
+ * divides them. */
+static uint32_t lane_group(uint32_t pieces, uint32_t min_subgroup)
+{
+	uint32_t l = 32;
+	while (l > 1 && (l > min_subgroup || pieces % l))
+		l /= 2;
+	return l;
 }
 
 /* Whether a 16x16 fp32 cooperative matrix lays out its elements as attn_fa.comp's register
@@ -836,6 +854,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
+		[P_QUANT_I] = b->i8 & 1u << G_DOWN ? "quant_i8" : NULL,
+		/* the LayerNorms in front of qkv and up quantise for them */
+		[P_ADDLN_Q] = b->i8 & (1u << G_QKV | 1u << G_UP) && b->ln_lanes ? "add_ln_sg" : NULL,
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
 		[P_I8_L] = b->i8 ? "gemm_i8_l" : NULL, [P_I8_LA] = b->i8 ? "gemm_i8_l" : NULL,
 		[P_I8_S] = b->i8 ? "gemm_i8_s" : NULL, [P_I8_SA] = b->i8 ? "gemm_i8_s" : NULL,
@@ -862,9 +883,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
 		}
-		if (i == P_ADDLN && b->ln_lanes) {
+		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
+			j->spec[2] = i == P_ADDLN_Q;
+			j->nspec = 3;
+		}
+		if (i == P_QUANT || i == P_QUANT_I) {
+			const uint32_t k8 = (i == P_QUANT ? b->H : b->I) / 8;
+			const uint32_t lpr = lane_group(k8, b->c.min_subgroup_size);
+			b->quant_lanes[i == P_QUANT_I] = lpr;
+			j->spec[0] = lpr;
+			j->spec[1] = k8 / lpr;
 			j->nspec = 2;
 		}
 	}
@@ -1244,6 +1274,14 @@ static void grid1(uint32_t n, uint32_t *gx, uint32_t *gy)
 	*gy = (n + *gx - 1) / *gx;
 }
 
+/* Whether the LayerNorm in front of product g of layer l writes its int8 input (P_ADDLN_Q):
+ * up's (LN1), and qkv's but the first layer's (LN2 of the layer before; the first follows
+ * the embedding LayerNorm, which does not). */
+static int ln_quantises(const vk_backend *b, int g, uint32_t l)
+{
+	return b->pipe[P_ADDLN_Q].pipe && b->i8 >> g & 1 && (g == G_UP || (g == G_QKV && l > 0));
+}
+
 static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 {
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
@@ -1252,12 +1290,17 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
-		/* quantise the input (one subgroup a row, 4 a workgroup), then the int8 product,
-		 * which reads W's scales where the others read the activation code */
-		pc_quant pq = { M, K[g], b->lo[l].sinv[g] };
-		uint32_t gx, gy;
-		grid1((M + 3) / 4, &gx, &gy);
-		dispatch(b, s, steps[g], P_QUANT, b->ds_quant[g], &pq, sizeof pq, gx, gy);
+		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
+		 * LayerNorm before did (ln_quantises), then the int8 product, which reads W's
+		 * scales where the others read the activation code */
+		if (!ln_quantises(b, g, l)) {
+			const int qp = g == G_DOWN ? P_QUANT_I : P_QUANT;
+			const uint32_t rows = 128 / b->quant_lanes[qp == P_QUANT_I];
+			pc_quant pq = { M, K[g], b->lo[l].sinv[g] };
+			uint32_t gx, gy;
+			grid1((M + rows - 1) / rows, &gx, &gy);
+			dispatch(b, s, steps[g], qp, b->ds_quant[g], &pq, sizeof pq, gx, gy);
+		}
 		pc.act = b->lo[l].wscale[g];
 		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
 		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
@@ -1281,14 +1324,17 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		 (M + tm - 1) / tm);
 }
 
-static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off, uint32_t b_off)
+/* The residual LayerNorm; with quant (ln_quantises of the product after it) it also writes
+ * that product's int8 input, divided by the factors at sinv (or NO_SMOOTH) */
+static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off, uint32_t b_off,
+		   int quant, uint32_t sinv)
 {
-	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps };
+	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps, sinv };
 	uint32_t gx, gy;
 	/* tokens a workgroup: add_ln_sg.comp's groups of lanes, or layernorm.glsl's */
 	const uint32_t tpw = b->ln_lanes ? 128 / b->ln_lanes * LN_ROUNDS : LN_TOKENS;
 	grid1((T + tpw - 1) / tpw, &gx, &gy);
-	dispatch(b, s, step, P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
+	dispatch(b, s, step, quant ? P_ADDLN_Q : P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
 }
 
 static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t ntok, uint32_t nseq,
@@ -1321,7 +1367,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		const chunk *q = &ch[k];
 		uint32_t gx, gy;
 		pc_ln pe = { q->T, b->H, q->tok0, b->emb_pos, b->emb_type, b->emb_g, b->emb_b,
-			     b->cfg.layer_norm_eps };
+			     b->cfg.layer_norm_eps, NO_SMOOTH };
 		grid1((q->T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
 		dispatch(b, s, ST_EMBED, P_EMBED, b->ds_embed, &pe, sizeof pe, gx, gy);
 		for (uint32_t l = 0; l < b->L; l++) {
@@ -1330,7 +1376,8 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			pc_attn pa = { q->blk0, b->H, scale, b->rel_off };
 			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
-			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b);
+			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b, ln_quantises(b, G_UP, l),
+			       o->sinv[G_UP]);
 			rec_gemm(b, s, G_UP, l, q->T);
 			if (b->geglu) {
 				pc_geglu pg = { q->T, b->I };
@@ -1338,7 +1385,9 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 				dispatch(b, s, ST_GEGLU, P_GEGLU, b->ds_geglu, &pg, sizeof pg, gx, gy);
 			}
 			rec_gemm(b, s, G_DOWN, l, q->T);
-			rec_ln(b, s, ST_LN2, q->T, o->ln2_g, o->ln2_b);
+			const int qn = l + 1 < b->L && ln_quantises(b, G_QKV, l + 1);
+			rec_ln(b, s, ST_LN2, q->T, o->ln2_g, o->ln2_b, qn,
+			       qn ? b->lo[l + 1].sinv[G_QKV] : NO_SMOOTH);
 		}
 		pc_pool pp = { q->seq0, b->H, (uint32_t)b->cfg.pooling, (uint32_t)(b->cfg.normalize != 0),
 			       q->seq0, q->nseq };

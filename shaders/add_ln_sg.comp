@@ -8,14 +8,25 @@
 // The host picks LPT (a power of two up to 16 and the subgroup size, dividing H/8) and
 // NQ = H / 8 / LPT, the 8-half pieces a lane holds; a lane group does ROUNDS tokens one after
 // another, so that gamma and beta are read once for them.
+//
+// QUANT (--precision int8, where the next product is int8): the kernel also writes its
+// output as that product's int8 input, one scale a token (with the product's SmoothQuant
+// factors at sinv_off, or NO_SMOOTH), with the quantising pass's arithmetic (quant_i8.glsl)
+// applied to the fp32 output, so that the pass need not read x16 back (H100: docs/bench-gpu.md).
+// The codes are those of the fp32 values rather than of their f16 rounding in x16: a code may
+// differ by one from the pass's where a value lies within the f16 rounding of a boundary.
+// (Quantising the f16 values, unpack(pack(v)), gave such differences on an H100 anyway: its
+// compiler skipped the round trip for some of them, test_vk_quant.)
 #version 450
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
 #include "common.glsl"
+#include "quant_i8.glsl"
 
 layout(local_size_x = 128) in;
 layout(constant_id = 0) const uint LPT = 16;
 layout(constant_id = 1) const uint NQ = 3;
+layout(constant_id = 2) const uint QUANT = 0;
 const uint ROUNDS = 4;   // the host launches ceil(T / (128 / LPT * ROUNDS)) workgroups
 
 layout(push_constant) uniform PC {
@@ -24,10 +35,13 @@ layout(push_constant) uniform PC {
 	uint tok_off, pos_off, type_off;   // unused (the embedding LayerNorm's)
 	uint g_off, b_off;
 	float eps;
+	uint sinv_off;   // QUANT: the next product's SmoothQuant factors' inverses, or NO_SMOOTH
 } pc;
 
 layout(std430, binding = 0) readonly buffer Y_ { uvec4 y[]; };     // 8 halfs each
 layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
+layout(std430, binding = 3) writeonly buffer Q_ { uvec2 qa[]; };  // QUANT: 8 int8 each
+layout(std430, binding = 4) writeonly buffer S_ { float qs[]; };   // QUANT: a scale a token
 layout(std430, binding = 5) buffer X16_ { uvec4 x16[]; };
 
 // The sum over a token's LPT lanes (aligned groups of the subgroup: xor stays inside).
@@ -35,6 +49,13 @@ float group_sum(float v)
 {
 	[[unroll]] for (uint s = LPT / 2; s > 0; s >>= 1)
 		v += subgroupShuffleXor(v, s);
+	return v;
+}
+
+float group_max(float v)
+{
+	[[unroll]] for (uint s = LPT / 2; s > 0; s >>= 1)
+		v = max(v, subgroupShuffleXor(v, s));
 	return v;
 }
 
@@ -82,11 +103,33 @@ void main()
 			sq += dot(d, d);
 		}
 		const float rstd = 1.0 / sqrt(group_sum(sq) / float(pc.H) + pc.eps);
+		float m = 0.0;
 		[[unroll]] for (uint q = 0; q < NQ; q++) {
 			const vec4 lo = (v[2 * q] - mean) * rstd * g[2 * q] + b[2 * q];
 			const vec4 hi = (v[2 * q + 1] - mean) * rstd * g[2 * q + 1] + b[2 * q + 1];
-			x16[t * H8 + lane + LPT * q] = uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw),
-							     packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+			const uvec4 h = uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw),
+					      packHalf2x16(hi.xy), packHalf2x16(hi.zw));
+			x16[t * H8 + lane + LPT * q] = h;
+			if (QUANT != 0) {
+				v[2 * q] = lo;
+				v[2 * q + 1] = hi;
+				if (pc.sinv_off != NO_SMOOTH) {
+					const uint col = pc.sinv_off + 8 * (lane + LPT * q);
+					v[2 * q] *= wvec4(col);
+					v[2 * q + 1] *= wvec4(col + 4);
+				}
+				const vec4 c = max(abs(v[2 * q]), abs(v[2 * q + 1]));
+				m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
+			}
+		}
+		if (QUANT != 0) {
+			m = group_max(m);
+			const float inv = quant_inv(m);
+			if (lane == 0)
+				qs[t] = m / 127.0;
+			[[unroll]] for (uint q = 0; q < NQ; q++)
+				qa[t * H8 + lane + LPT * q] = uvec2(pack4i(v[2 * q] * inv),
+								    pack4i(v[2 * q + 1] * inv));
 		}
 	}
 }

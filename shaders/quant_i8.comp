@@ -1,64 +1,63 @@
 // quant_i8.comp — the activations of an int8 product (--precision int8 on the GPU,
 // gemm_i8.glsl): each f16 row of K values becomes K int8 values and one fp32 scale,
-// max|x| / 127 (symmetric, per token), rounded to nearest even. One subgroup a row. With
+// max|x| / 127 (symmetric, per token), rounded to nearest even (quant_i8.glsl). With
 // SmoothQuant factors (sinv_off names their inverses in wvec, forward_vk.c's upload_weights)
 // each channel is divided by its factor first; W's columns carry it.
 //
-// Why a pass of its own rather than in the LayerNorm and GELU epilogues: the GELU output's
-// rows span several product workgroups (no one of them sees a row's maximum), and the pass
-// reads 2 and writes 1 byte a value, a few per cent of a product's time.
+// The LayerNorms quantise their own output where the next product is int8 (add_ln_sg.comp,
+// the same arithmetic); this pass serves the rest: the first layer's qkv (after the
+// embedding LayerNorm), the out product (the attention's output: a row spans the heads'
+// workgroups) and the down product (the GELU output: a row spans the up product's column
+// tiles, so no workgroup of it sees a row's maximum).
+//
+// Each row sits on LPR lanes of one subgroup (an aligned group: the maximum is a shuffle
+// reduction inside it), NQ pieces of 8 values a lane, read once into registers and issued
+// together: the host picks LPR (a power of two up to the subgroup size, dividing K/8) and
+// NQ = K / 8 / LPR, so a workgroup does 128 / LPR rows. The pass had read each row twice,
+// one piece a lane at a time (docs/bench-gpu.md).
 #version 450
 #extension GL_KHR_shader_subgroup_basic : enable
-#extension GL_KHR_shader_subgroup_arithmetic : enable
+#extension GL_KHR_shader_subgroup_shuffle : enable
 #include "common.glsl"
+#include "quant_i8.glsl"
 
 layout(local_size_x = 128) in;
+layout(constant_id = 0) const uint LPR = 32;
+layout(constant_id = 1) const uint NQ = 6;
 layout(push_constant) uniform PC { uint T, K, sinv_off; } pc;
-#define NO_SMOOTH 0xffffffffu
 layout(std430, binding = 0) readonly buffer X_ { uvec4 x[]; };   // 8 halfs each
 layout(std430, binding = 2) readonly buffer V_ { vec4 wvec4[]; }; // 1/s, 16-byte aligned
 layout(std430, binding = 3) writeonly buffer Q_ { uvec2 q[]; };  // 8 int8 each
 layout(std430, binding = 4) writeonly buffer S_ { float s[]; };
 
-uint pack4i(vec4 v)   // 4 values already scaled to [-127, 127]
-{
-	const ivec4 i = ivec4(clamp(roundEven(v), -127.0, 127.0));
-	return (uint(i.x) & 0xffu) | (uint(i.y) & 0xffu) << 8 | (uint(i.z) & 0xffu) << 16 |
-	       (uint(i.w) & 0xffu) << 24;
-}
-
-// values 8i..8i+7 of the row, divided by their factors
-void load8(uint base, uint i, out vec4 a, out vec4 b)
-{
-	const uvec4 u = x[base + i];
-	a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-	b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-	if (pc.sinv_off != NO_SMOOTH) {
-		a *= wvec4[pc.sinv_off / 4 + 2 * i];
-		b *= wvec4[pc.sinv_off / 4 + 2 * i + 1];
-	}
-}
-
 void main()
 {
-	const uint row = flat_group() * gl_NumSubgroups + gl_SubgroupID;
-	if (row >= pc.T)
+	const uint row = flat_group() * (128 / LPR) + gl_SubgroupID * (gl_SubgroupSize / LPR) +
+			 gl_SubgroupInvocationID / LPR;
+	if (row >= pc.T)   // the same for a row's lanes, so their shuffles stay complete
 		return;
-	const uint K8 = pc.K / 8, base = row * K8;
+	const uint lane = gl_SubgroupInvocationID % LPR, base = row * (LPR * NQ);
+	vec4 v[2 * NQ];
 	float m = 0.0;
-	for (uint i = gl_SubgroupInvocationID; i < K8; i += gl_SubgroupSize) {
-		vec4 a, b;
-		load8(base, i, a, b);
-		const vec4 c = max(abs(a), abs(b));
+	[[unroll]] for (uint i = 0; i < NQ; i++) {
+		const uvec4 u = x[base + lane + LPR * i];
+		v[2 * i] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+		v[2 * i + 1] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+	}
+	[[unroll]] for (uint i = 0; i < NQ; i++) {
+		if (pc.sinv_off != NO_SMOOTH) {
+			const uint p = pc.sinv_off / 4 + 2 * (lane + LPR * i);
+			v[2 * i] *= wvec4[p];
+			v[2 * i + 1] *= wvec4[p + 1];
+		}
+		const vec4 c = max(abs(v[2 * i]), abs(v[2 * i + 1]));
 		m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
 	}
-	m = subgroupMax(m);
-	const float inv = m > 0.0 ? 127.0 / m : 0.0;
-	if (subgroupElect())
+	[[unroll]] for (uint d = LPR / 2; d > 0; d >>= 1)
+		m = max(m, subgroupShuffleXor(m, d));
+	const float inv = quant_inv(m);
+	if (lane == 0)
 		s[row] = m / 127.0;
-	for (uint i = gl_SubgroupInvocationID; i < K8; i += gl_SubgroupSize) {
-		vec4 a, b;
-		load8(base, i, a, b);
-		q[base + i] = uvec2(pack4i(a * inv), pack4i(b * inv));
-	}
+	[[unroll]] for (uint i = 0; i < NQ; i++)
+		q[base + lane + LPR * i] = uvec2(pack4i(v[2 * i] * inv), pack4i(v[2 * i + 1] * inv));
 }

@@ -30,7 +30,11 @@ def fq_act(x, group):
     s = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
     return (torch.round(x / s).clamp(-127, 127) * s).reshape(shp)
 
-def fq_w(w):
+def fq_w(w, group=0):
+    # one scale an output channel (group 0), or per `group` values of its row (along K)
+    if group:
+        n, k = w.shape
+        return fq_act(w, group)
     s = w.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
     return torch.round(w / s).clamp(-127, 127) * s
 
@@ -38,16 +42,27 @@ class QLinear(torch.nn.Module):
     """SmoothQuant factors s (per input channel) divide x before its quantisation and
     multiply W's columns: exact before rounding, and free in quant_i8.comp's pass (BERT's
     post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
-    def __init__(self, lin, group, s=None):
+    def __init__(self, lin, group, s=None, wgroup=0, keep=None):
         super().__init__()
         self.s = s
+        self.keep = keep  # input channels left unquantised (outliers, LLM.int8()-style)
         w = lin.weight.data.clone()
-        self.w = fq_w(w * s if s is not None else w)
+        if keep is not None:
+            self.wkeep = (w * s if s is not None else w)[:, keep].clone()
+            w = w.clone()
+            w[:, keep] = 0
+        self.w = fq_w(w * s if s is not None else w, wgroup)
         self.b = lin.bias.data.clone()
         self.group = group
     def forward(self, x):
         if self.s is not None:
             x = x / self.s
+        if self.keep is not None:
+            xo = x[..., self.keep]
+            x = x.clone()
+            x[..., self.keep] = 0
+            return (torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b) +
+                    xo @ self.wkeep.T)
         return torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b)
 
 def embed(model, docs, bs=64):
@@ -118,6 +133,9 @@ def main():
     base = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     ref = embed(base, docs)
     for cfg in a.configs.split(","):
+        if "=" in cfg:
+            run_spec(a, cfg, docs, ref)
+            continue
         parts = cfg.split(":")
         which, group = parts[0], int(parts[1])
         alpha = float(parts[2]) if len(parts) > 2 else None
@@ -131,13 +149,47 @@ def main():
                     s = (stats[(l, p)].clamp_min(1e-5) ** alpha / wmax.clamp_min(1e-5) ** (1 - alpha))
                 for path in PRODUCTS[p]:
                     setmod(layer, path, QLinear(getmod(layer, path), group, s))
-        v = embed(m, docs)
-        cos = (v * ref).sum(-1)
-        srt = cos.sort().values
-        n = len(srt)
-        worst = int(cos.argmin())
-        print(f"{cfg:16s} min {srt[0]:.5f} p0.1 {srt[int(n * 0.001)]:.5f} p1 {srt[int(n * 0.01)]:.5f} "
-              f"mean {cos.mean():.6f}  below 0.999: {int((cos < 0.999).sum())}/{n}  "
-              f"worst text {len(docs[worst])} tokens", flush=True)
+        report(cfg, embed(m, docs), ref, docs)
+
+def report(cfg, v, ref, docs):
+    cos = (v * ref).sum(-1)
+    srt = cos.sort().values
+    n = len(srt)
+    worst = int(cos.argmin())
+    print(f"{cfg:16s} min {srt[0]:.5f} p0.1 {srt[int(n * 0.001)]:.5f} p1 {srt[int(n * 0.01)]:.5f} "
+          f"mean {cos.mean():.6f}  below 0.999: {int((cos < 0.999).sum())}/{n}  "
+          f"worst text {len(docs[worst])} tokens", flush=True)
+
+def run_spec(a, cfg, docs, ref):
+    """PRODUCT=GROUP[s][wG][oK][@LAYERS]+...: each product's activation group (0: per token), s for
+    SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
+    channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style),
+    @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
+    import re
+    m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
+    items = []
+    for it in cfg.split("+"):
+        g = re.fullmatch(r"(\w+?)=(\d+)(s?)(?:w(\d+))?(?:o(\d+))?(?:@(\d+))?", it)
+        if not g:
+            sys.exit(f"bad spec item {it}")
+        p, grp, sm, wg, ok, lay = g.groups()
+        items.append((p, int(grp), bool(sm), int(wg or 0), int(ok or 0), set(map(int, lay)) if lay else None))
+    need = sorted({p for p, _, sm, _, ok, _ in items if sm or ok})
+    stats = calib_max(m, docs[::max(1, len(docs) // a.calib)], need) if need else {}
+    for l, layer in enumerate(m.encoder.layer):
+        for p, grp, sm, wg, ok, lay in items:
+            if lay is not None and l not in lay:
+                continue
+            s = None
+            if sm:
+                wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
+                s = stats[(l, p)].clamp_min(1e-5) ** 0.5 / wmax.clamp_min(1e-5) ** 0.5
+            keep = None
+            if ok:
+                mx = stats[(l, p)] / (s if s is not None else 1)
+                keep = mx.topk(ok).indices
+            for path in PRODUCTS[p]:
+                setmod(layer, path, QLinear(getmod(layer, path), grp, s, wg, keep))
+    report(cfg, embed(m, docs), ref, docs)
 
 main()
