@@ -102,14 +102,22 @@ enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
-typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
+/* act: the int8 products' weight scales' offset; outl: gemm_i8.glsl's outlier product on */
+typedef struct { uint32_t M, N, K, bias_off, act, outl; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
-/* sinv_off: P_ADDLN_Q only, the next product's SmoothQuant factors (or NO_SMOOTH) */
-typedef struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; uint32_t sinv_off; } pc_ln;
+typedef struct {
+	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
+	float eps;
+	uint32_t sinv_off, omap_off; /* P_ADDLN_Q only: the next product's SmoothQuant factors
+				      * (or NO_SMOOTH) and outlier slots (or NO_OUTLIERS) */
+} pc_ln;
 typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_pool;
 typedef struct { uint32_t T, I; } pc_geglu;
-typedef struct { uint32_t T, K, sinv_off; } pc_quant; /* sinv_off: NO_SMOOTH, or 1/s in wvec */
+/* sinv_off: NO_SMOOTH, or 1/s in wvec; omap_off: NO_OUTLIERS, or the outlier slots in wvec */
+typedef struct { uint32_t T, K, sinv_off, omap_off; } pc_quant;
 #define NO_SMOOTH 0xffffffffu
+#define NO_OUTLIERS 0xffffffffu
+#define OUT_SLOTS 16 /* outlier values a row (shaders/quant_i8.glsl) */
 
 typedef struct layer_off {
 	VkDeviceSize w[4];          /* byte offsets in wmat: qkv, out, up, down */
@@ -117,6 +125,8 @@ typedef struct layer_off {
 	uint32_t bias[4];           /* float offsets in wvec */
 	uint32_t wscale[4];         /* int8 products: the weights' scales (one a row) in wvec */
 	uint32_t sinv[4];           /* their SmoothQuant factors' inverses (K floats), or NO_SMOOTH */
+	uint32_t omap[4];           /* their outlier channels' slots (K floats: 0..15, or -1), or
+				     * NO_OUTLIERS */
 	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
 } layer_off;
 
@@ -152,7 +162,9 @@ struct vk_backend {
 	 * activations quantised (qa: int8 rows of K bytes, qs: one fp32 scale a row) */
 	unsigned i8;
 	int smooth;        /* set.int8_calib names activation maxima: SmoothQuant factors */
-	vk_buf qa, qs;
+	uint32_t nout;     /* or the outlier channels qkv, up and down keep out of int8
+			    * (set.int8_outliers, omap) */
+	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
 	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
@@ -245,6 +257,8 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
 			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
+			if (b->i8 >> g & 1 && b->nout) /* the outlier columns, f16 (gemm_i8.glsl) */
+				b->lo[l].wbytes[g] += (VkDeviceSize)rows[g] * OUT_SLOTS * 2;
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
 	/* wvec layout */
@@ -274,6 +288,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		o->ln2_b = v; v += H;
 		for (int g = 0; g < 4; g++) {
 			o->sinv[g] = NO_SMOOTH;
+			o->omap[g] = NO_OUTLIERS;
 			if (b->i8 >> g & 1) {
 				o->wscale[g] = v;
 				v += rows[g];
@@ -281,6 +296,14 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 			if (b->i8 >> g & 1 && b->smooth) {
 				v = (v + 3) & ~3u; /* quant_i8.comp reads them as vec4 */
 				o->sinv[g] = v;
+				v += cols[g];
+			}
+			/* outlier slots: not for out, whose input (the attention's output)
+			 * has no outlier channels; simulated, 8 there moved the SciFact check's
+			 * min cosine by 1e-5 (docs/bench-gpu.md) */
+			if (b->i8 >> g & 1 && b->nout && g != G_OUT) {
+				v = (v + 3) & ~3u;
+				o->omap[g] = v;
 				v += cols[g];
 			}
 		}
@@ -365,7 +388,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	float *sfac = b->i8 ? malloc((size_t)(I > H ? I : H) * 4) : NULL;
 	if (b->i8 && (!fv || !sfac))
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
-	if (!rc && b->smooth)
+	if (!rc && (b->smooth || b->nout))
 		rc = read_calib(b, &calib, err);
 	for (uint32_t l = 0; l < L && !rc; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
@@ -382,7 +405,24 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 				const uint32_t K = cols[g];
 				for (uint32_t c = 0; c < K; c++)
 					sfac[c] = 1.0f;
-				if (calib) {
+				uint32_t ochan[OUT_SLOTS];
+				if (calib && b->lo[l].omap[g] != NO_OUTLIERS) {
+					/* outliers: the nout channels of the largest calibration
+					 * maxima leave the int8 weights (sfac 0) for the f16 ones
+					 * after them (wo, below), slot by slot */
+					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
+					for (uint32_t c = 0; c < K; c++)
+						fv[b->lo[l].omap[g] + c] = -1.0f;
+					for (uint32_t j = 0; j < b->nout; j++) {
+						uint32_t best = UINT32_MAX;
+						for (uint32_t c = 0; c < K; c++)
+							if (sfac[c] != 0 && (best == UINT32_MAX || xm[c] > xm[best]))
+								best = c;
+						sfac[best] = 0;
+						ochan[j] = best;
+						fv[b->lo[l].omap[g] + best] = (float)j;
+					}
+				} else if (calib) {
 					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
 					for (uint32_t c = 0; c < K; c++) {
 						float wm = 0;
@@ -398,9 +438,18 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 					float mx = 0;
 					for (uint32_t c = 0; c < K; c++)
 						mx = fmaxf(mx, fabsf(wr[c] * k * sfac[c]));
+					/* the outliers' weights in the row's units (w · 127 / mx,
+					 * as the codes before rounding) must fit f16: a floor under
+					 * mx, as quant_i8.glsl's under the activations' scale */
+					const uint32_t no = b->lo[l].omap[g] != NO_OUTLIERS ? b->nout : 0;
+					for (uint32_t j = 0; j < no; j++)
+						mx = fmaxf(mx, fabsf(wr[ochan[j]] * k) * (127.0f / 60000.0f));
 					const float inv = mx > 0 ? 127.0f / mx : 0.0f;
 					for (uint32_t c = 0; c < K; c++)
 						q[(size_t)r * K + c] = (int8_t)lrintf(wr[c] * k * sfac[c] * inv);
+					uint16_t *wo = (uint16_t *)(dst + (size_t)rows[g] * K) + (size_t)r * OUT_SLOTS;
+					for (uint32_t j = 0; j < no; j++)
+						wo[j] = f32_to_f16(wr[ochan[j]] * k * inv);
 					fv[b->lo[l].wscale[g] + r] = mx / 127.0f;
 				}
 			} else if (es == 4) {
@@ -463,6 +512,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 				memcpy(f + o->wscale[g], fv + o->wscale[g], rows[g] * 4);
 				if (o->sinv[g] != NO_SMOOTH)
 					memcpy(f + o->sinv[g], fv + o->sinv[g], cols[g] * 4);
+				if (o->omap[g] != NO_OUTLIERS)
+					memcpy(f + o->omap[g], fv + o->omap[g], cols[g] * 4);
 			}
 		}
 		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
@@ -480,7 +531,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 static void free_activations(vk_backend *b)
 {
 	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
-			   &b->outd, &b->qa, &b->qs };
+			   &b->outd, &b->qa, &b->qs, &b->qo };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&b->c, bufs[i]);
 	for (int i = 0; i < SLOTS; i++)
@@ -527,9 +578,12 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->qa, rows * (I > H ? I : H), VK_MEM_DEVICE, err);
 	if (!rc && b->i8)
 		rc = vk_buf_create(&b->c, &b->qs, rows * 4, VK_MEM_DEVICE, err);
+	if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
+		rc = vk_buf_create(&b->c, &b->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
-	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs };
+	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs,
+			&b->qo };
 	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 		if (z[i]->buf)
 			rc = vk_zero(&b->c, z[i], err);
@@ -634,6 +688,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	if (b->i8) { /* add_ln_sg.comp's QUANT output (int8 runs the f16 stream: no x) */
 		in[3] = bi(&b->qa, 0, W);
 		in[4] = bi(&b->qs, 0, W);
+		if (b->nout)
+			in[1] = bi(&b->qo, 0, W);
 	}
 	if (b->x16.buf)
 		in[5] = bi(&b->x16, 0, W);
@@ -662,6 +718,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 		in[2] = bi(&b->wvec, 0, W);
 		in[3] = bi(&b->qa, 0, W);
 		in[4] = bi(&b->qs, 0, W);
+		if (b->nout)
+			in[1] = bi(&b->qo, 0, W);
 		ds_write(b, b->ds_quant[g], in);
 	}
 	for (uint32_t l = 0; l < b->L; l++)
@@ -674,6 +732,8 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 			in[3] = bi(gout[g], 0, W);
 			if (q)
 				in[4] = bi(&b->qs, 0, W);
+			if (q && b->nout)
+				in[5] = bi(&b->qo, 0, W);
 			ds_write(b, b->ds_gemm[4 * l + g], in);
 		}
 	return EMB_OK;
@@ -883,6 +943,11 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
 		}
+		if (i >= P_I8_W && i <= P_I8_SA) { /* gemm_i8.glsl: activation, outlier products */
+			j->spec[0] = with_act ? act : 0;
+			j->spec[1] = b->nout > 0;
+			j->nspec = 2;
+		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
@@ -1072,7 +1137,11 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		for (int g = 0; g < 4; g++)
 			if (b->c.set.int8_products >> g & 1 && N[g] % 64 == 0 && K[g] % I8_K_STEP == 0)
 				b->i8 |= 1u << g;
-		b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
+		/* with a calibration file: outlier channels (set.int8_outliers), else SmoothQuant */
+		if (b->i8 && b->c.set.int8_calib[0] && b->c.set.int8_outliers > 0)
+			b->nout = (uint32_t)b->c.set.int8_outliers;
+		else
+			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
@@ -1287,7 +1356,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, b->lo[l].omap[g] != NO_OUTLIERS };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
@@ -1296,7 +1365,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		if (!ln_quantises(b, g, l)) {
 			const int qp = g == G_DOWN ? P_QUANT_I : P_QUANT;
 			const uint32_t rows = 128 / b->quant_lanes[qp == P_QUANT_I];
-			pc_quant pq = { M, K[g], b->lo[l].sinv[g] };
+			pc_quant pq = { M, K[g], b->lo[l].sinv[g], b->lo[l].omap[g] };
 			uint32_t gx, gy;
 			grid1((M + rows - 1) / rows, &gx, &gy);
 			dispatch(b, s, steps[g], qp, b->ds_quant[g], &pq, sizeof pq, gx, gy);
@@ -1325,11 +1394,12 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 }
 
 /* The residual LayerNorm; with quant (ln_quantises of the product after it) it also writes
- * that product's int8 input, divided by the factors at sinv (or NO_SMOOTH) */
+ * that product's int8 input, divided by the factors at sinv (or NO_SMOOTH), its outlier
+ * channels (slots at omap, or NO_OUTLIERS) apart */
 static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off, uint32_t b_off,
-		   int quant, uint32_t sinv)
+		   int quant, uint32_t sinv, uint32_t omap)
 {
-	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps, sinv };
+	pc_ln pc = { T, b->H, 0, 0, 0, g_off, b_off, b->cfg.layer_norm_eps, sinv, omap };
 	uint32_t gx, gy;
 	/* tokens a workgroup: add_ln_sg.comp's groups of lanes, or layernorm.glsl's */
 	const uint32_t tpw = b->ln_lanes ? 128 / b->ln_lanes * LN_ROUNDS : LN_TOKENS;
@@ -1367,7 +1437,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		const chunk *q = &ch[k];
 		uint32_t gx, gy;
 		pc_ln pe = { q->T, b->H, q->tok0, b->emb_pos, b->emb_type, b->emb_g, b->emb_b,
-			     b->cfg.layer_norm_eps, NO_SMOOTH };
+			     b->cfg.layer_norm_eps, NO_SMOOTH, NO_OUTLIERS };
 		grid1((q->T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
 		dispatch(b, s, ST_EMBED, P_EMBED, b->ds_embed, &pe, sizeof pe, gx, gy);
 		for (uint32_t l = 0; l < b->L; l++) {
@@ -1377,7 +1447,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b, ln_quantises(b, G_UP, l),
-			       o->sinv[G_UP]);
+			       o->sinv[G_UP], o->omap[G_UP]);
 			rec_gemm(b, s, G_UP, l, q->T);
 			if (b->geglu) {
 				pc_geglu pg = { q->T, b->I };
@@ -1387,7 +1457,8 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			rec_gemm(b, s, G_DOWN, l, q->T);
 			const int qn = l + 1 < b->L && ln_quantises(b, G_QKV, l + 1);
 			rec_ln(b, s, ST_LN2, q->T, o->ln2_g, o->ln2_b, qn,
-			       qn ? b->lo[l + 1].sinv[G_QKV] : NO_SMOOTH);
+			       qn ? b->lo[l + 1].sinv[G_QKV] : NO_SMOOTH,
+			       qn ? b->lo[l + 1].omap[G_QKV] : NO_OUTLIERS);
 		}
 		pc_pool pp = { q->seq0, b->H, (uint32_t)b->cfg.pooling, (uint32_t)(b->cfg.normalize != 0),
 			       q->seq0, q->nseq };

@@ -85,6 +85,9 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_products;
 	env_long(s, "EMBED_VK_INT8_PRODUCTS", 0, 15, &x);
 	s->int8_products = (int)x;
+	x = s->int8_outliers;
+	env_long(s, "EMBED_VK_INT8_OUTLIERS", 0, 16, &x);
+	s->int8_outliers = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;

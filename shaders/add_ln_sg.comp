@@ -20,8 +20,9 @@
 #version 450
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #include "common.glsl"
-#include "quant_i8.glsl"
 
 layout(local_size_x = 128) in;
 layout(constant_id = 0) const uint LPT = 16;
@@ -36,13 +37,16 @@ layout(push_constant) uniform PC {
 	uint g_off, b_off;
 	float eps;
 	uint sinv_off;   // QUANT: the next product's SmoothQuant factors' inverses, or NO_SMOOTH
+	uint omap_off;   // QUANT: its outlier channels' slots (quant_i8.glsl), or NO_OUTLIERS
 } pc;
 
 layout(std430, binding = 0) readonly buffer Y_ { uvec4 y[]; };     // 8 halfs each
+layout(std430, binding = 1) writeonly buffer XO_ { float16_t xo[]; }; // QUANT: outliers
 layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 layout(std430, binding = 3) writeonly buffer Q_ { uvec2 qa[]; };  // QUANT: 8 int8 each
 layout(std430, binding = 4) writeonly buffer S_ { float qs[]; };   // QUANT: a scale a token
 layout(std430, binding = 5) buffer X16_ { uvec4 x16[]; };
+#include "quant_i8.glsl"
 
 // The sum over a token's LPT lanes (aligned groups of the subgroup: xor stays inside).
 float group_sum(float v)
@@ -72,8 +76,13 @@ void main()
 	const uint t0 = flat_group() * TPW * ROUNDS + gl_SubgroupID * per_sg +
 			gl_SubgroupInvocationID / LPT;
 
-	vec4 g[2 * NQ], b[2 * NQ];
+	// QUANT: the outlier slots of this lane's channels, read once for all ROUNDS tokens
+	const bool outl = QUANT != 0 && pc.omap_off != NO_OUTLIERS;
+	vec4 g[2 * NQ], b[2 * NQ], os[2 * NQ];
 	[[unroll]] for (uint q = 0; q < NQ; q++) {
+		const uint o = pc.omap_off + 8 * (lane + LPT * q);
+		os[2 * q] = outl ? wvec4(o) : vec4(-1.0);
+		os[2 * q + 1] = outl ? wvec4(o + 4) : vec4(-1.0);
 		const uint col = 8 * (lane + LPT * q);
 		g[2 * q] = wvec4(pc.g_off + col);
 		g[2 * q + 1] = wvec4(pc.g_off + col + 4);
@@ -118,8 +127,13 @@ void main()
 					v[2 * q] *= wvec4(col);
 					v[2 * q + 1] *= wvec4(col + 4);
 				}
-				const vec4 c = max(abs(v[2 * q]), abs(v[2 * q + 1]));
-				m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
+				if (outl) {
+					m = max(m, max(max_abs4(v[2 * q], os[2 * q]),
+						       max_abs4(v[2 * q + 1], os[2 * q + 1])));
+				} else {
+					const vec4 c = max(abs(v[2 * q]), abs(v[2 * q + 1]));
+					m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
+				}
 			}
 		}
 		if (QUANT != 0) {
@@ -128,8 +142,10 @@ void main()
 			if (lane == 0)
 				qs[t] = m / 127.0;
 			[[unroll]] for (uint q = 0; q < NQ; q++)
-				qa[t * H8 + lane + LPT * q] = uvec2(pack4i(v[2 * q] * inv),
-								    pack4i(v[2 * q + 1] * inv));
+				qa[t * H8 + lane + LPT * q] =
+					outl ? uvec2(pack4_outliers(v[2 * q], os[2 * q], inv, t),
+						     pack4_outliers(v[2 * q + 1], os[2 * q + 1], inv, t))
+					     : uvec2(pack4i(v[2 * q] * inv), pack4i(v[2 * q + 1] * inv));
 		}
 	}
 }

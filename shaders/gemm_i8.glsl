@@ -23,6 +23,15 @@
 // Rows past M are written too (stale rows of A times W), which nothing reads; the sa
 // buffer must hold as many rows as the A buffer (padded to TILE_M * TILES_M).
 //
+// OUTL (specialization constant 1, EMBED_VK_INT8_OUTLIERS): the input's outlier channels were
+// kept out of Aq as 16 f16 values a row in the units of its scale (xo, zeros past the
+// product's; quant_i8.glsl), and W's matching columns sit after Wq as 16 f16 values an output
+// channel in the units of its scale (wo, at byte N·K of the W binding). Their product is then
+// in the int32 sum's units: the epilogue takes each fragment's sum to fp32 as the C of one
+// f16 MMA (16x16x16) of the outliers, and scales that. An H100 ran the first form, the
+// outliers' product staged through shared memory apart and added after the scales, 26%
+// slower than without outliers (docs/bench-gpu.md).
+//
 // Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
 // shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
 #extension GL_KHR_shader_subgroup_basic : enable
@@ -31,6 +40,7 @@
 #extension GL_NV_integer_cooperative_matrix : enable
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : enable
 #extension GL_EXT_shader_explicit_arithmetic_types_int32 : enable
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : enable
 #include "common.glsl"
 
 #ifndef TILE_M
@@ -61,14 +71,17 @@ layout(push_constant) uniform PC {
 	uint M, N, K;
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
+	uint outl;        // OUTL: this product has outlier channels (forward_vk.c: not out's)
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
+layout(constant_id = 1) const uint OUTL = 0;
 
 layout(std430, binding = 0) readonly buffer A_ { uvec4 a[]; };   // 16 int8 each
 layout(std430, binding = 1) readonly buffer W_ { uvec4 w[]; };
 layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 layout(std430, binding = 3) writeonly buffer C_ { uvec4 c[]; };  // 8 halfs each
 layout(std430, binding = 4) readonly buffer S_ { float sa[]; };  // one scale a row of A
+layout(std430, binding = 5) readonly buffer XO_ { uvec4 xo[]; }; // OUTL: 16 halfs a row
 
 const uint BM = TILE_M, BN = TILE_N, BK = K_STEP, THREADS = 32 * WARPS;
 const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;
@@ -79,6 +92,7 @@ shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
 shared ivec4 St[WARPS * 64];        // one 16x16 int32 fragment per subgroup
+shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
 
 void main()
 {
@@ -91,6 +105,11 @@ void main()
 	const uint K16 = pc.K / 16, NK = pc.K / BK, steps = mtiles * NK;
 
 	icoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
+	fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fw[FN];   // OUTL: W's outlier columns, one tile
+	const bool outl = OUTL != 0 && pc.outl != 0;
+	if (outl)
+		[[unroll]] for (uint j = 0; j < FN; j++)
+			coopMatLoadNV(fw[j], w, pc.N * pc.K / 16 + (n0 + wn * SN_ + j * 16) * 2, 2, true);
 	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
 	const uint r0 = tid / KQ, kq = tid % KQ;
 #if I8_PREFETCH
@@ -153,15 +172,30 @@ void main()
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				const uint row = m0 + wm * SM_ + i * 16 + r;
 				const float s_row = sa[row];
+				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx;
+				if (outl)
+					coopMatLoadNV(fx, xo, (m0 + wm * SM_ + i * 16) * 2, 2, false);
 				[[unroll]] for (uint j = 0; j < FN; j++) {
-					coopMatStoreNV(acc[i][j], St, sg * 64, 4, false);
-					subgroupMemoryBarrierShared();
-					subgroupBarrier();
-					const ivec4 q0 = St[sg * 64 + r * 4 + cq], q1 = St[sg * 64 + r * 4 + cq + 1];
+					float v[8];
+					if (outl) {
+						fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> f =
+							coopMatMulAddNV(fx, fw[j], fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(acc[i][j]));
+						coopMatStoreNV(f, So, sg * 256, 16, false);
+						subgroupMemoryBarrierShared();
+						subgroupBarrier();
+						const uint b0 = sg * 256 + r * 16 + cq * 4;
+						[[unroll]] for (uint e = 0; e < 8; e++)
+							v[e] = So[b0 + e];
+					} else {
+						coopMatStoreNV(acc[i][j], St, sg * 64, 4, false);
+						subgroupMemoryBarrierShared();
+						subgroupBarrier();
+						const ivec4 q0 = St[sg * 64 + r * 4 + cq], q1 = St[sg * 64 + r * 4 + cq + 1];
+						v = float[8](float(q0.x), float(q0.y), float(q0.z), float(q0.w),
+							     float(q1.x), float(q1.y), float(q1.z), float(q1.w));
+					}
 					subgroupBarrier();
 					const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
-					float v[8] = { float(q0.x), float(q0.y), float(q0.z), float(q0.w),
-						       float(q1.x), float(q1.y), float(q1.z), float(q1.w) };
 					[[unroll]] for (uint e = 0; e < 8; e++)
 						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
 								wvec[pc.bias_off + col + e], ACT);

@@ -2,7 +2,8 @@
 // gemm_i8.glsl): each f16 row of K values becomes K int8 values and one fp32 scale,
 // max|x| / 127 (symmetric, per token), rounded to nearest even (quant_i8.glsl). With
 // SmoothQuant factors (sinv_off names their inverses in wvec, forward_vk.c's upload_weights)
-// each channel is divided by its factor first; W's columns carry it.
+// each channel is divided by its factor first; W's columns carry it. Outlier channels
+// (omap_off) go to xo instead (quant_i8.glsl).
 //
 // The LayerNorms quantise their own output where the next product is int8 (add_ln_sg.comp,
 // the same arithmetic); this pass serves the rest: the first layer's qkv (after the
@@ -18,17 +19,20 @@
 #version 450
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #include "common.glsl"
-#include "quant_i8.glsl"
 
 layout(local_size_x = 128) in;
 layout(constant_id = 0) const uint LPR = 32;
 layout(constant_id = 1) const uint NQ = 6;
-layout(push_constant) uniform PC { uint T, K, sinv_off; } pc;
+layout(push_constant) uniform PC { uint T, K, sinv_off, omap_off; } pc;
 layout(std430, binding = 0) readonly buffer X_ { uvec4 x[]; };   // 8 halfs each
-layout(std430, binding = 2) readonly buffer V_ { vec4 wvec4[]; }; // 1/s, 16-byte aligned
+layout(std430, binding = 1) writeonly buffer XO_ { float16_t xo[]; }; // outliers (quant_i8.glsl)
+layout(std430, binding = 2) readonly buffer V_ { vec4 wvec4[]; }; // 1/s, slots; 16-byte aligned
 layout(std430, binding = 3) writeonly buffer Q_ { uvec2 q[]; };  // 8 int8 each
 layout(std430, binding = 4) writeonly buffer S_ { float s[]; };
+#include "quant_i8.glsl"
 
 void main()
 {
@@ -44,20 +48,30 @@ void main()
 		v[2 * i] = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
 		v[2 * i + 1] = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
 	}
+	const bool outl = pc.omap_off != NO_OUTLIERS;
 	[[unroll]] for (uint i = 0; i < NQ; i++) {
 		if (pc.sinv_off != NO_SMOOTH) {
 			const uint p = pc.sinv_off / 4 + 2 * (lane + LPR * i);
 			v[2 * i] *= wvec4[p];
 			v[2 * i + 1] *= wvec4[p + 1];
 		}
-		const vec4 c = max(abs(v[2 * i]), abs(v[2 * i + 1]));
-		m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
+		if (outl) {
+			const uint o = pc.omap_off / 4 + 2 * (lane + LPR * i);
+			m = max(m, max(max_abs4(v[2 * i], wvec4[o]), max_abs4(v[2 * i + 1], wvec4[o + 1])));
+		} else {
+			const vec4 c = max(abs(v[2 * i]), abs(v[2 * i + 1]));
+			m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
+		}
 	}
 	[[unroll]] for (uint d = LPR / 2; d > 0; d >>= 1)
 		m = max(m, subgroupShuffleXor(m, d));
 	const float inv = quant_inv(m);
 	if (lane == 0)
 		s[row] = m / 127.0;
-	[[unroll]] for (uint i = 0; i < NQ; i++)
-		q[base + lane + LPR * i] = uvec2(pack4i(v[2 * i] * inv), pack4i(v[2 * i + 1] * inv));
+	[[unroll]] for (uint i = 0; i < NQ; i++) {
+		const uint o = pc.omap_off / 4 + 2 * (lane + LPR * i);
+		q[base + lane + LPR * i] = outl ? uvec2(pack4_outliers(v[2 * i], wvec4[o], inv, row),
+							pack4_outliers(v[2 * i + 1], wvec4[o + 1], inv, row))
+					       : uvec2(pack4i(v[2 * i] * inv), pack4i(v[2 * i + 1] * inv));
+	}
 }

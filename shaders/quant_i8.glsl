@@ -4,6 +4,8 @@
 // m / 127 with m = max |x|, each value x · (127 / m) rounded to nearest even.
 
 const uint NO_SMOOTH = 0xffffffffu;  // no SmoothQuant factors (sinv_off)
+const uint NO_OUTLIERS = 0xffffffffu; // no outlier channels (omap_off)
+const uint OUT_SLOTS = 16;            // outlier values a row (xo), zeros past the product's
 
 uint pack4i(vec4 v)   // 4 values already scaled to [-127, 127]
 {
@@ -16,4 +18,31 @@ uint pack4i(vec4 v)   // 4 values already scaled to [-127, 127]
 float quant_inv(float m)
 {
 	return m > 0.0 ? 127.0 / m : 0.0;
+}
+
+// Outlier channels (EMBED_VK_INT8_OUTLIERS, forward_vk.c): the host's map gives each input
+// channel its slot among the row's outliers, or -1. An outlier leaves the int8 row (code 0)
+// for xo (f16, OUT_SLOTS a row), in the units of the row's scale (v · 127 / m, like the codes
+// before rounding), where the product's epilogue multiplies it by W's outlier columns, also
+// in their rows' units, and adds it to the int32 sum before scaling (gemm_i8.glsl). So an
+// outlier neither sets the row's scale nor is rounded to it; only that its value in those
+// units must fit f16 puts a floor under the scale: max_abs4 counts it at 127 / 60000.
+// Needs the quantiser's xo buffer (float16_t xo[], GL_EXT_shader_16bit_storage).
+const float OUT_FLOOR = 127.0 / 60000.0;
+
+float max_abs4(vec4 v, vec4 slot)   // slot: the 4 channels' slots, or all -1
+{
+	const vec4 a = abs(v) * mix(vec4(1.0), vec4(OUT_FLOOR), greaterThanEqual(slot, vec4(0.0)));
+	return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+// the 4 values' codes at 127 / m = inv, an outlier's code 0 and its v · inv in xo
+uint pack4_outliers(vec4 v, vec4 slot, float inv, uint row)
+{
+	[[unroll]] for (uint c = 0; c < 4; c++)
+		if (slot[c] >= 0.0) {
+			xo[row * OUT_SLOTS + uint(slot[c])] = float16_t(v[c] * inv);
+			v[c] = 0.0;
+		}
+	return pack4i(v * inv);
 }

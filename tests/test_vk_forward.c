@@ -343,6 +343,33 @@ int main(void)
 			run_case("1..512 tokens mixed, int8 FFN", &cfg, &w, pool, mixed,
 				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
 			unsetenv("EMBED_VK_INT8_PRODUCTS");
+			/* Outlier channels (EMBED_VK_INT8_OUTLIERS): a calibration file of made-up
+			 * maxima picks 8 arbitrary channels a product, which the fp16 side product
+			 * must then carry exactly as the int8 one would have (a wrong slot, a
+			 * column of W's outliers misplaced, would move the vectors far off). */
+			char cal[] = "/tmp/test_vk_forward_calXXXXXX";
+			const int fd = mkstemp(cal);
+			FILE *cf = fd >= 0 ? fdopen(fd, "wb") : NULL;
+			CHECK(cf != NULL, "calibration file %s", cal);
+			if (cf) {
+				const uint32_t hd[3] = { (uint32_t)cfg.layers, (uint32_t)cfg.hidden,
+							 (uint32_t)cfg.intermediate };
+				fwrite("EMBI8CAL", 1, 8, cf);
+				fwrite(hd, 4, 3, cf);
+				const size_t nv = (size_t)cfg.layers * (3 * cfg.hidden + cfg.intermediate);
+				for (size_t i = 0; i < nv; i++) {
+					const float v = (float)((i * 2654435761u) % 1000) / 100.0f;
+					fwrite(&v, 4, 1, cf);
+				}
+				fclose(cf);
+				setenv("EMBED_VK_INT8_CALIB", cal, 1);
+				setenv("EMBED_VK_INT8_OUTLIERS", "8", 1);
+				run_case("1..512 tokens mixed, int8, outliers", &cfg, &w, pool, mixed,
+					 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
+				unsetenv("EMBED_VK_INT8_OUTLIERS");
+				unsetenv("EMBED_VK_INT8_CALIB");
+				unlink(cal);
+			}
 		} else {
 			printf("int8: %s\n", err.msg);
 			CHECK(rci == EMB_EUNSUPPORTED && strstr(err.msg, "8-bit cooperative matrices"),

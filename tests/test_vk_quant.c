@@ -12,7 +12,8 @@
  * Pass rows: random values, all zeros, one outlier, every value the same, values on the
  * rounding ties of their grid, negative maxima; widths 8 (one uvec4) to 1,536 (the FFN's), on
  * the lanes a row the engine picks and on half as many; row counts that leave the last
- * workgroup part empty; with and without factors. LayerNorm: widths 256, 384 and 768, the
+ * workgroup part empty; with and without factors, and with outlier channels (kept out of the
+ * codes and the scale, their values in f16 beside them). LayerNorm: widths 256, 384 and 768, the
  * LayerNorm itself against a CPU one, its codes against the reference applied to the f16
  * output it stored (within that output's rounding: the kernel quantises the fp32 values). Exits 77 without a Vulkan device with subgroup shuffles. */
 #include <immintrin.h>
@@ -39,34 +40,49 @@ static long codes, bad, near;
 
 /* One row's codes and scale as the contract says (float arithmetic in the shader's order);
  * u gets each value before rounding. */
-static void reference(const uint16_t *x, const float *sinv, uint32_t K, int8_t *q, float *u, float *s)
+static void reference(const uint16_t *x, const float *sinv, const float *omap, uint32_t K, int8_t *q,
+		      float *u, float *s)
 {
 	float m = 0;
 	for (uint32_t k = 0; k < K; k++) {
 		float v = h2f(x[k]) * (sinv ? sinv[k] : 1.0f);
-		m = fmaxf(m, fabsf(v));
+		/* an outlier counts at 127 / 60000: its v * 127 / m must fit f16 */
+		m = fmaxf(m, fabsf(v) * (omap && omap[k] >= 0 ? 127.0f / 60000.0f : 1.0f));
 	}
 	const float inv = m > 0 ? 127.0f / m : 0.0f;
 	*s = m / 127.0f;
 	for (uint32_t k = 0; k < K; k++) {
 		float v = u[k] = h2f(x[k]) * (sinv ? sinv[k] : 1.0f) * inv;
+		if (omap && omap[k] >= 0)
+			v = u[k] = 0.0f; /* out of the codes: its v * inv goes to xo */
 		v = nearbyintf(v); /* round half to even in the default rounding mode */
 		q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 	}
 }
 
-/* Checks T rows of K codes q and scales s against the reference applied to the f16 rows x.
+/* Checks T rows of K codes q and scales s against the reference applied to the f16 rows x;
+ * with omap (each channel's outlier slot, or -1) also the outliers' values xo (16 a row).
  * from32: the kernel quantised the fp32 values whose f16 rounding x holds (add_ln_sg.comp), so
  * a scale may differ by that rounding (2^-11 relative), and a code by one where the value lies
  * within twice that of a rounding boundary. */
 static void check_rows(const char *what, const uint16_t *x, uint32_t T, uint32_t K, const float *sinv,
-		       const int8_t *q, const float *s, int from32)
+		       const float *omap, const uint16_t *xo, const int8_t *q, const float *s, int from32)
 {
 	int8_t *want = malloc(K);
 	float *u = malloc((size_t)K * sizeof *u);
 	for (uint32_t r = 0; r < T; r++) {
 		float ws;
-		reference(x + (size_t)r * K, sinv, K, want, u, &ws);
+		reference(x + (size_t)r * K, sinv, omap, K, want, u, &ws);
+		for (uint32_t k = 0; omap && k < K; k++)
+			if (omap[k] >= 0) {
+				/* in the row's units, v * 127 / m, in f16: within its rounding and
+				 * the division's (the LayerNorm's from its fp32 value: and within
+				 * x16's rounding and the scale's) */
+				const float got = h2f(xo[r * 16 + (uint32_t)omap[k]]);
+				const float w = h2f(x[(size_t)r * K + k]) * (ws > 0 ? 1.0f / ws : 0.0f);
+				CHECK(fabsf(got - w) <= (from32 ? 2.5e-3f : 1.5e-3f) * fabsf(w) + 1e-6f,
+				      "%s K %u row %u: outlier %u is %g, want %g", what, K, r, k, got, w);
+			}
 		/* GLSL divides within 2.5 ulp (a reciprocal and a multiply here) */
 		CHECK(fabsf(s[r] - ws) <= (from32 ? 4.9e-4f : 3e-7f) * ws, "%s K %u%s row %u: scale %.9g, "
 		      "want %.9g", what, K, sinv ? " smoothed" : "", r, s[r], ws);
@@ -94,6 +110,20 @@ static void check_rows(const char *what, const uint16_t *x, uint32_t T, uint32_t
 	}
 	free(want);
 	free(u);
+}
+
+/* Mode 2 of the cases: min(8, K/8) outlier channels spread over the row, slot by slot; the
+ * other modes none. Returns whether there are. */
+static int set_outliers(float *omap, uint32_t K, int mode)
+{
+	for (uint32_t k = 0; k < K; k++)
+		omap[k] = -1.0f;
+	if (mode != 2)
+		return 0;
+	const uint32_t n = K / 8 < 8 ? K / 8 : 8;
+	for (uint32_t j = 0; j < n; j++)
+		omap[(j * 37 + K / 3) % K] = (float)j; /* K / 3: kind 2's outlier among them */
+	return 1;
 }
 
 /* The engine's lanes a row (forward_vk.c's lane_group) */
@@ -139,12 +169,13 @@ int main(void)
 		return 77;
 	}
 	enum { TMAX = 70, KMAX = 1536 };
-	vk_buf X, V, Q, S, R;
+	vk_buf X, V, Q, S, R, XO;
 	CHECK(vk_buf_create(&c, &X, (VkDeviceSize)TMAX * KMAX * 2, VK_MEM_HOST, &err) == 0 &&
-		      vk_buf_create(&c, &V, 16 + 3 * KMAX * 4, VK_MEM_HOST, &err) == 0 &&
+		      vk_buf_create(&c, &V, 16 + 4 * KMAX * 4, VK_MEM_HOST, &err) == 0 &&
 		      vk_buf_create(&c, &Q, (VkDeviceSize)TMAX * KMAX, VK_MEM_HOST, &err) == 0 &&
 		      vk_buf_create(&c, &S, TMAX * 4, VK_MEM_HOST, &err) == 0 &&
-		      vk_buf_create(&c, &R, (VkDeviceSize)TMAX * KMAX * 2, VK_MEM_HOST, &err) == 0,
+		      vk_buf_create(&c, &R, (VkDeviceSize)TMAX * KMAX * 2, VK_MEM_HOST, &err) == 0 &&
+		      vk_buf_create(&c, &XO, (VkDeviceSize)TMAX * 16 * 2, VK_MEM_HOST, &err) == 0,
 	      "buffers: %s", err.msg);
 	if (test_failures)
 		return 1;
@@ -158,11 +189,11 @@ int main(void)
 					    .pSetLayouts = &c.dsl };
 	c.vkAllocateDescriptorSets(c.device, &dai, &ds);
 	/* the bindings both kernels use: 0 the f16 rows (the LayerNorm: the product's output
-	 * y), 2 wvec (factors' inverses at float offset 4, 16-byte aligned; the LayerNorm's
-	 * gamma and beta after them), 3 the codes, 4 the scales, 5 the LayerNorm's residual
+	 * y), 1 the outliers' values (16 f16 a row), 2 wvec (factors' inverses at float offset 4, 16-byte aligned; the LayerNorm's
+	 * gamma and beta after them, the outlier slots after those), 3 the codes, 4 the scales, 5 the LayerNorm's residual
 	 * stream (in: x, out: its f16 output) */
 	VkDescriptorBufferInfo bi[VK_BINDINGS] = {
-		{ X.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
+		{ X.buf, 0, VK_WHOLE_SIZE }, { XO.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
 		{ Q.buf, 0, VK_WHOLE_SIZE }, { S.buf, 0, VK_WHOLE_SIZE }, { R.buf, 0, VK_WHOLE_SIZE },
 	};
 	VkWriteDescriptorSet wr[VK_BINDINGS];
@@ -176,6 +207,9 @@ int main(void)
 
 	uint16_t *x = X.map, *res = R.map;
 	float *vf = V.map, *sinv = vf + 4; /* the factors at float offset 4 (16-byte aligned) */
+	float *omap = sinv + 3 * KMAX;     /* the outlier slots, at float offset 4 + 3 KMAX */
+	const uint32_t omap_off = 4 + 3 * KMAX;
+	uint16_t *xo = XO.map;
 	int8_t *q = Q.map;
 	float *s = S.map;
 	const uint32_t msg = c.min_subgroup_size ? c.min_subgroup_size : c.subgroup_size;
@@ -196,7 +230,8 @@ int main(void)
 				CHECK(0, "quant_i8: %s", err.msg);
 				return 1;
 			}
-			for (int smooth = 0; smooth < 2; smooth++) {
+			for (int mode = 0; mode < 3; mode++) { /* plain, smoothed, outliers */
+				const int smooth = mode == 1, outl = set_outliers(omap, K, mode);
 				const uint32_t T = TMAX - (uint32_t)wi * 7; /* 70, 63, ... rows */
 				for (uint32_t k = 0; k < K; k++)
 					sinv[k] = 0.25f + 2.0f * (frand() + 1.0f); /* 1/s in [0.25, 4.25) */
@@ -208,8 +243,9 @@ int main(void)
 						float v = amp * frand();
 						if (kind == 1)
 							v = 0; /* all zeros */
-						if (kind == 2 && k == K / 3)
-							v = 40.0f; /* one outlier */
+						if ((kind == 2 || kind == 6) && k == K / 3)
+							v = 40.0f; /* one outlier (kind 6: 40,000 times the
+								    * rest, past the outlier channels' floor) */
 						if (kind == 3)
 							v = -0.75f; /* every value the same, the maximum negative */
 						if (kind == 4) /* ties: k/2 steps of m/127 with m = 127 / 8 */
@@ -222,12 +258,13 @@ int main(void)
 				memset(q, 0x55, (size_t)T * K);
 				for (uint32_t r = 0; r < T; r++)
 					s[r] = -1.0f;
-				struct { uint32_t T, K, sinv_off; } pc = { T, K, smooth ? 4u : NO_SMOOTH };
+				struct { uint32_t T, K, sinv_off, omap_off; } pc = { T, K, smooth ? 4u : NO_SMOOTH,
+										    outl ? omap_off : NO_SMOOTH };
 				const uint32_t rows = 128 / lpr; /* rows a workgroup */
 				run(&p, &pc, sizeof pc, (T + rows - 1) / rows);
 				char what[48];
 				snprintf(what, sizeof what, "quant_i8 (%u lanes a row)", lpr);
-				check_rows(what, x, T, K, smooth ? sinv : NULL, q, s, 0);
+				check_rows(what, x, T, K, smooth ? sinv : NULL, outl ? omap : NULL, xo, q, s, 0);
 				cases++;
 			}
 			vk_pipe_destroy(&c, &p);
@@ -248,7 +285,8 @@ int main(void)
 			return 1;
 		}
 		float *gam = sinv + KMAX, *bet = gam + KMAX;
-		for (int smooth = 0; smooth < 2; smooth++) {
+		for (int mode = 0; mode < 3; mode++) { /* plain, smoothed, outliers */
+			const int smooth = mode == 1, outl = set_outliers(omap, H, mode);
 			for (uint32_t k = 0; k < H; k++) {
 				sinv[k] = 0.25f + 2.0f * (frand() + 1.0f);
 				gam[k] = 1.0f + 0.5f * frand();
@@ -277,8 +315,10 @@ int main(void)
 			memset(q, 0x55, (size_t)T * H);
 			for (uint32_t r = 0; r < T; r++)
 				s[r] = -1.0f;
-			struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps; uint32_t sinv_off; } pc = {
-				T, H, 0, 0, 0, 4 + KMAX, 4 + 2 * KMAX, 1e-12f, smooth ? 4u : NO_SMOOTH
+			struct { uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off; float eps;
+				 uint32_t sinv_off, omap_off; } pc = {
+				T, H, 0, 0, 0, 4 + KMAX, 4 + 2 * KMAX, 1e-12f, smooth ? 4u : NO_SMOOTH,
+				outl ? omap_off : NO_SMOOTH
 			};
 			const uint32_t tpw = 128 / lpt * 4; /* tokens a workgroup: lane groups x ROUNDS */
 			run(&p, &pc, sizeof pc, (T + tpw - 1) / tpw);
@@ -289,7 +329,7 @@ int main(void)
 			free(want);
 			char what[48];
 			snprintf(what, sizeof what, "add_ln_sg (%u lanes a token)", lpt);
-			check_rows(what, res, T, H, smooth ? sinv : NULL, q, s, 1);
+			check_rows(what, res, T, H, smooth ? sinv : NULL, outl ? omap : NULL, xo, q, s, 1);
 			cases++;
 		}
 		vk_pipe_destroy(&c, &p);
@@ -304,6 +344,7 @@ int main(void)
 	vk_buf_destroy(&c, &Q);
 	vk_buf_destroy(&c, &S);
 	vk_buf_destroy(&c, &R);
+	vk_buf_destroy(&c, &XO);
 	vk_ctx_close(&c);
 	if (test_failures)
 		printf("%d check(s) failed\n", test_failures);

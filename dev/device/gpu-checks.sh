@@ -38,6 +38,9 @@
 #   mpnet-bench   scripts/bench-gpu --mpnet-shaped (carry .dev/scifact-mpnet-ids.bin)
 #   int8-rows     test_vk_forward on the real MiniLM, tool_vk_bench fp16 and int8 alternating
 #                 twice (batches 1, 100, 1000), then PyTorch alone (bench-gpu --torch-only)
+#   int8-outl     int8 with outlier channels (EMBED_VK_INT8_OUTLIERS=8, 4; the channels from
+#                 .dev/int8-calib.bin) alternating twice with plain int8, accuracy on 1,037
+#                 texts and rows at batches 1, 100, 1000, the profile, test_vk_quant, PyTorch
 #   gemm-i8       tool_vk_gemm --M 245760 on the int8 kernel (gemm_i8_w) and on each
 #                 $D/bin/spv/i8_*.spv, twice, one process a spec (pack tool_vk_gemm; SPV
 #                 variants, e.g. without the prefetch: printf '#version 450\n#define TILE_M 128\n
@@ -47,7 +50,8 @@
 #                 before pack-device, which copies $D/spv)
 #   ndcg          scripts/eval-beir on SciFact (carry .dev/scifact.tar.xz) with the f16 MiniLM:
 #                 documents on the CPU in fp32 (16 threads), on the GPU in fp16 and in int8
-#                 with the product sets of the int8 step; queries on the CPU in fp32
+#                 with the product sets of the int8 step and all four with 8 outlier channels
+#                 (15o); queries on the CPU in fp32
 set -u
 cd "$(dirname "$0")/../.."
 D=${DEV_DIR:-.dev/g}
@@ -145,10 +149,12 @@ ndcg)
 	rm -rf /tmp/e-* /tmp/.e-*  # fresh stores: an existing one would be reused (no precision in it)
 	step ndcg-cpu-fp32 240 $ev --store /tmp/e-cpu --device cpu
 	step ndcg-gpu-fp16 120 $ev --store /tmp/e-fp16 --device gpu
-	for p in 15 10 7c; do
+	for n in 15 10 7c 15o; do
 		(
-		[ "${p%c}" = "$p" ] || export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin
-		EMBED_VK_INT8_PRODUCTS=${p%c} step ndcg-int8-$p 120 $ev --store /tmp/e-int8-$p --device gpu \
+		p=${n%[co]}  # c: SmoothQuant, o: 8 outlier channels a product, from the calibration file
+		case $n in *c) export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin ;;
+		*o) export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin EMBED_VK_INT8_OUTLIERS=8 ;; esac
+		EMBED_VK_INT8_PRODUCTS=$p step ndcg-int8-$n 120 $ev --store /tmp/e-int8-$n --device gpu \
 			--precision int8
 		)
 	done ;;
@@ -160,6 +166,21 @@ int8-rows)
 				--check-every 5 --precision $p
 		done
 	done
+	step torch-rows 240 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 1,100,1000 --torch-only --out $OUT/torch-rows.md ;;
+int8-outl)
+	step quant 60 $B/test_vk_quant
+	for r in 1 2; do
+		step outl-plain-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 1,100,1000 \
+			--check-every 5 --precision int8
+		for k in 8 4; do
+			EMBED_VK_INT8_CALIB=.dev/int8-calib.bin EMBED_VK_INT8_OUTLIERS=$k step outl-$k-$r 60 \
+				$B/tool_vk_bench run $M $IDS --no-cpu --batches 1,100,1000 --check-every 5 \
+				--precision int8
+		done
+	done
+	EMBED_VK_INT8_CALIB=.dev/int8-calib.bin EMBED_VK_INT8_OUTLIERS=8 EMBED_VK_PROFILE=1 step outl-prof 60 \
+		$B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
 	step torch-rows 240 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 1,100,1000 --torch-only --out $OUT/torch-rows.md ;;
 gemm-i8)

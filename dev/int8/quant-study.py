@@ -160,24 +160,48 @@ def report(cfg, v, ref, docs):
           f"mean {cos.mean():.6f}  below 0.999: {int((cos < 0.999).sum())}/{n}  "
           f"worst text {len(docs[worst])} tokens", flush=True)
 
+def weight_scores(m, l, p):
+    """Outlier channels from the weights alone (oKW): an input channel's expected size.
+    qkv, up: the LayerNorm before them gives channel c about beta_c + N(0, gamma_c^2), so
+    |beta_c| + 3 |gamma_c|; down: the up product's pre-activation for channel c has mean
+    w_c . beta + b_c and deviation |w_c * gamma| (LN1's), so |mean| + 3 dev (GELU keeps it)."""
+    layer = m.encoder.layer[l]
+    if p == "qkv":
+        ln = m.embeddings.LayerNorm if l == 0 else m.encoder.layer[l - 1].output.LayerNorm
+        return ln.bias.detach().abs() + 3 * ln.weight.detach().abs()
+    if p == "up":
+        ln = layer.attention.output.LayerNorm
+        return ln.bias.detach().abs() + 3 * ln.weight.detach().abs()
+    if p == "down":
+        ln = layer.attention.output.LayerNorm
+        w = layer.intermediate.dense.weight.detach(); b = layer.intermediate.dense.bias.detach()
+        mean = w @ ln.bias.detach() + b
+        dev = (w * ln.weight.detach()).norm(dim=1)
+        return mean.abs() + 3 * dev
+    raise SystemExit(f"no weight scores for {p}")
+
 def run_spec(a, cfg, docs, ref):
     """PRODUCT=GROUP[s][wG][oK][@LAYERS]+...: each product's activation group (0: per token), s for
     SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
-    channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style),
+    channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
+    oKW: chosen from the weights alone, weight_scores),
     @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
     import re
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     items = []
     for it in cfg.split("+"):
-        g = re.fullmatch(r"(\w+?)=(\d+)(s?)(?:w(\d+))?(?:o(\d+))?(?:@(\d+))?", it)
+        g = re.fullmatch(r"(\w+?)=(\d+)(s?)(?:w(\d+))?(?:o(\d+)(W?))?(?:@(\d+))?", it)
         if not g:
             sys.exit(f"bad spec item {it}")
-        p, grp, sm, wg, ok, lay = g.groups()
-        items.append((p, int(grp), bool(sm), int(wg or 0), int(ok or 0), set(map(int, lay)) if lay else None))
-    need = sorted({p for p, _, sm, _, ok, _ in items if sm or ok})
+        p, grp, sm, wg, ok, ow, lay = g.groups()
+        items.append((p, int(grp), bool(sm), int(wg or 0), int(ok or 0), bool(ow), set(map(int, lay)) if lay else None))
+    need = sorted({p for p, _, sm, _, ok, ow, _ in items if sm or (ok and not ow)})
     stats = calib_max(m, docs[::max(1, len(docs) // a.calib)], need) if need else {}
+    # the weight-derived outlier choices first, from the unquantised modules
+    wkeep = {(l, p): weight_scores(m, l, p).topk(ok).indices
+             for l in range(len(m.encoder.layer)) for p, _, _, _, ok, wsel, _ in items if ok and wsel}
     for l, layer in enumerate(m.encoder.layer):
-        for p, grp, sm, wg, ok, lay in items:
+        for p, grp, sm, wg, ok, wsel, lay in items:
             if lay is not None and l not in lay:
                 continue
             s = None
@@ -185,7 +209,9 @@ def run_spec(a, cfg, docs, ref):
                 wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
                 s = stats[(l, p)].clamp_min(1e-5) ** 0.5 / wmax.clamp_min(1e-5) ** 0.5
             keep = None
-            if ok:
+            if ok and wsel:
+                keep = wkeep[(l, p)]
+            elif ok:
                 mx = stats[(l, p)] / (s if s is not None else 1)
                 keep = mx.topk(ok).indices
             for path in PRODUCTS[p]:
