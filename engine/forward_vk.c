@@ -162,7 +162,7 @@ struct vk_backend {
 	 * activations quantised (qa: int8 rows of K bytes, qs: one fp32 scale a row) */
 	unsigned i8;
 	int smooth;        /* set.int8_calib names activation maxima: SmoothQuant factors */
-	uint32_t nout;     /* or the outlier channels qkv, up and down keep out of int8
+	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
 	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
 	VkDescriptorSet ds_quant[4];
@@ -298,10 +298,10 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				o->sinv[g] = v;
 				v += cols[g];
 			}
-			/* outlier slots: not for out, whose input (the attention's output)
-			 * has no outlier channels; simulated, 8 there moved the SciFact check's
-			 * min cosine by 1e-5 (docs/bench-gpu.md) */
-			if (b->i8 >> g & 1 && b->nout && g != G_OUT) {
+			/* outlier slots, for every int8 product: the measured configuration
+			 * (simulated, out's input needs none, docs/bench-gpu.md; pc_gemm.outl
+			 * would let it go without them) */
+			if (b->i8 >> g & 1 && b->nout) {
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
 				v += cols[g];
@@ -422,7 +422,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 						ochan[j] = best;
 						fv[b->lo[l].omap[g] + best] = (float)j;
 					}
-				} else if (calib) {
+				} else if (calib && b->smooth) {
 					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
 					for (uint32_t c = 0; c < K; c++) {
 						float wm = 0;

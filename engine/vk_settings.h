@@ -30,10 +30,9 @@ typedef struct vk_settings {
 	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
 				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
 				* down; the others stay fp16); default 15, all four */
-	int int8_outliers;     /* EMBED_VK_INT8_OUTLIERS: with int8_calib, the input channels the
-				* qkv, up and down products keep out of int8 (the largest
-				* calibration maxima; their share of the product in f16), 0-16;
-				* 0: SmoothQuant instead */
+	int int8_outliers;     /* EMBED_VK_INT8_OUTLIERS: with int8_calib, the input channels an
+				* int8 product keeps out of int8 (the largest calibration maxima;
+				* their share of the product in f16), 0-16; 0: SmoothQuant instead */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py: SmoothQuant factors for the int8
 				* products (forward_vk.c); "" none */

@@ -71,7 +71,7 @@ layout(push_constant) uniform PC {
 	uint M, N, K;
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
-	uint outl;        // OUTL: this product has outlier channels (forward_vk.c: not out's)
+	uint outl;        // OUTL: this product has outlier channels (forward_vk.c: pc_gemm)
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
 layout(constant_id = 1) const uint OUTL = 0;
