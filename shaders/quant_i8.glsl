@@ -1,7 +1,8 @@
 // quant_i8.glsl — the int8 code of --precision int8's activations, shared by the quantising
 // pass (quant_i8.comp) and the LayerNorm that quantises its own output (add_ln_sg.comp), so
-// that both give the same codes for the same f16 values: symmetric, one scale a row,
-// m / 127 with m = max |x|, each value x · (127 / m) rounded to nearest even.
+// that both code the same way: symmetric, one scale a row, m / 127 with m = max |x|, each
+// value x · (127 / m) rounded to nearest even. (The pass codes the f16 values it reads, the
+// LayerNorm its fp32 ones: test_vk_quant checks each against the same CPU reference.)
 
 const uint NO_SMOOTH = 0xffffffffu;  // no SmoothQuant factors (sinv_off)
 const uint NO_OUTLIERS = 0xffffffffu; // no outlier channels (omap_off)
