@@ -102,8 +102,8 @@ enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
-/* act: the int8 products' weight scales' offset; outl: gemm_i8.glsl's outlier product on */
-typedef struct { uint32_t M, N, K, bias_off, act, outl; } pc_gemm;
+/* act: the int8 products' weight scales' offset there */
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct {
 	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
@@ -298,9 +298,9 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				o->sinv[g] = v;
 				v += cols[g];
 			}
-			/* outlier slots, for every int8 product: the measured configuration
-			 * (simulated, out's input needs none, docs/bench-gpu.md; pc_gemm.outl
-			 * would let it go without them) */
+			/* outlier slots, for every int8 product (gemm_i8.glsl's OUTL is one
+			 * specialization for all; simulated, out's input needs none, about
+			 * 0.25 ms a batch: docs/bench-gpu.md) */
 			if (b->i8 >> g & 1 && b->nout) {
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
@@ -1356,7 +1356,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, b->lo[l].omap[g] != NO_OUTLIERS };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the

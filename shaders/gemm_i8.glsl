@@ -71,7 +71,6 @@ layout(push_constant) uniform PC {
 	uint M, N, K;
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
-	uint outl;        // OUTL: this product has outlier channels (forward_vk.c: pc_gemm)
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
 layout(constant_id = 1) const uint OUTL = 0;
@@ -106,7 +105,7 @@ void main()
 
 	icoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
 	fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fw[FN];   // OUTL: W's outlier columns, one tile
-	const bool outl = OUTL != 0 && pc.outl != 0;
+	const bool outl = OUTL != 0;
 	if (outl)
 		[[unroll]] for (uint j = 0; j < FN; j++)
 			coopMatLoadNV(fw[j], w, pc.N * pc.K / 16 + (n0 + wn * SN_ + j * 16) * 2, 2, true);
