@@ -195,6 +195,7 @@ struct vk_backend {
 	uint32_t bq;           /* the attention kernel's query block */
 	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
+	int i8_lay_same;       /* int32 accumulators laid out as fp32 ones, in pairs (cm_layout_ok) */
 	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 	uint32_t quant_lanes[2]; /* lanes a row in quant_i8.comp: rows of H, rows of I */
@@ -752,7 +753,11 @@ static uint32_t lane_group(uint32_t pieces, uint32_t min_subgroup)
 
 /* Whether a 16x16 fp32 cooperative matrix lays out its elements as attn_fa.comp's register
  * softmax needs (see there): runs shaders/cm_layout.comp once and checks its answer. Any
- * failure on the way counts as "no", so the caller keeps attn_cm.comp. */
+ * failure on the way counts as "no", so the caller keeps attn_cm.comp. On a device with int8
+ * cooperative matrices (cm_layout_i8.comp) also sets b->i8_lay_same: whether an int8
+ * product's int32 accumulators hold their elements where fp32 ones do, with each lane's
+ * elements 2p and 2p + 1 in one row, in neighbouring columns, the first even (gemm_i8.glsl's
+ * epilogue in the accumulators stores them as f16 pairs). */
 static int cm_layout_ok(vk_backend *b)
 {
 	vk_ctx *c = &b->c;
@@ -763,8 +768,10 @@ static int cm_layout_ok(vk_backend *b)
 	VkCommandBuffer cb = VK_NULL_HANDLE;
 	emb_err err;
 	int ok = 0;
-	if (vk_pipe_create(c, &pipe, "cm_layout", NULL, 0, &err) ||
-	    vk_buf_create(c, &out, 4 * (1 + LANES * 16), VK_MEM_HOST, &err))
+	const int i8 = c->has_coopmat_i8;
+	b->i8_lay_same = 0;
+	if (vk_pipe_create(c, &pipe, i8 ? "cm_layout_i8" : "cm_layout", NULL, 0, &err) ||
+	    vk_buf_create(c, &out, 4 * (1 + LANES * 24), VK_MEM_HOST, &err))
 		goto done;
 	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
@@ -830,6 +837,14 @@ static int cm_layout_ok(vk_backend *b)
 		else if (mask != b->cm_second)
 			ok = 0;
 	}
+	if (ok && i8) {
+		b->i8_lay_same = !memcmp(v + 1, v + 1 + 2 * LANES * NE, LANES * NE * sizeof *v);
+		for (int k = 0; k < LANES * NE; k += 2) {
+			const uint32_t a = v[1 + k], z = v[2 + k];
+			if (a / 16 != z / 16 || a % 2 || z != a + 1)
+				b->i8_lay_same = 0;
+		}
+	}
 done:
 	if (cb)
 		c->vkFreeCommandBuffers(c->device, c->cmd_pool, 1, &cb);
@@ -876,8 +891,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 	 * shared-memory softmax (attn_cm) only head size 32 without a bias. */
 	const int bias = b->rel_span || b->alibi;
 	const int cm_any = b->prec == PREC_COOPMAT && strcmp(ae, "scalar");
-	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") &&
-			    cm_layout_ok(b);
+	/* the accumulators' layout, where attn_fa or the int8 products' epilogue may use it */
+	const int lay_ok = b->prec == PREC_COOPMAT && (cm_any || b->i8) && cm_layout_ok(b);
+	const int attn_fa = cm_any && (b->D == 32 || b->D == 64) && strcmp(ae, "cm") && lay_ok;
 	const int attn_cm = cm_any && !attn_fa && b->D == 32 && !bias;
 	/* attn_fa.comp takes its scores in log2 units straight from Q·Kᵀ */
 	b->q_scale = attn_fa ? 1.4426950408889634f / sqrtf((float)b->D) : 1.0f;
@@ -943,10 +959,12 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
 		}
-		if (i >= P_I8_W && i <= P_I8_SA) { /* gemm_i8.glsl: activation, outlier products */
+		if (i >= P_I8_W && i <= P_I8_SA) { /* gemm_i8.glsl: activation, outlier products,
+						   * the epilogue in the accumulators */
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0;
-			j->nspec = 2;
+			j->spec[2] = lay_ok && b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
+			j->nspec = 3;
 		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
@@ -1721,11 +1739,12 @@ void vk_backend_profile_report(const vk_backend *b, FILE *f)
 	for (int i = 0; i < ST_N; i++)
 		total += b->prof_ns[i];
 	fprintf(f, "GPU time per step over %ld submissions (%s, %s, attention %s%s%s, "
-		"second-row accumulator elements 0x%02x, loaded matrices %s):\n", b->prof_batches,
+		"second-row accumulator elements 0x%02x, loaded matrices %s%s):\n", b->prof_batches,
 		b->c.name, b->prec_name, b->pipe[P_ATTN].name,
 		b->pipe[P_ATTN_SMALL].pipe ? " or, small grids, " : "",
 		b->pipe[P_ATTN_SMALL].pipe ? b->pipe[P_ATTN_SMALL].name : "", b->cm_second,
-		b->cm_load_same ? "laid out alike" : "laid out otherwise");
+		b->cm_load_same ? "laid out alike" : "laid out otherwise",
+		!b->i8 ? "" : b->i8_lay_same ? ", int32 accumulators alike" : ", int32 accumulators otherwise");
 	for (int i = 0; i < ST_N; i++)
 		fprintf(f, "  %-24s %10.3f ms  %5.1f%%  %8.3f ms a submission\n", step_name[i],
 			b->prof_ns[i] / 1e6, total > 0 ? 100.0 * b->prof_ns[i] / total : 0.0,

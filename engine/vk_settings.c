@@ -64,6 +64,7 @@ void vk_settings_from_env(vk_settings *s)
 	s->profile = env_value("EMBED_VK_PROFILE") != NULL;
 	s->no_coopmat = env_value("EMBED_VK_NO_COOPMAT") != NULL;
 	s->ln_tree = env_value("EMBED_VK_LN_TREE") != NULL;
+	s->i8_staged = env_value("EMBED_VK_I8_STAGED") != NULL;
 	if ((v = env_value("EMBED_VK_ATTN"))) {
 		if (strcmp(v, "scalar") && strcmp(v, "cm") && strcmp(v, "fa") && strcmp(v, "fa16"))
 			snprintf(s->bad, sizeof s->bad, "EMBED_VK_ATTN=%.40s is not scalar, cm, fa or fa16", v);

@@ -27,6 +27,8 @@ typedef struct vk_settings {
 				* path every product forced to one kernel: lh (128x64 tiles),
 				* hs (64x64), hh (the tiled f16 kernel without tensor cores) */
 	int ln_tree;           /* EMBED_VK_LN_TREE: the shared-memory LayerNorm everywhere */
+	int i8_staged;         /* EMBED_VK_I8_STAGED: the int8 products' epilogue through shared
+				* memory even where the accumulators' layout is known */
 	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
 				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
 				* down; the others stay fp16); default 15, all four */

@@ -40,3 +40,32 @@ fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> cm_index()
 	coopMatLoadNV(b, CmIdx, 32, 2, false);
 	return coopMatMulAddNV(a, b, fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0));
 }
+
+#ifdef CM_INDEX_I8
+// The same for an int8 product's int32 accumulators (gemm_i8.glsl, cm_layout_i8.comp), which
+// a driver need not lay out as fp32 ones: A (16x32 int8, row r: r, 1, then zeros) times B
+// (32x16, stored column-major as gemm_i8.glsl loads W: column c: 16, c, then zeros) gives
+// 16r + c. Converting the int32 matrix to fp32 instead (a cooperative-matrix conversion) gave
+// elements in another order on an H100 (driver 580), and took longer than the product.
+shared uvec4 CmIdxI[64];  // A's 16 rows of 2 uvec4, then B's 16 columns
+
+void cm_index_i8_stage(uint tid, uint nthreads)
+{
+	for (uint i = tid; i < 64; i += nthreads) {
+		uvec4 v = uvec4(0);
+		if (i % 2 == 0)
+			v.x = i < 32 ? (i / 2) | 1u << 8 : 16u | ((i - 32) / 2) << 8;
+		CmIdxI[i] = v;
+	}
+}
+
+// After cm_index_i8_stage and a barrier.
+icoopmatNV<32, gl_ScopeSubgroup, 16, 16> cm_index_i8()
+{
+	icoopmatNV<8, gl_ScopeSubgroup, 16, 32> a;
+	icoopmatNV<8, gl_ScopeSubgroup, 32, 16> b;
+	coopMatLoadNV(a, CmIdxI, 0, 2, false);
+	coopMatLoadNV(b, CmIdxI, 32, 2, true);
+	return coopMatMulAddNV(a, b, icoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0));
+}
+#endif

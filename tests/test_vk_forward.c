@@ -167,6 +167,67 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 	free(got2);
 }
 
+/* The vectors of batch `lens` from the GPU path as the environment sets it now, into out
+ * (n x hidden); EMB_OK or the error. */
+static int gpu_vectors(const char *what, const bert_config *cfg, const bert_weights *w,
+		       const int *lens, int n, vk_precision prec, float *out)
+{
+	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
+	offs[0] = 0;
+	for (int i = 0; i < n; i++)
+		offs[i + 1] = offs[i] + lens[i];
+	int32_t *ids = malloc((size_t)offs[n] * sizeof *ids);
+	uint32_t r = 777; /* the same texts on every call */
+	for (int i = 0; i < n; i++)
+		for (int t = 0; t < lens[i]; t++) {
+			r = r * 1664525u + 1013904223u;
+			ids[offs[i] + t] = t == 0 ? 101 : t == lens[i] - 1 ? 102
+				: (int32_t)(1000 + (r >> 8) % (uint32_t)(cfg->vocab_size - 1000));
+		}
+	fwd_batch bt = { .n = n, .ids = ids, .offs = offs };
+	vk_options o;
+	vk_options_default(&o);
+	env_settings(&o);
+	o.allow_cpu = 1;
+	o.precision = prec;
+	vk_backend *vb = NULL;
+	emb_err err = { 0 };
+	int rc = vk_backend_open(cfg, w, &o, &vb, &err);
+	if (!rc)
+		rc = forward_vk(vb, &bt, out, &err);
+	CHECK(rc == EMB_OK, "%s: %s", what, err.msg);
+	vk_backend_close(vb);
+	free(offs);
+	free(ids);
+	return rc;
+}
+
+/* The int8 products' two epilogues (gemm_i8.glsl: in the accumulators where the device's
+ * layout is known, else staged through shared memory) do the same arithmetic in the same
+ * order, so their vectors must agree far closer than int8 agrees with fp32: a lane that
+ * took another row's scale or another column's bias would move a text's vector by more
+ * than the int8 error (min cosine 0.97 against the CPU) itself. */
+static void int8_epilogues_agree(const char *what, const bert_config *cfg,
+				 const bert_weights *w, const int *lens, int n)
+{
+	const int H = cfg->hidden;
+	float *a = malloc((size_t)n * H * sizeof *a), *b = malloc((size_t)n * H * sizeof *b);
+	int rc = gpu_vectors(what, cfg, w, lens, n, VK_PREC_INT8, a);
+	setenv("EMBED_VK_I8_STAGED", "1", 1);
+	if (!rc)
+		rc = gpu_vectors(what, cfg, w, lens, n, VK_PREC_INT8, b);
+	unsetenv("EMBED_VK_I8_STAGED");
+	if (!rc) {
+		const cmp c = compare(b, a, n, H);
+		printf("%-44s in-register vs staged epilogue: max |diff| %.3g, min cosine %.8f\n",
+		       what, c.max_diff, c.min_cos);
+		CHECK(c.nonfinite == 0 && c.min_cos >= 0.99999, "%s: the int8 epilogues differ: "
+		      "min cosine %.8f, max |diff| %g", what, c.min_cos, c.max_diff);
+	}
+	free(a);
+	free(b);
+}
+
 /* run_case_seq with sequences up to the budget's length. */
 static void run_case(const char *what, const bert_config *cfg0, const bert_weights *w,
 		     threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
@@ -346,6 +407,8 @@ int main(void)
 			run_case("1..512 tokens mixed, int8 FFN", &cfg, &w, pool, mixed,
 				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
 			unsetenv("EMBED_VK_INT8_PRODUCTS");
+			int8_epilogues_agree("1..512 tokens mixed, int8 products", &cfg, &w, mixed,
+					     (int)(sizeof mixed / sizeof *mixed));
 			/* Outlier channels (EMBED_VK_INT8_OUTLIERS): a calibration file of made-up
 			 * maxima picks 8 arbitrary channels a product, which the fp16 side product
 			 * must then carry exactly as the int8 one would have (a wrong slot, a
@@ -369,6 +432,8 @@ int main(void)
 				setenv("EMBED_VK_INT8_OUTLIERS", "8", 1);
 				run_case("1..512 tokens mixed, int8, outliers", &cfg, &w, pool, mixed,
 					 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
+				int8_epilogues_agree("1..512 tokens mixed, int8, outliers", &cfg, &w,
+						     mixed, (int)(sizeof mixed / sizeof *mixed));
 				unsetenv("EMBED_VK_INT8_OUTLIERS");
 				unsetenv("EMBED_VK_INT8_CALIB");
 				unlink(cal);

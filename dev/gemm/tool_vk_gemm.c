@@ -4,7 +4,9 @@
  * double-precision product of the same f16 inputs before it is timed.
  *
  *   tool_vk_gemm [--M rows] [--reps N] [--act 1|3 (the up product's: GELU, ReLU)]
- *                [--bar E (error bar, default 2e-3 for f16 output, 1e-4 f32)] SPEC...
+ *                [--bar E (error bar, default 2e-3 for f16 output, 1e-4 f32)]
+ *                [--second MASK (int8 kernels: gemm_i8.glsl's SECOND, the epilogue in the
+ *                 accumulators for that layout, 0xcc on NVIDIA; default 0, staged)] SPEC...
  *   SPEC = SHADER:TN:TM:OUT[:TILES]
  *     SHADER  an embedded shader name (gemm_cm_lh) or a .spv file (compiled with other
  *             -D settings by dev/gemm/gemm-variants)
@@ -187,6 +189,7 @@ static void die(const emb_err *e)
 int main(int argc, char **argv)
 {
 	uint32_t M = 32768, up_act = 1; /* the up product's activation: 1 GELU (erf), 3 ReLU */
+	uint32_t second = 0;            /* gemm_i8.glsl's SECOND */
 	double hbar = 2e-3, fbar = 1e-4;  /* error bars of f16 and f32 output; --bar sets both */
 	int reps = 30, first = 1;
 	for (; first < argc && argv[first][0] == '-'; first++) {
@@ -198,8 +201,10 @@ int main(int argc, char **argv)
 			hbar = fbar = atof(argv[++first]);
 		else if (!strcmp(argv[first], "--act") && first + 1 < argc)
 			up_act = (uint32_t)atoi(argv[++first]);
+		else if (!strcmp(argv[first], "--second") && first + 1 < argc)
+			second = (uint32_t)strtoul(argv[++first], NULL, 0);
 		else {
-			fprintf(stderr, "usage: tool_vk_gemm [--M rows] [--reps N] [--act 1|3] "
+			fprintf(stderr, "usage: tool_vk_gemm [--M rows] [--reps N] [--act 1|3] [--second MASK] "
 				"SHADER:TN:TM:h|f[:TILES]...\n");
 			return 2;
 		}
@@ -322,7 +327,9 @@ int main(int argc, char **argv)
 		vk_pipe pp[2];
 		int rc = 0;
 		for (uint32_t i = 0; i < 2 && !rc; i++) {
-			const uint32_t act = i ? up_act : 0;
+			/* int8 kernels: activation, no outliers, the epilogue's layout */
+			const uint32_t act = i ? up_act : 0, spec[3] = { act, 0, second };
+			const uint32_t nspec = i8 ? 3 : 1;
 			if (strstr(tok[0], ".spv")) {
 				size_t n;
 				uint32_t *words = read_file(tok[0], &n);
@@ -330,10 +337,10 @@ int main(int argc, char **argv)
 					perror(tok[0]);
 					return 1;
 				}
-				rc = vk_pipe_create_spv(&c, &pp[i], tok[0], words, n, &act, 1, &err);
+				rc = vk_pipe_create_spv(&c, &pp[i], tok[0], words, n, spec, nspec, &err);
 				free(words);
 			} else {
-				rc = vk_pipe_create(&c, &pp[i], tok[0], &act, 1, &err);
+				rc = vk_pipe_create(&c, &pp[i], tok[0], spec, nspec, &err);
 			}
 		}
 		if (rc) {
