@@ -960,7 +960,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->nspec = 3;
 		}
 		if (i >= P_I8_W && i <= P_I8_SA) { /* gemm_i8.glsl: activation, outlier products,
-						   * the epilogue in the accumulators */
+						   * the epilogue in the accumulators (which the
+						   * outlier products do not take: gemm_i8.glsl) */
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0;
 			j->spec[2] = lay_ok && b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;

@@ -32,26 +32,22 @@
 // outliers' product staged through shared memory apart and added after the scales, 26%
 // slower than without outliers (docs/bench-gpu.md).
 //
-// SECOND (specialization constant 2): where the host found the int32 accumulators laid out
-// as attn_fa.glsl needs fp32 ones (forward_vk.c's cm_layout_ok: a lane holds 8 elements in two
-// rows, bit e of SECOND set for those in the second, elements 2p and 2p + 1 neighbours in a
-// row), the epilogue reads the accumulators' elements in place: each lane learns their rows
-// and columns from one int8 index product at the start (cm_index.glsl), scales each element
-// by its row's and column's factors, applies the activation and writes f16 pairs to its
-// subgroup's 512 bytes of shared memory, from which each lane stores one 16-byte piece of a
-// row as above: no int32 fragment through shared memory. With OUTL the outliers' fp32
-// product (C = 0) is added element by element where this shader's own index product shows
-// fp32 results laid out as the int32 sums, else through shared memory. 0 keeps the staged
-// epilogue (devices whose layout is not known). Reading the elements of an fp32 matrix
-// converted from the int32 one instead put values at the wrong places on an H100 (driver 580:
-// a conversion need not keep the element order), and relying on the host's probe for the
-// outliers' fp32 layout gave vectors other than the staged epilogue's; measured in
-// docs/bench-gpu.md.
+// SECOND (specialization constant 2; products without OUTL): where the host found the int32
+// accumulators laid out as attn_fa.glsl needs fp32 ones (forward_vk.c's cm_layout_ok: a lane
+// holds 8 elements in two rows, bit e of SECOND set for those in the second, elements 2p and
+// 2p + 1 neighbours in a row), the epilogue reads the accumulators' elements in place: each
+// lane learns their rows and columns from one int8 index product at the start
+// (cm_index.glsl), scales each element by its row's and column's factors, applies the
+// activation and writes f16 pairs to its subgroup's 512 bytes of shared memory, from which
+// each lane stores one 16-byte piece of a row as above: no int32 fragment through shared
+// memory. 0 keeps the staged epilogue (devices whose layout is not known, and the outlier
+// products: see forward_vk.c). Reading the elements of an fp32 matrix converted from the
+// int32 one instead put values at the wrong places on an H100 (driver 580: a conversion need
+// not keep the element order) and made the products slower (docs/bench-gpu.md).
 //
 // Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
 // shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
 #extension GL_KHR_shader_subgroup_basic : enable
-#extension GL_KHR_shader_subgroup_vote : enable
 #extension GL_KHR_memory_scope_semantics : enable
 #extension GL_NV_cooperative_matrix : enable
 #extension GL_NV_integer_cooperative_matrix : enable
@@ -111,9 +107,9 @@ const uint SROW = BK / 16 + 1;      // shared row stride in uvec4 (16 bytes of p
 shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
-shared ivec4 St[WARPS * (SECOND == 0 ? 64 : 32)];  // a subgroup's 16x16 int32 fragment, or
-							  // (SECOND) its 16x16 f16 output
-shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: an fp32 fragment (glslc: no vec4 store)
+shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
+							  // fragment, or (in place) its 16x16 f16 output
+shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
 
 void main()
 {
@@ -132,15 +128,11 @@ void main()
 		[[unroll]] for (uint j = 0; j < FN; j++)
 			coopMatLoadNV(fw[j], w, pc.N * pc.K / 16 + (n0 + wn * SN_ + j * 16) * 2, 2, true);
 	// SECOND: the rows (of the fragment) of a lane's elements outside and in its second
-	// row, and each element's column; with OUTL, whether the outliers' fp32 product holds its
-	// elements where the int32 sums do in this shader (the host's probe says so for its own
-	// shader; an H100 gave other vectors when this one relied on that)
+	// row, and each element's column
+	const bool in_place = SECOND != 0 && !outl;
 	uint rowA = 0, rowB = 0, colOf[8];
-	bool fsame = false;
-	if (SECOND != 0) {
+	if (in_place) {
 		cm_index_i8_stage(tid, THREADS);
-		if (outl)
-			cm_index_stage(tid, THREADS);
 		barrier();
 		const icoopmatNV<32, gl_ScopeSubgroup, 16, 16> lay = cm_index_i8();
 		[[unroll]] for (uint e = 0; e < 8; e++) {
@@ -149,13 +141,6 @@ void main()
 				rowB = uint(lay[e]) / 16;
 			else
 				rowA = uint(lay[e]) / 16;
-		}
-		if (outl) {
-			const fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> lf = cm_index();
-			bool same = true;
-			[[unroll]] for (uint e = 0; e < 8; e++)
-				same = same && uint(lf[e]) == uint(lay[e]);
-			fsame = subgroupAll(same);
 		}
 	}
 	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
@@ -215,15 +200,11 @@ void main()
 			}
 		}
 
-		if (ks == NK - 1 && SECOND != 0) {
+		if (ks == NK - 1 && in_place) {
 			const uint mb = m0 + wm * SM_;
 			vec2 srow[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++)
 				srow[i] = vec2(sa[mb + i * 16 + rowA], sa[mb + i * 16 + rowB]);
-			fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx[FM];
-			if (outl)
-				[[unroll]] for (uint i = 0; i < FM; i++)
-					coopMatLoadNV(fx[i], xo, (mb + i * 16) * 2, 2, false);
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				const uint cb = n0 + wn * SN_ + j * 16;
 				float ws[8], bs[8];
@@ -232,29 +213,10 @@ void main()
 					bs[e] = wvec[pc.bias_off + cb + colOf[e]];
 				}
 				[[unroll]] for (uint i = 0; i < FM; i++) {
-					float o[8] = float[8](0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-					if (outl) {
-						fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> fo = coopMatMulAddNV(
-							fx[i], fw[j], fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0));
-						if (!fsame) { // through shared memory, to the sums' layout
-							coopMatStoreNV(fo, So, sg * 256, 16, false);
-							subgroupMemoryBarrierShared();
-							subgroupBarrier();
-						}
-						if (fsame) {
-							[[unroll]] for (uint e = 0; e < 8; e++)
-								o[e] = fo[e];
-						} else {
-							[[unroll]] for (uint e = 0; e < 8; e++)
-								o[e] = So[sg * 256 + (second(e) ? rowB : rowA) * 16 + colOf[e]];
-							subgroupBarrier();
-						}
-					}
 					float v[8];
 					[[unroll]] for (uint e = 0; e < 8; e++) {
-						const float x = float(acc[i][j][e]) + o[e];
-						v[e] = activate(x * (second(e) ? srow[i].y : srow[i].x) * ws[e] + bs[e],
-								ACT);
+						v[e] = activate(float(acc[i][j][e]) * (second(e) ? srow[i].y : srow[i].x) *
+								ws[e] + bs[e], ACT);
 					}
 					// f16 pairs into this subgroup's tile (8 uints a row), then one
 					// 16-byte piece a lane: row lane / 2, columns (lane % 2) * 8..+7

@@ -204,9 +204,10 @@ static int gpu_vectors(const char *what, const bert_config *cfg, const bert_weig
 
 /* The int8 products' two epilogues (gemm_i8.glsl: in the accumulators where the device's
  * layout is known, else staged through shared memory) do the same arithmetic in the same
- * order, so their vectors must agree far closer than int8 agrees with fp32: a lane that
- * took another row's scale or another column's bias would move a text's vector by more
- * than the int8 error (min cosine 0.97 against the CPU) itself. */
+ * order, so their vectors must be the same (an H100: max |diff| 0), where a lane that took
+ * another row's scale or another column's bias moves them (reading a converted fp32 copy of
+ * the accumulators did: min cosine against the CPU 0.995938 where the staged one gave
+ * 0.995665, docs/bench-gpu.md). On a device without the layout both sides are staged. */
 static void int8_epilogues_agree(const char *what, const bert_config *cfg,
 				 const bert_weights *w, const int *lens, int n)
 {
@@ -221,7 +222,7 @@ static void int8_epilogues_agree(const char *what, const bert_config *cfg,
 		const cmp c = compare(b, a, n, H);
 		printf("%-44s in-register vs staged epilogue: max |diff| %.3g, min cosine %.8f\n",
 		       what, c.max_diff, c.min_cos);
-		CHECK(c.nonfinite == 0 && c.min_cos >= 0.99999, "%s: the int8 epilogues differ: "
+		CHECK(c.nonfinite == 0 && c.max_diff <= 1e-5, "%s: the int8 epilogues differ: "
 		      "min cosine %.8f, max |diff| %g", what, c.min_cos, c.max_diff);
 	}
 	free(a);
@@ -432,8 +433,6 @@ int main(void)
 				setenv("EMBED_VK_INT8_OUTLIERS", "8", 1);
 				run_case("1..512 tokens mixed, int8, outliers", &cfg, &w, pool, mixed,
 					 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
-				int8_epilogues_agree("1..512 tokens mixed, int8, outliers", &cfg, &w,
-						     mixed, (int)(sizeof mixed / sizeof *mixed));
 				unsetenv("EMBED_VK_INT8_OUTLIERS");
 				unsetenv("EMBED_VK_INT8_CALIB");
 				unlink(cal);
