@@ -768,9 +768,11 @@ static int cm_layout_ok(vk_backend *b)
 	VkCommandBuffer cb = VK_NULL_HANDLE;
 	emb_err err;
 	int ok = 0;
-	const int i8 = c->has_coopmat_i8;
+	/* the int8 probe where the device has int8 matrices; the plain one if that fails (the
+	 * register softmax needs only the fp32 layout) */
+	int i8 = c->has_coopmat_i8 && !vk_pipe_create(c, &pipe, "cm_layout_i8", NULL, 0, &err);
 	b->i8_lay_same = 0;
-	if (vk_pipe_create(c, &pipe, i8 ? "cm_layout_i8" : "cm_layout", NULL, 0, &err) ||
+	if ((!i8 && vk_pipe_create(c, &pipe, "cm_layout", NULL, 0, &err)) ||
 	    vk_buf_create(c, &out, 4 * (1 + LANES * 24), VK_MEM_HOST, &err))
 		goto done;
 	VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_BINDINGS };

@@ -6,7 +6,9 @@
  *   tool_vk_gemm [--M rows] [--reps N] [--act 1|3 (the up product's: GELU, ReLU)]
  *                [--bar E (error bar, default 2e-3 for f16 output, 1e-4 f32)]
  *                [--second MASK (int8 kernels: gemm_i8.glsl's SECOND, the epilogue in the
- *                 accumulators for that layout, 0xcc on NVIDIA; default 0, staged)] SPEC...
+ *                 accumulators for the device's layout: the mask EMBED_VK_PROFILE=1 reports,
+ *                 0xf0 on an H100 with driver 580; a wrong one fails the check; default 0,
+ *                 the staged epilogue)] SPEC...
  *   SPEC = SHADER:TN:TM:OUT[:TILES]
  *     SHADER  an embedded shader name (gemm_cm_lh) or a .spv file (compiled with other
  *             -D settings by dev/gemm/gemm-variants)
