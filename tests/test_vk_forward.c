@@ -70,6 +70,21 @@ static void env_settings(vk_options *o)
 	vk_settings_from_env(&o->set);
 }
 
+/* Opens the GPU path as the environment sets it now, at `prec`, with a token budget of
+ * `budget` and sequences up to `max_seq` tokens (0: the defaults). */
+static int open_gpu(const bert_config *cfg, const bert_weights *w, vk_precision prec,
+		    int budget, int max_seq, vk_backend **vb, emb_err *err)
+{
+	vk_options o;
+	vk_options_default(&o);
+	env_settings(&o);
+	o.allow_cpu = 1;
+	o.precision = prec;
+	o.token_budget = budget;
+	o.max_seq = max_seq;
+	return vk_backend_open(cfg, w, &o, vb, err);
+}
+
 /* Runs batch `lens` through the CPU and the GPU path and checks the bars. layers > 0 cuts
  * the model to its first `layers` layers (both paths). The backend gets a token budget of
  * `budget` (0: its default), which it may halve down to max_seq when out of device memory,
@@ -99,16 +114,9 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 	int rc = forward_cpu(&cfg, w, pool, &bt, ref, &err);
 	CHECK(rc == EMB_OK, "forward_cpu: %s", err.msg);
 
-	vk_options o;
-	vk_options_default(&o);
-	env_settings(&o);
-	o.allow_cpu = 1;
-	o.precision = prec;
-	o.token_budget = budget;
-	o.max_seq = max_seq;
 	vk_backend *vb = NULL;
 	if (!rc) {
-		rc = vk_backend_open(&cfg, w, &o, &vb, &err);
+		rc = open_gpu(&cfg, w, prec, budget, max_seq, &vb, &err);
 		CHECK(rc == EMB_OK, "%s: vk_backend_open: %s", what, err.msg);
 	}
 	if (!rc) {
@@ -185,14 +193,9 @@ static int gpu_vectors(const char *what, const bert_config *cfg, const bert_weig
 				: (int32_t)(1000 + (r >> 8) % (uint32_t)(cfg->vocab_size - 1000));
 		}
 	fwd_batch bt = { .n = n, .ids = ids, .offs = offs };
-	vk_options o;
-	vk_options_default(&o);
-	env_settings(&o);
-	o.allow_cpu = 1;
-	o.precision = prec;
 	vk_backend *vb = NULL;
 	emb_err err = { 0 };
-	int rc = vk_backend_open(cfg, w, &o, &vb, &err);
+	int rc = open_gpu(cfg, w, prec, 0, 0, &vb, &err);
 	if (!rc)
 		rc = forward_vk(vb, &bt, out, &err);
 	CHECK(rc == EMB_OK, "%s: %s", what, err.msg);
@@ -391,13 +394,8 @@ int main(void)
 	/* --precision int8 (gemm_i8.glsl, quant_i8.comp): on a device with 8-bit cooperative
 	 * matrices all four products, then the FFN's alone; elsewhere (lavapipe) a refusal. */
 	{
-		vk_options oi;
-		vk_options_default(&oi);
-		env_settings(&oi);
-		oi.allow_cpu = 1;
-		oi.precision = VK_PREC_INT8;
 		vk_backend *vi = NULL;
-		const int rci = vk_backend_open(&cfg, &w, &oi, &vi, &err);
+		const int rci = open_gpu(&cfg, &w, VK_PREC_INT8, 0, 0, &vi, &err);
 		vk_backend_close(vi);
 		if (rci == EMB_OK) {
 			run_case("short texts, int8 products", &cfg, &w, pool, shortl, ns, VK_PREC_INT8,
