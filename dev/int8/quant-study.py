@@ -9,7 +9,7 @@ per token (GROUP 0) or per GROUP values of a token, rounded to nearest. Optional
 migration (--alpha) on the LayerNorm-fed inputs (qkv, up), which folds into the LayerNorm's
 W's columns, x divided by them in the quantising pass, from calibration maxima of the first --calib texts.
 
-    /tmp/i15-venv/bin/python dev/int8/quant-study.py MODEL_DIR IDS.bin [--every N]
+    /tmp/i15-venv/bin/python dev/int8/quant-study.py MODEL_DIR IDS.bin [--every N] [--calib-made-up N]
         [--configs all:0,ffn:0,...]
 
 IDS.bin is tool_vk_bench's token-id file (scripts/bench-gpu --ids); every N-th text by
@@ -125,6 +125,9 @@ def main():
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--configs", default="all:0,all:32,all:128,nodown:0,ffn:0,qkvup:0,down:0,out:0,qkv:0,up:0")
     ap.add_argument("--calib", type=int, default=200)
+    ap.add_argument("--calib-made-up", type=int, default=0,
+                    help="take the calibration maxima from this many made-up texts of random "
+                         "token ids (lengths 16-256) instead of the checked texts")
     a = ap.parse_args()
     torch.set_num_threads(2)
     docs = read_ids(a.ids)
@@ -180,6 +183,15 @@ def weight_scores(m, l, p):
         return mean.abs() + 3 * dev
     raise SystemExit(f"no weight scores for {p}")
 
+def calib_texts(a, model, docs):
+    """the calibration texts: --calib of the checked ones, or --calib-made-up random ones"""
+    if not a.calib_made_up:
+        return docs[::max(1, len(docs) // a.calib)]
+    import random
+    rng, vocab = random.Random(1), model.config.vocab_size
+    return [[101] + [rng.randrange(1000, vocab) for _ in range(k - 2)] + [102]
+            for k in (rng.choice([16, 32, 64, 128, 256]) for _ in range(a.calib_made_up))]
+
 def run_spec(a, cfg, docs, ref):
     """PRODUCT=GROUP[s][wG][oK][@LAYERS]+...: each product's activation group (0: per token), s for
     SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
@@ -196,7 +208,7 @@ def run_spec(a, cfg, docs, ref):
         p, grp, sm, wg, ok, ow, lay = g.groups()
         items.append((p, int(grp), bool(sm), int(wg or 0), int(ok or 0), bool(ow), set(map(int, lay)) if lay else None))
     need = sorted({p for p, _, sm, _, ok, ow, _ in items if sm or (ok and not ow)})
-    stats = calib_max(m, docs[::max(1, len(docs) // a.calib)], need) if need else {}
+    stats = calib_max(m, calib_texts(a, m, docs), need) if need else {}
     # the weight-derived outlier choices first, from the unquantised modules
     wkeep = {(l, p): weight_scores(m, l, p).topk(ok).indices
              for l in range(len(m.encoder.layer)) for p, _, _, _, ok, wsel, _ in items if ok and wsel}
