@@ -41,6 +41,9 @@
 #   int8-outl     int8 with outlier channels (EMBED_VK_INT8_OUTLIERS=8, 4; the channels from
 #                 .dev/int8-calib.bin) alternating twice with plain int8, accuracy on 1,037
 #                 texts and rows at batches 1, 100, 1000, the profile, test_vk_quant, PyTorch
+#   int8-epi      the int8 epilogue in the accumulators against the staged one
+#                 (EMBED_VK_I8_STAGED=1), alternating, plain and with 8 outlier channels (carry
+#                 .dev/int8-calib.bin), and test_vk_forward (their vectors must be equal)
 #   gemm-i8       tool_vk_gemm --M 245760 on the int8 kernel (gemm_i8_w) and on each
 #                 $D/bin/spv/i8_*.spv, twice, one process a spec (pack tool_vk_gemm; SPV
 #                 variants, e.g. without the prefetch: printf '#version 450\n#define TILE_M 128\n
@@ -183,6 +186,22 @@ int8-outl)
 		$B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
 	step torch-rows 240 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 1,100,1000 --torch-only --out $OUT/torch-rows.md ;;
+int8-epi)
+	# the int8 epilogue in the accumulators against the staged one (EMBED_VK_I8_STAGED),
+	# alternating, without and with outlier channels; test_vk_forward checks their vectors
+	EMBED_MODEL=$M step epi-vkf 150 $B/test_vk_forward
+	for r in 1 2; do
+		for o in 0 8; do
+			for st in 0 1; do
+				(
+				[ $o = 0 ] || export EMBED_VK_INT8_CALIB=.dev/int8-calib.bin EMBED_VK_INT8_OUTLIERS=$o
+				[ $st = 0 ] || export EMBED_VK_I8_STAGED=1
+				step epi-o$o-staged$st-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
+					--batches 1000 --check-every 5 --precision int8
+				)
+			done
+		done
+	done ;;
 gemm-i8)
 	for r in 1 2; do
 		for spec in gemm_i8_w:96:128:i:2 $(ls $B/spv/i8_*.spv 2>/dev/null | sed 's/$/:96:128:i:2/'); do
