@@ -23,12 +23,28 @@
 #include "threadpool.h"
 
 static uint32_t rng = 12345;
-static uint32_t next_rand(void)
+static uint32_t next_rand_from(uint32_t *s)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 17;
-	rng ^= rng << 5;
-	return rng;
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/* A batch of texts of the given lengths: [CLS], random ids from the generator state *s,
+ * [SEP]; offs and ids are malloc'ed (the caller frees them). */
+static fwd_batch random_batch(const bert_config *cfg, const int *lens, int n, uint32_t *s)
+{
+	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
+	offs[0] = 0;
+	for (int i = 0; i < n; i++)
+		offs[i + 1] = offs[i] + lens[i];
+	int32_t *ids = malloc((size_t)offs[n] * sizeof *ids);
+	for (int i = 0; i < n; i++)
+		for (int t = 0; t < lens[i]; t++)
+			ids[offs[i] + t] = t == 0 ? 101 : t == lens[i] - 1 ? 102
+				: (int32_t)(1000 + next_rand_from(s) % (uint32_t)(cfg->vocab_size - 1000));
+	return (fwd_batch){ .n = n, .ids = ids, .offs = offs };
 }
 
 typedef struct cmp {
@@ -97,16 +113,9 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 	if (layers > 0 && layers < cfg.layers)
 		cfg.layers = layers;
 	const int H = cfg.hidden;
-	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
-	offs[0] = 0;
-	for (int i = 0; i < n; i++)
-		offs[i + 1] = offs[i] + lens[i];
-	int32_t *ids = malloc((size_t)offs[n] * sizeof *ids);
-	for (int i = 0; i < n; i++)
-		for (int t = 0; t < lens[i]; t++)
-			ids[offs[i] + t] = t == 0 ? 101 : t == lens[i] - 1 ? 102
-				: (int32_t)(1000 + next_rand() % (uint32_t)(cfg.vocab_size - 1000));
-	fwd_batch bt = { .n = n, .ids = ids, .offs = offs };
+	fwd_batch bt = random_batch(&cfg, lens, n, &rng);
+	int *offs = (int *)bt.offs;
+	int32_t *ids = (int32_t *)bt.ids;
 	float *ref = malloc((size_t)n * H * sizeof *ref);
 	float *got = malloc((size_t)n * H * sizeof *got);
 	float *got2 = malloc((size_t)n * H * sizeof *got2);
@@ -180,19 +189,8 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 static int gpu_vectors(const char *what, const bert_config *cfg, const bert_weights *w,
 		       const int *lens, int n, vk_precision prec, float *out)
 {
-	int *offs = malloc(((size_t)n + 1) * sizeof *offs);
-	offs[0] = 0;
-	for (int i = 0; i < n; i++)
-		offs[i + 1] = offs[i] + lens[i];
-	int32_t *ids = malloc((size_t)offs[n] * sizeof *ids);
-	uint32_t r = 777; /* the same texts on every call */
-	for (int i = 0; i < n; i++)
-		for (int t = 0; t < lens[i]; t++) {
-			r = r * 1664525u + 1013904223u;
-			ids[offs[i] + t] = t == 0 ? 101 : t == lens[i] - 1 ? 102
-				: (int32_t)(1000 + (r >> 8) % (uint32_t)(cfg->vocab_size - 1000));
-		}
-	fwd_batch bt = { .n = n, .ids = ids, .offs = offs };
+	uint32_t seed = 777; /* the same texts on every call */
+	fwd_batch bt = random_batch(cfg, lens, n, &seed);
 	vk_backend *vb = NULL;
 	emb_err err = { 0 };
 	int rc = open_gpu(cfg, w, prec, 0, 0, &vb, &err);
@@ -200,8 +198,8 @@ static int gpu_vectors(const char *what, const bert_config *cfg, const bert_weig
 		rc = forward_vk(vb, &bt, out, &err);
 	CHECK(rc == EMB_OK, "%s: %s", what, err.msg);
 	vk_backend_close(vb);
-	free(offs);
-	free(ids);
+	free((void *)bt.offs);
+	free((void *)bt.ids);
 	return rc;
 }
 
