@@ -8,33 +8,15 @@ calibrate.py takes them) and N made-up texts of random token ids (lengths 16-256
 
     <python with transformers> dev/int8/calib-overlap.py MODEL_DIR IDS.bin [N]
 """
-import os, random, sys
+import os, sys
 import torch
 from transformers import AutoModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ids import read_ids  # dev/int8/ids.py
+from calibrate import maxima  # dev/int8/calibrate.py: the maxima its file holds
+from ids import made_up_texts, read_ids  # dev/int8/ids.py
 
-PATHS = ["attention.self.query", "attention.output.dense", "intermediate.dense", "output.dense"]
-NAMES = ["qkv", "out", "up", "down"]
-
-def maxima(model, texts):
-    stats, hooks = {}, []
-    for l, layer in enumerate(model.encoder.layer):
-        for g, p in enumerate(PATHS):
-            mod = layer
-            for x in p.split("."):
-                mod = getattr(mod, x)
-            def hk(mm, inp, out, key=(l, g)):
-                v = inp[0].detach().abs().reshape(-1, inp[0].shape[-1]).amax(0)
-                stats[key] = torch.maximum(stats.get(key, v), v)
-            hooks.append(mod.register_forward_hook(hk))
-    with torch.no_grad():
-        for t in texts:   # one text a call: padding would add the pad tokens' activations
-            model(input_ids=torch.tensor([t]))
-    for h in hooks:
-        h.remove()
-    return stats
+NAMES = ["qkv", "out", "up", "down"]  # calibrate.PATHS' products
 
 def main():
     model_dir, ids_path = sys.argv[1], sys.argv[2]
@@ -42,10 +24,7 @@ def main():
     torch.set_num_threads(2)
     m = AutoModel.from_pretrained(model_dir, attn_implementation="eager").float().eval()
     real = sorted(read_ids(ids_path), key=len)[2::25]
-    rng, vocab = random.Random(1), m.config.vocab_size
-    made_up = [[101] + [rng.randrange(1000, vocab) for _ in range(k - 2)] + [102]
-               for k in (rng.choice([16, 32, 64, 128, 256]) for _ in range(n))]
-    a, b = maxima(m, real), maxima(m, made_up)
+    a, b = maxima(m, real), maxima(m, made_up_texts(n, m.config.vocab_size))
     for k in (4, 8):
         for g, name in enumerate(NAMES):
             same = sum(len(set(a[(l, g)].topk(k).indices.tolist()) & set(b[(l, g)].topk(k).indices.tolist()))

@@ -20,7 +20,7 @@ import argparse, sys
 import torch
 from transformers import AutoModel
 
-from ids import read_ids  # dev/int8/ids.py, beside this script
+from ids import made_up_texts, read_ids  # dev/int8/ids.py, beside this script
 
 def fq_act(x, group):
     # x [..., K]; symmetric int8, one scale a token (group 0) or per `group` values
@@ -104,7 +104,10 @@ def setmod(root, path, m):
     setattr(root, last, m)
 
 def calib_max(model, docs, which):
-    """max |x| per input channel of every product in `which`, over the calibration texts"""
+    """max |x| per input channel of every product in `which`, over the calibration texts.
+    Through embed's padded batches, so the pad positions' activations count too, where
+    calibrate.py (the GPU's file) runs one text a call; the figures in docs/bench-gpu.md
+    were made this way."""
     stats, hooks = {}, []
     for l, layer in enumerate(model.encoder.layer):
         for p in which:
@@ -187,10 +190,7 @@ def calib_texts(a, model, docs):
     """the calibration texts: --calib of the checked ones, or --calib-made-up random ones"""
     if not a.calib_made_up:
         return docs[::max(1, len(docs) // a.calib)]
-    import random
-    rng, vocab = random.Random(1), model.config.vocab_size
-    return [[101] + [rng.randrange(1000, vocab) for _ in range(k - 2)] + [102]
-            for k in (rng.choice([16, 32, 64, 128, 256]) for _ in range(a.calib_made_up))]
+    return made_up_texts(a.calib_made_up, model.config.vocab_size)
 
 def run_spec(a, cfg, docs, ref):
     """PRODUCT=GROUP[s][wG][oK][@LAYERS]+...: each product's activation group (0: per token), s for
