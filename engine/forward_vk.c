@@ -195,7 +195,8 @@ struct vk_backend {
 	uint32_t bq;           /* the attention kernel's query block */
 	uint32_t small_grid;   /* the device's SMs: fewer workgroups leave some idle */
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
-	int i8_lay_same;       /* int32 accumulators laid out as fp32 ones, in pairs (cm_layout_ok) */
+	int i8_lay_same;       /* int32 accumulators laid out as fp32 ones, in pairs (cm_layout_ok;
+				* 0 where it did not run or found no usable layout) */
 	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 	uint32_t quant_lanes[2]; /* lanes a row in quant_i8.comp: rows of H, rows of I */
@@ -966,7 +967,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 						   * outlier products do not take: gemm_i8.glsl) */
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0;
-			j->spec[2] = lay_ok && b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
+			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
 			j->nspec = 3;
 		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
