@@ -174,6 +174,8 @@ static int gpu_finish(embed_model *m, const embed_options *opt, gpu_job *j, int 
 	j->started = 0;
 	int rc = j->rc;
 	emb_err e = j->err;
+	if (!rc && ok)
+		vk_backend_set_text_ids(j->b, tokenizer_cls_id(m->tok), tokenizer_sep_id(m->tok));
 	if (!rc && ok && (rc = vk_backend_upload(j->b, &m->w, &e)) == EMB_OK) {
 		m->gpu = j->b;
 		j->b = NULL;

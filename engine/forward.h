@@ -42,6 +42,16 @@ typedef struct fwd_batch {
 int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		const fwd_batch *b, float *out, emb_err *err);
 
+/* The calibration pass of int8 activations: runs the model in fp32 over batch b (the
+ * products over w's fp32 arrays, qkv_w etc., whatever cfg->cpu_prec packed) and raises
+ * maxima[] to the largest |value| each input channel of the four products takes over b's
+ * tokens. maxima holds cfg->layers blocks of 3H + I floats: the qkv product's input (H),
+ * the attention output product's (H, the context), the up product's (H), the down
+ * product's (I, after the activation; GEGLU: the gated product); the caller initialises it
+ * (zeros, or the maxima of earlier batches). Errors: EMB_ENOMEM. */
+int forward_cpu_input_maxima(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+			     const fwd_batch *b, float *maxima, emb_err *err);
+
 /* The bucket (0 .. buckets-1) of relative position rel = key - query in MPNet's (T5's)
  * bidirectional scheme: buckets/2 for each direction, exact below buckets/4, logarithmic up
  * to max_distance, the last bucket beyond. Exposed for its test against the reference. */

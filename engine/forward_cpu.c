@@ -122,6 +122,10 @@ typedef struct fwd {
 	atomic_int *ffn_busy; /* [nslots]: 1 while a task holds that block */
 	int nslots;
 
+	/* forward_cpu_input_maxima: per layer, max |value| of each input channel of the four
+	 * products (forward.h's layout), or NULL */
+	float *act_max;
+
 	/* run_rows: row_fn(f, r) for r in [0, nrows), rows_chunk rows a task */
 	void (*row_fn)(void *, int);
 	int nrows, rows_chunk;
@@ -403,6 +407,15 @@ static void ffn_rows(void *arg, int task)
 		add_layernorm(f, r);
 }
 
+/* mx[k] = max(mx[k], |x[t][k]|) over the T rows of x (forward_cpu_input_maxima; on the
+ * calling thread: a few milliseconds a product for its few thousand tokens). */
+static void column_maxima(const float *x, int T, int K, float *mx)
+{
+	for (int t = 0; t < T; t++)
+		for (int k = 0; k < K; k++)
+			mx[k] = fmaxf(mx[k], fabsf(x[(size_t)t * K + k]));
+}
+
 /* GELU (erf form) as gemm.c's epilogue computes it, for GEGLU's gated half. */
 static float gelu_erf(float x)
 {
@@ -457,11 +470,14 @@ static void pool_normalize(void *arg, int s)
 	}
 }
 
-int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
-		const fwd_batch *b, float *out, emb_err *err)
+/* forward_cpu, and with act_max the maxima of forward_cpu_input_maxima (which asks for fp32
+ * weights and is not the hot path: the FFN then runs as two whole products, whose input
+ * maxima are read between them). */
+static int forward_run(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+		       const fwd_batch *b, float *out, float *act_max, emb_err *err)
 {
 	const int H = cfg->hidden, FF = cfg->intermediate;
-	fwd f = { .cfg = cfg, .w = w, .b = b, .out = out };
+	fwd f = { .cfg = cfg, .w = w, .b = b, .out = out, .act_max = act_max };
 	f.T = b->offs[b->n];
 	const size_t T = (size_t)f.T;
 	f.x = malloc(T * H * sizeof(float));
@@ -472,7 +488,7 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	/* GELU feed-forwards of enough blocks to keep every thread busy go block by block
 	 * (ffn_rows) and need no [T][I] buffer */
 	const int nthreads = threadpool_size(pool);
-	const int ffn_blocks = !geglu_ffn &&
+	const int ffn_blocks = !geglu_ffn && !act_max &&
 			       (f.T + FFN_ROWS - 1) / FFN_ROWS >= 2 * nthreads
 				       ? (f.T + FFN_ROWS - 1) / FFN_ROWS : 0;
 	if (ffn_blocks) {
@@ -541,6 +557,9 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 	run_rows(pool, embed_layernorm, &f, f.T, ln_ns);
 	for (int l = 0; l < cfg->layers; l++) {
 		const bert_layer_weights *L = &w->layer[l];
+		float *mx = act_max ? act_max + (size_t)l * (3 * H + FF) : NULL;
+		if (mx)
+			column_maxima(f.x, f.T, H, mx);
 		matmul_bias(&f, pool, f.x, &L->qkv_p, L->qkv_b, f.qkv, f.T, 3 * H, H, 0, lowp);
 		if (alibi)
 			run_loop(pool, attention_alibi, &f, f.nqblk * cfg->heads, attn_ns);
@@ -552,6 +571,8 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		}
 		/* x = LN(x + dense(ctx)); the LayerNorm inside the product's tiles when they hold
 		 * whole rows (then each row is done while in cache, and one round is saved) */
+		if (mx)
+			column_maxima(f.ctx, f.T, H, mx + H);
 		f.resid = f.tmp, f.ln_g = L->ln1_g, f.ln_b = L->ln1_b;
 		f.prep_next = lowp ? &L->ffn_up_p : NULL;
 		f.ln_rows = 1;
@@ -562,9 +583,13 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		/* x = LN(x + ffn(x)), the same way */
 		f.ln_g = L->ln2_g, f.ln_b = L->ln2_b;
 		f.prep_next = lowp && l + 1 < cfg->layers ? &w->layer[l + 1].qkv_p : NULL;
+		if (mx)
+			column_maxima(f.x, f.T, H, mx + 2 * H);
 		if (geglu_ffn) {
 			matmul_bias(&f, pool, f.x, &L->ffn_up_p, NULL, f.up, f.T, 2 * FF, H, 0, lowp);
 			run_rows(pool, geglu, &f, f.T, 1.0 * f.T * FF);
+			if (mx)
+				column_maxima(f.gact, f.T, FF, mx + 3 * H);
 			f.ln_rows = 1;
 			matmul_bias(&f, pool, f.gact, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
 				    0, 0);
@@ -575,6 +600,8 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 		} else {
 			matmul_bias(&f, pool, f.x, &L->ffn_up_p, L->ffn_up_b, f.up, f.T, FF, H,
 				    cfg->act + 1, lowp);
+			if (mx)
+				column_maxima(f.up, f.T, FF, mx + 3 * H);
 			f.ln_rows = 1;
 			matmul_bias(&f, pool, f.up, &L->ffn_down_p, L->ffn_down_b, f.tmp, f.T, H, FF,
 				    0, 0);
@@ -598,5 +625,44 @@ out:
 	free(f.gact);
 	free(f.slopes);
 	free(f.qblk);
+	return rc;
+}
+
+int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+		const fwd_batch *b, float *out, emb_err *err)
+{
+	return forward_run(cfg, w, pool, b, out, NULL, err);
+}
+
+int forward_cpu_input_maxima(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+			     const fwd_batch *b, float *maxima, emb_err *err)
+{
+	/* fp32 products over the weights' own arrays, whatever cfg->cpu_prec packed: the copies
+	 * below borrow them (gemm_defer lays each panel out on the fly) */
+	bert_config c = *cfg;
+	c.cpu_prec = GEMM_F32;
+	bert_weights w32 = *w;
+	w32.layer = calloc((size_t)cfg->layers, sizeof *w32.layer);
+	float *out = malloc((size_t)b->n * cfg->hidden * sizeof *out);
+	int rc = EMB_OK;
+	if (!w32.layer || !out) {
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory for the calibration pass");
+		goto done;
+	}
+	const int H = cfg->hidden, FF = cfg->intermediate;
+	const int up_rows = cfg->arch.ffn == FFN_GEGLU ? 2 * FF : FF;
+	const gemm_isa isa = gemm_isa_for(GEMM_F32);
+	for (int l = 0; l < cfg->layers; l++) {
+		bert_layer_weights *L = &w32.layer[l];
+		*L = w->layer[l];
+		gemm_defer(&L->qkv_p, &L->qkv_w, 1, 3 * H, H, isa);
+		gemm_defer(&L->attn_out_p, &L->attn_out_w, 1, H, H, isa);
+		gemm_defer(&L->ffn_up_p, &L->ffn_up_w, 1, up_rows, H, isa);
+		gemm_defer(&L->ffn_down_p, &L->ffn_down_w, 1, H, FF, isa);
+	}
+	rc = forward_run(&c, &w32, pool, b, out, maxima, err);
+done:
+	free(w32.layer);
+	free(out);
 	return rc;
 }

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "threadpool.h"
 #include "vk_ctx.h"
 
 #define SLOTS 2
@@ -77,7 +78,10 @@ enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GE
 	* width), the residual LayerNorm that also quantises its output, the int8 products
 	* (gemm_i8.glsl) in 128x96, 128x64 and (small grids) 64x64 tiles, without and with
 	* the activation */
-       P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA, P_N };
+       P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA,
+       /* ... the down product's 128x128 tiles, and (with outlier channels) the attention
+	* output product's pipelines without them (N: its input needs none) */
+       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -86,7 +90,8 @@ static const uint32_t gemm_tile[P_N][2] = {
 	[P_CM_HS] = { 64, 64 }, [P_CM_HSA] = { 64, 64 },
 	[P_CM_HT] = { 64, 32 }, [P_CM_HTA] = { 64, 32 },
 	[P_I8_W] = { 96, 256 }, [P_I8_WA] = { 96, 256 }, [P_I8_L] = { 64, 256 }, [P_I8_LA] = { 64, 256 },
-	[P_I8_S] = { 64, 64 }, [P_I8_SA] = { 64, 64 },
+	[P_I8_S] = { 64, 64 }, [P_I8_SA] = { 64, 64 }, [P_I8_Q] = { 128, 256 },
+	[P_I8_WN] = { 96, 256 }, [P_I8_LN] = { 64, 256 }, [P_I8_SN] = { 64, 64 },
 };
 #define I8_K_STEP 128 /* gemm_i8.glsl's K_STEP: an int8 product's K is a multiple of it */
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than the device
@@ -197,6 +202,7 @@ struct vk_backend {
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	int i8_lay_same;       /* int32 accumulators laid out as fp32 ones, in pairs (cm_layout_ok;
 				* 0 where it did not run or found no usable layout) */
+	int32_t text_ids[2];   /* [CLS], [SEP] of the int8 calibration texts (vk_backend_set_text_ids) */
 	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 	uint32_t quant_lanes[2]; /* lanes a row in quant_i8.comp: rows of H, rows of I */
@@ -259,7 +265,8 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
 			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
-			if (b->i8 >> g & 1 && b->nout) /* the outlier columns, f16 (gemm_i8.glsl) */
+			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns, f16
+								       * (gemm_i8.glsl) */
 				b->lo[l].wbytes[g] += (VkDeviceSize)rows[g] * OUT_SLOTS * 2;
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
@@ -300,10 +307,11 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				o->sinv[g] = v;
 				v += cols[g];
 			}
-			/* outlier slots, for every int8 product (gemm_i8.glsl's OUTL is one
-			 * specialization for all; simulated, out's input needs none, about
-			 * 0.25 ms a batch: docs/bench-gpu.md) */
-			if (b->i8 >> g & 1 && b->nout) {
+			/* outlier slots, for every int8 product but the attention output's,
+			 * whose input (the context) has no outlier channels: simulated, none
+			 * there lose nothing (0.99922 against 0.99923) and it saves about 0.25
+			 * ms a batch (docs/bench-gpu.md) */
+			if (b->i8 >> g & 1 && b->nout && g != G_OUT) {
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
 				v += cols[g];
@@ -359,6 +367,55 @@ static int read_calib(vk_backend *b, float **out, emb_err *err)
 	return EMB_OK;
 }
 
+/* Without set.int8_calib, the maxima come from the model itself: the CPU's fp32 pass
+ * (forward_cpu_input_maxima) over CALIB_TEXTS made-up texts of random ids, [CLS] and [SEP]
+ * around ids from 1000 on (past BERT vocabularies' special and single-character entries),
+ * lengths 16 to 256. The outlier channels they pick keep as close to fp32 as those of real
+ * texts: min cosine over SciFact's 1,037-text check 0.99924 with 16 such texts, 0.99921 with
+ * 64, 0.99922 with 200 SciFact texts (simulated, docs/bench-gpu.md), though the sets differ
+ * by a few channels: the channels that matter are the residual stream's few large ones,
+ * which every token shows. Deterministic (a fixed seed), so every open picks the same
+ * channels. */
+#define CALIB_TEXTS 16
+static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb_err *err)
+{
+	const uint32_t lens[5] = { 16, 32, 64, 128, 256 };
+	const uint32_t V = (uint32_t)b->cfg.vocab_size, lo = V > 2000 ? 1000 : V / 2;
+	int offs[CALIB_TEXTS + 1] = { 0 };
+	uint64_t r = 0x9e3779b97f4a7c15u; /* xorshift64 */
+	for (int i = 0; i < CALIB_TEXTS; i++) {
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		uint32_t n = lens[r % 5];
+		offs[i + 1] = offs[i] + (int)(n < b->max_seq ? n : b->max_seq);
+	}
+	const size_t nmax = (size_t)b->L * (3 * b->H + b->I);
+	int32_t *ids = malloc((size_t)offs[CALIB_TEXTS] * sizeof *ids);
+	float *mx = calloc(nmax, sizeof *mx);
+	threadpool *pool = threadpool_create(0);
+	int rc = EMB_OK;
+	if (!ids || !mx || !pool) {
+		rc = emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration");
+		goto done;
+	}
+	for (int i = 0; i < CALIB_TEXTS; i++)
+		for (int t = offs[i]; t < offs[i + 1]; t++) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			ids[t] = t == offs[i] ? b->text_ids[0] : t == offs[i + 1] - 1 ? b->text_ids[1]
+			       : (int32_t)(lo + r % (V - lo));
+		}
+	fwd_batch bt = { CALIB_TEXTS, ids, offs, NULL };
+	rc = forward_cpu_input_maxima(&b->cfg, w, pool, &bt, mx, err);
+done:
+	threadpool_destroy(pool);
+	free(ids);
+	if (rc) {
+		free(mx);
+		return emb_err_prefix(err, "int8 calibration: ");
+	}
+	*out = mx;
+	return EMB_OK;
+}
+
 /* Converts and copies the weights into the buffers of alloc_weights, through one staging
  * buffer for all three. int8 products: each row (output channel) quantised with its own
  * scale, max|w| / 127; with SmoothQuant factors s (per input channel, alpha 0.5:
@@ -391,7 +448,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	if (b->i8 && (!fv || !sfac))
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory staging weights");
 	if (!rc && (b->smooth || b->nout))
-		rc = read_calib(b, &calib, err);
+		rc = b->c.set.int8_calib[0] ? read_calib(b, &calib, err)
+					    : self_calibrate(b, w, &calib, err);
 	for (uint32_t l = 0; l < L && !rc; l++) {
 		const bert_layer_weights *lw = &w->layer[l];
 		const float *src[4] = { lw->qkv_w, lw->attn_out_w, lw->ffn_up_w, lw->ffn_down_w };
@@ -939,6 +997,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
 		[P_I8_L] = b->i8 ? "gemm_i8_l" : NULL, [P_I8_LA] = b->i8 ? "gemm_i8_l" : NULL,
 		[P_I8_S] = b->i8 ? "gemm_i8_s" : NULL, [P_I8_SA] = b->i8 ? "gemm_i8_s" : NULL,
+		[P_I8_Q] = b->i8 & 1u << G_DOWN && b->H % 128 == 0 ? "gemm_i8_q" : NULL,
+		[P_I8_WN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_w" : NULL,
+		[P_I8_LN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_l" : NULL,
+		[P_I8_SN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_s" : NULL,
 	};
 	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? BQ_FA : BQ;
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
@@ -962,11 +1024,11 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
 		}
-		if (i >= P_I8_W && i <= P_I8_SA) { /* gemm_i8.glsl: activation, outlier products,
+		if (i >= P_I8_W && i <= P_I8_SN) { /* gemm_i8.glsl: activation, outlier products,
 						   * the epilogue in the accumulators (which the
 						   * outlier products do not take: gemm_i8.glsl) */
 			j->spec[0] = with_act ? act : 0;
-			j->spec[1] = b->nout > 0;
+			j->spec[1] = b->nout > 0 && i < P_I8_WN;
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
 			j->nspec = 3;
 		}
@@ -1007,6 +1069,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		const int up = g == G_UP && !b->geglu; /* GEGLU's product has no activation */
 		if (b->prec == PREC_FP32)
 			b->gemm_pipe[g] = P_GEMM_F32;
+		else if (b->i8 >> g & 1 && g == G_DOWN && b->pipe[P_I8_Q].pipe)
+			b->gemm_pipe[g] = P_I8_Q;
+		else if (b->i8 >> g & 1 && g == G_OUT && b->nout)
+			b->gemm_pipe[g] = N[g] % 96 == 0 ? P_I8_WN : P_I8_LN;
 		else if (b->i8 >> g & 1)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? (up ? P_I8_WA : P_I8_W) : (up ? P_I8_LA : P_I8_L);
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
@@ -1107,6 +1173,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	if (!b)
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	b->cfg = *cfg;
+	b->text_ids[0] = 101, b->text_ids[1] = 102;
 	b->H = (uint32_t)cfg->hidden;
 	b->I = (uint32_t)cfg->intermediate;
 	b->L = (uint32_t)cfg->layers;
@@ -1159,8 +1226,9 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		for (int g = 0; g < 4; g++)
 			if (b->c.set.int8_products >> g & 1 && N[g] % 64 == 0 && K[g] % I8_K_STEP == 0)
 				b->i8 |= 1u << g;
-		/* with a calibration file: outlier channels (set.int8_outliers), else SmoothQuant */
-		if (b->i8 && b->c.set.int8_calib[0] && b->c.set.int8_outliers > 0)
+		/* outlier channels (set.int8_outliers; from the calibration file, else the
+		 * model's own calibration pass), else with a file SmoothQuant */
+		if (b->i8 && b->c.set.int8_outliers > 0)
 			b->nout = (uint32_t)b->c.set.int8_outliers;
 		else
 			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
@@ -1239,6 +1307,11 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	}
 	*out = b;
 	return EMB_OK;
+}
+
+void vk_backend_set_text_ids(vk_backend *b, int32_t cls, int32_t sep)
+{
+	b->text_ids[0] = cls, b->text_ids[1] = sep;
 }
 
 int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err)
@@ -1395,7 +1468,8 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		pc.act = b->lo[l].wscale[g];
 		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
 		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
-			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : P_I8_S;
+			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : p == P_I8_WN || p == P_I8_LN ? P_I8_SN
+			    : P_I8_S;
 		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
 		return;

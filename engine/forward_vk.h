@@ -105,6 +105,12 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		       emb_err *err);
 int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err);
 
+/* The vocabulary's [CLS] and [SEP] ids (or <s>, </s>), which begin and end the made-up
+ * texts of the int8 calibration pass (VK_PREC_INT8 without set.int8_calib: the outlier
+ * channels come from the CPU's fp32 pass over them at upload); default 101 and 102,
+ * BERT's WordPiece vocabulary. Call before vk_backend_upload. */
+void vk_backend_set_text_ids(vk_backend *b, int32_t cls, int32_t sep);
+
 /* Waits for any batch still running, then frees everything. NULL is allowed. */
 void vk_backend_close(vk_backend *b);
 

@@ -17,6 +17,7 @@ void vk_settings_default(vk_settings *s)
 	s->small_tiles = -1;
 	s->tiles96 = 1;
 	s->int8_products = 15;
+	s->int8_outliers = 8;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 }

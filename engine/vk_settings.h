@@ -32,12 +32,13 @@ typedef struct vk_settings {
 	int int8_products;     /* EMBED_VK_INT8_PRODUCTS: which products --precision int8 runs
 				* in int8, a bit each (1 qkv, 2 attention out, 4 FFN up, 8 FFN
 				* down; the others stay fp16); default 15, all four */
-	int int8_outliers;     /* EMBED_VK_INT8_OUTLIERS: with int8_calib, the input channels an
-				* int8 product keeps out of int8 (the largest calibration maxima;
-				* their share of the product in f16), 0-16; 0: SmoothQuant instead */
+	int int8_outliers;     /* EMBED_VK_INT8_OUTLIERS: the input channels an int8 product
+				* keeps out of int8 (those of the largest activation maxima, from
+				* int8_calib or else the model's own calibration pass at open;
+				* their share of the product in f16), 0-16; default 8; 0: none
+				* (one scale a token alone; with int8_calib, SmoothQuant) */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
-				* dev/int8/calibrate.py: SmoothQuant factors for the int8
-				* products (forward_vk.c); "" none */
+				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */
 	int pipeline_cache;    /* EMBED_VK_PIPELINE_CACHE: 0 off; default on */
 	char cache_dir[512];   /* the directory for its file (cache_dir.h: XDG_CACHE_HOME or

@@ -105,6 +105,8 @@ static int open_gpu(const bert_config *cfg, const bert_weights *w, vk_precision 
  * the model to its first `layers` layers (both paths). The backend gets a token budget of
  * `budget` (0: its default), which it may halve down to max_seq when out of device memory,
  * and accepts sequences up to max_seq tokens (0: the position limit). */
+static double last_min_cos; /* run_case_seq's last result against the CPU */
+
 static void run_case_seq(const char *what, const bert_config *cfg0, const bert_weights *w,
 			 threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
 			 int max_seq, int layers)
@@ -139,6 +141,7 @@ static void run_case_seq(const char *what, const bert_config *cfg0, const bert_w
 		       what, vk_backend_precision_name(vb), cfg.layers, n, offs[n], c.max_diff,
 		       c.min_cos, c.nonfinite ? ", NON-FINITE" : "");
 		CHECK(c.nonfinite == 0, "%s: %d non-finite values", what, c.nonfinite);
+		last_min_cos = c.min_cos;
 		if (fp32) {
 			CHECK(c.max_diff <= 1e-4, "%s: max diff %g", what, c.max_diff);
 			CHECK(c.min_cos >= 0.99999, "%s: min cosine %.8f", what, c.min_cos);
@@ -396,16 +399,30 @@ int main(void)
 		const int rci = open_gpu(&cfg, &w, VK_PREC_INT8, 0, 0, &vi, &err);
 		vk_backend_close(vi);
 		if (rci == EMB_OK) {
+			/* the default: 8 outlier channels a product from the model's own
+			 * calibration pass at open (forward_vk.c's self_calibrate) */
 			run_case("short texts, int8 products", &cfg, &w, pool, shortl, ns, VK_PREC_INT8,
 				 64, 0);
 			run_case("1..512 tokens mixed, int8 products", &cfg, &w, pool, mixed,
 				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
+			const double calibrated = last_min_cos;
+			int8_epilogues_agree("1..512 tokens mixed, int8 products", &cfg, &w, mixed,
+					     (int)(sizeof mixed / sizeof *mixed));
+			/* one scale a token and nothing kept out: the calibrated channels must
+			 * bring the vectors closer to fp32 than that (channels that missed the
+			 * outliers, or outliers mis-scaled, would not) */
+			setenv("EMBED_VK_INT8_OUTLIERS", "0", 1);
+			run_case("1..512 tokens mixed, int8, no outliers", &cfg, &w, pool, mixed,
+				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
+			CHECK(calibrated > last_min_cos, "the calibrated outlier channels give min "
+			      "cosine %.6f, one scale a token %.6f", calibrated, last_min_cos);
+			int8_epilogues_agree("1..512 tokens mixed, int8, no outliers", &cfg, &w, mixed,
+					     (int)(sizeof mixed / sizeof *mixed));
 			setenv("EMBED_VK_INT8_PRODUCTS", "12", 1);
 			run_case("1..512 tokens mixed, int8 FFN", &cfg, &w, pool, mixed,
 				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
 			unsetenv("EMBED_VK_INT8_PRODUCTS");
-			int8_epilogues_agree("1..512 tokens mixed, int8 products", &cfg, &w, mixed,
-					     (int)(sizeof mixed / sizeof *mixed));
+			unsetenv("EMBED_VK_INT8_OUTLIERS");
 			/* Outlier channels (EMBED_VK_INT8_OUTLIERS): a calibration file of made-up
 			 * maxima picks 8 arbitrary channels a product, which the fp16 side product
 			 * must then carry exactly as the int8 one would have (a wrong slot, a

@@ -42,9 +42,12 @@ class QLinear(torch.nn.Module):
     """SmoothQuant factors s (per input channel) divide x before its quantisation and
     multiply W's columns: exact before rounding, and free in quant_i8.comp's pass (BERT's
     post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
-    def __init__(self, lin, group, s=None, wgroup=0, keep=None):
+    def __init__(self, lin, group, s=None, wgroup=0, keep=None, static=None):
         super().__init__()
         self.s = s
+        self.static = static  # per input channel static activation scales (mode c), or None
+        if static is not None:  # they fold into W's columns: sum_k q_k (s_k w_nk)
+            s = static
         self.keep = keep  # input channels left unquantised (outliers, LLM.int8()-style)
         w = lin.weight.data.clone()
         if keep is not None:
@@ -55,6 +58,13 @@ class QLinear(torch.nn.Module):
         self.b = lin.bias.data.clone()
         self.group = group
     def forward(self, x):
+        if self.static is not None:
+            q = torch.round(x / self.static).clamp(-127, 127)
+            if self.keep is not None:
+                q[..., self.keep] = 0
+                return (torch.nn.functional.linear(q, self.w, self.b) +
+                        (x[..., self.keep] / self.static[self.keep]) @ self.wkeep.T)
+            return torch.nn.functional.linear(q, self.w, self.b)
         if self.s is not None:
             x = x / self.s
         if self.keep is not None:
@@ -197,17 +207,20 @@ def run_spec(a, cfg, docs, ref):
     SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
     channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
     oKW: chosen from the weights alone, weight_scores),
+    cM for static activation scales per input channel (calibration max x M / 127, M default 1,
+    clipped beyond; folded into W's columns before its per-row quantisation),
     @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
     import re
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     items = []
     for it in cfg.split("+"):
-        g = re.fullmatch(r"(\w+?)=(\d+)(s?)(?:w(\d+))?(?:o(\d+)(W?))?(?:@(\d+))?", it)
+        g = re.fullmatch(r"(\w+?)=(\d+|c[\d.]*)(s?)(?:w(\d+))?(?:o(\d+)(W?))?(?:@(\d+))?", it)
         if not g:
             sys.exit(f"bad spec item {it}")
         p, grp, sm, wg, ok, ow, lay = g.groups()
-        items.append((p, int(grp), bool(sm), int(wg or 0), int(ok or 0), bool(ow), set(map(int, lay)) if lay else None))
-    need = sorted({p for p, _, sm, _, ok, ow, _ in items if sm or (ok and not ow)})
+        items.append((p, grp, bool(sm), int(wg or 0), int(ok or 0), bool(ow), set(map(int, lay)) if lay else None))
+    need = sorted({p for p, grp, sm, _, ok, ow, _ in items
+                   if sm or (ok and not ow) or grp.startswith("c")})
     stats = calib_max(m, calib_texts(a, m, docs), need) if need else {}
     # the weight-derived outlier choices first, from the unquantised modules
     wkeep = {(l, p): weight_scores(m, l, p).topk(ok).indices
@@ -226,8 +239,12 @@ def run_spec(a, cfg, docs, ref):
             elif ok:
                 mx = stats[(l, p)] / (s if s is not None else 1)
                 keep = mx.topk(ok).indices
+            static = None
+            if grp.startswith("c"):  # static per channel: calibration max x margin / 127
+                static = stats[(l, p)].clamp_min(1e-5) * float(grp[1:] or 1) / 127.0
             for path in PRODUCTS[p]:
-                setmod(layer, path, QLinear(getmod(layer, path), grp, s, wg, keep))
+                setmod(layer, path, QLinear(getmod(layer, path), 0 if static is not None
+                                            else int(grp), s, wg, keep, static))
     report(cfg, embed(m, docs), ref, docs)
 
 main()
