@@ -383,11 +383,14 @@ static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb
 	const uint32_t lens[5] = { 16, 32, 64, 128, 256 };
 	const uint32_t V = (uint32_t)b->cfg.vocab_size, lo = V > 2000 ? 1000 : V / 2;
 	int offs[CALIB_TEXTS + 1] = { 0 };
+	uint32_t most = b->max_seq; /* forward_cpu takes up to cfg.max_tokens */
+	if (b->cfg.max_tokens > 1 && (uint32_t)b->cfg.max_tokens < most)
+		most = (uint32_t)b->cfg.max_tokens;
 	uint64_t r = 0x9e3779b97f4a7c15u; /* xorshift64 */
 	for (int i = 0; i < CALIB_TEXTS; i++) {
 		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-		uint32_t n = lens[r % 5];
-		offs[i + 1] = offs[i] + (int)(n < b->max_seq ? n : b->max_seq);
+		const uint32_t n = lens[r % 5];
+		offs[i + 1] = offs[i] + (int)(n < most ? n : most);
 	}
 	const size_t nmax = (size_t)b->L * (3 * b->H + b->I);
 	int32_t *ids = malloc((size_t)offs[CALIB_TEXTS] * sizeof *ids);
