@@ -34,7 +34,8 @@ typedef enum {
 	EMBED_PRECISION_FP16 = 2,    /* GPU only: fp16 inputs, fp32 accumulation */
 	/* CPU (bf16: only; embed_open refuses it with EMB_EUNSUPPORTED under EMBED_DEVICE_GPU;
 	 * under EMBED_DEVICE_AUTO the model runs on the CPU with either; int8 under
-	 * EMBED_DEVICE_GPU runs VK_PREC_INT8, forward_vk.h): the weight products in a narrower
+	 * EMBED_DEVICE_GPU runs VK_PREC_INT8, forward_vk.h, whose vectors keep cosine >= 0.999
+	 * with fp32's): the weight products in a narrower
 	 * format, the rest (attention, LayerNorm, softmax, GELU, pooling) in fp32. The vectors
 	 * differ from fp32's: bf16 keeps cosine >= 0.9999 with them, int8 >= 0.99
 	 * (tests/test_precision.py). int8 is ~3x fp32 on queries and ~1.5x

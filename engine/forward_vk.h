@@ -57,8 +57,12 @@ typedef enum {
 	VK_PREC_INT8 = 3,    /* fp16 as above, with the products (set.int8_products) int8 x
 			      * int8 -> int32 on 8-bit cooperative matrices: weights quantised
 			      * at upload (one scale an output channel), activations by a pass
-			      * before each product (one scale a token); devices without
-			      * 16x16x32 s8 matrices refuse it (EMB_EUNSUPPORTED) */
+			      * before each product (one scale a token), but for the few input
+			      * channels of the largest activations (set.int8_outliers, found by
+			      * the CPU's calibration pass at upload), which are multiplied in
+			      * f16 beside the int8 product: cosine >= 0.999 against fp32 on
+			      * every SciFact text; devices without 16x16x32 s8 matrices refuse
+			      * it (EMB_EUNSUPPORTED) */
 } vk_precision;
 
 typedef struct vk_options {
