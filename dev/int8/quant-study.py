@@ -16,7 +16,7 @@ IDS.bin is tool_vk_bench's token-id file (scripts/bench-gpu --ids); every N-th t
 length is used (the 1,037-document check is every 5th of SciFact's 5,183).
 Prints min / 0.1% / 1% / mean cosine per config against the unquantised fp32 model.
 """
-import argparse, sys
+import argparse, os, sys
 import torch
 from transformers import AutoModel
 
@@ -42,19 +42,35 @@ class QLinear(torch.nn.Module):
     """SmoothQuant factors s (per input channel) divide x before its quantisation and
     multiply W's columns: exact before rounding, and free in quant_i8.comp's pass (BERT's
     post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
-    def __init__(self, lin, group, s=None, wgroup=0, keep=None, static=None):
+    def __init__(self, lin, group, s=None, wgroup=0, keep=None, static=None, ikeep=False):
         super().__init__()
+        self.ikeep = ikeep  # the outliers as integers in the row's units (two int8 digits),
+        # their weights quantised with the row (its scale over every column)
         self.s = s
         self.static = static  # per input channel static activation scales (mode c), or None
         if static is not None:  # they fold into W's columns: sum_k q_k (s_k w_nk)
             s = static
         self.keep = keep  # input channels left unquantised (outliers, LLM.int8()-style)
         w = lin.weight.data.clone()
-        if keep is not None:
+        if keep is not None and ikeep:
+            # W's row scale over every column; the outliers' weights in units 128 times
+            # finer, two int8 digits (J), or int8 in the row's units (I)
+            mx = w.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+            wo = w[:, keep] / mx
+            wq = w.clone()
+            wq[:, keep] = 0
+            self.w = torch.round(wq / mx).clamp(-127, 127) * mx
+            if ikeep == "J":
+                base = float(os.environ.get("QS_BASE", "128"))
+                self.wfine = torch.round(wo * base).clamp(-127 * base, 127 * base)
+                self.mx = mx
+            self.wkeep = torch.round(wo) * mx
+        elif keep is not None:
             self.wkeep = (w * s if s is not None else w)[:, keep].clone()
             w = w.clone()
             w[:, keep] = 0
-        self.w = fq_w(w * s if s is not None else w, wgroup)
+        if keep is None or not ikeep:
+            self.w = fq_w(w * s if s is not None else w, wgroup)
         self.b = lin.bias.data.clone()
         self.group = group
     def forward(self, x):
@@ -67,6 +83,26 @@ class QLinear(torch.nn.Module):
             return torch.nn.functional.linear(q, self.w, self.b)
         if self.s is not None:
             x = x / self.s
+        if self.keep is not None and self.ikeep:
+            xo = x[..., self.keep]
+            x = x.clone()
+            x[..., self.keep] = 0
+            base = float(os.environ.get("QS_BASE", "128"))  # J's digit base
+            floor = 0.0 if os.environ.get("QS_NOFLOOR") else 1.0 / (127.0 * base)
+            sc = torch.maximum(x.abs().amax(-1, keepdim=True) / 127.0,
+                               xo.abs().amax(-1, keepdim=True) * floor).clamp_min(1e-12)
+            q = torch.round(x / sc).clamp(-127, 127) * sc
+            if self.ikeep == "J":  # B hi_o hi_w + hi_o lo_w + lo_o hi_w: lo_o lo_w / B dropped
+                B = base
+                qo = torch.round(xo / sc)
+                if not os.environ.get("QS_NOFLOOR"):
+                    qo = qo.clamp(-127 * B, 127 * B)
+                oh = torch.floor((qo + B / 2) / B); ol = qo - B * oh
+                wh = torch.floor((self.wfine + B / 2) / B); wl = self.wfine - B * wh
+                units = B * (oh @ wh.T) + oh @ wl.T + ol @ wh.T
+                return torch.nn.functional.linear(q, self.w, self.b) + units * sc * self.mx.T
+            qo = torch.round(xo / sc) * sc
+            return torch.nn.functional.linear(q, self.w, self.b) + qo @ self.wkeep.T
         if self.keep is not None:
             xo = x[..., self.keep]
             x = x.clone()
@@ -206,7 +242,8 @@ def run_spec(a, cfg, docs, ref):
     """PRODUCT=GROUP[s][wG][oK][@LAYERS]+...: each product's activation group (0: per token), s for
     SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
     channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
-    oKW: chosen from the weights alone, weight_scores),
+    oKW: chosen from the weights alone, weight_scores; oKI: the outliers as integers in the row's
+    units, int8 hi and lo digits, with their weights int8 in the row's scale),
     cM for static activation scales per input channel (calibration max x M / 127, M default 1,
     clipped beyond; folded into W's columns before its per-row quantisation),
     @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
@@ -214,17 +251,17 @@ def run_spec(a, cfg, docs, ref):
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     items = []
     for it in cfg.split("+"):
-        g = re.fullmatch(r"(\w+?)=(\d+|c[\d.]*)(s?)(?:w(\d+))?(?:o(\d+)(W?))?(?:@(\d+))?", it)
+        g = re.fullmatch(r"(\w+?)=(\d+|c[\d.]*)(s?)(?:w(\d+))?(?:o(\d+)([WIJ]?))?(?:@(\d+))?", it)
         if not g:
             sys.exit(f"bad spec item {it}")
         p, grp, sm, wg, ok, ow, lay = g.groups()
-        items.append((p, grp, bool(sm), int(wg or 0), int(ok or 0), bool(ow), set(map(int, lay)) if lay else None))
+        items.append((p, grp, bool(sm), int(wg or 0), int(ok or 0), ow, set(map(int, lay)) if lay else None))
     need = sorted({p for p, grp, sm, _, ok, ow, _ in items
-                   if sm or (ok and not ow) or grp.startswith("c")})
+                   if sm or (ok and ow != "W") or grp.startswith("c")})
     stats = calib_max(m, calib_texts(a, m, docs), need) if need else {}
     # the weight-derived outlier choices first, from the unquantised modules
     wkeep = {(l, p): weight_scores(m, l, p).topk(ok).indices
-             for l in range(len(m.encoder.layer)) for p, _, _, _, ok, wsel, _ in items if ok and wsel}
+             for l in range(len(m.encoder.layer)) for p, _, _, _, ok, wsel, _ in items if ok and wsel == "W"}
     for l, layer in enumerate(m.encoder.layer):
         for p, grp, sm, wg, ok, wsel, lay in items:
             if lay is not None and l not in lay:
@@ -234,7 +271,7 @@ def run_spec(a, cfg, docs, ref):
                 wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
                 s = stats[(l, p)].clamp_min(1e-5) ** 0.5 / wmax.clamp_min(1e-5) ** 0.5
             keep = None
-            if ok and wsel:
+            if ok and wsel == "W":
                 keep = wkeep[(l, p)]
             elif ok:
                 mx = stats[(l, p)] / (s if s is not None else 1)
@@ -244,7 +281,7 @@ def run_spec(a, cfg, docs, ref):
                 static = stats[(l, p)].clamp_min(1e-5) * float(grp[1:] or 1) / 127.0
             for path in PRODUCTS[p]:
                 setmod(layer, path, QLinear(getmod(layer, path), 0 if static is not None
-                                            else int(grp), s, wg, keep, static))
+                                            else int(grp), s, wg, keep, static, wsel if wsel in ("I", "J") else False))
     report(cfg, embed(m, docs), ref, docs)
 
 main()
