@@ -401,10 +401,17 @@ static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb
 		rc = emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration");
 		goto done;
 	}
+	/* ids the vocabulary lacks (a caller's default 101/102 on a tiny test model) would
+	 * read past the embeddings: a random id instead */
+	int32_t cls = b->text_ids[0], sep = b->text_ids[1];
+	if (cls < 0 || (uint32_t)cls >= V)
+		cls = (int32_t)lo;
+	if (sep < 0 || (uint32_t)sep >= V)
+		sep = (int32_t)lo;
 	for (int i = 0; i < CALIB_TEXTS; i++)
 		for (int t = offs[i]; t < offs[i + 1]; t++) {
 			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			ids[t] = t == offs[i] ? b->text_ids[0] : t == offs[i + 1] - 1 ? b->text_ids[1]
+			ids[t] = t == offs[i] ? cls : t == offs[i + 1] - 1 ? sep
 			       : (int32_t)(lo + r % (V - lo));
 		}
 	fwd_batch bt = { CALIB_TEXTS, ids, offs, NULL };
