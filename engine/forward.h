@@ -52,6 +52,15 @@ int forward_cpu(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 int forward_cpu_input_maxima(const bert_config *cfg, const bert_weights *w, threadpool *pool,
 			     const fwd_batch *b, float *maxima, emb_err *err);
 
+/* forward_cpu_input_maxima over CALIB_TEXTS made-up texts of random ids that begin with cls
+ * and end with sep (ids outside the vocabulary are replaced), each at most max_len tokens (0:
+ * cfg->max_tokens): the int8 GPU path's calibration at open, which needs no real text. About
+ * 1,400 tokens of the fp32 pass (tests/test_calib.c times it: on 2 cores 0.3 s for MiniLM,
+ * 2.2 s for all-mpnet-base-v2 with EMBED_MODEL). Errors: EMB_ENOMEM. */
+#define CALIB_TEXTS 16
+int forward_cpu_calib_maxima(const bert_config *cfg, const bert_weights *w, threadpool *pool,
+			     int32_t cls, int32_t sep, int max_len, float *maxima, emb_err *err);
+
 /* The bucket (0 .. buckets-1) of relative position rel = key - query in MPNet's (T5's)
  * bidirectional scheme: buckets/2 for each direction, exact below buckets/4, logarithmic up
  * to max_distance, the last bucket beyond. Exposed for its test against the reference. */

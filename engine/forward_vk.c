@@ -367,58 +367,16 @@ static int read_calib(vk_backend *b, float **out, emb_err *err)
 	return EMB_OK;
 }
 
-/* Without set.int8_calib, the maxima come from the model itself: the CPU's fp32 pass
- * (forward_cpu_input_maxima) over CALIB_TEXTS made-up texts of random ids, [CLS] and [SEP]
- * around ids from 1000 on (past BERT vocabularies' special and single-character entries),
- * lengths 16 to 256. The outlier channels they pick keep as close to fp32 as those of real
- * texts: min cosine over SciFact's 1,037-text check 0.99924 with 16 such texts, 0.99921 with
- * 64, 0.99922 with 200 SciFact texts (simulated, docs/bench-gpu.md), though the sets differ
- * by a few channels: the channels that matter are the residual stream's few large ones,
- * which every token shows. Deterministic (a fixed seed), so every open picks the same
- * channels. It costs the open about 1,400 tokens of the CPU's fp32 pass: on 2 cores 0.3 s
- * for MiniLM, 3.1 s for all-mpnet-base-v2. */
-#define CALIB_TEXTS 16
+/* Without set.int8_calib, the maxima come from the model itself: the CPU's calibration pass
+ * over made-up texts (forward_cpu_calib_maxima, forward.h), on all the machine's cores. */
 static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb_err *err)
 {
-	const uint32_t lens[5] = { 16, 32, 64, 128, 256 };
-	const uint32_t V = (uint32_t)b->cfg.vocab_size, lo = V > 2000 ? 1000 : V / 2;
-	int offs[CALIB_TEXTS + 1] = { 0 };
-	uint32_t most = b->max_seq; /* forward_cpu takes up to cfg.max_tokens */
-	if (b->cfg.max_tokens > 1 && (uint32_t)b->cfg.max_tokens < most)
-		most = (uint32_t)b->cfg.max_tokens;
-	uint64_t r = 0x9e3779b97f4a7c15u; /* xorshift64 */
-	for (int i = 0; i < CALIB_TEXTS; i++) {
-		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-		const uint32_t n = lens[r % 5];
-		offs[i + 1] = offs[i] + (int)(n < most ? n : most);
-	}
-	const size_t nmax = (size_t)b->L * (3 * b->H + b->I);
-	int32_t *ids = malloc((size_t)offs[CALIB_TEXTS] * sizeof *ids);
-	float *mx = calloc(nmax, sizeof *mx);
+	float *mx = calloc((size_t)b->L * (3 * b->H + b->I), sizeof *mx);
 	threadpool *pool = threadpool_create(0);
-	int rc = EMB_OK;
-	if (!ids || !mx || !pool) {
-		rc = emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration");
-		goto done;
-	}
-	/* ids the vocabulary lacks (a caller's default 101/102 on a tiny test model) would
-	 * read past the embeddings: a random id instead */
-	int32_t cls = b->text_ids[0], sep = b->text_ids[1];
-	if (cls < 0 || (uint32_t)cls >= V)
-		cls = (int32_t)lo;
-	if (sep < 0 || (uint32_t)sep >= V)
-		sep = (int32_t)lo;
-	for (int i = 0; i < CALIB_TEXTS; i++)
-		for (int t = offs[i]; t < offs[i + 1]; t++) {
-			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-			ids[t] = t == offs[i] ? cls : t == offs[i + 1] - 1 ? sep
-			       : (int32_t)(lo + r % (V - lo));
-		}
-	fwd_batch bt = { CALIB_TEXTS, ids, offs, NULL };
-	rc = forward_cpu_input_maxima(&b->cfg, w, pool, &bt, mx, err);
-done:
+	int rc = !mx || !pool ? emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration")
+		 : forward_cpu_calib_maxima(&b->cfg, w, pool, b->text_ids[0], b->text_ids[1],
+					    (int)b->max_seq, mx, err);
 	threadpool_destroy(pool);
-	free(ids);
 	if (rc) {
 		free(mx);
 		return emb_err_prefix(err, "int8 calibration: ");

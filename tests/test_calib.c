@@ -11,9 +11,11 @@
  * Every maximum must agree to fp32 rounding of a different summation order, and each
  * (layer, product)'s 16 largest channels must be the same set, whether the model was
  * loaded for fp32 or packed for int8 (the pass runs fp32 over the weights' own arrays
- * either way); a batch split in two calls must raise the maxima to those of the whole. */
+ * either way); a batch split in two calls must raise the maxima to those of the whole.
+ * The made-up texts' pass (forward_cpu_calib_maxima) is timed and checked for determinism. */
 #include <math.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "forward.h"
 #include "model.h"
@@ -59,10 +61,13 @@ static float *read_ref(const bert_config *cfg, size_t n)
 	    fread(hd, 4, 3, f) != 3 || hd[0] != (uint32_t)cfg->layers ||
 	    hd[1] != (uint32_t)cfg->hidden || hd[2] != (uint32_t)cfg->intermediate ||
 	    fread(v, sizeof *v, n, f) != n) {
-		fprintf(stderr, "%sall-MiniLM-L6-v2.maxima: not this model's maxima\n", DIR);
-		exit(1);
+		/* another model (EMBED_MODEL): only the timing below */
+		printf("%s: the reference is all-MiniLM-L6-v2's: comparisons skipped\n", test_model_dir());
+		free(v);
+		v = NULL;
 	}
-	fclose(f);
+	if (f)
+		fclose(f);
 	return v;
 }
 
@@ -129,6 +134,8 @@ int main(void)
 		const size_t n = (size_t)cfg.layers * (3 * cfg.hidden + cfg.intermediate);
 		float *ref = read_ref(&cfg, n), *mx = calloc(n, sizeof *mx);
 		fwd_batch all = { ntexts, ids, offs, NULL };
+		if (!ref)
+			goto timing;
 		CHECK(forward_cpu_input_maxima(&cfg, &w, pool, &all, mx, &err) == EMB_OK, "%s", err.msg);
 		compare(prec ? "weights packed for int8" : "fp32 weights", &cfg, mx, ref);
 
@@ -143,6 +150,30 @@ int main(void)
 		      forward_cpu_input_maxima(&cfg, &w, pool, &rest, mx2, &err) == EMB_OK, "%s", err.msg);
 		CHECK(!memcmp(mx, mx2, n * sizeof *mx), "maxima over two calls differ from one call's");
 		free(mx2);
+timing:
+		/* the GPU's calibration at open (forward_cpu_calib_maxima, its made-up texts):
+		 * the same maxima on every call, all finite; its time is the cost an int8 open
+		 * pays (docs/bench-gpu.md quotes this line) */
+		if (prec) {
+			float *c1 = calloc(n, sizeof *c1), *c2 = calloc(n, sizeof *c2);
+			struct timespec t0, t1;
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			CHECK(forward_cpu_calib_maxima(&cfg, &w, pool, 101, 102, 0, c1, &err) == EMB_OK,
+			      "%s", err.msg);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			CHECK(forward_cpu_calib_maxima(&cfg, &w, pool, 101, 102, 0, c2, &err) == EMB_OK,
+			      "%s", err.msg);
+			int bad = 0;
+			for (size_t i = 0; i < n; i++)
+				bad += !isfinite(c1[i]) || c1[i] < 0;
+			CHECK(bad == 0, "the calibration pass gave %d bad maxima", bad);
+			CHECK(!memcmp(c1, c2, n * sizeof *c1), "the calibration pass is not deterministic");
+			printf("calibration pass (%d made-up texts, %d threads): %.3f s\n", CALIB_TEXTS,
+			       threadpool_size(pool),
+			       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
+			free(c1);
+			free(c2);
+		}
 		free(mx);
 		free(ref);
 		bert_weights_free(&w);
