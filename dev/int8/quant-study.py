@@ -243,7 +243,9 @@ def run_spec(a, cfg, docs, ref):
     SmoothQuant (alpha 0.5), wG for weight scales per G values of a row, oK to leave the K input
     channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
     oKW: chosen from the weights alone, weight_scores; oKI: the outliers as integers in the row's
-    units, int8 hi and lo digits, with their weights int8 in the row's scale),
+    units with their weights int8 in the row's scale; oKJ: the outliers and their weights as two
+    int8 digits, gemm_i8.glsl's tried form: environment QS_BASE the digits' base (128),
+    QS_NOFLOOR=1 no floor under the row's scale),
     cM for static activation scales per input channel (calibration max x M / 127, M default 1,
     clipped beyond; folded into W's columns before its per-row quantisation),
     @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
