@@ -106,7 +106,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
  * copied w to the device (EMB_ENOMEM, EMB_EDEVICE; EMB_EINVAL when called twice). On an
  * upload error the caller closes the backend. cfg and w must describe the same model. Under
  * VK_PREC_INT8 without set.int8_calib the upload first runs the CPU's fp32 pass over 16
- * made-up texts (forward_cpu_input_maxima, on all the machine's cores: MiniLM 0.3 s on 2)
+ * made-up texts (forward_cpu_calib_maxima, on all the machine's cores: MiniLM 0.3 s on 2)
  * to pick the outlier channels, so w's fp32 arrays (qkv_w ...) must be readable. */
 int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
 		       emb_err *err);
