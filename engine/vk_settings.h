@@ -37,6 +37,9 @@ typedef struct vk_settings {
 				* int8_calib or else the model's own calibration pass at open;
 				* their share of the product in f16), 0-16; default 8; 0: none
 				* (one scale a token alone; with int8_calib, SmoothQuant) */
+	int int8_fuse;         /* EMBED_VK_INT8_FUSE: 1 (default) the FFN's down product quantises
+				* its own f16 input from row maxima its up product writes; 0 the
+				* quantising pass over that input (comparisons) */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */

@@ -45,9 +45,30 @@
 // int32 one instead put values at the wrong places on an H100 (driver 580: a conversion need
 // not keep the element order) and made the products slower (docs/bench-gpu.md).
 //
+// ROWMAX (specialization constant 3; the up product where the down product quantises its own
+// input): the down product's activations need one scale a row of the FFN's width, which no
+// workgroup here sees whole, so each subgroup writes the maximum |v| of its SN_ columns of
+// every row it computes to pm[row][part] (part = its column group, N / SN_ of them a row),
+// outlier channels of the down product's input (omap_off: quant_i8.glsl's map, or
+// NO_OUTLIERS) counted at ROWMAX_FLOOR as quant_i8.glsl's max_abs4 counts them. quant_rows.comp
+// then reduces the parts to the row's inverse scale. The maximum is of the fp32 values, the
+// down product reads their f16 rounding: at most 2^-11 larger, which the codes' rounding
+// absorbs (F16A below).
+//
+// F16A (a #define: gemm_i8_*f.comp, the down product with ROWMAX's up product before it): A
+// is the f16 output of the up product itself, not int8 codes, and the sa binding holds each
+// row's inverse scale 127 / m rounded down to an f16 value (quant_rows.comp). Each slice is
+// quantised as it goes into shared memory: one f16 FMA a pair of values, v · inv + 1536,
+// rounds v · inv to the nearest integer (the f16 spacing at 1536 is 1), whose two's
+// complement is then the value's low byte. |v| <= m · (1 + 2^-11) keeps every code within
+// ±127 with no clamp; an outlier channel's value can exceed that, and wraps, but its int8
+// weights are zeros (forward_vk.c's upload_weights). This removes quant_i8.comp's pass over
+// the FFN's output (1.1 GB a layer at batch 1000) for twice the bytes of A read here.
+//
 // Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
 // shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
 #extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_shuffle : enable
 #extension GL_KHR_memory_scope_semantics : enable
 #extension GL_NV_cooperative_matrix : enable
 #extension GL_NV_integer_cooperative_matrix : enable
@@ -75,6 +96,9 @@
 #ifndef I8_PREFETCH
 #define I8_PREFETCH 1
 #endif
+#ifndef F16A
+#define F16A 0
+#endif
 #define WARPS (WARPS_M * WARPS_N)
 #if (TILE_M % (32 * WARPS * 16 / K_STEP)) != 0 || (TILE_N % (32 * WARPS * 16 / K_STEP)) != 0
 #error "gemm_i8.glsl: the tile's rows do not split evenly over the workgroup's threads"
@@ -86,18 +110,24 @@ layout(push_constant) uniform PC {
 	uint M, N, K;
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
+	uint omap_off;    // ROWMAX: the down product's outlier map (quant_i8.glsl), or NO_OUTLIERS
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
 layout(constant_id = 1) const uint OUTL = 0;
 layout(constant_id = 2) const uint SECOND = 0;  // 0: the accumulators' layout is not known
 bool second(uint e) { return ((SECOND >> e) & 1u) != 0u; }
+layout(constant_id = 3) const uint ROWMAX = 0;
+const uint NO_OUTLIERS = 0xffffffffu;
+const float ROWMAX_FLOOR = 127.0 / 60000.0; // quant_i8.glsl's OUT_FLOOR
 
 layout(std430, binding = 0) readonly buffer A_ { uvec4 a[]; };   // 16 int8 each
 layout(std430, binding = 1) readonly buffer W_ { uvec4 w[]; };
 layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 layout(std430, binding = 3) writeonly buffer C_ { uvec4 c[]; };  // 8 halfs each
-layout(std430, binding = 4) readonly buffer S_ { float sa[]; };  // one scale a row of A
+layout(std430, binding = 4) readonly buffer S_ { float sa[]; };  // one scale a row of A (F16A:
+								  // its inverse)
 layout(std430, binding = 5) readonly buffer XO_ { uvec4 xo[]; }; // OUTL: 16 halfs a row
+layout(std430, binding = 6) writeonly buffer PM_ { float pm[]; }; // ROWMAX: [row][N / SN_]
 
 const uint BM = TILE_M, BN = TILE_N, BK = K_STEP, THREADS = 32 * WARPS;
 const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;
@@ -110,6 +140,42 @@ shared uvec4 Sh[(BM + BN) * SROW];
 shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
 							  // fragment, or (in place) its 16x16 f16 output
 shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
+
+// the row's scale for the epilogue: sa, or with F16A 1 / its inverse (0 for a row of zeros)
+float row_scale(uint row)
+{
+#if F16A
+	const float i = sa[row];
+	return i > 0.0 ? 1.0 / i : 0.0;
+#else
+	return sa[row];
+#endif
+}
+
+// ROWMAX: the factor of column c's |v| in the row's maximum
+float rowmax_weight(uint c)
+{
+	return pc.omap_off != NO_OUTLIERS && wvec[pc.omap_off + c] >= 0.0 ? ROWMAX_FLOOR : 1.0;
+}
+
+#if F16A
+// 4 f16 values (two packed pairs) to 4 int8 codes at inverse scale iv (F16A above)
+uint codes4(uint h01, uint h23, f16vec2 iv)
+{
+	const f16vec2 mg = f16vec2(float16_t(1536.0));
+	const uint c01 = packFloat2x16(fma(unpackFloat2x16(h01), iv, mg));
+	const uint c23 = packFloat2x16(fma(unpackFloat2x16(h23), iv, mg));
+	return (c01 & 0xffu) | (c01 >> 8 & 0xff00u) | (c23 & 0xffu) << 16 | (c23 << 8 & 0xff000000u);
+}
+
+// 16 f16 values (h0 the first 8) to one uvec4 of 16 codes
+uvec4 codes16(uvec4 h0, uvec4 h1, float inv)
+{
+	const f16vec2 iv = f16vec2(float16_t(inv));
+	return uvec4(codes4(h0.x, h0.y, iv), codes4(h0.z, h0.w, iv), codes4(h1.x, h1.y, iv),
+		     codes4(h1.z, h1.w, iv));
+}
+#endif
 
 void main()
 {
@@ -145,13 +211,29 @@ void main()
 	}
 	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
 	const uint r0 = tid / KQ, kq = tid % KQ;
+	// A's row length in uvec4: 16 codes each, or with F16A 8 halfs each (two per 16 codes)
+	const uint KA = F16A != 0 ? pc.K / 8 : K16;
 #if I8_PREFETCH
 	// the next slice is fetched into registers while the tensor cores work on this one
-	uvec4 ra[LOADS], rb[LOADS_B];
+#if F16A
+	uvec4 ra[2 * LOADS];
+	float ri[LOADS];
+#else
+	uvec4 ra[LOADS];
+#endif
+	uvec4 rb[LOADS_B];
 	{
 		const uint m0 = mt0 * BM;
-		[[unroll]] for (uint i = 0; i < LOADS; i++)
-			ra[i] = a[(m0 + r0 + i * RSTEP) * K16 + kq];
+		[[unroll]] for (uint i = 0; i < LOADS; i++) {
+			const uint row = m0 + r0 + i * RSTEP;
+#if F16A
+			ra[2 * i] = a[row * KA + 2 * kq];
+			ra[2 * i + 1] = a[row * KA + 2 * kq + 1];
+			ri[i] = sa[row];
+#else
+			ra[i] = a[row * KA + kq];
+#endif
+		}
 		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 			rb[i] = w[(n0 + r0 + i * RSTEP) * K16 + kq];
 	}
@@ -166,22 +248,41 @@ void main()
 		barrier();
 #if I8_PREFETCH
 		[[unroll]] for (uint i = 0; i < LOADS; i++)
+#if F16A
+			As((r0 + i * RSTEP) * SROW + kq) = codes16(ra[2 * i], ra[2 * i + 1], ri[i]);
+#else
 			As((r0 + i * RSTEP) * SROW + kq) = ra[i];
+#endif
 		[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 			Bs((r0 + i * RSTEP) * SROW + kq) = rb[i];
 		barrier();
 		if (s + 1 < steps) {
 			const uint m1 = (mt0 + (s + 1) / NK) * BM, kn = ((s + 1) % NK) * KQ + kq;
-			[[unroll]] for (uint i = 0; i < LOADS; i++)
-				ra[i] = a[(m1 + r0 + i * RSTEP) * K16 + kn];
+			[[unroll]] for (uint i = 0; i < LOADS; i++) {
+				const uint row = m1 + r0 + i * RSTEP;
+#if F16A
+				ra[2 * i] = a[row * KA + 2 * kn];
+				ra[2 * i + 1] = a[row * KA + 2 * kn + 1];
+				ri[i] = sa[row];
+#else
+				ra[i] = a[row * KA + kn];
+#endif
+			}
 			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 				rb[i] = w[(n0 + r0 + i * RSTEP) * K16 + kn];
 		}
 #else
 		{
 			const uint kn = ks * KQ + kq;
-			[[unroll]] for (uint i = 0; i < LOADS; i++)
-				As((r0 + i * RSTEP) * SROW + kq) = a[(m0 + r0 + i * RSTEP) * K16 + kn];
+			[[unroll]] for (uint i = 0; i < LOADS; i++) {
+				const uint row = m0 + r0 + i * RSTEP;
+#if F16A
+				As((r0 + i * RSTEP) * SROW + kq) =
+					codes16(a[row * KA + 2 * kn], a[row * KA + 2 * kn + 1], sa[row]);
+#else
+				As((r0 + i * RSTEP) * SROW + kq) = a[row * KA + kn];
+#endif
+			}
 			[[unroll]] for (uint i = 0; i < LOADS_B; i++)
 				Bs((r0 + i * RSTEP) * SROW + kq) = w[(n0 + r0 + i * RSTEP) * K16 + kn];
 		}
@@ -202,21 +303,30 @@ void main()
 
 		if (ks == NK - 1 && in_place) {
 			const uint mb = m0 + wm * SM_;
-			vec2 srow[FM];
-			[[unroll]] for (uint i = 0; i < FM; i++)
-				srow[i] = vec2(sa[mb + i * 16 + rowA], sa[mb + i * 16 + rowB]);
+			vec2 srow[FM], rmax[FM];
+			[[unroll]] for (uint i = 0; i < FM; i++) {
+				srow[i] = vec2(row_scale(mb + i * 16 + rowA), row_scale(mb + i * 16 + rowB));
+				rmax[i] = vec2(0.0);
+			}
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				const uint cb = n0 + wn * SN_ + j * 16;
-				float ws[8], bs[8];
+				float ws[8], bs[8], rw[8];
 				[[unroll]] for (uint e = 0; e < 8; e++) {
 					ws[e] = wvec[pc.scale_off + cb + colOf[e]];
 					bs[e] = wvec[pc.bias_off + cb + colOf[e]];
+					rw[e] = ROWMAX != 0 ? rowmax_weight(cb + colOf[e]) : 0.0;
 				}
 				[[unroll]] for (uint i = 0; i < FM; i++) {
 					float v[8];
 					[[unroll]] for (uint e = 0; e < 8; e++) {
 						v[e] = activate(float(acc[i][j][e]) * (second(e) ? srow[i].y : srow[i].x) *
 								ws[e] + bs[e], ACT);
+						if (ROWMAX != 0) {
+							if (second(e))
+								rmax[i].y = max(rmax[i].y, abs(v[e]) * rw[e]);
+							else
+								rmax[i].x = max(rmax[i].x, abs(v[e]) * rw[e]);
+						}
 					}
 					// f16 pairs into this subgroup's tile (8 uints a row), then one
 					// 16-byte piece a lane: row lane / 2, columns (lane % 2) * 8..+7
@@ -230,11 +340,25 @@ void main()
 					subgroupBarrier();
 				}
 			}
+			if (ROWMAX != 0) {
+				// the quad's four lanes hold the same two rows (cm_layout_ok)
+				const uint part = gl_WorkGroupID.x * WARPS_N + wn, nparts = pc.N / SN_;
+				[[unroll]] for (uint i = 0; i < FM; i++) {
+					vec2 x = rmax[i];
+					x = max(x, vec2(subgroupShuffleXor(x.x, 1), subgroupShuffleXor(x.y, 1)));
+					x = max(x, vec2(subgroupShuffleXor(x.x, 2), subgroupShuffleXor(x.y, 2)));
+					if (lane % 4 == 0) {
+						pm[(mb + i * 16 + rowA) * nparts + part] = x.x;
+						pm[(mb + i * 16 + rowB) * nparts + part] = x.y;
+					}
+				}
+			}
 		} else if (ks == NK - 1) {
 			const uint r = lane / 2, cq = (lane % 2) * 2;   // row; ivec4 column of St
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				const uint row = m0 + wm * SM_ + i * 16 + r;
-				const float s_row = sa[row];
+				const float s_row = row_scale(row);
+				float rmax = 0.0;
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx;
 				if (outl)
 					coopMatLoadNV(fx, xo, (m0 + wm * SM_ + i * 16) * 2, 2, false);
@@ -259,13 +383,21 @@ void main()
 					}
 					subgroupBarrier();
 					const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
-					[[unroll]] for (uint e = 0; e < 8; e++)
+					[[unroll]] for (uint e = 0; e < 8; e++) {
 						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
 								wvec[pc.bias_off + col + e], ACT);
+						if (ROWMAX != 0)
+							rmax = max(rmax, abs(v[e]) * rowmax_weight(col + e));
+					}
 					c[(row * pc.N + col) / 8] = uvec4(packHalf2x16(vec2(v[0], v[1])),
 									  packHalf2x16(vec2(v[2], v[3])),
 									  packHalf2x16(vec2(v[4], v[5])),
 									  packHalf2x16(vec2(v[6], v[7])));
+				}
+				if (ROWMAX != 0) {  // a row's 16 columns of a fragment are on two lanes
+					rmax = max(rmax, subgroupShuffleXor(rmax, 1));
+					if (lane % 2 == 0)
+						pm[row * (pc.N / SN_) + gl_WorkGroupID.x * WARPS_N + wn] = rmax;
 				}
 			}
 		}

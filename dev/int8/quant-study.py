@@ -52,7 +52,15 @@ class QLinear(torch.nn.Module):
             s = static
         self.keep = keep  # input channels left unquantised (outliers, LLM.int8()-style)
         w = lin.weight.data.clone()
-        if keep is not None and ikeep:
+        if keep is not None and ikeep == "S":
+            # the outliers' weights int8 with their own scale a row (max over the outlier
+            # columns), the rest int8 as usual (fq_w, below, with the columns zeroed)
+            wo = w[:, keep]
+            smx = wo.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+            self.wkeep = torch.round(wo / smx).clamp(-127, 127) * smx
+            w = w.clone()
+            w[:, keep] = 0
+        elif keep is not None and ikeep:
             # W's row scale over every column; the outliers' weights in units 128 times
             # finer, two int8 digits (J), or int8 in the row's units (I)
             mx = w.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
@@ -69,7 +77,7 @@ class QLinear(torch.nn.Module):
             self.wkeep = (w * s if s is not None else w)[:, keep].clone()
             w = w.clone()
             w[:, keep] = 0
-        if keep is None or not ikeep:
+        if keep is None or not ikeep or ikeep == "S":
             self.w = fq_w(w * s if s is not None else w, wgroup)
         self.b = lin.bias.data.clone()
         self.group = group
@@ -83,6 +91,13 @@ class QLinear(torch.nn.Module):
             return torch.nn.functional.linear(q, self.w, self.b)
         if self.s is not None:
             x = x / self.s
+        if self.keep is not None and self.ikeep == "S":
+            # outliers int8 with their own scale a token (max over them), the rest as usual
+            xo = x[..., self.keep]
+            x = x.clone()
+            x[..., self.keep] = 0
+            return (torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b) +
+                    fq_act(xo, 0) @ self.wkeep.T)
         if self.keep is not None and self.ikeep:
             xo = x[..., self.keep]
             x = x.clone()
@@ -244,7 +259,8 @@ def run_spec(a, cfg, docs, ref):
     channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
     oKW: chosen from the weights alone, weight_scores; oKI: the outliers as integers in the row's
     units with their weights int8 in the row's scale; oKJ: the outliers and their weights as two
-    int8 digits, gemm_i8.glsl's tried form: environment QS_BASE the digits' base (128),
+    int8 digits, gemm_i8.glsl's tried form; oKS: the outliers int8 with their own scale a token
+    and their weights int8 with their own scale a row: environment QS_BASE the digits' base (128),
     QS_NOFLOOR=1 no floor under the row's scale),
     cM for static activation scales per input channel (calibration max x M / 127, M default 1,
     clipped beyond; folded into W's columns before its per-row quantisation),
@@ -253,7 +269,7 @@ def run_spec(a, cfg, docs, ref):
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     items = []
     for it in cfg.split("+"):
-        g = re.fullmatch(r"(\w+?)=(\d+|c[\d.]*)(s?)(?:w(\d+))?(?:o(\d+)([WIJ]?))?(?:@(\d+))?", it)
+        g = re.fullmatch(r"(\w+?)=(\d+|c[\d.]*)(s?)(?:w(\d+))?(?:o(\d+)([WIJS]?))?(?:@(\d+))?", it)
         if not g:
             sys.exit(f"bad spec item {it}")
         p, grp, sm, wg, ok, ow, lay = g.groups()
@@ -271,7 +287,8 @@ def run_spec(a, cfg, docs, ref):
             s = None
             if sm:
                 wmax = torch.stack([getmod(layer, x).weight.abs().amax(0) for x in PRODUCTS[p]]).amax(0)
-                s = stats[(l, p)].clamp_min(1e-5) ** 0.5 / wmax.clamp_min(1e-5) ** 0.5
+                al = float(os.environ.get("QS_ALPHA", "0.5"))
+                s = stats[(l, p)].clamp_min(1e-5) ** al / wmax.clamp_min(1e-5) ** (1 - al)
             keep = None
             if ok and wsel == "W":
                 keep = wkeep[(l, p)]
@@ -283,7 +300,7 @@ def run_spec(a, cfg, docs, ref):
                 static = stats[(l, p)].clamp_min(1e-5) * float(grp[1:] or 1) / 127.0
             for path in PRODUCTS[p]:
                 setmod(layer, path, QLinear(getmod(layer, path), 0 if static is not None
-                                            else int(grp), s, wg, keep, static, wsel if wsel in ("I", "J") else False))
+                                            else int(grp), s, wg, keep, static, wsel if wsel in ("I", "J", "S") else False))
     report(cfg, embed(m, docs), ref, docs)
 
 main()
