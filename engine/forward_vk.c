@@ -113,8 +113,9 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
 /* act: the int8 products' weight scales' offset there; omap_off: an int8 up product's row
- * maxima (gemm_i8.glsl's ROWMAX) count these outlier channels at the floor (NO_OUTLIERS) */
-typedef struct { uint32_t M, N, K, bias_off, act, omap_off; } pc_gemm;
+ * maxima (gemm_i8.glsl's ROWMAX) count these outlier channels at the floor (NO_OUTLIERS);
+ * oscale_off: an int8 product's outlier codes' scales (OUTL) */
+typedef struct { uint32_t M, N, K, bias_off, act, omap_off, oscale_off; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct {
 	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
@@ -140,6 +141,7 @@ typedef struct layer_off {
 	uint32_t sinv[4];           /* their SmoothQuant factors' inverses (K floats), or NO_SMOOTH */
 	uint32_t omap[4];           /* their outlier channels' slots (K floats: 0..15, or -1), or
 				     * NO_OUTLIERS */
+	uint32_t oscale[4];         /* with outliers: the scales of W's outlier codes (one a row) */
 	uint32_t olist;             /* with fuse and outliers: the down product's outlier
 				     * channels, slot by slot (OUT_SLOTS floats), for quant_rows */
 	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
@@ -283,8 +285,8 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
 			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
-			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns, f16
-								       * (gemm_i8.glsl) */
+			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns' codes
+								       * (gemm_i8.glsl: 16, 16 zeros) */
 				b->lo[l].wbytes[g] += (VkDeviceSize)rows[g] * OUT_SLOTS * 2;
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
@@ -333,6 +335,8 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
 				v += cols[g];
+				o->oscale[g] = v;
+				v += rows[g];
 			}
 		}
 		o->olist = 0;
@@ -492,19 +496,25 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 					float mx = 0;
 					for (uint32_t c = 0; c < K; c++)
 						mx = fmaxf(mx, fabsf(wr[c] * k * sfac[c]));
-					/* the outliers' weights in the row's units (w · 127 / mx,
-					 * as the codes before rounding) must fit f16: a floor under
-					 * mx, as quant_i8.glsl's under the activations' scale */
-					const uint32_t no = b->lo[l].omap[g] != NO_OUTLIERS ? b->nout : 0;
-					for (uint32_t j = 0; j < no; j++)
-						mx = fmaxf(mx, fabsf(wr[ochan[j]] * k) * (127.0f / 60000.0f));
 					const float inv = mx > 0 ? 127.0f / mx : 0.0f;
 					for (uint32_t c = 0; c < K; c++)
 						q[(size_t)r * K + c] = (int8_t)lrintf(wr[c] * k * sfac[c] * inv);
-					uint16_t *wo = (uint16_t *)(dst + (size_t)rows[g] * K) + (size_t)r * OUT_SLOTS;
-					for (uint32_t j = 0; j < no; j++)
-						wo[j] = f32_to_f16(wr[ochan[j]] * k * inv);
 					fv[b->lo[l].wscale[g] + r] = mx / 127.0f;
+					/* the outliers' weights: int8 codes with a scale of their own,
+					 * in the row's units (w · 127 / mx, as the codes before
+					 * rounding); 32 bytes a row, the codes in slot order, then
+					 * zeros (gemm_i8.glsl's OUTL) */
+					const uint32_t no = b->lo[l].omap[g] != NO_OUTLIERS ? b->nout : 0;
+					if (!no)
+						continue;
+					float om = 0;
+					for (uint32_t j = 0; j < no; j++)
+						om = fmaxf(om, fabsf(wr[ochan[j]] * k * inv));
+					const float oinv = om > 0 ? 127.0f / om : 0.0f;
+					int8_t *wo = (int8_t *)(dst + (size_t)rows[g] * K) + (size_t)r * 2 * OUT_SLOTS;
+					for (uint32_t j = 0; j < no; j++)
+						wo[j] = (int8_t)lrintf(wr[ochan[j]] * k * inv * oinv);
+					fv[b->lo[l].oscale[g] + r] = om / 127.0f;
 				}
 			} else if (es == 4) {
 				memcpy(dst, src[g], n * 4);
@@ -566,8 +576,10 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 				memcpy(f + o->wscale[g], fv + o->wscale[g], rows[g] * 4);
 				if (o->sinv[g] != NO_SMOOTH)
 					memcpy(f + o->sinv[g], fv + o->sinv[g], cols[g] * 4);
-				if (o->omap[g] != NO_OUTLIERS)
+				if (o->omap[g] != NO_OUTLIERS) {
 					memcpy(f + o->omap[g], fv + o->omap[g], cols[g] * 4);
+					memcpy(f + o->oscale[g], fv + o->oscale[g], rows[g] * 4);
+				}
 			}
 			if (b->fuse && b->nout)
 				memcpy(f + o->olist, fv + o->olist, OUT_SLOTS * 4);
@@ -1043,9 +1055,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->nspec = 3;
 		}
 		if (i >= P_I8_W && i <= P_I8_SF) { /* gemm_i8.glsl: activation, outlier products,
-						   * the epilogue in the accumulators (which the
-						   * outlier products do not take: gemm_i8.glsl),
-						   * the up product's row maxima for fuse */
+						   * the epilogue in the accumulators, the up
+						   * product's row maxima for fuse */
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0 && (i < P_I8_WN || i >= P_I8_WF);
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
@@ -1477,7 +1488,8 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, NO_OUTLIERS };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, NO_OUTLIERS,
+		       b->i8 >> g & 1 && b->lo[l].omap[g] != NO_OUTLIERS ? b->lo[l].oscale[g] : 0 };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the

@@ -25,14 +25,20 @@
 //
 // OUTL (specialization constant 1, EMBED_VK_INT8_OUTLIERS): the input's outlier channels were
 // kept out of Aq as 16 f16 values a row in the units of its scale (xo, zeros past the
-// product's; quant_i8.glsl), and W's matching columns sit after Wq as 16 f16 values an output
-// channel in the units of its scale (wo, at byte N·K of the W binding). Their product is then
-// in the int32 sum's units: the epilogue takes each fragment's sum to fp32 as the C of one
-// f16 MMA (16x16x16) of the outliers, and scales that. An H100 ran the first form, the
-// outliers' product staged through shared memory apart and added after the scales, 26%
-// slower than without outliers (docs/bench-gpu.md).
+// product's; quant_i8.glsl). Their share is an int8 product too, with scales of its own: the
+// epilogue codes each row's 16 values with one scale so (max / 127, in the row's units), W's
+// matching columns sit after Wq as int8 codes with one scale swo an output channel (32 bytes
+// an output channel at byte N·K of the W binding: 16 codes, 16 zeros; swo at oscale_off in
+// wvec, in the units of that channel's scale), and one 16x16x32 MMA a fragment gives their
+// int32 sum, which the epilogue adds as acc + so · swo · acc_o before the scales. Both sums
+// are int32 matrices of one shape, so their elements share one layout and the epilogue in
+// the accumulators (SECOND) serves these products too. Simulated (dev/int8/quant-study.py,
+// mode oKS) the int8 outliers keep min cosine 0.99915 on SciFact's check, against 0.99924
+// with the f16 outlier product they replace (an f16 MMA a fragment with the int32 sum as its
+// C, whose fp32 result's element order inside this shader was never settled, so those
+// products kept the staged epilogue: docs/bench-gpu.md).
 //
-// SECOND (specialization constant 2; products without OUTL): where the host found the int32
+// SECOND (specialization constant 2): where the host found the int32
 // accumulators laid out as attn_fa.glsl needs fp32 ones (forward_vk.c's cm_layout_ok: a lane
 // holds 8 elements in two rows, bit e of SECOND set for those in the second, elements 2p and
 // 2p + 1 neighbours in a row), the epilogue reads the accumulators' elements in place: each
@@ -40,8 +46,7 @@
 // (cm_index.glsl), scales each element by its row's and column's factors, applies the
 // activation and writes f16 pairs to its subgroup's 512 bytes of shared memory, from which
 // each lane stores one 16-byte piece of a row as above: no int32 fragment through shared
-// memory. 0 keeps the staged epilogue (devices whose layout is not known, and the outlier
-// products: see forward_vk.c). Reading the elements of an fp32 matrix converted from the
+// memory. 0 keeps the staged epilogue (devices whose layout is not known). Reading the elements of an fp32 matrix converted from the
 // int32 one instead put values at the wrong places on an H100 (driver 580: a conversion need
 // not keep the element order) and made the products slower (docs/bench-gpu.md).
 //
@@ -111,6 +116,7 @@ layout(push_constant) uniform PC {
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
 	uint omap_off;    // ROWMAX: the down product's outlier map (quant_i8.glsl), or NO_OUTLIERS
+	uint oscale_off;  // OUTL: swo[N], the outlier codes' scales
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
 layout(constant_id = 1) const uint OUTL = 0;
@@ -137,9 +143,11 @@ const uint SROW = BK / 16 + 1;      // shared row stride in uvec4 (16 bytes of p
 shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
-shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
-							  // fragment, or (in place) its 16x16 f16 output
-shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
+shared ivec4 St[WARPS * (SECOND == 0 ? 64 : 32)];  // a subgroup's 16x16 int32 fragment, or
+						    // (in place) its 16x16 f16 output
+// OUTL: a subgroup's 16 rows of outlier codes (32 bytes a row: 16 codes, 16 zeros) and scales
+shared uvec4 Sx[OUTL != 0 ? WARPS * 32 : 1];
+shared float Sxs[OUTL != 0 ? WARPS * 16 : 1];
 
 // the row's scale for the epilogue: sa, or with F16A 1 / its inverse (0 for a row of zeros)
 float row_scale(uint row)
@@ -156,6 +164,36 @@ float row_scale(uint row)
 float rowmax_weight(uint c)
 {
 	return pc.omap_off != NO_OUTLIERS && wvec[pc.omap_off + c] >= 0.0 ? ROWMAX_FLOOR : 1.0;
+}
+
+// OUTL: the outlier codes of the 16 rows from row rb into the subgroup's Sx (and their scales
+// into Sxs), as one 16x32 A fragment: two lanes a row, 8 values each
+icoopmatNV<8, gl_ScopeSubgroup, 16, 32> outlier_codes(uint rb, uint sg, uint lane)
+{
+	const uint r = lane / 2, h = lane % 2;
+	const uvec4 u = xo[(rb + r) * 2 + h];
+	const vec4 lo = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+	const vec4 hi = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+	const vec4 a = max(abs(lo), abs(hi));
+	float m = max(max(a.x, a.y), max(a.z, a.w));
+	m = max(m, subgroupShuffleXor(m, 1));
+	const float inv = m > 0.0 ? 127.0 / m : 0.0;
+	const ivec4 l = ivec4(clamp(roundEven(lo * inv), -127.0, 127.0));
+	const ivec4 k = ivec4(clamp(roundEven(hi * inv), -127.0, 127.0));
+	const uint c0 = (uint(l.x) & 0xffu) | (uint(l.y) & 0xffu) << 8 | (uint(l.z) & 0xffu) << 16 |
+			(uint(l.w) & 0xffu) << 24;
+	const uint c1 = (uint(k.x) & 0xffu) | (uint(k.y) & 0xffu) << 8 | (uint(k.z) & 0xffu) << 16 |
+			(uint(k.w) & 0xffu) << 24;
+	const uint d0 = subgroupShuffleXor(c0, 1), d1 = subgroupShuffleXor(c1, 1);
+	subgroupBarrier();  // the last fragment's loads are done
+	Sx[sg * 32 + r * 2 + h] = h == 0 ? uvec4(c0, c1, d0, d1) : uvec4(0);
+	if (h == 0)
+		Sxs[sg * 16 + r] = m / 127.0;
+	subgroupMemoryBarrierShared();
+	subgroupBarrier();
+	icoopmatNV<8, gl_ScopeSubgroup, 16, 32> f;
+	coopMatLoadNV(f, Sx, sg * 32, 2, false);
+	return f;
 }
 
 #if F16A
@@ -188,14 +226,14 @@ void main()
 	const uint K16 = pc.K / 16, NK = pc.K / BK, steps = mtiles * NK;
 
 	icoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[FM][FN];
-	fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fw[FN];   // OUTL: W's outlier columns, one tile
+	icoopmatNV<8, gl_ScopeSubgroup, 32, 16> fw[FN];   // OUTL: W's outlier codes, one tile
 	const bool outl = OUTL != 0;
 	if (outl)
 		[[unroll]] for (uint j = 0; j < FN; j++)
 			coopMatLoadNV(fw[j], w, pc.N * pc.K / 16 + (n0 + wn * SN_ + j * 16) * 2, 2, true);
 	// SECOND: the rows (of the fragment) of a lane's elements outside and in its second
 	// row, and each element's column
-	const bool in_place = SECOND != 0 && !outl;
+	const bool in_place = SECOND != 0;
 	uint rowA = 0, rowB = 0, colOf[8];
 	if (in_place) {
 		cm_index_i8_stage(tid, THREADS);
@@ -303,23 +341,35 @@ void main()
 
 		if (ks == NK - 1 && in_place) {
 			const uint mb = m0 + wm * SM_;
-			vec2 srow[FM], rmax[FM];
+			vec2 srow[FM], rmax[FM], orow[FM];
+			icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fo[FM];
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				srow[i] = vec2(row_scale(mb + i * 16 + rowA), row_scale(mb + i * 16 + rowB));
 				rmax[i] = vec2(0.0);
+				if (outl) {
+					fo[i] = outlier_codes(mb + i * 16, sg, lane);
+					orow[i] = vec2(Sxs[sg * 16 + rowA], Sxs[sg * 16 + rowB]);
+				}
 			}
 			[[unroll]] for (uint j = 0; j < FN; j++) {
 				const uint cb = n0 + wn * SN_ + j * 16;
-				float ws[8], bs[8], rw[8];
+				float ws[8], bs[8], rw[8], wo[8];
 				[[unroll]] for (uint e = 0; e < 8; e++) {
 					ws[e] = wvec[pc.scale_off + cb + colOf[e]];
 					bs[e] = wvec[pc.bias_off + cb + colOf[e]];
 					rw[e] = ROWMAX != 0 ? rowmax_weight(cb + colOf[e]) : 0.0;
+					wo[e] = outl ? wvec[pc.oscale_off + cb + colOf[e]] : 0.0;
 				}
 				[[unroll]] for (uint i = 0; i < FM; i++) {
 					float v[8];
+					icoopmatNV<32, gl_ScopeSubgroup, 16, 16> ao;
+					if (outl)
+						ao = coopMatMulAddNV(fo[i], fw[j], icoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0));
 					[[unroll]] for (uint e = 0; e < 8; e++) {
-						v[e] = activate(float(acc[i][j][e]) * (second(e) ? srow[i].y : srow[i].x) *
+						const float so = second(e) ? orow[i].y : orow[i].x;
+						const float sum = outl ? float(acc[i][j][e]) + float(ao[e]) * (so * wo[e])
+								       : float(acc[i][j][e]);
+						v[e] = activate(sum * (second(e) ? srow[i].y : srow[i].x) *
 								ws[e] + bs[e], ACT);
 						if (ROWMAX != 0) {
 							if (second(e))
@@ -358,31 +408,33 @@ void main()
 			[[unroll]] for (uint i = 0; i < FM; i++) {
 				const uint row = m0 + wm * SM_ + i * 16 + r;
 				const float s_row = row_scale(row);
-				float rmax = 0.0;
-				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx;
-				if (outl)
-					coopMatLoadNV(fx, xo, (m0 + wm * SM_ + i * 16) * 2, 2, false);
+				float rmax = 0.0, so = 0.0;
+				icoopmatNV<8, gl_ScopeSubgroup, 16, 32> fo;
+				if (outl) {
+					fo = outlier_codes(m0 + wm * SM_ + i * 16, sg, lane);
+					so = Sxs[sg * 16 + r];
+				}
 				[[unroll]] for (uint j = 0; j < FN; j++) {
 					float v[8];
-					if (outl) {
-						fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> f =
-							coopMatMulAddNV(fx, fw[j], fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(acc[i][j]));
-						coopMatStoreNV(f, So, sg * 256, 16, false);
-						subgroupMemoryBarrierShared();
-						subgroupBarrier();
-						const uint b0 = sg * 256 + r * 16 + cq * 4;
-						[[unroll]] for (uint e = 0; e < 8; e++)
-							v[e] = So[b0 + e];
-					} else {
-						coopMatStoreNV(acc[i][j], St, sg * 64, 4, false);
-						subgroupMemoryBarrierShared();
-						subgroupBarrier();
-						const ivec4 q0 = St[sg * 64 + r * 4 + cq], q1 = St[sg * 64 + r * 4 + cq + 1];
-						v = float[8](float(q0.x), float(q0.y), float(q0.z), float(q0.w),
-							     float(q1.x), float(q1.y), float(q1.z), float(q1.w));
-					}
-					subgroupBarrier();
 					const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
+					coopMatStoreNV(acc[i][j], St, sg * 64, 4, false);
+					subgroupMemoryBarrierShared();
+					subgroupBarrier();
+					const ivec4 q0 = St[sg * 64 + r * 4 + cq], q1 = St[sg * 64 + r * 4 + cq + 1];
+					v = float[8](float(q0.x), float(q0.y), float(q0.z), float(q0.w),
+						     float(q1.x), float(q1.y), float(q1.z), float(q1.w));
+					subgroupBarrier();
+					if (outl) {
+						coopMatStoreNV(coopMatMulAddNV(fo, fw[j], icoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0)),
+							       St, sg * 64, 4, false);
+						subgroupMemoryBarrierShared();
+						subgroupBarrier();
+						const ivec4 o0 = St[sg * 64 + r * 4 + cq], o1 = St[sg * 64 + r * 4 + cq + 1];
+						const int o[8] = int[8](o0.x, o0.y, o0.z, o0.w, o1.x, o1.y, o1.z, o1.w);
+						[[unroll]] for (uint e = 0; e < 8; e++)
+							v[e] += float(o[e]) * (so * wvec[pc.oscale_off + col + e]);
+						subgroupBarrier();
+					}
 					[[unroll]] for (uint e = 0; e < 8; e++) {
 						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
 								wvec[pc.bias_off + col + e], ACT);
