@@ -20,7 +20,9 @@
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
  *          the buffer);
  *   qa, qs (--precision int8 only)   the int8 products' quantised input (int8 rows) and
- *          its scales (one fp32 a token), written by quant_i8.comp before each product;
+ *          its scales (one fp32 a token), written by quant_i8.comp before each product (or
+ *          by the LayerNorm before it; the FFN's down product codes ffn itself, its scales
+ *          from the up product's row maxima in pm through quant_rows.comp);
  *          the int8 weights sit in wmat, their scales (and SmoothQuant factors) in wvec;
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
