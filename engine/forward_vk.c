@@ -20,9 +20,7 @@
  *          padded to 128 (the largest cooperative-matrix tile, so its loads never leave
  *          the buffer);
  *   qa, qs (--precision int8 only)   the int8 products' quantised input (int8 rows) and
- *          its scales (one fp32 a token), written by quant_i8.comp before each product (or
- *          by the LayerNorm before it; the FFN's down product codes ffn itself, its scales
- *          from the up product's row maxima in pm through quant_rows.comp);
+ *          its scales (one fp32 a token), written by quant_i8.comp before each product;
  *          the int8 weights sit in wmat, their scales (and SmoothQuant factors) in wvec;
  *   in     the batch's token ids, sequence table and attention block table, copied from a
  *          host-visible staging slot at the start of each command buffer;
@@ -83,11 +81,7 @@ enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GE
        P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA,
        /* ... the down product's 128x128 tiles, and (with outlier channels) the attention
 	* output product's pipelines without them (N: its input needs none) */
-       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN,
-       /* ... and (set.int8_fuse) the down product that quantises its own f16 input
-	* (gemm_i8.glsl's F16A) in each tile, after the pass that reduces the up product's row
-	* maxima to its scales (quant_rows.comp) */
-       P_I8_WF, P_I8_QF, P_I8_LF, P_I8_SF, P_QROWS, P_N };
+       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -98,7 +92,6 @@ static const uint32_t gemm_tile[P_N][2] = {
 	[P_I8_W] = { 96, 256 }, [P_I8_WA] = { 96, 256 }, [P_I8_L] = { 64, 256 }, [P_I8_LA] = { 64, 256 },
 	[P_I8_S] = { 64, 64 }, [P_I8_SA] = { 64, 64 }, [P_I8_Q] = { 128, 256 },
 	[P_I8_WN] = { 96, 256 }, [P_I8_LN] = { 64, 256 }, [P_I8_SN] = { 64, 64 },
-	[P_I8_WF] = { 96, 256 }, [P_I8_QF] = { 128, 256 }, [P_I8_LF] = { 64, 256 }, [P_I8_SF] = { 64, 64 },
 };
 #define I8_K_STEP 128 /* gemm_i8.glsl's K_STEP: an int8 product's K is a multiple of it */
 /* A cooperative-matrix product whose large-tile grid has fewer workgroups than the device
@@ -114,10 +107,8 @@ enum { G_QKV, G_OUT, G_UP, G_DOWN };
 enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
-/* act: the int8 products' weight scales' offset there; omap_off: an int8 up product's row
- * maxima (gemm_i8.glsl's ROWMAX) count these outlier channels at the floor (NO_OUTLIERS);
- * oscale_off: an int8 product's outlier codes' scales (OUTL) */
-typedef struct { uint32_t M, N, K, bias_off, act, omap_off, oscale_off; } pc_gemm;
+/* act: the int8 products' weight scales' offset there */
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct {
 	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
@@ -129,8 +120,6 @@ typedef struct { uint32_t seq_off, H, pooling, normalize, out_row, nseq; } pc_po
 typedef struct { uint32_t T, I; } pc_geglu;
 /* sinv_off: NO_SMOOTH, or 1/s in wvec; omap_off: NO_OUTLIERS, or the outlier slots in wvec */
 typedef struct { uint32_t T, K, sinv_off, omap_off; } pc_quant;
-/* quant_rows.comp: parts a row of the row maxima; olist_off: the nout outlier columns */
-typedef struct { uint32_t T, K, nparts, olist_off, nout; } pc_qrows;
 #define NO_SMOOTH 0xffffffffu
 #define NO_OUTLIERS 0xffffffffu
 #define OUT_SLOTS 16 /* outlier values a row (shaders/quant_i8.glsl) */
@@ -143,9 +132,6 @@ typedef struct layer_off {
 	uint32_t sinv[4];           /* their SmoothQuant factors' inverses (K floats), or NO_SMOOTH */
 	uint32_t omap[4];           /* their outlier channels' slots (K floats: 0..15, or -1), or
 				     * NO_OUTLIERS */
-	uint32_t oscale[4];         /* with outliers: the scales of W's outlier codes (one a row) */
-	uint32_t olist;             /* with fuse and outliers: the down product's outlier
-				     * channels, slot by slot (OUT_SLOTS floats), for quant_rows */
 	uint32_t ln1_g, ln1_b, ln2_g, ln2_b;
 } layer_off;
 
@@ -185,14 +171,6 @@ struct vk_backend {
 			    * (set.int8_outliers, omap) */
 	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
 	VkDescriptorSet ds_quant[4];
-	/* set.int8_fuse with up and down int8 (no GEGLU): the up product writes row maxima in
-	 * parts (pm: rows x up_n / 32 floats at most; up_parts a row in the batch being
-	 * recorded), quant_rows turns them into the down product's scales (qs) and outliers
-	 * (qo), and the down product reads ffn's f16 rows itself (gemm_i8.glsl) */
-	int fuse;
-	vk_buf pm;
-	uint32_t up_parts;
-	VkDescriptorSet ds_qrows;
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
@@ -287,8 +265,8 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
 			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
-			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns' codes
-								       * (gemm_i8.glsl: 16, 16 zeros) */
+			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns, f16
+								       * (gemm_i8.glsl) */
 				b->lo[l].wbytes[g] += (VkDeviceSize)rows[g] * OUT_SLOTS * 2;
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
@@ -337,14 +315,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
 				v += cols[g];
-				o->oscale[g] = v;
-				v += rows[g];
 			}
-		}
-		o->olist = 0;
-		if (b->fuse && b->nout) {
-			o->olist = v;
-			v += OUT_SLOTS;
 		}
 	}
 	b->nvec = v;
@@ -479,8 +450,6 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 						sfac[best] = 0;
 						ochan[j] = best;
 						fv[b->lo[l].omap[g] + best] = (float)j;
-						if (g == G_DOWN && b->fuse)
-							fv[b->lo[l].olist + j] = (float)best;
 					}
 				} else if (calib && b->smooth) {
 					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
@@ -498,25 +467,19 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 					float mx = 0;
 					for (uint32_t c = 0; c < K; c++)
 						mx = fmaxf(mx, fabsf(wr[c] * k * sfac[c]));
+					/* the outliers' weights in the row's units (w · 127 / mx,
+					 * as the codes before rounding) must fit f16: a floor under
+					 * mx, as quant_i8.glsl's under the activations' scale */
+					const uint32_t no = b->lo[l].omap[g] != NO_OUTLIERS ? b->nout : 0;
+					for (uint32_t j = 0; j < no; j++)
+						mx = fmaxf(mx, fabsf(wr[ochan[j]] * k) * (127.0f / 60000.0f));
 					const float inv = mx > 0 ? 127.0f / mx : 0.0f;
 					for (uint32_t c = 0; c < K; c++)
 						q[(size_t)r * K + c] = (int8_t)lrintf(wr[c] * k * sfac[c] * inv);
+					uint16_t *wo = (uint16_t *)(dst + (size_t)rows[g] * K) + (size_t)r * OUT_SLOTS;
+					for (uint32_t j = 0; j < no; j++)
+						wo[j] = f32_to_f16(wr[ochan[j]] * k * inv);
 					fv[b->lo[l].wscale[g] + r] = mx / 127.0f;
-					/* the outliers' weights: int8 codes with a scale of their own,
-					 * in the row's units (w · 127 / mx, as the codes before
-					 * rounding); 32 bytes a row, the codes in slot order, then
-					 * zeros (gemm_i8.glsl's OUTL) */
-					const uint32_t no = b->lo[l].omap[g] != NO_OUTLIERS ? b->nout : 0;
-					if (!no)
-						continue;
-					float om = 0;
-					for (uint32_t j = 0; j < no; j++)
-						om = fmaxf(om, fabsf(wr[ochan[j]] * k * inv));
-					const float oinv = om > 0 ? 127.0f / om : 0.0f;
-					int8_t *wo = (int8_t *)(dst + (size_t)rows[g] * K) + (size_t)r * 2 * OUT_SLOTS;
-					for (uint32_t j = 0; j < no; j++)
-						wo[j] = (int8_t)lrintf(wr[ochan[j]] * k * inv * oinv);
-					fv[b->lo[l].oscale[g] + r] = om / 127.0f;
 				}
 			} else if (es == 4) {
 				memcpy(dst, src[g], n * 4);
@@ -578,13 +541,9 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 				memcpy(f + o->wscale[g], fv + o->wscale[g], rows[g] * 4);
 				if (o->sinv[g] != NO_SMOOTH)
 					memcpy(f + o->sinv[g], fv + o->sinv[g], cols[g] * 4);
-				if (o->omap[g] != NO_OUTLIERS) {
+				if (o->omap[g] != NO_OUTLIERS)
 					memcpy(f + o->omap[g], fv + o->omap[g], cols[g] * 4);
-					memcpy(f + o->oscale[g], fv + o->oscale[g], rows[g] * 4);
-				}
 			}
-			if (b->fuse && b->nout)
-				memcpy(f + o->olist, fv + o->olist, OUT_SLOTS * 4);
 		}
 		rc = vk_upload_via(&b->c, &b->wvec, 0, host, nvec * 4, &st, err);
 	}
@@ -601,7 +560,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 static void free_activations(vk_backend *b)
 {
 	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
-			   &b->outd, &b->qa, &b->qs, &b->qo, &b->pm };
+			   &b->outd, &b->qa, &b->qs, &b->qo };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&b->c, bufs[i]);
 	for (int i = 0; i < SLOTS; i++)
@@ -650,12 +609,10 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->qs, rows * 4, VK_MEM_DEVICE, err);
 	if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
 		rc = vk_buf_create(&b->c, &b->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
-	if (!rc && b->fuse) /* parts of SN_ >= 32 columns (gemm_i8.glsl's ROWMAX) */
-		rc = vk_buf_create(&b->c, &b->pm, rows * (b->up_n / 32) * 4, VK_MEM_DEVICE, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
 	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs,
-			&b->qo, &b->pm };
+			&b->qo };
 	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 		if (z[i]->buf)
 			rc = vk_zero(&b->c, z[i], err);
@@ -689,7 +646,7 @@ static void ds_write(vk_backend *b, VkDescriptorSet ds, VkDescriptorBufferInfo i
 
 static int make_descriptors(vk_backend *b, emb_err *err)
 {
-	const uint32_t nsets = 10 + 4 * b->L;
+	const uint32_t nsets = 9 + 4 * b->L;
 	VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 				    .descriptorCount = nsets * VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = {
@@ -728,8 +685,7 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 	b->ds_pool = sets[3];
 	b->ds_geglu = sets[4];
 	memcpy(b->ds_quant, sets + 5, 4 * sizeof *sets);
-	b->ds_qrows = sets[9];
-	memcpy(b->ds_gemm, sets + 10, 4 * b->L * sizeof *sets);
+	memcpy(b->ds_gemm, sets + 9, 4 * b->L * sizeof *sets);
 	free(sets);
 
 	const VkDeviceSize W = VK_WHOLE_SIZE;
@@ -795,22 +751,11 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 			in[1] = bi(&b->qo, 0, W);
 		ds_write(b, b->ds_quant[g], in);
 	}
-	if (b->fuse) { /* quant_rows.comp */
-		memset(in, 0, sizeof in);
-		in[0] = bi(&b->ffn, 0, W);
-		if (b->nout)
-			in[1] = bi(&b->qo, 0, W);
-		in[2] = bi(&b->wvec, 0, W);
-		in[3] = bi(&b->pm, 0, W);
-		in[4] = bi(&b->qs, 0, W);
-		ds_write(b, b->ds_qrows, in);
-	}
 	for (uint32_t l = 0; l < b->L; l++)
 		for (int g = 0; g < 4; g++) {
 			const int q = b->i8 >> g & 1;
 			memset(in, 0, sizeof in);
-			/* with fuse the down product reads the up product's f16 output */
-			in[0] = bi(q && !(b->fuse && g == G_DOWN) ? &b->qa : gin[g], 0, W);
+			in[0] = bi(q ? &b->qa : gin[g], 0, W);
 			in[1] = bi(&b->wmat, b->lo[l].w[g], b->lo[l].wbytes[g]);
 			in[2] = bi(&b->wvec, 0, W);
 			in[3] = bi(gout[g], 0, W);
@@ -818,8 +763,6 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 				in[4] = bi(&b->qs, 0, W);
 			if (q && b->nout)
 				in[5] = bi(&b->qo, 0, W);
-			if (b->fuse && g == G_UP)
-				in[6] = bi(&b->pm, 0, W);
 			ds_write(b, b->ds_gemm[4 * l + g], in);
 		}
 	return EMB_OK;
@@ -947,7 +890,7 @@ typedef struct pipe_job {
 	vk_ctx *c;
 	vk_pipe *p;
 	const char *name;
-	uint32_t spec[4];
+	uint32_t spec[3];
 	int nspec, rc;
 	emb_err err;
 } pipe_job;
@@ -1017,7 +960,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
-		[P_QUANT_I] = b->i8 & 1u << G_DOWN && !b->fuse ? "quant_i8" : NULL,
+		[P_QUANT_I] = b->i8 & 1u << G_DOWN ? "quant_i8" : NULL,
 		/* the LayerNorms in front of qkv and up quantise for them */
 		[P_ADDLN_Q] = b->i8 & (1u << G_QKV | 1u << G_UP) && b->ln_lanes ? "add_ln_sg" : NULL,
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
@@ -1025,14 +968,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_I8_S] = b->i8 ? "gemm_i8_s" : NULL, [P_I8_SA] = b->i8 ? "gemm_i8_s" : NULL,
 		/* 128x128 down tiles without outliers only: with them (the staged
 		 * epilogue) 128x96 ran 1.0% faster (docs/bench-gpu.md) */
-		[P_I8_Q] = b->i8 & 1u << G_DOWN && b->H % 128 == 0 && !b->nout && !b->fuse ? "gemm_i8_q" : NULL,
+		[P_I8_Q] = b->i8 & 1u << G_DOWN && b->H % 128 == 0 && !b->nout ? "gemm_i8_q" : NULL,
 		[P_I8_WN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_w" : NULL,
 		[P_I8_LN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_l" : NULL,
 		[P_I8_SN] = b->i8 & 1u << G_OUT && b->nout ? "gemm_i8_s" : NULL,
-		[P_I8_WF] = b->fuse ? "gemm_i8_wf" : NULL, [P_I8_LF] = b->fuse ? "gemm_i8_lf" : NULL,
-		[P_I8_SF] = b->fuse ? "gemm_i8_sf" : NULL,
-		[P_I8_QF] = b->fuse && b->H % 128 == 0 && !b->nout ? "gemm_i8_qf" : NULL,
-		[P_QROWS] = b->fuse ? "quant_rows" : NULL,
 	};
 	b->bq = !strcmp(names[P_ATTN], "attn_fa") ? BQ_FA : BQ;
 	const uint32_t act = (uint32_t)b->cfg.act + 1; /* the shaders' activation code */
@@ -1056,14 +995,13 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[2] = (uint32_t)b->alibi;
 			j->nspec = 3;
 		}
-		if (i >= P_I8_W && i <= P_I8_SF) { /* gemm_i8.glsl: activation, outlier products,
-						   * the epilogue in the accumulators, the up
-						   * product's row maxima for fuse */
+		if (i >= P_I8_W && i <= P_I8_SN) { /* gemm_i8.glsl: activation, outlier products,
+						   * the epilogue in the accumulators (which the
+						   * outlier products do not take: gemm_i8.glsl) */
 			j->spec[0] = with_act ? act : 0;
-			j->spec[1] = b->nout > 0 && (i < P_I8_WN || i >= P_I8_WF);
+			j->spec[1] = b->nout > 0 && i < P_I8_WN;
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
-			j->spec[3] = with_act && b->fuse;
-			j->nspec = 4;
+			j->nspec = 3;
 		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
@@ -1106,8 +1044,6 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			b->gemm_pipe[g] = P_I8_Q;
 		else if (b->i8 >> g & 1 && g == G_OUT && b->nout)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? P_I8_WN : P_I8_LN;
-		else if (b->i8 >> g & 1 && g == G_DOWN && b->fuse)
-			b->gemm_pipe[g] = b->pipe[P_I8_QF].pipe ? P_I8_QF : N[g] % 96 == 0 ? P_I8_WF : P_I8_LF;
 		else if (b->i8 >> g & 1)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? (up ? P_I8_WA : P_I8_W) : (up ? P_I8_LA : P_I8_L);
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
@@ -1267,10 +1203,6 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 			b->nout = (uint32_t)b->c.set.int8_outliers;
 		else
 			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
-		/* the down product quantises its own input (GEGLU's comes from geglu.comp, which
-		 * writes no row maxima) */
-		const unsigned ffn = 1u << G_UP | 1u << G_DOWN;
-		b->fuse = b->c.set.int8_fuse && (b->i8 & ffn) == ffn && !b->geglu;
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
@@ -1490,22 +1422,13 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, NO_OUTLIERS,
-		       b->i8 >> g & 1 && b->lo[l].omap[g] != NO_OUTLIERS ? b->lo[l].oscale[g] : 0 };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
-		 * LayerNorm before did (ln_quantises) or, with fuse, the down product does (its
-		 * scales and outliers from the up product's row maxima: quant_rows.comp), then
-		 * the int8 product, which reads W's scales where the others read the activation
-		 * code */
-		if (b->fuse && g == G_DOWN) {
-			const uint32_t no = b->lo[l].omap[G_DOWN] != NO_OUTLIERS ? b->nout : 0;
-			pc_qrows pq = { M, K[g], b->up_parts, b->lo[l].olist, no };
-			uint32_t gx, gy;
-			grid1((M + 127) / 128, &gx, &gy);
-			dispatch(b, s, steps[g], P_QROWS, b->ds_qrows, &pq, sizeof pq, gx, gy);
-		} else if (!ln_quantises(b, g, l)) {
+		 * LayerNorm before did (ln_quantises), then the int8 product, which reads W's
+		 * scales where the others read the activation code */
+		if (!ln_quantises(b, g, l)) {
 			const int qp = g == G_DOWN ? P_QUANT_I : P_QUANT;
 			const uint32_t rows = 128 / b->quant_lanes[qp == P_QUANT_I];
 			pc_quant pq = { M, K[g], b->lo[l].sinv[g], b->lo[l].omap[g] };
@@ -1517,11 +1440,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
 		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
 			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : p == P_I8_WN || p == P_I8_LN ? P_I8_SN
-			    : p >= P_I8_WF && p <= P_I8_LF ? P_I8_SF : P_I8_S;
-		if (b->fuse && g == G_UP) { /* its row maxima: a part a subgroup's columns */
-			pc.omap_off = b->lo[l].omap[G_DOWN];
-			b->up_parts = N[g] / (gemm_tile[p][0] / 2);
-		}
+			    : P_I8_S;
 		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
 		return;

@@ -18,7 +18,6 @@ void vk_settings_default(vk_settings *s)
 	s->tiles96 = 1;
 	s->int8_products = 15;
 	s->int8_outliers = 8;
-	s->int8_fuse = 1;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 }
@@ -67,6 +66,7 @@ void vk_settings_from_env(vk_settings *s)
 	s->no_coopmat = env_value("EMBED_VK_NO_COOPMAT") != NULL;
 	s->ln_tree = env_value("EMBED_VK_LN_TREE") != NULL;
 	s->i8_staged = env_value("EMBED_VK_I8_STAGED") != NULL;
+	s->stats = env_value("EMBED_VK_STATS") != NULL;
 	if ((v = env_value("EMBED_VK_ATTN"))) {
 		if (strcmp(v, "scalar") && strcmp(v, "cm") && strcmp(v, "fa") && strcmp(v, "fa16"))
 			snprintf(s->bad, sizeof s->bad, "EMBED_VK_ATTN=%.40s is not scalar, cm, fa or fa16", v);
@@ -91,9 +91,6 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_outliers;
 	env_long(s, "EMBED_VK_INT8_OUTLIERS", 0, 16, &x);
 	s->int8_outliers = (int)x;
-	x = s->int8_fuse;
-	env_long(s, "EMBED_VK_INT8_FUSE", 0, 1, &x);
-	s->int8_fuse = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;

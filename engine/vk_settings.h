@@ -35,12 +35,8 @@ typedef struct vk_settings {
 	int int8_outliers;     /* EMBED_VK_INT8_OUTLIERS: the input channels an int8 product
 				* keeps out of int8 (those of the largest activation maxima, from
 				* int8_calib or else the model's own calibration pass at open;
-				* their share an int8 product with scales of its own), 0-16;
-				* default 8; 0: none (one scale a token alone; with int8_calib,
-				* SmoothQuant) */
-	int int8_fuse;         /* EMBED_VK_INT8_FUSE: 1 (default) the FFN's down product quantises
-				* its own f16 input from row maxima its up product writes; 0 the
-				* quantising pass over that input (comparisons) */
+				* their share of the product in f16), 0-16; default 8; 0: none
+				* (one scale a token alone; with int8_calib, SmoothQuant) */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */

@@ -8,9 +8,8 @@
 // The LayerNorms quantise their own output where the next product is int8 (add_ln_sg.comp,
 // the same arithmetic); this pass serves the rest: the first layer's qkv (after the
 // embedding LayerNorm), the out product (the attention's output: a row spans the heads'
-// workgroups) and, with EMBED_VK_INT8_FUSE=0 or GEGLU, the down product (the FFN's output: a
-// row spans the up product's column tiles, so no workgroup of it sees a row's maximum; by
-// default the down product codes it itself, gemm_i8.glsl's F16A).
+// workgroups) and the down product (the GELU output: a row spans the up product's column
+// tiles, so no workgroup of it sees a row's maximum).
 //
 // Each row sits on LPR lanes of one subgroup (an aligned group: the maximum is a shuffle
 // reduction inside it), NQ pieces of 8 values a lane, read once into registers and issued
