@@ -6,8 +6,9 @@ Simulates what shaders/gemm_i8.glsl computes (int8 x int8 products are exact in 
 fake quantisation in fp32 gives the same sums up to fp32 rounding): weights symmetric int8
 with one scale per output channel (max|w| / 127), activations symmetric int8 with one scale
 per token (GROUP 0) or per GROUP values of a token, rounded to nearest. Optional SmoothQuant
-migration (--alpha) on the LayerNorm-fed inputs (qkv, up), which folds into the LayerNorm's
-W's columns, x divided by them in the quantising pass, from calibration maxima of the first --calib texts.
+migration (a config's third field, WHICH:GROUP:ALPHA, or a spec's `s` with alpha QS_ALPHA,
+default 0.5) into W's columns, x divided by the factors in the quantising pass, from the
+calibration maxima of --calib checked texts or --calib-made-up made-up ones.
 
     /tmp/i15-venv/bin/python dev/int8/quant-study.py MODEL_DIR IDS.bin [--every N] [--calib-made-up N]
         [--configs all:0,ffn:0,...]
@@ -44,23 +45,16 @@ class QLinear(torch.nn.Module):
     post-LayerNorm output is also the residual, so they cannot fold into the LayerNorm)."""
     def __init__(self, lin, group, s=None, wgroup=0, keep=None, static=None, ikeep=False):
         super().__init__()
-        self.ikeep = ikeep  # the outliers as integers in the row's units (two int8 digits),
-        # their weights quantised with the row (its scale over every column)
+        self.ikeep = ikeep  # I, J: the outliers as integers in the row's units (J: two int8
+        # digits), their weights quantised with the row (its scale over every column); S: the
+        # outliers int8 with their own scale a token, their weights with their own a row
         self.s = s
         self.static = static  # per input channel static activation scales (mode c), or None
         if static is not None:  # they fold into W's columns: sum_k q_k (s_k w_nk)
             s = static
         self.keep = keep  # input channels left unquantised (outliers, LLM.int8()-style)
         w = lin.weight.data.clone()
-        if keep is not None and ikeep == "S":
-            # the outliers' weights int8 with their own scale a row (max over the outlier
-            # columns), the rest int8 as usual (fq_w, below, with the columns zeroed)
-            wo = w[:, keep]
-            smx = wo.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
-            self.wkeep = torch.round(wo / smx).clamp(-127, 127) * smx
-            w = w.clone()
-            w[:, keep] = 0
-        elif keep is not None and ikeep:
+        if keep is not None and ikeep in ("I", "J"):
             # W's row scale over every column; the outliers' weights in units 128 times
             # finer, two int8 digits (J), or int8 in the row's units (I)
             mx = w.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
@@ -75,9 +69,11 @@ class QLinear(torch.nn.Module):
             self.wkeep = torch.round(wo) * mx
         elif keep is not None:
             self.wkeep = (w * s if s is not None else w)[:, keep].clone()
+            if ikeep == "S":  # one scale a row over the outlier columns
+                self.wkeep = fq_w(self.wkeep)
             w = w.clone()
             w[:, keep] = 0
-        if keep is None or not ikeep or ikeep == "S":
+        if keep is None or ikeep not in ("I", "J"):
             self.w = fq_w(w * s if s is not None else w, wgroup)
         self.b = lin.bias.data.clone()
         self.group = group
@@ -91,14 +87,7 @@ class QLinear(torch.nn.Module):
             return torch.nn.functional.linear(q, self.w, self.b)
         if self.s is not None:
             x = x / self.s
-        if self.keep is not None and self.ikeep == "S":
-            # outliers int8 with their own scale a token (max over them), the rest as usual
-            xo = x[..., self.keep]
-            x = x.clone()
-            x[..., self.keep] = 0
-            return (torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b) +
-                    fq_act(xo, 0) @ self.wkeep.T)
-        if self.keep is not None and self.ikeep:
+        if self.keep is not None and self.ikeep in ("I", "J"):
             xo = x[..., self.keep]
             x = x.clone()
             x[..., self.keep] = 0
@@ -120,6 +109,8 @@ class QLinear(torch.nn.Module):
             return torch.nn.functional.linear(q, self.w, self.b) + qo @ self.wkeep.T
         if self.keep is not None:
             xo = x[..., self.keep]
+            if self.ikeep == "S":  # one scale a token over the outlier channels
+                xo = fq_act(xo, 0)
             x = x.clone()
             x[..., self.keep] = 0
             return (torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b) +
@@ -259,11 +250,12 @@ def run_spec(a, cfg, docs, ref):
     channels with the largest calibration maxima unquantised (outliers in fp, LLM.int8()-style;
     oKW: chosen from the weights alone, weight_scores; oKI: the outliers as integers in the row's
     units with their weights int8 in the row's scale; oKJ: the outliers and their weights as two
-    int8 digits, gemm_i8.glsl's tried form; oKS: the outliers int8 with their own scale a token
-    and their weights int8 with their own scale a row: environment QS_BASE the digits' base (128),
-    QS_NOFLOOR=1 no floor under the row's scale),
+    int8 digits, gemm_i8.glsl's tried form (environment QS_BASE the digits' base, 128;
+    QS_NOFLOOR=1 for I and J no floor under the row's scale); oKS: the outliers int8 with their
+    own scale a token and their weights int8 with their own scale a row),
     cM for static activation scales per input channel (calibration max x M / 127, M default 1,
-    clipped beyond; folded into W's columns before its per-row quantisation),
+    clipped beyond; folded into W's columns before its per-row quantisation), s's alpha from the
+    environment's QS_ALPHA (0.5),
     @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
     import re
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
