@@ -81,7 +81,10 @@ enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GE
        P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA,
        /* ... the down product's 128x128 tiles, and (with outlier channels) the attention
 	* output product's pipelines without them (N: its input needs none) */
-       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN, P_N };
+       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN,
+       /* ... and the pass that recodes the up product's int8 output at one scale a row
+	* (gq: requant_i8.comp) */
+       P_REQUANT, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -108,7 +111,9 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
 /* act: the int8 products' weight scales' offset there */
-typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
+/* omap_off, pstride: gemm_i8.glsl's GQ (the up product with gq), else unused */
+typedef struct { uint32_t M, N, K, bias_off, act, omap_off, pstride; } pc_gemm;
+typedef struct { uint32_t T, K, nparts, pstride, nout; } pc_requant;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct {
 	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
@@ -170,6 +175,13 @@ struct vk_backend {
 	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
 	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
+	/* gq: the FFN's up product writes the down product's int8 input itself, each row part
+	 * (a subgroup's columns) at its own scale, and requant_i8.comp recodes it at the row's
+	 * (set.int8_gq; both FFN products int8, no GEGLU, no SmoothQuant): the codes go to ffn,
+	 * the parts' maxima and the outliers' values to qg (gq_stride floats a row) */
+	int gq;
+	vk_buf qg;
+	uint32_t gq_stride, gq_parts, requant_lanes;
 	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
@@ -560,7 +572,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 static void free_activations(vk_backend *b)
 {
 	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
-			   &b->outd, &b->qa, &b->qs, &b->qo };
+			   &b->outd, &b->qa, &b->qs, &b->qo, &b->qg };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		vk_buf_destroy(&b->c, bufs[i]);
 	for (int i = 0; i < SLOTS; i++)
@@ -609,10 +621,12 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		rc = vk_buf_create(&b->c, &b->qs, rows * 4, VK_MEM_DEVICE, err);
 	if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
 		rc = vk_buf_create(&b->c, &b->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
+	if (!rc && b->gq)
+		rc = vk_buf_create(&b->c, &b->qg, rows * b->gq_stride * 4, VK_MEM_DEVICE, err);
 	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
 	 * tiled products, and zeros there keep every value finite. */
 	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs,
-			&b->qo };
+			&b->qo, &b->qg };
 	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 		if (z[i]->buf)
 			rc = vk_zero(&b->c, z[i], err);
@@ -749,6 +763,10 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 		in[4] = bi(&b->qs, 0, W);
 		if (b->nout)
 			in[1] = bi(&b->qo, 0, W);
+		if (g == G_DOWN && b->gq) { /* requant_i8.comp: the codes in place, the parts */
+			in[0] = bi(&b->ffn, 0, W);
+			in[3] = bi(&b->qg, 0, W);
+		}
 		ds_write(b, b->ds_quant[g], in);
 	}
 	for (uint32_t l = 0; l < b->L; l++)
@@ -763,6 +781,10 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 				in[4] = bi(&b->qs, 0, W);
 			if (q && b->nout)
 				in[5] = bi(&b->qo, 0, W);
+			if (b->gq && g == G_UP)   /* codes to ffn, the parts' maxima to qg */
+				in[6] = bi(&b->qg, 0, W);
+			if (b->gq && g == G_DOWN)
+				in[0] = bi(&b->ffn, 0, W);
 			ds_write(b, b->ds_gemm[4 * l + g], in);
 		}
 	return EMB_OK;
@@ -890,7 +912,7 @@ typedef struct pipe_job {
 	vk_ctx *c;
 	vk_pipe *p;
 	const char *name;
-	uint32_t spec[3];
+	uint32_t spec[4];
 	int nspec, rc;
 	emb_err err;
 } pipe_job;
@@ -960,7 +982,8 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
-		[P_QUANT_I] = b->i8 & 1u << G_DOWN ? "quant_i8" : NULL,
+		[P_QUANT_I] = b->i8 & 1u << G_DOWN && !b->gq ? "quant_i8" : NULL,
+		[P_REQUANT] = b->gq ? "requant_i8" : NULL,
 		/* the LayerNorms in front of qkv and up quantise for them */
 		[P_ADDLN_Q] = b->i8 & (1u << G_QKV | 1u << G_UP) && b->ln_lanes ? "add_ln_sg" : NULL,
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
@@ -1001,13 +1024,18 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0 && i < P_I8_WN;
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
-			j->nspec = 3;
+			j->spec[3] = with_act && b->gq; /* only the up product has an activation */
+			j->nspec = 4;
 		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
 			j->spec[2] = i == P_ADDLN_Q;
 			j->nspec = 3;
+		}
+		if (i == P_REQUANT) {
+			j->spec[0] = b->requant_lanes;
+			j->nspec = 1;
 		}
 		if (i == P_QUANT || i == P_QUANT_I) {
 			const uint32_t k8 = (i == P_QUANT ? b->H : b->I) / 8;
@@ -1203,6 +1231,19 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 			b->nout = (uint32_t)b->c.set.int8_outliers;
 		else
 			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
+		/* gq (above): the up product's parts are a subgroup's columns of its tiles, 48
+		 * (128x96 tiles) or 32 (128x64, 64x64), whose part counts requant_i8.comp's lanes
+		 * a row divide: a power of two up to 16 and the smallest subgroup */
+		const uint32_t ffn = 1u << G_UP | 1u << G_DOWN;
+		b->gq = b->c.set.int8_gq && (b->i8 & ffn) == ffn && !b->geglu && !b->smooth;
+		if (b->gq) {
+			b->gq_stride = b->I / 32 + OUT_SLOTS;
+			uint32_t lpr = 16;
+			while (lpr > 1 && (lpr > b->c.min_subgroup_size || (b->I / 32) % lpr ||
+					   (b->I % 96 == 0 && (b->I / 48) % lpr)))
+				lpr /= 2;
+			b->requant_lanes = lpr;
+		}
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
@@ -1422,13 +1463,20 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, 0, 0 };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
 		 * LayerNorm before did (ln_quantises), then the int8 product, which reads W's
 		 * scales where the others read the activation code */
-		if (!ln_quantises(b, g, l)) {
+		if (g == G_DOWN && b->gq) {
+			const uint32_t rows = 128 / b->requant_lanes;
+			pc_requant pr = { M, K[g], b->gq_parts, b->gq_stride,
+					  b->lo[l].omap[G_DOWN] != NO_OUTLIERS ? b->nout : 0 };
+			uint32_t gx, gy;
+			grid1((M + rows - 1) / rows, &gx, &gy);
+			dispatch(b, s, steps[g], P_REQUANT, b->ds_quant[g], &pr, sizeof pr, gx, gy);
+		} else if (!ln_quantises(b, g, l)) {
 			const int qp = g == G_DOWN ? P_QUANT_I : P_QUANT;
 			const uint32_t rows = 128 / b->quant_lanes[qp == P_QUANT_I];
 			pc_quant pq = { M, K[g], b->lo[l].sinv[g], b->lo[l].omap[g] };
@@ -1441,6 +1489,11 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
 			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : p == P_I8_WN || p == P_I8_LN ? P_I8_SN
 			    : P_I8_S;
+		if (g == G_UP && b->gq) { /* its parts: a subgroup's columns (2 subgroups a row) */
+			pc.omap_off = b->lo[l].omap[G_DOWN];
+			pc.pstride = b->gq_stride;
+			b->gq_parts = N[g] / (gemm_tile[p][0] / 2);
+		}
 		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
 		return;

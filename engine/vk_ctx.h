@@ -50,7 +50,7 @@
 /* The one descriptor-set layout every kernel uses: this many storage buffers, bindings
  * 0..VK_BINDINGS-1, plus VK_PUSH_BYTES of push constants. One layout means one pipeline
  * layout and interchangeable descriptor sets. */
-#define VK_BINDINGS 6
+#define VK_BINDINGS 7
 #define VK_PUSH_BYTES 64
 
 

@@ -18,6 +18,7 @@ void vk_settings_default(vk_settings *s)
 	s->tiles96 = 1;
 	s->int8_products = 15;
 	s->int8_outliers = 8;
+	s->int8_gq = 0;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 }
@@ -91,6 +92,9 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_outliers;
 	env_long(s, "EMBED_VK_INT8_OUTLIERS", 0, 16, &x);
 	s->int8_outliers = (int)x;
+	x = s->int8_gq;
+	env_long(s, "EMBED_VK_INT8_GQ", 0, 1, &x);
+	s->int8_gq = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;

@@ -37,6 +37,10 @@ typedef struct vk_settings {
 				* int8_calib or else the model's own calibration pass at open;
 				* their share of the product in f16), 0-16; default 8; 0: none
 				* (one scale a token alone; with int8_calib, SmoothQuant) */
+	int int8_gq;           /* EMBED_VK_INT8_GQ: the FFN's up product writes its output as
+				* int8 codes at one scale a row part (gemm_i8.glsl GQ), which a
+				* pass recodes to one a row (requant_i8.comp); 0: f16 output and
+				* quant_i8.comp's pass; default 0 until measured */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */

@@ -289,6 +289,7 @@ int main(int argc, char **argv)
 			{ d ? AQ.buf : A.buf, 0, VK_WHOLE_SIZE }, { d ? WQ.buf : W.buf, 0, VK_WHOLE_SIZE },
 			{ V.buf, 0, VK_WHOLE_SIZE }, { C.buf, 0, VK_WHOLE_SIZE },
 			{ d ? SA.buf : V.buf, 0, VK_WHOLE_SIZE }, { V.buf, 0, VK_WHOLE_SIZE },
+			{ V.buf, 0, VK_WHOLE_SIZE },
 		};
 		VkWriteDescriptorSet wr[VK_BINDINGS];
 		for (int i = 0; i < VK_BINDINGS; i++)

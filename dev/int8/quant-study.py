@@ -31,6 +31,16 @@ def fq_act(x, group):
     s = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
     return (torch.round(x / s).clamp(-127, 127) * s).reshape(shp)
 
+def fq_act2(x, first):
+    # two roundings (QS_DOUBLE): codes at one scale per `first` values of a token (what a
+    # product's epilogue sees of a row), then recoded at the token's scale over all of them
+    shp = x.shape
+    g = x.reshape(*shp[:-1], shp[-1] // first, first)
+    sg = g.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
+    x1 = (torch.round(g / sg).clamp(-127, 127) * sg).reshape(shp)
+    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(x1 / s).clamp(-127, 127) * s
+
 def fq_w(w, group=0):
     # one scale an output channel (group 0), or per `group` values of its row (along K)
     if group:
@@ -77,6 +87,7 @@ class QLinear(torch.nn.Module):
             self.w = fq_w(w * s if s is not None else w, wgroup)
         self.b = lin.bias.data.clone()
         self.group = group
+        self.double = 0  # QS_DOUBLE (run_spec): fq_act2's first group
     def forward(self, x):
         if self.static is not None:
             q = torch.round(x / self.static).clamp(-127, 127)
@@ -113,6 +124,9 @@ class QLinear(torch.nn.Module):
                 xo = fq_act(xo, 0)
             x = x.clone()
             x[..., self.keep] = 0
+            if self.double:
+                return (torch.nn.functional.linear(fq_act2(x, self.double), self.w, self.b) +
+                        xo @ self.wkeep.T)
             return (torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b) +
                     xo @ self.wkeep.T)
         return torch.nn.functional.linear(fq_act(x, self.group), self.w, self.b)
@@ -256,7 +270,10 @@ def run_spec(a, cfg, docs, ref):
     cM for static activation scales per input channel (calibration max x M / 127, M default 1,
     clipped beyond; folded into W's columns before its per-row quantisation), s's alpha from the
     environment's QS_ALPHA (0.5),
-    @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128"""
+    @LAYERS (digits) the layers it applies to (all if absent); e.g. qkv=0s+out=0+up=0s+down=128w128.
+    Environment QS_DOUBLE_P=PRODUCT with QS_DOUBLE=G: that product's activations (with oK) rounded
+    twice, at one scale per G values of a token and then at the token's (fq_act2: gemm_i8.glsl's
+    GQ with requant_i8.comp)"""
     import re
     m = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
     items = []
@@ -291,8 +308,11 @@ def run_spec(a, cfg, docs, ref):
             if grp.startswith("c"):  # static per channel: calibration max x margin / 127
                 static = stats[(l, p)].clamp_min(1e-5) * float(grp[1:] or 1) / 127.0
             for path in PRODUCTS[p]:
-                setmod(layer, path, QLinear(getmod(layer, path), 0 if static is not None
-                                            else int(grp), s, wg, keep, static, wsel if wsel in ("I", "J", "S") else False))
+                q = QLinear(getmod(layer, path), 0 if static is not None else int(grp), s, wg,
+                            keep, static, wsel if wsel in ("I", "J", "S") else False)
+                if os.environ.get("QS_DOUBLE_P") == p:
+                    q.double = int(os.environ.get("QS_DOUBLE", "48"))
+                setmod(layer, path, q)
     report(cfg, embed(m, docs), ref, docs)
 
 main()
