@@ -68,20 +68,6 @@ vec4 wvec4(uint o)
 	return vec4(wvec[o], wvec[o + 1], wvec[o + 2], wvec[o + 3]);
 }
 
-#ifndef LN_OMASK
-#define LN_OMASK 1
-#endif
-#ifndef LN_GB_MEM
-#define LN_GB_MEM 0
-#endif
-const uint OMW = (8 * NQ + 31) / 32;   // LN_OMASK: words of a lane's outlier bits
-
-// LN_OMASK: is element e (of the lane's 8 NQ, piece e / 8) an outlier channel?
-bool om_bit(uint om[OMW], uint e)
-{
-	return ((om[e / 32] >> (e % 32)) & 1u) != 0u;
-}
-
 void main()
 {
 	const uint per_sg = gl_SubgroupSize / LPT, TPW = gl_NumSubgroups * per_sg;
@@ -92,33 +78,16 @@ void main()
 
 	// QUANT: the outlier slots of this lane's channels, read once for all ROUNDS tokens
 	const bool outl = QUANT != 0 && pc.omap_off != NO_OUTLIERS;
-#if LN_OMASK
-	uint om[OMW];
-	[[unroll]] for (uint w = 0; w < OMW; w++)
-		om[w] = 0u;
-	if (outl)
-		[[unroll]] for (uint e = 0; e < 8 * NQ; e++)
-			if (wvec[pc.omap_off + 8 * (lane + LPT * (e / 8)) + e % 8] >= 0.0)
-				om[e / 32] |= 1u << (e % 32);
-#else
-	vec4 os[2 * NQ];
-#endif
-#if !LN_GB_MEM
-	vec4 g[2 * NQ], b[2 * NQ];
-#endif
+	vec4 g[2 * NQ], b[2 * NQ], os[2 * NQ];
 	[[unroll]] for (uint q = 0; q < NQ; q++) {
-		const uint col = 8 * (lane + LPT * q);
-#if !LN_OMASK
-		const uint o = pc.omap_off + col;
+		const uint o = pc.omap_off + 8 * (lane + LPT * q);
 		os[2 * q] = outl ? wvec4(o) : vec4(-1.0);
 		os[2 * q + 1] = outl ? wvec4(o + 4) : vec4(-1.0);
-#endif
-#if !LN_GB_MEM
+		const uint col = 8 * (lane + LPT * q);
 		g[2 * q] = wvec4(pc.g_off + col);
 		g[2 * q + 1] = wvec4(pc.g_off + col + 4);
 		b[2 * q] = wvec4(pc.b_off + col);
 		b[2 * q + 1] = wvec4(pc.b_off + col + 4);
-#endif
 	}
 
 	[[unroll]] for (uint r = 0; r < ROUNDS; r++) {
@@ -145,15 +114,8 @@ void main()
 		const float rstd = 1.0 / sqrt(group_sum(sq) / float(pc.H) + pc.eps);
 		float m = 0.0;
 		[[unroll]] for (uint q = 0; q < NQ; q++) {
-#if LN_GB_MEM
-			const uint col = 8 * (lane + LPT * q);
-			const vec4 lo = (v[2 * q] - mean) * rstd * wvec4(pc.g_off + col) + wvec4(pc.b_off + col);
-			const vec4 hi = (v[2 * q + 1] - mean) * rstd * wvec4(pc.g_off + col + 4) +
-					wvec4(pc.b_off + col + 4);
-#else
 			const vec4 lo = (v[2 * q] - mean) * rstd * g[2 * q] + b[2 * q];
 			const vec4 hi = (v[2 * q + 1] - mean) * rstd * g[2 * q + 1] + b[2 * q + 1];
-#endif
 			const uvec4 h = uvec4(packHalf2x16(lo.xy), packHalf2x16(lo.zw),
 					      packHalf2x16(hi.xy), packHalf2x16(hi.zw));
 			x16[t * H8 + lane + LPT * q] = h;
@@ -165,16 +127,6 @@ void main()
 					v[2 * q] *= wvec4(col);
 					v[2 * q + 1] *= wvec4(col + 4);
 				}
-#if LN_OMASK
-				vec4 c0 = abs(v[2 * q]), c1 = abs(v[2 * q + 1]);
-				if (outl)
-					[[unroll]] for (uint e = 0; e < 4; e++) {
-						c0[e] *= om_bit(om, 8 * q + e) ? OUT_FLOOR : 1.0;
-						c1[e] *= om_bit(om, 8 * q + 4 + e) ? OUT_FLOOR : 1.0;
-					}
-				const vec4 c = max(c0, c1);
-				m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
-#else
 				if (outl) {
 					m = max(m, max(max_abs4(v[2 * q], os[2 * q]),
 						       max_abs4(v[2 * q + 1], os[2 * q + 1])));
@@ -182,7 +134,6 @@ void main()
 					const vec4 c = max(abs(v[2 * q]), abs(v[2 * q + 1]));
 					m = max(m, max(max(c.x, c.y), max(c.z, c.w)));
 				}
-#endif
 			}
 		}
 		if (QUANT != 0) {
@@ -190,26 +141,11 @@ void main()
 			const float inv = quant_inv(m);
 			if (lane == 0)
 				qs[t] = m / 127.0;
-#if LN_OMASK
-			// the rare lanes that hold an outlier channel move it to xo (its slot read
-			// again from the map) and code a 0 in its place
-			if (outl)
-				[[unroll]] for (uint e = 0; e < 8 * NQ; e++)
-					if (om_bit(om, e)) {
-						const uint col = 8 * (lane + LPT * (e / 8)) + e % 8;
-						const uint slot = uint(wvec[pc.omap_off + col]);
-						xo[t * OUT_SLOTS + slot] = float16_t(v[e / 4][e % 4] * inv);
-						v[e / 4][e % 4] = 0.0;
-					}
-			[[unroll]] for (uint q = 0; q < NQ; q++)
-				qa[t * H8 + lane + LPT * q] = uvec2(pack4i(v[2 * q] * inv), pack4i(v[2 * q + 1] * inv));
-#else
 			[[unroll]] for (uint q = 0; q < NQ; q++)
 				qa[t * H8 + lane + LPT * q] =
 					outl ? uvec2(pack4_outliers(v[2 * q], os[2 * q], inv, t),
 						     pack4_outliers(v[2 * q + 1], os[2 * q + 1], inv, t))
 					     : uvec2(pack4i(v[2 * q] * inv), pack4i(v[2 * q + 1] * inv));
-#endif
 		}
 	}
 }

@@ -129,9 +129,10 @@ const uint SROW = BK / 16 + 1;      // shared row stride in uvec4 (16 bytes of p
 shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
-shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
+shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 || GQ != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
 							  // fragment, or (in place) its 16x16 f16 output
 shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
+shared uvec4 Sg[GQ != 0 ? WARPS * FN * 32 : 1]; // GQ: each lane's 8 f16 values of each fragment
 
 // GQ: 4 values already scaled to [-127, 127] as int8 codes (quant_i8.glsl's pack4i)
 uint gq_pack4(vec4 v)
@@ -273,7 +274,7 @@ void main()
 				const uint row = m0 + wm * SM_ + i * 16 + r;
 				const float s_row = sa[row];
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx;
-				float gv[FN * 8];   // GQ: the row part's values
+				float gm = 0.0;     // GQ: the lane's part of its row's maximum
 				if (outl)
 					coopMatLoadNV(fx, xo, (m0 + wm * SM_ + i * 16) * 2, 2, false);
 				[[unroll]] for (uint j = 0; j < FN; j++) {
@@ -301,8 +302,15 @@ void main()
 						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
 								wvec[pc.bias_off + col + e], ACT);
 					if (GQ != 0) {
+						// the maximum now, the codes once the row's is known: the
+						// values wait in f16 (the quantising pass coded the f16
+						// output too) in the lane's own shared slot
 						[[unroll]] for (uint e = 0; e < 8; e++)
-							gv[j * 8 + e] = v[e];
+							gm = max(gm, abs(v[e]) * (((obits >> (8 * j + e)) & 1u) != 0u ? GQ_FLOOR : 1.0));
+						Sg[(sg * FN + j) * 32 + lane] = uvec4(packHalf2x16(vec2(v[0], v[1])),
+										       packHalf2x16(vec2(v[2], v[3])),
+										       packHalf2x16(vec2(v[4], v[5])),
+										       packHalf2x16(vec2(v[6], v[7])));
 						continue;
 					}
 					c[(row * pc.N + col) / 8] = uvec4(packHalf2x16(vec2(v[0], v[1])),
@@ -312,26 +320,27 @@ void main()
 				}
 				if (GQ != 0) {
 					// the part's maximum over the row's two lanes, outliers at the floor
-					float m = 0.0;
-					[[unroll]] for (uint k = 0; k < FN * 8; k++)
-						m = max(m, abs(gv[k]) * (((obits >> k) & 1u) != 0u ? GQ_FLOOR : 1.0));
-					m = max(m, subgroupShuffleXor(m, 1));
+					const float m = max(gm, subgroupShuffleXor(gm, 1));
 					const float inv = m > 0.0 ? 127.0 / m : 0.0;
 					const uint prow = row * pc.pstride;
 					if (lane % 2 == 0)
 						pm[prow + gl_WorkGroupID.x * WARPS_N + wn] = m;
-					if (obits != 0u)
-						[[unroll]] for (uint k = 0; k < FN * 8; k++)
-							if (((obits >> k) & 1u) != 0u) {
-								const uint oc = n0 + wn * SN_ + (k / 8) * 16 + cq * 4 + k % 8;
-								pm[prow + pc.pstride - 16 + uint(wvec[pc.omap_off + oc])] = gv[k];
-								gv[k] = 0.0;
-							}
 					[[unroll]] for (uint j = 0; j < FN; j++) {
+						const uvec4 h = Sg[(sg * FN + j) * 32 + lane];
+						vec4 lo = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+						vec4 hi = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
 						const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
-						c8[(row * pc.N + col) / 8] =
-							uvec2(gq_pack4(vec4(gv[8 * j], gv[8 * j + 1], gv[8 * j + 2], gv[8 * j + 3]) * inv),
-							      gq_pack4(vec4(gv[8 * j + 4], gv[8 * j + 5], gv[8 * j + 6], gv[8 * j + 7]) * inv));
+						if (((obits >> (8 * j)) & 0xffu) != 0u)
+							[[unroll]] for (uint e = 0; e < 8; e++)
+								if (((obits >> (8 * j + e)) & 1u) != 0u) {
+									const uint slot = uint(wvec[pc.omap_off + col + e]);
+									pm[prow + pc.pstride - 16 + slot] = e < 4 ? lo[e] : hi[e - 4];
+									if (e < 4)
+										lo[e] = 0.0;
+									else
+										hi[e - 4] = 0.0;
+								}
+						c8[(row * pc.N + col) / 8] = uvec2(gq_pack4(lo * inv), gq_pack4(hi * inv));
 					}
 				}
 			}
