@@ -1072,6 +1072,10 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			b->gemm_pipe[g] = P_I8_Q;
 		else if (b->i8 >> g & 1 && g == G_OUT && b->nout)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? P_I8_WN : P_I8_LN;
+		/* gq with set.int8_gq = 2: the up product in 128x64 tiles (with GQ its 128x96
+		 * tiles spilled registers on an H100: docs/bench-gpu.md) */
+		else if (b->i8 >> g & 1 && up && b->gq && b->c.set.int8_gq == 2)
+			b->gemm_pipe[g] = P_I8_LA;
 		else if (b->i8 >> g & 1)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? (up ? P_I8_WA : P_I8_W) : (up ? P_I8_LA : P_I8_L);
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv

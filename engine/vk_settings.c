@@ -93,7 +93,7 @@ void vk_settings_from_env(vk_settings *s)
 	env_long(s, "EMBED_VK_INT8_OUTLIERS", 0, 16, &x);
 	s->int8_outliers = (int)x;
 	x = s->int8_gq;
-	env_long(s, "EMBED_VK_INT8_GQ", 0, 1, &x);
+	env_long(s, "EMBED_VK_INT8_GQ", 0, 2, &x);
 	s->int8_gq = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);

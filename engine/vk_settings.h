@@ -40,7 +40,8 @@ typedef struct vk_settings {
 	int int8_gq;           /* EMBED_VK_INT8_GQ: the FFN's up product writes its output as
 				* int8 codes at one scale a row part (gemm_i8.glsl GQ), which a
 				* pass recodes to one a row (requant_i8.comp); 0: f16 output and
-				* quant_i8.comp's pass; default 0 until measured */
+				* quant_i8.comp's pass; 2: GQ with the up product in 128x64
+				* tiles; default 0 */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */

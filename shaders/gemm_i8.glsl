@@ -55,9 +55,14 @@
 // 0.99922 against 0.99924 over the 1,037-text check) and saves the FFN's f16 output being
 // written and read back (2 of the 3 bytes a value the quantising pass moved). The down
 // product's outlier channels (omap_off: quant_i8.glsl's map, or NO_OUTLIERS) are coded 0,
-// counted at quant_i8.glsl's floor in m_p, and go to pm[row · pstride + pstride - 16 + slot]
-// as fp32 values, which the pass brings to the row's units. The staged epilogue only: a lane
-// holds 8 neighbours of one row in each of its FN fragments, two lanes a row.
+// counted at quant_i8.glsl's floor in m_p, and go to pm[row · pstride + pstride - 16 + slot],
+// which the pass brings to the row's units. The staged epilogue only: a lane holds 8
+// neighbours of one row in each of its FN fragments, two lanes a row; it takes the maximum as
+// it goes and leaves the values in its own slots of Sg as f16 (the quantising pass coded the
+// f16 output too) until the row's part is known, since holding them in registers spilled.
+// On an H100 the down product with the recoding pass took 5.20 ms a batch against 5.68 with
+// quant_i8.comp's, but the up product in 128x96 tiles still spills with GQ (255 registers and
+// 112 bytes of local memory; 9.3 ms against 5.9): GQ is off by default (docs/bench-gpu.md).
 //
 // Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
 // shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
