@@ -181,7 +181,9 @@ struct vk_backend {
 	 * the parts' maxima and the outliers' values to qg (gq_stride floats a row) */
 	int gq;
 	vk_buf qg;
-	uint32_t gq_stride, gq_parts, requant_lanes;
+	uint32_t gq_stride, requant_lanes;
+	uint32_t gq_parts; /* the parts a row of the up product just recorded (its tiles depend
+			    * on the chunk's size), for the recoding pass recorded after it */
 	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
