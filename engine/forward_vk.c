@@ -179,6 +179,7 @@ struct vk_backend {
 	 * (a subgroup's columns) at its own scale, and requant_i8.comp recodes it at the row's
 	 * (set.int8_gq; both FFN products int8, no GEGLU, no SmoothQuant): the codes go to ffn,
 	 * the parts' maxima and the outliers' values to qg (gq_stride floats a row) */
+	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
 	int gq;
 	vk_buf qg;
 	uint32_t gq_stride, requant_lanes;
@@ -267,6 +268,21 @@ static uint16_t f32_to_f16(float f)
 
 /* --- weights ------------------------------------------------------------------------- */
 
+/* Whether int8 product g keeps outlier channels out of int8: every one but the attention
+ * output's (its input, the context, has none: simulated, none there lose nothing, 0.99922
+ * against 0.99923, and it saves about 0.25 ms a batch) and, with smooth_up, the up
+ * product's, which takes SmoothQuant factors instead (docs/bench-gpu.md). */
+static int keeps_outliers(const vk_backend *b, int g)
+{
+	return b->i8 >> g & 1 && b->nout && g != G_OUT && !(g == G_UP && b->smooth_up);
+}
+
+/* Whether int8 product g's input is divided by SmoothQuant factors (W's columns carry them) */
+static int smoothed(const vk_backend *b, int g)
+{
+	return b->i8 >> g & 1 && (b->smooth || (g == G_UP && b->smooth_up));
+}
+
 /* The weights' layout on the device and its buffers: everything but their values, so that
  * the device can be made ready while the weights are still being read (vk_backend_prepare). */
 static int alloc_weights(vk_backend *b, emb_err *err)
@@ -279,8 +295,7 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 		for (int g = 0; g < 4; g++) {
 			b->lo[l].w[g] = off;
 			b->lo[l].wbytes[g] = (VkDeviceSize)rows[g] * cols[g] * (b->i8 >> g & 1 ? 1 : es);
-			if (b->i8 >> g & 1 && b->nout && g != G_OUT) /* the outlier columns, f16
-								       * (gemm_i8.glsl) */
+			if (keeps_outliers(b, g)) /* the outlier columns, f16 (gemm_i8.glsl) */
 				b->lo[l].wbytes[g] += (VkDeviceSize)rows[g] * OUT_SLOTS * 2;
 			off = align_up(off + b->lo[l].wbytes[g], ALIGN);
 		}
@@ -316,16 +331,13 @@ static int alloc_weights(vk_backend *b, emb_err *err)
 				o->wscale[g] = v;
 				v += rows[g];
 			}
-			if (b->i8 >> g & 1 && b->smooth) {
+			if (smoothed(b, g)) {
 				v = (v + 3) & ~3u; /* quant_i8.comp reads them as vec4 */
 				o->sinv[g] = v;
 				v += cols[g];
 			}
-			/* outlier slots, for every int8 product but the attention output's,
-			 * whose input (the context) has no outlier channels: simulated, none
-			 * there lose nothing (0.99922 against 0.99923) and it saves about 0.25
-			 * ms a batch (docs/bench-gpu.md) */
-			if (b->i8 >> g & 1 && b->nout && g != G_OUT) {
+			/* outlier slots (keeps_outliers) */
+			if (keeps_outliers(b, g)) {
 				v = (v + 3) & ~3u;
 				o->omap[g] = v;
 				v += cols[g];
@@ -465,7 +477,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 						ochan[j] = best;
 						fv[b->lo[l].omap[g] + best] = (float)j;
 					}
-				} else if (calib && b->smooth) {
+				} else if (calib && b->lo[l].sinv[g] != NO_SMOOTH) {
 					const float *xm = calib + (size_t)l * (3 * H + I) + (size_t)g * H;
 					for (uint32_t c = 0; c < K; c++) {
 						float wm = 0;
@@ -1024,7 +1036,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 						   * the epilogue in the accumulators (which the
 						   * outlier products do not take: gemm_i8.glsl) */
 			j->spec[0] = with_act ? act : 0;
-			j->spec[1] = b->nout > 0 && i < P_I8_WN;
+			j->spec[1] = b->nout > 0 && i < P_I8_WN && !(with_act && b->smooth_up);
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
 			j->spec[3] = with_act && b->gq; /* only the up product has an activation */
 			j->nspec = 4;
@@ -1075,7 +1087,9 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		else if (b->i8 >> g & 1 && g == G_OUT && b->nout)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? P_I8_WN : P_I8_LN;
 		/* gq with set.int8_gq = 2: the up product in 128x64 tiles (with GQ its 128x96
-		 * tiles spilled registers on an H100: docs/bench-gpu.md) */
+		 * tiles spilled registers on an H100: docs/bench-gpu.md), whose 32-column parts
+		 * are the small grids' 64x64 tiles' too: with 128x96 tiles a text's codes depend
+		 * on which tiles its batch took */
 		else if (b->i8 >> g & 1 && up && b->gq && b->c.set.int8_gq == 2)
 			b->gemm_pipe[g] = P_I8_LA;
 		else if (b->i8 >> g & 1)
@@ -1237,6 +1251,8 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 			b->nout = (uint32_t)b->c.set.int8_outliers;
 		else
 			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
+		/* with_act's pipelines serve the up product alone (not so with GEGLU) */
+		b->smooth_up = b->nout && b->i8 >> G_UP & 1 && b->c.set.int8_smooth_up && !b->geglu;
 		/* gq (above): the up product's parts are a subgroup's columns of its tiles, 48
 		 * (128x96 tiles) or 32 (128x64, 64x64), whose part counts requant_i8.comp's lanes
 		 * a row divide: a power of two up to 16 and the smallest subgroup */

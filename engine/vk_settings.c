@@ -92,6 +92,9 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_outliers;
 	env_long(s, "EMBED_VK_INT8_OUTLIERS", 0, 16, &x);
 	s->int8_outliers = (int)x;
+	x = s->int8_smooth_up;
+	env_long(s, "EMBED_VK_INT8_SMOOTH_UP", 0, 1, &x);
+	s->int8_smooth_up = (int)x;
 	x = s->int8_gq;
 	env_long(s, "EMBED_VK_INT8_GQ", 0, 2, &x);
 	s->int8_gq = (int)x;

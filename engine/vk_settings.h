@@ -37,6 +37,9 @@ typedef struct vk_settings {
 				* int8_calib or else the model's own calibration pass at open;
 				* their share of the product in f16), 0-16; default 8; 0: none
 				* (one scale a token alone; with int8_calib, SmoothQuant) */
+	int int8_smooth_up;    /* EMBED_VK_INT8_SMOOTH_UP: the FFN's up product takes SmoothQuant
+				* factors (alpha 0.5, from the calibration maxima) instead of
+				* outlier channels, the others keeping theirs; default 0 */
 	int int8_gq;           /* EMBED_VK_INT8_GQ: the FFN's up product writes its output as
 				* int8 codes at one scale a row part (gemm_i8.glsl GQ), which a
 				* pass recodes to one a row (requant_i8.comp); 0: f16 output and
