@@ -65,6 +65,15 @@ uvec2 pack4(vec4 v)
 	return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw));
 }
 
+// 4 values already scaled to [-127, 127] as int8 codes, rounded to nearest even: the code of
+// --precision int8's activations (quant_i8.glsl, gemm_i8.glsl's GQ, requant_i8.comp)
+uint pack4i(vec4 v)
+{
+	const ivec4 i = ivec4(clamp(roundEven(v), -127.0, 127.0));
+	return (uint(i.x) & 0xffu) | (uint(i.y) & 0xffu) << 8 | (uint(i.z) & 0xffu) << 16 |
+	       (uint(i.w) & 0xffu) << 24;
+}
+
 // Row index of a workgroup in a 1-D launch that was split over x and y because
 // maxComputeWorkGroupCount[0] may be as low as 65535 (lavapipe) while a chunk can hold more
 // tokens than that.

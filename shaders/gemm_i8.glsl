@@ -139,14 +139,6 @@ shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 || GQ != 0 ? 64 : 32)];  // a 
 shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
 shared uvec4 Sg[GQ != 0 ? WARPS * FN * 32 : 1]; // GQ: each lane's 8 f16 values of each fragment
 
-// GQ: 4 values already scaled to [-127, 127] as int8 codes (quant_i8.glsl's pack4i)
-uint gq_pack4(vec4 v)
-{
-	const ivec4 i = ivec4(clamp(roundEven(v), -127.0, 127.0));
-	return (uint(i.x) & 0xffu) | (uint(i.y) & 0xffu) << 8 | (uint(i.z) & 0xffu) << 16 |
-	       (uint(i.w) & 0xffu) << 24;
-}
-
 void main()
 {
 	const uint tid = gl_LocalInvocationID.x;
@@ -345,7 +337,7 @@ void main()
 									else
 										hi[e - 4] = 0.0;
 								}
-						c8[(row * pc.N + col) / 8] = uvec2(gq_pack4(lo * inv), gq_pack4(hi * inv));
+						c8[(row * pc.N + col) / 8] = uvec2(pack4i(lo * inv), pack4i(hi * inv));
 					}
 				}
 			}

@@ -8,13 +8,6 @@ const uint NO_SMOOTH = 0xffffffffu;  // no SmoothQuant factors (sinv_off)
 const uint NO_OUTLIERS = 0xffffffffu; // no outlier channels (omap_off)
 const uint OUT_SLOTS = 16;            // outlier values a row (xo), zeros past the product's
 
-uint pack4i(vec4 v)   // 4 values already scaled to [-127, 127]
-{
-	const ivec4 i = ivec4(clamp(roundEven(v), -127.0, 127.0));
-	return (uint(i.x) & 0xffu) | (uint(i.y) & 0xffu) << 8 | (uint(i.z) & 0xffu) << 16 |
-	       (uint(i.w) & 0xffu) << 24;
-}
-
 // 127 / m, or 0 for a row of zeros
 float quant_inv(float m)
 {

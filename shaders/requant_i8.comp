@@ -39,9 +39,7 @@ uint recode4(uint u, float r)
 {
 	const ivec4 c = ivec4(bitfieldExtract(int(u), 0, 8), bitfieldExtract(int(u), 8, 8),
 			      bitfieldExtract(int(u), 16, 8), bitfieldExtract(int(u), 24, 8));
-	const ivec4 i = ivec4(clamp(roundEven(vec4(c) * r), -127.0, 127.0));
-	return (uint(i.x) & 0xffu) | (uint(i.y) & 0xffu) << 8 | (uint(i.z) & 0xffu) << 16 |
-	       (uint(i.w) & 0xffu) << 24;
+	return pack4i(vec4(c) * r);
 }
 
 void main()
