@@ -175,16 +175,14 @@ struct vk_backend {
 	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
 	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
+	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
 	/* gq: the FFN's up product writes the down product's int8 input itself, each row part
 	 * (a subgroup's columns) at its own scale, and requant_i8.comp recodes it at the row's
 	 * (set.int8_gq; both FFN products int8, no GEGLU, no SmoothQuant): the codes go to ffn,
 	 * the parts' maxima and the outliers' values to qg (gq_stride floats a row) */
-	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
 	int gq;
 	vk_buf qg;
 	uint32_t gq_stride, requant_lanes;
-	uint32_t gq_parts; /* the parts a row of the up product just recorded (its tiles depend
-			    * on the chunk's size), for the recoding pass recorded after it */
 	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
@@ -1254,17 +1252,14 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		/* with_act's pipelines serve the up product alone (not so with GEGLU) */
 		b->smooth_up = b->nout && b->i8 >> G_UP & 1 && b->c.set.int8_smooth_up && !b->geglu;
 		/* gq (above): the up product's parts are a subgroup's columns of its tiles, 48
-		 * (128x96 tiles) or 32 (128x64, 64x64), whose part counts requant_i8.comp's lanes
-		 * a row divide: a power of two up to 16 and the smallest subgroup */
+		 * (128x96 tiles) or 32 (128x64, 64x64); requant_i8.comp's lanes a row divide
+		 * both part counts (I / 48 and I / 32, so I / 96 where both occur) */
 		const uint32_t ffn = 1u << G_UP | 1u << G_DOWN;
 		b->gq = b->c.set.int8_gq && (b->i8 & ffn) == ffn && !b->geglu && !b->smooth;
 		if (b->gq) {
 			b->gq_stride = b->I / 32 + OUT_SLOTS;
-			uint32_t lpr = 16;
-			while (lpr > 1 && (lpr > b->c.min_subgroup_size || (b->I / 32) % lpr ||
-					   (b->I % 96 == 0 && (b->I / 48) % lpr)))
-				lpr /= 2;
-			b->requant_lanes = lpr;
+			b->requant_lanes = lane_group(b->I % 96 == 0 ? b->I / 96 : b->I / 32,
+						      b->c.min_subgroup_size);
 		}
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
@@ -1480,6 +1475,18 @@ static int ln_quantises(const vk_backend *b, int g, uint32_t l)
 	return b->pipe[P_ADDLN_Q].pipe && b->i8 >> g & 1 && (g == G_UP || (g == G_QKV && l > 0));
 }
 
+/* The pipeline of int8 product g for a chunk of M tokens: its own, or where that grid would
+ * leave SMs idle the 64x64 tiles (4x the workgroups) */
+static int i8_pipe(const vk_backend *b, int g, uint32_t M)
+{
+	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H };
+	const int p = b->gemm_pipe[g];
+	if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
+		return p == P_I8_WA || p == P_I8_LA ? P_I8_SA : p == P_I8_WN || p == P_I8_LN ? P_I8_SN
+		       : P_I8_S;
+	return p;
+}
+
 static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 {
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
@@ -1488,12 +1495,15 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, 0, 0 };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
+		p = i8_pipe(b, g, M);
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
 		 * LayerNorm before did (ln_quantises), then the int8 product, which reads W's
 		 * scales where the others read the activation code */
 		if (g == G_DOWN && b->gq) {
 			const uint32_t rows = 128 / b->requant_lanes;
-			pc_requant pr = { M, K[g], b->gq_parts, b->gq_stride,
+			/* the up product's parts: a subgroup's columns, two subgroups a row */
+			const uint32_t parts = N[G_UP] / (gemm_tile[i8_pipe(b, G_UP, M)][0] / 2);
+			pc_requant pr = { M, K[g], parts, b->gq_stride,
 					  b->lo[l].omap[G_DOWN] != NO_OUTLIERS ? b->nout : 0 };
 			uint32_t gx, gy;
 			grid1((M + rows - 1) / rows, &gx, &gy);
@@ -1507,14 +1517,9 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 			dispatch(b, s, steps[g], qp, b->ds_quant[g], &pq, sizeof pq, gx, gy);
 		}
 		pc.act = b->lo[l].wscale[g];
-		/* a grid that leaves SMs idle takes 64x64 tiles (4x the workgroups) */
-		if (b->small_tiles && (N[g] / gemm_tile[p][0]) * ((M + 255) / 256) < b->small_grid)
-			p = p == P_I8_WA || p == P_I8_LA ? P_I8_SA : p == P_I8_WN || p == P_I8_LN ? P_I8_SN
-			    : P_I8_S;
-		if (g == G_UP && b->gq) { /* its parts: a subgroup's columns (2 subgroups a row) */
+		if (g == G_UP && b->gq) {
 			pc.omap_off = b->lo[l].omap[G_DOWN];
 			pc.pstride = b->gq_stride;
-			b->gq_parts = N[g] / (gemm_tile[p][0] / 2);
 		}
 		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);

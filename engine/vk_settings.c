@@ -18,7 +18,6 @@ void vk_settings_default(vk_settings *s)
 	s->tiles96 = 1;
 	s->int8_products = 15;
 	s->int8_outliers = 8;
-	s->int8_gq = 0;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 }

@@ -65,8 +65,16 @@ uvec2 pack4(vec4 v)
 	return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw));
 }
 
-// 4 values already scaled to [-127, 127] as int8 codes, rounded to nearest even: the code of
-// --precision int8's activations (quant_i8.glsl, gemm_i8.glsl's GQ, requant_i8.comp)
+// --precision int8's activations (quant_i8.glsl says how they are coded; gemm_i8.glsl's GQ
+// and requant_i8.comp code them too): no SmoothQuant factors (sinv_off), no outlier channels
+// (omap_off), outlier values a row (xo, zeros past the product's), and the floor under a
+// row's scale that keeps an outlier's value in the row's units within f16
+const uint NO_SMOOTH = 0xffffffffu;
+const uint NO_OUTLIERS = 0xffffffffu;
+const uint OUT_SLOTS = 16;
+const float OUT_FLOOR = 127.0 / 60000.0;
+
+// 4 values already scaled to [-127, 127] as int8 codes, rounded to nearest even
 uint pack4i(vec4 v)
 {
 	const ivec4 i = ivec4(clamp(roundEven(v), -127.0, 127.0));

@@ -114,8 +114,6 @@ layout(constant_id = 1) const uint OUTL = 0;
 layout(constant_id = 2) const uint SECOND = 0;  // 0: the accumulators' layout is not known
 bool second(uint e) { return ((SECOND >> e) & 1u) != 0u; }
 layout(constant_id = 3) const uint GQ = 0;
-const uint GQ_NO_OUTLIERS = 0xffffffffu;  // quant_i8.glsl's NO_OUTLIERS
-const float GQ_FLOOR = 127.0 / 60000.0;   // quant_i8.glsl's OUT_FLOOR
 
 layout(std430, binding = 0) readonly buffer A_ { uvec4 a[]; };   // 16 int8 each
 layout(std430, binding = 1) readonly buffer W_ { uvec4 w[]; };
@@ -174,7 +172,7 @@ void main()
 	// GQ: which of the lane's FN · 8 output columns (8 neighbours in each fragment, the
 	// staged epilogue's) are the down product's outlier channels, a bit each
 	uint obits = 0u;
-	if (GQ != 0 && pc.omap_off != GQ_NO_OUTLIERS)
+	if (GQ != 0 && pc.omap_off != NO_OUTLIERS)
 		[[unroll]] for (uint k = 0; k < FN * 8; k++)
 			if (wvec[pc.omap_off + n0 + wn * SN_ + (k / 8) * 16 + (lane % 2) * 8 + k % 8] >= 0.0)
 				obits |= 1u << k;
@@ -303,7 +301,7 @@ void main()
 						// values wait in f16 (the quantising pass coded the f16
 						// output too) in the lane's own shared slot
 						[[unroll]] for (uint e = 0; e < 8; e++)
-							gm = max(gm, abs(v[e]) * (((obits >> (8 * j + e)) & 1u) != 0u ? GQ_FLOOR : 1.0));
+							gm = max(gm, abs(v[e]) * (((obits >> (8 * j + e)) & 1u) != 0u ? OUT_FLOOR : 1.0));
 						Sg[(sg * FN + j) * 32 + lane] = uvec4(packHalf2x16(vec2(v[0], v[1])),
 										       packHalf2x16(vec2(v[2], v[3])),
 										       packHalf2x16(vec2(v[4], v[5])),
@@ -331,7 +329,7 @@ void main()
 							[[unroll]] for (uint e = 0; e < 8; e++)
 								if (((obits >> (8 * j + e)) & 1u) != 0u) {
 									const uint slot = uint(wvec[pc.omap_off + col + e]);
-									pm[prow + pc.pstride - 16 + slot] = e < 4 ? lo[e] : hi[e - 4];
+									pm[prow + pc.pstride - OUT_SLOTS + slot] = e < 4 ? lo[e] : hi[e - 4];
 									if (e < 4)
 										lo[e] = 0.0;
 									else

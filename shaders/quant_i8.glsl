@@ -4,10 +4,6 @@
 // value x · (127 / m) rounded to nearest even. (The pass codes the f16 values it reads, the
 // LayerNorm its fp32 ones: test_vk_quant checks each against the same CPU reference.)
 
-const uint NO_SMOOTH = 0xffffffffu;  // no SmoothQuant factors (sinv_off)
-const uint NO_OUTLIERS = 0xffffffffu; // no outlier channels (omap_off)
-const uint OUT_SLOTS = 16;            // outlier values a row (xo), zeros past the product's
-
 // 127 / m, or 0 for a row of zeros
 float quant_inv(float m)
 {
@@ -22,7 +18,7 @@ float quant_inv(float m)
 // outlier neither sets the row's scale nor is rounded to it; only that its value in those
 // units must fit f16 puts a floor under the scale: max_abs4 counts it at 127 / 60000.
 // Needs the quantiser's xo buffer (float16_t xo[], GL_EXT_shader_16bit_storage).
-const float OUT_FLOOR = 127.0 / 60000.0;
+// (OUT_FLOOR, NO_SMOOTH, NO_OUTLIERS, OUT_SLOTS: common.glsl, beside pack4i)
 
 float max_abs4(vec4 v, vec4 slot)   // slot: the 4 channels' slots, or all -1
 {

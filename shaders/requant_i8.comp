@@ -32,8 +32,6 @@ layout(std430, binding = 1) writeonly buffer XO_ { float16_t xo[]; };  // 16 a r
 layout(std430, binding = 3) readonly buffer PM_ { float pm[]; };       // [T][pstride]
 layout(std430, binding = 4) writeonly buffer S_ { float s[]; };
 
-const uint OUT_SLOTS = 16;   // quant_i8.glsl's
-
 // 4 codes (one uint) times r, rounded again
 uint recode4(uint u, float r)
 {

@@ -342,9 +342,7 @@ int main(void)
 	static const uint32_t rq[][2] = { { 1536, 32 }, { 1536, 48 }, { 384, 8 }, { 3072, 96 } };
 	for (int ci = 0; ci < 4; ci++) {
 		const uint32_t K = rq[ci][0], np = rq[ci][1], stride = K / 32 + 16, T = 37 + (uint32_t)ci;
-		uint32_t lpr = 16;
-		while (lpr > 1 && (lpr > msg || np % lpr))
-			lpr /= 2;
+		const uint32_t lpr = lane_group(np, msg); /* the engine's: a divisor of the parts */
 		const uint32_t spec[1] = { lpr };
 		vk_pipe p;
 		if (vk_pipe_create(&c, &p, "requant_i8", spec, 1, &err)) {
