@@ -32,6 +32,9 @@
 #   minilm-attn-bench  tool_vk_bench, attention default vs EMBED_VK_ATTN=cm, alternating
 #   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
+#   int8-smooth   int8 default against EMBED_VK_INT8_SMOOTH_UP=1, EMBED_VK_INT8_GQ=2 and both:
+#                 accuracy and batch-1000 rows alternated twice, profiles with pipeline statistics,
+#                 test_vk_forward (its "up smoothed" case), test_vk_quant, PyTorch (batches 100, 1000)
 #   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
@@ -208,6 +211,27 @@ gemm-i8)
 			step gemm-i8-$(basename ${spec%%:*} .spv)-$r 60 $B/tool_vk_gemm --M 245760 $spec
 		done
 	done ;;
+int8-smooth)
+	# the up product with SmoothQuant instead of outlier channels (EMBED_VK_INT8_SMOOTH_UP=1), the
+	# up product coding the down product's input in 128x64 tiles (EMBED_VK_INT8_GQ=2), both,
+	# against the default; accuracy on 1,037 texts, batch 1000, alternated, then each one's profile
+	# with pipeline statistics, test_vk_forward, test_vk_quant and PyTorch
+	cfg() { case $1 in smooth) echo EMBED_VK_INT8_SMOOTH_UP=1 ;; gq2) echo EMBED_VK_INT8_GQ=2 ;;
+		both) echo EMBED_VK_INT8_SMOOTH_UP=1 EMBED_VK_INT8_GQ=2 ;; *) echo EMBED_VK_INT8_GQ=0 ;; esac; }
+	for r in 1 2; do
+		for c in default smooth gq2 both; do
+			step sm-$c-$r 60 env $(cfg $c) $B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 \
+				--check-every 5 --precision int8
+		done
+	done
+	for c in default smooth gq2 both; do
+		TAILN=60 step sm-prof-$c 60 env $(cfg $c) EMBED_VK_PROFILE=1 EMBED_VK_STATS=1 $B/tool_vk_bench run \
+			$M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
+	done
+	EMBED_MODEL=$M step sm-vkf 200 $B/test_vk_forward
+	step sm-quant 60 $B/test_vk_quant
+	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
 int8)
 	for p in 15 10 7 7c 15c; do
 		(
