@@ -34,7 +34,11 @@
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
 #   int8-smooth   int8 default against EMBED_VK_INT8_SMOOTH_UP=1, EMBED_VK_INT8_GQ=2 and both:
 #                 accuracy and batch-1000 rows alternated twice, profiles with pipeline statistics,
-#                 test_vk_forward (its "up smoothed" case), test_vk_quant, PyTorch (batches 100, 1000)
+#                 PyTorch (batches 100, 1000)
+#   int8-tests    test_vk_forward on the real MiniLM (its int8 cases, "up smoothed" among them)
+#                 and test_vk_quant
+#   attn-study    attn_fa.glsl's study builds (ATTN_VARIANTS) against this one: profiles, then
+#                 batch-1000 int8 rows with the accuracy check
 #   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
@@ -215,7 +219,7 @@ int8-smooth)
 	# the up product with SmoothQuant instead of outlier channels (EMBED_VK_INT8_SMOOTH_UP=1), the
 	# up product coding the down product's input in 128x64 tiles (EMBED_VK_INT8_GQ=2), both,
 	# against the default; accuracy on 1,037 texts, batch 1000, alternated, then each one's profile
-	# with pipeline statistics, test_vk_forward, test_vk_quant and PyTorch
+	# with pipeline statistics, and PyTorch
 	cfg() { case $1 in smooth) echo EMBED_VK_INT8_SMOOTH_UP=1 ;; gq2) echo EMBED_VK_INT8_GQ=2 ;;
 		both) echo EMBED_VK_INT8_SMOOTH_UP=1 EMBED_VK_INT8_GQ=2 ;; *) echo EMBED_VK_INT8_GQ=0 ;; esac; }
 	for r in 1 2; do
@@ -228,10 +232,29 @@ int8-smooth)
 		TAILN=60 step sm-prof-$c 60 env $(cfg $c) EMBED_VK_PROFILE=1 EMBED_VK_STATS=1 $B/tool_vk_bench run \
 			$M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
 	done
-	EMBED_MODEL=$M step sm-vkf 200 $B/test_vk_forward
-	step sm-quant 60 $B/test_vk_quant
 	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
+int8-tests)
+	EMBED_MODEL=$M step i8-vkf 200 $B/test_vk_forward
+	step i8-quant 60 $B/test_vk_quant ;;
+attn-study)
+	# attn_fa.glsl's study switches, one build each in .dev/g-NAME (ATTN_VARIANTS, e.g. "e1 e2
+	# k32": B=.dev/build-e1 GLSLC_DEFS=-DATTN_EXP=1 DEV_DIR=.dev/g-e1 scripts/pack-device
+	# tool_vk_bench, carried as .dev/g-e1/dev.tar.xz), against this build: the profile (the
+	# attention's ms a batch) and the batch-1000 row with the accuracy check, int8, alternated
+	for v in ${ATTN_VARIANTS:-}; do
+		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
+	done
+	for v in base ${ATTN_VARIANTS:-}; do
+		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+		TAILN=40 EMBED_VK_PROFILE=1 step at-prof-$v 40 $bb/tool_vk_bench run $M $IDS --no-cpu \
+			--batches 1000 --max-batches 3 --precision int8
+	done
+	for v in base ${ATTN_VARIANTS:-}; do
+		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+		step at-$v 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --check-every 5 \
+			--precision int8
+	done ;;
 int8)
 	for p in 15 10 7 7c 15c; do
 		(
