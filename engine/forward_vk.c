@@ -81,10 +81,7 @@ enum { P_EMBED, P_ADDLN, P_ATTN, P_ATTN_SMALL, P_POOL, P_GEGLU, P_GEMM_F32, P_GE
        P_QUANT, P_QUANT_I, P_ADDLN_Q, P_I8_W, P_I8_WA, P_I8_L, P_I8_LA, P_I8_S, P_I8_SA,
        /* ... the down product's 128x128 tiles, and (with outlier channels) the attention
 	* output product's pipelines without them (N: its input needs none) */
-       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN,
-       /* ... and the pass that recodes the up product's int8 output at one scale a row
-	* (gq: requant_i8.comp) */
-       P_REQUANT, P_N };
+       P_I8_Q, P_I8_WN, P_I8_LN, P_I8_SN, P_N };
 /* Output tile of each GEMM pipeline (columns, rows per workgroup; W, L: two 128-row tiles). */
 static const uint32_t gemm_tile[P_N][2] = {
 	[P_GEMM_F32] = { 64, 64 }, [P_GEMM_HH] = { 64, 64 },
@@ -111,9 +108,7 @@ enum { PREC_FP32, PREC_FP16, PREC_COOPMAT };
 
 /* Push-constant blocks, mirroring the shaders' layouts. */
 /* act: the int8 products' weight scales' offset there */
-/* omap_off, pstride: gemm_i8.glsl's GQ (the up product with gq), else unused */
-typedef struct { uint32_t M, N, K, bias_off, act, omap_off, pstride; } pc_gemm;
-typedef struct { uint32_t T, K, nparts, pstride, nout; } pc_requant;
+typedef struct { uint32_t M, N, K, bias_off, act; } pc_gemm;
 typedef struct { uint32_t block_off, H; float scale; uint32_t rel_off; } pc_attn;
 typedef struct {
 	uint32_t T, H, tok_off, pos_off, type_off, g_off, b_off;
@@ -144,6 +139,16 @@ typedef struct layer_off {
  * [seq0, seq0+nseq), attention blocks [blk0, blk0+nblk). */
 typedef struct chunk { uint32_t tok0, T, seq0, nseq, blk0, nblk; } chunk;
 
+/* The activations of a batch and the descriptor sets that point into them. One set serves
+ * both slots, whose batches then run one after the other on one queue; with two queues
+ * (set.queues = 2) each slot has its own set and queue, so that the GPU runs one batch's
+ * kernels while the other's drain between dependent dispatches (docs/bench-gpu.md). */
+typedef struct act_set {
+	vk_buf x, x16, qkv, ctx, tmp, ffn, gact, in, outd;
+	vk_buf qa, qs, qo; /* int8: codes, scales, the outliers' values (OUT_SLOTS f16 a row) */
+	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, ds_geglu, ds_quant[4], *ds_gemm;
+} act_set;
+
 typedef struct slot {
 	vk_buf host;       /* this submit's input regions, then its output vectors; allocated
 			    * by the first submit that needs it and grown by a later one
@@ -157,6 +162,8 @@ typedef struct slot {
 	double work;       /* the batch's floating-point operations, for the watchdog */
 	uint32_t nq;       /* timestamps written by this slot's command buffer */
 	uint8_t *qstep;    /* step of each timed interval */
+	act_set *a;        /* the activations it runs in */
+	VkQueue queue;     /* the queue it is submitted to */
 } slot;
 
 struct vk_backend {
@@ -167,28 +174,20 @@ struct vk_backend {
 	uint32_t tok_cap, seq_cap, blk_cap;
 	VkDeviceSize off_tok, off_seq, off_blk, in_bytes;
 	vk_buf wmat, wemb, wvec;
-	vk_buf x, x16, qkv, ctx, tmp, ffn, gact, in, outd, dummy;
+	vk_buf dummy;
+	act_set as[SLOTS]; /* the activations: nas sets (1, or 2 with two queues) */
+	int nas;
 	/* --precision int8: which products run int8 (bit g, G_QKV...), 0 none; their
-	 * activations quantised (qa: int8 rows of K bytes, qs: one fp32 scale a row) */
+	 * activations quantised (act_set's qa: int8 rows of K bytes, qs: one fp32 scale a row) */
 	unsigned i8;
 	int smooth;        /* set.int8_calib names activation maxima: SmoothQuant factors */
 	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
-	vk_buf qa, qs, qo; /* qo: the outliers' values, OUT_SLOTS f16 a row */
 	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
-	/* gq: the FFN's up product writes the down product's int8 input itself, each row part
-	 * (a subgroup's columns) at its own scale, and requant_i8.comp recodes it at the row's
-	 * (set.int8_gq; both FFN products int8, no GEGLU, no SmoothQuant): the codes go to ffn,
-	 * the parts' maxima and the outliers' values to qg (gq_stride floats a row) */
-	int gq;
-	vk_buf qg;
-	uint32_t gq_stride, requant_lanes;
-	VkDescriptorSet ds_quant[4];
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
 	VkDescriptorPool dpool;
-	VkDescriptorSet ds_embed, ds_attn, ds_ln, ds_pool, ds_geglu, *ds_gemm;
 	layer_off *lo;
 	uint32_t emb_pos, emb_type, emb_g, emb_b;
 	/* POS_REL_BUCKETS: wvec offset of the bias rows, rel_span floats a head (distances
@@ -583,10 +582,13 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 
 static void free_activations(vk_backend *b)
 {
-	vk_buf *bufs[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->in,
-			   &b->outd, &b->qa, &b->qs, &b->qo, &b->qg };
-	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-		vk_buf_destroy(&b->c, bufs[i]);
+	for (int k = 0; k < SLOTS; k++) {
+		act_set *a = &b->as[k];
+		vk_buf *bufs[] = { &a->x, &a->x16, &a->qkv, &a->ctx, &a->tmp, &a->ffn, &a->gact,
+				   &a->in, &a->outd, &a->qa, &a->qs, &a->qo };
+		for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+			vk_buf_destroy(&b->c, bufs[i]);
+	}
 	for (int i = 0; i < SLOTS; i++)
 		vk_buf_destroy(&b->c, &b->s[i].host);
 }
@@ -610,38 +612,40 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	b->in_bytes = align_up(b->off_blk + (VkDeviceSize)b->blk_cap * 16, ALIGN);
 	const VkDeviceSize out_bytes = (VkDeviceSize)b->seq_cap * H * 4;
 
-	/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
-	int rc = b->prec == PREC_FP32 ? vk_buf_create(&b->c, &b->x, rows * H * 4, VK_MEM_DEVICE, err)
-				      : vk_buf_create(&b->c, &b->x16, rows * H * 2, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->qkv, rows * 3 * H * ea, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->ctx, rows * H * ea, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->tmp, rows * H * ea, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->ffn, rows * b->up_n * ea, VK_MEM_DEVICE, err);
-	if (!rc && b->geglu)
-		rc = vk_buf_create(&b->c, &b->gact, rows * I * ea, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->in, b->in_bytes, VK_MEM_DEVICE, err);
-	if (!rc)
-		rc = vk_buf_create(&b->c, &b->outd, out_bytes, VK_MEM_DEVICE, err);
-	if (!rc && b->i8)
-		rc = vk_buf_create(&b->c, &b->qa, rows * (I > H ? I : H), VK_MEM_DEVICE, err);
-	if (!rc && b->i8)
-		rc = vk_buf_create(&b->c, &b->qs, rows * 4, VK_MEM_DEVICE, err);
-	if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
-		rc = vk_buf_create(&b->c, &b->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
-	if (!rc && b->gq)
-		rc = vk_buf_create(&b->c, &b->qg, rows * b->gq_stride * 4, VK_MEM_DEVICE, err);
-	/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
-	 * tiled products, and zeros there keep every value finite. */
-	vk_buf *z[] = { &b->x, &b->x16, &b->qkv, &b->ctx, &b->tmp, &b->ffn, &b->gact, &b->qa, &b->qs,
-			&b->qo, &b->qg };
-	for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
-		if (z[i]->buf)
-			rc = vk_zero(&b->c, z[i], err);
+	int rc = EMB_OK;
+	for (int k = 0; k < b->nas && !rc; k++) {
+		act_set *a = &b->as[k];
+		/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
+		rc = b->prec == PREC_FP32 ? vk_buf_create(&b->c, &a->x, rows * H * 4, VK_MEM_DEVICE, err)
+					      : vk_buf_create(&b->c, &a->x16, rows * H * 2, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->qkv, rows * 3 * H * ea, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->ctx, rows * H * ea, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->tmp, rows * H * ea, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->ffn, rows * b->up_n * ea, VK_MEM_DEVICE, err);
+		if (!rc && b->geglu)
+			rc = vk_buf_create(&b->c, &a->gact, rows * I * ea, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->in, b->in_bytes, VK_MEM_DEVICE, err);
+		if (!rc)
+			rc = vk_buf_create(&b->c, &a->outd, out_bytes, VK_MEM_DEVICE, err);
+		if (!rc && b->i8)
+			rc = vk_buf_create(&b->c, &a->qa, rows * (I > H ? I : H), VK_MEM_DEVICE, err);
+		if (!rc && b->i8)
+			rc = vk_buf_create(&b->c, &a->qs, rows * 4, VK_MEM_DEVICE, err);
+		if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
+			rc = vk_buf_create(&b->c, &a->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
+		/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
+		 * tiled products, and zeros there keep every value finite. */
+		vk_buf *z[] = { &a->x, &a->x16, &a->qkv, &a->ctx, &a->tmp, &a->ffn, &a->gact, &a->qa, &a->qs,
+				&a->qo };
+		for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
+			if (z[i]->buf)
+				rc = vk_zero(&b->c, z[i], err);
+	}
 	if (rc)
 		free_activations(b);
 	return rc;
@@ -670,9 +674,92 @@ static void ds_write(vk_backend *b, VkDescriptorSet ds, VkDescriptorBufferInfo i
 	b->c.vkUpdateDescriptorSets(b->c.device, VK_BINDINGS, wr, 0, NULL);
 }
 
+/* Points set a's descriptor sets at its activations (and the weights). */
+static void write_descriptors(vk_backend *b, act_set *a)
+{
+	const VkDeviceSize W = VK_WHOLE_SIZE;
+	const vk_buf *xin = b->prec == PREC_FP32 ? &a->x : &a->x16;
+	VkDescriptorBufferInfo in[VK_BINDINGS];
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&a->in, b->off_tok, b->off_seq - b->off_tok);
+	in[1] = bi(&b->wemb, 0, W);
+	in[2] = bi(&b->wvec, 0, W);
+	if (a->x.buf)
+		in[3] = bi(&a->x, 0, W);
+	if (a->x16.buf)
+		in[5] = bi(&a->x16, 0, W);
+	ds_write(b, a->ds_embed, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&a->qkv, 0, W);
+	in[2] = bi(&b->wvec, 0, W); /* the relative position bias, or the ALiBi slopes */
+	in[3] = bi(&a->ctx, 0, W);
+	in[4] = bi(&a->in, b->off_blk, b->in_bytes - b->off_blk);
+	ds_write(b, a->ds_attn, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(&a->tmp, 0, W);
+	in[2] = bi(&b->wvec, 0, W);
+	if (a->x.buf)
+		in[3] = bi(&a->x, 0, W);
+	if (b->i8) { /* add_ln_sg.comp's QUANT output (int8 runs the f16 stream: no x) */
+		in[3] = bi(&a->qa, 0, W);
+		in[4] = bi(&a->qs, 0, W);
+		if (b->nout)
+			in[1] = bi(&a->qo, 0, W);
+	}
+	if (a->x16.buf)
+		in[5] = bi(&a->x16, 0, W);
+	ds_write(b, a->ds_ln, in);
+
+	memset(in, 0, sizeof in);
+	in[0] = bi(xin, 0, W);
+	in[3] = bi(&a->outd, 0, W);
+	in[4] = bi(&a->in, b->off_seq, b->off_blk - b->off_seq);
+	ds_write(b, a->ds_pool, in);
+
+	if (b->geglu) {
+		memset(in, 0, sizeof in);
+		in[0] = bi(&a->ffn, 0, W);
+		in[3] = bi(&a->gact, 0, W);
+		ds_write(b, a->ds_geglu, in);
+	}
+
+	const vk_buf *gin[4] = { xin, &a->ctx, xin, b->geglu ? &a->gact : &a->ffn };
+	const vk_buf *gout[4] = { &a->qkv, &a->tmp, &a->ffn, &a->tmp };
+	for (int g = 0; g < 4; g++) {
+		if (!(b->i8 >> g & 1))
+			continue;
+		memset(in, 0, sizeof in);
+		in[0] = bi(gin[g], 0, W);
+		in[2] = bi(&b->wvec, 0, W);
+		in[3] = bi(&a->qa, 0, W);
+		in[4] = bi(&a->qs, 0, W);
+		if (b->nout)
+			in[1] = bi(&a->qo, 0, W);
+		ds_write(b, a->ds_quant[g], in);
+	}
+	for (uint32_t l = 0; l < b->L; l++)
+		for (int g = 0; g < 4; g++) {
+			const int q = b->i8 >> g & 1;
+			memset(in, 0, sizeof in);
+			in[0] = bi(q ? &a->qa : gin[g], 0, W);
+			in[1] = bi(&b->wmat, b->lo[l].w[g], b->lo[l].wbytes[g]);
+			in[2] = bi(&b->wvec, 0, W);
+			in[3] = bi(gout[g], 0, W);
+			if (q)
+				in[4] = bi(&a->qs, 0, W);
+			if (q && b->nout)
+				in[5] = bi(&a->qo, 0, W);
+			ds_write(b, a->ds_gemm[4 * l + g], in);
+		}
+}
+
+/* Makes and writes the descriptor sets of every activation set: 9 + 4 L each. */
 static int make_descriptors(vk_backend *b, emb_err *err)
 {
-	const uint32_t nsets = 9 + 4 * b->L;
+	const uint32_t per = 9 + 4 * b->L, nsets = per * (uint32_t)b->nas;
 	VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
 				    .descriptorCount = nsets * VK_BINDINGS };
 	VkDescriptorPoolCreateInfo pci = {
@@ -705,100 +792,19 @@ static int make_descriptors(vk_backend *b, emb_err *err)
 		free(sets);
 		return emb_errf(err, EMB_EDEVICE, "vkAllocateDescriptorSets: %s", vk_result_name(r));
 	}
-	b->ds_embed = sets[0];
-	b->ds_attn = sets[1];
-	b->ds_ln = sets[2];
-	b->ds_pool = sets[3];
-	b->ds_geglu = sets[4];
-	memcpy(b->ds_quant, sets + 5, 4 * sizeof *sets);
-	memcpy(b->ds_gemm, sets + 9, 4 * b->L * sizeof *sets);
+	for (int k = 0; k < b->nas; k++) {
+		act_set *a = &b->as[k];
+		VkDescriptorSet *ss = sets + (size_t)k * per;
+		a->ds_embed = ss[0];
+		a->ds_attn = ss[1];
+		a->ds_ln = ss[2];
+		a->ds_pool = ss[3];
+		a->ds_geglu = ss[4];
+		memcpy(a->ds_quant, ss + 5, 4 * sizeof *ss);
+		memcpy(a->ds_gemm, ss + 9, 4 * b->L * sizeof *ss);
+		write_descriptors(b, a);
+	}
 	free(sets);
-
-	const VkDeviceSize W = VK_WHOLE_SIZE;
-	const vk_buf *xin = b->prec == PREC_FP32 ? &b->x : &b->x16;
-	VkDescriptorBufferInfo in[VK_BINDINGS];
-
-	memset(in, 0, sizeof in);
-	in[0] = bi(&b->in, b->off_tok, b->off_seq - b->off_tok);
-	in[1] = bi(&b->wemb, 0, W);
-	in[2] = bi(&b->wvec, 0, W);
-	if (b->x.buf)
-		in[3] = bi(&b->x, 0, W);
-	if (b->x16.buf)
-		in[5] = bi(&b->x16, 0, W);
-	ds_write(b, b->ds_embed, in);
-
-	memset(in, 0, sizeof in);
-	in[0] = bi(&b->qkv, 0, W);
-	in[2] = bi(&b->wvec, 0, W); /* the relative position bias, or the ALiBi slopes */
-	in[3] = bi(&b->ctx, 0, W);
-	in[4] = bi(&b->in, b->off_blk, b->in_bytes - b->off_blk);
-	ds_write(b, b->ds_attn, in);
-
-	memset(in, 0, sizeof in);
-	in[0] = bi(&b->tmp, 0, W);
-	in[2] = bi(&b->wvec, 0, W);
-	if (b->x.buf)
-		in[3] = bi(&b->x, 0, W);
-	if (b->i8) { /* add_ln_sg.comp's QUANT output (int8 runs the f16 stream: no x) */
-		in[3] = bi(&b->qa, 0, W);
-		in[4] = bi(&b->qs, 0, W);
-		if (b->nout)
-			in[1] = bi(&b->qo, 0, W);
-	}
-	if (b->x16.buf)
-		in[5] = bi(&b->x16, 0, W);
-	ds_write(b, b->ds_ln, in);
-
-	memset(in, 0, sizeof in);
-	in[0] = bi(xin, 0, W);
-	in[3] = bi(&b->outd, 0, W);
-	in[4] = bi(&b->in, b->off_seq, b->off_blk - b->off_seq);
-	ds_write(b, b->ds_pool, in);
-
-	if (b->geglu) {
-		memset(in, 0, sizeof in);
-		in[0] = bi(&b->ffn, 0, W);
-		in[3] = bi(&b->gact, 0, W);
-		ds_write(b, b->ds_geglu, in);
-	}
-
-	const vk_buf *gin[4] = { xin, &b->ctx, xin, b->geglu ? &b->gact : &b->ffn };
-	const vk_buf *gout[4] = { &b->qkv, &b->tmp, &b->ffn, &b->tmp };
-	for (int g = 0; g < 4; g++) {
-		if (!(b->i8 >> g & 1))
-			continue;
-		memset(in, 0, sizeof in);
-		in[0] = bi(gin[g], 0, W);
-		in[2] = bi(&b->wvec, 0, W);
-		in[3] = bi(&b->qa, 0, W);
-		in[4] = bi(&b->qs, 0, W);
-		if (b->nout)
-			in[1] = bi(&b->qo, 0, W);
-		if (g == G_DOWN && b->gq) { /* requant_i8.comp: the codes in place, the parts */
-			in[0] = bi(&b->ffn, 0, W);
-			in[3] = bi(&b->qg, 0, W);
-		}
-		ds_write(b, b->ds_quant[g], in);
-	}
-	for (uint32_t l = 0; l < b->L; l++)
-		for (int g = 0; g < 4; g++) {
-			const int q = b->i8 >> g & 1;
-			memset(in, 0, sizeof in);
-			in[0] = bi(q ? &b->qa : gin[g], 0, W);
-			in[1] = bi(&b->wmat, b->lo[l].w[g], b->lo[l].wbytes[g]);
-			in[2] = bi(&b->wvec, 0, W);
-			in[3] = bi(gout[g], 0, W);
-			if (q)
-				in[4] = bi(&b->qs, 0, W);
-			if (q && b->nout)
-				in[5] = bi(&b->qo, 0, W);
-			if (b->gq && g == G_UP)   /* codes to ffn, the parts' maxima to qg */
-				in[6] = bi(&b->qg, 0, W);
-			if (b->gq && g == G_DOWN)
-				in[0] = bi(&b->ffn, 0, W);
-			ds_write(b, b->ds_gemm[4 * l + g], in);
-		}
 	return EMB_OK;
 }
 
@@ -924,7 +930,7 @@ typedef struct pipe_job {
 	vk_ctx *c;
 	vk_pipe *p;
 	const char *name;
-	uint32_t spec[4];
+	uint32_t spec[3];
 	int nspec, rc;
 	emb_err err;
 } pipe_job;
@@ -994,8 +1000,7 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 		[P_CM_HS] = "gemm_cm_hs", [P_CM_HSA] = "gemm_cm_hs",
 		[P_CM_HT] = "gemm_cm_ht", [P_CM_HTA] = "gemm_cm_ht",
 		[P_QUANT] = b->i8 ? "quant_i8" : NULL,
-		[P_QUANT_I] = b->i8 & 1u << G_DOWN && !b->gq ? "quant_i8" : NULL,
-		[P_REQUANT] = b->gq ? "requant_i8" : NULL,
+		[P_QUANT_I] = b->i8 & 1u << G_DOWN ? "quant_i8" : NULL,
 		/* the LayerNorms in front of qkv and up quantise for them */
 		[P_ADDLN_Q] = b->i8 & (1u << G_QKV | 1u << G_UP) && b->ln_lanes ? "add_ln_sg" : NULL,
 		[P_I8_W] = b->i8 ? "gemm_i8_w" : NULL, [P_I8_WA] = b->i8 ? "gemm_i8_w" : NULL,
@@ -1036,18 +1041,13 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			j->spec[0] = with_act ? act : 0;
 			j->spec[1] = b->nout > 0 && i < P_I8_WN && !(with_act && b->smooth_up);
 			j->spec[2] = b->i8_lay_same && !b->c.set.i8_staged ? b->cm_second : 0;
-			j->spec[3] = with_act && b->gq; /* only the up product has an activation */
-			j->nspec = 4;
+			j->nspec = 3;
 		}
 		if ((i == P_ADDLN || i == P_ADDLN_Q) && b->ln_lanes) {
 			j->spec[0] = b->ln_lanes;
 			j->spec[1] = b->H / 8 / b->ln_lanes;
 			j->spec[2] = i == P_ADDLN_Q;
 			j->nspec = 3;
-		}
-		if (i == P_REQUANT) {
-			j->spec[0] = b->requant_lanes;
-			j->nspec = 1;
 		}
 		if (i == P_QUANT || i == P_QUANT_I) {
 			const uint32_t k8 = (i == P_QUANT ? b->H : b->I) / 8;
@@ -1084,12 +1084,6 @@ static int make_pipelines(vk_backend *b, emb_err *err)
 			b->gemm_pipe[g] = P_I8_Q;
 		else if (b->i8 >> g & 1 && g == G_OUT && b->nout)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? P_I8_WN : P_I8_LN;
-		/* gq with set.int8_gq = 2: the up product in 128x64 tiles (with GQ its 128x96
-		 * tiles spilled registers on an H100: docs/bench-gpu.md), whose 32-column parts
-		 * are the small grids' 64x64 tiles' too: with 128x96 tiles a text's codes depend
-		 * on which tiles its batch took */
-		else if (b->i8 >> g & 1 && up && b->gq && b->c.set.int8_gq == 2)
-			b->gemm_pipe[g] = P_I8_LA;
 		else if (b->i8 >> g & 1)
 			b->gemm_pipe[g] = N[g] % 96 == 0 ? (up ? P_I8_WA : P_I8_W) : (up ? P_I8_LA : P_I8_L);
 		/* 128x96 tiles where N allows: on an H200 (M = 245760, dev/gemm/tool_vk_gemm) qkv
@@ -1115,6 +1109,8 @@ static int make_slots(vk_backend *b, emb_err *err)
 {
 	for (int i = 0; i < SLOTS; i++) {
 		slot *s = &b->s[i];
+		s->a = &b->as[i % b->nas];
+		s->queue = i % b->nas && b->c.queue2 ? b->c.queue2 : b->c.queue;
 		int rc = vk_cmd_alloc(&b->c, &s->cb, err);
 		if (rc)
 			return rc;
@@ -1213,8 +1209,10 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		b->rel_span = 2 * R + 1;
 	}
 	b->lo = calloc(b->L, sizeof *b->lo);
-	b->ds_gemm = calloc(4 * (size_t)b->L, sizeof *b->ds_gemm);
-	if (!b->lo || !b->ds_gemm) {
+	int nogemm = 0;
+	for (int k = 0; k < SLOTS; k++)
+		nogemm |= !(b->as[k].ds_gemm = calloc(4 * (size_t)b->L, sizeof *b->as[k].ds_gemm));
+	if (!b->lo || nogemm) {
 		vk_backend_close(b);
 		return emb_errf(err, EMB_ENOMEM, "out of memory");
 	}
@@ -1223,6 +1221,9 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		vk_backend_close(b);
 		return rc;
 	}
+	/* set.queues = 2: an activation set a slot, on a queue each where the device has two
+	 * (on one queue the batches still run one after the other: the tests' lavapipe) */
+	b->nas = b->c.set.queues > 1 ? 2 : 1;
 	if (opt->precision == VK_PREC_FP32)
 		b->prec = PREC_FP32;
 	else if (b->c.has_coopmat)
@@ -1251,16 +1252,6 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 			b->smooth = b->i8 && b->c.set.int8_calib[0] && !b->geglu;
 		/* with_act's pipelines serve the up product alone (not so with GEGLU) */
 		b->smooth_up = b->nout && b->i8 >> G_UP & 1 && b->c.set.int8_smooth_up && !b->geglu;
-		/* gq (above): the up product's parts are a subgroup's columns of its tiles, 48
-		 * (128x96 tiles) or 32 (128x64, 64x64); requant_i8.comp's lanes a row divide
-		 * both part counts (I / 48 and I / 32, so I / 96 where both occur) */
-		const uint32_t ffn = 1u << G_UP | 1u << G_DOWN;
-		b->gq = b->c.set.int8_gq && (b->i8 & ffn) == ffn && !b->geglu && !b->smooth;
-		if (b->gq) {
-			b->gq_stride = b->I / 32 + OUT_SLOTS;
-			b->requant_lanes = lane_group(b->I % 96 == 0 ? b->I / 96 : b->I / 32,
-						      b->c.min_subgroup_size);
-		}
 	}
 	snprintf(b->prec_name, sizeof b->prec_name, "%s",
 		 b->prec == PREC_FP32 ? "fp32" : b->prec == PREC_FP16 ? "fp16"
@@ -1305,7 +1296,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 		/* x or x16, tmp, qkv, ctx, ffn (and GEGLU's gact) */
 		const uint64_t row = (uint64_t)(6 * b->H + b->up_n + (b->geglu ? b->I : 0)) * ea +
 				     (b->i8 ? (b->I > b->H ? b->I : b->H) + 4 : 0);
-		budget = heap / 8 / row;
+		budget = heap / 8 / (uint64_t)b->nas / row;
 		budget = budget < 32768 ? 32768 : budget > 262144 ? 262144 : budget;
 	}
 	const uint64_t range_rows = b->c.props.limits.maxStorageBufferRange / widest;
@@ -1395,7 +1386,8 @@ void vk_backend_close(vk_backend *b)
 	vk_ctx_close(&b->c);
 	free(b->chunks);
 	free(b->lo);
-	free(b->ds_gemm);
+	for (int k = 0; k < SLOTS; k++)
+		free(b->as[k].ds_gemm);
 	free(b);
 }
 
@@ -1492,36 +1484,23 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	static const int steps[4] = { ST_QKV, ST_OUT, ST_UP, ST_DOWN };
 	const uint32_t N[4] = { 3 * b->H, b->H, b->up_n, b->H }, K[4] = { b->H, b->H, b->H, b->I };
 	const uint32_t act = g == G_UP && !b->geglu ? (uint32_t)b->cfg.act + 1 : 0;
-	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act, 0, 0 };
+	pc_gemm pc = { M, N[g], K[g], b->lo[l].bias[g], act };
 	int p = b->gemm_pipe[g];
 	if (b->i8 >> g & 1) {
 		p = i8_pipe(b, g, M);
 		/* quantise the input (quant_i8.comp: 128 / lanes rows a workgroup) unless the
 		 * LayerNorm before did (ln_quantises), then the int8 product, which reads W's
 		 * scales where the others read the activation code */
-		if (g == G_DOWN && b->gq) {
-			const uint32_t rows = 128 / b->requant_lanes;
-			/* the up product's parts: a subgroup's columns, two subgroups a row */
-			const uint32_t parts = N[G_UP] / (gemm_tile[i8_pipe(b, G_UP, M)][0] / 2);
-			pc_requant pr = { M, K[g], parts, b->gq_stride,
-					  b->lo[l].omap[G_DOWN] != NO_OUTLIERS ? b->nout : 0 };
-			uint32_t gx, gy;
-			grid1((M + rows - 1) / rows, &gx, &gy);
-			dispatch(b, s, steps[g], P_REQUANT, b->ds_quant[g], &pr, sizeof pr, gx, gy);
-		} else if (!ln_quantises(b, g, l)) {
+		if (!ln_quantises(b, g, l)) {
 			const int qp = g == G_DOWN ? P_QUANT_I : P_QUANT;
 			const uint32_t rows = 128 / b->quant_lanes[qp == P_QUANT_I];
 			pc_quant pq = { M, K[g], b->lo[l].sinv[g], b->lo[l].omap[g] };
 			uint32_t gx, gy;
 			grid1((M + rows - 1) / rows, &gx, &gy);
-			dispatch(b, s, steps[g], qp, b->ds_quant[g], &pq, sizeof pq, gx, gy);
+			dispatch(b, s, steps[g], qp, s->a->ds_quant[g], &pq, sizeof pq, gx, gy);
 		}
 		pc.act = b->lo[l].wscale[g];
-		if (g == G_UP && b->gq) {
-			pc.omap_off = b->lo[l].omap[G_DOWN];
-			pc.pstride = b->gq_stride;
-		}
-		dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc,
+		dispatch(b, s, steps[g], p, s->a->ds_gemm[4 * l + g], &pc, sizeof pc,
 			 N[g] / gemm_tile[p][0], (M + gemm_tile[p][1] - 1) / gemm_tile[p][1]);
 		return;
 	}
@@ -1536,7 +1515,7 @@ static void rec_gemm(vk_backend *b, slot *s, int g, uint32_t l, uint32_t M)
 	uint32_t tn = gemm_tile[p][0], tm = gemm_tile[p][1];
 	if (b->c.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && tn == 64)
 		tn = tm = 32;
-	dispatch(b, s, steps[g], p, b->ds_gemm[4 * l + g], &pc, sizeof pc, (N[g] + tn - 1) / tn,
+	dispatch(b, s, steps[g], p, s->a->ds_gemm[4 * l + g], &pc, sizeof pc, (N[g] + tn - 1) / tn,
 		 (M + tm - 1) / tm);
 }
 
@@ -1551,7 +1530,7 @@ static void rec_ln(vk_backend *b, slot *s, int step, uint32_t T, uint32_t g_off,
 	/* tokens a workgroup: add_ln_sg.comp's groups of lanes, or layernorm.glsl's */
 	const uint32_t tpw = b->ln_lanes ? 128 / b->ln_lanes * LN_ROUNDS : LN_TOKENS;
 	grid1((T + tpw - 1) / tpw, &gx, &gy);
-	dispatch(b, s, step, quant ? P_ADDLN_Q : P_ADDLN, b->ds_ln, &pc, sizeof pc, gx, gy);
+	dispatch(b, s, step, quant ? P_ADDLN_Q : P_ADDLN, s->a->ds_ln, &pc, sizeof pc, gx, gy);
 }
 
 static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t ntok, uint32_t nseq,
@@ -1575,7 +1554,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		{ s->h_seq, b->off_seq, (VkDeviceSize)nseq * 8 },
 		{ s->h_blk, b->off_blk, (VkDeviceSize)nblk * 16 },
 	};
-	c->vkCmdCopyBuffer(s->cb, s->host.buf, b->in.buf, 3, reg);
+	c->vkCmdCopyBuffer(s->cb, s->host.buf, s->a->in.buf, 3, reg);
 	vk_cmd_barrier(c, s->cb);
 	ts(b, s, ST_EMBED);
 
@@ -1586,12 +1565,12 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		pc_ln pe = { q->T, b->H, q->tok0, b->emb_pos, b->emb_type, b->emb_g, b->emb_b,
 			     b->cfg.layer_norm_eps, NO_SMOOTH, NO_OUTLIERS };
 		grid1((q->T + LN_TOKENS - 1) / LN_TOKENS, &gx, &gy);
-		dispatch(b, s, ST_EMBED, P_EMBED, b->ds_embed, &pe, sizeof pe, gx, gy);
+		dispatch(b, s, ST_EMBED, P_EMBED, s->a->ds_embed, &pe, sizeof pe, gx, gy);
 		for (uint32_t l = 0; l < b->L; l++) {
 			const layer_off *o = &b->lo[l];
 			rec_gemm(b, s, G_QKV, l, q->T);
 			pc_attn pa = { q->blk0, b->H, scale, b->rel_off };
-			dispatch(b, s, ST_ATTN, attn, b->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
+			dispatch(b, s, ST_ATTN, attn, s->a->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b, ln_quantises(b, G_UP, l),
 			       o->sinv[G_UP], o->omap[G_UP]);
@@ -1599,7 +1578,7 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			if (b->geglu) {
 				pc_geglu pg = { q->T, b->I };
 				grid1((q->T * (b->I / 2) + 255) / 256, &gx, &gy);
-				dispatch(b, s, ST_GEGLU, P_GEGLU, b->ds_geglu, &pg, sizeof pg, gx, gy);
+				dispatch(b, s, ST_GEGLU, P_GEGLU, s->a->ds_geglu, &pg, sizeof pg, gx, gy);
 			}
 			rec_gemm(b, s, G_DOWN, l, q->T);
 			const int qn = l + 1 < b->L && ln_quantises(b, G_QKV, l + 1);
@@ -1610,10 +1589,10 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 		pc_pool pp = { q->seq0, b->H, (uint32_t)b->cfg.pooling, (uint32_t)(b->cfg.normalize != 0),
 			       q->seq0, q->nseq };
 		grid1(q->nseq, &gx, &gy);
-		dispatch(b, s, ST_POOL, P_POOL, b->ds_pool, &pp, sizeof pp, gx, gy);
+		dispatch(b, s, ST_POOL, P_POOL, s->a->ds_pool, &pp, sizeof pp, gx, gy);
 	}
 	VkBufferCopy oreg = { 0, s->h_out, (VkDeviceSize)nseq * b->H * 4 };
-	c->vkCmdCopyBuffer(s->cb, b->outd.buf, s->host.buf, 1, &oreg);
+	c->vkCmdCopyBuffer(s->cb, s->a->outd.buf, s->host.buf, 1, &oreg);
 	VkMemoryBarrier hb = {
 		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
 		.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -1740,7 +1719,7 @@ int forward_vk_submit(vk_backend *b, const fwd_batch *bt, float *out, emb_err *e
 		.pCommandBuffers = &s->cb,
 	};
 	if (r == VK_SUCCESS)
-		r = b->c.vkQueueSubmit(b->c.queue, 1, &si, s->fence);
+		r = b->c.vkQueueSubmit(s->queue, 1, &si, s->fence);
 	if (r != VK_SUCCESS)
 		return emb_errf(err, r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
 					     ? EMB_ENOMEM : EMB_EDEVICE,

@@ -363,12 +363,13 @@ static int create_device(vk_ctx *c, emb_err *err)
 		.pNext = &en12,
 		.storageBuffer16BitAccess = (VkBool32)c->has_f16,
 	};
-	float prio = 1.0f;
+	const float prio[2] = { 1.0f, 1.0f };
+	const uint32_t nqueues = c->set.queues > 1 && qf[fam].queueCount > 1 ? 2 : 1;
 	VkDeviceQueueCreateInfo qci = {
 		.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
 		.queueFamilyIndex = c->queue_family,
-		.queueCount = 1,
-		.pQueuePriorities = &prio,
+		.queueCount = nqueues,
+		.pQueuePriorities = prio,
 	};
 	const char *exts[2 + VK_STUDY_EXTS];
 	uint32_t nexts = 0;
@@ -404,6 +405,8 @@ static int create_device(vk_ctx *c, emb_err *err)
 				   c->vkGetPipelineExecutableStatisticsKHR;
 	}
 	c->vkGetDeviceQueue(c->device, c->queue_family, 0, &c->queue);
+	if (nqueues > 1)
+		c->vkGetDeviceQueue(c->device, c->queue_family, 1, &c->queue2);
 
 	char sms[32] = "";
 	if (c->sm_count)

@@ -50,7 +50,7 @@
 /* The one descriptor-set layout every kernel uses: this many storage buffers, bindings
  * 0..VK_BINDINGS-1, plus VK_PUSH_BYTES of push constants. One layout means one pipeline
  * layout and interchangeable descriptor sets. */
-#define VK_BINDINGS 7
+#define VK_BINDINGS 6
 #define VK_PUSH_BYTES 64
 
 
@@ -70,6 +70,8 @@ typedef struct vk_ctx {
 	VkPhysicalDevice phys;
 	VkDevice device;
 	VkQueue queue;
+	VkQueue queue2;     /* a second queue of the family (set.queues = 2, where it has one),
+			     * else VK_NULL_HANDLE */
 	uint32_t queue_family;
 	VkPhysicalDeviceProperties props;
 	VkPhysicalDeviceMemoryProperties mem;
@@ -115,7 +117,8 @@ typedef struct vk_ctx {
 /* Seconds on the monotonic clock (for the start-up accounts). */
 double vk_now(void);
 
-/* Opens the Vulkan loader, creates an instance and a logical device with one compute queue.
+/* Opens the Vulkan loader, creates an instance and a logical device with one compute queue
+ * (two, queue and queue2, where set->queues is 2 and the family has them).
  * Device choice: gpu_index >= 0 takes that device of the enumeration; otherwise set->gpu if
  * >= 0; otherwise the first discrete GPU, then integrated, then virtual, then (only when
  * allow_cpu is nonzero) a CPU implementation such as lavapipe. A device must offer Vulkan 1.2

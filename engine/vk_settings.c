@@ -18,8 +18,10 @@ void vk_settings_default(vk_settings *s)
 	s->tiles96 = 1;
 	s->int8_products = 15;
 	s->int8_outliers = 8;
+	s->int8_smooth_up = 1;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
+	s->queues = 1;
 }
 
 /* The variable's value when set and not empty, else NULL. */
@@ -79,6 +81,9 @@ void vk_settings_from_env(vk_settings *s)
 		else
 			snprintf(s->gemm, sizeof s->gemm, "%s", v);
 	}
+	x = s->queues;
+	env_long(s, "EMBED_VK_QUEUES", 1, 2, &x);
+	s->queues = (int)x;
 	x = s->small_tiles;
 	env_long(s, "EMBED_VK_SMALL_TILES", 0, 2, &x);
 	s->small_tiles = (int)x;
@@ -94,9 +99,6 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_smooth_up;
 	env_long(s, "EMBED_VK_INT8_SMOOTH_UP", 0, 1, &x);
 	s->int8_smooth_up = (int)x;
-	x = s->int8_gq;
-	env_long(s, "EMBED_VK_INT8_GQ", 0, 2, &x);
-	s->int8_gq = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;

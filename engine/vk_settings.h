@@ -15,6 +15,9 @@ typedef struct vk_settings {
 	double timeout_s;      /* EMBED_GPU_TIMEOUT: seconds a batch may take; 0 = derived */
 	int profile;           /* EMBED_VK_PROFILE: time each step of each batch */
 	int no_coopmat;        /* EMBED_VK_NO_COOPMAT: the portable kernels even on tensor cores */
+	int queues;            /* EMBED_VK_QUEUES: 1 or 2 compute queues (2: the two batches in
+				* flight run at once, each in its own activations; where the
+				* device's queue family has one queue, 1); default 1 */
 	/* Kernel choices that the defaults make by device and batch, forced for tests and
 	 * comparisons: */
 	char attn[8];          /* EMBED_VK_ATTN: "" by device, scalar, cm, fa (128-query blocks
@@ -39,12 +42,8 @@ typedef struct vk_settings {
 				* (one scale a token alone; with int8_calib, SmoothQuant) */
 	int int8_smooth_up;    /* EMBED_VK_INT8_SMOOTH_UP: the FFN's up product takes SmoothQuant
 				* factors (alpha 0.5, from the calibration maxima) instead of
-				* outlier channels, the others keeping theirs; default 0 */
-	int int8_gq;           /* EMBED_VK_INT8_GQ: the FFN's up product writes its output as
-				* int8 codes at one scale a row part (gemm_i8.glsl GQ), which a
-				* pass recodes to one a row (requant_i8.comp); 0: f16 output and
-				* quant_i8.comp's pass; 2: GQ with the up product in 128x64
-				* tiles; default 0 */
+				* outlier channels, the others keeping theirs; default 1; 0:
+				* outlier channels on the up product too */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */

@@ -65,8 +65,8 @@ uvec2 pack4(vec4 v)
 	return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw));
 }
 
-// --precision int8's activations (quant_i8.glsl says how they are coded; gemm_i8.glsl's GQ
-// and requant_i8.comp code them too): no SmoothQuant factors (sinv_off), no outlier channels
+// --precision int8's activations (quant_i8.glsl says how they are coded; add_ln_sg.comp
+// codes them too): no SmoothQuant factors (sinv_off), no outlier channels
 // (omap_off), outlier values a row (xo, zeros past the product's), and the floor under a
 // row's scale that keeps an outlier's value in the row's units within f16
 const uint NO_SMOOTH = 0xffffffffu;

@@ -45,29 +45,9 @@
 // int32 one instead put values at the wrong places on an H100 (driver 580: a conversion need
 // not keep the element order) and made the products slower (docs/bench-gpu.md).
 //
-// GQ (specialization constant 3; the FFN's up product, EMBED_VK_INT8_GQ): the output is the
-// down product's int8 input rather than f16. A row of the FFN's width spans the grid's column
-// tiles, so no workgroup sees its maximum; each subgroup codes its SN_ columns of a row at the
-// scale of their own maximum m_p (part p = the subgroup's column group, N / SN_ of them a
-// row), writes the codes to C (int8 [M][N]) and m_p to pm[row · pstride + p], and
-// requant_i8.comp then recodes each part to the row's scale (codes · m_p / m, rounded again).
-// That second rounding is cheap in accuracy (dev/int8/quant-study.py QS_DOUBLE: min cosine
-// 0.99922 against 0.99924 over the 1,037-text check) and saves the FFN's f16 output being
-// written and read back (2 of the 3 bytes a value the quantising pass moved). The down
-// product's outlier channels (omap_off: quant_i8.glsl's map, or NO_OUTLIERS) are coded 0,
-// counted at quant_i8.glsl's floor in m_p, and go to pm[row · pstride + pstride - 16 + slot],
-// which the pass brings to the row's units. The staged epilogue only: a lane holds 8
-// neighbours of one row in each of its FN fragments, two lanes a row; it takes the maximum as
-// it goes and leaves the values in its own slots of Sg as f16 (the quantising pass coded the
-// f16 output too) until the row's part is known, since holding them in registers spilled.
-// On an H100 the down product with the recoding pass took 5.20 ms a batch against 5.68 with
-// quant_i8.comp's, but the up product in 128x96 tiles still spills with GQ (255 registers and
-// 112 bytes of local memory; 9.3 ms against 5.9): GQ is off by default (docs/bench-gpu.md).
-//
 // Requires (checked on the host): subgroup size 32, 16x16x32 s8 cooperative matrices,
 // shaderInt8, N % TILE_N == 0, K % K_STEP == 0, A, sa and C padded to whole row tiles.
 #extension GL_KHR_shader_subgroup_basic : enable
-#extension GL_KHR_shader_subgroup_shuffle : enable
 #extension GL_KHR_memory_scope_semantics : enable
 #extension GL_NV_cooperative_matrix : enable
 #extension GL_NV_integer_cooperative_matrix : enable
@@ -106,23 +86,18 @@ layout(push_constant) uniform PC {
 	uint M, N, K;
 	uint bias_off;    // float offsets in wvec: bias[N], then (at scale_off) sw[N]
 	uint scale_off;
-	uint omap_off;    // GQ: the down product's outlier slots in wvec, or NO_OUTLIERS
-	uint pstride;     // GQ: floats a row of pm
 } pc;
 layout(constant_id = 0) const uint ACT = ACT_NONE;
 layout(constant_id = 1) const uint OUTL = 0;
 layout(constant_id = 2) const uint SECOND = 0;  // 0: the accumulators' layout is not known
 bool second(uint e) { return ((SECOND >> e) & 1u) != 0u; }
-layout(constant_id = 3) const uint GQ = 0;
 
 layout(std430, binding = 0) readonly buffer A_ { uvec4 a[]; };   // 16 int8 each
 layout(std430, binding = 1) readonly buffer W_ { uvec4 w[]; };
 layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 layout(std430, binding = 3) writeonly buffer C_ { uvec4 c[]; };  // 8 halfs each
-layout(std430, binding = 3) writeonly buffer C8_ { uvec2 c8[]; }; // GQ: 8 int8 each
 layout(std430, binding = 4) readonly buffer S_ { float sa[]; };  // one scale a row of A
 layout(std430, binding = 5) readonly buffer XO_ { uvec4 xo[]; }; // OUTL: 16 halfs a row
-layout(std430, binding = 6) writeonly buffer PM_ { float pm[]; }; // GQ: parts' maxima, outliers
 
 const uint BM = TILE_M, BN = TILE_N, BK = K_STEP, THREADS = 32 * WARPS;
 const uint SM_ = BM / WARPS_M, SN_ = BN / WARPS_N;
@@ -132,10 +107,9 @@ const uint SROW = BK / 16 + 1;      // shared row stride in uvec4 (16 bytes of p
 shared uvec4 Sh[(BM + BN) * SROW];
 #define As(i) Sh[i]
 #define Bs(i) Sh[BM * SROW + (i)]
-shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 || GQ != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
+shared ivec4 St[WARPS * (SECOND == 0 || OUTL != 0 ? 64 : 32)];  // a subgroup's 16x16 int32
 							  // fragment, or (in place) its 16x16 f16 output
 shared float So[OUTL != 0 ? WARPS * 256 : 1]; // OUTL: St's fragment in fp32 (glslc: no vec4 store)
-shared uvec4 Sg[GQ != 0 ? WARPS * FN * 32 : 1]; // GQ: each lane's 8 f16 values of each fragment
 
 void main()
 {
@@ -155,7 +129,7 @@ void main()
 			coopMatLoadNV(fw[j], w, pc.N * pc.K / 16 + (n0 + wn * SN_ + j * 16) * 2, 2, true);
 	// SECOND: the rows (of the fragment) of a lane's elements outside and in its second
 	// row, and each element's column
-	const bool in_place = SECOND != 0 && !outl && GQ == 0;
+	const bool in_place = SECOND != 0 && !outl;
 	uint rowA = 0, rowB = 0, colOf[8];
 	if (in_place) {
 		cm_index_i8_stage(tid, THREADS);
@@ -169,13 +143,6 @@ void main()
 				rowA = uint(lay[e]) / 16;
 		}
 	}
-	// GQ: which of the lane's FN · 8 output columns (8 neighbours in each fragment, the
-	// staged epilogue's) are the down product's outlier channels, a bit each
-	uint obits = 0u;
-	if (GQ != 0 && pc.omap_off != NO_OUTLIERS)
-		[[unroll]] for (uint k = 0; k < FN * 8; k++)
-			if (wvec[pc.omap_off + n0 + wn * SN_ + (k / 8) * 16 + (lane % 2) * 8 + k % 8] >= 0.0)
-				obits |= 1u << k;
 	const uint KQ = BK / 16, RSTEP = THREADS / KQ, LOADS = BM / RSTEP, LOADS_B = BN / RSTEP;
 	const uint r0 = tid / KQ, kq = tid % KQ;
 #if I8_PREFETCH
@@ -269,7 +236,6 @@ void main()
 				const uint row = m0 + wm * SM_ + i * 16 + r;
 				const float s_row = sa[row];
 				fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fx;
-				float gm = 0.0;     // GQ: the lane's part of its row's maximum
 				if (outl)
 					coopMatLoadNV(fx, xo, (m0 + wm * SM_ + i * 16) * 2, 2, false);
 				[[unroll]] for (uint j = 0; j < FN; j++) {
@@ -296,47 +262,10 @@ void main()
 					[[unroll]] for (uint e = 0; e < 8; e++)
 						v[e] = activate(v[e] * s_row * wvec[pc.scale_off + col + e] +
 								wvec[pc.bias_off + col + e], ACT);
-					if (GQ != 0) {
-						// the maximum now, the codes once the row's is known: the
-						// values wait in f16 (the quantising pass coded the f16
-						// output too) in the lane's own shared slot
-						[[unroll]] for (uint e = 0; e < 8; e++)
-							gm = max(gm, abs(v[e]) * (((obits >> (8 * j + e)) & 1u) != 0u ? OUT_FLOOR : 1.0));
-						Sg[(sg * FN + j) * 32 + lane] = uvec4(packHalf2x16(vec2(v[0], v[1])),
-										       packHalf2x16(vec2(v[2], v[3])),
-										       packHalf2x16(vec2(v[4], v[5])),
-										       packHalf2x16(vec2(v[6], v[7])));
-						continue;
-					}
 					c[(row * pc.N + col) / 8] = uvec4(packHalf2x16(vec2(v[0], v[1])),
 									  packHalf2x16(vec2(v[2], v[3])),
 									  packHalf2x16(vec2(v[4], v[5])),
 									  packHalf2x16(vec2(v[6], v[7])));
-				}
-				if (GQ != 0) {
-					// the part's maximum over the row's two lanes, outliers at the floor
-					const float m = max(gm, subgroupShuffleXor(gm, 1));
-					const float inv = m > 0.0 ? 127.0 / m : 0.0;
-					const uint prow = row * pc.pstride;
-					if (lane % 2 == 0)
-						pm[prow + gl_WorkGroupID.x * WARPS_N + wn] = m;
-					[[unroll]] for (uint j = 0; j < FN; j++) {
-						const uvec4 h = Sg[(sg * FN + j) * 32 + lane];
-						vec4 lo = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
-						vec4 hi = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
-						const uint col = n0 + wn * SN_ + j * 16 + cq * 4;
-						if (((obits >> (8 * j)) & 0xffu) != 0u)
-							[[unroll]] for (uint e = 0; e < 8; e++)
-								if (((obits >> (8 * j + e)) & 1u) != 0u) {
-									const uint slot = uint(wvec[pc.omap_off + col + e]);
-									pm[prow + pc.pstride - OUT_SLOTS + slot] = e < 4 ? lo[e] : hi[e - 4];
-									if (e < 4)
-										lo[e] = 0.0;
-									else
-										hi[e - 4] = 0.0;
-								}
-						c8[(row * pc.N + col) / 8] = uvec2(pack4i(lo * inv), pack4i(hi * inv));
-					}
 				}
 			}
 		}

@@ -32,13 +32,17 @@
 #   minilm-attn-bench  tool_vk_bench, attention default vs EMBED_VK_ATTN=cm, alternating
 #   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
-#   int8-smooth   int8 default against EMBED_VK_INT8_SMOOTH_UP=1, EMBED_VK_INT8_GQ=2 and both:
+#   int8-smooth   int8 default (SmoothQuant on the up product) against EMBED_VK_INT8_SMOOTH_UP=0:
 #                 accuracy and batch-1000 rows alternated twice, profiles with pipeline statistics,
 #                 PyTorch (batches 100, 1000)
 #   int8-tests    test_vk_forward on the real MiniLM (its int8 cases, "up smoothed" among them)
 #                 and test_vk_quant
 #   attn-study    attn_fa.glsl's study builds (ATTN_VARIANTS) against this one: profiles, then
 #                 batch-1000 int8 rows with the accuracy check
+#   ndcg-int8     scripts/eval-beir on SciFact, GPU int8 as it comes and with the up product's
+#                 outliers (carry .dev/scifact.tar.xz; pack indexer and search too)
+#   torch         PyTorch alone (scripts/bench-gpu --torch-only), batches 100 and 1000
+#   queues        EMBED_VK_QUEUES=2 against 1, int8 and fp16, batches 100 and 1000, alternated
 #   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
@@ -216,21 +220,18 @@ gemm-i8)
 		done
 	done ;;
 int8-smooth)
-	# the up product with SmoothQuant instead of outlier channels (EMBED_VK_INT8_SMOOTH_UP=1), the
-	# up product coding the down product's input in 128x64 tiles (EMBED_VK_INT8_GQ=2), both,
-	# against the default; accuracy on 1,037 texts, batch 1000, alternated, then each one's profile
-	# with pipeline statistics, and PyTorch
-	cfg() { case $1 in smooth) echo EMBED_VK_INT8_SMOOTH_UP=1 ;; gq2) echo EMBED_VK_INT8_GQ=2 ;;
-		both) echo EMBED_VK_INT8_SMOOTH_UP=1 EMBED_VK_INT8_GQ=2 ;; *) echo EMBED_VK_INT8_GQ=0 ;; esac; }
+	# the up product with outlier channels (EMBED_VK_INT8_SMOOTH_UP=0) against the default
+	# (SmoothQuant factors instead): accuracy on 1,037 texts, batch 1000, alternated, then each
+	# one's profile with pipeline statistics, and PyTorch
 	for r in 1 2; do
-		for c in default smooth gq2 both; do
-			step sm-$c-$r 60 env $(cfg $c) $B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 \
-				--check-every 5 --precision int8
+		for c in 1 0; do
+			EMBED_VK_INT8_SMOOTH_UP=$c step sm-$c-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
+				--batches 1000 --check-every 5 --precision int8
 		done
 	done
-	for c in default smooth gq2 both; do
-		TAILN=60 step sm-prof-$c 60 env $(cfg $c) EMBED_VK_PROFILE=1 EMBED_VK_STATS=1 $B/tool_vk_bench run \
-			$M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
+	for c in 1 0; do
+		TAILN=60 EMBED_VK_INT8_SMOOTH_UP=$c EMBED_VK_PROFILE=1 EMBED_VK_STATS=1 step sm-prof-$c 60 \
+			$B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
 	done
 	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
@@ -254,6 +255,29 @@ attn-study)
 		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
 		step at-$v 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --check-every 5 \
 			--precision int8
+	done ;;
+ndcg-int8)
+	# SciFact nDCG@10 of --precision int8 as it comes and with EMBED_VK_INT8_SMOOTH_UP=0 (the
+	# CPU fp32 reference, 0.6451 with the f16 MiniLM, is the ndcg step's first row)
+	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
+	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	rm -rf /tmp/e-i8*
+	step ndcg-int8 120 $ev --store /tmp/e-i8 --device gpu --precision int8
+	EMBED_VK_INT8_SMOOTH_UP=0 step ndcg-int8-upo 120 $ev --store /tmp/e-i8-upo --device gpu \
+		--precision int8 ;;
+torch)
+	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
+queues)
+	# EMBED_VK_QUEUES=2 (the two batches in flight on two queues, each in its own activations)
+	# against 1, int8 and fp16, batches 100 and 1000 with the accuracy check, alternated
+	for r in 1 2; do
+		for p in int8 default; do
+			for q in 1 2; do
+				EMBED_VK_QUEUES=$q step q$q-$p-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
+					--batches 100,1000 --check-every 5 --precision $p
+			done
+		done
 	done ;;
 int8)
 	for p in 15 10 7 7c 15c; do
