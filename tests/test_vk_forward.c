@@ -235,6 +235,58 @@ static void int8_epilogues_agree(const char *what, const bert_config *cfg,
 	free(b);
 }
 
+/* EMBED_VK_QUEUES=2: the two batches in flight run on two queues (on one where the device
+ * has one, as lavapipe), each in its own activations. Three batches submitted back to back,
+ * so that each slot runs twice and the third waits for the first, must give the vectors
+ * each gives alone: the same kernels on the same data, so equal. A slot reading the other's
+ * activations, or a batch overwritten by the one beside it, would not. */
+static void two_queues_agree(const char *what, const bert_config *cfg, const bert_weights *w,
+			     vk_precision prec)
+{
+	static const int la[] = { 7, 130, 33, 64 }, lb[] = { 200, 5, 90 }, lc[] = { 1, 150, 17 };
+	const int *lens[3] = { la, lb, lc }, ns[3] = { 4, 3, 3 };
+	const int H = cfg->hidden;
+	fwd_batch bt[3];
+	float *alone[3], *both[3];
+	for (int k = 0; k < 3; k++) {
+		uint32_t seed = 11u * (uint32_t)(k + 1);
+		bt[k] = random_batch(cfg, lens[k], ns[k], &seed);
+		alone[k] = malloc((size_t)ns[k] * H * sizeof **alone);
+		both[k] = malloc((size_t)ns[k] * H * sizeof **both);
+	}
+	vk_backend *vb = NULL;
+	emb_err err = { 0 };
+	int rc = open_gpu(cfg, w, prec, 0, 0, &vb, &err);
+	for (int k = 0; k < 3 && !rc; k++)
+		rc = forward_vk(vb, &bt[k], alone[k], &err);
+	vk_backend_close(vb);
+	vb = NULL;
+	setenv("EMBED_VK_QUEUES", "2", 1);
+	if (!rc)
+		rc = open_gpu(cfg, w, prec, 0, 0, &vb, &err);
+	for (int k = 0; k < 3 && !rc; k++)
+		rc = forward_vk_submit(vb, &bt[k], both[k], &err);
+	if (!rc)
+		rc = forward_vk_wait(vb, &err);
+	if (!rc)
+		rc = forward_vk_wait(vb, &err);
+	vk_backend_close(vb);
+	unsetenv("EMBED_VK_QUEUES");
+	CHECK(rc == EMB_OK, "%s: %s", what, err.msg);
+	for (int k = 0; k < 3 && !rc; k++) {
+		const cmp c = compare(alone[k], both[k], ns[k], H);
+		printf("%-44s batch %d on two queues vs alone: max |diff| %.3g\n", what, k, c.max_diff);
+		CHECK(c.nonfinite == 0 && c.max_diff == 0, "%s: batch %d on two queues differs from "
+		      "it alone: max |diff| %g", what, k, c.max_diff);
+	}
+	for (int k = 0; k < 3; k++) {
+		free((void *)bt[k].offs);
+		free((void *)bt[k].ids);
+		free(alone[k]);
+		free(both[k]);
+	}
+}
+
 /* run_case_seq with sequences up to the budget's length. */
 static void run_case(const char *what, const bert_config *cfg0, const bert_weights *w,
 		     threadpool *pool, const int *lens, int n, vk_precision prec, int budget,
@@ -349,6 +401,7 @@ int main(void)
 	run_case("short texts, shared-memory LayerNorm", &cfg, &w, pool, shortl, ns, VK_PREC_FP16,
 		 64, 0);
 	unsetenv("EMBED_VK_LN_TREE");
+	two_queues_agree("two queues", &cfg, &w, VK_PREC_FP16);
 
 	/* On a GPU: attention with the softmax staged through shared memory (attn_cm.comp), the
 	 * kernel for devices whose matrix layout the register softmax does not know, then the
