@@ -616,8 +616,9 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 	for (int k = 0; k < b->nas && !rc; k++) {
 		act_set *a = &b->as[k];
 		/* The residual stream: f32 (x) on the fp32 path, f16 (x16) on the f16 paths. */
-		rc = b->prec == PREC_FP32 ? vk_buf_create(&b->c, &a->x, rows * H * 4, VK_MEM_DEVICE, err)
-					      : vk_buf_create(&b->c, &a->x16, rows * H * 2, VK_MEM_DEVICE, err);
+		rc = b->prec == PREC_FP32
+			     ? vk_buf_create(&b->c, &a->x, rows * H * 4, VK_MEM_DEVICE, err)
+			     : vk_buf_create(&b->c, &a->x16, rows * H * 2, VK_MEM_DEVICE, err);
 		if (!rc)
 			rc = vk_buf_create(&b->c, &a->qkv, rows * 3 * H * ea, VK_MEM_DEVICE, err);
 		if (!rc)
@@ -633,15 +634,16 @@ static int alloc_activations(vk_backend *b, emb_err *err)
 		if (!rc)
 			rc = vk_buf_create(&b->c, &a->outd, out_bytes, VK_MEM_DEVICE, err);
 		if (!rc && b->i8)
-			rc = vk_buf_create(&b->c, &a->qa, rows * (I > H ? I : H), VK_MEM_DEVICE, err);
+			rc = vk_buf_create(&b->c, &a->qa, rows * (I > H ? I : H), VK_MEM_DEVICE,
+					   err);
 		if (!rc && b->i8)
 			rc = vk_buf_create(&b->c, &a->qs, rows * 4, VK_MEM_DEVICE, err);
 		if (!rc && b->nout) /* zeros past a product's outliers stay zeros: never written */
 			rc = vk_buf_create(&b->c, &a->qo, rows * OUT_SLOTS * 2, VK_MEM_DEVICE, err);
-		/* Zero the activations once: rows past a chunk's tokens are read (never stored) by the
-		 * tiled products, and zeros there keep every value finite. */
-		vk_buf *z[] = { &a->x, &a->x16, &a->qkv, &a->ctx, &a->tmp, &a->ffn, &a->gact, &a->qa, &a->qs,
-				&a->qo };
+		/* Zero the activations once: rows past a chunk's tokens are read (never stored)
+		 * by the tiled products, and zeros there keep every value finite. */
+		vk_buf *z[] = { &a->x, &a->x16, &a->qkv, &a->ctx, &a->tmp, &a->ffn, &a->gact,
+				&a->qa, &a->qs, &a->qo };
 		for (size_t i = 0; i < sizeof z / sizeof *z && !rc; i++)
 			if (z[i]->buf)
 				rc = vk_zero(&b->c, z[i], err);
@@ -1547,7 +1549,8 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 	if (b->qcap) {
 		c->vkCmdResetQueryPool(s->cb, b->qp, (uint32_t)(s - b->s) * b->qcap, b->qcap);
 	}
-	/* The previous batch (another slot) may still read `in` and write the activations. */
+	/* The batch before on this queue may still read `in` and write the activations: the
+	 * other slot's with one activation set, this slot's last one with two. */
 	vk_cmd_barrier(c, s->cb);
 	VkBufferCopy reg[3] = {
 		{ 0, b->off_tok, (VkDeviceSize)ntok * 8 },
@@ -1570,7 +1573,8 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			const layer_off *o = &b->lo[l];
 			rec_gemm(b, s, G_QKV, l, q->T);
 			pc_attn pa = { q->blk0, b->H, scale, b->rel_off };
-			dispatch(b, s, ST_ATTN, attn, s->a->ds_attn, &pa, sizeof pa, q->nblk, b->heads);
+			dispatch(b, s, ST_ATTN, attn, s->a->ds_attn, &pa, sizeof pa, q->nblk,
+				 b->heads);
 			rec_gemm(b, s, G_OUT, l, q->T);
 			rec_ln(b, s, ST_LN1, q->T, o->ln1_g, o->ln1_b, ln_quantises(b, G_UP, l),
 			       o->sinv[G_UP], o->omap[G_UP]);
@@ -1578,7 +1582,8 @@ static void record(vk_backend *b, slot *s, const chunk *ch, int nch, uint32_t nt
 			if (b->geglu) {
 				pc_geglu pg = { q->T, b->I };
 				grid1((q->T * (b->I / 2) + 255) / 256, &gx, &gy);
-				dispatch(b, s, ST_GEGLU, P_GEGLU, s->a->ds_geglu, &pg, sizeof pg, gx, gy);
+				dispatch(b, s, ST_GEGLU, P_GEGLU, s->a->ds_geglu, &pg, sizeof pg, gx,
+					 gy);
 			}
 			rec_gemm(b, s, G_DOWN, l, q->T);
 			const int qn = l + 1 < b->L && ln_quantises(b, G_QKV, l + 1);

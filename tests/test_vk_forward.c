@@ -275,7 +275,8 @@ static void two_queues_agree(const char *what, const bert_config *cfg, const ber
 	CHECK(rc == EMB_OK, "%s: %s", what, err.msg);
 	for (int k = 0; k < 3 && !rc; k++) {
 		const cmp c = compare(alone[k], both[k], ns[k], H);
-		printf("%-44s batch %d on two queues vs alone: max |diff| %.3g\n", what, k, c.max_diff);
+		printf("%-44s batch %d on two queues vs alone: max |diff| %.3g\n", what, k,
+		       c.max_diff);
 		CHECK(c.nonfinite == 0 && c.max_diff == 0, "%s: batch %d on two queues differs from "
 		      "it alone: max |diff| %g", what, k, c.max_diff);
 	}
