@@ -271,8 +271,8 @@ torch)
 queues)
 	# EMBED_VK_QUEUES=2 (the two batches in flight on two queues, each in its own activations)
 	# against 1, int8 and fp16, batches 100 and 1000 with the accuracy check, alternated
-	for r in 1 2; do
-		for p in int8 default; do
+	for r in $(seq ${QROUNDS:-2}); do
+		for p in ${QPREC:-int8 default}; do
 			for q in 1 2; do
 				EMBED_VK_QUEUES=$q step q$q-$p-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
 					--batches 100,1000 --check-every 5 --precision $p
