@@ -16,6 +16,12 @@ calibration maxima of --calib checked texts or --calib-made-up made-up ones.
 IDS.bin is tool_vk_bench's token-id file (scripts/bench-gpu --ids); every N-th text by
 length is used (the 1,037-document check is every 5th of SciFact's 5,183).
 Prints min / 0.1% / 1% / mean cosine per config against the unquantised fp32 model.
+
+With QS_NDCG=BEIR_DIR (e.g. ../shared/data/scifact) each config instead embeds the whole
+corpus of BEIR_DIR (title + " " + text, truncated to 256 tokens, as scripts/eval-beir indexes
+it; IDS.bin is then unused) and prints nDCG@10 and recall@100 of the test queries, embedded
+by the unquantised model, scored by scripts/eval-beir's own functions; QS_NDCG_REF=1 adds the
+unquantised corpus's row.
 """
 import argparse, os, sys
 import torch
@@ -199,11 +205,16 @@ def main():
                          "token ids (lengths 16-256) instead of the checked texts")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    docs = read_ids(a.ids)
-    docs = sorted(docs, key=len)[::a.every]
-    print(f"{len(docs)} texts, {sum(map(len, docs))} tokens")
     base = AutoModel.from_pretrained(a.model, attn_implementation="eager").float().eval()
-    ref = embed(base, docs)
+    if os.environ.get("QS_NDCG"):
+        docs, ref = ndcg_setup(a, base), None
+        if os.environ.get("QS_NDCG_REF"):
+            report("fp32", embed(base, docs), None, docs)
+    else:
+        docs = read_ids(a.ids)
+        docs = sorted(docs, key=len)[::a.every]
+        ref = embed(base, docs)
+    print(f"{len(docs)} texts, {sum(map(len, docs))} tokens")
     for cfg in a.configs.split(","):
         if "=" in cfg:
             run_spec(a, cfg, docs, ref)
@@ -223,7 +234,47 @@ def main():
                     setmod(layer, path, QLinear(getmod(layer, path), group, s))
         report(cfg, embed(m, docs), ref, docs)
 
+def load_eval_beir():
+    import importlib.machinery, importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "eval-beir")
+    loader = importlib.machinery.SourceFileLoader("eval_beir", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("eval_beir", loader))
+    loader.exec_module(mod)
+    return mod
+
+NDCG = {}  # QS_NDCG: the corpus's ids, the queries' vectors, their judgments
+
+def ndcg_setup(a, base):
+    import json
+    from transformers import AutoTokenizer
+    d = os.environ["QS_NDCG"]
+    tok = AutoTokenizer.from_pretrained(a.model)
+    ids, texts = [], []
+    for line in open(os.path.join(d, "corpus.jsonl"), encoding="utf-8"):
+        o = json.loads(line)
+        ids.append(o["_id"])
+        texts.append((o.get("title") or "") + " " + (o.get("text") or ""))
+    ev = load_eval_beir()
+    qrels = ev.read_qrels(os.path.join(d, "qrels", "test.tsv"))
+    qs = [json.loads(l) for l in open(os.path.join(d, "queries.jsonl"), encoding="utf-8")]
+    qs = [q for q in qs if q["_id"] in qrels]
+    enc = lambda t: tok(t, truncation=True, max_length=256)["input_ids"]
+    NDCG.update(ids=ids, ev=ev, qrels=qrels, qids=[q["_id"] for q in qs],
+                qv=embed(base, [enc(q["text"]) for q in qs]))
+    return [enc(t) for t in texts]
+
+def report_ndcg(cfg, v):
+    sc = NDCG["qv"] @ v.T
+    top = sc.topk(100, dim=1)
+    run = {q: [(float(s), NDCG["ids"][int(i)]) for s, i in zip(top.values[r], top.indices[r])]
+           for r, q in enumerate(NDCG["qids"])}
+    nd, rc, n = NDCG["ev"].evaluate(run, NDCG["qrels"], False)
+    print(f"{cfg:16s} nDCG@10 {nd:.4f}  recall@100 {rc:.4f}  ({n} queries, {v.shape[0]} documents)",
+          flush=True)
+
 def report(cfg, v, ref, docs):
+    if NDCG:
+        return report_ndcg(cfg, v)
     cos = (v * ref).sum(-1)
     srt = cos.sort().values
     n = len(srt)
