@@ -66,16 +66,6 @@
 #ifndef HD
 #define HD 32
 #endif
-// Study switches (docs/bench-gpu.md; a separate build with GLSLC_DEFS): ATTN_BKV keys a chunk
-// (64; 32 halves the score registers), ATTN_EXP how p = exp2(s - max) is made: 0 in fp32,
-// 1 in f16 on pairs of a row (the probabilities are f16 for the P·V product anyway), 2 not at
-// all (a cheap stand-in, wrong vectors: only to time what the exponentials cost).
-#ifndef ATTN_BKV
-#define ATTN_BKV 64
-#endif
-#ifndef ATTN_EXP
-#define ATTN_EXP 0
-#endif
 #define THREADS (32 * SGS)
 layout(local_size_x = THREADS) in;
 
@@ -96,7 +86,7 @@ layout(std430, binding = 2) readonly buffer V_ { float wvec[]; };
 #define F16M fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 
 const uint D = HD, D8 = D / 8, DK = D / 16;  // head size, in uvec4s, in 16-wide fragments
-const uint BQ = 16 * RB * SGS, BKV = ATTN_BKV, NKF = BKV / 16, SR16 = 16 * RB;   // SR16: rows a subgroup
+const uint BQ = 16 * RB * SGS, BKV = 64, SR16 = 16 * RB;   // SR16: rows a subgroup
 const uint SR = D8 + 1;         // staged row stride in uvec4: 8 halfs of padding (banks)
 const uint NE = 8;              // elements a lane holds of a 16x16 fp32 matrix (host-checked)
 // Bit e: element e is in the lane's second row (the host reads it off the device).
@@ -189,11 +179,11 @@ void main()
 		// S = Q·Kᵀ (K rows are Kᵀ's columns: a column-major B), in log2 units; keys past
 		// the sequence (only in its last chunk) get -1e30, so that p = exp2(-huge) = 0.
 		const uint cn = min(BKV, kvn - c0);
-		F32M s[RB][NKF];
+		F32M s[RB][4];
 		vec2 mx[RB];
 		[[unroll]] for (uint r = 0; r < RB; r++)
 			mx[r] = vec2(-1e30);
-		[[unroll]] for (uint n = 0; n < NKF; n++) {
+		[[unroll]] for (uint n = 0; n < 4; n++) {
 			[[unroll]] for (uint r = 0; r < RB; r++)
 				s[r][n] = F32M(0.0);
 			[[unroll]] for (uint kd = 0; kd < DK; kd++) {
@@ -227,7 +217,7 @@ void main()
 		// P = exp2(S - max) in place (0 for masked keys: the first chunk holds a real key,
 		// so the maximum is finite and exp2(-1e30 - max) is 0), its row sums, then
 		// O = O·corr + P·V.
-		F16M pf[RB][NKF];
+		F16M pf[RB][4];
 		vec2 corr[RB];
 		[[unroll]] for (uint r = 0; r < RB; r++) {
 			vec2 x = mx[r];
@@ -237,38 +227,9 @@ void main()
 			corr[r] = exp2(m[r] - mn);
 			m[r] = mn;
 			vec2 ps = vec2(0.0);
-			[[unroll]] for (uint n = 0; n < NKF; n++) {
-#if ATTN_EXP == 1
-				// elements e and e + 1 (e even) lie in one row (checked below at compile
-				// time from SECOND); their sum is taken in f16 first (two values <= 1)
-				[[unroll]] for (uint e = 0; e < NE; e += 2) {
-					const float mr = second(e) ? mn.y : mn.x;
-					f16vec2 p2;
-					if (second(e) == second(e + 1))
-						p2 = exp2(f16vec2(s[r][n][e] - mr, s[r][n][e + 1] - mr));
-					else
-						p2 = f16vec2(exp2(s[r][n][e] - mr),
-							     exp2(s[r][n][e + 1] - (second(e + 1) ? mn.y : mn.x)));
-					pf[r][n][e] = p2.x;
-					pf[r][n][e + 1] = p2.y;
-					if (second(e) == second(e + 1)) {
-						const float t = float(p2.x + p2.y);
-						if (second(e))
-							ps.y += t;
-						else
-							ps.x += t;
-					} else {
-						ps += second(e) ? vec2(float(p2.y), float(p2.x))
-								: vec2(float(p2.x), float(p2.y));
-					}
-				}
-#else
+			[[unroll]] for (uint n = 0; n < 4; n++) {
 				[[unroll]] for (uint e = 0; e < NE; e++) {
-#if ATTN_EXP == 2
-					const float p = max(s[r][n][e] - (second(e) ? mn.y : mn.x), -8.0) * 0.1 + 1.0;
-#else
 					const float p = exp2(s[r][n][e] - (second(e) ? mn.y : mn.x));
-#endif
 					s[r][n][e] = p;
 					if (second(e))
 						ps.y += p;
@@ -276,7 +237,6 @@ void main()
 						ps.x += p;
 				}
 				pf[r][n] = F16M(s[r][n]);
-#endif
 			}
 			ps += vec2(subgroupShuffleXor(ps.x, 1), subgroupShuffleXor(ps.y, 1));
 			ps += vec2(subgroupShuffleXor(ps.x, 2), subgroupShuffleXor(ps.y, 2));
@@ -286,7 +246,7 @@ void main()
 			[[unroll]] for (uint r = 0; r < RB; r++)
 				[[unroll]] for (uint e = 0; e < NE; e++)
 					o[r][j][e] *= second(e) ? corr[r].y : corr[r].x;
-			[[unroll]] for (uint n = 0; n < NKF; n++) {
+			[[unroll]] for (uint n = 0; n < 4; n++) {
 				F16M vf;
 				coopMatLoadNV(vf, Vs, (n * 16) * SR + j * 2, SR, false);
 				[[unroll]] for (uint r = 0; r < RB; r++)

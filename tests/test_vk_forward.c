@@ -480,12 +480,11 @@ int main(void)
 			/* the up product with outlier channels too (EMBED_VK_INT8_SMOOTH_UP=0;
 			 * on SciFact on an H100 min cosine 0.999243 against the default's
 			 * 0.999086): outliers misplaced in the up product's epilogue would not
-			 * beat one scale a token */
+			 * beat one scale a token (its epilogue is the staged one either way: an
+			 * outlier product never takes the one in the accumulators) */
 			setenv("EMBED_VK_INT8_SMOOTH_UP", "0", 1);
 			run_case("1..512 tokens mixed, int8, up with outliers", &cfg, &w, pool, mixed,
 				 (int)(sizeof mixed / sizeof *mixed), VK_PREC_INT8, 0, 0);
-			int8_epilogues_agree("1..512 tokens mixed, int8, up with outliers", &cfg, &w,
-					     mixed, (int)(sizeof mixed / sizeof *mixed));
 			unsetenv("EMBED_VK_INT8_SMOOTH_UP");
 			CHECK(last_min_cos > one_scale, "the up product with outliers gives min "
 			      "cosine %.6f, one scale a token %.6f", last_min_cos, one_scale);

@@ -33,12 +33,12 @@
 #   layout        EMBED_VK_PROFILE=1: the kernels taken and the accumulator layout
 #   jina-8192     scripts/bench-gpu --jina-shaped, 2,048 and 8,192 tokens
 #   int8-smooth   int8 default (SmoothQuant on the up product) against EMBED_VK_INT8_SMOOTH_UP=0:
-#                 accuracy and batch-1000 rows alternated twice, profiles with pipeline statistics,
-#                 PyTorch (batches 100, 1000)
-#   int8-tests    test_vk_forward on the real MiniLM (its int8 cases, "up smoothed" among them)
-#                 and test_vk_quant
-#   attn-study    attn_fa.glsl's study builds (ATTN_VARIANTS) against this one: profiles, then
-#                 batch-1000 int8 rows with the accuracy check
+#                 accuracy and batch-1000 rows alternated twice, profiles with pipeline
+#                 statistics (with the torch step for the ratio)
+#   int8-tests    test_vk_forward on the real MiniLM (its int8 cases, "up with outliers" among
+#                 them) and test_vk_quant
+#   attn-study    study builds of attn_fa.glsl (ATTN_VARIANTS; dev/attn/attn-study.patch) against
+#                 this one: profiles, then batch-1000 int8 rows with the accuracy check
 #   ndcg-int8     scripts/eval-beir on SciFact, GPU int8 as it comes and with the up product's
 #                 outliers (carry .dev/scifact.tar.xz; pack indexer and search too)
 #   torch         PyTorch alone (scripts/bench-gpu --torch-only), batches 100 and 1000
@@ -222,7 +222,7 @@ gemm-i8)
 int8-smooth)
 	# the up product with outlier channels (EMBED_VK_INT8_SMOOTH_UP=0) against the default
 	# (SmoothQuant factors instead): accuracy on 1,037 texts, batch 1000, alternated, then each
-	# one's profile with pipeline statistics, and PyTorch
+	# one's profile with pipeline statistics (PyTorch: the torch step)
 	for r in 1 2; do
 		for c in 1 0; do
 			EMBED_VK_INT8_SMOOTH_UP=$c step sm-$c-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
@@ -232,17 +232,16 @@ int8-smooth)
 	for c in 1 0; do
 		TAILN=60 EMBED_VK_INT8_SMOOTH_UP=$c EMBED_VK_PROFILE=1 EMBED_VK_STATS=1 step sm-prof-$c 60 \
 			$B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --max-batches 3 --precision int8
-	done
-	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
-		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
+	done ;;
 int8-tests)
 	EMBED_MODEL=$M step i8-vkf 200 $B/test_vk_forward
 	step i8-quant 60 $B/test_vk_quant ;;
 attn-study)
-	# attn_fa.glsl's study switches, one build each in .dev/g-NAME (ATTN_VARIANTS, e.g. "e1 e2
-	# k32": B=.dev/build-e1 GLSLC_DEFS=-DATTN_EXP=1 DEV_DIR=.dev/g-e1 scripts/pack-device
-	# tool_vk_bench, carried as .dev/g-e1/dev.tar.xz), against this build: the profile (the
-	# attention's ms a batch) and the batch-1000 row with the accuracy check, int8, alternated
+	# attn_fa.glsl's study switches (git apply dev/attn/attn-study.patch: ATTN_EXP, ATTN_BKV),
+	# one build each in .dev/g-NAME (ATTN_VARIANTS, e.g. "e1 e2 k32": B=.dev/build-e1
+	# GLSLC_DEFS=-DATTN_EXP=1 DEV_DIR=.dev/g-e1 scripts/pack-device tool_vk_bench, carried as
+	# .dev/g-e1/dev.tar.xz), against this build: the profile (the attention's ms a batch) and
+	# the batch-1000 row with the accuracy check, int8, alternated
 	for v in ${ATTN_VARIANTS:-}; do
 		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
 	done
