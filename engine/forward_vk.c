@@ -410,8 +410,9 @@ static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb
 
 /* Converts and copies the weights into the buffers of alloc_weights, through one staging
  * buffer for all three. int8 products: each row (output channel) quantised with its own
- * scale, max|w| / 127; with SmoothQuant factors s (per input channel, alpha 0.5:
- * s = sqrt(max|x| / max|w|) from the calibration maxima and the column's largest weight)
+ * scale, max|w| / 127; with SmoothQuant factors s (per input channel, alpha a of
+ * set.int8_smooth_alpha, 0.5 by default: s = max|x|^a / max|w|^(1-a) from the calibration
+ * maxima and the column's largest weight)
  * the columns are multiplied by s first, and quant_i8.comp divides the activations by it,
  * which leaves the product unchanged before rounding and evens the channels' ranges. */
 static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
@@ -420,6 +421,7 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 	const size_t es = b->prec == PREC_FP32 ? 4 : 2;
 	const uint32_t rows[4] = { 3 * H, H, b->up_n, H }, cols[4] = { H, H, H, I };
 	const size_t off = b->wmat_bytes, nvec = b->nvec;
+	const float alpha = (float)b->c.set.int8_smooth_alpha / 100.0f;
 	const size_t emb_bytes = (size_t)b->cfg.vocab_size * H * 4;
 	size_t most = off > nvec * 4 ? off : nvec * 4;
 	most = most > emb_bytes ? most : emb_bytes;
@@ -480,7 +482,8 @@ static int upload_weights(vk_backend *b, const bert_weights *w, emb_err *err)
 						float wm = 0;
 						for (uint32_t r = 0; r < rows[g]; r++)
 							wm = fmaxf(wm, fabsf(src[g][(size_t)r * K + c]));
-						sfac[c] = sqrtf(fmaxf(xm[c], 1e-5f) / fmaxf(wm, 1e-5f));
+						sfac[c] = powf(fmaxf(xm[c], 1e-5f), alpha) /
+							  powf(fmaxf(wm, 1e-5f), 1.0f - alpha);
 						fv[b->lo[l].sinv[g] + c] = 1.0f / sfac[c];
 					}
 				}

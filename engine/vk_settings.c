@@ -19,6 +19,7 @@ void vk_settings_default(vk_settings *s)
 	s->int8_products = 15;
 	s->int8_outliers = 8;
 	s->int8_smooth_up = 1;
+	s->int8_smooth_alpha = 50;
 	s->fail_activations = -1;
 	s->pipeline_cache = 1;
 	s->queues = 1;
@@ -99,6 +100,9 @@ void vk_settings_from_env(vk_settings *s)
 	x = s->int8_smooth_up;
 	env_long(s, "EMBED_VK_INT8_SMOOTH_UP", 0, 1, &x);
 	s->int8_smooth_up = (int)x;
+	x = s->int8_smooth_alpha;
+	env_long(s, "EMBED_VK_INT8_SMOOTH_ALPHA", 0, 100, &x);
+	s->int8_smooth_alpha = (int)x;
 	if ((v = env_value("EMBED_VK_INT8_CALIB")))
 		snprintf(s->int8_calib, sizeof s->int8_calib, "%s", v);
 	x = s->pipeline_cache;

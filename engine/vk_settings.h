@@ -44,6 +44,8 @@ typedef struct vk_settings {
 				* factors (alpha 0.5, from the calibration maxima) instead of
 				* outlier channels, the others keeping theirs; default 1; 0:
 				* outlier channels on the up product too */
+	int int8_smooth_alpha; /* EMBED_VK_INT8_SMOOTH_ALPHA: SmoothQuant's migration strength in
+				* hundredths, s = max|x|^a / max|w|^(1-a); default 50 */
 	char int8_calib[512];  /* EMBED_VK_INT8_CALIB: activation maxima from
 				* dev/int8/calibrate.py instead of the calibration pass; "" none */
 	/* The persistent pipeline cache (vk_ctx.h): */
