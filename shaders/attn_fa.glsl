@@ -98,8 +98,8 @@ const float LOG2E = 1.4426950408889634;
 shared float relb[REL_SPAN + 1];
 
 shared uvec4 Qs[BQ * SR];       // queries, later each subgroup's 16x32 f16 output
-shared uvec4 Ks[BKV * SR];
-shared uvec4 Vs[BKV * SR];
+shared uvec4 Ks[2 * BKV * SR];  // two chunks: the one in use and the next
+shared uvec4 Vs[2 * BKV * SR];
 
 void main()
 {
@@ -112,11 +112,30 @@ void main()
 	const uint hq = h * D8, hk = (pc.H + h * D) / 8, hv = (2 * pc.H + h * D) / 8;
 	const uint end = kv0 + kvn;
 
-	// Stage this block's queries (zeros past the sequence) and the index matrix.
-	[[unroll]] for (uint u = 0; u < BQ * D8 / THREADS; u++) {
+	// The first chunk's keys and values are loaded with the queries, so that a workgroup
+	// (four chunks for a SciFact text) waits out one global latency before its first MMA.
+	const uint LD = BKV * D8 / THREADS, LQ = BQ * D8 / THREADS;
+	uvec4 kr[LD], vr[LD], qr[LQ];
+	[[unroll]] for (uint u = 0; u < LQ; u++) {
 		const uint i = tid + THREADS * u, r = i / D8, d = i % D8;
 		const uint t = q0 + r;
-		Qs[r * SR + d] = t < end ? qkv[t * row8 + hq + d] : uvec4(0);
+		qr[u] = t < end ? qkv[t * row8 + hq + d] : uvec4(0);
+	}
+	[[unroll]] for (uint u = 0; u < LD; u++) {
+		const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
+		const uint base = (kv0 + j) * row8;
+		kr[u] = j < kvn ? qkv[base + hk + d] : uvec4(0);
+		vr[u] = j < kvn ? qkv[base + hv + d] : uvec4(0);
+	}
+	// Stage the queries (zeros past the sequence), the first chunk and the index matrix.
+	[[unroll]] for (uint u = 0; u < LQ; u++) {
+		const uint i = tid + THREADS * u, r = i / D8, d = i % D8;
+		Qs[r * SR + d] = qr[u];
+	}
+	[[unroll]] for (uint u = 0; u < LD; u++) {
+		const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
+		Ks[j * SR + d] = kr[u];
+		Vs[j * SR + d] = vr[u];
 	}
 	cm_index_stage(tid, THREADS);
 	if (REL_SPAN > 0)
@@ -150,23 +169,14 @@ void main()
 		l[r] = vec2(0.0);
 	}
 
-	const uint LD = BKV * D8 / THREADS;
-	uvec4 kr[LD], vr[LD];
-	[[unroll]] for (uint u = 0; u < LD; u++) {
-		const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
-		const uint base = (kv0 + j) * row8;
-		kr[u] = j < kvn ? qkv[base + hk + d] : uvec4(0);
-		vr[u] = j < kvn ? qkv[base + hv + d] : uvec4(0);
-	}
+	// Chunk c's keys and values sit in buffer c % 2 (Ks/Vs at offset (c % 2) · BKV · SR):
+	// the next chunk, loaded into registers before this one's products, is stored into the
+	// other buffer after them, so one barrier a chunk orders both the stores before their
+	// reads and this chunk's reads before the stores of the chunk after next.
 	for (uint c0 = 0; c0 < kvn; c0 += BKV) {
-		barrier();  // every subgroup is done with the previous chunk's K and V
-		[[unroll]] for (uint u = 0; u < LD; u++) {
-			const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
-			Ks[j * SR + d] = kr[u];
-			Vs[j * SR + d] = vr[u];
-		}
-		barrier();
-		if (c0 + BKV < kvn) {
+		const uint cur = (c0 / BKV) % 2 * (BKV * SR), nxt = BKV * SR - cur;
+		const bool more = c0 + BKV < kvn;
+		if (more) {
 			const uint c1 = c0 + BKV;
 			[[unroll]] for (uint u = 0; u < LD; u++) {
 				const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
@@ -188,7 +198,7 @@ void main()
 				s[r][n] = F32M(0.0);
 			[[unroll]] for (uint kd = 0; kd < DK; kd++) {
 				F16M kf;
-				coopMatLoadNV(kf, Ks, (n * 16) * SR + kd * 2, SR, true);
+				coopMatLoadNV(kf, Ks, cur + (n * 16) * SR + kd * 2, SR, true);
 				[[unroll]] for (uint r = 0; r < RB; r++)
 					s[r][n] = coopMatMulAddNV(qf[r][kd], kf, s[r][n]);
 			}
@@ -248,11 +258,18 @@ void main()
 					o[r][j][e] *= second(e) ? corr[r].y : corr[r].x;
 			[[unroll]] for (uint n = 0; n < 4; n++) {
 				F16M vf;
-				coopMatLoadNV(vf, Vs, (n * 16) * SR + j * 2, SR, false);
+				coopMatLoadNV(vf, Vs, cur + (n * 16) * SR + j * 2, SR, false);
 				[[unroll]] for (uint r = 0; r < RB; r++)
 					o[r][j] = coopMatMulAddNV(pf[r][n], vf, o[r][j]);
 			}
 		}
+		if (more)
+			[[unroll]] for (uint u = 0; u < LD; u++) {
+				const uint i = tid + THREADS * u, j = i / D8, d = i % D8;
+				Ks[nxt + j * SR + d] = kr[u];
+				Vs[nxt + j * SR + d] = vr[u];
+			}
+		barrier();
 	}
 
 	// O / l, as f16, through this subgroup's own rows of Qs (its queries are in qf).
