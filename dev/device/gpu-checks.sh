@@ -40,9 +40,17 @@
 #   attn-study    study builds of attn_fa.glsl (ATTN_VARIANTS; dev/attn/attn-study.patch) against
 #                 this one: profiles, then batch-1000 int8 rows with the accuracy check
 #   ndcg-int8     scripts/eval-beir on SciFact, GPU int8 as it comes and with the up product's
-#                 outliers (carry .dev/scifact.tar.xz; pack indexer and search too)
+#                 outliers, and fp16; their runs in run-*.trec (carry .dev/scifact.tar.xz;
+#                 pack indexer and search too)
 #   torch         PyTorch alone (scripts/bench-gpu --torch-only), batches 100 and 1000
-#   queues        EMBED_VK_QUEUES=2 against 1, int8 and fp16, batches 100 and 1000, alternated
+#   queues        EMBED_VK_QUEUES=2 against 1, int8 and fp16, batches 100 and 1000 (QBATCHES),
+#                 alternated QROUNDS times
+#   ab            this build against .dev/g-NAME builds (AB_VARIANTS): int8 profiles, then
+#                 rows for AB_PREC at AB_BATCHES with the accuracy check, AB_ROUNDS alternations
+#   smooth-alpha  SmoothQuant's alpha on the up product (ALPHAS, in hundredths): accuracy,
+#                 batch-1000 rows, nDCG@10 (carry .dev/scifact.tar.xz; pack indexer and search)
+#   index-queues  the indexer on 20 copies of SciFact, EMBED_VK_QUEUES=2 against 1, int8 and
+#                 fp16 (carry .dev/scifact.tar.xz; pack indexer)
 #   int8          int8 products: accuracy and batch-1000 rows for several product sets (a c:
 #                 with SmoothQuant from .dev/int8-calib.bin, dev/int8/calibrate.py)
 #   rerank-st     scripts/bench-rerank on the GPU against CrossEncoder on CUDA (fp16, fp32)
@@ -261,9 +269,10 @@ ndcg-int8)
 	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
 	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
 	rm -rf /tmp/e-i8*
-	step ndcg-int8 120 $ev --store /tmp/e-i8 --device gpu --precision int8
+	step ndcg-int8 120 $ev --store /tmp/e-i8 --device gpu --precision int8 --run-out $OUT/run-i8.trec
 	EMBED_VK_INT8_SMOOTH_UP=0 step ndcg-int8-upo 120 $ev --store /tmp/e-i8-upo --device gpu \
-		--precision int8 ;;
+		--precision int8 --run-out $OUT/run-i8-upo.trec
+	step ndcg-fp16 120 $ev --store /tmp/e-f16 --device gpu --run-out $OUT/run-f16.trec ;;
 torch)
 	step torch-rows 120 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
 		--no-cpu --batches 100,1000 --torch-only --out $OUT/torch-rows.md ;;
@@ -274,7 +283,58 @@ queues)
 		for p in ${QPREC:-int8 default}; do
 			for q in 1 2; do
 				EMBED_VK_QUEUES=$q step q$q-$p-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu \
-					--batches 100,1000 --check-every 5 --precision $p
+					--batches ${QBATCHES:-100,1000} --check-every 5 --precision $p
+			done
+		done
+	done ;;
+ab)
+	# this build against others (.dev/g-NAME, carried as .dev/g-NAME/dev.tar.xz; AB_VARIANTS),
+	# alternated AB_ROUNDS times: profiles (int8), then rows with the accuracy check for each
+	# of AB_PREC at AB_BATCHES
+	for v in ${AB_VARIANTS:-}; do
+		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
+	done
+	for v in base ${AB_VARIANTS:-}; do
+		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+		TAILN=40 EMBED_VK_PROFILE=1 step ab-prof-$v 40 $bb/tool_vk_bench run $M $IDS --no-cpu \
+			--batches 1000 --max-batches 3 --precision int8
+	done
+	for r in $(seq ${AB_ROUNDS:-2}); do
+		for p in ${AB_PREC:-int8 default}; do
+			for v in base ${AB_VARIANTS:-}; do
+				bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+				step ab-$v-$p-$r 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches \
+					${AB_BATCHES:-100,1000} --check-every 5 --precision $p
+			done
+		done
+	done ;;
+smooth-alpha)
+	# SmoothQuant's alpha on the up product (EMBED_VK_INT8_SMOOTH_ALPHA, hundredths; ALPHAS):
+	# the accuracy check with batch-1000 rows, and SciFact nDCG@10 (run-a*.trec)
+	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
+	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	for a in ${ALPHAS:-50 35 65 80}; do
+		rm -rf /tmp/e-a$a
+		EMBED_VK_INT8_SMOOTH_ALPHA=$a step alpha-$a 60 $B/tool_vk_bench run $M $IDS --no-cpu \
+			--batches 1000 --check-every 5 --precision int8
+		EMBED_VK_INT8_SMOOTH_ALPHA=$a step ndcg-a$a 120 $ev --store /tmp/e-a$a --device gpu \
+			--precision int8 --run-out $OUT/run-a$a.trec
+	done ;;
+index-queues)
+	# the indexer (--truncate, default batches) on 20 copies of SciFact (103,660 documents,
+	# ids made distinct), EMBED_VK_QUEUES=1 against 2, int8 and fp16, alternated
+	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
+	python3 -c 'import json,sys
+for c in range(20):
+    for l in open(".dev/scifact/corpus.jsonl"):
+        d = json.loads(l); d["_id"] = "%s-%d" % (d["_id"], c); sys.stdout.write(json.dumps(d) + "\n")' \
+		> /tmp/c20.jsonl
+	for r in $(seq ${QROUNDS:-2}); do
+		for p in int8 fp16; do
+			for q in 1 2; do
+				rm -rf /tmp/iq
+				EMBED_VK_QUEUES=$q step iq$q-$p-$r 60 $B/indexer --store /tmp/iq --truncate \
+					--model $M --device gpu --precision $p --threads 16 /tmp/c20.jsonl
 			done
 		done
 	done ;;
