@@ -111,6 +111,9 @@ void main()
 	const uint row8 = 3 * pc.H / 8;                     // qkv row length in uvec4
 	const uint hq = h * D8, hk = (pc.H + h * D) / 8, hv = (2 * pc.H + h * D) / 8;
 	const uint end = kv0 + kvn;
+	// A subgroup whose rows all lie past the sequence (in a sequence's last block) only
+	// stages keys and values, leaving the SM's issue slots to the others.
+	const bool busy = q0 + sg * SR16 < end;
 
 	// The first chunk's keys and values are loaded with the queries, so that a workgroup
 	// (four chunks for a SciFact text) waits out one global latency before its first MMA.
@@ -186,81 +189,83 @@ void main()
 			}
 		}
 
-		// S = Q·Kᵀ (K rows are Kᵀ's columns: a column-major B), in log2 units; keys past
-		// the sequence (only in its last chunk) get -1e30, so that p = exp2(-huge) = 0.
-		const uint cn = min(BKV, kvn - c0);
-		F32M s[RB][4];
-		vec2 mx[RB];
-		[[unroll]] for (uint r = 0; r < RB; r++)
-			mx[r] = vec2(-1e30);
-		[[unroll]] for (uint n = 0; n < 4; n++) {
+		if (busy) {
+			// S = Q·Kᵀ (K rows are Kᵀ's columns: a column-major B), in log2 units; keys past
+			// the sequence (only in its last chunk) get -1e30, so that p = exp2(-huge) = 0.
+			const uint cn = min(BKV, kvn - c0);
+			F32M s[RB][4];
+			vec2 mx[RB];
 			[[unroll]] for (uint r = 0; r < RB; r++)
-				s[r][n] = F32M(0.0);
-			[[unroll]] for (uint kd = 0; kd < DK; kd++) {
-				F16M kf;
-				coopMatLoadNV(kf, Ks, cur + (n * 16) * SR + kd * 2, SR, true);
+				mx[r] = vec2(-1e30);
+			[[unroll]] for (uint n = 0; n < 4; n++) {
 				[[unroll]] for (uint r = 0; r < RB; r++)
-					s[r][n] = coopMatMulAddNV(qf[r][kd], kf, s[r][n]);
-			}
-			[[unroll]] for (uint r = 0; r < RB; r++) {
-				// key - query of element e: base + dOf[e]
-				const int base = int(c0 + n * 16) - int(q0 - kv0 + sg * SR16 + r * 16);
-				if (REL_SPAN > 0)
-					[[unroll]] for (uint e = 0; e < NE; e++)
-						s[r][n][e] += relb[clamp(base + dOf[e], -R, R) + R];
-				if (ALIBI != 0)
-					[[unroll]] for (uint e = 0; e < NE; e++)
-						s[r][n][e] += nslope * float(abs(base + dOf[e]));
-				if (cn < BKV)
-					[[unroll]] for (uint e = 0; e < NE; e++)
-						if (n * 16 + colOf[e] >= cn)
-							s[r][n][e] = -1e30;
-				[[unroll]] for (uint e = 0; e < NE; e++) {
-					if (second(e))
-						mx[r].y = max(mx[r].y, s[r][n][e]);
-					else
-						mx[r].x = max(mx[r].x, s[r][n][e]);
+					s[r][n] = F32M(0.0);
+				[[unroll]] for (uint kd = 0; kd < DK; kd++) {
+					F16M kf;
+					coopMatLoadNV(kf, Ks, cur + (n * 16) * SR + kd * 2, SR, true);
+					[[unroll]] for (uint r = 0; r < RB; r++)
+						s[r][n] = coopMatMulAddNV(qf[r][kd], kf, s[r][n]);
+				}
+				[[unroll]] for (uint r = 0; r < RB; r++) {
+					// key - query of element e: base + dOf[e]
+					const int base = int(c0 + n * 16) - int(q0 - kv0 + sg * SR16 + r * 16);
+					if (REL_SPAN > 0)
+						[[unroll]] for (uint e = 0; e < NE; e++)
+							s[r][n][e] += relb[clamp(base + dOf[e], -R, R) + R];
+					if (ALIBI != 0)
+						[[unroll]] for (uint e = 0; e < NE; e++)
+							s[r][n][e] += nslope * float(abs(base + dOf[e]));
+					if (cn < BKV)
+						[[unroll]] for (uint e = 0; e < NE; e++)
+							if (n * 16 + colOf[e] >= cn)
+								s[r][n][e] = -1e30;
+					[[unroll]] for (uint e = 0; e < NE; e++) {
+						if (second(e))
+							mx[r].y = max(mx[r].y, s[r][n][e]);
+						else
+							mx[r].x = max(mx[r].x, s[r][n][e]);
+					}
 				}
 			}
-		}
 
-		// P = exp2(S - max) in place (0 for masked keys: the first chunk holds a real key,
-		// so the maximum is finite and exp2(-1e30 - max) is 0), its row sums, then
-		// O = O·corr + P·V.
-		F16M pf[RB][4];
-		vec2 corr[RB];
-		[[unroll]] for (uint r = 0; r < RB; r++) {
-			vec2 x = mx[r];
-			x = max(x, vec2(subgroupShuffleXor(x.x, 1), subgroupShuffleXor(x.y, 1)));
-			x = max(x, vec2(subgroupShuffleXor(x.x, 2), subgroupShuffleXor(x.y, 2)));
-			const vec2 mn = max(m[r], x);
-			corr[r] = exp2(m[r] - mn);
-			m[r] = mn;
-			vec2 ps = vec2(0.0);
-			[[unroll]] for (uint n = 0; n < 4; n++) {
-				[[unroll]] for (uint e = 0; e < NE; e++) {
-					const float p = exp2(s[r][n][e] - (second(e) ? mn.y : mn.x));
-					s[r][n][e] = p;
-					if (second(e))
-						ps.y += p;
-					else
-						ps.x += p;
+			// P = exp2(S - max) in place (0 for masked keys: the first chunk holds a real key,
+			// so the maximum is finite and exp2(-1e30 - max) is 0), its row sums, then
+			// O = O·corr + P·V.
+			F16M pf[RB][4];
+			vec2 corr[RB];
+			[[unroll]] for (uint r = 0; r < RB; r++) {
+				vec2 x = mx[r];
+				x = max(x, vec2(subgroupShuffleXor(x.x, 1), subgroupShuffleXor(x.y, 1)));
+				x = max(x, vec2(subgroupShuffleXor(x.x, 2), subgroupShuffleXor(x.y, 2)));
+				const vec2 mn = max(m[r], x);
+				corr[r] = exp2(m[r] - mn);
+				m[r] = mn;
+				vec2 ps = vec2(0.0);
+				[[unroll]] for (uint n = 0; n < 4; n++) {
+					[[unroll]] for (uint e = 0; e < NE; e++) {
+						const float p = exp2(s[r][n][e] - (second(e) ? mn.y : mn.x));
+						s[r][n][e] = p;
+						if (second(e))
+							ps.y += p;
+						else
+							ps.x += p;
+					}
+					pf[r][n] = F16M(s[r][n]);
 				}
-				pf[r][n] = F16M(s[r][n]);
+				ps += vec2(subgroupShuffleXor(ps.x, 1), subgroupShuffleXor(ps.y, 1));
+				ps += vec2(subgroupShuffleXor(ps.x, 2), subgroupShuffleXor(ps.y, 2));
+				l[r] = l[r] * corr[r] + ps;
 			}
-			ps += vec2(subgroupShuffleXor(ps.x, 1), subgroupShuffleXor(ps.y, 1));
-			ps += vec2(subgroupShuffleXor(ps.x, 2), subgroupShuffleXor(ps.y, 2));
-			l[r] = l[r] * corr[r] + ps;
-		}
-		[[unroll]] for (uint j = 0; j < DK; j++) {
-			[[unroll]] for (uint r = 0; r < RB; r++)
-				[[unroll]] for (uint e = 0; e < NE; e++)
-					o[r][j][e] *= second(e) ? corr[r].y : corr[r].x;
-			[[unroll]] for (uint n = 0; n < 4; n++) {
-				F16M vf;
-				coopMatLoadNV(vf, Vs, cur + (n * 16) * SR + j * 2, SR, false);
+			[[unroll]] for (uint j = 0; j < DK; j++) {
 				[[unroll]] for (uint r = 0; r < RB; r++)
-					o[r][j] = coopMatMulAddNV(pf[r][n], vf, o[r][j]);
+					[[unroll]] for (uint e = 0; e < NE; e++)
+						o[r][j][e] *= second(e) ? corr[r].y : corr[r].x;
+				[[unroll]] for (uint n = 0; n < 4; n++) {
+					F16M vf;
+					coopMatLoadNV(vf, Vs, cur + (n * 16) * SR + j * 2, SR, false);
+					[[unroll]] for (uint r = 0; r < RB; r++)
+						o[r][j] = coopMatMulAddNV(pf[r][n], vf, o[r][j]);
+				}
 			}
 		}
 		if (more)
@@ -272,6 +277,8 @@ void main()
 		barrier();
 	}
 
+	if (!busy)
+		return;
 	// O / l, as f16, through this subgroup's own rows of Qs (its queries are in qf).
 	[[unroll]] for (uint r = 0; r < RB; r++) {
 		const vec2 inv = 1.0 / l[r];

@@ -47,6 +47,8 @@
 #                 alternated QROUNDS times
 #   ab            this build against .dev/g-NAME builds (AB_VARIANTS): int8 profiles, then
 #                 rows for AB_PREC at AB_BATCHES with the accuracy check, AB_ROUNDS alternations
+#   frontier      scripts/bench-gpu --precision int8 with PyTorch, then batch-1000 rows of fp16,
+#                 int8, int8 with the up product's outliers and one scale a token, alternated
 #   smooth-alpha  SmoothQuant's alpha on the up product (ALPHAS, in hundredths): accuracy,
 #                 batch-1000 rows, nDCG@10 (carry .dev/scifact.tar.xz; pack indexer and search)
 #   index-queues  the indexer on 20 copies of SciFact, EMBED_VK_QUEUES=2 against 1, int8 and
@@ -306,6 +308,23 @@ ab)
 				step ab-$v-$p-$r 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches \
 					${AB_BATCHES:-100,1000} --check-every 5 --precision $p
 			done
+		done
+	done ;;
+frontier)
+	# issue 19's frontier: scripts/bench-gpu --precision int8 (PyTorch in the same run), then
+	# the engine's batch-1000 rows alternated twice: fp16, int8 as it comes, int8 with the up
+	# product's outliers (EMBED_VK_INT8_SMOOTH_UP=0), one scale a token (EMBED_VK_INT8_OUTLIERS=0)
+	step fr-bench 200 python3 scripts/bench-gpu --tool $B/tool_vk_bench --model $M --ids $IDS \
+		--no-cpu --batches 100,1000 --precision int8 --check-every 5 --out $OUT/fr-bench.md
+	for r in 1 2; do
+		step fr-fp16-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --check-every 5 \
+			--precision default
+		for v in int8 upo one; do
+			(
+			case $v in upo) export EMBED_VK_INT8_SMOOTH_UP=0 ;; one) export EMBED_VK_INT8_OUTLIERS=0 ;; esac
+			step fr-$v-$r 60 $B/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --check-every 5 \
+				--precision int8
+			)
 		done
 	done ;;
 smooth-alpha)
