@@ -155,6 +155,7 @@ static void gpu_begin(embed_model *m, const embed_options *opt, gpu_job *j)
 			  : opt->precision == EMBED_PRECISION_FP16 ? VK_PREC_FP16
 			  : opt->precision == EMBED_PRECISION_INT8 ? VK_PREC_INT8 : VK_PREC_DEFAULT;
 	j->vo.max_seq = m->cfg.max_tokens;
+	j->vo.cpu_threads = opt->threads;
 	j->started = 1;
 	if (pthread_create(&j->th, NULL, gpu_prepare_run, j) != 0) {
 		gpu_prepare_run(j);

@@ -184,6 +184,7 @@ struct vk_backend {
 	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
 	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
+	int cpu_threads;   /* opt->cpu_threads: the calibration pass's (self_calibrate) */
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
@@ -391,11 +392,11 @@ static int read_calib(vk_backend *b, float **out, emb_err *err)
 }
 
 /* Without set.int8_calib, the maxima come from the model itself: the CPU's calibration pass
- * over made-up texts (forward_cpu_calib_maxima, forward.h), on all the machine's cores. */
+ * over made-up texts (forward_cpu_calib_maxima, forward.h), on opt->cpu_threads. */
 static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb_err *err)
 {
 	float *mx = calloc((size_t)b->L * (3 * b->H + b->I), sizeof *mx);
-	threadpool *pool = threadpool_create(0);
+	threadpool *pool = threadpool_create(b->cpu_threads);
 	int rc = !mx || !pool ? emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration")
 		 : forward_cpu_calib_maxima(&b->cfg, w, pool, b->text_ids[0], b->text_ids[1],
 					    (int)b->max_seq, mx, err);
@@ -1203,6 +1204,7 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	/* the longest sequence the position embeddings cover, from the description's first id */
 	const int max_pos = cfg->max_positions - cfg->arch.pos_offset;
 	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < max_pos ? opt->max_seq : max_pos);
+	b->cpu_threads = opt->cpu_threads > 0 ? opt->cpu_threads : 0;
 	/* a token's position shares its 32-bit word with its type (16 bits each, layernorm.glsl) */
 	if (b->max_seq + (uint32_t)cfg->arch.pos_offset > 0xffffu)
 		b->max_seq = 0xffffu - (uint32_t)cfg->arch.pos_offset;

@@ -74,6 +74,8 @@ typedef struct vk_options {
 			     implementation); clamped to the device's limits */
 	int max_seq;      /* longest sequence accepted; 0 (or more) = what the position
 			     embeddings cover, cfg->max_positions - cfg->arch.pos_offset */
+	int cpu_threads;  /* CPU threads of the int8 calibration pass at upload; 0 = all
+			     online CPUs */
 	vk_settings set;  /* the environment's settings (vk_settings_from_env), or defaults */
 } vk_options;
 
@@ -106,7 +108,7 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
  * copied w to the device (EMB_ENOMEM, EMB_EDEVICE; EMB_EINVAL when called twice). On an
  * upload error the caller closes the backend. cfg and w must describe the same model. Under
  * VK_PREC_INT8 without set.int8_calib the upload first runs the CPU's fp32 pass over 16
- * made-up texts (forward_cpu_calib_maxima, on all the machine's cores: MiniLM 0.3 s on 2)
+ * made-up texts (forward_cpu_calib_maxima, on opt->cpu_threads: MiniLM 0.3 s on 2)
  * to pick the outlier channels, so w's fp32 arrays (qkv_w ...) must be readable. */
 int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
 		       emb_err *err);
