@@ -111,6 +111,28 @@ step() { # NAME LIMIT_S CMD...
 	echo "=== $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.log"
 	tail -n ${TAILN:-12} "$OUT/$name.log"
 }
+# This build against others (.dev/g-NAME, carried as .dev/g-NAME/dev.tar.xz): int8 profiles,
+# then rows with the accuracy check, alternated ROUNDS times.  ab_rows VARIANTS ROUNDS PRECS BATCHES
+ab_rows() {
+	local v r p bb
+	for v in $1; do
+		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
+	done
+	for v in base $1; do
+		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+		TAILN=40 EMBED_VK_PROFILE=1 step ab-prof-$v 40 $bb/tool_vk_bench run $M $IDS --no-cpu \
+			--batches 1000 --max-batches 3 --precision int8
+	done
+	for r in $(seq $2); do
+		for p in $3; do
+			for v in base $1; do
+				bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
+				step ab-$v-$p-$r 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches $4 \
+					--check-every 5 --precision $p
+			done
+		done
+	done
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 for s in "$@"; do
 case $s in
@@ -250,21 +272,8 @@ attn-study)
 	# attn_fa.glsl's study switches (git apply dev/attn/attn-study.patch: ATTN_EXP, ATTN_BKV),
 	# one build each in .dev/g-NAME (ATTN_VARIANTS, e.g. "e1 e2 k32": B=.dev/build-e1
 	# GLSLC_DEFS=-DATTN_EXP=1 DEV_DIR=.dev/g-e1 scripts/pack-device tool_vk_bench, carried as
-	# .dev/g-e1/dev.tar.xz), against this build: the profile (the attention's ms a batch) and
-	# the batch-1000 row with the accuracy check, int8, alternated
-	for v in ${ATTN_VARIANTS:-}; do
-		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
-	done
-	for v in base ${ATTN_VARIANTS:-}; do
-		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
-		TAILN=40 EMBED_VK_PROFILE=1 step at-prof-$v 40 $bb/tool_vk_bench run $M $IDS --no-cpu \
-			--batches 1000 --max-batches 3 --precision int8
-	done
-	for v in base ${ATTN_VARIANTS:-}; do
-		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
-		step at-$v 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches 1000 --check-every 5 \
-			--precision int8
-	done ;;
+	# .dev/g-e1/dev.tar.xz), against this build: the profiles, then int8 rows at batch 1000
+	ab_rows "${ATTN_VARIANTS:-}" 1 int8 1000 ;;
 ndcg-int8)
 	# SciFact nDCG@10 of --precision int8 as it comes and with EMBED_VK_INT8_SMOOTH_UP=0 (the
 	# CPU fp32 reference, 0.6451 with the f16 MiniLM, is the ndcg step's first row)
@@ -290,26 +299,7 @@ queues)
 		done
 	done ;;
 ab)
-	# this build against others (.dev/g-NAME, carried as .dev/g-NAME/dev.tar.xz; AB_VARIANTS),
-	# alternated AB_ROUNDS times: profiles (int8), then rows with the accuracy check for each
-	# of AB_PREC at AB_BATCHES
-	for v in ${AB_VARIANTS:-}; do
-		[ -x .dev/g-$v/bin/tool_vk_bench ] || tar xJf .dev/g-$v/dev.tar.xz -C .dev/g-$v
-	done
-	for v in base ${AB_VARIANTS:-}; do
-		bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
-		TAILN=40 EMBED_VK_PROFILE=1 step ab-prof-$v 40 $bb/tool_vk_bench run $M $IDS --no-cpu \
-			--batches 1000 --max-batches 3 --precision int8
-	done
-	for r in $(seq ${AB_ROUNDS:-2}); do
-		for p in ${AB_PREC:-int8 default}; do
-			for v in base ${AB_VARIANTS:-}; do
-				bb=$B; [ $v = base ] || bb=.dev/g-$v/bin
-				step ab-$v-$p-$r 60 $bb/tool_vk_bench run $M $IDS --no-cpu --batches \
-					${AB_BATCHES:-100,1000} --check-every 5 --precision $p
-			done
-		done
-	done ;;
+	ab_rows "${AB_VARIANTS:-}" "${AB_ROUNDS:-2}" "${AB_PREC:-int8 default}" "${AB_BATCHES:-100,1000}" ;;
 frontier)
 	# issue 19's frontier: scripts/bench-gpu --precision int8 (PyTorch in the same run), then
 	# the engine's batch-1000 rows alternated twice: fp16, int8 as it comes, int8 with the up
