@@ -41,7 +41,7 @@ typedef struct vk_settings {
 				* their share of the product in f16), 0-16; default 8; 0: none
 				* (one scale a token alone; with int8_calib, SmoothQuant) */
 	int int8_smooth_up;    /* EMBED_VK_INT8_SMOOTH_UP: the FFN's up product takes SmoothQuant
-				* factors (alpha 0.5, from the calibration maxima) instead of
+				* factors (int8_smooth_alpha, from the calibration maxima) instead of
 				* outlier channels, the others keeping theirs; default 1; 0:
 				* outlier channels on the up product too */
 	int int8_smooth_alpha; /* EMBED_VK_INT8_SMOOTH_ALPHA: SmoothQuant's migration strength in
