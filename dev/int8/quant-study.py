@@ -268,7 +268,7 @@ def report_ndcg(cfg, v):
     top = sc.topk(100, dim=1)
     run = {q: [(float(s), NDCG["ids"][int(i)]) for s, i in zip(top.values[r], top.indices[r])]
            for r, q in enumerate(NDCG["qids"])}
-    nd, rc, n = NDCG["ev"].evaluate(run, NDCG["qrels"], False)
+    nd, rc, n = NDCG["ev"].evaluate(run, NDCG["qrels"], True)
     print(f"{cfg:16s} nDCG@10 {nd:.4f}  recall@100 {rc:.4f}  ({n} queries, {v.shape[0]} documents)",
           flush=True)
 
