@@ -133,6 +133,11 @@ ab_rows() {
 		done
 	done
 }
+# SciFact unpacked from the carried .dev/scifact.tar.xz, and $ev: eval-beir's command on it
+scifact() {
+	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
+	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 for s in "$@"; do
 case $s in
@@ -190,8 +195,7 @@ jina-8192)
 	step bench-jina 400 python3 scripts/bench-gpu --tool $B/tool_vk_bench --jina-shaped /tmp/jb \
 		--seq-lens 2048,8192 --jina-check-max 2048 --out $OUT/bench-jina.md ;;
 ndcg)
-	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
-	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	scifact
 	rm -rf /tmp/e-* /tmp/.e-*  # fresh stores: an existing one would be reused (no precision in it)
 	step ndcg-cpu-fp32 240 $ev --store /tmp/e-cpu --device cpu
 	step ndcg-gpu-fp16 120 $ev --store /tmp/e-fp16 --device gpu
@@ -277,8 +281,7 @@ attn-study)
 ndcg-int8)
 	# SciFact nDCG@10 of --precision int8 as it comes and with EMBED_VK_INT8_SMOOTH_UP=0 (the
 	# CPU fp32 reference, 0.6451 with the f16 MiniLM, is the ndcg step's first row)
-	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
-	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	scifact
 	rm -rf /tmp/e-i8*
 	step ndcg-int8 120 $ev --store /tmp/e-i8 --device gpu --precision int8 --run-out $OUT/run-i8.trec
 	EMBED_VK_INT8_SMOOTH_UP=0 step ndcg-int8-upo 120 $ev --store /tmp/e-i8-upo --device gpu \
@@ -320,8 +323,7 @@ frontier)
 smooth-alpha)
 	# SmoothQuant's alpha on the up product (EMBED_VK_INT8_SMOOTH_ALPHA, hundredths; ALPHAS):
 	# the accuracy check with batch-1000 rows, and SciFact nDCG@10 (run-a*.trec)
-	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
-	ev="python3 scripts/eval-beir .dev/scifact --bin $B --model $M --threads 16"
+	scifact
 	for a in ${ALPHAS:-50 35 65 80}; do
 		rm -rf /tmp/e-a$a
 		EMBED_VK_INT8_SMOOTH_ALPHA=$a step alpha-$a 60 $B/tool_vk_bench run $M $IDS --no-cpu \
@@ -330,20 +332,20 @@ smooth-alpha)
 			--precision int8 --run-out $OUT/run-a$a.trec
 	done ;;
 index-queues)
-	# the indexer (--truncate, default batches) on 20 copies of SciFact (103,660 documents,
-	# ids made distinct), EMBED_VK_QUEUES=1 against 2, int8 and fp16, alternated
-	[ -d .dev/scifact ] || tar xJf .dev/scifact.tar.xz -C .dev
-	python3 -c 'import json,sys
-for c in range(20):
-    for l in open(".dev/scifact/corpus.jsonl"):
-        d = json.loads(l); d["_id"] = "%s-%d" % (d["_id"], c); sys.stdout.write(json.dumps(d) + "\n")' \
-		> /tmp/c20.jsonl
+	# the indexer on 20 copies of SciFact (103,660 documents; scripts/bench-index-gpu's
+	# truncate step, its start-up warm), EMBED_VK_QUEUES=1 against 2, int8 and fp16, alternated
+	# (one copy each first, so that no timed run compiles pipelines)
+	scifact
+	iq() { # NAME COPIES PRECISION
+		step $1 90 python3 scripts/bench-index-gpu --bin $B --model $M --corpus \
+			.dev/scifact/corpus.jsonl --copies $2 --steps truncate --budget 80 \
+			--cache-home /tmp/iq-cache --work /tmp/iq --out $OUT/$1.md -- --precision $3 --threads 16
+	}
+	for p in int8 fp16; do iq iq-warm-$p 1 $p; done
 	for r in $(seq ${QROUNDS:-2}); do
 		for p in int8 fp16; do
 			for q in 1 2; do
-				rm -rf /tmp/iq
-				EMBED_VK_QUEUES=$q step iq$q-$p-$r 60 $B/indexer --store /tmp/iq --truncate \
-					--model $M --device gpu --precision $p --threads 16 /tmp/c20.jsonl
+				EMBED_VK_QUEUES=$q iq iq$q-$p-$r ${IQ_COPIES:-20} $p
 			done
 		done
 	done ;;
