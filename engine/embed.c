@@ -155,7 +155,6 @@ static void gpu_begin(embed_model *m, const embed_options *opt, gpu_job *j)
 			  : opt->precision == EMBED_PRECISION_FP16 ? VK_PREC_FP16
 			  : opt->precision == EMBED_PRECISION_INT8 ? VK_PREC_INT8 : VK_PREC_DEFAULT;
 	j->vo.max_seq = m->cfg.max_tokens;
-	j->vo.cpu_threads = opt->threads;
 	j->started = 1;
 	if (pthread_create(&j->th, NULL, gpu_prepare_run, j) != 0) {
 		gpu_prepare_run(j);
@@ -176,7 +175,8 @@ static int gpu_finish(embed_model *m, const embed_options *opt, gpu_job *j, int 
 	int rc = j->rc;
 	emb_err e = j->err;
 	if (!rc && ok)
-		vk_backend_set_text_ids(j->b, tokenizer_cls_id(m->tok), tokenizer_sep_id(m->tok));
+		vk_backend_set_calibration(j->b, tokenizer_cls_id(m->tok), tokenizer_sep_id(m->tok),
+					   m->pool);
 	if (!rc && ok && (rc = vk_backend_upload(j->b, &m->w, &e)) == EMB_OK) {
 		m->gpu = j->b;
 		j->b = NULL;

@@ -184,7 +184,6 @@ struct vk_backend {
 	uint32_t nout;     /* or the outlier channels an int8 product keeps out of int8
 			    * (set.int8_outliers, omap) */
 	int smooth_up;     /* set.int8_smooth_up, with outlier channels for the others */
-	int cpu_threads;   /* opt->cpu_threads: the calibration pass's (self_calibrate) */
 	vk_pipe pipe[P_N];
 	int gemm_pipe[4];
 	int small_tiles;   /* small grids: 0 keep the large tiles, 1 use 64x64, 2 32x64, 3 auto */
@@ -215,7 +214,8 @@ struct vk_backend {
 	uint32_t cm_second;    /* accumulator elements in a lane's second row (cm_layout_ok) */
 	int i8_lay_same;       /* int32 accumulators laid out as fp32 ones, in pairs (cm_layout_ok;
 				* 0 where it did not run or found no usable layout) */
-	int32_t text_ids[2];   /* [CLS], [SEP] of the int8 calibration texts (vk_backend_set_text_ids) */
+	int32_t text_ids[2];   /* [CLS], [SEP] of the int8 calibration texts, and */
+	threadpool *calib_pool; /* its pool, the caller's or NULL (vk_backend_set_calibration) */
 	int cm_load_same;      /* a loaded 16x16 fp32 matrix has the accumulators' layout */
 	uint32_t ln_lanes;     /* lanes a token in add_ln_sg.comp, 0 where it is not used */
 	uint32_t quant_lanes[2]; /* lanes a row in quant_i8.comp: rows of H, rows of I */
@@ -392,15 +392,17 @@ static int read_calib(vk_backend *b, float **out, emb_err *err)
 }
 
 /* Without set.int8_calib, the maxima come from the model itself: the CPU's calibration pass
- * over made-up texts (forward_cpu_calib_maxima, forward.h), on opt->cpu_threads. */
+ * over made-up texts (forward_cpu_calib_maxima, forward.h), on the caller's pool or on one
+ * of all online CPUs made for it. */
 static int self_calibrate(vk_backend *b, const bert_weights *w, float **out, emb_err *err)
 {
 	float *mx = calloc((size_t)b->L * (3 * b->H + b->I), sizeof *mx);
-	threadpool *pool = threadpool_create(b->cpu_threads);
+	threadpool *own = b->calib_pool ? NULL : threadpool_create(0);
+	threadpool *pool = b->calib_pool ? b->calib_pool : own;
 	int rc = !mx || !pool ? emb_errf(err, EMB_ENOMEM, "out of memory for the int8 calibration")
 		 : forward_cpu_calib_maxima(&b->cfg, w, pool, b->text_ids[0], b->text_ids[1],
 					    (int)b->max_seq, mx, err);
-	threadpool_destroy(pool);
+	threadpool_destroy(own);
 	if (rc) {
 		free(mx);
 		return emb_err_prefix(err, "int8 calibration: ");
@@ -1204,7 +1206,6 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	/* the longest sequence the position embeddings cover, from the description's first id */
 	const int max_pos = cfg->max_positions - cfg->arch.pos_offset;
 	b->max_seq = (uint32_t)(opt->max_seq > 0 && opt->max_seq < max_pos ? opt->max_seq : max_pos);
-	b->cpu_threads = opt->cpu_threads > 0 ? opt->cpu_threads : 0;
 	/* a token's position shares its 32-bit word with its type (16 bits each, layernorm.glsl) */
 	if (b->max_seq + (uint32_t)cfg->arch.pos_offset > 0xffffu)
 		b->max_seq = 0xffffu - (uint32_t)cfg->arch.pos_offset;
@@ -1336,9 +1337,10 @@ int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend
 	return EMB_OK;
 }
 
-void vk_backend_set_text_ids(vk_backend *b, int32_t cls, int32_t sep)
+void vk_backend_set_calibration(vk_backend *b, int32_t cls, int32_t sep, threadpool *pool)
 {
 	b->text_ids[0] = cls, b->text_ids[1] = sep;
+	b->calib_pool = pool;
 }
 
 int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err)

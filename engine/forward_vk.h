@@ -74,8 +74,6 @@ typedef struct vk_options {
 			     implementation); clamped to the device's limits */
 	int max_seq;      /* longest sequence accepted; 0 (or more) = what the position
 			     embeddings cover, cfg->max_positions - cfg->arch.pos_offset */
-	int cpu_threads;  /* CPU threads of the int8 calibration pass at upload; 0 = all
-			     online CPUs */
 	vk_settings set;  /* the environment's settings (vk_settings_from_env), or defaults */
 } vk_options;
 
@@ -108,17 +106,20 @@ int vk_backend_open(const bert_config *cfg, const bert_weights *w, const vk_opti
  * copied w to the device (EMB_ENOMEM, EMB_EDEVICE; EMB_EINVAL when called twice). On an
  * upload error the caller closes the backend. cfg and w must describe the same model. Under
  * VK_PREC_INT8 without set.int8_calib the upload first runs the CPU's fp32 pass over 16
- * made-up texts (forward_cpu_calib_maxima, on opt->cpu_threads: MiniLM 0.3 s on 2)
+ * made-up texts (forward_cpu_calib_maxima, on vk_backend_set_calibration's pool: MiniLM
+ * 0.3 s on 2)
  * to pick the outlier channels, so w's fp32 arrays (qkv_w ...) must be readable. */
 int vk_backend_prepare(const bert_config *cfg, const vk_options *opt, vk_backend **out,
 		       emb_err *err);
 int vk_backend_upload(vk_backend *b, const bert_weights *w, emb_err *err);
 
-/* The vocabulary's [CLS] and [SEP] ids (or <s>, </s>), which begin and end the made-up
- * texts of the int8 calibration pass (VK_PREC_INT8 without set.int8_calib: the outlier
- * channels come from the CPU's fp32 pass over them at upload); default 101 and 102,
- * BERT's WordPiece vocabulary. Call before vk_backend_upload. */
-void vk_backend_set_text_ids(vk_backend *b, int32_t cls, int32_t sep);
+/* What the int8 calibration pass at upload (VK_PREC_INT8 without set.int8_calib: the
+ * outlier channels and SmoothQuant factors come from the CPU's fp32 pass over made-up texts)
+ * takes from the caller: the vocabulary's [CLS] and [SEP] ids (or <s>, </s>), which begin
+ * and end those texts (default 101 and 102, BERT's WordPiece vocabulary), and the thread
+ * pool it runs on, borrowed until vk_backend_upload returns (NULL, the default: a pool of
+ * all online CPUs for the pass alone). Call before vk_backend_upload. */
+void vk_backend_set_calibration(vk_backend *b, int32_t cls, int32_t sep, threadpool *pool);
 
 /* Waits for any batch still running, then frees everything. NULL is allowed. */
 void vk_backend_close(vk_backend *b);
